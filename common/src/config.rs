@@ -1,0 +1,423 @@
+//! Static configuration shared by every memtrace process.
+//!
+//! Layers, lowest first: built-in defaults → `memtrace.toml` (the first found of
+//! `./memtrace.toml`, `/etc/memtrace/memtrace.toml`, `~/.memtrace/memtrace.toml`,
+//! or an explicit path) → `MEMTRACE_<SECTION>_<KEY>` variables. The same
+//! sections, keys and defaults as the original memtrace, plus
+//! `[control_plane]`. The environment is injected ([`Env`]), never read behind
+//! the caller's back, so tests need no process-global state.
+//!
+//! Unknown keys in the file are errors (typos must not pass silently); a
+//! variable that names a known section but an unknown key is reported back as
+//! ignored so the binary can warn about it.
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+/// Why configuration could not be loaded. Every message names the key or
+/// variable and the rule.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("config file {path} is not valid TOML: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("{origin}: {message}")]
+    Invalid { origin: String, message: String },
+    #[error("{var}: expected {expected}, got {value:?}")]
+    EnvType { var: String, expected: &'static str, value: String },
+}
+
+/// An injected set of environment variables.
+#[derive(Debug, Clone, Default)]
+pub struct Env(BTreeMap<String, String>);
+
+impl Env {
+    /// The process environment (binaries only).
+    pub fn from_process() -> Self {
+        Self(std::env::vars().collect())
+    }
+
+    pub fn from_pairs<K: Into<String>, V: Into<String>>(pairs: impl IntoIterator<Item = (K, V)>) -> Self {
+        Self(pairs.into_iter().map(|(k, v)| (k.into(), v.into())).collect())
+    }
+
+    /// A set value, with empty strings treated as unset.
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.0.get(name).map(String::as_str).filter(|v| !v.is_empty())
+    }
+
+    pub fn set(&mut self, name: impl Into<String>, value: impl Into<String>) {
+        self.0.insert(name.into(), value.into());
+    }
+
+    fn iter(&self) -> impl Iterator<Item = (&String, &String)> {
+        self.0.iter()
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerConfig {
+    pub host: String,
+    pub port: u16,
+    pub read_timeout: u64,
+    pub write_timeout: u64,
+    /// Seconds a process waits for in-flight work on SIGTERM.
+    pub shutdown_timeout: u64,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            host: "0.0.0.0".into(),
+            port: 9100,
+            read_timeout: 30,
+            write_timeout: 30,
+            shutdown_timeout: 30,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Console,
+    Json,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogConfig {
+    pub level: String,
+    pub format: LogFormat,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            level: "info".into(),
+            format: LogFormat::Console,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct ArcConfig {
+    /// Legacy single-instance binding, migrated into `org_default` on first start.
+    pub url: String,
+    pub api_key: String,
+    pub database: String,
+    pub measurement: String,
+    pub connect_timeout: u64,
+    pub query_timeout: u64,
+    pub write_batch_size: u64,
+    pub write_flush_interval_ms: u64,
+}
+
+impl Default for ArcConfig {
+    fn default() -> Self {
+        Self {
+            url: String::new(),
+            api_key: String::new(),
+            database: String::new(),
+            measurement: "events".into(),
+            connect_timeout: 5,
+            query_timeout: 30,
+            write_batch_size: 100,
+            write_flush_interval_ms: 1000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthConfig {
+    pub enabled: bool,
+    pub db_path: String,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            db_path: "./data/memtrace.db".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct DedupConfig {
+    pub enabled: bool,
+    pub window_hours: u64,
+}
+
+impl Default for DedupConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            window_hours: 24,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct ControlPlaneConfig {
+    /// gRPC admin API and HTTP `/health`, `/ready` on one port.
+    pub listen: String,
+}
+
+impl Default for ControlPlaneConfig {
+    fn default() -> Self {
+        Self {
+            listen: "0.0.0.0:9200".into(),
+        }
+    }
+}
+
+/// The whole static configuration.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct MemtraceConfig {
+    pub server: ServerConfig,
+    pub log: LogConfig,
+    pub arc: ArcConfig,
+    pub auth: AuthConfig,
+    pub dedup: DedupConfig,
+    pub control_plane: ControlPlaneConfig,
+}
+
+/// A loaded configuration and where it came from.
+#[derive(Debug, Clone)]
+pub struct Loaded {
+    pub config: MemtraceConfig,
+    /// The file that was read, if any.
+    pub file: Option<PathBuf>,
+    /// `MEMTRACE_*` variables that look like settings but match no key.
+    pub ignored_vars: Vec<String>,
+}
+
+/// Where to look for the file.
+#[derive(Debug, Clone)]
+pub enum FileSource {
+    /// `./`, `/etc/memtrace/`, `$HOME/.memtrace/` (HOME taken from the injected env).
+    Search,
+    /// This file, which must exist.
+    Path(PathBuf),
+    /// No file at all.
+    None,
+}
+
+/// Variables that are read directly by the binaries, never as settings.
+const NON_SETTING_VARS: &[&str] = &[
+    "MEMTRACE_MASTER_KEY",
+    "MEMTRACE_MASTER_KEYS_PREVIOUS",
+    "MEMTRACE_FLEET_KEY",
+    "MEMTRACE_BOOTSTRAP_ADMIN_TOKEN",
+    "MEMTRACE_DATABASE_URL",
+    "MEMTRACE_EXPECTED_MIGRATION",
+    "MEMTRACE_CONFIG",
+    "MEMTRACE_ADMIN_TOKEN",
+    "MEMTRACE_CONTROL_PLANE_URL",
+];
+
+/// Loads defaults → file → environment.
+pub fn load(file: &FileSource, env: &Env) -> Result<Loaded, ConfigError> {
+    let mut table = match toml::Value::try_from(MemtraceConfig::default()) {
+        Ok(toml::Value::Table(table)) => table,
+        _ => unreachable_defaults(),
+    };
+    let path = match file {
+        FileSource::Search => search_paths(env).into_iter().find(|p| p.is_file()),
+        FileSource::Path(path) => Some(path.clone()),
+        FileSource::None => None,
+    };
+    if let Some(path) = &path {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.clone(),
+            source,
+        })?;
+        let file_table: toml::Table = text.parse().map_err(|e: toml::de::Error| ConfigError::Parse {
+            path: path.clone(),
+            message: e.to_string(),
+        })?;
+        merge(&mut table, file_table);
+    }
+    let ignored_vars = apply_env(&mut table, env)?;
+    let origin = path
+        .as_ref()
+        .map(|p| format!("config ({})", p.display()))
+        .unwrap_or_else(|| "config".to_owned());
+    let config = MemtraceConfig::deserialize(toml::Value::Table(table)).map_err(|e| {
+        ConfigError::Invalid {
+            origin,
+            message: e.to_string(),
+        }
+    })?;
+    Ok(Loaded {
+        config,
+        file: path,
+        ignored_vars,
+    })
+}
+
+fn unreachable_defaults() -> toml::Table {
+    // The defaults are plain structs of strings, integers and booleans, which
+    // always serialise to a table; an empty table still yields the defaults
+    // because every section is `#[serde(default)]`.
+    toml::Table::new()
+}
+
+fn search_paths(env: &Env) -> Vec<PathBuf> {
+    let mut paths = vec![
+        PathBuf::from("./memtrace.toml"),
+        PathBuf::from("/etc/memtrace/memtrace.toml"),
+    ];
+    if let Some(home) = env.get("HOME") {
+        paths.push(Path::new(home).join(".memtrace").join("memtrace.toml"));
+    }
+    paths
+}
+
+fn merge(base: &mut toml::Table, overlay: toml::Table) {
+    for (key, value) in overlay {
+        match (base.get_mut(&key), value) {
+            (Some(toml::Value::Table(base_section)), toml::Value::Table(section)) => {
+                merge(base_section, section);
+            }
+            (_, value) => {
+                base.insert(key, value);
+            }
+        }
+    }
+}
+
+fn apply_env(table: &mut toml::Table, env: &Env) -> Result<Vec<String>, ConfigError> {
+    let mut ignored = Vec::new();
+    let mut sections: Vec<String> = table.keys().cloned().collect();
+    // longest first, so `control_plane` wins over a hypothetical `control`
+    sections.sort_by_key(|s| std::cmp::Reverse(s.len()));
+    for (var, value) in env.iter() {
+        let Some(rest) = var.strip_prefix("MEMTRACE_") else {
+            continue;
+        };
+        if NON_SETTING_VARS.contains(&var.as_str()) {
+            continue;
+        }
+        let rest = rest.to_ascii_lowercase();
+        let Some(section) = sections
+            .iter()
+            .find(|s| rest.starts_with(&format!("{s}_")))
+        else {
+            ignored.push(var.clone());
+            continue;
+        };
+        let key = &rest[section.len() + 1..];
+        let Some(toml::Value::Table(section_table)) = table.get_mut(section.as_str()) else {
+            continue;
+        };
+        let Some(current) = section_table.get(key) else {
+            ignored.push(var.clone());
+            continue;
+        };
+        let parsed = coerce(var, current, value)?;
+        section_table.insert(key.to_owned(), parsed);
+    }
+    Ok(ignored)
+}
+
+fn coerce(var: &str, current: &toml::Value, value: &str) -> Result<toml::Value, ConfigError> {
+    let err = |expected| ConfigError::EnvType {
+        var: var.to_owned(),
+        expected,
+        value: value.to_owned(),
+    };
+    let trimmed = value.trim();
+    Ok(match current {
+        toml::Value::Integer(_) => toml::Value::Integer(trimmed.parse().map_err(|_| err("an integer"))?),
+        toml::Value::Float(_) => toml::Value::Float(trimmed.parse().map_err(|_| err("a number"))?),
+        toml::Value::Boolean(_) => match trimmed.to_ascii_lowercase().as_str() {
+            "true" | "1" | "yes" | "on" => toml::Value::Boolean(true),
+            "false" | "0" | "no" | "off" => toml::Value::Boolean(false),
+            _ => return Err(err("a boolean (true/false)")),
+        },
+        _ => toml::Value::String(value.to_owned()),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_match_the_original() {
+        let loaded = load(&FileSource::None, &Env::default()).unwrap();
+        let c = loaded.config;
+        assert_eq!(c.server.port, 9100);
+        assert_eq!(c.arc.write_batch_size, 100);
+        assert_eq!(c.arc.write_flush_interval_ms, 1000);
+        assert_eq!(c.arc.measurement, "events");
+        assert_eq!(c.auth.db_path, "./data/memtrace.db");
+        assert_eq!(c.dedup.window_hours, 24);
+        assert_eq!(c.control_plane.listen, "0.0.0.0:9200");
+        assert_eq!(c.log.format, LogFormat::Console);
+    }
+
+    #[test]
+    fn env_overrides_file_overrides_defaults() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("memtrace.toml");
+        std::fs::write(
+            &path,
+            "[arc]\nwrite_batch_size = 500\nurl = \"http://arc:8000\"\n[log]\nformat = \"json\"\n",
+        )
+        .unwrap();
+        let env = Env::from_pairs([
+            ("MEMTRACE_ARC_WRITE_BATCH_SIZE", "700"),
+            ("MEMTRACE_CONTROL_PLANE_LISTEN", "127.0.0.1:0"),
+            ("MEMTRACE_DEDUP_ENABLED", "false"),
+            ("MEMTRACE_MASTER_KEY", "not a setting"),
+            ("MEMTRACE_ARC_NO_SUCH_KEY", "1"),
+            ("PATH", "/bin"),
+        ]);
+        let loaded = load(&FileSource::Path(path.clone()), &env).unwrap();
+        assert_eq!(loaded.file, Some(path));
+        assert_eq!(loaded.config.arc.write_batch_size, 700);
+        assert_eq!(loaded.config.arc.url, "http://arc:8000");
+        assert_eq!(loaded.config.log.format, LogFormat::Json);
+        assert_eq!(loaded.config.control_plane.listen, "127.0.0.1:0");
+        assert!(!loaded.config.dedup.enabled);
+        assert_eq!(loaded.ignored_vars, vec!["MEMTRACE_ARC_NO_SUCH_KEY".to_owned()]);
+    }
+
+    #[test]
+    fn bad_values_name_the_variable_or_key() {
+        let env = Env::from_pairs([("MEMTRACE_SERVER_PORT", "http")]);
+        let err = load(&FileSource::None, &env).unwrap_err().to_string();
+        assert!(err.contains("MEMTRACE_SERVER_PORT") && err.contains("integer"), "{err}");
+
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("memtrace.toml");
+        std::fs::write(&path, "[arc]\nwrite_batchsize = 5\n").unwrap();
+        let err = load(&FileSource::Path(path), &Env::default()).unwrap_err().to_string();
+        assert!(err.contains("write_batchsize"), "{err}");
+
+        let env = Env::from_pairs([("MEMTRACE_LOG_FORMAT", "xml")]);
+        let err = load(&FileSource::None, &env).unwrap_err().to_string();
+        assert!(err.contains("xml"), "{err}");
+    }
+
+    #[test]
+    fn search_uses_home_from_injected_env() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join(".memtrace")).unwrap();
+        std::fs::write(dir.path().join(".memtrace/memtrace.toml"), "[server]\nport = 9999\n").unwrap();
+        let env = Env::from_pairs([("HOME", dir.path().to_str().unwrap())]);
+        let loaded = load(&FileSource::Search, &env).unwrap();
+        assert_eq!(loaded.config.server.port, 9999);
+    }
+}

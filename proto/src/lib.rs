@@ -1,0 +1,15 @@
+//! `memtrace-proto` owns every wire contract between memtrace processes: the
+//! admin API of the control plane (`memtrace.admin.v1`), and later the public
+//! data API and the records published to etcd. Generated code only; domain
+//! types and validation live in the crates that use them.
+
+/// The control plane's admin API.
+pub mod admin {
+    /// Version 1 of the admin API.
+    pub mod v1 {
+        tonic::include_proto!("memtrace.admin.v1");
+    }
+}
+
+/// Encoded `FileDescriptorSet` of every memtrace proto, for gRPC reflection.
+pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("memtrace_descriptor");
