@@ -1,0 +1,75 @@
+//! The control plane's one error enum, and the single place its variants get
+//! their error codes.
+
+use crate::store::StoreError;
+use memtrace_common::envelope::EnvelopeError;
+use memtrace_common::error::{CodedError, ErrorCode};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ControlPlaneError {
+    #[error("invalid {field}: {rule}")]
+    InvalidArgument { field: &'static str, rule: String },
+    #[error("org {0} not found; list orgs with 'memtracectl org list'")]
+    OrgNotFound(String),
+    #[error("org {0} has no arc binding; add one with 'memtracectl org add-arc {0} --url URL --database DB'")]
+    ArcBindingNotFound(String),
+    #[error("api key {0} not found; list keys with 'memtracectl key list --org ORG_ID --all'")]
+    ApiKeyNotFound(String),
+    #[error("{0}")]
+    AlreadyExists(String),
+    #[error("{0}")]
+    Unauthenticated(String),
+    #[error("{0}")]
+    PermissionDenied(String),
+    #[error("{0}")]
+    Unavailable(String),
+    #[error("stored secret cannot be opened: {0}; configure the master key that sealed it (MEMTRACE_MASTER_KEY or MEMTRACE_MASTER_KEYS_PREVIOUS)")]
+    Secret(#[from] EnvelopeError),
+    #[error("{0}")]
+    Startup(String),
+    #[error(transparent)]
+    Store(StoreError),
+}
+
+impl From<StoreError> for ControlPlaneError {
+    fn from(error: StoreError) -> Self {
+        match error {
+            StoreError::Conflict(message) => Self::AlreadyExists(message),
+            other => Self::Store(other),
+        }
+    }
+}
+
+impl ControlPlaneError {
+    pub fn invalid(field: &'static str, rule: impl Into<String>) -> Self {
+        Self::InvalidArgument {
+            field,
+            rule: rule.into(),
+        }
+    }
+}
+
+impl CodedError for ControlPlaneError {
+    fn code(&self) -> ErrorCode {
+        match self {
+            Self::InvalidArgument { .. } => ErrorCode::InvalidArgument,
+            Self::OrgNotFound(_) | Self::ArcBindingNotFound(_) | Self::ApiKeyNotFound(_) => {
+                ErrorCode::NotFound
+            }
+            Self::AlreadyExists(_) => ErrorCode::AlreadyExists,
+            Self::Unauthenticated(_) => ErrorCode::Unauthenticated,
+            Self::PermissionDenied(_) => ErrorCode::PermissionDenied,
+            Self::Unavailable(_) => ErrorCode::Unavailable,
+            Self::Secret(_) => ErrorCode::FailedPrecondition,
+            Self::Startup(_) | Self::Store(_) => ErrorCode::Internal,
+        }
+    }
+}
+
+impl From<ControlPlaneError> for tonic::Status {
+    fn from(error: ControlPlaneError) -> Self {
+        memtrace_common::error::to_status(&error)
+    }
+}
+
+pub type Result<T, E = ControlPlaneError> = std::result::Result<T, E>;

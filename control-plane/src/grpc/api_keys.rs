@@ -1,0 +1,56 @@
+use super::Gate;
+use crate::clock::to_timestamp;
+use crate::domain::types::{ApiKeyId, ApiKeySpec, OrgId};
+use crate::store::ApiKeyRow;
+use memtrace_proto::admin::v1 as pb;
+use std::sync::Arc;
+use tonic::{Request, Response, Status};
+
+pub struct ApiKeyApi(pub Arc<Gate>);
+
+fn key_to_pb(row: ApiKeyRow) -> pb::ApiKey {
+    pb::ApiKey {
+        id: row.id,
+        org_id: row.org_id,
+        name: row.name,
+        scopes: row.scopes.split(',').filter(|s| !s.is_empty()).map(str::to_owned).collect(),
+        created_at: Some(to_timestamp(row.created_at)),
+        expires_at: row.expires_at.map(to_timestamp),
+        last_used_at: row.last_used_at.map(to_timestamp),
+        revoked_at: row.revoked_at.map(to_timestamp),
+    }
+}
+
+#[tonic::async_trait]
+impl pb::api_key_service_server::ApiKeyService for ApiKeyApi {
+    async fn create_api_key(
+        &self,
+        request: Request<pb::CreateApiKeyRequest>,
+    ) -> Result<Response<pb::CreateApiKeyResponse>, Status> {
+        let req = request.into_inner();
+        let spec = ApiKeySpec::parse(&req.org_id, &req.name, &req.scopes, req.expires_in_seconds)?;
+        let (row, secret) = self.0.service()?.create_api_key(&spec).await?;
+        Ok(Response::new(pb::CreateApiKeyResponse {
+            key: Some(key_to_pb(row)),
+            secret: secret.as_str().to_owned(),
+        }))
+    }
+
+    async fn list_api_keys(
+        &self,
+        request: Request<pb::ListApiKeysRequest>,
+    ) -> Result<Response<pb::ListApiKeysResponse>, Status> {
+        let req = request.into_inner();
+        let org = OrgId::parse(&req.org_id)?;
+        let keys = self.0.service()?.list_api_keys(&org, req.include_revoked).await?;
+        Ok(Response::new(pb::ListApiKeysResponse {
+            keys: keys.into_iter().map(key_to_pb).collect(),
+        }))
+    }
+
+    async fn revoke_api_key(&self, request: Request<pb::RevokeApiKeyRequest>) -> Result<Response<pb::ApiKey>, Status> {
+        let id = ApiKeyId::parse(&request.into_inner().key_id)?;
+        let row = self.0.service()?.revoke_api_key(&id).await?;
+        Ok(Response::new(key_to_pb(row)))
+    }
+}

@@ -1,0 +1,51 @@
+use super::Gate;
+use crate::clock::to_timestamp;
+use crate::domain::types::{OrgId, OrgName};
+use crate::store::OrgSummary;
+use memtrace_proto::admin::v1 as pb;
+use std::sync::Arc;
+use tonic::{Request, Response, Status};
+
+pub struct OrgApi(pub Arc<Gate>);
+
+pub(crate) fn org_to_pb(summary: OrgSummary) -> pb::Org {
+    pb::Org {
+        id: summary.org.id,
+        name: summary.org.name,
+        created_at: Some(to_timestamp(summary.org.created_at)),
+        has_arc_binding: summary.has_arc_binding,
+        active_api_keys: summary.active_api_keys,
+    }
+}
+
+#[tonic::async_trait]
+impl pb::org_service_server::OrgService for OrgApi {
+    async fn create_org(&self, request: Request<pb::CreateOrgRequest>) -> Result<Response<pb::Org>, Status> {
+        let name = OrgName::parse(&request.into_inner().name)?;
+        let org = self.0.service()?.create_org(&name).await?;
+        Ok(Response::new(org_to_pb(org)))
+    }
+
+    async fn list_orgs(&self, _request: Request<pb::ListOrgsRequest>) -> Result<Response<pb::ListOrgsResponse>, Status> {
+        let orgs = self.0.service()?.list_orgs().await?;
+        Ok(Response::new(pb::ListOrgsResponse {
+            orgs: orgs.into_iter().map(org_to_pb).collect(),
+        }))
+    }
+
+    async fn get_org(&self, request: Request<pb::GetOrgRequest>) -> Result<Response<pb::Org>, Status> {
+        let id = OrgId::parse(&request.into_inner().org_id)?;
+        let org = self.0.service()?.get_org(&id).await?;
+        Ok(Response::new(org_to_pb(org)))
+    }
+
+    async fn delete_org(&self, request: Request<pb::DeleteOrgRequest>) -> Result<Response<pb::DeleteOrgResponse>, Status> {
+        let id = OrgId::parse(&request.into_inner().org_id)?;
+        let deletion = self.0.service()?.delete_org(&id).await?;
+        Ok(Response::new(pb::DeleteOrgResponse {
+            org_id: deletion.org.id,
+            arc_binding_removed: deletion.arc_binding_removed,
+            api_keys_removed: deletion.api_keys_removed,
+        }))
+    }
+}

@@ -1,0 +1,74 @@
+//! Plain HTTP endpoints served on the gRPC port: `/health` (200 while the
+//! process runs) and `/ready` (200 once the database answers and the schema
+//! is at least at the expected migration).
+
+use crate::store::{SqlStore, Store};
+use axum::Json;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::get;
+use serde_json::{Value, json};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+/// What the probes look at.
+#[derive(Debug)]
+pub struct Probes {
+    pub store: OnceLock<Arc<SqlStore>>,
+    pub started: Instant,
+    pub expected_migration: Option<i64>,
+}
+
+impl Probes {
+    pub fn new(expected_migration: Option<i64>) -> Self {
+        Self {
+            store: OnceLock::new(),
+            started: Instant::now(),
+            expected_migration,
+        }
+    }
+}
+
+pub fn router(probes: Arc<Probes>) -> axum::Router {
+    axum::Router::new()
+        .route("/health", get(health))
+        .route("/ready", get(ready))
+        .with_state(probes)
+}
+
+async fn health(State(probes): State<Arc<Probes>>) -> Json<Value> {
+    Json(json!({
+        "status": "ok",
+        "service": "memtrace-control-plane",
+        "version": env!("CARGO_PKG_VERSION"),
+        "uptime_seconds": probes.started.elapsed().as_secs(),
+    }))
+}
+
+async fn ready(State(probes): State<Arc<Probes>>) -> (StatusCode, Json<Value>) {
+    let not_ready = |reason: String| {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({"status": "not ready", "reason": reason})),
+        )
+    };
+    let Some(store) = probes.store.get() else {
+        return not_ready("database not connected or migrations not applied yet".into());
+    };
+    let applied = match tokio::time::timeout(Duration::from_secs(2), store.applied_migration()).await {
+        Ok(Ok(applied)) => applied.unwrap_or(0),
+        Ok(Err(error)) => return not_ready(format!("database unreachable: {error}")),
+        Err(_) => return not_ready("database did not answer within 2s".into()),
+    };
+    if let Some(expected) = probes.expected_migration {
+        if applied < expected {
+            return not_ready(format!(
+                "schema is at migration {applied}, MEMTRACE_EXPECTED_MIGRATION requires {expected}"
+            ));
+        }
+    }
+    (
+        StatusCode::OK,
+        Json(json!({"status": "ready", "migration": applied})),
+    )
+}

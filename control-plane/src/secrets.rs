@@ -1,0 +1,112 @@
+//! Secrets the control plane reads from its environment, validated before any
+//! port is bound. Values are never logged; errors name the variable only.
+
+use crate::error::ControlPlaneError;
+use memtrace_common::config::Env;
+use memtrace_common::credentials::MIN_ADMIN_TOKEN_LEN;
+use memtrace_common::envelope::{Keyring, MasterKey};
+use memtrace_common::keys::parse_key;
+use zeroize::Zeroizing;
+
+pub const MASTER_KEY_VAR: &str = "MEMTRACE_MASTER_KEY";
+pub const PREVIOUS_MASTER_KEYS_VAR: &str = "MEMTRACE_MASTER_KEYS_PREVIOUS";
+pub const BOOTSTRAP_TOKEN_VAR: &str = "MEMTRACE_BOOTSTRAP_ADMIN_TOKEN";
+pub const DATABASE_URL_VAR: &str = "MEMTRACE_DATABASE_URL";
+pub const EXPECTED_MIGRATION_VAR: &str = "MEMTRACE_EXPECTED_MIGRATION";
+
+/// Everything secret or deployment-specific the control plane needs.
+pub struct Secrets {
+    pub keyring: Keyring,
+    pub bootstrap_admin_token: Option<Zeroizing<String>>,
+    /// `MEMTRACE_DATABASE_URL`; `None` means SQLite at `[auth] db_path`.
+    pub database_url: Option<Zeroizing<String>>,
+    pub expected_migration: Option<i64>,
+}
+
+impl std::fmt::Debug for Secrets {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Secrets")
+            .field("keyring", &self.keyring)
+            .field("bootstrap_admin_token", &self.bootstrap_admin_token.as_ref().map(|_| "***"))
+            .field("database_url", &self.database_url.as_ref().map(|_| "***"))
+            .field("expected_migration", &self.expected_migration)
+            .finish()
+    }
+}
+
+impl Secrets {
+    pub fn from_env(env: &Env) -> Result<Self, ControlPlaneError> {
+        let startup = |e: memtrace_common::keys::KeyError| ControlPlaneError::Startup(e.to_string());
+        let active = parse_key(MASTER_KEY_VAR, env.get(MASTER_KEY_VAR)).map_err(startup)?;
+        let mut previous = Vec::new();
+        for (i, item) in env
+            .get(PREVIOUS_MASTER_KEYS_VAR)
+            .unwrap_or_default()
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .enumerate()
+        {
+            let name = format!("{PREVIOUS_MASTER_KEYS_VAR} (entry {})", i + 1);
+            let key = parse_key(&name, Some(item)).map_err(startup)?;
+            previous.push(MasterKey::new(&key));
+        }
+        let bootstrap_admin_token = match env.get(BOOTSTRAP_TOKEN_VAR).map(str::trim) {
+            None => None,
+            Some(token) if token.chars().count() < MIN_ADMIN_TOKEN_LEN => {
+                return Err(ControlPlaneError::Startup(format!(
+                    "{BOOTSTRAP_TOKEN_VAR} must be at least {MIN_ADMIN_TOKEN_LEN} characters"
+                )));
+            }
+            Some(token) if token.starts_with(memtrace_common::credentials::API_KEY_PREFIX) => {
+                return Err(ControlPlaneError::Startup(format!(
+                    "{BOOTSTRAP_TOKEN_VAR} must not start with mtk_ (that prefix is reserved for data-plane api keys)"
+                )));
+            }
+            Some(token) => Some(Zeroizing::new(token.to_owned())),
+        };
+        let expected_migration = env
+            .get(EXPECTED_MIGRATION_VAR)
+            .map(|v| {
+                v.trim().parse::<i64>().map_err(|_| {
+                    ControlPlaneError::Startup(format!("{EXPECTED_MIGRATION_VAR} must be an integer migration version"))
+                })
+            })
+            .transpose()?;
+        Ok(Self {
+            keyring: Keyring::new(MasterKey::new(&active), previous),
+            bootstrap_admin_token,
+            database_url: env.get(DATABASE_URL_VAR).map(|u| Zeroizing::new(u.to_owned())),
+            expected_migration,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use memtrace_common::keys::generate_key_b64;
+
+    #[test]
+    fn master_key_is_required_and_validated() {
+        let err = Secrets::from_env(&Env::default()).unwrap_err().to_string();
+        assert!(err.contains(MASTER_KEY_VAR), "{err}");
+        let err = Secrets::from_env(&Env::from_pairs([(MASTER_KEY_VAR, "c2hvcnQ=")])).unwrap_err().to_string();
+        assert!(err.contains("32 bytes"), "{err}");
+        let ok = Secrets::from_env(&Env::from_pairs([(MASTER_KEY_VAR, generate_key_b64())])).unwrap();
+        assert!(ok.bootstrap_admin_token.is_none() && ok.database_url.is_none());
+    }
+
+    #[test]
+    fn bootstrap_token_rules() {
+        let key = generate_key_b64();
+        let short = Env::from_pairs([(MASTER_KEY_VAR, key.as_str()), (BOOTSTRAP_TOKEN_VAR, "short")]);
+        assert!(Secrets::from_env(&short).unwrap_err().to_string().contains("at least 32"));
+        let previous = Env::from_pairs([(MASTER_KEY_VAR, key.as_str()), (PREVIOUS_MASTER_KEYS_VAR, "bad")]);
+        assert!(Secrets::from_env(&previous).unwrap_err().to_string().contains("entry 1"));
+        let secret_value = "x".repeat(40);
+        let env = Env::from_pairs([(MASTER_KEY_VAR, key.as_str()), (BOOTSTRAP_TOKEN_VAR, secret_value.as_str())]);
+        let secrets = Secrets::from_env(&env).unwrap();
+        assert!(!format!("{secrets:?}").contains(&secret_value), "debug output hides secrets");
+    }
+}

@@ -1,0 +1,131 @@
+//! The control plane's storage contract and its sqlx implementation.
+//!
+//! [`Store`] is everything the control plane persists. [`SqlStore`] implements
+//! it over sqlx's `Any` driver for SQLite (default) and PostgreSQL (HA), with
+//! one migration set per backend. The behaviour every backend must show is
+//! pinned by one suite, [`conformance`], run against each.
+
+mod sql;
+
+#[cfg(any(test, feature = "conformance"))]
+pub mod conformance;
+
+pub use sql::{Backend, SqlStore, redact_url as sql_redact_url};
+
+use async_trait::async_trait;
+
+/// Storage failures. `Conflict` is the only one callers branch on.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("{0}")]
+    Conflict(String),
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("migration failed: {0}")]
+    Migration(#[from] sqlx::migrate::MigrateError),
+    #[error("unsupported database url {0:?}: use sqlite://PATH or postgres://…")]
+    UnsupportedUrl(String),
+    #[error("stored row is corrupt: {0}")]
+    Corrupt(String),
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OrgRow {
+    pub id: String,
+    pub name: String,
+    pub created_at: i64,
+}
+
+/// An org with the counts the admin API shows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OrgSummary {
+    pub org: OrgRow,
+    pub has_arc_binding: bool,
+    pub active_api_keys: u32,
+}
+
+/// What deleting an org removed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OrgDeletion {
+    pub org: OrgRow,
+    pub arc_binding_removed: bool,
+    pub api_keys_removed: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ArcBindingRow {
+    pub id: String,
+    pub org_id: String,
+    pub url: String,
+    pub database: String,
+    pub measurement: String,
+    /// Envelope of the Arc API key; `None` when the binding has no key.
+    pub api_key_envelope: Option<Vec<u8>>,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiKeyRow {
+    pub id: String,
+    pub org_id: String,
+    pub name: String,
+    pub key_hash: Vec<u8>,
+    /// Comma-separated, sorted, from {admin, read, write}.
+    pub scopes: String,
+    pub created_at: i64,
+    pub expires_at: Option<i64>,
+    pub last_used_at: Option<i64>,
+    pub revoked_at: Option<i64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AdminTokenRow {
+    pub token_hash: Vec<u8>,
+    pub fingerprint: String,
+    pub label: String,
+    pub created_at: i64,
+}
+
+/// Everything the control plane persists.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Round trip to the database.
+    async fn ping(&self) -> StoreResult<()>;
+    /// Highest applied migration version, `None` before any.
+    async fn applied_migration(&self) -> StoreResult<Option<i64>>;
+
+    async fn meta_get(&self, key: &str) -> StoreResult<Option<String>>;
+    async fn meta_put(&self, key: &str, value: &str) -> StoreResult<()>;
+
+    async fn admin_token_count(&self) -> StoreResult<u64>;
+    async fn insert_admin_token(&self, row: &AdminTokenRow) -> StoreResult<()>;
+    async fn admin_token_hashes(&self) -> StoreResult<Vec<AdminTokenRow>>;
+
+    /// Fails with `Conflict` when the id or the name is taken.
+    async fn insert_org(&self, row: &OrgRow) -> StoreResult<()>;
+    async fn get_org(&self, id: &str) -> StoreResult<Option<OrgSummary>>;
+    async fn list_orgs(&self) -> StoreResult<Vec<OrgSummary>>;
+    /// Deletes the org, its Arc binding and its API keys, and records a
+    /// tombstone, in one transaction. `None` when the org does not exist.
+    async fn delete_org(&self, id: &str, deleted_at: i64) -> StoreResult<Option<OrgDeletion>>;
+
+    /// Inserts, or replaces when `replace` is set; `Conflict` when a binding
+    /// exists and `replace` is not set. The org must exist (`Conflict` otherwise).
+    async fn put_arc_binding(&self, row: &ArcBindingRow, replace: bool) -> StoreResult<()>;
+    async fn get_arc_binding(&self, org_id: &str) -> StoreResult<Option<ArcBindingRow>>;
+    async fn delete_arc_binding(&self, org_id: &str) -> StoreResult<bool>;
+    async fn list_arc_bindings(&self) -> StoreResult<Vec<ArcBindingRow>>;
+    /// Compare-and-swap of the envelope: writes `new` only if the stored
+    /// envelope is still `old`. Returns whether it wrote.
+    async fn swap_arc_envelope(&self, id: &str, old: &[u8], new: &[u8], updated_at: i64) -> StoreResult<bool>;
+
+    /// `Conflict` when the org is missing or an active key of the org has the same name.
+    async fn insert_api_key(&self, row: &ApiKeyRow) -> StoreResult<()>;
+    async fn get_api_key(&self, id: &str) -> StoreResult<Option<ApiKeyRow>>;
+    async fn list_api_keys(&self, org_id: &str, include_revoked: bool) -> StoreResult<Vec<ApiKeyRow>>;
+    /// Sets `revoked_at` if not yet revoked; returns the row after the change.
+    async fn revoke_api_key(&self, id: &str, revoked_at: i64) -> StoreResult<Option<ApiKeyRow>>;
+}
