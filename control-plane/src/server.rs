@@ -97,13 +97,18 @@ pub async fn serve(options: ServeOptions) -> Result<(), ControlPlaneError> {
     let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
     let (fatal_seen_tx, mut fatal_seen_rx) = tokio::sync::oneshot::channel::<ControlPlaneError>();
     let stop = async move {
+        let fatal = async {
+            match fatal_rx.await {
+                Ok(error) => error,
+                // startup finished without error: only the signal stops us
+                Err(_) => std::future::pending().await,
+            }
+        };
         tokio::select! {
             () = shutdown => {}
-            fatal = fatal_rx => match fatal {
-                Ok(error) => { let _ = fatal_seen_tx.send(error); }
-                // startup finished without error: wait for the real signal
-                Err(_) => std::future::pending::<()>().await,
-            },
+            error = fatal => {
+                let _ = fatal_seen_tx.send(error);
+            }
         }
         tracing::info!("control plane stopping: no new connections, draining in-flight calls");
         let _ = stopping_tx.send(());
