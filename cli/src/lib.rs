@@ -1,1 +1,117 @@
-//! placeholder
+//! `memtrace-cli` owns `memtracectl`, the operator CLI of memtrace: the
+//! command-line grammar ([`args`]), the gRPC client of the control plane's
+//! `memtrace.admin.v1` services (orgs, arc bindings, api keys, master keys),
+//! the rendering of results as tables or json, and the mapping of failures to
+//! one `error:` line with a hint ([`error`]). It owns no domain logic: the
+//! control plane validates and decides; this crate only asks and shows.
+//!
+//! Results go to `out` (stdout; in json mode exactly one document), notes
+//! and errors to `diag` (stderr).
+
+pub mod args;
+pub mod client;
+pub mod commands;
+pub mod error;
+pub mod output;
+
+use args::{Cli, Command};
+use client::Admin;
+use memtrace_common::config::Env;
+use output::Output;
+use std::io::Write;
+
+pub use error::{CliError, report};
+
+/// Runs one parsed command. The environment is injected (for
+/// `MEMTRACE_CONTROL_PLANE_URL` and `MEMTRACE_ADMIN_TOKEN`); results are
+/// written to `out`, notes for people to `diag`.
+pub async fn run(
+    cli: Cli,
+    env: &Env,
+    out: &mut dyn Write,
+    diag: &mut dyn Write,
+) -> anyhow::Result<()> {
+    let mut output = Output::new(cli.global.output, out, diag);
+    match cli.command {
+        Command::Keygen(command) => commands::keygen::run(command, &mut output),
+        Command::Org(command) => {
+            let admin = Admin::connect(&cli.global, env).await?;
+            commands::org::run(command, &admin, &mut output).await
+        }
+        Command::Key(command) => {
+            let admin = Admin::connect(&cli.global, env).await?;
+            commands::key::run(command, &admin, &mut output).await
+        }
+        Command::Keys(command) => {
+            let admin = Admin::connect(&cli.global, env).await?;
+            commands::keys::run(command, &admin, &mut output).await
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    async fn run_args(args: &[&str], env: &Env) -> (anyhow::Result<()>, String, String) {
+        let cli = Cli::try_parse_from(std::iter::once("memtracectl").chain(args.iter().copied()))
+            .unwrap();
+        let (mut out, mut diag) = (Vec::new(), Vec::new());
+        let result = run(cli, env, &mut out, &mut diag).await;
+        (
+            result,
+            String::from_utf8(out).unwrap(),
+            String::from_utf8(diag).unwrap(),
+        )
+    }
+
+    #[tokio::test]
+    async fn keygen_master_prints_only_the_key_on_stdout() {
+        let (result, out, diag) = run_args(&["keygen", "master"], &Env::default()).await;
+        result.unwrap();
+        let key = out.trim_end();
+        assert_eq!(out.lines().count(), 1);
+        assert!(memtrace_common::keys::parse_key("K", Some(key)).is_ok());
+        assert!(diag.contains("MEMTRACE_MASTER_KEY"));
+    }
+
+    #[tokio::test]
+    async fn keygen_master_json_is_one_document() {
+        let (result, out, diag) =
+            run_args(&["keygen", "master", "-o", "json"], &Env::default()).await;
+        result.unwrap();
+        let json: serde_json::Value = serde_json::from_str(&out).unwrap();
+        let key = json["key"].as_str().unwrap();
+        assert!(memtrace_common::keys::parse_key("K", Some(key)).is_ok());
+        assert!(diag.is_empty());
+    }
+
+    #[tokio::test]
+    async fn server_commands_need_a_token() {
+        let (result, out, _) = run_args(&["org", "list"], &Env::default()).await;
+        let err = result.unwrap_err();
+        assert!(out.is_empty());
+        let mut buf = Vec::new();
+        report(&err, &mut buf);
+        let text = String::from_utf8(buf).unwrap();
+        assert!(text.starts_with(
+            "error: no admin token\n  hint: pass --token or set MEMTRACE_ADMIN_TOKEN"
+        ));
+    }
+
+    #[tokio::test]
+    async fn token_from_env_then_bad_server_names_the_variable() {
+        let env = Env::from_pairs([
+            (args::TOKEN_ENV, "mta_token"),
+            (args::SERVER_ENV, "localhost"),
+        ]);
+        let (result, _, _) = run_args(&["key", "list", "--org", "org_1"], &env).await;
+        let err = result.unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("invalid MEMTRACE_CONTROL_PLANE_URL"),
+            "{err}"
+        );
+    }
+}

@@ -20,13 +20,20 @@ use std::path::{Path, PathBuf};
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read config file {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("config file {path} is not valid TOML: {message}")]
     Parse { path: PathBuf, message: String },
     #[error("{origin}: {message}")]
     Invalid { origin: String, message: String },
     #[error("{var}: expected {expected}, got {value:?}")]
-    EnvType { var: String, expected: &'static str, value: String },
+    EnvType {
+        var: String,
+        expected: &'static str,
+        value: String,
+    },
 }
 
 /// An injected set of environment variables.
@@ -39,13 +46,23 @@ impl Env {
         Self(std::env::vars().collect())
     }
 
-    pub fn from_pairs<K: Into<String>, V: Into<String>>(pairs: impl IntoIterator<Item = (K, V)>) -> Self {
-        Self(pairs.into_iter().map(|(k, v)| (k.into(), v.into())).collect())
+    pub fn from_pairs<K: Into<String>, V: Into<String>>(
+        pairs: impl IntoIterator<Item = (K, V)>,
+    ) -> Self {
+        Self(
+            pairs
+                .into_iter()
+                .map(|(k, v)| (k.into(), v.into()))
+                .collect(),
+        )
     }
 
     /// A set value, with empty strings treated as unset.
     pub fn get(&self, name: &str) -> Option<&str> {
-        self.0.get(name).map(String::as_str).filter(|v| !v.is_empty())
+        self.0
+            .get(name)
+            .map(String::as_str)
+            .filter(|v| !v.is_empty())
     }
 
     pub fn set(&mut self, name: impl Into<String>, value: impl Into<String>) {
@@ -241,10 +258,12 @@ pub fn load(file: &FileSource, env: &Env) -> Result<Loaded, ConfigError> {
             path: path.clone(),
             source,
         })?;
-        let file_table: toml::Table = text.parse().map_err(|e: toml::de::Error| ConfigError::Parse {
-            path: path.clone(),
-            message: e.to_string(),
-        })?;
+        let file_table: toml::Table =
+            text.parse()
+                .map_err(|e: toml::de::Error| ConfigError::Parse {
+                    path: path.clone(),
+                    message: e.to_string(),
+                })?;
         merge(&mut table, file_table);
     }
     let ignored_vars = apply_env(&mut table, env)?;
@@ -309,10 +328,7 @@ fn apply_env(table: &mut toml::Table, env: &Env) -> Result<Vec<String>, ConfigEr
             continue;
         }
         let rest = rest.to_ascii_lowercase();
-        let Some(section) = sections
-            .iter()
-            .find(|s| rest.starts_with(&format!("{s}_")))
-        else {
+        let Some(section) = sections.iter().find(|s| rest.starts_with(&format!("{s}_"))) else {
             ignored.push(var.clone());
             continue;
         };
@@ -338,7 +354,9 @@ fn coerce(var: &str, current: &toml::Value, value: &str) -> Result<toml::Value, 
     };
     let trimmed = value.trim();
     Ok(match current {
-        toml::Value::Integer(_) => toml::Value::Integer(trimmed.parse().map_err(|_| err("an integer"))?),
+        toml::Value::Integer(_) => {
+            toml::Value::Integer(trimmed.parse().map_err(|_| err("an integer"))?)
+        }
         toml::Value::Float(_) => toml::Value::Float(trimmed.parse().map_err(|_| err("a number"))?),
         toml::Value::Boolean(_) => match trimmed.to_ascii_lowercase().as_str() {
             "true" | "1" | "yes" | "on" => toml::Value::Boolean(true),
@@ -391,19 +409,27 @@ mod tests {
         assert_eq!(loaded.config.log.format, LogFormat::Json);
         assert_eq!(loaded.config.control_plane.listen, "127.0.0.1:0");
         assert!(!loaded.config.dedup.enabled);
-        assert_eq!(loaded.ignored_vars, vec!["MEMTRACE_ARC_NO_SUCH_KEY".to_owned()]);
+        assert_eq!(
+            loaded.ignored_vars,
+            vec!["MEMTRACE_ARC_NO_SUCH_KEY".to_owned()]
+        );
     }
 
     #[test]
     fn bad_values_name_the_variable_or_key() {
         let env = Env::from_pairs([("MEMTRACE_SERVER_PORT", "http")]);
         let err = load(&FileSource::None, &env).unwrap_err().to_string();
-        assert!(err.contains("MEMTRACE_SERVER_PORT") && err.contains("integer"), "{err}");
+        assert!(
+            err.contains("MEMTRACE_SERVER_PORT") && err.contains("integer"),
+            "{err}"
+        );
 
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("memtrace.toml");
         std::fs::write(&path, "[arc]\nwrite_batchsize = 5\n").unwrap();
-        let err = load(&FileSource::Path(path), &Env::default()).unwrap_err().to_string();
+        let err = load(&FileSource::Path(path), &Env::default())
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("write_batchsize"), "{err}");
 
         let env = Env::from_pairs([("MEMTRACE_LOG_FORMAT", "xml")]);
@@ -415,7 +441,11 @@ mod tests {
     fn search_uses_home_from_injected_env() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir_all(dir.path().join(".memtrace")).unwrap();
-        std::fs::write(dir.path().join(".memtrace/memtrace.toml"), "[server]\nport = 9999\n").unwrap();
+        std::fs::write(
+            dir.path().join(".memtrace/memtrace.toml"),
+            "[server]\nport = 9999\n",
+        )
+        .unwrap();
         let env = Env::from_pairs([("HOME", dir.path().to_str().unwrap())]);
         let loaded = load(&FileSource::Search, &env).unwrap();
         assert_eq!(loaded.config.server.port, 9999);

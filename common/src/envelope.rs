@@ -28,9 +28,13 @@ const HEADER_LEN: usize = 1 + 8 + NONCE_LEN + SEALED_DEK_LEN + NONCE_LEN;
 pub enum EnvelopeError {
     #[error("envelope is malformed: {0}")]
     Malformed(&'static str),
-    #[error("envelope was sealed by master key {0}, which this process does not hold (retired or never configured)")]
+    #[error(
+        "envelope was sealed by master key {0}, which this process does not hold (retired or never configured)"
+    )]
     UnknownKey(String),
-    #[error("envelope failed authentication (tampered, or bound to another org, record or purpose)")]
+    #[error(
+        "envelope failed authentication (tampered, or bound to another org, record or purpose)"
+    )]
     Authentication,
 }
 
@@ -89,7 +93,11 @@ impl std::fmt::Debug for Keyring {
             .field("active", &self.active.kek_id())
             .field(
                 "previous",
-                &self.previous.iter().map(MasterKey::kek_id).collect::<Vec<_>>(),
+                &self
+                    .previous
+                    .iter()
+                    .map(MasterKey::kek_id)
+                    .collect::<Vec<_>>(),
             )
             .finish()
     }
@@ -144,7 +152,11 @@ impl Keyring {
     }
 
     /// Opens an envelope sealed by any key of the ring.
-    pub fn open(&self, binding: Binding<'_>, envelope: &[u8]) -> Result<Zeroizing<Vec<u8>>, EnvelopeError> {
+    pub fn open(
+        &self,
+        binding: Binding<'_>,
+        envelope: &[u8],
+    ) -> Result<Zeroizing<Vec<u8>>, EnvelopeError> {
         let parts = Parts::parse(envelope)?;
         let dek = self.open_dek(binding, &parts)?;
         let dek_cipher = Aes256Gcm::new((&*dek).into());
@@ -162,7 +174,11 @@ impl Keyring {
 
     /// Rewraps the data key under the active master key. Returns `None` when the
     /// envelope already uses the active key. The payload bytes are unchanged.
-    pub fn rewrap(&self, binding: Binding<'_>, envelope: &[u8]) -> Result<Option<Vec<u8>>, EnvelopeError> {
+    pub fn rewrap(
+        &self,
+        binding: Binding<'_>,
+        envelope: &[u8],
+    ) -> Result<Option<Vec<u8>>, EnvelopeError> {
         let parts = Parts::parse(envelope)?;
         if parts.kek_id == self.active.id {
             return Ok(None);
@@ -194,7 +210,11 @@ impl Keyring {
         out.extend_from_slice(&sealed);
     }
 
-    fn open_dek(&self, binding: Binding<'_>, parts: &Parts<'_>) -> Result<Zeroizing<[u8; 32]>, EnvelopeError> {
+    fn open_dek(
+        &self,
+        binding: Binding<'_>,
+        parts: &Parts<'_>,
+    ) -> Result<Zeroizing<[u8; 32]>, EnvelopeError> {
         let kek = self
             .find(parts.kek_id)
             .ok_or_else(|| EnvelopeError::UnknownKey(format_kek_id(parts.kek_id)))?;
@@ -292,7 +312,11 @@ mod tests {
         let sealed = ring.seal(A, b"arc-secret-key");
         assert!(!sealed.windows(14).any(|w| w == b"arc-secret-key"));
         assert_eq!(ring.open(A, &sealed).unwrap().as_slice(), b"arc-secret-key");
-        assert_ne!(ring.seal(A, b"arc-secret-key"), sealed, "fresh dek and nonces");
+        assert_ne!(
+            ring.seal(A, b"arc-secret-key"),
+            sealed,
+            "fresh dek and nonces"
+        );
     }
 
     #[test]
@@ -302,7 +326,10 @@ mod tests {
         for i in 0..sealed.len() {
             let mut bad = sealed.clone();
             bad[i] ^= 0x01;
-            assert!(ring.open(A, &bad).is_err(), "byte {i} flipped and still opened");
+            assert!(
+                ring.open(A, &bad).is_err(),
+                "byte {i} flipped and still opened"
+            );
         }
         assert!(ring.open(A, &sealed[..sealed.len() - 1]).is_err());
     }
@@ -311,11 +338,23 @@ mod tests {
     fn row_swap_and_cross_org_swap_fail() {
         let ring = Keyring::new(key(1), vec![]);
         let sealed = ring.seal(A, b"secret");
-        let other_record = Binding { record_id: "arc_2", ..A };
-        let other_org = Binding { org_id: "org_b", ..A };
-        let other_purpose = Binding { purpose: "other", ..A };
+        let other_record = Binding {
+            record_id: "arc_2",
+            ..A
+        };
+        let other_org = Binding {
+            org_id: "org_b",
+            ..A
+        };
+        let other_purpose = Binding {
+            purpose: "other",
+            ..A
+        };
         for binding in [other_record, other_org, other_purpose] {
-            assert_eq!(ring.open(binding, &sealed).unwrap_err(), EnvelopeError::Authentication);
+            assert_eq!(
+                ring.open(binding, &sealed).unwrap_err(),
+                EnvelopeError::Authentication
+            );
         }
     }
 
@@ -325,11 +364,17 @@ mod tests {
         let sealed = old.seal(A, b"secret");
         let rotated = Keyring::new(key(2), vec![key(1)]);
         assert_eq!(rotated.open(A, &sealed).unwrap().as_slice(), b"secret");
-        let rewrapped = rotated.rewrap(A, &sealed).unwrap().expect("old key is rewrapped");
+        let rewrapped = rotated
+            .rewrap(A, &sealed)
+            .unwrap()
+            .expect("old key is rewrapped");
         assert_eq!(envelope_kek_id(&rewrapped).unwrap(), key(2).kek_id());
         assert_eq!(rotated.rewrap(A, &rewrapped).unwrap(), None);
         // payload ciphertext unchanged by rewrap
-        assert_eq!(rewrapped[HEADER_LEN - NONCE_LEN..], sealed[HEADER_LEN - NONCE_LEN..]);
+        assert_eq!(
+            rewrapped[HEADER_LEN - NONCE_LEN..],
+            sealed[HEADER_LEN - NONCE_LEN..]
+        );
         let retired = Keyring::new(key(2), vec![]);
         assert_eq!(retired.open(A, &rewrapped).unwrap().as_slice(), b"secret");
         assert_eq!(
@@ -345,9 +390,15 @@ mod tests {
         // claim the envelope was sealed by the other held key
         let mut forged = sealed.clone();
         forged[1..9].copy_from_slice(&fingerprint(&[1; 32]).to_be_bytes());
-        assert_eq!(ring.open(A, &forged).unwrap_err(), EnvelopeError::Authentication);
+        assert_eq!(
+            ring.open(A, &forged).unwrap_err(),
+            EnvelopeError::Authentication
+        );
         // or by a key nobody holds
         forged[1..9].copy_from_slice(&99u64.to_be_bytes());
-        assert!(matches!(ring.open(A, &forged), Err(EnvelopeError::UnknownKey(_))));
+        assert!(matches!(
+            ring.open(A, &forged),
+            Err(EnvelopeError::UnknownKey(_))
+        ));
     }
 }

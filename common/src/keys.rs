@@ -19,11 +19,12 @@ pub enum KeyError {
 
 /// Decodes `value` (standard or URL-safe base64, padding optional) into 32 bytes.
 pub fn parse_key(var: &str, value: Option<&str>) -> Result<Zeroizing<[u8; 32]>, KeyError> {
-    let value = value.map(str::trim).filter(|v| !v.is_empty()).ok_or_else(|| {
-        KeyError::Missing {
+    let value = value
+        .map(str::trim)
+        .filter(|v| !v.is_empty())
+        .ok_or_else(|| KeyError::Missing {
             var: var.to_owned(),
-        }
-    })?;
+        })?;
     let padded = Zeroizing::new(pad(value));
     let decoded = Zeroizing::new(
         STANDARD
@@ -53,7 +54,7 @@ pub fn generate_key_b64() -> String {
 
 fn pad(value: &str) -> String {
     let mut padded = value.to_owned();
-    while padded.len() % 4 != 0 {
+    while !padded.len().is_multiple_of(4) {
         padded.push('=');
     }
     padded
@@ -74,7 +75,11 @@ mod tests {
     #[test]
     fn errors_name_the_variable_and_rule() {
         let missing = parse_key("MEMTRACE_MASTER_KEY", None).unwrap_err();
-        assert!(missing.to_string().contains("MEMTRACE_MASTER_KEY is not set"));
+        assert!(
+            missing
+                .to_string()
+                .contains("MEMTRACE_MASTER_KEY is not set")
+        );
         let bad = parse_key("MEMTRACE_MASTER_KEY", Some("not base64 !!")).unwrap_err();
         assert_eq!(
             bad,
@@ -82,7 +87,12 @@ mod tests {
                 var: "MEMTRACE_MASTER_KEY".into()
             }
         );
-        let short = parse_key("MEMTRACE_MASTER_KEY", Some(&STANDARD.encode([1u8; 16]))).unwrap_err();
-        assert!(short.to_string().contains("exactly 32 bytes, it decodes to 16"));
+        let short =
+            parse_key("MEMTRACE_MASTER_KEY", Some(&STANDARD.encode([1u8; 16]))).unwrap_err();
+        assert!(
+            short
+                .to_string()
+                .contains("exactly 32 bytes, it decodes to 16")
+        );
     }
 }

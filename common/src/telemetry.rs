@@ -15,7 +15,9 @@ pub enum TelemetryError {
 
 /// Installs the global subscriber. `rust_log` is the value of `RUST_LOG`, if any.
 pub fn init(config: &LogConfig, rust_log: Option<&str>) -> Result<(), TelemetryError> {
-    let directive = rust_log.filter(|v| !v.trim().is_empty()).unwrap_or(&config.level);
+    let directive = rust_log
+        .filter(|v| !v.trim().is_empty())
+        .unwrap_or(&config.level);
     let filter = EnvFilter::try_new(directive).map_err(|e| TelemetryError::Level {
         level: directive.to_owned(),
         reason: e.to_string(),

@@ -2,7 +2,9 @@
 //! <admin token>`. Tokens are checked against the hashes loaded from the
 //! store (no I/O per request). Data-plane API keys are refused outright.
 
-use memtrace_common::credentials::{credential_fingerprint, hash_admin_token, hashes_match, looks_like_api_key};
+use memtrace_common::credentials::{
+    credential_fingerprint, hash_admin_token, hashes_match, looks_like_api_key,
+};
 use std::collections::HashSet;
 use std::sync::{Arc, RwLock};
 use tonic::{Request, Status};
@@ -38,7 +40,10 @@ impl AdminAuth {
         let presented = hash_admin_token(token);
         let known = match self.hashes.read() {
             Ok(guard) => guard.iter().any(|h| hashes_match(h, &presented)),
-            Err(poisoned) => poisoned.into_inner().iter().any(|h| hashes_match(h, &presented)),
+            Err(poisoned) => poisoned
+                .into_inner()
+                .iter()
+                .any(|h| hashes_match(h, &presented)),
         };
         if !known {
             return Err(Status::unauthenticated("invalid admin token"));
@@ -51,10 +56,11 @@ impl AdminAuth {
 
 impl tonic::service::Interceptor for AdminAuth {
     fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
-        let header = request
-            .metadata()
-            .get("authorization")
-            .ok_or_else(|| Status::unauthenticated("missing admin token: send metadata 'authorization: Bearer <admin token>'"))?;
+        let header = request.metadata().get("authorization").ok_or_else(|| {
+            Status::unauthenticated(
+                "missing admin token: send metadata 'authorization: Bearer <admin token>'",
+            )
+        })?;
         let value = header
             .to_str()
             .map_err(|_| Status::unauthenticated("authorization metadata is not ascii"))?;
@@ -63,7 +69,9 @@ impl tonic::service::Interceptor for AdminAuth {
             .or_else(|| value.strip_prefix("bearer "))
             .map(str::trim)
             .filter(|t| !t.is_empty())
-            .ok_or_else(|| Status::unauthenticated("authorization metadata must be 'Bearer <admin token>'"))?;
+            .ok_or_else(|| {
+                Status::unauthenticated("authorization metadata must be 'Bearer <admin token>'")
+            })?;
         let actor = self.authenticate(token)?;
         request.extensions_mut().insert(actor);
         Ok(request)
@@ -81,8 +89,14 @@ mod tests {
         let token = generate_admin_token();
         auth.replace([hash_admin_token(&token)]);
         assert!(auth.authenticate(&token).is_ok());
-        assert_eq!(auth.authenticate("nope").unwrap_err().code(), tonic::Code::Unauthenticated);
+        assert_eq!(
+            auth.authenticate("nope").unwrap_err().code(),
+            tonic::Code::Unauthenticated
+        );
         let key = generate_api_key();
-        assert_eq!(auth.authenticate(&key.token).unwrap_err().code(), tonic::Code::PermissionDenied);
+        assert_eq!(
+            auth.authenticate(&key.token).unwrap_err().code(),
+            tonic::Code::PermissionDenied
+        );
     }
 }

@@ -6,7 +6,9 @@ use crate::domain::types::{ArcSpec, OrgId, OrgName};
 use crate::error::{ControlPlaneError, Result};
 use crate::store::{AdminTokenRow, Store, StoreError};
 use memtrace_common::config::ArcConfig;
-use memtrace_common::credentials::{credential_fingerprint, generate_admin_token, hash_admin_token};
+use memtrace_common::credentials::{
+    credential_fingerprint, generate_admin_token, hash_admin_token,
+};
 use zeroize::Zeroizing;
 
 /// The id the original memtrace gives its first org.
@@ -65,7 +67,11 @@ pub async fn migrate_legacy_arc(cp: &ControlPlane, arc: &ArcConfig) -> Result<bo
         tracing::debug!("legacy [arc] settings present but bindings exist; nothing to migrate");
         return Ok(false);
     }
-    let database = if arc.database.trim().is_empty() { "default" } else { arc.database.as_str() };
+    let database = if arc.database.trim().is_empty() {
+        "default"
+    } else {
+        arc.database.as_str()
+    };
     let spec = ArcSpec::parse(&arc.url, database, &arc.measurement, &arc.api_key).map_err(|e| {
         ControlPlaneError::Startup(format!("legacy [arc] settings cannot be migrated: {e}"))
     })?;
@@ -80,7 +86,8 @@ pub async fn migrate_legacy_arc(cp: &ControlPlane, arc: &ArcConfig) -> Result<bo
             }
             // the name may be taken by another org; fall back to the id as name
             if cp.get_org(&org).await.is_err() {
-                cp.create_org_with_id(DEFAULT_ORG_ID, &OrgName::parse(DEFAULT_ORG_ID)?).await?;
+                cp.create_org_with_id(DEFAULT_ORG_ID, &OrgName::parse(DEFAULT_ORG_ID)?)
+                    .await?;
             }
         }
         Err(e) => return Err(e),

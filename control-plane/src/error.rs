@@ -11,7 +11,9 @@ pub enum ControlPlaneError {
     InvalidArgument { field: &'static str, rule: String },
     #[error("org {0} not found; list orgs with 'memtracectl org list'")]
     OrgNotFound(String),
-    #[error("org {0} has no arc binding; add one with 'memtracectl org add-arc {0} --url URL --database DB'")]
+    #[error(
+        "org {0} has no arc binding; add one with 'memtracectl org add-arc {0} --url URL --database DB'"
+    )]
     ArcBindingNotFound(String),
     #[error("api key {0} not found; list keys with 'memtracectl key list --org ORG_ID --all'")]
     ApiKeyNotFound(String),
@@ -23,7 +25,9 @@ pub enum ControlPlaneError {
     PermissionDenied(String),
     #[error("{0}")]
     Unavailable(String),
-    #[error("stored secret cannot be opened: {0}; configure the master key that sealed it (MEMTRACE_MASTER_KEY or MEMTRACE_MASTER_KEYS_PREVIOUS)")]
+    #[error(
+        "stored secret cannot be opened: {0}; configure the master key that sealed it (MEMTRACE_MASTER_KEY or MEMTRACE_MASTER_KEYS_PREVIOUS)"
+    )]
     Secret(#[from] EnvelopeError),
     #[error("{0}")]
     Startup(String),

@@ -55,17 +55,18 @@ async fn ready(State(probes): State<Arc<Probes>>) -> (StatusCode, Json<Value>) {
     let Some(store) = probes.store.get() else {
         return not_ready("database not connected or migrations not applied yet".into());
     };
-    let applied = match tokio::time::timeout(Duration::from_secs(2), store.applied_migration()).await {
-        Ok(Ok(applied)) => applied.unwrap_or(0),
-        Ok(Err(error)) => return not_ready(format!("database unreachable: {error}")),
-        Err(_) => return not_ready("database did not answer within 2s".into()),
-    };
-    if let Some(expected) = probes.expected_migration {
-        if applied < expected {
-            return not_ready(format!(
-                "schema is at migration {applied}, MEMTRACE_EXPECTED_MIGRATION requires {expected}"
-            ));
-        }
+    let applied =
+        match tokio::time::timeout(Duration::from_secs(2), store.applied_migration()).await {
+            Ok(Ok(applied)) => applied.unwrap_or(0),
+            Ok(Err(error)) => return not_ready(format!("database unreachable: {error}")),
+            Err(_) => return not_ready("database did not answer within 2s".into()),
+        };
+    if let Some(expected) = probes.expected_migration
+        && applied < expected
+    {
+        return not_ready(format!(
+            "schema is at migration {applied}, MEMTRACE_EXPECTED_MIGRATION requires {expected}"
+        ));
     }
     (
         StatusCode::OK,

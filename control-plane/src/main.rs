@@ -9,7 +9,11 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 #[derive(Debug, Parser)]
-#[command(name = "memtrace-control-plane", version, about = "memtrace control plane: orgs, Arc bindings, API keys, admin API")]
+#[command(
+    name = "memtrace-control-plane",
+    version,
+    about = "memtrace control plane: orgs, Arc bindings, API keys, admin API"
+)]
 struct Args {
     /// Config file (default: search ./memtrace.toml, /etc/memtrace/, ~/.memtrace/).
     #[arg(long, env = "MEMTRACE_CONFIG")]
@@ -30,7 +34,10 @@ async fn main() -> ExitCode {
 
 async fn run(args: Args) -> anyhow::Result<()> {
     let env = Env::from_process();
-    let file = args.config.map(FileSource::Path).unwrap_or(FileSource::Search);
+    let file = args
+        .config
+        .map(FileSource::Path)
+        .unwrap_or(FileSource::Search);
     let loaded = config::load(&file, &env)?;
     memtrace_common::telemetry::init(&loaded.config.log, env.get("RUST_LOG"))?;
     if let Some(path) = &loaded.file {
@@ -43,7 +50,11 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let listen = loaded.config.control_plane.listen.clone();
     let listener = tokio::net::TcpListener::bind(&listen)
         .await
-        .with_context(|| format!("cannot listen on {listen} ([control_plane] listen / MEMTRACE_CONTROL_PLANE_LISTEN)"))?;
+        .with_context(|| {
+            format!(
+                "cannot listen on {listen} ([control_plane] listen / MEMTRACE_CONTROL_PLANE_LISTEN)"
+            )
+        })?;
     serve(ServeOptions {
         config: loaded.config,
         secrets,

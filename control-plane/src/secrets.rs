@@ -27,7 +27,10 @@ impl std::fmt::Debug for Secrets {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Secrets")
             .field("keyring", &self.keyring)
-            .field("bootstrap_admin_token", &self.bootstrap_admin_token.as_ref().map(|_| "***"))
+            .field(
+                "bootstrap_admin_token",
+                &self.bootstrap_admin_token.as_ref().map(|_| "***"),
+            )
             .field("database_url", &self.database_url.as_ref().map(|_| "***"))
             .field("expected_migration", &self.expected_migration)
             .finish()
@@ -36,7 +39,8 @@ impl std::fmt::Debug for Secrets {
 
 impl Secrets {
     pub fn from_env(env: &Env) -> Result<Self, ControlPlaneError> {
-        let startup = |e: memtrace_common::keys::KeyError| ControlPlaneError::Startup(e.to_string());
+        let startup =
+            |e: memtrace_common::keys::KeyError| ControlPlaneError::Startup(e.to_string());
         let active = parse_key(MASTER_KEY_VAR, env.get(MASTER_KEY_VAR)).map_err(startup)?;
         let mut previous = Vec::new();
         for (i, item) in env
@@ -69,14 +73,18 @@ impl Secrets {
             .get(EXPECTED_MIGRATION_VAR)
             .map(|v| {
                 v.trim().parse::<i64>().map_err(|_| {
-                    ControlPlaneError::Startup(format!("{EXPECTED_MIGRATION_VAR} must be an integer migration version"))
+                    ControlPlaneError::Startup(format!(
+                        "{EXPECTED_MIGRATION_VAR} must be an integer migration version"
+                    ))
                 })
             })
             .transpose()?;
         Ok(Self {
             keyring: Keyring::new(MasterKey::new(&active), previous),
             bootstrap_admin_token,
-            database_url: env.get(DATABASE_URL_VAR).map(|u| Zeroizing::new(u.to_owned())),
+            database_url: env
+                .get(DATABASE_URL_VAR)
+                .map(|u| Zeroizing::new(u.to_owned())),
             expected_migration,
         })
     }
@@ -91,22 +99,47 @@ mod tests {
     fn master_key_is_required_and_validated() {
         let err = Secrets::from_env(&Env::default()).unwrap_err().to_string();
         assert!(err.contains(MASTER_KEY_VAR), "{err}");
-        let err = Secrets::from_env(&Env::from_pairs([(MASTER_KEY_VAR, "c2hvcnQ=")])).unwrap_err().to_string();
+        let err = Secrets::from_env(&Env::from_pairs([(MASTER_KEY_VAR, "c2hvcnQ=")]))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("32 bytes"), "{err}");
-        let ok = Secrets::from_env(&Env::from_pairs([(MASTER_KEY_VAR, generate_key_b64())])).unwrap();
+        let ok =
+            Secrets::from_env(&Env::from_pairs([(MASTER_KEY_VAR, generate_key_b64())])).unwrap();
         assert!(ok.bootstrap_admin_token.is_none() && ok.database_url.is_none());
     }
 
     #[test]
     fn bootstrap_token_rules() {
         let key = generate_key_b64();
-        let short = Env::from_pairs([(MASTER_KEY_VAR, key.as_str()), (BOOTSTRAP_TOKEN_VAR, "short")]);
-        assert!(Secrets::from_env(&short).unwrap_err().to_string().contains("at least 32"));
-        let previous = Env::from_pairs([(MASTER_KEY_VAR, key.as_str()), (PREVIOUS_MASTER_KEYS_VAR, "bad")]);
-        assert!(Secrets::from_env(&previous).unwrap_err().to_string().contains("entry 1"));
+        let short = Env::from_pairs([
+            (MASTER_KEY_VAR, key.as_str()),
+            (BOOTSTRAP_TOKEN_VAR, "short"),
+        ]);
+        assert!(
+            Secrets::from_env(&short)
+                .unwrap_err()
+                .to_string()
+                .contains("at least 32")
+        );
+        let previous = Env::from_pairs([
+            (MASTER_KEY_VAR, key.as_str()),
+            (PREVIOUS_MASTER_KEYS_VAR, "bad"),
+        ]);
+        assert!(
+            Secrets::from_env(&previous)
+                .unwrap_err()
+                .to_string()
+                .contains("entry 1")
+        );
         let secret_value = "x".repeat(40);
-        let env = Env::from_pairs([(MASTER_KEY_VAR, key.as_str()), (BOOTSTRAP_TOKEN_VAR, secret_value.as_str())]);
+        let env = Env::from_pairs([
+            (MASTER_KEY_VAR, key.as_str()),
+            (BOOTSTRAP_TOKEN_VAR, secret_value.as_str()),
+        ]);
         let secrets = Secrets::from_env(&env).unwrap();
-        assert!(!format!("{secrets:?}").contains(&secret_value), "debug output hides secrets");
+        assert!(
+            !format!("{secrets:?}").contains(&secret_value),
+            "debug output hides secrets"
+        );
     }
 }

@@ -70,18 +70,24 @@ pub async fn serve(options: ServeOptions) -> Result<(), ControlPlaneError> {
             OrgApi(gate.clone()),
             auth.clone(),
         ))
-        .add_service(pb::arc_binding_service_server::ArcBindingServiceServer::with_interceptor(
-            ArcBindingApi(gate.clone()),
-            auth.clone(),
-        ))
-        .add_service(pb::api_key_service_server::ApiKeyServiceServer::with_interceptor(
-            ApiKeyApi(gate.clone()),
-            auth.clone(),
-        ))
-        .add_service(pb::master_key_service_server::MasterKeyServiceServer::with_interceptor(
-            MasterKeyApi(gate.clone()),
-            auth.clone(),
-        ));
+        .add_service(
+            pb::arc_binding_service_server::ArcBindingServiceServer::with_interceptor(
+                ArcBindingApi(gate.clone()),
+                auth.clone(),
+            ),
+        )
+        .add_service(
+            pb::api_key_service_server::ApiKeyServiceServer::with_interceptor(
+                ApiKeyApi(gate.clone()),
+                auth.clone(),
+            ),
+        )
+        .add_service(
+            pb::master_key_service_server::MasterKeyServiceServer::with_interceptor(
+                MasterKeyApi(gate.clone()),
+                auth.clone(),
+            ),
+        );
 
     let (fatal_tx, fatal_rx) = tokio::sync::oneshot::channel::<ControlPlaneError>();
     let startup = tokio::spawn(startup(
@@ -192,17 +198,23 @@ async fn try_startup(
             }
         }
     };
-    store
-        .migrate()
-        .await
-        .map_err(|e| ControlPlaneError::Startup(format!("database migration failed on {shown}: {e}")))?;
+    store.migrate().await.map_err(|e| {
+        ControlPlaneError::Startup(format!("database migration failed on {shown}: {e}"))
+    })?;
     tracing::info!(database = %shown, backend = ?store.backend(), migration = store.latest_known_migration(), "database ready");
     let store = Arc::new(store);
-    if let Some(token) = bootstrap::ensure_admin_token(store.as_ref(), secrets.bootstrap_admin_token.as_ref()).await? {
+    if let Some(token) =
+        bootstrap::ensure_admin_token(store.as_ref(), secrets.bootstrap_admin_token.as_ref())
+            .await?
+    {
         bootstrap::announce_admin_token(&token);
     }
     let hashes = store.admin_token_hashes().await?;
-    auth.replace(hashes.iter().filter_map(|row| <[u8; 32]>::try_from(row.token_hash.as_slice()).ok()));
+    auth.replace(
+        hashes
+            .iter()
+            .filter_map(|row| <[u8; 32]>::try_from(row.token_hash.as_slice()).ok()),
+    );
 
     let service = Arc::new(ControlPlane::new(
         store.clone(),
@@ -213,7 +225,9 @@ async fn try_startup(
     gate.open(service);
     let _ = probes.store.set(store);
     for name in SERVICES.iter().chain(&[""]) {
-        health.set_service_status(*name, ServingStatus::Serving).await;
+        health
+            .set_service_status(*name, ServingStatus::Serving)
+            .await;
     }
     tracing::info!("control plane ready");
     Ok(())

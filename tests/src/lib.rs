@@ -1,1 +1,16 @@
-//! placeholder
+//! End-to-end test harness for memtrace: this crate owns starting real
+//! processes (servers, databases, workers) on loopback, with every port bound
+//! to 0 (or probed free) so tests can run in parallel.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+pub mod arc_health;
+pub mod bins;
+pub mod cli;
+pub mod control_plane;
+pub mod postgres;
+
+/// An HTTP client for tests (installs the process's TLS provider first).
+pub fn http_client() -> reqwest::Client {
+    memtrace_common::tls::install_crypto_provider();
+    reqwest::Client::new()
+}

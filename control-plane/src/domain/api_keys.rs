@@ -10,7 +10,10 @@ use zeroize::Zeroizing;
 
 impl ControlPlane {
     /// Creates a key; the returned secret exists nowhere else.
-    pub async fn create_api_key(&self, spec: &ApiKeySpec) -> Result<(ApiKeyRow, Zeroizing<String>)> {
+    pub async fn create_api_key(
+        &self,
+        spec: &ApiKeySpec,
+    ) -> Result<(ApiKeyRow, Zeroizing<String>)> {
         self.get_org(&spec.org_id).await?;
         let key = generate_api_key();
         let now = now_ms();
@@ -30,9 +33,16 @@ impl ControlPlane {
         Ok((row, key.token))
     }
 
-    pub async fn list_api_keys(&self, org: &OrgId, include_revoked: bool) -> Result<Vec<ApiKeyRow>> {
+    pub async fn list_api_keys(
+        &self,
+        org: &OrgId,
+        include_revoked: bool,
+    ) -> Result<Vec<ApiKeyRow>> {
         self.get_org(org).await?;
-        Ok(self.store.list_api_keys(org.as_str(), include_revoked).await?)
+        Ok(self
+            .store
+            .list_api_keys(org.as_str(), include_revoked)
+            .await?)
     }
 
     pub async fn revoke_api_key(&self, id: &ApiKeyId) -> Result<ApiKeyRow> {

@@ -28,7 +28,12 @@ pub struct ArcProbe {
 }
 
 impl ControlPlane {
-    pub async fn bind_arc(&self, org: &OrgId, spec: ArcSpec, replace: bool) -> Result<ArcBindingView> {
+    pub async fn bind_arc(
+        &self,
+        org: &OrgId,
+        spec: ArcSpec,
+        replace: bool,
+    ) -> Result<ArcBindingView> {
         self.get_org(org).await?;
         let now = now_ms();
         let id = new_id("arc");
@@ -54,8 +59,15 @@ impl ControlPlane {
         };
         self.store.put_arc_binding(&row, replace).await?;
         tracing::info!(org_id = %row.org_id, arc_id = %row.id, url = %row.url, "arc binding stored");
-        let api_key_masked = spec.api_key.as_deref().map(|k| mask_secret(k)).unwrap_or_default();
-        Ok(ArcBindingView { row, api_key_masked })
+        let api_key_masked = spec
+            .api_key
+            .as_deref()
+            .map(|k| mask_secret(k))
+            .unwrap_or_default();
+        Ok(ArcBindingView {
+            row,
+            api_key_masked,
+        })
     }
 
     async fn binding_row(&self, org: &OrgId) -> Result<ArcBindingRow> {
@@ -88,12 +100,17 @@ impl ControlPlane {
             .open_api_key(&row)?
             .map(|k| mask_secret(&k))
             .unwrap_or_default();
-        Ok(ArcBindingView { row, api_key_masked })
+        Ok(ArcBindingView {
+            row,
+            api_key_masked,
+        })
     }
 
     pub async fn remove_arc_binding(&self, org: &OrgId) -> Result<()> {
         if !self.store.delete_arc_binding(org.as_str()).await? {
-            return Err(ControlPlaneError::ArcBindingNotFound(org.as_str().to_owned()));
+            return Err(ControlPlaneError::ArcBindingNotFound(
+                org.as_str().to_owned(),
+            ));
         }
         tracing::info!(org_id = %org.as_str(), "arc binding removed");
         Ok(())

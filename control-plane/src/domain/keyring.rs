@@ -72,7 +72,11 @@ impl ControlPlane {
             match self.keyring.rewrap(binding, envelope)? {
                 None => report.already_current += 1,
                 Some(new) => {
-                    if self.store.swap_arc_envelope(&row.id, envelope, &new, now_ms()).await? {
+                    if self
+                        .store
+                        .swap_arc_envelope(&row.id, envelope, &new, now_ms())
+                        .await?
+                    {
                         report.rewrapped += 1;
                     }
                 }

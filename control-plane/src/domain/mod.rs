@@ -28,9 +28,12 @@ pub struct ControlPlane {
 
 impl ControlPlane {
     /// `arc_connect_timeout` bounds the Arc health probe.
-    pub fn new(store: Arc<dyn Store>, keyring: Arc<Keyring>, arc_connect_timeout: Duration) -> Self {
-        // reqwest is built without a bundled crypto provider; install ring once.
-        let _ = rustls::crypto::ring::default_provider().install_default();
+    pub fn new(
+        store: Arc<dyn Store>,
+        keyring: Arc<Keyring>,
+        arc_connect_timeout: Duration,
+    ) -> Self {
+        memtrace_common::tls::install_crypto_provider();
         let http = reqwest::Client::builder()
             .connect_timeout(arc_connect_timeout)
             .timeout(arc_connect_timeout.saturating_mul(2))
@@ -39,7 +42,11 @@ impl ControlPlane {
                 tracing::warn!(%error, "cannot build the arc probe client with timeouts; using defaults");
                 reqwest::Client::new()
             });
-        Self { store, keyring, http }
+        Self {
+            store,
+            keyring,
+            http,
+        }
     }
 
     pub fn store(&self) -> &Arc<dyn Store> {

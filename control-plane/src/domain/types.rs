@@ -16,7 +16,9 @@ impl OrgId {
         if !is_valid_id("org", value) {
             return Err(ControlPlaneError::invalid(
                 "org_id",
-                format!("{value:?} is not an org id (org_ followed by letters, digits or _, e.g. from 'memtracectl org list')"),
+                format!(
+                    "{value:?} is not an org id (org_ followed by letters, digits or _, e.g. from 'memtracectl org list')"
+                ),
             ));
         }
         Ok(Self(value.to_owned()))
@@ -35,10 +37,16 @@ impl OrgName {
         let value = value.trim();
         let len = value.chars().count();
         if len == 0 || len > 128 {
-            return Err(ControlPlaneError::invalid("name", "must be 1 to 128 characters"));
+            return Err(ControlPlaneError::invalid(
+                "name",
+                "must be 1 to 128 characters",
+            ));
         }
         if value.chars().any(char::is_control) {
-            return Err(ControlPlaneError::invalid("name", "must not contain control characters"));
+            return Err(ControlPlaneError::invalid(
+                "name",
+                "must not contain control characters",
+            ));
         }
         Ok(Self(value.to_owned()))
     }
@@ -60,7 +68,9 @@ impl ApiKeyId {
         if !ok {
             return Err(ControlPlaneError::invalid(
                 "key_id",
-                format!("{value:?} is not an api key id (key_ followed by 16 hex digits, as shown by 'memtracectl key list')"),
+                format!(
+                    "{value:?} is not an api key id (key_ followed by 16 hex digits, as shown by 'memtracectl key list')"
+                ),
             ));
         }
         Ok(Self(value.to_ascii_lowercase()))
@@ -81,7 +91,9 @@ fn arc_name(field: &'static str, value: &str) -> Result<String> {
     if !ok {
         return Err(ControlPlaneError::invalid(
             field,
-            format!("{value:?} must start with a letter, then letters, digits, _ or -, at most 64 characters (Arc's naming rule)"),
+            format!(
+                "{value:?} must start with a letter, then letters, digits, _ or -, at most 64 characters (Arc's naming rule)"
+            ),
         ));
     }
     Ok(value.to_owned())
@@ -109,10 +121,16 @@ impl std::fmt::Debug for ArcSpec {
 impl ArcSpec {
     pub fn parse(url: &str, database: &str, measurement: &str, api_key: &str) -> Result<Self> {
         let parsed = url::Url::parse(url.trim()).map_err(|e| {
-            ControlPlaneError::invalid("url", format!("{url:?} is not a URL ({e}); e.g. http://arc:8000"))
+            ControlPlaneError::invalid(
+                "url",
+                format!("{url:?} is not a URL ({e}); e.g. http://arc:8000"),
+            )
         })?;
         if !matches!(parsed.scheme(), "http" | "https") {
-            return Err(ControlPlaneError::invalid("url", "scheme must be http or https"));
+            return Err(ControlPlaneError::invalid(
+                "url",
+                "scheme must be http or https",
+            ));
         }
         if parsed.host_str().is_none_or(str::is_empty) {
             return Err(ControlPlaneError::invalid("url", "must name a host"));
@@ -124,9 +142,16 @@ impl ArcSpec {
             ));
         }
         if parsed.query().is_some() || parsed.fragment().is_some() {
-            return Err(ControlPlaneError::invalid("url", "must not have a query or fragment"));
+            return Err(ControlPlaneError::invalid(
+                "url",
+                "must not have a query or fragment",
+            ));
         }
-        let measurement = if measurement.trim().is_empty() { "events" } else { measurement };
+        let measurement = if measurement.trim().is_empty() {
+            "events"
+        } else {
+            measurement
+        };
         let api_key = api_key.trim();
         if api_key.len() > 4096 || api_key.chars().any(|c| c.is_whitespace() || c.is_control()) {
             return Err(ControlPlaneError::invalid(
@@ -157,7 +182,12 @@ impl Scopes {
         let mut scopes = Self::default();
         let mut any = false;
         for item in items {
-            for name in item.as_ref().split(',').map(str::trim).filter(|s| !s.is_empty()) {
+            for name in item
+                .as_ref()
+                .split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+            {
                 any = true;
                 match name.to_ascii_lowercase().as_str() {
                     "read" => scopes.read = true,
@@ -180,11 +210,15 @@ impl Scopes {
     }
 
     pub fn names(&self) -> Vec<String> {
-        [(self.admin, "admin"), (self.read, "read"), (self.write, "write")]
-            .into_iter()
-            .filter(|(on, _)| *on)
-            .map(|(_, name)| name.to_owned())
-            .collect()
+        [
+            (self.admin, "admin"),
+            (self.read, "read"),
+            (self.write, "write"),
+        ]
+        .into_iter()
+        .filter(|(on, _)| *on)
+        .map(|(_, name)| name.to_owned())
+        .collect()
     }
 
     pub fn to_csv(self) -> String {
@@ -205,16 +239,27 @@ pub struct ApiKeySpec {
 const MAX_EXPIRY: Duration = Duration::from_secs(10 * 366 * 24 * 3600);
 
 impl ApiKeySpec {
-    pub fn parse<S: AsRef<str>>(org_id: &str, name: &str, scopes: &[S], expires_in_seconds: u64) -> Result<Self> {
+    pub fn parse<S: AsRef<str>>(
+        org_id: &str,
+        name: &str,
+        scopes: &[S],
+        expires_in_seconds: u64,
+    ) -> Result<Self> {
         let name = name.trim();
         let len = name.chars().count();
         if len == 0 || len > 64 || name.chars().any(char::is_control) {
-            return Err(ControlPlaneError::invalid("name", "must be 1 to 64 characters without control characters"));
+            return Err(ControlPlaneError::invalid(
+                "name",
+                "must be 1 to 64 characters without control characters",
+            ));
         }
         let expires_in = match expires_in_seconds {
             0 => None,
             s if Duration::from_secs(s) > MAX_EXPIRY => {
-                return Err(ControlPlaneError::invalid("expires_in_seconds", "must be at most 10 years"));
+                return Err(ControlPlaneError::invalid(
+                    "expires_in_seconds",
+                    "must be at most 10 years",
+                ));
             }
             s => Some(Duration::from_secs(s)),
         };
@@ -253,10 +298,21 @@ mod tests {
     #[test]
     fn arc_specs() {
         let spec = ArcSpec::parse("http://arc:8000/", "tenant_a", "", "tok").unwrap();
-        assert_eq!((spec.url.as_str(), spec.measurement.as_str()), ("http://arc:8000", "events"));
+        assert_eq!(
+            (spec.url.as_str(), spec.measurement.as_str()),
+            ("http://arc:8000", "events")
+        );
         assert_eq!(spec.api_key.as_deref().map(String::as_str), Some("tok"));
-        assert!(ArcSpec::parse("http://arc:8000", "db", "m", "").unwrap().api_key.is_none());
-        assert!(!format!("{spec:?}").contains("tok"), "debug output hides the key");
+        assert!(
+            ArcSpec::parse("http://arc:8000", "db", "m", "")
+                .unwrap()
+                .api_key
+                .is_none()
+        );
+        assert!(
+            !format!("{spec:?}").contains("tok"),
+            "debug output hides the key"
+        );
         for (url, db, m, key, field) in [
             ("arc:8000", "db", "", "", "url"),
             ("ftp://arc", "db", "", "", "url"),
@@ -266,19 +322,32 @@ mod tests {
             ("http://arc", "db", "ev ents", "", "measurement"),
             ("http://arc", "db", "", "a b", "api_key"),
         ] {
-            assert_eq!(field_of(ArcSpec::parse(url, db, m, key).unwrap_err()), field, "{url} {db} {m}");
+            assert_eq!(
+                field_of(ArcSpec::parse(url, db, m, key).unwrap_err()),
+                field,
+                "{url} {db} {m}"
+            );
         }
     }
 
     #[test]
     fn scopes_and_key_specs() {
         let empty: [&str; 0] = [];
-        assert_eq!(Scopes::parse(&empty).unwrap().names(), vec!["read", "write"]);
-        assert_eq!(Scopes::parse(&["read,admin"]).unwrap().to_csv(), "admin,read");
+        assert_eq!(
+            Scopes::parse(&empty).unwrap().names(),
+            vec!["read", "write"]
+        );
+        assert_eq!(
+            Scopes::parse(&["read,admin"]).unwrap().to_csv(),
+            "admin,read"
+        );
         assert_eq!(field_of(Scopes::parse(&["delete"]).unwrap_err()), "scopes");
         let spec = ApiKeySpec::parse("org_x", "ci", &["read"], 3600).unwrap();
         assert_eq!(spec.expires_in, Some(Duration::from_secs(3600)));
-        assert_eq!(field_of(ApiKeySpec::parse("org_x", "", &["read"], 0).unwrap_err()), "name");
+        assert_eq!(
+            field_of(ApiKeySpec::parse("org_x", "", &["read"], 0).unwrap_err()),
+            "name"
+        );
         assert_eq!(
             field_of(ApiKeySpec::parse("org_x", "ci", &["read"], u64::MAX).unwrap_err()),
             "expires_in_seconds"

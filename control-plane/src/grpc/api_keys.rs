@@ -13,7 +13,12 @@ fn key_to_pb(row: ApiKeyRow) -> pb::ApiKey {
         id: row.id,
         org_id: row.org_id,
         name: row.name,
-        scopes: row.scopes.split(',').filter(|s| !s.is_empty()).map(str::to_owned).collect(),
+        scopes: row
+            .scopes
+            .split(',')
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned)
+            .collect(),
         created_at: Some(to_timestamp(row.created_at)),
         expires_at: row.expires_at.map(to_timestamp),
         last_used_at: row.last_used_at.map(to_timestamp),
@@ -42,13 +47,20 @@ impl pb::api_key_service_server::ApiKeyService for ApiKeyApi {
     ) -> Result<Response<pb::ListApiKeysResponse>, Status> {
         let req = request.into_inner();
         let org = OrgId::parse(&req.org_id)?;
-        let keys = self.0.service()?.list_api_keys(&org, req.include_revoked).await?;
+        let keys = self
+            .0
+            .service()?
+            .list_api_keys(&org, req.include_revoked)
+            .await?;
         Ok(Response::new(pb::ListApiKeysResponse {
             keys: keys.into_iter().map(key_to_pb).collect(),
         }))
     }
 
-    async fn revoke_api_key(&self, request: Request<pb::RevokeApiKeyRequest>) -> Result<Response<pb::ApiKey>, Status> {
+    async fn revoke_api_key(
+        &self,
+        request: Request<pb::RevokeApiKeyRequest>,
+    ) -> Result<Response<pb::ApiKey>, Status> {
         let id = ApiKeyId::parse(&request.into_inner().key_id)?;
         let row = self.0.service()?.revoke_api_key(&id).await?;
         Ok(Response::new(key_to_pb(row)))

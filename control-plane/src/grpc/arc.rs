@@ -23,7 +23,10 @@ fn binding_to_pb(view: ArcBindingView) -> pb::ArcBinding {
 
 #[tonic::async_trait]
 impl pb::arc_binding_service_server::ArcBindingService for ArcBindingApi {
-    async fn bind_arc(&self, request: Request<pb::BindArcRequest>) -> Result<Response<pb::ArcBinding>, Status> {
+    async fn bind_arc(
+        &self,
+        request: Request<pb::BindArcRequest>,
+    ) -> Result<Response<pb::ArcBinding>, Status> {
         let req = request.into_inner();
         let org = OrgId::parse(&req.org_id)?;
         let spec = ArcSpec::parse(&req.url, &req.database, &req.measurement, &req.api_key)?;
@@ -31,7 +34,10 @@ impl pb::arc_binding_service_server::ArcBindingService for ArcBindingApi {
         Ok(Response::new(binding_to_pb(view)))
     }
 
-    async fn get_arc_binding(&self, request: Request<pb::GetArcBindingRequest>) -> Result<Response<pb::ArcBinding>, Status> {
+    async fn get_arc_binding(
+        &self,
+        request: Request<pb::GetArcBindingRequest>,
+    ) -> Result<Response<pb::ArcBinding>, Status> {
         let org = OrgId::parse(&request.into_inner().org_id)?;
         let view = self.0.service()?.get_arc_binding(&org).await?;
         Ok(Response::new(binding_to_pb(view)))

@@ -34,8 +34,8 @@ impl Gate {
     }
 
     pub fn service(&self) -> Result<&Arc<ControlPlane>, Status> {
-        self.service
-            .get()
-            .ok_or_else(|| Status::unavailable("control plane is starting: database not ready yet, retry shortly"))
+        self.service.get().ok_or_else(|| {
+            Status::unavailable("control plane is starting: database not ready yet, retry shortly")
+        })
     }
 }

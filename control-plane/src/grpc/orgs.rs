@@ -20,26 +20,38 @@ pub(crate) fn org_to_pb(summary: OrgSummary) -> pb::Org {
 
 #[tonic::async_trait]
 impl pb::org_service_server::OrgService for OrgApi {
-    async fn create_org(&self, request: Request<pb::CreateOrgRequest>) -> Result<Response<pb::Org>, Status> {
+    async fn create_org(
+        &self,
+        request: Request<pb::CreateOrgRequest>,
+    ) -> Result<Response<pb::Org>, Status> {
         let name = OrgName::parse(&request.into_inner().name)?;
         let org = self.0.service()?.create_org(&name).await?;
         Ok(Response::new(org_to_pb(org)))
     }
 
-    async fn list_orgs(&self, _request: Request<pb::ListOrgsRequest>) -> Result<Response<pb::ListOrgsResponse>, Status> {
+    async fn list_orgs(
+        &self,
+        _request: Request<pb::ListOrgsRequest>,
+    ) -> Result<Response<pb::ListOrgsResponse>, Status> {
         let orgs = self.0.service()?.list_orgs().await?;
         Ok(Response::new(pb::ListOrgsResponse {
             orgs: orgs.into_iter().map(org_to_pb).collect(),
         }))
     }
 
-    async fn get_org(&self, request: Request<pb::GetOrgRequest>) -> Result<Response<pb::Org>, Status> {
+    async fn get_org(
+        &self,
+        request: Request<pb::GetOrgRequest>,
+    ) -> Result<Response<pb::Org>, Status> {
         let id = OrgId::parse(&request.into_inner().org_id)?;
         let org = self.0.service()?.get_org(&id).await?;
         Ok(Response::new(org_to_pb(org)))
     }
 
-    async fn delete_org(&self, request: Request<pb::DeleteOrgRequest>) -> Result<Response<pb::DeleteOrgResponse>, Status> {
+    async fn delete_org(
+        &self,
+        request: Request<pb::DeleteOrgRequest>,
+    ) -> Result<Response<pb::DeleteOrgResponse>, Status> {
         let id = OrgId::parse(&request.into_inner().org_id)?;
         let deletion = self.0.service()?.delete_org(&id).await?;
         Ok(Response::new(pb::DeleteOrgResponse {

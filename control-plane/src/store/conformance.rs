@@ -56,91 +56,272 @@ fn is_conflict<T: std::fmt::Debug>(result: Result<T, StoreError>) -> bool {
 pub async fn orgs(store: &dyn Store) {
     let a = org("alpha");
     store.insert_org(&a).await.expect("orgs: insert");
-    let got = store.get_org(&a.id).await.expect("orgs: get").expect("orgs: inserted org is found");
+    let got = store
+        .get_org(&a.id)
+        .await
+        .expect("orgs: get")
+        .expect("orgs: inserted org is found");
     assert_eq!(got.org, a, "orgs: round trip");
-    assert!(!got.has_arc_binding && got.active_api_keys == 0, "orgs: fresh org has nothing");
-    let same_name = OrgRow { id: new_id("org"), ..a.clone() };
-    assert!(is_conflict(store.insert_org(&same_name).await), "orgs: duplicate name is a conflict");
-    let same_id = OrgRow { name: format!("other-{}", new_id("n")), ..a.clone() };
-    assert!(is_conflict(store.insert_org(&same_id).await), "orgs: duplicate id is a conflict");
+    assert!(
+        !got.has_arc_binding && got.active_api_keys == 0,
+        "orgs: fresh org has nothing"
+    );
+    let same_name = OrgRow {
+        id: new_id("org"),
+        ..a.clone()
+    };
+    assert!(
+        is_conflict(store.insert_org(&same_name).await),
+        "orgs: duplicate name is a conflict"
+    );
+    let same_id = OrgRow {
+        name: format!("other-{}", new_id("n")),
+        ..a.clone()
+    };
+    assert!(
+        is_conflict(store.insert_org(&same_id).await),
+        "orgs: duplicate id is a conflict"
+    );
     let listed = store.list_orgs().await.expect("orgs: list");
-    assert!(listed.iter().any(|s| s.org == a), "orgs: list contains the org");
-    assert!(store.get_org("org_missing").await.expect("orgs: get missing").is_none());
+    assert!(
+        listed.iter().any(|s| s.org == a),
+        "orgs: list contains the org"
+    );
+    assert!(
+        store
+            .get_org("org_missing")
+            .await
+            .expect("orgs: get missing")
+            .is_none()
+    );
 }
 
 /// Arc bindings: org must exist, one per org, replace, CAS on the envelope, delete.
 pub async fn arc_bindings(store: &dyn Store) {
     let orphan = binding("org_nonexistent_for_binding", None);
-    assert!(is_conflict(store.put_arc_binding(&orphan, false).await), "arc: org must exist");
+    assert!(
+        is_conflict(store.put_arc_binding(&orphan, false).await),
+        "arc: org must exist"
+    );
     let o = org("arc");
     store.insert_org(&o).await.expect("arc: insert org");
     let first = binding(&o.id, Some(vec![1, 2, 3]));
-    store.put_arc_binding(&first, false).await.expect("arc: bind");
-    assert_eq!(store.get_arc_binding(&o.id).await.expect("arc: get"), Some(first.clone()));
+    store
+        .put_arc_binding(&first, false)
+        .await
+        .expect("arc: bind");
+    assert_eq!(
+        store.get_arc_binding(&o.id).await.expect("arc: get"),
+        Some(first.clone())
+    );
     let second = binding(&o.id, None);
-    assert!(is_conflict(store.put_arc_binding(&second, false).await), "arc: one binding per org");
-    store.put_arc_binding(&second, true).await.expect("arc: replace");
-    assert_eq!(store.get_arc_binding(&o.id).await.expect("arc: get replaced"), Some(second));
+    assert!(
+        is_conflict(store.put_arc_binding(&second, false).await),
+        "arc: one binding per org"
+    );
+    store
+        .put_arc_binding(&second, true)
+        .await
+        .expect("arc: replace");
+    assert_eq!(
+        store
+            .get_arc_binding(&o.id)
+            .await
+            .expect("arc: get replaced"),
+        Some(second)
+    );
     let third = binding(&o.id, Some(vec![9, 9]));
-    store.put_arc_binding(&third, true).await.expect("arc: replace again");
-    assert!(!store.swap_arc_envelope(&third.id, &[1], &[7], 5).await.expect("arc: stale cas"), "arc: cas with a stale envelope must not write");
-    assert!(store.swap_arc_envelope(&third.id, &[9, 9], &[7], 5).await.expect("arc: cas"), "arc: cas with the current envelope writes");
-    let swapped = store.get_arc_binding(&o.id).await.expect("arc: get").expect("arc: still bound");
-    assert_eq!((swapped.api_key_envelope, swapped.updated_at), (Some(vec![7]), 5));
-    assert!(store.list_arc_bindings().await.expect("arc: list").iter().any(|b| b.id == third.id));
-    let summary = store.get_org(&o.id).await.expect("arc: org").expect("arc: org exists");
-    assert!(summary.has_arc_binding, "arc: org summary shows the binding");
+    store
+        .put_arc_binding(&third, true)
+        .await
+        .expect("arc: replace again");
+    assert!(
+        !store
+            .swap_arc_envelope(&third.id, &[1], &[7], 5)
+            .await
+            .expect("arc: stale cas"),
+        "arc: cas with a stale envelope must not write"
+    );
+    assert!(
+        store
+            .swap_arc_envelope(&third.id, &[9, 9], &[7], 5)
+            .await
+            .expect("arc: cas"),
+        "arc: cas with the current envelope writes"
+    );
+    let swapped = store
+        .get_arc_binding(&o.id)
+        .await
+        .expect("arc: get")
+        .expect("arc: still bound");
+    assert_eq!(
+        (swapped.api_key_envelope, swapped.updated_at),
+        (Some(vec![7]), 5)
+    );
+    assert!(
+        store
+            .list_arc_bindings()
+            .await
+            .expect("arc: list")
+            .iter()
+            .any(|b| b.id == third.id)
+    );
+    let summary = store
+        .get_org(&o.id)
+        .await
+        .expect("arc: org")
+        .expect("arc: org exists");
+    assert!(
+        summary.has_arc_binding,
+        "arc: org summary shows the binding"
+    );
     assert!(store.delete_arc_binding(&o.id).await.expect("arc: delete"));
-    assert!(!store.delete_arc_binding(&o.id).await.expect("arc: delete again"));
-    assert_eq!(store.get_arc_binding(&o.id).await.expect("arc: get deleted"), None);
+    assert!(
+        !store
+            .delete_arc_binding(&o.id)
+            .await
+            .expect("arc: delete again")
+    );
+    assert_eq!(
+        store
+            .get_arc_binding(&o.id)
+            .await
+            .expect("arc: get deleted"),
+        None
+    );
 }
 
 /// API keys: org must exist, unique active names, revoke, list filters, counts.
 pub async fn api_keys(store: &dyn Store) {
-    assert!(is_conflict(store.insert_api_key(&key("org_nonexistent_for_key", "k")).await), "keys: org must exist");
+    assert!(
+        is_conflict(
+            store
+                .insert_api_key(&key("org_nonexistent_for_key", "k"))
+                .await
+        ),
+        "keys: org must exist"
+    );
     let o = org("keys");
     store.insert_org(&o).await.expect("keys: insert org");
     let k1 = key(&o.id, "ci");
     store.insert_api_key(&k1).await.expect("keys: insert");
-    assert!(is_conflict(store.insert_api_key(&key(&o.id, "ci")).await), "keys: active names are unique per org");
+    assert!(
+        is_conflict(store.insert_api_key(&key(&o.id, "ci")).await),
+        "keys: active names are unique per org"
+    );
     let mut expired = key(&o.id, "old");
     expired.expires_at = Some(1);
-    store.insert_api_key(&expired).await.expect("keys: insert expired");
-    assert_eq!(store.get_api_key(&k1.id).await.expect("keys: get"), Some(k1.clone()));
-    let count = store.get_org(&o.id).await.expect("keys: org").expect("keys: org exists").active_api_keys;
+    store
+        .insert_api_key(&expired)
+        .await
+        .expect("keys: insert expired");
+    assert_eq!(
+        store.get_api_key(&k1.id).await.expect("keys: get"),
+        Some(k1.clone())
+    );
+    let count = store
+        .get_org(&o.id)
+        .await
+        .expect("keys: org")
+        .expect("keys: org exists")
+        .active_api_keys;
     assert_eq!(count, 1, "keys: expired keys are not active");
 
-    let revoked = store.revoke_api_key(&k1.id, 50).await.expect("keys: revoke").expect("keys: found");
+    let revoked = store
+        .revoke_api_key(&k1.id, 50)
+        .await
+        .expect("keys: revoke")
+        .expect("keys: found");
     assert_eq!(revoked.revoked_at, Some(50));
-    let again = store.revoke_api_key(&k1.id, 60).await.expect("keys: revoke again").expect("keys: found");
-    assert_eq!(again.revoked_at, Some(50), "keys: revoking twice keeps the first time");
-    assert!(store.revoke_api_key("key_missing", 1).await.expect("keys: revoke missing").is_none());
+    let again = store
+        .revoke_api_key(&k1.id, 60)
+        .await
+        .expect("keys: revoke again")
+        .expect("keys: found");
+    assert_eq!(
+        again.revoked_at,
+        Some(50),
+        "keys: revoking twice keeps the first time"
+    );
+    assert!(
+        store
+            .revoke_api_key("key_missing", 1)
+            .await
+            .expect("keys: revoke missing")
+            .is_none()
+    );
 
-    let active = store.list_api_keys(&o.id, false).await.expect("keys: list active");
-    assert_eq!(active.iter().map(|k| k.id.as_str()).collect::<Vec<_>>(), vec![expired.id.as_str()]);
-    let all = store.list_api_keys(&o.id, true).await.expect("keys: list all");
+    let active = store
+        .list_api_keys(&o.id, false)
+        .await
+        .expect("keys: list active");
+    assert_eq!(
+        active.iter().map(|k| k.id.as_str()).collect::<Vec<_>>(),
+        vec![expired.id.as_str()]
+    );
+    let all = store
+        .list_api_keys(&o.id, true)
+        .await
+        .expect("keys: list all");
     assert_eq!(all.len(), 2);
-    store.insert_api_key(&key(&o.id, "ci")).await.expect("keys: a revoked key's name can be reused");
+    store
+        .insert_api_key(&key(&o.id, "ci"))
+        .await
+        .expect("keys: a revoked key's name can be reused");
 }
 
 /// Deleting an org removes its binding and keys and leaves a tombstone.
 pub async fn delete_org_cascades(store: &dyn Store) {
     let o = org("doomed");
     store.insert_org(&o).await.expect("delete: insert org");
-    store.put_arc_binding(&binding(&o.id, Some(vec![1])), false).await.expect("delete: bind");
+    store
+        .put_arc_binding(&binding(&o.id, Some(vec![1])), false)
+        .await
+        .expect("delete: bind");
     let k1 = key(&o.id, "a");
     store.insert_api_key(&k1).await.expect("delete: key a");
-    store.insert_api_key(&key(&o.id, "b")).await.expect("delete: key b");
-    let deletion = store.delete_org(&o.id, 99).await.expect("delete: delete").expect("delete: org existed");
+    store
+        .insert_api_key(&key(&o.id, "b"))
+        .await
+        .expect("delete: key b");
+    let deletion = store
+        .delete_org(&o.id, 99)
+        .await
+        .expect("delete: delete")
+        .expect("delete: org existed");
     assert_eq!(deletion.org, o);
     assert!(deletion.arc_binding_removed);
     assert_eq!(deletion.api_keys_removed, 2);
     assert!(store.get_org(&o.id).await.expect("delete: get").is_none());
-    assert!(store.get_arc_binding(&o.id).await.expect("delete: binding").is_none());
-    assert!(store.get_api_key(&k1.id).await.expect("delete: key").is_none());
-    assert!(store.delete_org(&o.id, 100).await.expect("delete: again").is_none());
+    assert!(
+        store
+            .get_arc_binding(&o.id)
+            .await
+            .expect("delete: binding")
+            .is_none()
+    );
+    assert!(
+        store
+            .get_api_key(&k1.id)
+            .await
+            .expect("delete: key")
+            .is_none()
+    );
+    assert!(
+        store
+            .delete_org(&o.id, 100)
+            .await
+            .expect("delete: again")
+            .is_none()
+    );
     // the name is free again
-    store.insert_org(&OrgRow { id: new_id("org"), ..o }).await.expect("delete: name reusable");
+    store
+        .insert_org(&OrgRow {
+            id: new_id("org"),
+            ..o
+        })
+        .await
+        .expect("delete: name reusable");
 }
 
 /// Meta values upsert; admin tokens are unique by hash.
@@ -149,7 +330,10 @@ pub async fn meta_and_admin_tokens(store: &dyn Store) {
     assert_eq!(store.meta_get(&k).await.expect("meta: get missing"), None);
     store.meta_put(&k, "1").await.expect("meta: put");
     store.meta_put(&k, "2").await.expect("meta: overwrite");
-    assert_eq!(store.meta_get(&k).await.expect("meta: get").as_deref(), Some("2"));
+    assert_eq!(
+        store.meta_get(&k).await.expect("meta: get").as_deref(),
+        Some("2")
+    );
 
     let before = store.admin_token_count().await.expect("admin: count");
     let token = AdminTokenRow {
@@ -158,12 +342,34 @@ pub async fn meta_and_admin_tokens(store: &dyn Store) {
         label: "test".into(),
         created_at: 1,
     };
-    store.insert_admin_token(&token).await.expect("admin: insert");
-    assert!(is_conflict(store.insert_admin_token(&token).await), "admin: duplicate hash");
-    assert_eq!(store.admin_token_count().await.expect("admin: count"), before + 1);
-    assert!(store.admin_token_hashes().await.expect("admin: list").contains(&token));
+    store
+        .insert_admin_token(&token)
+        .await
+        .expect("admin: insert");
+    assert!(
+        is_conflict(store.insert_admin_token(&token).await),
+        "admin: duplicate hash"
+    );
+    assert_eq!(
+        store.admin_token_count().await.expect("admin: count"),
+        before + 1
+    );
+    assert!(
+        store
+            .admin_token_hashes()
+            .await
+            .expect("admin: list")
+            .contains(&token)
+    );
     assert!(store.ping().await.is_ok());
-    assert!(store.applied_migration().await.expect("migrations").unwrap_or(0) >= 1);
+    assert!(
+        store
+            .applied_migration()
+            .await
+            .expect("migrations")
+            .unwrap_or(0)
+            >= 1
+    );
 }
 
 #[cfg(test)]
@@ -182,7 +388,11 @@ mod tests {
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
-            let mode = std::fs::metadata(&path).expect("db file").permissions().mode() & 0o777;
+            let mode = std::fs::metadata(&path)
+                .expect("db file")
+                .permissions()
+                .mode()
+                & 0o777;
             assert_eq!(mode, 0o600, "the database file is private to its owner");
         }
     }

@@ -120,12 +120,22 @@ pub trait Store: Send + Sync + 'static {
     async fn list_arc_bindings(&self) -> StoreResult<Vec<ArcBindingRow>>;
     /// Compare-and-swap of the envelope: writes `new` only if the stored
     /// envelope is still `old`. Returns whether it wrote.
-    async fn swap_arc_envelope(&self, id: &str, old: &[u8], new: &[u8], updated_at: i64) -> StoreResult<bool>;
+    async fn swap_arc_envelope(
+        &self,
+        id: &str,
+        old: &[u8],
+        new: &[u8],
+        updated_at: i64,
+    ) -> StoreResult<bool>;
 
     /// `Conflict` when the org is missing or an active key of the org has the same name.
     async fn insert_api_key(&self, row: &ApiKeyRow) -> StoreResult<()>;
     async fn get_api_key(&self, id: &str) -> StoreResult<Option<ApiKeyRow>>;
-    async fn list_api_keys(&self, org_id: &str, include_revoked: bool) -> StoreResult<Vec<ApiKeyRow>>;
+    async fn list_api_keys(
+        &self,
+        org_id: &str,
+        include_revoked: bool,
+    ) -> StoreResult<Vec<ApiKeyRow>>;
     /// Sets `revoked_at` if not yet revoked; returns the row after the change.
     async fn revoke_api_key(&self, id: &str, revoked_at: i64) -> StoreResult<Option<ApiKeyRow>>;
 }

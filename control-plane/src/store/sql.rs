@@ -44,7 +44,9 @@ pub struct SqlStore {
 
 impl std::fmt::Debug for SqlStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SqlStore").field("backend", &self.backend).finish()
+        f.debug_struct("SqlStore")
+            .field("backend", &self.backend)
+            .finish()
     }
 }
 
@@ -122,11 +124,11 @@ fn prepare_sqlite_file(url: &str) -> StoreResult<()> {
     }
     let path = std::path::Path::new(path);
     let io = |e: std::io::Error| StoreError::Database(sqlx::Error::Io(e));
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        if !dir.exists() {
-            std::fs::create_dir_all(dir).map_err(io)?;
-            restrict(dir, 0o700).map_err(io)?;
-        }
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty())
+        && !dir.exists()
+    {
+        std::fs::create_dir_all(dir).map_err(io)?;
+        restrict(dir, 0o700).map_err(io)?;
     }
     if !path.exists() {
         std::fs::OpenOptions::new()
@@ -176,7 +178,8 @@ fn org_summary(row: &AnyRow) -> StoreResult<OrgSummary> {
             created_at: row.try_get("created_at")?,
         },
         has_arc_binding: row.try_get::<i64, _>("arc_count")? > 0,
-        active_api_keys: u32::try_from(keys).map_err(|_| StoreError::Corrupt("key count".into()))?,
+        active_api_keys: u32::try_from(keys)
+            .map_err(|_| StoreError::Corrupt("key count".into()))?,
     })
 }
 
@@ -278,9 +281,10 @@ impl Store for SqlStore {
     }
 
     async fn admin_token_hashes(&self) -> StoreResult<Vec<AdminTokenRow>> {
-        let rows = sqlx::query("SELECT token_hash, fingerprint, label, created_at FROM admin_tokens")
-            .fetch_all(&self.pool)
-            .await?;
+        let rows =
+            sqlx::query("SELECT token_hash, fingerprint, label, created_at FROM admin_tokens")
+                .fetch_all(&self.pool)
+                .await?;
         rows.iter()
             .map(|r| {
                 Ok(AdminTokenRow {
@@ -382,7 +386,10 @@ impl Store for SqlStore {
             .await?
             .try_get("n")?;
         if org_exists == 0 {
-            return Err(StoreError::Conflict(format!("org {:?} does not exist", row.org_id)));
+            return Err(StoreError::Conflict(format!(
+                "org {:?} does not exist",
+                row.org_id
+            )));
         }
         let existing = sqlx::query("SELECT id FROM arc_bindings WHERE org_id = $1")
             .bind(row.org_id.clone())
@@ -448,7 +455,13 @@ impl Store for SqlStore {
         rows.iter().map(arc_binding).collect()
     }
 
-    async fn swap_arc_envelope(&self, id: &str, old: &[u8], new: &[u8], updated_at: i64) -> StoreResult<bool> {
+    async fn swap_arc_envelope(
+        &self,
+        id: &str,
+        old: &[u8],
+        new: &[u8],
+        updated_at: i64,
+    ) -> StoreResult<bool> {
         let n = sqlx::query(
             "UPDATE arc_bindings SET api_key_envelope = $1, updated_at = $2 \
              WHERE id = $3 AND api_key_envelope = $4",
@@ -471,7 +484,10 @@ impl Store for SqlStore {
             .await?
             .try_get("n")?;
         if org_exists == 0 {
-            return Err(StoreError::Conflict(format!("org {:?} does not exist", row.org_id)));
+            return Err(StoreError::Conflict(format!(
+                "org {:?} does not exist",
+                row.org_id
+            )));
         }
         let same_name: i64 = sqlx::query(
             "SELECT COUNT(*) AS n FROM api_keys WHERE org_id = $1 AND name = $2 AND revoked_at IS NULL",
@@ -515,9 +531,15 @@ impl Store for SqlStore {
         row.as_ref().map(api_key).transpose()
     }
 
-    async fn list_api_keys(&self, org_id: &str, include_revoked: bool) -> StoreResult<Vec<ApiKeyRow>> {
+    async fn list_api_keys(
+        &self,
+        org_id: &str,
+        include_revoked: bool,
+    ) -> StoreResult<Vec<ApiKeyRow>> {
         let sql = if include_revoked {
-            format!("SELECT {API_KEY_COLUMNS} FROM api_keys WHERE org_id = $1 ORDER BY created_at, id")
+            format!(
+                "SELECT {API_KEY_COLUMNS} FROM api_keys WHERE org_id = $1 ORDER BY created_at, id"
+            )
         } else {
             format!(
                 "SELECT {API_KEY_COLUMNS} FROM api_keys WHERE org_id = $1 AND revoked_at IS NULL ORDER BY created_at, id"
@@ -547,8 +569,16 @@ mod tests {
     #[test]
     fn backend_detection_and_redaction() {
         assert_eq!(Backend::from_url("sqlite://x.db").unwrap(), Backend::Sqlite);
-        assert_eq!(Backend::from_url("postgres://u@h/db").unwrap(), Backend::Postgres);
-        let err = Backend::from_url("mysql://u:hunter2@h/db").unwrap_err().to_string();
-        assert!(err.contains("mysql://u:***@h/db") && !err.contains("hunter2"), "{err}");
+        assert_eq!(
+            Backend::from_url("postgres://u@h/db").unwrap(),
+            Backend::Postgres
+        );
+        let err = Backend::from_url("mysql://u:hunter2@h/db")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("mysql://u:***@h/db") && !err.contains("hunter2"),
+            "{err}"
+        );
     }
 }

@@ -1,0 +1,8 @@
+//! One module per command group; each maps arguments to one RPC and the
+//! answer to a view that renders as json or a table.
+
+pub mod arc;
+pub mod key;
+pub mod keygen;
+pub mod keys;
+pub mod org;

@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# The project's test command (CI runs it via .ci/run): system dependencies,
+# formatting, lints, build, then every test in the workspace. Any failure fails
+# the script with a non-zero status.
+set -euo pipefail
+
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+step() { printf '\n==> %s\n' "$*" >&2; }
+
+on_exit() {
+    local rc=$?
+    if [ "$rc" -eq 0 ]; then
+        echo "test.sh: ALL CHECKS PASSED" >&2
+    else
+        echo "test.sh: FAILED (exit $rc)" >&2
+    fi
+}
+trap on_exit EXIT
+
+step "system dependencies (scripts/setup.sh)"
+# Sourced so that it can export PROTOC for prost-build.
+# shellcheck source=scripts/setup.sh
+. scripts/setup.sh
+
+step "cargo fmt --check"
+cargo fmt --all -- --check
+
+step "cargo clippy"
+cargo clippy --workspace --all-targets -- -D warnings
+
+step "cargo build"
+cargo build --workspace --all-targets
+
+if cargo nextest --version >/dev/null 2>&1; then
+    step "cargo nextest run"
+    cargo nextest run --workspace --no-fail-fast
+    # nextest does not run doctests.
+    step "cargo test --doc"
+    cargo test --workspace --doc
+else
+    step "cargo test (cargo-nextest not installed)"
+    cargo test --workspace --no-fail-fast
+fi

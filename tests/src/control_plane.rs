@@ -1,0 +1,216 @@
+//! Starts the real `memtrace-control-plane` binary on `127.0.0.1:0`, with its
+//! data in a temp dir and JSON logs captured to a file. The address is read
+//! from the process's own "listening" log line, so no port is ever guessed.
+
+use crate::bins::bin_path;
+use anyhow::{Context, bail};
+use memtrace_common::credentials::generate_admin_token;
+use memtrace_common::keys::generate_key_b64;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+use tokio::process::{Child, Command};
+
+/// How to start a control plane.
+#[derive(Debug, Clone)]
+pub struct ControlPlaneSpec {
+    pub master_key: String,
+    pub previous_master_keys: Vec<String>,
+    /// `Some` sets MEMTRACE_BOOTSTRAP_ADMIN_TOKEN; `None` lets it generate one.
+    pub admin_token: Option<String>,
+    /// `None` = SQLite in the data dir.
+    pub database_url: Option<String>,
+    pub extra_env: BTreeMap<String, String>,
+}
+
+impl Default for ControlPlaneSpec {
+    fn default() -> Self {
+        Self {
+            master_key: generate_key_b64(),
+            previous_master_keys: Vec::new(),
+            admin_token: Some(generate_admin_token().to_string()),
+            database_url: None,
+            extra_env: BTreeMap::new(),
+        }
+    }
+}
+
+/// A running control plane process.
+pub struct ControlPlane {
+    pub spec: ControlPlaneSpec,
+    pub addr: std::net::SocketAddr,
+    pub data_dir: PathBuf,
+    pub log_path: PathBuf,
+    pub stdout_path: PathBuf,
+    child: Option<Child>,
+}
+
+impl ControlPlane {
+    /// Starts in a fresh temp dir (kept in `dir`, which the caller owns so
+    /// restarts can reuse it) and waits until `/ready` answers 200.
+    pub async fn start(dir: &Path, spec: ControlPlaneSpec) -> anyhow::Result<Self> {
+        let cp = Self::spawn(dir, spec).await?;
+        cp.wait_ready(Duration::from_secs(30)).await?;
+        Ok(cp)
+    }
+
+    /// Starts without waiting for readiness.
+    pub async fn spawn(dir: &Path, spec: ControlPlaneSpec) -> anyhow::Result<Self> {
+        let data_dir = dir.join("data");
+        let run = next_run(dir);
+        let log_path = dir.join(format!("control-plane-{run}.log"));
+        let stdout_path = dir.join(format!("control-plane-{run}.stdout"));
+        let mut command = Command::new(bin_path("memtrace-control-plane")?);
+        command
+            .current_dir(dir)
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("HOME", dir)
+            .env("MEMTRACE_CONTROL_PLANE_LISTEN", "127.0.0.1:0")
+            .env("MEMTRACE_LOG_FORMAT", "json")
+            .env("MEMTRACE_LOG_LEVEL", "debug")
+            .env("MEMTRACE_AUTH_DB_PATH", data_dir.join("memtrace.db"))
+            .env("MEMTRACE_SERVER_SHUTDOWN_TIMEOUT", "5")
+            .env("MEMTRACE_MASTER_KEY", &spec.master_key)
+            .stdin(Stdio::null())
+            .stdout(std::fs::File::create(&stdout_path)?)
+            .stderr(std::fs::File::create(&log_path)?)
+            .kill_on_drop(true);
+        if !spec.previous_master_keys.is_empty() {
+            command.env(
+                "MEMTRACE_MASTER_KEYS_PREVIOUS",
+                spec.previous_master_keys.join(","),
+            );
+        }
+        if let Some(token) = &spec.admin_token {
+            command.env("MEMTRACE_BOOTSTRAP_ADMIN_TOKEN", token);
+        }
+        if let Some(url) = &spec.database_url {
+            command.env("MEMTRACE_DATABASE_URL", url);
+        }
+        for (k, v) in &spec.extra_env {
+            command.env(k, v);
+        }
+        let mut child = command.spawn().context("spawn memtrace-control-plane")?;
+        let addr = wait_for_listen_addr(&log_path, &mut child, Duration::from_secs(20)).await?;
+        Ok(Self {
+            spec,
+            addr,
+            data_dir,
+            log_path,
+            stdout_path,
+            child: Some(child),
+        })
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// The admin token: the bootstrap one, or the one printed on first start.
+    pub fn admin_token(&self) -> anyhow::Result<String> {
+        if let Some(token) = &self.spec.admin_token {
+            return Ok(token.clone());
+        }
+        let stdout = std::fs::read_to_string(&self.stdout_path)?;
+        stdout
+            .split_whitespace()
+            .find(|w| w.starts_with("mta_"))
+            .map(str::to_owned)
+            .context("no generated admin token on stdout")
+    }
+
+    pub async fn wait_ready(&self, within: Duration) -> anyhow::Result<()> {
+        let deadline = Instant::now() + within;
+        let client = crate::http_client();
+        loop {
+            let response = client.get(format!("{}/ready", self.url())).send().await;
+            if response.is_ok_and(|r| r.status().is_success()) {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "control plane not ready within {within:?}; log:\n{}",
+                    self.logs()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Everything the process wrote to stderr (its log) so far.
+    pub fn logs(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+
+    /// Sends SIGTERM and waits for the exit status.
+    pub async fn stop(mut self) -> anyhow::Result<std::process::ExitStatus> {
+        let mut child = self.child.take().context("already stopped")?;
+        if let Some(pid) = child.id() {
+            let _ = std::process::Command::new("kill")
+                .args(["-TERM", &pid.to_string()])
+                .status();
+        }
+        let status = tokio::time::timeout(Duration::from_secs(15), child.wait())
+            .await
+            .context("control plane did not exit within 15s of SIGTERM")??;
+        Ok(status)
+    }
+}
+
+fn next_run(dir: &Path) -> usize {
+    (0..)
+        .find(|i| !dir.join(format!("control-plane-{i}.log")).exists())
+        .unwrap_or(0)
+}
+
+/// Reads the log until the "listening" line names the bound address.
+async fn wait_for_listen_addr(
+    log: &Path,
+    child: &mut Child,
+    within: Duration,
+) -> anyhow::Result<std::net::SocketAddr> {
+    let deadline = Instant::now() + within;
+    loop {
+        let text = std::fs::read_to_string(log).unwrap_or_default();
+        for line in text.lines() {
+            let Ok(value) = serde_json::from_str::<serde_json::Value>(line) else {
+                continue;
+            };
+            let listening = value["message"]
+                .as_str()
+                .is_some_and(|m| m.starts_with("control plane listening"));
+            if let (true, Some(addr)) = (listening, value["addr"].as_str()) {
+                return Ok(addr.parse()?);
+            }
+        }
+        if let Some(status) = child.try_wait()? {
+            bail!("control plane exited with {status} before listening; log:\n{text}");
+        }
+        if Instant::now() > deadline {
+            bail!("control plane did not report its address within {within:?}; log:\n{text}");
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+/// Runs the control-plane binary to completion (for startup-refusal tests).
+pub async fn run_to_exit(dir: &Path, env: &[(&str, &str)]) -> anyhow::Result<std::process::Output> {
+    let mut command = Command::new(bin_path("memtrace-control-plane")?);
+    command
+        .current_dir(dir)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("HOME", dir)
+        .env("MEMTRACE_CONTROL_PLANE_LISTEN", "127.0.0.1:0")
+        .stdin(Stdio::null())
+        .kill_on_drop(true);
+    for (k, v) in env {
+        command.env(k, v);
+    }
+    let output = tokio::time::timeout(Duration::from_secs(20), command.output())
+        .await
+        .context("control plane did not exit within 20s")??;
+    Ok(output)
+}
