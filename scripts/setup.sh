@@ -42,6 +42,8 @@ _memtrace_detect() {
         _memtrace_missing+=(protoc)
         _memtrace_pkgs+=(protobuf-compiler)
     fi
+    # MEMTRACE_SETUP_SCOPE=build: only what building needs (scripts/dev.sh).
+    [ "${MEMTRACE_SETUP_SCOPE:-all}" = build ] && return 0
     if ! command -v etcd >/dev/null; then
         _memtrace_missing+=(etcd)
         _memtrace_pkgs+=(etcd-server)

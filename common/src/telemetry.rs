@@ -25,6 +25,7 @@ pub fn init(config: &LogConfig, rust_log: Option<&str>) -> Result<(), TelemetryE
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_target(true);
     let result = match config.format {
         LogFormat::Json => builder.json().flatten_event(true).try_init(),
