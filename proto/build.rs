@@ -5,7 +5,11 @@ use std::path::PathBuf;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let out_dir = PathBuf::from(std::env::var("OUT_DIR")?);
-    let protos = ["protos/memtrace/admin/v1/admin.proto"];
+    let protos = [
+        "protos/memtrace/admin/v1/admin.proto",
+        "protos/memtrace/admin/v1/config.proto",
+        "protos/memtrace/state/v1/state.proto",
+    ];
     for proto in protos {
         println!("cargo:rerun-if-changed={proto}");
     }

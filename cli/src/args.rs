@@ -20,7 +20,7 @@ pub const DEFAULT_SERVER: &str = "http://127.0.0.1:9200";
 #[command(
     name = "memtracectl",
     version,
-    about = "operate a memtrace control plane: orgs, arc bindings, api keys, master keys",
+    about = "operate a memtrace control plane: orgs, arc bindings, api keys, master keys, runtime config, audit",
     propagate_version = true
 )]
 pub struct Cli {
@@ -83,6 +83,12 @@ pub enum Command {
     /// inspect and rotate the master key ring
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// runtime settings: list, get, set, reset, export, import, audit, rollback
+    #[command(subcommand)]
+    Config(crate::commands::config::ConfigCommand),
+    /// the admin audit trail: list entries, verify the hash chain
+    #[command(subcommand)]
+    Audit(crate::commands::audit::AuditCommand),
 }
 
 #[derive(Debug, Subcommand)]

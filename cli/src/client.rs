@@ -7,6 +7,8 @@ use crate::error::{self, CallContext, CliError, Subject};
 use memtrace_common::config::Env;
 use memtrace_proto::admin::v1::api_key_service_client::ApiKeyServiceClient;
 use memtrace_proto::admin::v1::arc_binding_service_client::ArcBindingServiceClient;
+use memtrace_proto::admin::v1::audit_service_client::AuditServiceClient;
+use memtrace_proto::admin::v1::config_service_client::ConfigServiceClient;
 use memtrace_proto::admin::v1::master_key_service_client::MasterKeyServiceClient;
 use memtrace_proto::admin::v1::org_service_client::OrgServiceClient;
 use tonic::metadata::{AsciiMetadataValue, MetadataValue};
@@ -174,6 +176,14 @@ impl Admin {
 
     pub fn master_keys(&self) -> MasterKeyServiceClient<Channel> {
         MasterKeyServiceClient::new(self.channel.clone())
+    }
+
+    pub fn config(&self) -> ConfigServiceClient<Channel> {
+        ConfigServiceClient::new(self.channel.clone())
+    }
+
+    pub fn audit(&self) -> AuditServiceClient<Channel> {
+        AuditServiceClient::new(self.channel.clone())
     }
 }
 

@@ -65,6 +65,10 @@ pub enum Subject {
     ArcBinding,
     /// An api key id given on the command line.
     Key,
+    /// A runtime setting key (and maybe an org).
+    Setting,
+    /// An audit entry's sequence number.
+    AuditEntry,
     /// Nothing addressed by id.
     None,
 }
@@ -103,6 +107,10 @@ pub fn from_status(status: &Status, ctx: &CallContext, subject: Subject) -> CliE
         Code::Unauthenticated => error.with_hint(format!(
             "pass a valid admin token with --token or {TOKEN_ENV}"
         )),
+        Code::PermissionDenied if subject == Subject::Setting => error.with_hint(
+            "locked settings are listed in [control_plane] locked_settings \
+             (MEMTRACE_CONTROL_PLANE_LOCKED_SETTINGS); change that list and restart to unlock",
+        ),
         Code::PermissionDenied => error.with_hint(
             "api keys (mtk_…) cannot be used as admin tokens; pass an admin token (mta_…) \
              with --token or MEMTRACE_ADMIN_TOKEN",
@@ -115,6 +123,12 @@ pub fn from_status(status: &Status, ctx: &CallContext, subject: Subject) -> CliE
             ),
             Subject::Key => {
                 error.with_hint("run 'memtracectl key list --org ORG_ID' to see key ids")
+            }
+            Subject::Setting => error.with_hint(
+                "run 'memtracectl config list' to see setting keys (and 'memtracectl org list' for org ids)",
+            ),
+            Subject::AuditEntry => {
+                error.with_hint("run 'memtracectl config audit' to see config change entries")
             }
             Subject::None => error,
         },

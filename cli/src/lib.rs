@@ -1,6 +1,7 @@
 //! `memtrace-cli` owns `memtracectl`, the operator CLI of memtrace: the
 //! command-line grammar ([`args`]), the gRPC client of the control plane's
-//! `memtrace.admin.v1` services (orgs, arc bindings, api keys, master keys),
+//! `memtrace.admin.v1` services (orgs, arc bindings, api keys, master keys,
+//! runtime settings, the audit trail),
 //! the rendering of results as tables or json, and the mapping of failures to
 //! one `error:` line with a hint ([`error`]). It owns no domain logic: the
 //! control plane validates and decides; this crate only asks and shows.
@@ -45,6 +46,14 @@ pub async fn run(
         Command::Keys(command) => {
             let admin = Admin::connect(&cli.global, env).await?;
             commands::keys::run(command, &admin, &mut output).await
+        }
+        Command::Config(command) => {
+            let admin = Admin::connect(&cli.global, env).await?;
+            commands::config::run(command, &admin, &mut output).await
+        }
+        Command::Audit(command) => {
+            let admin = Admin::connect(&cli.global, env).await?;
+            commands::audit::run(command, &admin, &mut output).await
         }
     }
 }

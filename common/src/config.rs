@@ -186,13 +186,57 @@ impl Default for DedupConfig {
 pub struct ControlPlaneConfig {
     /// gRPC admin API and HTTP `/health`, `/ready` on one port.
     pub listen: String,
+    /// Runtime settings that refuse changes through the admin API (see
+    /// [`crate::settings`]). Replaces the registry's locked-by-default list;
+    /// `MEMTRACE_CONTROL_PLANE_LOCKED_SETTINGS` takes a comma-separated list.
+    pub locked_settings: Vec<String>,
 }
 
 impl Default for ControlPlaneConfig {
     fn default() -> Self {
         Self {
             listen: "0.0.0.0:9200".into(),
+            locked_settings: crate::settings::locked_by_default(),
         }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct EtcdConfig {
+    /// Comma-separated endpoints; empty means single-node mode (in-process bus).
+    pub endpoints: String,
+    /// Key prefix of everything memtrace publishes.
+    pub prefix: String,
+    pub connect_timeout_ms: u64,
+    pub request_timeout_ms: u64,
+    /// HTTP/2 keepalive: always on; a silent etcd is detected within interval + timeout.
+    pub keepalive_interval_ms: u64,
+    pub keepalive_timeout_ms: u64,
+}
+
+impl Default for EtcdConfig {
+    fn default() -> Self {
+        Self {
+            endpoints: String::new(),
+            prefix: "/memtrace/v1/".into(),
+            connect_timeout_ms: 5000,
+            request_timeout_ms: 5000,
+            keepalive_interval_ms: 5000,
+            keepalive_timeout_ms: 3000,
+        }
+    }
+}
+
+impl EtcdConfig {
+    /// The configured endpoints, trimmed, without empties.
+    pub fn endpoint_list(&self) -> Vec<String> {
+        self.endpoints
+            .split(',')
+            .map(str::trim)
+            .filter(|e| !e.is_empty())
+            .map(str::to_owned)
+            .collect()
     }
 }
 
@@ -206,6 +250,7 @@ pub struct MemtraceConfig {
     pub auth: AuthConfig,
     pub dedup: DedupConfig,
     pub control_plane: ControlPlaneConfig,
+    pub etcd: EtcdConfig,
 }
 
 /// A loaded configuration and where it came from.
@@ -234,6 +279,7 @@ const NON_SETTING_VARS: &[&str] = &[
     "MEMTRACE_MASTER_KEY",
     "MEMTRACE_MASTER_KEYS_PREVIOUS",
     "MEMTRACE_FLEET_KEY",
+    "MEMTRACE_FLEET_KEYS_PREVIOUS",
     "MEMTRACE_BOOTSTRAP_ADMIN_TOKEN",
     "MEMTRACE_DATABASE_URL",
     "MEMTRACE_EXPECTED_MIGRATION",
@@ -273,8 +319,14 @@ pub fn load(file: &FileSource, env: &Env) -> Result<Loaded, ConfigError> {
         .unwrap_or_else(|| "config".to_owned());
     let config = MemtraceConfig::deserialize(toml::Value::Table(table)).map_err(|e| {
         ConfigError::Invalid {
-            origin,
+            origin: origin.clone(),
             message: e.to_string(),
+        }
+    })?;
+    crate::settings::validate_keys(&config.control_plane.locked_settings).map_err(|e| {
+        ConfigError::Invalid {
+            origin,
+            message: format!("[control_plane] locked_settings: {e}"),
         }
     })?;
     Ok(Loaded {
@@ -363,6 +415,14 @@ fn coerce(var: &str, current: &toml::Value, value: &str) -> Result<toml::Value, 
             "false" | "0" | "no" | "off" => toml::Value::Boolean(false),
             _ => return Err(err("a boolean (true/false)")),
         },
+        toml::Value::Array(_) => toml::Value::Array(
+            value
+                .split(',')
+                .map(str::trim)
+                .filter(|item| !item.is_empty())
+                .map(|item| toml::Value::String(item.to_owned()))
+                .collect(),
+        ),
         _ => toml::Value::String(value.to_owned()),
     })
 }
@@ -435,6 +495,43 @@ mod tests {
         let env = Env::from_pairs([("MEMTRACE_LOG_FORMAT", "xml")]);
         let err = load(&FileSource::None, &env).unwrap_err().to_string();
         assert!(err.contains("xml"), "{err}");
+    }
+
+    #[test]
+    fn locked_settings_from_file_and_env() {
+        let loaded = load(&FileSource::None, &Env::default()).unwrap();
+        assert_eq!(
+            loaded.config.control_plane.locked_settings,
+            crate::settings::locked_by_default()
+        );
+        let env = Env::from_pairs([(
+            "MEMTRACE_CONTROL_PLANE_LOCKED_SETTINGS",
+            " log.level, dedup.enabled ,",
+        )]);
+        let loaded = load(&FileSource::None, &env).unwrap();
+        assert_eq!(
+            loaded.config.control_plane.locked_settings,
+            vec!["log.level".to_owned(), "dedup.enabled".to_owned()]
+        );
+
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("memtrace.toml");
+        std::fs::write(&path, "[control_plane]\nlocked_settings = []\n").unwrap();
+        let loaded = load(&FileSource::Path(path.clone()), &Env::default()).unwrap();
+        assert!(loaded.config.control_plane.locked_settings.is_empty());
+
+        std::fs::write(
+            &path,
+            "[control_plane]\nlocked_settings = [\"log.levle\"]\n",
+        )
+        .unwrap();
+        let err = load(&FileSource::Path(path), &Env::default())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("locked_settings") && err.contains("did you mean log.level"),
+            "{err}"
+        );
     }
 
     #[test]

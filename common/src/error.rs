@@ -6,6 +6,9 @@
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ErrorCode {
     InvalidArgument,
+    /// A well-formed request whose value breaks a rule (a setting out of
+    /// range or of the wrong type): gRPC INVALID_ARGUMENT, HTTP 422.
+    InvalidValue,
     NotFound,
     AlreadyExists,
     Unauthenticated,
@@ -20,7 +23,7 @@ impl ErrorCode {
     /// The gRPC code.
     pub fn grpc(self) -> tonic::Code {
         match self {
-            Self::InvalidArgument => tonic::Code::InvalidArgument,
+            Self::InvalidArgument | Self::InvalidValue => tonic::Code::InvalidArgument,
             Self::NotFound => tonic::Code::NotFound,
             Self::AlreadyExists => tonic::Code::AlreadyExists,
             Self::Unauthenticated => tonic::Code::Unauthenticated,
@@ -36,6 +39,7 @@ impl ErrorCode {
     pub fn http_status(self) -> u16 {
         match self {
             Self::InvalidArgument => 400,
+            Self::InvalidValue => 422,
             Self::NotFound => 404,
             Self::AlreadyExists => 409,
             Self::Unauthenticated => 401,

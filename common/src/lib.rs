@@ -2,16 +2,23 @@
 //! layered configuration loading ([`config`]), telemetry setup
 //! ([`telemetry`]), the shutdown signal ([`shutdown`]), the closed set of error
 //! codes and their gRPC/HTTP mapping ([`error`]), the AEAD envelopes for stored
-//! secrets ([`envelope`]), the formats of API keys and admin tokens
-//! ([`credentials`]), base64 key parsing ([`keys`]), id generation ([`ids`])
-//! and the TLS provider for HTTP clients ([`tls`]).
+//! secrets ([`envelope`]) and for secrets in transit to workers ([`fleet`]), the formats of API keys and admin tokens
+//! ([`credentials`]), base64 key parsing ([`keys`]), id generation ([`ids`]),
+//! the TLS provider for HTTP clients ([`tls`]), the state bus between the
+//! planes ([`bus`]: etcd, or in-process for a single node) with the layout of
+//! the state published on it ([`state`]), and the typed registry of runtime
+//! settings with their effective values ([`settings`]).
 
+pub mod bus;
 pub mod config;
 pub mod credentials;
 pub mod envelope;
 pub mod error;
+pub mod fleet;
 pub mod ids;
 pub mod keys;
+pub mod settings;
 pub mod shutdown;
+pub mod state;
 pub mod telemetry;
 pub mod tls;

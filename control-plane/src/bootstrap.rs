@@ -96,8 +96,8 @@ pub async fn migrate_legacy_arc(cp: &ControlPlane, arc: &ArcConfig) -> Result<bo
         Ok(view) => {
             tracing::warn!(
                 org_id = DEFAULT_ORG_ID,
-                arc_id = %view.row.id,
-                url = %view.row.url,
+                arc_id = %view.value.row.id,
+                url = %view.value.row.url,
                 "migrated legacy [arc] settings into org_default; manage bindings with 'memtracectl org add-arc' and remove [arc] url/api_key from the config"
             );
             Ok(true)

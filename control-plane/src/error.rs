@@ -4,6 +4,7 @@
 use crate::store::StoreError;
 use memtrace_common::envelope::EnvelopeError;
 use memtrace_common::error::{CodedError, ErrorCode};
+use memtrace_common::settings::SettingError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ControlPlaneError {
@@ -29,6 +30,16 @@ pub enum ControlPlaneError {
         "stored secret cannot be opened: {0}; configure the master key that sealed it (MEMTRACE_MASTER_KEY or MEMTRACE_MASTER_KEYS_PREVIOUS)"
     )]
     Secret(#[from] EnvelopeError),
+    #[error("{0}")]
+    FailedPrecondition(String),
+    #[error(transparent)]
+    Setting(#[from] SettingError),
+    #[error(
+        "setting {0} is locked by [control_plane] locked_settings (MEMTRACE_CONTROL_PLANE_LOCKED_SETTINGS); the attempt was audited"
+    )]
+    SettingLocked(String),
+    #[error("audit entry {0} not found; list entries with 'memtracectl audit list'")]
+    AuditEntryNotFound(i64),
     #[error("{0}")]
     Startup(String),
     #[error(transparent)]
@@ -64,7 +75,10 @@ impl CodedError for ControlPlaneError {
             Self::Unauthenticated(_) => ErrorCode::Unauthenticated,
             Self::PermissionDenied(_) => ErrorCode::PermissionDenied,
             Self::Unavailable(_) => ErrorCode::Unavailable,
-            Self::Secret(_) => ErrorCode::FailedPrecondition,
+            Self::Secret(_) | Self::FailedPrecondition(_) => ErrorCode::FailedPrecondition,
+            Self::Setting(error) => error.code(),
+            Self::SettingLocked(_) => ErrorCode::PermissionDenied,
+            Self::AuditEntryNotFound(_) => ErrorCode::NotFound,
             Self::Startup(_) | Self::Store(_) => ErrorCode::Internal,
         }
     }

@@ -17,7 +17,9 @@ pub mod grpc;
 pub mod http;
 pub mod secrets;
 pub mod server;
+mod startup;
 pub mod store;
+pub mod sync;
 
 pub use error::ControlPlaneError;
 pub use secrets::Secrets;

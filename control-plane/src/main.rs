@@ -60,6 +60,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         secrets,
         listener,
         shutdown: memtrace_common::shutdown::os_signal(),
+        bus: None,
     })
     .await?;
     Ok(())

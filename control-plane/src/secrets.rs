@@ -5,6 +5,7 @@ use crate::error::ControlPlaneError;
 use memtrace_common::config::Env;
 use memtrace_common::credentials::MIN_ADMIN_TOKEN_LEN;
 use memtrace_common::envelope::{Keyring, MasterKey};
+use memtrace_common::fleet::{FLEET_KEY_VAR, FleetKeyring};
 use memtrace_common::keys::parse_key;
 use zeroize::Zeroizing;
 
@@ -21,6 +22,9 @@ pub struct Secrets {
     /// `MEMTRACE_DATABASE_URL`; `None` means SQLite at `[auth] db_path`.
     pub database_url: Option<Zeroizing<String>>,
     pub expected_migration: Option<i64>,
+    /// `MEMTRACE_FLEET_KEY` (+ previous): seals what workers need. Required
+    /// with etcd; a single node without it uses an ephemeral in-process key.
+    pub fleet: Option<FleetKeyring>,
 }
 
 impl std::fmt::Debug for Secrets {
@@ -33,6 +37,7 @@ impl std::fmt::Debug for Secrets {
             )
             .field("database_url", &self.database_url.as_ref().map(|_| "***"))
             .field("expected_migration", &self.expected_migration)
+            .field("fleet", &self.fleet)
             .finish()
     }
 }
@@ -79,7 +84,17 @@ impl Secrets {
                 })
             })
             .transpose()?;
+        let fleet = match memtrace_common::fleet::keyring_from_env(env).map_err(startup)? {
+            Some((_, fleet_key)) if fleet_key.as_ref() == active.as_ref() => {
+                return Err(ControlPlaneError::Startup(format!(
+                    "{FLEET_KEY_VAR} must differ from {MASTER_KEY_VAR}: the master key never leaves the control plane"
+                )));
+            }
+            Some((ring, _)) => Some(ring),
+            None => None,
+        };
         Ok(Self {
+            fleet,
             keyring: Keyring::new(MasterKey::new(&active), previous),
             bootstrap_admin_token,
             database_url: env
@@ -106,6 +121,30 @@ mod tests {
         let ok =
             Secrets::from_env(&Env::from_pairs([(MASTER_KEY_VAR, generate_key_b64())])).unwrap();
         assert!(ok.bootstrap_admin_token.is_none() && ok.database_url.is_none());
+    }
+
+    #[test]
+    fn fleet_key_must_differ_from_master_key() {
+        let key = generate_key_b64();
+        let same = Env::from_pairs([
+            (MASTER_KEY_VAR, key.as_str()),
+            (FLEET_KEY_VAR, key.as_str()),
+        ]);
+        let err = Secrets::from_env(&same).unwrap_err().to_string();
+        assert!(err.contains("MEMTRACE_FLEET_KEY must differ"), "{err}");
+        let bad = Env::from_pairs([(MASTER_KEY_VAR, key.as_str()), (FLEET_KEY_VAR, "short")]);
+        assert!(
+            Secrets::from_env(&bad)
+                .unwrap_err()
+                .to_string()
+                .contains(FLEET_KEY_VAR)
+        );
+        let other = generate_key_b64();
+        let ok = Env::from_pairs([
+            (MASTER_KEY_VAR, key.as_str()),
+            (FLEET_KEY_VAR, other.as_str()),
+        ]);
+        assert!(Secrets::from_env(&ok).unwrap().fleet.is_some());
     }
 
     #[test]

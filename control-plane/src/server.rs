@@ -3,13 +3,12 @@
 //! database, migrates and bootstraps; graceful shutdown with a grace period.
 
 use crate::auth::AdminAuth;
-use crate::bootstrap;
-use crate::domain::ControlPlane;
 use crate::error::ControlPlaneError;
-use crate::grpc::{ApiKeyApi, ArcBindingApi, Gate, MasterKeyApi, OrgApi};
+use crate::grpc::{ApiKeyApi, ArcBindingApi, ClusterApi, Gate, MasterKeyApi, OrgApi};
 use crate::http::{self, Probes};
 use crate::secrets::Secrets;
-use crate::store::{SqlStore, Store, sql_redact_url};
+use crate::startup::Startup;
+use memtrace_common::bus::StateBus;
 use memtrace_common::config::MemtraceConfig;
 use memtrace_common::shutdown::ShutdownSignal;
 use memtrace_proto::admin::v1 as pb;
@@ -18,7 +17,6 @@ use std::time::Duration;
 use tonic::transport::Server;
 use tonic::transport::server::TcpIncoming;
 use tonic_health::ServingStatus;
-use tonic_health::server::HealthReporter;
 
 /// Everything [`serve`] needs. The listener is bound by the caller (tests bind
 /// `127.0.0.1:0`), and the shutdown signal is injected.
@@ -27,14 +25,29 @@ pub struct ServeOptions {
     pub secrets: Secrets,
     pub listener: tokio::net::TcpListener,
     pub shutdown: ShutdownSignal,
+    /// The state bus to publish on; `None` connects the one `[etcd]` names
+    /// (etcd, or the in-process bus when no endpoints are set).
+    pub bus: Option<Arc<dyn StateBus>>,
 }
 
-const SERVICES: [&str; 4] = [
+pub(crate) const SERVICES: [&str; 7] = [
+    "memtrace.admin.v1.ClusterService",
     "memtrace.admin.v1.OrgService",
     "memtrace.admin.v1.ArcBindingService",
     "memtrace.admin.v1.ApiKeyService",
     "memtrace.admin.v1.MasterKeyService",
+    "memtrace.admin.v1.ConfigService",
+    "memtrace.admin.v1.AuditService",
 ];
+
+/// What kind of bus this process publishes on, for status output.
+fn bus_kind(config: &MemtraceConfig, injected: bool) -> &'static str {
+    if injected || config.etcd.endpoint_list().is_empty() {
+        "in-process"
+    } else {
+        "etcd"
+    }
+}
 
 /// Runs the control plane until the shutdown signal fires (then drains for
 /// `[server] shutdown_timeout` seconds) or startup fails for good.
@@ -44,6 +57,7 @@ pub async fn serve(options: ServeOptions) -> Result<(), ControlPlaneError> {
         secrets,
         listener,
         shutdown,
+        bus,
     } = options;
     let addr = listener
         .local_addr()
@@ -71,6 +85,12 @@ pub async fn serve(options: ServeOptions) -> Result<(), ControlPlaneError> {
             auth.clone(),
         ))
         .add_service(
+            pb::cluster_service_server::ClusterServiceServer::with_interceptor(
+                ClusterApi(gate.clone(), bus_kind(&config, bus.is_some())),
+                auth.clone(),
+            ),
+        )
+        .add_service(
             pb::arc_binding_service_server::ArcBindingServiceServer::with_interceptor(
                 ArcBindingApi(gate.clone()),
                 auth.clone(),
@@ -87,18 +107,33 @@ pub async fn serve(options: ServeOptions) -> Result<(), ControlPlaneError> {
                 MasterKeyApi(gate.clone()),
                 auth.clone(),
             ),
+        )
+        .add_service(
+            pb::config_service_server::ConfigServiceServer::with_interceptor(
+                crate::grpc::ConfigApi(gate.clone()),
+                auth.clone(),
+            ),
+        )
+        .add_service(
+            pb::audit_service_server::AuditServiceServer::with_interceptor(
+                crate::grpc::AuditApi(gate.clone()),
+                auth.clone(),
+            ),
         );
 
     let (fatal_tx, fatal_rx) = tokio::sync::oneshot::channel::<ControlPlaneError>();
-    let startup = tokio::spawn(startup(
-        config.clone(),
-        secrets,
-        gate,
-        auth,
-        probes.clone(),
-        health_reporter,
-        fatal_tx,
-    ));
+    let startup = tokio::spawn(
+        Startup {
+            config: config.clone(),
+            secrets,
+            bus,
+            gate,
+            auth,
+            probes: probes.clone(),
+            health: health_reporter,
+        }
+        .run(fatal_tx),
+    );
 
     let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
     let (fatal_seen_tx, mut fatal_seen_rx) = tokio::sync::oneshot::channel::<ControlPlaneError>();
@@ -148,87 +183,5 @@ pub async fn serve(options: ServeOptions) -> Result<(), ControlPlaneError> {
         return Err(error);
     }
     tracing::info!("control plane stopped");
-    Ok(())
-}
-
-/// Connects (retrying while the database is unreachable), migrates, runs the
-/// first-start duties, then opens the gate. Unrecoverable errors are sent to
-/// `fatal` so the process exits non-zero instead of idling unready forever.
-async fn startup(
-    config: MemtraceConfig,
-    secrets: Secrets,
-    gate: Arc<Gate>,
-    auth: AdminAuth,
-    probes: Arc<Probes>,
-    health: HealthReporter,
-    fatal: tokio::sync::oneshot::Sender<ControlPlaneError>,
-) {
-    if let Err(error) = try_startup(config, secrets, gate, auth, probes, health).await {
-        tracing::error!(%error, "control plane startup failed");
-        let _ = fatal.send(error);
-    }
-}
-
-async fn try_startup(
-    config: MemtraceConfig,
-    secrets: Secrets,
-    gate: Arc<Gate>,
-    auth: AdminAuth,
-    probes: Arc<Probes>,
-    health: HealthReporter,
-) -> Result<(), ControlPlaneError> {
-    let url = match &secrets.database_url {
-        Some(url) => url.to_string(),
-        None => SqlStore::sqlite_url(&config.auth.db_path),
-    };
-    let shown = sql_redact_url(&url);
-    let mut delay = Duration::from_millis(200);
-    let store = loop {
-        match SqlStore::connect(&url).await {
-            Ok(store) => break store,
-            Err(crate::store::StoreError::UnsupportedUrl(u)) => {
-                return Err(ControlPlaneError::Startup(format!(
-                    "MEMTRACE_DATABASE_URL {u:?} is not supported: use postgres://… or sqlite://PATH"
-                )));
-            }
-            Err(error) => {
-                tracing::warn!(database = %shown, %error, retry_in_ms = delay.as_millis() as u64, "database unreachable; retrying");
-                tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(Duration::from_secs(5));
-            }
-        }
-    };
-    store.migrate().await.map_err(|e| {
-        ControlPlaneError::Startup(format!("database migration failed on {shown}: {e}"))
-    })?;
-    tracing::info!(database = %shown, backend = ?store.backend(), migration = store.latest_known_migration(), "database ready");
-    let store = Arc::new(store);
-    if let Some(token) =
-        bootstrap::ensure_admin_token(store.as_ref(), secrets.bootstrap_admin_token.as_ref())
-            .await?
-    {
-        bootstrap::announce_admin_token(&token);
-    }
-    let hashes = store.admin_token_hashes().await?;
-    auth.replace(
-        hashes
-            .iter()
-            .filter_map(|row| <[u8; 32]>::try_from(row.token_hash.as_slice()).ok()),
-    );
-
-    let service = Arc::new(ControlPlane::new(
-        store.clone(),
-        Arc::new(secrets.keyring),
-        Duration::from_secs(config.arc.connect_timeout.max(1)),
-    ));
-    bootstrap::migrate_legacy_arc(&service, &config.arc).await?;
-    gate.open(service);
-    let _ = probes.store.set(store);
-    for name in SERVICES.iter().chain(&[""]) {
-        health
-            .set_service_status(*name, ServingStatus::Serving)
-            .await;
-    }
-    tracing::info!("control plane ready");
     Ok(())
 }

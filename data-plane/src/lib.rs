@@ -1,5 +1,9 @@
-//! `memtrace-data-plane` will own the stateless worker: the etcd snapshot
-//! watcher, agent authentication against that snapshot, the memtrace-compatible
-//! REST and `memtrace.v1` gRPC APIs, per-tenant batching into Arc, and reads.
-//! Nothing of it exists yet; the crate is in the workspace so the layout of
-//! `docs/ARCHITECTURE.md` holds and later issues add code, not structure.
+//! `memtrace-data-plane` owns the stateless worker. Today: the published-state
+//! [`snapshot`] (watched from the state bus, swapped atomically, validated
+//! record by record, with a last-known-good file) and the worker's
+//! [`registration`] under a lease. Next: agent authentication against the
+//! snapshot, the memtrace-compatible REST and `memtrace.v1` gRPC APIs,
+//! per-tenant batching into Arc, and reads.
+
+pub mod registration;
+pub mod snapshot;

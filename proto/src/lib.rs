@@ -1,6 +1,7 @@
 //! `memtrace-proto` owns every wire contract between memtrace processes: the
-//! admin API of the control plane (`memtrace.admin.v1`), and later the public
-//! data API and the records published to etcd. Generated code only; domain
+//! admin API of the control plane (`memtrace.admin.v1`), the records the
+//! control plane publishes to etcd (`memtrace.state.v1`), and later the public
+//! data API. Generated code only; domain
 //! types and validation live in the crates that use them.
 
 /// The control plane's admin API.
@@ -8,6 +9,14 @@ pub mod admin {
     /// Version 1 of the admin API.
     pub mod v1 {
         tonic::include_proto!("memtrace.admin.v1");
+    }
+}
+
+/// Records published to etcd by the control plane and watched by workers.
+pub mod state {
+    /// Version 1 of the published records.
+    pub mod v1 {
+        tonic::include_proto!("memtrace.state.v1");
     }
 }
 

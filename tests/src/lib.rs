@@ -7,7 +7,9 @@ pub mod arc_health;
 pub mod bins;
 pub mod cli;
 pub mod control_plane;
+pub mod etcd;
 pub mod postgres;
+pub mod watchers;
 
 /// An HTTP client for tests (installs the process's TLS provider first).
 pub fn http_client() -> reqwest::Client {

@@ -73,7 +73,13 @@ async fn probes_health_reflection_and_admin_auth() {
         .await
         .unwrap();
     assert_eq!(ready["status"], "ready");
-    assert_eq!(ready["migration"], 1);
+    let migrations = std::fs::read_dir(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../control-plane/migrations/sqlite"
+    ))
+    .unwrap()
+    .count();
+    assert_eq!(ready["migration"], migrations, "every migration applied");
 
     let channel = tonic::transport::Endpoint::from_shared(cp.url())
         .unwrap()

@@ -2,6 +2,8 @@
 //! answer to a view that renders as json or a table.
 
 pub mod arc;
+pub mod audit;
+pub mod config;
 pub mod key;
 pub mod keygen;
 pub mod keys;

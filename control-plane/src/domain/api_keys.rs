@@ -1,7 +1,7 @@
 //! Data-plane API keys: generated here, shown once, stored as hashes.
 
-use super::ControlPlane;
 use super::types::{ApiKeyId, ApiKeySpec, OrgId};
+use super::{ControlPlane, Published};
 use crate::clock::{duration_ms, now_ms};
 use crate::error::{ControlPlaneError, Result};
 use crate::store::ApiKeyRow;
@@ -13,7 +13,7 @@ impl ControlPlane {
     pub async fn create_api_key(
         &self,
         spec: &ApiKeySpec,
-    ) -> Result<(ApiKeyRow, Zeroizing<String>)> {
+    ) -> Result<Published<(ApiKeyRow, Zeroizing<String>)>> {
         self.get_org(&spec.org_id).await?;
         let key = generate_api_key();
         let now = now_ms();
@@ -30,7 +30,11 @@ impl ControlPlane {
         };
         self.store.insert_api_key(&row).await?;
         tracing::info!(key_id = %row.id, org_id = %row.org_id, scopes = %row.scopes, "api key created");
-        Ok((row, key.token))
+        let revision = self.publish(vec![self.api_key_put(&row)]).await;
+        Ok(Published {
+            value: (row, key.token),
+            revision,
+        })
     }
 
     pub async fn list_api_keys(
@@ -45,13 +49,17 @@ impl ControlPlane {
             .await?)
     }
 
-    pub async fn revoke_api_key(&self, id: &ApiKeyId) -> Result<ApiKeyRow> {
+    pub async fn revoke_api_key(&self, id: &ApiKeyId) -> Result<Published<ApiKeyRow>> {
         let row = self
             .store
             .revoke_api_key(id.as_str(), now_ms())
             .await?
             .ok_or_else(|| ControlPlaneError::ApiKeyNotFound(id.as_str().to_owned()))?;
         tracing::info!(key_id = %row.id, org_id = %row.org_id, "api key revoked");
-        Ok(row)
+        let revision = self.publish(vec![self.api_key_put(&row)]).await;
+        Ok(Published {
+            value: row,
+            revision,
+        })
     }
 }

@@ -2,10 +2,11 @@
 //! only as an envelope bound to (org, binding id, purpose).
 
 use super::types::{ArcSpec, OrgId};
-use super::{ARC_KEY_PURPOSE, ControlPlane};
+use super::{ARC_KEY_PURPOSE, ControlPlane, Published};
 use crate::clock::now_ms;
 use crate::error::{ControlPlaneError, Result};
 use crate::store::ArcBindingRow;
+use memtrace_common::bus::Op;
 use memtrace_common::credentials::mask_secret;
 use memtrace_common::envelope::Binding;
 use memtrace_common::ids::new_id;
@@ -33,7 +34,7 @@ impl ControlPlane {
         org: &OrgId,
         spec: ArcSpec,
         replace: bool,
-    ) -> Result<ArcBindingView> {
+    ) -> Result<Published<ArcBindingView>> {
         self.get_org(org).await?;
         let now = now_ms();
         let id = new_id("arc");
@@ -64,9 +65,19 @@ impl ControlPlane {
             .as_deref()
             .map(|k| mask_secret(k))
             .unwrap_or_default();
-        Ok(ArcBindingView {
-            row,
-            api_key_masked,
+        let revision = match self.arc_route_put(&row) {
+            Ok(op) => self.publish(vec![op]).await,
+            Err(error) => {
+                tracing::error!(org_id = %row.org_id, %error, "arc route not published");
+                None
+            }
+        };
+        Ok(Published {
+            value: ArcBindingView {
+                row,
+                api_key_masked,
+            },
+            revision,
         })
     }
 
@@ -106,14 +117,22 @@ impl ControlPlane {
         })
     }
 
-    pub async fn remove_arc_binding(&self, org: &OrgId) -> Result<()> {
+    pub async fn remove_arc_binding(&self, org: &OrgId) -> Result<Published<()>> {
         if !self.store.delete_arc_binding(org.as_str()).await? {
             return Err(ControlPlaneError::ArcBindingNotFound(
                 org.as_str().to_owned(),
             ));
         }
         tracing::info!(org_id = %org.as_str(), "arc binding removed");
-        Ok(())
+        let revision = self
+            .publish(vec![Op::Delete {
+                key: self.state_keys().arc_route(org.as_str()),
+            }])
+            .await;
+        Ok(Published {
+            value: (),
+            revision,
+        })
     }
 
     /// Calls `GET <url>/health` with the binding's credentials.

@@ -4,12 +4,23 @@
 
 mod api_keys;
 mod arc;
+pub mod audit;
+mod cluster;
+pub mod config;
 mod keyring;
 mod orgs;
+pub mod publish;
+mod reconcile;
+mod records;
 pub mod types;
 
 pub use arc::{ArcBindingView, ArcProbe};
+pub use audit::{AuditOutcome, VerifyReport};
+pub use cluster::{ClusterStatus, WorkerStatus};
+pub use config::{SettingUpdate, SettingView};
 pub use keyring::{KekStatus, RotationReport};
+pub use publish::{Published, Publisher};
+pub use reconcile::ReconcileReport;
 
 use crate::store::Store;
 use memtrace_common::envelope::Keyring;
@@ -23,7 +34,9 @@ pub const ARC_KEY_PURPOSE: &str = "arc.api_key";
 pub struct ControlPlane {
     store: Arc<dyn Store>,
     keyring: Arc<Keyring>,
+    publisher: Arc<Publisher>,
     http: reqwest::Client,
+    config_policy: config::ConfigPolicy,
 }
 
 impl ControlPlane {
@@ -31,6 +44,7 @@ impl ControlPlane {
     pub fn new(
         store: Arc<dyn Store>,
         keyring: Arc<Keyring>,
+        publisher: Arc<Publisher>,
         arc_connect_timeout: Duration,
     ) -> Self {
         memtrace_common::tls::install_crypto_provider();
@@ -45,7 +59,9 @@ impl ControlPlane {
         Self {
             store,
             keyring,
+            publisher,
             http,
+            config_policy: config::ConfigPolicy::default(),
         }
     }
 

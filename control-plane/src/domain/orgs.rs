@@ -1,19 +1,24 @@
 //! Organizations.
 
-use super::ControlPlane;
 use super::types::{OrgId, OrgName};
+use super::{ControlPlane, Published};
 use crate::clock::now_ms;
 use crate::error::{ControlPlaneError, Result};
-use crate::store::{OrgDeletion, OrgRow, OrgSummary};
+use crate::store::{OrgDeletion, OrgRow, OrgSummary, TombstoneRow};
+use memtrace_common::bus::Op;
 use memtrace_common::ids::new_id;
 
 impl ControlPlane {
-    pub async fn create_org(&self, name: &OrgName) -> Result<OrgSummary> {
+    pub async fn create_org(&self, name: &OrgName) -> Result<Published<OrgSummary>> {
         self.create_org_with_id(&new_id("org"), name).await
     }
 
     /// Creates an org with a given id (used for the legacy `org_default`).
-    pub async fn create_org_with_id(&self, id: &str, name: &OrgName) -> Result<OrgSummary> {
+    pub async fn create_org_with_id(
+        &self,
+        id: &str,
+        name: &OrgName,
+    ) -> Result<Published<OrgSummary>> {
         let row = OrgRow {
             id: id.to_owned(),
             name: name.as_str().to_owned(),
@@ -21,10 +26,14 @@ impl ControlPlane {
         };
         self.store.insert_org(&row).await?;
         tracing::info!(org_id = %row.id, "org created");
-        Ok(OrgSummary {
-            org: row,
-            has_arc_binding: false,
-            active_api_keys: 0,
+        let revision = self.publish(vec![self.org_put(&row)]).await;
+        Ok(Published {
+            value: OrgSummary {
+                org: row,
+                has_arc_binding: false,
+                active_api_keys: 0,
+            },
+            revision,
         })
     }
 
@@ -40,10 +49,11 @@ impl ControlPlane {
     }
 
     /// Deletes the org with its Arc binding and API keys; leaves a tombstone.
-    pub async fn delete_org(&self, id: &OrgId) -> Result<OrgDeletion> {
+    pub async fn delete_org(&self, id: &OrgId) -> Result<Published<OrgDeletion>> {
+        let deleted_at = now_ms();
         let deletion = self
             .store
-            .delete_org(id.as_str(), now_ms())
+            .delete_org(id.as_str(), deleted_at)
             .await?
             .ok_or_else(|| ControlPlaneError::OrgNotFound(id.as_str().to_owned()))?;
         tracing::info!(
@@ -52,6 +62,22 @@ impl ControlPlane {
             api_keys_removed = deletion.api_keys_removed,
             "org deleted"
         );
-        Ok(deletion)
+        let keys = self.state_keys();
+        let mut ops = vec![self.tombstone_put(&TombstoneRow {
+            org_id: deletion.org.id.clone(),
+            name: deletion.org.name.clone(),
+            deleted_at,
+        })];
+        ops.push(Op::Delete {
+            key: keys.arc_route(&deletion.org.id),
+        });
+        ops.extend(deletion.api_key_ids.iter().map(|key_id| Op::Delete {
+            key: keys.api_key(key_id),
+        }));
+        let revision = self.publish(ops).await;
+        Ok(Published {
+            value: deletion,
+            revision,
+        })
     }
 }

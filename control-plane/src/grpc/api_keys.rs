@@ -1,4 +1,4 @@
-use super::Gate;
+use super::{Gate, with_revision};
 use crate::clock::to_timestamp;
 use crate::domain::types::{ApiKeyId, ApiKeySpec, OrgId};
 use crate::store::ApiKeyRow;
@@ -34,11 +34,15 @@ impl pb::api_key_service_server::ApiKeyService for ApiKeyApi {
     ) -> Result<Response<pb::CreateApiKeyResponse>, Status> {
         let req = request.into_inner();
         let spec = ApiKeySpec::parse(&req.org_id, &req.name, &req.scopes, req.expires_in_seconds)?;
-        let (row, secret) = self.0.service()?.create_api_key(&spec).await?;
-        Ok(Response::new(pb::CreateApiKeyResponse {
-            key: Some(key_to_pb(row)),
-            secret: secret.as_str().to_owned(),
-        }))
+        let created = self.0.service()?.create_api_key(&spec).await?;
+        let (row, secret) = created.value;
+        Ok(with_revision(
+            pb::CreateApiKeyResponse {
+                key: Some(key_to_pb(row)),
+                secret: secret.as_str().to_owned(),
+            },
+            created.revision,
+        ))
     }
 
     async fn list_api_keys(
@@ -62,7 +66,7 @@ impl pb::api_key_service_server::ApiKeyService for ApiKeyApi {
         request: Request<pb::RevokeApiKeyRequest>,
     ) -> Result<Response<pb::ApiKey>, Status> {
         let id = ApiKeyId::parse(&request.into_inner().key_id)?;
-        let row = self.0.service()?.revoke_api_key(&id).await?;
-        Ok(Response::new(key_to_pb(row)))
+        let revoked = self.0.service()?.revoke_api_key(&id).await?;
+        Ok(with_revision(key_to_pb(revoked.value), revoked.revision))
     }
 }

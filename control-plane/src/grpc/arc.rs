@@ -1,4 +1,4 @@
-use super::Gate;
+use super::{Gate, with_revision};
 use crate::clock::to_timestamp;
 use crate::domain::ArcBindingView;
 use crate::domain::types::{ArcSpec, OrgId};
@@ -31,7 +31,7 @@ impl pb::arc_binding_service_server::ArcBindingService for ArcBindingApi {
         let org = OrgId::parse(&req.org_id)?;
         let spec = ArcSpec::parse(&req.url, &req.database, &req.measurement, &req.api_key)?;
         let view = self.0.service()?.bind_arc(&org, spec, req.replace).await?;
-        Ok(Response::new(binding_to_pb(view)))
+        Ok(with_revision(binding_to_pb(view.value), view.revision))
     }
 
     async fn get_arc_binding(
@@ -48,10 +48,13 @@ impl pb::arc_binding_service_server::ArcBindingService for ArcBindingApi {
         request: Request<pb::RemoveArcBindingRequest>,
     ) -> Result<Response<pb::RemoveArcBindingResponse>, Status> {
         let org = OrgId::parse(&request.into_inner().org_id)?;
-        self.0.service()?.remove_arc_binding(&org).await?;
-        Ok(Response::new(pb::RemoveArcBindingResponse {
-            org_id: org.as_str().to_owned(),
-        }))
+        let removed = self.0.service()?.remove_arc_binding(&org).await?;
+        Ok(with_revision(
+            pb::RemoveArcBindingResponse {
+                org_id: org.as_str().to_owned(),
+            },
+            removed.revision,
+        ))
     }
 
     async fn test_arc_binding(

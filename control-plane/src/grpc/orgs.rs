@@ -1,4 +1,4 @@
-use super::Gate;
+use super::{Gate, with_revision};
 use crate::clock::to_timestamp;
 use crate::domain::types::{OrgId, OrgName};
 use crate::store::OrgSummary;
@@ -26,7 +26,7 @@ impl pb::org_service_server::OrgService for OrgApi {
     ) -> Result<Response<pb::Org>, Status> {
         let name = OrgName::parse(&request.into_inner().name)?;
         let org = self.0.service()?.create_org(&name).await?;
-        Ok(Response::new(org_to_pb(org)))
+        Ok(with_revision(org_to_pb(org.value), org.revision))
     }
 
     async fn list_orgs(
@@ -53,11 +53,15 @@ impl pb::org_service_server::OrgService for OrgApi {
         request: Request<pb::DeleteOrgRequest>,
     ) -> Result<Response<pb::DeleteOrgResponse>, Status> {
         let id = OrgId::parse(&request.into_inner().org_id)?;
-        let deletion = self.0.service()?.delete_org(&id).await?;
-        Ok(Response::new(pb::DeleteOrgResponse {
-            org_id: deletion.org.id,
-            arc_binding_removed: deletion.arc_binding_removed,
-            api_keys_removed: deletion.api_keys_removed,
-        }))
+        let deleted = self.0.service()?.delete_org(&id).await?;
+        let deletion = deleted.value;
+        Ok(with_revision(
+            pb::DeleteOrgResponse {
+                org_id: deletion.org.id,
+                arc_binding_removed: deletion.arc_binding_removed,
+                api_keys_removed: deletion.api_keys_removed,
+            },
+            deleted.revision,
+        ))
     }
 }

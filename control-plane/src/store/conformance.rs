@@ -11,7 +11,15 @@ pub async fn run_all(store: &dyn Store) {
     api_keys(store).await;
     delete_org_cascades(store).await;
     meta_and_admin_tokens(store).await;
+    settings_compare_and_swap(store).await;
+    seeding_happens_once(store).await;
+    audit_trail(store).await;
+    concurrent_appends_never_fork(store).await;
 }
+
+pub use super::conformance_config::{
+    audit_trail, concurrent_appends_never_fork, seeding_happens_once, settings_compare_and_swap,
+};
 
 fn org(name: &str) -> OrgRow {
     OrgRow {
@@ -292,6 +300,25 @@ pub async fn delete_org_cascades(store: &dyn Store) {
     assert_eq!(deletion.org, o);
     assert!(deletion.arc_binding_removed);
     assert_eq!(deletion.api_keys_removed, 2);
+    assert!(
+        deletion.api_key_ids.contains(&k1.id),
+        "delete: removed key ids are reported"
+    );
+    let tombstones = store.list_tombstones().await.expect("delete: tombstones");
+    assert!(
+        tombstones
+            .iter()
+            .any(|t| t.org_id == o.id && t.deleted_at == 99),
+        "delete: tombstone recorded"
+    );
+    assert!(
+        !store
+            .list_all_api_keys()
+            .await
+            .expect("delete: all keys")
+            .iter()
+            .any(|k| k.org_id == o.id)
+    );
     assert!(store.get_org(&o.id).await.expect("delete: get").is_none());
     assert!(
         store
@@ -314,14 +341,26 @@ pub async fn delete_org_cascades(store: &dyn Store) {
             .expect("delete: again")
             .is_none()
     );
-    // the name is free again
+    // the name is free again, and re-creating the id clears its tombstone
     store
         .insert_org(&OrgRow {
             id: new_id("org"),
-            ..o
+            ..o.clone()
         })
         .await
         .expect("delete: name reusable");
+    store
+        .insert_org(&OrgRow {
+            name: format!("again-{}", new_id("n")),
+            ..o.clone()
+        })
+        .await
+        .expect("delete: id reusable");
+    let tombstones = store.list_tombstones().await.expect("delete: tombstones");
+    assert!(
+        !tombstones.iter().any(|t| t.org_id == o.id),
+        "delete: tombstone cleared on re-create"
+    );
 }
 
 /// Meta values upsert; admin tokens are unique by hash.

@@ -5,11 +5,19 @@
 //! one migration set per backend. The behaviour every backend must show is
 //! pinned by one suite, [`conformance`], run against each.
 
+mod settings_audit;
 mod sql;
+mod sql_config;
 
 #[cfg(any(test, feature = "conformance"))]
 pub mod conformance;
+#[cfg(any(test, feature = "conformance"))]
+pub mod conformance_config;
 
+pub use settings_audit::{
+    AuditEntry, AuditFilter, AuditHead, AuditRecord, ChainBreak, ChainVerifier, GENESIS_HASH,
+    SettingChange, SettingRow,
+};
 pub use sql::{Backend, SqlStore, redact_url as sql_redact_url};
 
 use async_trait::async_trait;
@@ -52,6 +60,16 @@ pub struct OrgDeletion {
     pub org: OrgRow,
     pub arc_binding_removed: bool,
     pub api_keys_removed: u32,
+    /// Ids of the removed keys, so their published records can be deleted.
+    pub api_key_ids: Vec<String>,
+}
+
+/// A deleted org.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TombstoneRow {
+    pub org_id: String,
+    pub name: String,
+    pub deleted_at: i64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -111,6 +129,10 @@ pub trait Store: Send + Sync + 'static {
     /// Deletes the org, its Arc binding and its API keys, and records a
     /// tombstone, in one transaction. `None` when the org does not exist.
     async fn delete_org(&self, id: &str, deleted_at: i64) -> StoreResult<Option<OrgDeletion>>;
+    /// Deleted orgs (a re-created id removes its tombstone).
+    async fn list_tombstones(&self) -> StoreResult<Vec<TombstoneRow>>;
+    /// Every API key of every org, revoked ones included.
+    async fn list_all_api_keys(&self) -> StoreResult<Vec<ApiKeyRow>>;
 
     /// Inserts, or replaces when `replace` is set; `Conflict` when a binding
     /// exists and `replace` is not set. The org must exist (`Conflict` otherwise).
@@ -138,4 +160,44 @@ pub trait Store: Send + Sync + 'static {
     ) -> StoreResult<Vec<ApiKeyRow>>;
     /// Sets `revoked_at` if not yet revoked; returns the row after the change.
     async fn revoke_api_key(&self, id: &str, revoked_at: i64) -> StoreResult<Option<ApiKeyRow>>;
+
+    /// Every stored setting value, global (`org_id` empty) and per org,
+    /// ordered by key, then org.
+    async fn list_settings(&self) -> StoreResult<Vec<SettingRow>>;
+    /// One stored value; `org_id` empty for the global value.
+    async fn get_setting(&self, key: &str, org_id: &str) -> StoreResult<Option<SettingRow>>;
+    /// Applies `changes` and appends `audit` to the chain (in order), in one
+    /// transaction serialised with every other audit append. When a stored
+    /// value is no longer a change's `expected`, fails with `Conflict` and
+    /// writes nothing. Returns the chained entries.
+    async fn apply_setting_changes(
+        &self,
+        changes: &[SettingChange],
+        audit: &[AuditRecord],
+    ) -> StoreResult<Vec<AuditEntry>>;
+    /// First-start seeding, at most once per database: when the meta key
+    /// `marker` is absent, sets it, applies `changes` and appends `audit` in
+    /// one transaction and returns `true`; otherwise writes nothing and
+    /// returns `false`.
+    async fn seed_settings(
+        &self,
+        marker: &str,
+        changes: &[SettingChange],
+        audit: &[AuditRecord],
+    ) -> StoreResult<bool>;
+    /// Deletes every override of an org; returns the removed rows.
+    async fn delete_org_settings(&self, org_id: &str) -> StoreResult<Vec<SettingRow>>;
+
+    /// Appends one entry to the audit chain. Appends are serialised across
+    /// connections and replicas (advisory lock on PostgreSQL, the write lock
+    /// on SQLite), so the chain never forks.
+    async fn append_audit(&self, record: &AuditRecord) -> StoreResult<AuditEntry>;
+    /// One entry by sequence number.
+    async fn get_audit(&self, seq: i64) -> StoreResult<Option<AuditEntry>>;
+    /// Entries matching `filter`, newest first, at most `filter.limit`.
+    async fn list_audit(&self, filter: &AuditFilter) -> StoreResult<Vec<AuditEntry>>;
+    /// Entries with `seq > after_seq`, oldest first, at most `limit`.
+    async fn audit_range(&self, after_seq: i64, limit: u32) -> StoreResult<Vec<AuditEntry>>;
+    /// The recorded head of the chain (seq 0 and [`GENESIS_HASH`] when empty).
+    async fn audit_head(&self) -> StoreResult<AuditHead>;
 }

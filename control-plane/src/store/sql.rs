@@ -2,9 +2,12 @@
 //! SQL here is the subset SQLite and PostgreSQL share (`$n` parameters,
 //! BIGINT/TEXT/BLOB-or-BYTEA columns, no backend-specific functions).
 
+use super::settings_audit::{
+    AuditEntry, AuditFilter, AuditHead, AuditRecord, SettingChange, SettingRow,
+};
 use super::{
     AdminTokenRow, ApiKeyRow, ArcBindingRow, OrgDeletion, OrgRow, OrgSummary, Store, StoreError,
-    StoreResult,
+    StoreResult, TombstoneRow,
 };
 use crate::clock::now_ms;
 use async_trait::async_trait;
@@ -38,8 +41,8 @@ impl Backend {
 /// The sqlx-backed store.
 #[derive(Clone)]
 pub struct SqlStore {
-    pool: AnyPool,
-    backend: Backend,
+    pub(super) pool: AnyPool,
+    pub(super) backend: Backend,
 }
 
 impl std::fmt::Debug for SqlStore {
@@ -298,14 +301,22 @@ impl Store for SqlStore {
     }
 
     async fn insert_org(&self, row: &OrgRow) -> StoreResult<()> {
+        let mut tx = self.pool.begin().await?;
         let result = sqlx::query("INSERT INTO orgs (id, name, created_at) VALUES ($1, $2, $3)")
             .bind(row.id.clone())
             .bind(row.name.clone())
             .bind(row.created_at)
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await;
         match result {
-            Ok(_) => Ok(()),
+            Ok(_) => {
+                sqlx::query("DELETE FROM org_tombstones WHERE org_id = $1")
+                    .bind(row.id.clone())
+                    .execute(&mut *tx)
+                    .await?;
+                tx.commit().await?;
+                Ok(())
+            }
             Err(e) if is_unique_violation(&e) => Err(StoreError::Conflict(format!(
                 "an org with id {:?} or name {:?} already exists",
                 row.id, row.name
@@ -352,11 +363,18 @@ impl Store for SqlStore {
             .execute(&mut *tx)
             .await?
             .rows_affected();
-        let keys = sqlx::query("DELETE FROM api_keys WHERE org_id = $1")
+        let key_rows = sqlx::query("SELECT id FROM api_keys WHERE org_id = $1 ORDER BY id")
+            .bind(id)
+            .fetch_all(&mut *tx)
+            .await?;
+        let api_key_ids = key_rows
+            .iter()
+            .map(|r| r.try_get::<String, _>("id"))
+            .collect::<Result<Vec<_>, _>>()?;
+        sqlx::query("DELETE FROM api_keys WHERE org_id = $1")
             .bind(id)
             .execute(&mut *tx)
-            .await?
-            .rows_affected();
+            .await?;
         sqlx::query("DELETE FROM orgs WHERE id = $1")
             .bind(id)
             .execute(&mut *tx)
@@ -374,8 +392,33 @@ impl Store for SqlStore {
         Ok(Some(OrgDeletion {
             org,
             arc_binding_removed: arc > 0,
-            api_keys_removed: u32::try_from(keys).unwrap_or(u32::MAX),
+            api_keys_removed: u32::try_from(api_key_ids.len()).unwrap_or(u32::MAX),
+            api_key_ids,
         }))
+    }
+
+    async fn list_tombstones(&self) -> StoreResult<Vec<TombstoneRow>> {
+        let rows =
+            sqlx::query("SELECT org_id, name, deleted_at FROM org_tombstones ORDER BY org_id")
+                .fetch_all(&self.pool)
+                .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(TombstoneRow {
+                    org_id: r.try_get("org_id")?,
+                    name: r.try_get("name")?,
+                    deleted_at: r.try_get("deleted_at")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn list_all_api_keys(&self) -> StoreResult<Vec<ApiKeyRow>> {
+        let sql = format!("SELECT {API_KEY_COLUMNS} FROM api_keys ORDER BY id");
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(api_key).collect()
     }
 
     async fn put_arc_binding(&self, row: &ArcBindingRow, replace: bool) -> StoreResult<()> {
@@ -559,6 +602,55 @@ impl Store for SqlStore {
             .execute(&self.pool)
             .await?;
         self.get_api_key(id).await
+    }
+
+    async fn list_settings(&self) -> StoreResult<Vec<SettingRow>> {
+        self.cfg_list_settings().await
+    }
+
+    async fn get_setting(&self, key: &str, org_id: &str) -> StoreResult<Option<SettingRow>> {
+        self.cfg_get_setting(key, org_id).await
+    }
+
+    async fn apply_setting_changes(
+        &self,
+        changes: &[SettingChange],
+        audit: &[AuditRecord],
+    ) -> StoreResult<Vec<AuditEntry>> {
+        self.cfg_apply_setting_changes(changes, audit).await
+    }
+
+    async fn seed_settings(
+        &self,
+        marker: &str,
+        changes: &[SettingChange],
+        audit: &[AuditRecord],
+    ) -> StoreResult<bool> {
+        self.cfg_seed_settings(marker, changes, audit).await
+    }
+
+    async fn delete_org_settings(&self, org_id: &str) -> StoreResult<Vec<SettingRow>> {
+        self.cfg_delete_org_settings(org_id).await
+    }
+
+    async fn append_audit(&self, record: &AuditRecord) -> StoreResult<AuditEntry> {
+        self.cfg_append_audit(record).await
+    }
+
+    async fn get_audit(&self, seq: i64) -> StoreResult<Option<AuditEntry>> {
+        self.cfg_get_audit(seq).await
+    }
+
+    async fn list_audit(&self, filter: &AuditFilter) -> StoreResult<Vec<AuditEntry>> {
+        self.cfg_list_audit(filter).await
+    }
+
+    async fn audit_range(&self, after_seq: i64, limit: u32) -> StoreResult<Vec<AuditEntry>> {
+        self.cfg_audit_range(after_seq, limit).await
+    }
+
+    async fn audit_head(&self) -> StoreResult<AuditHead> {
+        self.cfg_audit_head().await
     }
 }
 

@@ -1,0 +1,118 @@
+//! Publication of control-plane state to the state bus (etcd, or the
+//! in-process bus on a single node). The database is the source of truth;
+//! every change is first committed there, then published as one bus
+//! transaction. A failed publication never fails the admin call: the change
+//! is saved, the caller gets no revision, and the reconciler republishes.
+//!
+//! Ordering: publications and reconciliation passes take one lock, and a
+//! reconciliation pass reads the database inside it. A pass that read the
+//! database before a concurrent change therefore applies before that change's
+//! own publication, never after it.
+
+use super::ControlPlane;
+use memtrace_common::bus::{Op, StateBus};
+use memtrace_common::fleet::FleetKeyring;
+use memtrace_common::state::StateKeys;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+/// etcd's default `--max-txn-ops`.
+pub const MAX_OPS_PER_TXN: usize = 128;
+
+/// Where and how state is published.
+pub struct Publisher {
+    bus: Arc<dyn StateBus>,
+    keys: StateKeys,
+    fleet: Arc<FleetKeyring>,
+    lock: tokio::sync::Mutex<()>,
+    /// Set when a publication failed: the reconciler runs a pass at once.
+    deferred: AtomicBool,
+}
+
+/// A result together with the bus revision that published it (`None` when
+/// publication was deferred to the reconciler).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Published<T> {
+    pub value: T,
+    pub revision: Option<i64>,
+}
+
+impl Publisher {
+    pub fn new(bus: Arc<dyn StateBus>, keys: StateKeys, fleet: Arc<FleetKeyring>) -> Self {
+        Self {
+            bus,
+            keys,
+            fleet,
+            lock: tokio::sync::Mutex::new(()),
+            deferred: AtomicBool::new(false),
+        }
+    }
+
+    pub fn keys(&self) -> &StateKeys {
+        &self.keys
+    }
+
+    pub fn bus(&self) -> &Arc<dyn StateBus> {
+        &self.bus
+    }
+
+    pub fn fleet(&self) -> &FleetKeyring {
+        &self.fleet
+    }
+
+    /// Whether a publication failed since the last call (and clears it).
+    pub fn take_deferred(&self) -> bool {
+        self.deferred.swap(false, Ordering::AcqRel)
+    }
+
+    pub(crate) async fn lock(&self) -> tokio::sync::MutexGuard<'_, ()> {
+        self.lock.lock().await
+    }
+
+    /// Applies `ops` (in transactions of at most [`MAX_OPS_PER_TXN`], each
+    /// also touching the published marker) while holding the publication lock; the last revision produced, or `None`
+    /// when the bus refused or was unreachable (logged; the reconciler repairs).
+    pub async fn apply(&self, ops: Vec<Op>) -> Option<i64> {
+        let _guard = self.lock.lock().await;
+        self.apply_locked(ops).await
+    }
+
+    pub(crate) async fn apply_locked(&self, ops: Vec<Op>) -> Option<i64> {
+        if ops.is_empty() {
+            return None;
+        }
+        let count = ops.len();
+        let mut revision = None;
+        for chunk in ops.chunks(MAX_OPS_PER_TXN - 1) {
+            let mut txn = chunk.to_vec();
+            txn.push(Op::Put {
+                key: self.keys.published_marker(),
+                value: Vec::new(),
+            });
+            match self.bus.apply(txn).await {
+                Ok(r) => revision = Some(r),
+                Err(error) => {
+                    tracing::warn!(%error, ops = count, "publication deferred: state bus write failed; the reconciler will republish");
+                    self.deferred.store(true, Ordering::Release);
+                    return None;
+                }
+            }
+        }
+        revision
+    }
+}
+
+impl ControlPlane {
+    /// Publishes `ops` (see [`Publisher::apply`]).
+    pub async fn publish(&self, ops: Vec<Op>) -> Option<i64> {
+        self.publisher.apply(ops).await
+    }
+
+    pub fn state_keys(&self) -> &StateKeys {
+        self.publisher.keys()
+    }
+
+    pub fn publisher(&self) -> &Publisher {
+        &self.publisher
+    }
+}

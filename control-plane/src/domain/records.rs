@@ -1,0 +1,129 @@
+//! Rows → published records (`memtrace.state.v1`), and the full desired
+//! state the reconciler compares with what the bus holds.
+
+use super::{ARC_KEY_PURPOSE, ControlPlane};
+use crate::error::Result;
+use crate::store::{ApiKeyRow, ArcBindingRow, OrgRow, TombstoneRow};
+use memtrace_common::bus::Op;
+use memtrace_common::envelope::Binding;
+use memtrace_common::state::RECORD_SCHEMA;
+use memtrace_proto::state::v1 as state;
+use prost::Message;
+use std::collections::{BTreeMap, BTreeSet};
+
+impl ControlPlane {
+    pub(crate) fn org_put(&self, row: &OrgRow) -> Op {
+        let record = state::OrgRecord {
+            schema: RECORD_SCHEMA,
+            org_id: row.id.clone(),
+            name: row.name.clone(),
+            deleted: false,
+            changed_at_ms: row.created_at,
+        };
+        Op::Put {
+            key: self.state_keys().org(&row.id),
+            value: record.encode_to_vec(),
+        }
+    }
+
+    pub(crate) fn tombstone_put(&self, row: &TombstoneRow) -> Op {
+        let record = state::OrgRecord {
+            schema: RECORD_SCHEMA,
+            org_id: row.org_id.clone(),
+            name: row.name.clone(),
+            deleted: true,
+            changed_at_ms: row.deleted_at,
+        };
+        Op::Put {
+            key: self.state_keys().org(&row.org_id),
+            value: record.encode_to_vec(),
+        }
+    }
+
+    /// The route with its Arc key moved from the master-key envelope to a
+    /// fleet-key seal; the plaintext only lives in memory for the move.
+    pub(crate) fn arc_route_put(&self, row: &ArcBindingRow) -> Result<Op> {
+        let binding = Binding {
+            org_id: &row.org_id,
+            record_id: &row.id,
+            purpose: ARC_KEY_PURPOSE,
+        };
+        let fleet = self.publisher.fleet().active();
+        let sealed_api_key = match &row.api_key_envelope {
+            Some(envelope) => {
+                let plain = self.keyring.open(binding, envelope)?;
+                fleet.seal(binding, &plain)
+            }
+            None => Vec::new(),
+        };
+        let record = state::ArcRouteRecord {
+            schema: RECORD_SCHEMA,
+            org_id: row.org_id.clone(),
+            binding_id: row.id.clone(),
+            url: row.url.clone(),
+            database: row.database.clone(),
+            measurement: row.measurement.clone(),
+            sealed_api_key,
+            fleet_key_id: fleet.id().to_owned(),
+        };
+        Ok(Op::Put {
+            key: self.state_keys().arc_route(&row.org_id),
+            value: record.encode_to_vec(),
+        })
+    }
+
+    pub(crate) fn api_key_put(&self, row: &ApiKeyRow) -> Op {
+        let record = state::ApiKeyRecord {
+            schema: RECORD_SCHEMA,
+            key_id: row.id.clone(),
+            org_id: row.org_id.clone(),
+            key_hash: row.key_hash.clone(),
+            scopes: row
+                .scopes
+                .split(',')
+                .filter(|s| !s.is_empty())
+                .map(str::to_owned)
+                .collect(),
+            expires_at_ms: row.expires_at.unwrap_or(0),
+            revoked: row.revoked_at.is_some(),
+        };
+        Op::Put {
+            key: self.state_keys().api_key(&row.id),
+            value: record.encode_to_vec(),
+        }
+    }
+
+    /// Everything the bus should hold under the published prefixes, from the
+    /// database, and the keys to leave alone: a binding whose key cannot be
+    /// opened is logged and its previously published route is kept.
+    pub(crate) async fn desired_state(
+        &self,
+    ) -> Result<(BTreeMap<String, Vec<u8>>, BTreeSet<String>)> {
+        let mut desired = BTreeMap::new();
+        let mut keep = BTreeSet::new();
+        let mut put = |op: Op| {
+            if let Op::Put { key, value } = op {
+                desired.insert(key, value);
+            }
+        };
+        for tombstone in self.store.list_tombstones().await? {
+            put(self.tombstone_put(&tombstone));
+        }
+        for org in self.store.list_orgs().await? {
+            put(self.org_put(&org.org));
+        }
+        for row in self.store.list_arc_bindings().await? {
+            match self.arc_route_put(&row) {
+                Ok(op) => put(op),
+                Err(error) => {
+                    tracing::error!(org_id = %row.org_id, arc_id = %row.id, %error, "arc route not published: its key cannot be opened");
+                    keep.insert(self.state_keys().arc_route(&row.org_id));
+                }
+            }
+        }
+        for row in self.store.list_all_api_keys().await? {
+            put(self.api_key_put(&row));
+        }
+        Ok((desired, keep))
+    }
+}

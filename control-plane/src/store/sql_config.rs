@@ -1,0 +1,472 @@
+//! [`SqlStore`]'s runtime settings and audit trail (the `Store` impl in
+//! `sql.rs` delegates here). Same SQL subset as `sql.rs`.
+//!
+//! Serialising audit appends: every transaction that appends first takes a
+//! transaction-scoped advisory lock on PostgreSQL, then updates the single
+//! `audit_head` row before reading it. The update is the transaction's first
+//! write, so on SQLite it takes the database write lock (a deferred
+//! transaction that read first could fail with SQLITE_BUSY_SNAPSHOT instead
+//! of waiting), and on PostgreSQL it also row-locks the head. Two appends,
+//! from any connection or replica, can therefore never read the same head.
+
+use super::settings_audit::{
+    AuditEntry, AuditFilter, AuditHead, AuditRecord, GENESIS_HASH, SettingChange, SettingRow,
+};
+use super::sql::{Backend, SqlStore};
+use super::{StoreError, StoreResult};
+use crate::clock::now_ms;
+use sqlx::any::AnyRow;
+use sqlx::{Any, Row, Transaction};
+
+/// Key of the PostgreSQL advisory lock that serialises audit appends
+/// ("memtrace" in ASCII).
+pub const AUDIT_LOCK_KEY: i64 = 0x6d65_6d74_7261_6365;
+
+const AUDIT_COLUMNS: &str =
+    "seq, at_ms, actor, action, target, outcome, details_json, prev_hash, hash";
+
+fn setting_row(row: &AnyRow) -> StoreResult<SettingRow> {
+    Ok(SettingRow {
+        key: row.try_get("key")?,
+        org_id: row.try_get("org_id")?,
+        value_json: row.try_get("value_json")?,
+        updated_at: row.try_get("updated_at")?,
+    })
+}
+
+fn audit_entry(row: &AnyRow) -> StoreResult<AuditEntry> {
+    Ok(AuditEntry {
+        seq: row.try_get("seq")?,
+        at_ms: row.try_get("at_ms")?,
+        actor: row.try_get("actor")?,
+        action: row.try_get("action")?,
+        target: row.try_get("target")?,
+        outcome: row.try_get("outcome")?,
+        details_json: row.try_get("details_json")?,
+        prev_hash: row.try_get("prev_hash")?,
+        hash: row.try_get("hash")?,
+    })
+}
+
+/// Escapes `%`, `_` and `\` for `LIKE … ESCAPE '\'`.
+fn like_escape(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    for c in value.chars() {
+        if matches!(c, '%' | '_' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
+enum Param {
+    Text(String),
+    Int(i64),
+}
+
+impl SqlStore {
+    /// Serialises this transaction with every other audit append (see the
+    /// module docs). Must be the transaction's first statement.
+    async fn lock_audit(&self, tx: &mut Transaction<'static, Any>) -> StoreResult<()> {
+        if self.backend == Backend::Postgres {
+            sqlx::query("SELECT 1 AS locked FROM (SELECT pg_advisory_xact_lock($1)) AS l")
+                .bind(AUDIT_LOCK_KEY)
+                .fetch_one(&mut **tx)
+                .await?;
+        }
+        let touched = sqlx::query("UPDATE audit_head SET touched_at = $1 WHERE id = 1")
+            .bind(now_ms())
+            .execute(&mut **tx)
+            .await?
+            .rows_affected();
+        if touched != 1 {
+            return Err(StoreError::Corrupt("audit_head row is missing".into()));
+        }
+        Ok(())
+    }
+
+    /// Chains and inserts `records` after the current head. Requires
+    /// [`Self::lock_audit`] earlier in the same transaction.
+    async fn append_locked(
+        tx: &mut Transaction<'static, Any>,
+        records: &[AuditRecord],
+    ) -> StoreResult<Vec<AuditEntry>> {
+        if records.is_empty() {
+            return Ok(Vec::new());
+        }
+        let head = sqlx::query("SELECT seq, hash FROM audit_head WHERE id = 1")
+            .fetch_one(&mut **tx)
+            .await?;
+        let mut seq: i64 = head.try_get("seq")?;
+        let mut prev: Vec<u8> = head.try_get("hash")?;
+        let mut entries = Vec::with_capacity(records.len());
+        for record in records {
+            seq += 1;
+            let entry = AuditEntry::chain(seq, prev, record);
+            sqlx::query(
+                "INSERT INTO audit_log (seq, at_ms, actor, action, target, outcome, details_json, prev_hash, hash) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+            )
+            .bind(entry.seq)
+            .bind(entry.at_ms)
+            .bind(entry.actor.clone())
+            .bind(entry.action.clone())
+            .bind(entry.target.clone())
+            .bind(entry.outcome.clone())
+            .bind(entry.details_json.clone())
+            .bind(entry.prev_hash.clone())
+            .bind(entry.hash.clone())
+            .execute(&mut **tx)
+            .await?;
+            prev = entry.hash.clone();
+            entries.push(entry);
+        }
+        sqlx::query("UPDATE audit_head SET seq = $1, hash = $2 WHERE id = 1")
+            .bind(seq)
+            .bind(prev)
+            .execute(&mut **tx)
+            .await?;
+        Ok(entries)
+    }
+
+    /// Compare-and-swap of each change inside the transaction.
+    async fn apply_changes_locked(
+        tx: &mut Transaction<'static, Any>,
+        changes: &[SettingChange],
+    ) -> StoreResult<()> {
+        for change in changes {
+            let current: Option<String> =
+                sqlx::query("SELECT value_json FROM settings WHERE key = $1 AND org_id = $2")
+                    .bind(change.key.clone())
+                    .bind(change.org_id.clone())
+                    .fetch_optional(&mut **tx)
+                    .await?
+                    .map(|r| r.try_get("value_json"))
+                    .transpose()?;
+            if current != change.expected {
+                return Err(StoreError::Conflict(format!(
+                    "setting {} changed concurrently",
+                    change.key
+                )));
+            }
+            match &change.new {
+                Some(value) => {
+                    sqlx::query(
+                        "INSERT INTO settings (key, org_id, value_json, updated_at) VALUES ($1, $2, $3, $4) \
+                         ON CONFLICT (key, org_id) DO UPDATE SET value_json = excluded.value_json, updated_at = excluded.updated_at",
+                    )
+                    .bind(change.key.clone())
+                    .bind(change.org_id.clone())
+                    .bind(value.clone())
+                    .bind(change.at_ms)
+                    .execute(&mut **tx)
+                    .await?;
+                }
+                None => {
+                    sqlx::query("DELETE FROM settings WHERE key = $1 AND org_id = $2")
+                        .bind(change.key.clone())
+                        .bind(change.org_id.clone())
+                        .execute(&mut **tx)
+                        .await?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    pub(super) async fn cfg_list_settings(&self) -> StoreResult<Vec<SettingRow>> {
+        let rows = sqlx::query(
+            "SELECT key, org_id, value_json, updated_at FROM settings ORDER BY key, org_id",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(setting_row).collect()
+    }
+
+    pub(super) async fn cfg_get_setting(
+        &self,
+        key: &str,
+        org_id: &str,
+    ) -> StoreResult<Option<SettingRow>> {
+        let row = sqlx::query(
+            "SELECT key, org_id, value_json, updated_at FROM settings WHERE key = $1 AND org_id = $2",
+        )
+        .bind(key)
+        .bind(org_id)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(setting_row).transpose()
+    }
+
+    pub(super) async fn cfg_apply_setting_changes(
+        &self,
+        changes: &[SettingChange],
+        audit: &[AuditRecord],
+    ) -> StoreResult<Vec<AuditEntry>> {
+        let mut tx = self.pool.begin().await?;
+        self.lock_audit(&mut tx).await?;
+        Self::apply_changes_locked(&mut tx, changes).await?;
+        let entries = Self::append_locked(&mut tx, audit).await?;
+        tx.commit().await?;
+        Ok(entries)
+    }
+
+    pub(super) async fn cfg_seed_settings(
+        &self,
+        marker: &str,
+        changes: &[SettingChange],
+        audit: &[AuditRecord],
+    ) -> StoreResult<bool> {
+        let mut tx = self.pool.begin().await?;
+        self.lock_audit(&mut tx).await?;
+        let inserted = sqlx::query(
+            "INSERT INTO meta (key, value) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING",
+        )
+        .bind(marker)
+        .bind(now_ms().to_string())
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if inserted == 0 {
+            tx.rollback().await?;
+            return Ok(false);
+        }
+        Self::apply_changes_locked(&mut tx, changes).await?;
+        Self::append_locked(&mut tx, audit).await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    pub(super) async fn cfg_delete_org_settings(
+        &self,
+        org_id: &str,
+    ) -> StoreResult<Vec<SettingRow>> {
+        if org_id.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut tx = self.pool.begin().await?;
+        let rows = sqlx::query(
+            "SELECT key, org_id, value_json, updated_at FROM settings WHERE org_id = $1 ORDER BY key",
+        )
+        .bind(org_id)
+        .fetch_all(&mut *tx)
+        .await?;
+        sqlx::query("DELETE FROM settings WHERE org_id = $1")
+            .bind(org_id)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        rows.iter().map(setting_row).collect()
+    }
+
+    pub(super) async fn cfg_append_audit(&self, record: &AuditRecord) -> StoreResult<AuditEntry> {
+        let mut tx = self.pool.begin().await?;
+        self.lock_audit(&mut tx).await?;
+        let entry = Self::append_locked(&mut tx, std::slice::from_ref(record))
+            .await?
+            .pop()
+            .ok_or_else(|| StoreError::Corrupt("audit append produced no entry".into()))?;
+        tx.commit().await?;
+        Ok(entry)
+    }
+
+    pub(super) async fn cfg_get_audit(&self, seq: i64) -> StoreResult<Option<AuditEntry>> {
+        let sql = format!("SELECT {AUDIT_COLUMNS} FROM audit_log WHERE seq = $1");
+        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(seq)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(audit_entry).transpose()
+    }
+
+    pub(super) async fn cfg_list_audit(
+        &self,
+        filter: &AuditFilter,
+    ) -> StoreResult<Vec<AuditEntry>> {
+        let mut clauses: Vec<String> = Vec::new();
+        let mut params: Vec<Param> = Vec::new();
+        let next = |params: &mut Vec<Param>, p: Param| {
+            params.push(p);
+            format!("${}", params.len())
+        };
+        if let Some(prefix) = filter.action_prefix.as_deref().filter(|p| !p.is_empty()) {
+            let p = next(
+                &mut params,
+                Param::Text(format!("{}%", like_escape(prefix))),
+            );
+            clauses.push(format!("action LIKE {p} ESCAPE '\\'"));
+        }
+        if let Some(key) = filter.key.as_deref().filter(|k| !k.is_empty()) {
+            let exact = next(&mut params, Param::Text(key.to_owned()));
+            let any_org = next(&mut params, Param::Text(format!("%/{}", like_escape(key))));
+            clauses.push(format!(
+                "(target = {exact} OR target LIKE {any_org} ESCAPE '\\')"
+            ));
+        }
+        if let Some(org) = filter.org_id.as_deref().filter(|o| !o.is_empty()) {
+            let exact = next(&mut params, Param::Text(org.to_owned()));
+            let settings = next(&mut params, Param::Text(format!("{}/%", like_escape(org))));
+            clauses.push(format!(
+                "(target = {exact} OR target LIKE {settings} ESCAPE '\\')"
+            ));
+        }
+        if let Some(actor) = filter.actor.as_deref().filter(|a| !a.is_empty()) {
+            let p = next(&mut params, Param::Text(actor.to_owned()));
+            clauses.push(format!("actor = {p}"));
+        }
+        if let Some(outcome) = filter.outcome.as_deref().filter(|o| !o.is_empty()) {
+            let p = next(&mut params, Param::Text(outcome.to_owned()));
+            clauses.push(format!("outcome = {p}"));
+        }
+        if let Some(before) = filter.before_seq {
+            let p = next(&mut params, Param::Int(before));
+            clauses.push(format!("seq < {p}"));
+        }
+        let limit = next(&mut params, Param::Int(i64::from(filter.limit.max(1))));
+        let filter_sql = if clauses.is_empty() {
+            String::new()
+        } else {
+            format!(" WHERE {}", clauses.join(" AND "))
+        };
+        let sql = format!(
+            "SELECT {AUDIT_COLUMNS} FROM audit_log{filter_sql} ORDER BY seq DESC LIMIT {limit}"
+        );
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for param in params {
+            query = match param {
+                Param::Text(v) => query.bind(v),
+                Param::Int(v) => query.bind(v),
+            };
+        }
+        let rows = query.fetch_all(&self.pool).await?;
+        rows.iter().map(audit_entry).collect()
+    }
+
+    pub(super) async fn cfg_audit_range(
+        &self,
+        after_seq: i64,
+        limit: u32,
+    ) -> StoreResult<Vec<AuditEntry>> {
+        let sql =
+            format!("SELECT {AUDIT_COLUMNS} FROM audit_log WHERE seq > $1 ORDER BY seq LIMIT $2");
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(after_seq)
+            .bind(i64::from(limit.max(1)))
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(audit_entry).collect()
+    }
+
+    pub(super) async fn cfg_audit_head(&self) -> StoreResult<AuditHead> {
+        let row = sqlx::query("SELECT seq, hash FROM audit_head WHERE id = 1")
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(match row {
+            Some(row) => AuditHead {
+                seq: row.try_get("seq")?,
+                hash: row.try_get("hash")?,
+            },
+            None => AuditHead {
+                seq: 0,
+                hash: GENESIS_HASH.to_vec(),
+            },
+        })
+    }
+
+    /// Runs raw SQL against the database, for tests that tamper with rows
+    /// the way an attacker with database access could.
+    #[cfg(any(test, feature = "conformance"))]
+    pub async fn execute_raw_for_tests(&self, sql: &str) -> StoreResult<u64> {
+        Ok(sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_owned()))
+            .execute(&self.pool)
+            .await?
+            .rows_affected())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{ChainVerifier, Store};
+
+    fn record(n: usize) -> AuditRecord {
+        AuditRecord {
+            at_ms: 1_700_000_000_000,
+            actor: "fp-test".into(),
+            action: "config.set".into(),
+            target: format!("k{n}"),
+            outcome: "ok".into(),
+            details_json: format!(r#"{{"n":{n}}}"#),
+        }
+    }
+
+    async fn verify(store: &SqlStore) -> Result<u64, crate::store::ChainBreak> {
+        let mut verifier = ChainVerifier::default();
+        for entry in store.audit_range(0, 10_000).await.expect("range") {
+            verifier.push(&entry)?;
+        }
+        verifier.finish(&store.audit_head().await.expect("head"))
+    }
+
+    /// Tampering with a row through SQL (after dropping the append-only
+    /// trigger, as an attacker with database access could) is found and the
+    /// broken entry named.
+    #[tokio::test]
+    async fn tampering_through_sql_is_detected() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let url = SqlStore::sqlite_url(dir.path().join("cp.db").to_str().expect("utf-8"));
+        let store = SqlStore::connect(&url).await.expect("connect");
+        store.migrate().await.expect("migrate");
+        for n in 0..5 {
+            store.append_audit(&record(n)).await.expect("append");
+        }
+        assert_eq!(verify(&store).await, Ok(5));
+
+        let refused = store
+            .execute_raw_for_tests("UPDATE audit_log SET outcome = 'denied' WHERE seq = 3")
+            .await;
+        assert!(refused.is_err(), "the trigger keeps the log append-only");
+        let refused = store
+            .execute_raw_for_tests("DELETE FROM audit_log WHERE seq = 5")
+            .await;
+        assert!(refused.is_err(), "the trigger keeps the log append-only");
+
+        store
+            .execute_raw_for_tests(
+                "DROP TRIGGER audit_log_no_update; \
+                 UPDATE audit_log SET details_json = '{\"n\":99}' WHERE seq = 3",
+            )
+            .await
+            .expect("tamper");
+        let broken = verify(&store).await.expect_err("tampering found");
+        assert_eq!(broken.seq, 3, "{broken}");
+        assert!(broken.to_string().contains("entry 3"), "{broken}");
+
+        // removing the newest entries is found through the head
+        let dir = tempfile::tempdir().expect("tempdir");
+        let url = SqlStore::sqlite_url(dir.path().join("cp2.db").to_str().expect("utf-8"));
+        let store = SqlStore::connect(&url).await.expect("connect");
+        store.migrate().await.expect("migrate");
+        for n in 0..3 {
+            store.append_audit(&record(n)).await.expect("append");
+        }
+        store
+            .execute_raw_for_tests(
+                "DROP TRIGGER audit_log_no_delete; DELETE FROM audit_log WHERE seq = 3",
+            )
+            .await
+            .expect("truncate");
+        let broken = verify(&store).await.expect_err("truncation found");
+        assert_eq!(broken.seq, 3, "{broken}");
+    }
+
+    #[test]
+    fn like_patterns_are_escaped() {
+        assert_eq!(
+            like_escape("arc.write_batch_size"),
+            "arc.write\\_batch\\_size"
+        );
+        assert_eq!(like_escape("100%\\"), "100\\%\\\\");
+    }
+}

@@ -1,0 +1,96 @@
+//! A worker's registration: `workers/<id>` under a lease (TTL ~10 s, renewed
+//! every TTL/3), carrying its address, version, start time and the revision
+//! of the newest published change it applied — so the control plane can tell
+//! when a change has reached every worker. The record is rewritten only when
+//! that revision (or the rejected count) changes, never on every heartbeat of
+//! another worker.
+
+use crate::snapshot::SnapshotHandle;
+use memtrace_common::bus::{LeasedKey, StateBus};
+use memtrace_common::state::{RECORD_SCHEMA, StateKeys};
+use memtrace_proto::state::v1::WorkerRecord;
+use prost::Message;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// Who this worker is.
+#[derive(Debug, Clone)]
+pub struct WorkerIdentity {
+    pub worker_id: String,
+    pub address: String,
+    pub version: String,
+    pub started_at_ms: i64,
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+fn record(identity: &WorkerIdentity, handle: &SnapshotHandle) -> (Vec<u8>, (i64, u64)) {
+    let snapshot = handle.load();
+    let state = (snapshot.applied_revision, handle.rejected_total());
+    let record = WorkerRecord {
+        schema: RECORD_SCHEMA,
+        worker_id: identity.worker_id.clone(),
+        address: identity.address.clone(),
+        version: identity.version.clone(),
+        started_at_ms: identity.started_at_ms,
+        applied_revision: state.0,
+        reported_at_ms: now_ms(),
+        rejected_records: state.1,
+    };
+    (record.encode_to_vec(), state)
+}
+
+/// Keeps the registration alive until the task is aborted. `tick` is how
+/// often the applied revision is checked (and at most how late a change is
+/// reported); the lease is renewed every `ttl / 3`.
+pub async fn run(
+    bus: Arc<dyn StateBus>,
+    keys: StateKeys,
+    identity: WorkerIdentity,
+    handle: Arc<SnapshotHandle>,
+    ttl: Duration,
+    tick: Duration,
+) {
+    let key = keys.worker(&identity.worker_id);
+    let renew_every = ttl / 3;
+    let mut backoff = Duration::from_millis(200);
+    loop {
+        let (value, mut reported) = record(&identity, &handle);
+        let mut lease: Box<dyn LeasedKey> = match bus.lease_put(&key, value, ttl).await {
+            Ok(lease) => lease,
+            Err(error) => {
+                tracing::warn!(%error, "worker registration failed; retrying");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+                continue;
+            }
+        };
+        backoff = Duration::from_millis(200);
+        tracing::info!(worker_id = %identity.worker_id, applied_revision = reported.0, "worker registered");
+        let mut last_renew = tokio::time::Instant::now();
+        loop {
+            tokio::time::sleep(tick.min(renew_every)).await;
+            let (value, state) = record(&identity, &handle);
+            let result = if state != reported {
+                reported = state;
+                lease.update(value).await
+            } else if last_renew.elapsed() >= renew_every {
+                lease.keep_alive().await
+            } else {
+                continue;
+            };
+            match result {
+                Ok(()) => last_renew = tokio::time::Instant::now(),
+                Err(error) => {
+                    tracing::warn!(%error, "worker registration lost; registering again");
+                    break;
+                }
+            }
+        }
+    }
+}

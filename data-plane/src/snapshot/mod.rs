@@ -1,0 +1,325 @@
+//! The worker's view of published state: an immutable [`Snapshot`] swapped
+//! atomically behind a [`SnapshotHandle`] (readers never lock), built from
+//! the bus records by [`SnapshotBuilder`] and kept current by the
+//! [`watcher`]. Invalid records are skipped and counted, never fatal: the
+//! previous good value of that key stays.
+
+pub mod lkg;
+mod records;
+pub mod watcher;
+
+pub use records::{ApiKeyEntry, ArcRoute, OrgEntry, Record};
+
+use arc_swap::ArcSwap;
+use memtrace_common::fleet::FleetKeyring;
+use memtrace_common::state::{StateKey, StateKeys};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::time::Instant;
+
+/// One consistent view of published state.
+#[derive(Debug, Clone, Default)]
+pub struct Snapshot {
+    /// Every bus revision up to this one is reflected.
+    pub revision: i64,
+    /// Revision of the newest published change applied (what the worker reports).
+    pub applied_revision: i64,
+    pub orgs: HashMap<String, OrgEntry>,
+    pub routes: HashMap<String, Arc<ArcRoute>>,
+    pub api_keys: HashMap<String, Arc<ApiKeyEntry>>,
+    /// Raw JSON of global settings, by key.
+    pub global_settings: BTreeMap<String, String>,
+    /// Raw JSON of per-org settings, by org then key.
+    pub org_settings: HashMap<String, BTreeMap<String, String>>,
+    /// The bus pairs this snapshot was built from (values still sealed), for
+    /// the last-known-good file and for diffing reloads.
+    pub raw: BTreeMap<String, Vec<u8>>,
+}
+
+impl Snapshot {
+    /// The API key entry for `key_id`, if published.
+    pub fn api_key(&self, key_id: &str) -> Option<&Arc<ApiKeyEntry>> {
+        self.api_keys.get(key_id)
+    }
+
+    /// The Arc route of a live org.
+    pub fn route(&self, org_id: &str) -> Option<&Arc<ArcRoute>> {
+        match self.orgs.get(org_id) {
+            Some(org) if !org.deleted => self.routes.get(org_id),
+            _ => None,
+        }
+    }
+
+    /// A setting's raw JSON for `org_id`: the org's override, else the global value.
+    pub fn setting_json(&self, org_id: Option<&str>, key: &str) -> Option<&str> {
+        org_id
+            .and_then(|org| self.org_settings.get(org))
+            .and_then(|settings| settings.get(key))
+            .or_else(|| self.global_settings.get(key))
+            .map(String::as_str)
+    }
+}
+
+/// Applies bus pairs to a snapshot, decoding and validating each record.
+pub struct SnapshotBuilder {
+    keys: StateKeys,
+    fleet: Arc<FleetKeyring>,
+}
+
+/// What applying a batch did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ApplyReport {
+    pub applied: usize,
+    pub rejected: usize,
+    /// Whether any published (non-worker) key changed.
+    pub published_change: bool,
+}
+
+impl SnapshotBuilder {
+    pub fn new(keys: StateKeys, fleet: Arc<FleetKeyring>) -> Self {
+        Self { keys, fleet }
+    }
+
+    pub fn keys(&self) -> &StateKeys {
+        &self.keys
+    }
+
+    /// Puts one pair; an invalid record is logged, counted and skipped (the
+    /// previous value of that key stays).
+    pub fn put(&self, snapshot: &mut Snapshot, key: &str, value: &[u8], report: &mut ApplyReport) {
+        let Some(parsed) = self.keys.parse(key) else {
+            return;
+        };
+        if matches!(parsed, StateKey::Worker { .. }) {
+            return;
+        }
+        report.published_change = true;
+        match records::decode(&parsed, value, &self.fleet) {
+            Ok(record) => {
+                snapshot.raw.insert(key.to_owned(), value.to_vec());
+                apply_record(snapshot, parsed, record);
+                report.applied += 1;
+            }
+            Err(reason) => {
+                tracing::warn!(key, %reason, "invalid published record skipped; keeping the previous value");
+                report.rejected += 1;
+            }
+        }
+    }
+
+    /// Deletes one key.
+    pub fn delete(&self, snapshot: &mut Snapshot, key: &str, report: &mut ApplyReport) {
+        let Some(parsed) = self.keys.parse(key) else {
+            return;
+        };
+        if matches!(parsed, StateKey::Worker { .. }) {
+            return;
+        }
+        report.published_change = true;
+        snapshot.raw.remove(key);
+        match parsed {
+            StateKey::Org { org_id } => {
+                snapshot.orgs.remove(&org_id);
+            }
+            StateKey::ArcRoute { org_id } => {
+                snapshot.routes.remove(&org_id);
+            }
+            StateKey::ApiKey { key_id } => {
+                snapshot.api_keys.remove(&key_id);
+            }
+            StateKey::GlobalSetting { key } => {
+                snapshot.global_settings.remove(&key);
+            }
+            StateKey::OrgSetting { org_id, key } => {
+                if let Some(settings) = snapshot.org_settings.get_mut(&org_id) {
+                    settings.remove(&key);
+                    if settings.is_empty() {
+                        snapshot.org_settings.remove(&org_id);
+                    }
+                }
+            }
+            StateKey::Worker { .. } | StateKey::PublishedMarker => {}
+        }
+        report.applied += 1;
+    }
+
+    /// Builds a snapshot from a full load, reusing the records of `previous`
+    /// whose bytes did not change (a reload is diffed into the live snapshot).
+    pub fn rebuild(
+        &self,
+        previous: &Snapshot,
+        pairs: &[(String, Vec<u8>)],
+        revision: i64,
+    ) -> (Snapshot, ApplyReport) {
+        let mut next = Snapshot {
+            revision,
+            applied_revision: previous.applied_revision,
+            ..Snapshot::default()
+        };
+        let mut report = ApplyReport::default();
+        for (key, value) in pairs {
+            if previous.raw.get(key) == Some(value) {
+                copy_entry(previous, &mut next, &self.keys, key);
+                continue;
+            }
+            let rejected_before = report.rejected;
+            self.put(&mut next, key, value, &mut report);
+            if report.rejected > rejected_before {
+                // an invalid new record: keep the last good value of that key
+                copy_entry(previous, &mut next, &self.keys, key);
+            }
+        }
+        report.published_change = previous.raw != next.raw;
+        if report.published_change {
+            next.applied_revision = revision;
+        }
+        (next, report)
+    }
+}
+
+fn apply_record(snapshot: &mut Snapshot, key: StateKey, record: Record) {
+    match (key, record) {
+        (StateKey::Org { org_id }, Record::Org(org)) => {
+            snapshot.orgs.insert(org_id, org);
+        }
+        (StateKey::ArcRoute { org_id }, Record::Route(route)) => {
+            snapshot.routes.insert(org_id, Arc::new(route));
+        }
+        (StateKey::ApiKey { key_id }, Record::ApiKey(entry)) => {
+            snapshot.api_keys.insert(key_id, Arc::new(entry));
+        }
+        (StateKey::GlobalSetting { key }, Record::Setting(json)) => {
+            snapshot.global_settings.insert(key, json);
+        }
+        (StateKey::OrgSetting { org_id, key }, Record::Setting(json)) => {
+            snapshot
+                .org_settings
+                .entry(org_id)
+                .or_default()
+                .insert(key, json);
+        }
+        _ => {}
+    }
+}
+
+/// Copies the decoded entry for `key` from `from` (when it has one).
+fn copy_entry(from: &Snapshot, to: &mut Snapshot, keys: &StateKeys, key: &str) {
+    let Some(raw) = from.raw.get(key) else {
+        return;
+    };
+    let copied = match keys.parse(key) {
+        Some(StateKey::Org { org_id }) => from.orgs.get(&org_id).map(|o| {
+            to.orgs.insert(org_id, o.clone());
+        }),
+        Some(StateKey::ArcRoute { org_id }) => from.routes.get(&org_id).map(|r| {
+            to.routes.insert(org_id, r.clone());
+        }),
+        Some(StateKey::ApiKey { key_id }) => from.api_keys.get(&key_id).map(|k| {
+            to.api_keys.insert(key_id, k.clone());
+        }),
+        Some(StateKey::GlobalSetting { key: name }) => from.global_settings.get(&name).map(|v| {
+            to.global_settings.insert(name, v.clone());
+        }),
+        Some(StateKey::OrgSetting { org_id, key: name }) => from
+            .org_settings
+            .get(&org_id)
+            .and_then(|s| s.get(&name))
+            .map(|v| {
+                to.org_settings
+                    .entry(org_id)
+                    .or_default()
+                    .insert(name, v.clone());
+            }),
+        Some(StateKey::PublishedMarker) => Some(()),
+        _ => None,
+    };
+    if copied.is_some() {
+        to.raw.insert(key.to_owned(), raw.clone());
+    }
+}
+
+/// The live snapshot plus the freshness figures health and metrics report.
+#[derive(Debug)]
+pub struct SnapshotHandle {
+    current: ArcSwap<Snapshot>,
+    ready: AtomicBool,
+    rejected_total: AtomicU64,
+    reloads_total: AtomicU64,
+    applies_total: AtomicU64,
+    last_apply_ms: AtomicI64,
+    started: Instant,
+}
+
+impl Default for SnapshotHandle {
+    fn default() -> Self {
+        Self {
+            current: ArcSwap::from_pointee(Snapshot::default()),
+            ready: AtomicBool::new(false),
+            rejected_total: AtomicU64::new(0),
+            reloads_total: AtomicU64::new(0),
+            applies_total: AtomicU64::new(0),
+            last_apply_ms: AtomicI64::new(0),
+            started: Instant::now(),
+        }
+    }
+}
+
+impl SnapshotHandle {
+    /// The current snapshot (lock-free).
+    pub fn load(&self) -> Arc<Snapshot> {
+        self.current.load_full()
+    }
+
+    /// True once a full snapshot (from the bus or the last-known-good file) is applied.
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Acquire)
+    }
+
+    pub fn rejected_total(&self) -> u64 {
+        self.rejected_total.load(Ordering::Relaxed)
+    }
+
+    pub fn reloads_total(&self) -> u64 {
+        self.reloads_total.load(Ordering::Relaxed)
+    }
+
+    /// Incremental applies of published changes (`config_reloads_total`).
+    pub fn applies_total(&self) -> u64 {
+        self.applies_total.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn count_apply(&self) {
+        self.applies_total.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Milliseconds since the last applied change or progress, `None` before any.
+    pub fn staleness_ms(&self) -> Option<u64> {
+        let last = self.last_apply_ms.load(Ordering::Relaxed);
+        (last > 0).then(|| {
+            let now = i64::try_from(self.started.elapsed().as_millis()).unwrap_or(i64::MAX);
+            u64::try_from(now.saturating_sub(last)).unwrap_or(0)
+        })
+    }
+
+    pub(crate) fn store(&self, snapshot: Snapshot, report: &ApplyReport, full: bool) {
+        self.rejected_total
+            .fetch_add(report.rejected as u64, Ordering::Relaxed);
+        if full {
+            self.reloads_total.fetch_add(1, Ordering::Relaxed);
+        }
+        self.current.store(Arc::new(snapshot));
+        self.touch();
+        if full {
+            self.ready.store(true, Ordering::Release);
+        }
+    }
+
+    /// Records liveness without a change (a progress notification).
+    pub(crate) fn touch(&self) {
+        let now = i64::try_from(self.started.elapsed().as_millis())
+            .unwrap_or(i64::MAX)
+            .max(1);
+        self.last_apply_ms.store(now, Ordering::Relaxed);
+    }
+}

@@ -1,0 +1,185 @@
+//! Decoding and validating published records (`memtrace.state.v1`) into the
+//! worker's entries. Arc keys are opened with the fleet key here, once per
+//! change, never per request.
+
+use memtrace_common::envelope::Binding;
+use memtrace_common::fleet::FleetKeyring;
+use memtrace_common::state::{RECORD_SCHEMA, StateKey};
+use memtrace_proto::state::v1 as state;
+use prost::Message;
+use zeroize::Zeroizing;
+
+/// Purpose the control plane binds into an Arc key's seal.
+const ARC_KEY_PURPOSE: &str = "arc.api_key";
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OrgEntry {
+    pub name: String,
+    pub deleted: bool,
+}
+
+/// Where an org's memories go.
+pub struct ArcRoute {
+    pub binding_id: String,
+    pub url: String,
+    pub database: String,
+    pub measurement: String,
+    pub api_key: Option<Zeroizing<String>>,
+}
+
+impl std::fmt::Debug for ArcRoute {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ArcRoute")
+            .field("binding_id", &self.binding_id)
+            .field("url", &self.url)
+            .field("database", &self.database)
+            .field("measurement", &self.measurement)
+            .field("api_key", &self.api_key.as_ref().map(|_| "***"))
+            .finish()
+    }
+}
+
+/// A data-plane API key as workers check it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiKeyEntry {
+    pub org_id: String,
+    pub hash: [u8; 32],
+    pub read: bool,
+    pub write: bool,
+    pub admin: bool,
+    /// 0 = never.
+    pub expires_at_ms: i64,
+    pub revoked: bool,
+}
+
+impl ApiKeyEntry {
+    /// Usable at `now_ms`: not revoked and not expired (expiry is strict).
+    pub fn usable_at(&self, now_ms: i64) -> bool {
+        !self.revoked && (self.expires_at_ms == 0 || now_ms < self.expires_at_ms)
+    }
+}
+
+/// A decoded record.
+#[derive(Debug)]
+pub enum Record {
+    Org(OrgEntry),
+    Route(ArcRoute),
+    ApiKey(ApiKeyEntry),
+    /// A setting's JSON value.
+    Setting(String),
+    Marker,
+}
+
+fn check_schema(schema: u32) -> Result<(), String> {
+    if schema == RECORD_SCHEMA {
+        Ok(())
+    } else {
+        Err(format!(
+            "unknown record schema {schema} (this worker understands {RECORD_SCHEMA})"
+        ))
+    }
+}
+
+/// Decodes the record stored at `key`.
+pub fn decode(key: &StateKey, value: &[u8], fleet: &FleetKeyring) -> Result<Record, String> {
+    let bad = |e: prost::DecodeError| format!("not a valid record: {e}");
+    match key {
+        StateKey::Org { org_id } => {
+            let record = state::OrgRecord::decode(value).map_err(bad)?;
+            check_schema(record.schema)?;
+            if &record.org_id != org_id {
+                return Err(format!(
+                    "record names org {:?} under the key of {org_id:?}",
+                    record.org_id
+                ));
+            }
+            Ok(Record::Org(OrgEntry {
+                name: record.name,
+                deleted: record.deleted,
+            }))
+        }
+        StateKey::ArcRoute { org_id } => {
+            let record = state::ArcRouteRecord::decode(value).map_err(bad)?;
+            check_schema(record.schema)?;
+            if &record.org_id != org_id {
+                return Err(format!(
+                    "route names org {:?} under the key of {org_id:?}",
+                    record.org_id
+                ));
+            }
+            if !(record.url.starts_with("http://") || record.url.starts_with("https://")) {
+                return Err("route url is not http(s)".into());
+            }
+            let api_key = if record.sealed_api_key.is_empty() {
+                None
+            } else {
+                let binding = Binding {
+                    org_id,
+                    record_id: &record.binding_id,
+                    purpose: ARC_KEY_PURPOSE,
+                };
+                let plain = fleet
+                    .open(&record.fleet_key_id, binding, &record.sealed_api_key)
+                    .map_err(|e| format!("arc key cannot be opened with the fleet key: {e}"))?;
+                let text = String::from_utf8(plain.to_vec())
+                    .map_err(|_| "arc key is not utf-8".to_owned())?;
+                Some(Zeroizing::new(text))
+            };
+            Ok(Record::Route(ArcRoute {
+                binding_id: record.binding_id,
+                url: record.url,
+                database: record.database,
+                measurement: record.measurement,
+                api_key,
+            }))
+        }
+        StateKey::ApiKey { key_id } => {
+            let record = state::ApiKeyRecord::decode(value).map_err(bad)?;
+            check_schema(record.schema)?;
+            if &record.key_id != key_id {
+                return Err(format!(
+                    "record names key {:?} under the key of {key_id:?}",
+                    record.key_id
+                ));
+            }
+            let hash: [u8; 32] = record
+                .key_hash
+                .as_slice()
+                .try_into()
+                .map_err(|_| "key hash is not 32 bytes".to_owned())?;
+            let mut entry = ApiKeyEntry {
+                org_id: record.org_id,
+                hash,
+                read: false,
+                write: false,
+                admin: false,
+                expires_at_ms: record.expires_at_ms,
+                revoked: record.revoked,
+            };
+            for scope in &record.scopes {
+                match scope.as_str() {
+                    "read" => entry.read = true,
+                    "write" => entry.write = true,
+                    "admin" => entry.admin = true,
+                    other => return Err(format!("unknown scope {other:?}")),
+                }
+            }
+            Ok(Record::ApiKey(entry))
+        }
+        StateKey::GlobalSetting { key: name } | StateKey::OrgSetting { key: name, .. } => {
+            let record = state::SettingRecord::decode(value).map_err(bad)?;
+            check_schema(record.schema)?;
+            if &record.key != name {
+                return Err(format!(
+                    "record names setting {:?} under the key of {name:?}",
+                    record.key
+                ));
+            }
+            serde_json::from_str::<serde_json::Value>(&record.value_json)
+                .map_err(|e| format!("setting value is not json: {e}"))?;
+            Ok(Record::Setting(record.value_json))
+        }
+        StateKey::PublishedMarker => Ok(Record::Marker),
+        StateKey::Worker { .. } => Err("worker registrations are not published state".into()),
+    }
+}

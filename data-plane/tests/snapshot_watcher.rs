@@ -1,0 +1,282 @@
+//! The snapshot watcher against the in-process bus (the single-node bus, a
+//! real `StateBus` implementation): bootstrap, live updates, deletes, invalid
+//! records, compaction while disconnected, revision going backwards, and the
+//! last-known-good file. The same behaviour against a real etcd is covered
+//! end to end in `tests/tests/distribution.rs`.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use memtrace_common::bus::memory::MemoryBus;
+use memtrace_common::bus::{Op, StateBus};
+use memtrace_common::envelope::Binding;
+use memtrace_common::fleet::{FleetKey, FleetKeyring};
+use memtrace_common::state::{RECORD_SCHEMA, StateKeys};
+use memtrace_data_plane::snapshot::watcher::{Watcher, WatcherOptions};
+use memtrace_data_plane::snapshot::{SnapshotBuilder, SnapshotHandle};
+use memtrace_proto::state::v1 as state;
+use prost::Message;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+fn keys() -> StateKeys {
+    StateKeys::new("/test/v1/")
+}
+
+fn fleet() -> Arc<FleetKeyring> {
+    Arc::new(FleetKeyring::new(FleetKey::new(&[3; 32]), vec![]))
+}
+
+fn org(id: &str) -> Op {
+    Op::Put {
+        key: keys().org(id),
+        value: state::OrgRecord {
+            schema: RECORD_SCHEMA,
+            org_id: id.into(),
+            name: format!("name of {id}"),
+            deleted: false,
+            changed_at_ms: 1,
+        }
+        .encode_to_vec(),
+    }
+}
+
+fn api_key(id: &str, org_id: &str, revoked: bool) -> Op {
+    Op::Put {
+        key: keys().api_key(id),
+        value: state::ApiKeyRecord {
+            schema: RECORD_SCHEMA,
+            key_id: id.into(),
+            org_id: org_id.into(),
+            key_hash: vec![7; 32],
+            scopes: vec!["read".into(), "write".into()],
+            expires_at_ms: 0,
+            revoked,
+        }
+        .encode_to_vec(),
+    }
+}
+
+fn route(org_id: &str, secret: &str, fleet: &FleetKeyring) -> Op {
+    let binding = Binding {
+        org_id,
+        record_id: "arc_1",
+        purpose: "arc.api_key",
+    };
+    Op::Put {
+        key: keys().arc_route(org_id),
+        value: state::ArcRouteRecord {
+            schema: RECORD_SCHEMA,
+            org_id: org_id.into(),
+            binding_id: "arc_1".into(),
+            url: "http://127.0.0.1:8000".into(),
+            database: "db".into(),
+            measurement: "events".into(),
+            sealed_api_key: fleet.active().seal(binding, secret.as_bytes()),
+            fleet_key_id: fleet.active().id().into(),
+        }
+        .encode_to_vec(),
+    }
+}
+
+fn options() -> WatcherOptions {
+    WatcherOptions {
+        progress_interval: Duration::from_millis(100),
+        progress_timeout: Duration::from_millis(500),
+        backoff_min: Duration::from_millis(10),
+        backoff_max: Duration::from_millis(100),
+        lkg_path: None,
+    }
+}
+
+fn start(
+    bus: &MemoryBus,
+    options: WatcherOptions,
+) -> (Arc<SnapshotHandle>, tokio::task::JoinHandle<()>) {
+    let handle = Arc::new(SnapshotHandle::default());
+    let watcher = Watcher::new(
+        Arc::new(bus.clone()),
+        SnapshotBuilder::new(keys(), fleet()),
+        handle.clone(),
+        options,
+    );
+    (handle, tokio::spawn(watcher.run()))
+}
+
+async fn until(what: &str, mut condition: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !condition() {
+        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+#[tokio::test]
+async fn bootstrap_live_update_delete_and_invalid_records() {
+    let bus = MemoryBus::new();
+    let ring = fleet();
+    bus.apply(vec![
+        org("org_a"),
+        api_key("key_a", "org_a", false),
+        route("org_a", "arc-secret", &ring),
+    ])
+    .await
+    .unwrap();
+    let (handle, task) = start(&bus, options());
+    until("first snapshot", || handle.is_ready()).await;
+    let snap = handle.load();
+    assert_eq!(snap.orgs["org_a"].name, "name of org_a");
+    assert!(snap.api_key("key_a").unwrap().write);
+    let r = snap.route("org_a").unwrap();
+    assert_eq!(r.api_key.as_deref().map(String::as_str), Some("arc-secret"));
+
+    // live update: revoke, new org; all in one transaction
+    let w = bus
+        .apply(vec![api_key("key_a", "org_a", true), org("org_b")])
+        .await
+        .unwrap();
+    until("revocation applied", || handle.load().applied_revision >= w).await;
+    let snap = handle.load();
+    assert!(snap.api_key("key_a").unwrap().revoked);
+    assert!(snap.orgs.contains_key("org_b"));
+    assert_eq!(handle.applies_total(), 1);
+
+    // delete
+    let w = bus
+        .apply(vec![Op::Delete {
+            key: keys().api_key("key_a"),
+        }])
+        .await
+        .unwrap();
+    until("delete applied", || handle.load().applied_revision >= w).await;
+    assert!(handle.load().api_key("key_a").is_none());
+
+    // invalid records are skipped; the previous good value stays
+    let w = bus
+        .apply(vec![
+            Op::Put {
+                key: keys().org("org_a"),
+                value: b"garbage".to_vec(),
+            },
+            Op::Put {
+                key: keys().org("org_b"),
+                value: state::OrgRecord {
+                    schema: 99,
+                    org_id: "org_b".into(),
+                    ..Default::default()
+                }
+                .encode_to_vec(),
+            },
+            org("org_c"),
+        ])
+        .await
+        .unwrap();
+    until("batch with invalid records applied", || {
+        handle.load().applied_revision >= w
+    })
+    .await;
+    let snap = handle.load();
+    assert_eq!(
+        snap.orgs["org_a"].name, "name of org_a",
+        "previous good value kept"
+    );
+    assert_eq!(snap.orgs["org_b"].name, "name of org_b");
+    assert!(
+        snap.orgs.contains_key("org_c"),
+        "valid records of the same batch applied"
+    );
+    assert_eq!(handle.rejected_total(), 2);
+
+    // a worker registration is not published state
+    let before = handle.load().applied_revision;
+    let mut lease = bus
+        .lease_put(&keys().worker("w9"), b"x".to_vec(), Duration::from_secs(10))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(handle.load().applied_revision, before);
+    lease.revoke().await.unwrap();
+    task.abort();
+}
+
+#[tokio::test]
+async fn compaction_while_disconnected_reloads_and_catches_up() {
+    let bus = MemoryBus::new();
+    bus.apply(vec![org("org_a"), api_key("key_a", "org_a", false)])
+        .await
+        .unwrap();
+    let (handle, task) = start(&bus, options());
+    until("first snapshot", || handle.is_ready()).await;
+    let reloads = handle.reloads_total();
+
+    // the bus becomes unreachable; meanwhile changes happen and history is compacted
+    bus.set_unavailable(true);
+    bus.break_watches();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert!(
+        handle.load().orgs.contains_key("org_a"),
+        "keeps serving while the bus is down"
+    );
+    // writes need the bus available again; the watcher is still backing off
+    bus.set_unavailable(false);
+    bus.apply(vec![Op::Delete {
+        key: keys().api_key("key_a"),
+    }])
+    .await
+    .unwrap();
+    let w = bus.apply(vec![org("org_z")]).await.unwrap();
+    bus.compact(w).await.unwrap();
+    until("caught up after compaction", || {
+        handle.load().orgs.contains_key("org_z")
+    })
+    .await;
+    assert!(
+        handle.load().api_key("key_a").is_none(),
+        "the delete during the outage is not lost"
+    );
+    assert!(
+        handle.reloads_total() > reloads,
+        "compaction forced a full reload"
+    );
+    task.abort();
+}
+
+#[tokio::test]
+async fn revision_going_backwards_reloads_from_a_new_bus() {
+    // a wiped etcd: the watcher's bus is replaced by an empty one with low revisions
+    let bus = MemoryBus::new();
+    for i in 0..20 {
+        bus.apply(vec![org(&format!("org_{i}"))]).await.unwrap();
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let lkg = dir.path().join("snapshot.json");
+    let (handle, task) = start(
+        &bus,
+        WatcherOptions {
+            lkg_path: Some(lkg.clone()),
+            ..options()
+        },
+    );
+    until("first snapshot", || handle.is_ready()).await;
+    until("lkg written", || lkg.exists()).await;
+    task.abort();
+
+    // restart against a fresh, wiped bus: serves the LKG first, then converges
+    let fresh = MemoryBus::new();
+    fresh.set_unavailable(true);
+    let (handle, task) = start(
+        &fresh,
+        WatcherOptions {
+            lkg_path: Some(lkg.clone()),
+            ..options()
+        },
+    );
+    until("served from the last-known-good file", || handle.is_ready()).await;
+    assert_eq!(handle.load().orgs.len(), 20);
+    fresh.set_unavailable(false);
+    fresh.apply(vec![org("org_new")]).await.unwrap();
+    until("converged on the wiped bus", || {
+        let snap = handle.load();
+        snap.orgs.len() == 1 && snap.orgs.contains_key("org_new")
+    })
+    .await;
+    task.abort();
+}

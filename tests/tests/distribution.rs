@@ -1,0 +1,372 @@
+//! Distribution through a real etcd: the control plane publishes, in-test
+//! watchers (the data-plane snapshot library) follow. Bootstrap, live
+//! updates, deletes, revocation, no plaintext Arc key in etcd, etcd stopped
+//! and restarted, etcd wiped, compaction while a worker was away, invalid
+//! records, worker registration and cluster status.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use memtrace_common::bus::Op;
+use memtrace_common::keys::generate_key_b64;
+use memtrace_common::state::StateKeys;
+use memtrace_data_plane::registration::{self, WorkerIdentity};
+use memtrace_proto::admin::v1 as pb;
+use memtrace_tests::cli::Ctl;
+use memtrace_tests::control_plane::{ControlPlane, ControlPlaneSpec};
+use memtrace_tests::etcd::EtcdServer;
+use memtrace_tests::watchers::{TestWatcher, etcd_bus, fast_options, fleet};
+use std::time::Duration;
+
+const ARC_KEY: &str = "arc-tenant-key-for-distribution-0042";
+const WAIT: Duration = Duration::from_secs(10);
+
+struct Cluster {
+    etcd: EtcdServer,
+    cp: ControlPlane,
+    ctl: Ctl,
+    fleet_key: String,
+    prefix: String,
+    _dir: tempfile::TempDir,
+}
+
+async fn cluster() -> Cluster {
+    let etcd = tokio::task::block_in_place(EtcdServer::start).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let fleet_key = generate_key_b64();
+    let prefix = "/memtrace-test/v1/".to_owned();
+    let mut spec = ControlPlaneSpec::default();
+    spec.extra_env
+        .insert("MEMTRACE_ETCD_ENDPOINTS".into(), etcd.endpoint());
+    spec.extra_env
+        .insert("MEMTRACE_ETCD_PREFIX".into(), prefix.clone());
+    spec.extra_env
+        .insert("MEMTRACE_FLEET_KEY".into(), fleet_key.clone());
+    let cp = ControlPlane::start(dir.path(), spec).await.unwrap();
+    let ctl = Ctl {
+        server: cp.url(),
+        token: cp.admin_token().unwrap(),
+    };
+    Cluster {
+        etcd,
+        cp,
+        ctl,
+        fleet_key,
+        prefix,
+        _dir: dir,
+    }
+}
+
+impl Cluster {
+    async fn watcher(&self) -> TestWatcher {
+        TestWatcher::start(
+            etcd_bus(&self.etcd.endpoint()).await.unwrap(),
+            &self.prefix,
+            fleet(&self.fleet_key).unwrap(),
+            fast_options(),
+        )
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publishes_and_workers_follow_with_no_plaintext_in_etcd() {
+    let c = cluster().await;
+    let org = c.ctl.json(&["org", "create", "dist"]).await.unwrap();
+    let org_id = org["id"].as_str().unwrap().to_owned();
+    c.ctl
+        .json(&[
+            "org",
+            "add-arc",
+            &org_id,
+            "--url",
+            "http://127.0.0.1:9",
+            "--database",
+            "dist",
+            "--api-key",
+            ARC_KEY,
+        ])
+        .await
+        .unwrap();
+    let key = c
+        .ctl
+        .json(&["key", "create", "--org", &org_id, "--name", "w"])
+        .await
+        .unwrap();
+    let key_id = key["id"].as_str().unwrap().to_owned();
+    let secret = key["key"].as_str().unwrap().to_owned();
+
+    // bootstrap
+    let w = c.watcher().await;
+    w.wait_for("org, route and key", WAIT, |s| {
+        s.orgs.contains_key(&org_id) && s.route(&org_id).is_some() && s.api_key(&key_id).is_some()
+    })
+    .await
+    .unwrap();
+    let snap = w.snapshot();
+    let route = snap.route(&org_id).unwrap();
+    assert_eq!(
+        route.api_key.as_deref().map(String::as_str),
+        Some(ARC_KEY),
+        "opened with the fleet key"
+    );
+    assert_eq!(route.database, "dist");
+    let entry = snap.api_key(&key_id).unwrap();
+    let parsed = memtrace_common::credentials::parse_api_key(&secret).unwrap();
+    assert!(memtrace_common::credentials::hashes_match(
+        &entry.hash,
+        &parsed.hash
+    ));
+    assert!(entry.read && entry.write && !entry.revoked);
+
+    // a second watcher started later sees the same state
+    let w2 = c.watcher().await;
+    w2.wait_for("same state", WAIT, |s| s.api_key(&key_id).is_some())
+        .await
+        .unwrap();
+
+    // live update: revocation reaches both watchers
+    c.ctl.json(&["key", "revoke", &key_id]).await.unwrap();
+    for watcher in [&w, &w2] {
+        watcher
+            .wait_for("revocation", WAIT, |s| {
+                s.api_key(&key_id).is_some_and(|k| k.revoked)
+            })
+            .await
+            .unwrap();
+    }
+
+    // no value in etcd holds the plaintext arc key, the api key or the master key
+    let bus = etcd_bus(&c.etcd.endpoint()).await.unwrap();
+    let all = bus.load("/").await.unwrap();
+    assert!(all.kvs.len() >= 4, "scanned {} values", all.kvs.len());
+    for kv in &all.kvs {
+        for (what, needle) in [
+            ("arc key", ARC_KEY),
+            ("api key", secret.as_str()),
+            ("master key", c.cp.spec.master_key.as_str()),
+        ] {
+            assert!(
+                !kv.value
+                    .windows(needle.len())
+                    .any(|win| win == needle.as_bytes()),
+                "{what} in clear under {}",
+                kv.key
+            );
+        }
+    }
+
+    // worker registration and cluster status
+    let keys = StateKeys::new(&c.prefix);
+    let reg = tokio::spawn(registration::run(
+        bus.clone(),
+        keys.clone(),
+        WorkerIdentity {
+            worker_id: "worker-a".into(),
+            address: "127.0.0.1:9100".into(),
+            version: "test".into(),
+            started_at_ms: 1,
+        },
+        w.handle.clone(),
+        Duration::from_secs(3),
+        Duration::from_millis(100),
+    ));
+    let channel = tonic::transport::Endpoint::from_shared(c.cp.url())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut cluster = pb::cluster_service_client::ClusterServiceClient::new(channel);
+    let token = format!("Bearer {}", c.ctl.token);
+    let status = async |cluster: &mut pb::cluster_service_client::ClusterServiceClient<
+        tonic::transport::Channel,
+    >| {
+        let mut request = tonic::Request::new(pb::GetClusterStatusRequest {});
+        request
+            .metadata_mut()
+            .insert("authorization", token.parse().unwrap());
+        cluster
+            .get_cluster_status(request)
+            .await
+            .unwrap()
+            .into_inner()
+    };
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        let s = status(&mut cluster).await;
+        if s.workers
+            .iter()
+            .any(|wk| wk.worker_id == "worker-a" && wk.in_sync)
+        {
+            assert_eq!(s.bus, "etcd");
+            assert!(s.published_revision > 0);
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "worker never in sync: {s:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // delete cascades through publication: tombstone, route and keys gone
+    c.ctl.json(&["org", "delete", &org_id]).await.unwrap();
+    w.wait_for("org deleted", WAIT, |s| {
+        s.orgs.get(&org_id).is_some_and(|o| o.deleted)
+            && s.route(&org_id).is_none()
+            && s.api_key(&key_id).is_none()
+    })
+    .await
+    .unwrap();
+    // the registration follows the applied revision: the worker is in sync again
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        let s = status(&mut cluster).await;
+        if s.workers
+            .iter()
+            .any(|wk| wk.worker_id == "worker-a" && wk.in_sync)
+        {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "worker not in sync after delete: {s:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    reg.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn etcd_stopped_restarted_and_wiped_workers_keep_serving_then_converge() {
+    let mut c = cluster().await;
+    let org = c.ctl.json(&["org", "create", "resilient"]).await.unwrap();
+    let org_id = org["id"].as_str().unwrap().to_owned();
+    let w = c.watcher().await;
+    w.wait_for("org", WAIT, |s| s.orgs.contains_key(&org_id))
+        .await
+        .unwrap();
+
+    // etcd down: the worker keeps serving; the change is saved, publication deferred
+    tokio::task::block_in_place(|| c.etcd.stop()).unwrap();
+    let key = c
+        .ctl
+        .json(&["key", "create", "--org", &org_id, "--name", "during-outage"])
+        .await
+        .unwrap();
+    let key_id = key["id"].as_str().unwrap().to_owned();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        w.snapshot().orgs.contains_key(&org_id),
+        "still serving the last snapshot"
+    );
+    assert!(w.snapshot().api_key(&key_id).is_none());
+
+    // etcd back: the reconciler publishes the missed change, the worker converges
+    tokio::task::block_in_place(|| c.etcd.start_again()).unwrap();
+    w.wait_for(
+        "missed change after restart",
+        Duration::from_secs(20),
+        |s| s.api_key(&key_id).is_some(),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}\ncontrol plane log:\n{}", c.cp.logs()));
+
+    // etcd wiped: the control plane republishes everything, the worker converges
+    tokio::task::block_in_place(|| c.etcd.wipe_and_restart()).unwrap();
+    let key2 = c
+        .ctl
+        .json(&["key", "create", "--org", &org_id, "--name", "after-wipe"])
+        .await
+        .unwrap();
+    let key2_id = key2["id"].as_str().unwrap().to_owned();
+    w.wait_for("state after wipe", Duration::from_secs(30), |s| {
+        s.orgs.contains_key(&org_id)
+            && s.api_key(&key_id).is_some()
+            && s.api_key(&key2_id).is_some()
+    })
+    .await
+    .unwrap();
+    let bus = etcd_bus(&c.etcd.endpoint()).await.unwrap();
+    let keys = StateKeys::new(&c.prefix);
+    let republished = bus.load(&keys.api_key(&key_id)).await.unwrap();
+    assert_eq!(
+        republished.kvs.len(),
+        1,
+        "the wiped etcd holds the key again"
+    );
+    assert!(c.cp.logs().contains("reconciled"), "{}", c.cp.logs());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compaction_while_a_worker_was_away_and_invalid_records() {
+    let c = cluster().await;
+    let org = c.ctl.json(&["org", "create", "away"]).await.unwrap();
+    let org_id = org["id"].as_str().unwrap().to_owned();
+    let dir = tempfile::tempdir().unwrap();
+    let lkg = dir.path().join("snapshot.json");
+    let options = || memtrace_data_plane::snapshot::watcher::WatcherOptions {
+        lkg_path: Some(lkg.clone()),
+        ..fast_options()
+    };
+    let bus = etcd_bus(&c.etcd.endpoint()).await.unwrap();
+    let w = TestWatcher::start(
+        bus.clone(),
+        &c.prefix,
+        fleet(&c.fleet_key).unwrap(),
+        options(),
+    );
+    w.wait_for("org", WAIT, |s| s.orgs.contains_key(&org_id))
+        .await
+        .unwrap();
+    let away_revision = w.snapshot().revision;
+    drop(w); // the worker goes away
+
+    // meanwhile: changes, then compaction past the worker's revision
+    let key = c
+        .ctl
+        .json(&["key", "create", "--org", &org_id, "--name", "while-away"])
+        .await
+        .unwrap();
+    let key_id = key["id"].as_str().unwrap().to_owned();
+    let current = bus.current_revision().await.unwrap();
+    assert!(current > away_revision);
+    bus.compact(current).await.unwrap();
+
+    // it comes back from its last-known-good file, finds its revision compacted, reloads
+    let w = TestWatcher::start(
+        bus.clone(),
+        &c.prefix,
+        fleet(&c.fleet_key).unwrap(),
+        options(),
+    );
+    w.wait_for("change made while away", WAIT, |s| {
+        s.api_key(&key_id).is_some()
+    })
+    .await
+    .unwrap();
+    assert!(
+        w.handle.reloads_total() >= 2,
+        "lkg load + compaction reload"
+    );
+
+    // an invalid record is skipped and the previous good value stays
+    let keys = StateKeys::new(&c.prefix);
+    let rejected = w.handle.rejected_total();
+    bus.apply(vec![Op::Put {
+        key: keys.org(&org_id),
+        value: b"not a record".to_vec(),
+    }])
+    .await
+    .unwrap();
+    let deadline = std::time::Instant::now() + WAIT;
+    while w.handle.rejected_total() == rejected {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "invalid record never rejected"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        w.snapshot().orgs[&org_id].name,
+        "away",
+        "previous good value kept"
+    );
+}
