@@ -89,6 +89,10 @@ pub enum Command {
     /// the admin audit trail: list entries, verify the hash chain
     #[command(subcommand)]
     Audit(crate::commands::audit::AuditCommand),
+    /// list the registered data-plane workers
+    Workers,
+    /// the state bus, the newest published revision, and which workers applied it
+    Status,
 }
 
 #[derive(Debug, Subcommand)]

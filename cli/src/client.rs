@@ -185,6 +185,14 @@ impl Admin {
     pub fn audit(&self) -> AuditServiceClient<Channel> {
         AuditServiceClient::new(self.channel.clone())
     }
+
+    pub fn cluster(
+        &self,
+    ) -> memtrace_proto::admin::v1::cluster_service_client::ClusterServiceClient<Channel> {
+        memtrace_proto::admin::v1::cluster_service_client::ClusterServiceClient::new(
+            self.channel.clone(),
+        )
+    }
 }
 
 #[cfg(test)]

@@ -55,6 +55,14 @@ pub async fn run(
             let admin = Admin::connect(&cli.global, env).await?;
             commands::audit::run(command, &admin, &mut output).await
         }
+        Command::Workers => {
+            let admin = Admin::connect(&cli.global, env).await?;
+            commands::cluster::workers(&admin, &mut output).await
+        }
+        Command::Status => {
+            let admin = Admin::connect(&cli.global, env).await?;
+            commands::cluster::status(&admin, &mut output).await
+        }
     }
 }
 

@@ -1,6 +1,7 @@
 //! First-start duties: the initial admin token and the migration of the
 //! original's single-instance `[arc]` settings into `org_default`.
 
+use crate::auth::AdminActor;
 use crate::domain::ControlPlane;
 use crate::domain::types::{ArcSpec, OrgId, OrgName};
 use crate::error::{ControlPlaneError, Result};
@@ -80,19 +81,26 @@ pub async fn migrate_legacy_arc(cp: &ControlPlane, arc: &ArcConfig) -> Result<bo
         Ok(_) => {}
         Err(ControlPlaneError::OrgNotFound(_)) => {
             let name = OrgName::parse("default")?;
-            match cp.create_org_with_id(DEFAULT_ORG_ID, &name).await {
+            match cp
+                .create_org_with_id(&AdminActor::system(), DEFAULT_ORG_ID, &name)
+                .await
+            {
                 Ok(_) | Err(ControlPlaneError::AlreadyExists(_)) => {}
                 Err(e) => return Err(e),
             }
             // the name may be taken by another org; fall back to the id as name
             if cp.get_org(&org).await.is_err() {
-                cp.create_org_with_id(DEFAULT_ORG_ID, &OrgName::parse(DEFAULT_ORG_ID)?)
-                    .await?;
+                cp.create_org_with_id(
+                    &AdminActor::system(),
+                    DEFAULT_ORG_ID,
+                    &OrgName::parse(DEFAULT_ORG_ID)?,
+                )
+                .await?;
             }
         }
         Err(e) => return Err(e),
     }
-    match cp.bind_arc(&org, spec, false).await {
+    match cp.bind_arc(&AdminActor::system(), &org, spec, false).await {
         Ok(view) => {
             tracing::warn!(
                 org_id = DEFAULT_ORG_ID,

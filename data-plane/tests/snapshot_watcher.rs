@@ -185,6 +185,45 @@ async fn bootstrap_live_update_delete_and_invalid_records() {
     );
     assert_eq!(handle.rejected_total(), 2);
 
+    // settings: validated against the registry, layered global < per-org
+    let setting = |org: &str, key: &str, json: &str| {
+        let keys = keys();
+        Op::Put {
+            key: if org.is_empty() {
+                keys.global_setting(key)
+            } else {
+                keys.org_setting(org, key)
+            },
+            value: state::SettingRecord {
+                schema: RECORD_SCHEMA,
+                key: key.into(),
+                org_id: org.into(),
+                value_json: json.into(),
+            }
+            .encode_to_vec(),
+        }
+    };
+    let rejected = handle.rejected_total();
+    let w = bus
+        .apply(vec![
+            setting("", "arc.write_batch_size", "500"),
+            setting("org_a", "arc.write_batch_size", "50"),
+            setting("", "dedup.window_hours", "999999"),
+        ])
+        .await
+        .unwrap();
+    until("settings applied", || handle.load().applied_revision >= w).await;
+    let snap = handle.load();
+    assert_eq!(snap.settings().write(None).batch_size, 500);
+    assert_eq!(snap.settings().write(Some("org_a")).batch_size, 50);
+    assert_eq!(snap.settings().write(Some("org_b")).batch_size, 500);
+    assert_eq!(
+        snap.settings().dedup(None).window,
+        Duration::from_secs(24 * 3600),
+        "out-of-range value rejected, default kept"
+    );
+    assert_eq!(handle.rejected_total(), rejected + 1);
+
     // a worker registration is not published state
     let before = handle.load().applied_revision;
     let mut lease = bus

@@ -8,11 +8,13 @@ use std::path::PathBuf;
 /// Path of a binary in the same target directory as the running test.
 pub fn bin_path(name: &str) -> anyhow::Result<PathBuf> {
     let exe = std::env::current_exe().context("current_exe")?;
-    // target/<profile>/deps/<test-binary>
-    let profile_dir = exe
-        .parent()
-        .and_then(|deps| deps.parent())
-        .context("test binary has no target directory")?;
+    // target/<profile>/deps/<test-binary>, or target/<profile>/<bench-binary>
+    let parent = exe.parent().context("test binary has no directory")?;
+    let profile_dir = if parent.file_name().is_some_and(|n| n == "deps") {
+        parent.parent().context("deps directory has no parent")?
+    } else {
+        parent
+    };
     let path = profile_dir.join(name);
     if !path.is_file() {
         bail!(

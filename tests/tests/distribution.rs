@@ -9,7 +9,6 @@ use memtrace_common::bus::Op;
 use memtrace_common::keys::generate_key_b64;
 use memtrace_common::state::StateKeys;
 use memtrace_data_plane::registration::{self, WorkerIdentity};
-use memtrace_proto::admin::v1 as pb;
 use memtrace_tests::cli::Ctl;
 use memtrace_tests::control_plane::{ControlPlane, ControlPlaneSpec};
 use memtrace_tests::etcd::EtcdServer;
@@ -168,43 +167,35 @@ async fn publishes_and_workers_follow_with_no_plaintext_in_etcd() {
         Duration::from_secs(3),
         Duration::from_millis(100),
     ));
-    let channel = tonic::transport::Endpoint::from_shared(c.cp.url())
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
-    let mut cluster = pb::cluster_service_client::ClusterServiceClient::new(channel);
-    let token = format!("Bearer {}", c.ctl.token);
-    let status = async |cluster: &mut pb::cluster_service_client::ClusterServiceClient<
-        tonic::transport::Channel,
-    >| {
-        let mut request = tonic::Request::new(pb::GetClusterStatusRequest {});
-        request
-            .metadata_mut()
-            .insert("authorization", token.parse().unwrap());
-        cluster
-            .get_cluster_status(request)
-            .await
+    let in_sync = async |ctl: &Ctl| {
+        let status = ctl.json(&["status"]).await.unwrap();
+        let ok = status["workers"]
+            .as_array()
             .unwrap()
-            .into_inner()
+            .iter()
+            .any(|w| w["worker_id"] == "worker-a" && w["in_sync"] == true);
+        (ok, status)
     };
     let deadline = std::time::Instant::now() + WAIT;
     loop {
-        let s = status(&mut cluster).await;
-        if s.workers
-            .iter()
-            .any(|wk| wk.worker_id == "worker-a" && wk.in_sync)
-        {
-            assert_eq!(s.bus, "etcd");
-            assert!(s.published_revision > 0);
+        let (ok, status) = in_sync(&c.ctl).await;
+        if ok {
+            assert_eq!(status["bus"], "etcd");
+            assert!(status["published_revision"].as_i64().unwrap() > 0);
+            assert_eq!(status["workers_in_sync"], 1);
             break;
         }
         assert!(
             std::time::Instant::now() < deadline,
-            "worker never in sync: {s:?}"
+            "worker never in sync: {status}"
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    let workers = c.ctl.json(&["workers"]).await.unwrap();
+    assert_eq!(
+        workers["workers"][0]["address"], "127.0.0.1:9100",
+        "{workers}"
+    );
 
     // delete cascades through publication: tombstone, route and keys gone
     c.ctl.json(&["org", "delete", &org_id]).await.unwrap();
@@ -218,16 +209,13 @@ async fn publishes_and_workers_follow_with_no_plaintext_in_etcd() {
     // the registration follows the applied revision: the worker is in sync again
     let deadline = std::time::Instant::now() + WAIT;
     loop {
-        let s = status(&mut cluster).await;
-        if s.workers
-            .iter()
-            .any(|wk| wk.worker_id == "worker-a" && wk.in_sync)
-        {
+        let (ok, status) = in_sync(&c.ctl).await;
+        if ok {
             break;
         }
         assert!(
             std::time::Instant::now() < deadline,
-            "worker not in sync after delete: {s:?}"
+            "worker not in sync after delete: {status}"
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }

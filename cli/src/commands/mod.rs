@@ -3,6 +3,7 @@
 
 pub mod arc;
 pub mod audit;
+pub mod cluster;
 pub mod config;
 pub mod key;
 pub mod keygen;

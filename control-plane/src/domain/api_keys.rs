@@ -2,16 +2,19 @@
 
 use super::types::{ApiKeyId, ApiKeySpec, OrgId};
 use super::{ControlPlane, Published};
+use crate::auth::AdminActor;
 use crate::clock::{duration_ms, now_ms};
 use crate::error::{ControlPlaneError, Result};
 use crate::store::ApiKeyRow;
 use memtrace_common::credentials::generate_api_key;
+use serde_json::json;
 use zeroize::Zeroizing;
 
 impl ControlPlane {
     /// Creates a key; the returned secret exists nowhere else.
     pub async fn create_api_key(
         &self,
+        actor: &AdminActor,
         spec: &ApiKeySpec,
     ) -> Result<Published<(ApiKeyRow, Zeroizing<String>)>> {
         self.get_org(&spec.org_id).await?;
@@ -30,6 +33,13 @@ impl ControlPlane {
         };
         self.store.insert_api_key(&row).await?;
         tracing::info!(key_id = %row.id, org_id = %row.org_id, scopes = %row.scopes, "api key created");
+        self.audit_change(
+            actor,
+            "key.create",
+            &row.id,
+            json!({"org_id": row.org_id, "name": row.name, "scopes": row.scopes, "expires_at_ms": row.expires_at}),
+        )
+        .await;
         let revision = self.publish(vec![self.api_key_put(&row)]).await;
         Ok(Published {
             value: (row, key.token),
@@ -49,13 +59,24 @@ impl ControlPlane {
             .await?)
     }
 
-    pub async fn revoke_api_key(&self, id: &ApiKeyId) -> Result<Published<ApiKeyRow>> {
+    pub async fn revoke_api_key(
+        &self,
+        actor: &AdminActor,
+        id: &ApiKeyId,
+    ) -> Result<Published<ApiKeyRow>> {
         let row = self
             .store
             .revoke_api_key(id.as_str(), now_ms())
             .await?
             .ok_or_else(|| ControlPlaneError::ApiKeyNotFound(id.as_str().to_owned()))?;
         tracing::info!(key_id = %row.id, org_id = %row.org_id, "api key revoked");
+        self.audit_change(
+            actor,
+            "key.revoke",
+            &row.id,
+            json!({"org_id": row.org_id, "name": row.name}),
+        )
+        .await;
         let revision = self.publish(vec![self.api_key_put(&row)]).await;
         Ok(Published {
             value: row,

@@ -3,6 +3,7 @@
 
 use super::types::{ArcSpec, OrgId};
 use super::{ARC_KEY_PURPOSE, ControlPlane, Published};
+use crate::auth::AdminActor;
 use crate::clock::now_ms;
 use crate::error::{ControlPlaneError, Result};
 use crate::store::ArcBindingRow;
@@ -10,6 +11,7 @@ use memtrace_common::bus::Op;
 use memtrace_common::credentials::mask_secret;
 use memtrace_common::envelope::Binding;
 use memtrace_common::ids::new_id;
+use serde_json::json;
 use std::time::Instant;
 
 /// A binding as the admin API shows it: the key masked, never in clear.
@@ -31,6 +33,7 @@ pub struct ArcProbe {
 impl ControlPlane {
     pub async fn bind_arc(
         &self,
+        actor: &AdminActor,
         org: &OrgId,
         spec: ArcSpec,
         replace: bool,
@@ -65,6 +68,23 @@ impl ControlPlane {
             .as_deref()
             .map(|k| mask_secret(k))
             .unwrap_or_default();
+        self.audit_change(
+            actor,
+            if replace {
+                "arc.bind_replace"
+            } else {
+                "arc.bind"
+            },
+            &row.org_id,
+            json!({
+                "arc_id": row.id,
+                "url": row.url,
+                "database": row.database,
+                "measurement": row.measurement,
+                "api_key": api_key_masked,
+            }),
+        )
+        .await;
         let revision = match self.arc_route_put(&row) {
             Ok(op) => self.publish(vec![op]).await,
             Err(error) => {
@@ -117,13 +137,19 @@ impl ControlPlane {
         })
     }
 
-    pub async fn remove_arc_binding(&self, org: &OrgId) -> Result<Published<()>> {
+    pub async fn remove_arc_binding(
+        &self,
+        actor: &AdminActor,
+        org: &OrgId,
+    ) -> Result<Published<()>> {
         if !self.store.delete_arc_binding(org.as_str()).await? {
             return Err(ControlPlaneError::ArcBindingNotFound(
                 org.as_str().to_owned(),
             ));
         }
         tracing::info!(org_id = %org.as_str(), "arc binding removed");
+        self.audit_change(actor, "arc.remove", org.as_str(), json!({}))
+            .await;
         let revision = self
             .publish(vec![Op::Delete {
                 key: self.state_keys().arc_route(org.as_str()),

@@ -122,6 +122,24 @@ impl ControlPlane {
             .map(|_| ())
     }
 
+    /// Records a completed change. The change is already committed, so a
+    /// failed append cannot undo it: it is logged as an error (with the
+    /// action and target) instead of failing the caller's request.
+    pub(crate) async fn audit_change(
+        &self,
+        actor: &AdminActor,
+        action: &str,
+        target: &str,
+        details: Value,
+    ) {
+        if let Err(error) = self
+            .record_audit(actor, action, target, AuditOutcome::Ok, details)
+            .await
+        {
+            tracing::error!(%error, action, target, "audit entry could not be appended for a committed change");
+        }
+    }
+
     /// Like [`Self::record_audit`], returning the chained entry.
     pub(crate) async fn append_audit_entry(
         &self,

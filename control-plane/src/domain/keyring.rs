@@ -2,9 +2,11 @@
 //! master key with the active one, record by record, while serving.
 
 use super::{ARC_KEY_PURPOSE, ControlPlane};
+use crate::auth::AdminActor;
 use crate::clock::now_ms;
 use crate::error::Result;
 use memtrace_common::envelope::{Binding, envelope_kek_id};
+use serde_json::json;
 use std::collections::BTreeMap;
 
 /// How many stored envelopes one master key wraps.
@@ -54,7 +56,7 @@ impl ControlPlane {
 
     /// Rewraps data keys to the active master key. A record changed
     /// concurrently is skipped by the compare-and-swap and counted on the next run.
-    pub async fn rotate_master(&self) -> Result<RotationReport> {
+    pub async fn rotate_master(&self, actor: &AdminActor) -> Result<RotationReport> {
         let mut report = RotationReport {
             active_kek_id: self.keyring.active_kek_id(),
             rewrapped: 0,
@@ -88,6 +90,13 @@ impl ControlPlane {
             already_current = report.already_current,
             "master key rotation finished"
         );
+        self.audit_change(
+            actor,
+            "master_key.rotate",
+            &report.active_kek_id,
+            json!({"rewrapped": report.rewrapped, "already_current": report.already_current}),
+        )
+        .await;
         Ok(report)
     }
 }

@@ -2,20 +2,27 @@
 
 use super::types::{OrgId, OrgName};
 use super::{ControlPlane, Published};
+use crate::auth::AdminActor;
 use crate::clock::now_ms;
 use crate::error::{ControlPlaneError, Result};
 use crate::store::{OrgDeletion, OrgRow, OrgSummary, TombstoneRow};
 use memtrace_common::bus::Op;
 use memtrace_common::ids::new_id;
+use serde_json::json;
 
 impl ControlPlane {
-    pub async fn create_org(&self, name: &OrgName) -> Result<Published<OrgSummary>> {
-        self.create_org_with_id(&new_id("org"), name).await
+    pub async fn create_org(
+        &self,
+        actor: &AdminActor,
+        name: &OrgName,
+    ) -> Result<Published<OrgSummary>> {
+        self.create_org_with_id(actor, &new_id("org"), name).await
     }
 
     /// Creates an org with a given id (used for the legacy `org_default`).
     pub async fn create_org_with_id(
         &self,
+        actor: &AdminActor,
         id: &str,
         name: &OrgName,
     ) -> Result<Published<OrgSummary>> {
@@ -26,6 +33,8 @@ impl ControlPlane {
         };
         self.store.insert_org(&row).await?;
         tracing::info!(org_id = %row.id, "org created");
+        self.audit_change(actor, "org.create", &row.id, json!({"name": row.name}))
+            .await;
         let revision = self.publish(vec![self.org_put(&row)]).await;
         Ok(Published {
             value: OrgSummary {
@@ -49,7 +58,11 @@ impl ControlPlane {
     }
 
     /// Deletes the org with its Arc binding and API keys; leaves a tombstone.
-    pub async fn delete_org(&self, id: &OrgId) -> Result<Published<OrgDeletion>> {
+    pub async fn delete_org(
+        &self,
+        actor: &AdminActor,
+        id: &OrgId,
+    ) -> Result<Published<OrgDeletion>> {
         let deleted_at = now_ms();
         let deletion = self
             .store
@@ -62,6 +75,19 @@ impl ControlPlane {
             api_keys_removed = deletion.api_keys_removed,
             "org deleted"
         );
+        let setting_deletes = self.delete_org_settings(id).await?;
+        self.audit_change(
+            actor,
+            "org.delete",
+            &deletion.org.id,
+            json!({
+                "name": deletion.org.name,
+                "arc_binding_removed": deletion.arc_binding_removed,
+                "api_keys_removed": deletion.api_key_ids,
+                "settings_removed": setting_deletes.len(),
+            }),
+        )
+        .await;
         let keys = self.state_keys();
         let mut ops = vec![self.tombstone_put(&TombstoneRow {
             org_id: deletion.org.id.clone(),
@@ -74,6 +100,7 @@ impl ControlPlane {
         ops.extend(deletion.api_key_ids.iter().map(|key_id| Op::Delete {
             key: keys.api_key(key_id),
         }));
+        ops.extend(setting_deletes);
         let revision = self.publish(ops).await;
         Ok(Published {
             value: deletion,

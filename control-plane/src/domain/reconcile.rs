@@ -69,6 +69,7 @@ impl ControlPlane {
             format!("{}orgs/", keys.prefix()),
             format!("{}arc/", keys.prefix()),
             format!("{}keys/", keys.prefix()),
+            format!("{}config/", keys.prefix()),
         ]
     }
 }

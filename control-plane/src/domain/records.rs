@@ -124,6 +124,9 @@ impl ControlPlane {
         for row in self.store.list_all_api_keys().await? {
             put(self.api_key_put(&row));
         }
+        for op in self.desired_settings().await? {
+            put(op);
+        }
         Ok((desired, keep))
     }
 }

@@ -1,4 +1,4 @@
-use super::{Gate, with_revision};
+use super::{Gate, actor, with_revision};
 use crate::clock::to_timestamp;
 use crate::domain::types::{ApiKeyId, ApiKeySpec, OrgId};
 use crate::store::ApiKeyRow;
@@ -32,9 +32,10 @@ impl pb::api_key_service_server::ApiKeyService for ApiKeyApi {
         &self,
         request: Request<pb::CreateApiKeyRequest>,
     ) -> Result<Response<pb::CreateApiKeyResponse>, Status> {
+        let actor = actor(&request);
         let req = request.into_inner();
         let spec = ApiKeySpec::parse(&req.org_id, &req.name, &req.scopes, req.expires_in_seconds)?;
-        let created = self.0.service()?.create_api_key(&spec).await?;
+        let created = self.0.service()?.create_api_key(&actor, &spec).await?;
         let (row, secret) = created.value;
         Ok(with_revision(
             pb::CreateApiKeyResponse {
@@ -65,8 +66,9 @@ impl pb::api_key_service_server::ApiKeyService for ApiKeyApi {
         &self,
         request: Request<pb::RevokeApiKeyRequest>,
     ) -> Result<Response<pb::ApiKey>, Status> {
+        let actor = actor(&request);
         let id = ApiKeyId::parse(&request.into_inner().key_id)?;
-        let revoked = self.0.service()?.revoke_api_key(&id).await?;
+        let revoked = self.0.service()?.revoke_api_key(&actor, &id).await?;
         Ok(with_revision(key_to_pb(revoked.value), revoked.revision))
     }
 }

@@ -1,4 +1,4 @@
-use super::{Gate, with_revision};
+use super::{Gate, actor, with_revision};
 use crate::clock::to_timestamp;
 use crate::domain::ArcBindingView;
 use crate::domain::types::{ArcSpec, OrgId};
@@ -27,10 +27,15 @@ impl pb::arc_binding_service_server::ArcBindingService for ArcBindingApi {
         &self,
         request: Request<pb::BindArcRequest>,
     ) -> Result<Response<pb::ArcBinding>, Status> {
+        let actor = actor(&request);
         let req = request.into_inner();
         let org = OrgId::parse(&req.org_id)?;
         let spec = ArcSpec::parse(&req.url, &req.database, &req.measurement, &req.api_key)?;
-        let view = self.0.service()?.bind_arc(&org, spec, req.replace).await?;
+        let view = self
+            .0
+            .service()?
+            .bind_arc(&actor, &org, spec, req.replace)
+            .await?;
         Ok(with_revision(binding_to_pb(view.value), view.revision))
     }
 
@@ -47,8 +52,9 @@ impl pb::arc_binding_service_server::ArcBindingService for ArcBindingApi {
         &self,
         request: Request<pb::RemoveArcBindingRequest>,
     ) -> Result<Response<pb::RemoveArcBindingResponse>, Status> {
+        let actor = actor(&request);
         let org = OrgId::parse(&request.into_inner().org_id)?;
-        let removed = self.0.service()?.remove_arc_binding(&org).await?;
+        let removed = self.0.service()?.remove_arc_binding(&actor, &org).await?;
         Ok(with_revision(
             pb::RemoveArcBindingResponse {
                 org_id: org.as_str().to_owned(),

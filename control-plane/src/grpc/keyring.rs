@@ -1,4 +1,4 @@
-use super::Gate;
+use super::{Gate, actor};
 use memtrace_proto::admin::v1 as pb;
 use std::sync::Arc;
 use tonic::{Request, Response, Status};
@@ -27,9 +27,9 @@ impl pb::master_key_service_server::MasterKeyService for MasterKeyApi {
 
     async fn rotate_master(
         &self,
-        _request: Request<pb::RotateMasterRequest>,
+        request: Request<pb::RotateMasterRequest>,
     ) -> Result<Response<pb::RotateMasterResponse>, Status> {
-        let report = self.0.service()?.rotate_master().await?;
+        let report = self.0.service()?.rotate_master(&actor(&request)).await?;
         Ok(Response::new(pb::RotateMasterResponse {
             active_kek_id: report.active_kek_id,
             rewrapped: report.rewrapped,

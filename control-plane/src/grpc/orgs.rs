@@ -1,4 +1,4 @@
-use super::{Gate, with_revision};
+use super::{Gate, actor, with_revision};
 use crate::clock::to_timestamp;
 use crate::domain::types::{OrgId, OrgName};
 use crate::store::OrgSummary;
@@ -24,8 +24,9 @@ impl pb::org_service_server::OrgService for OrgApi {
         &self,
         request: Request<pb::CreateOrgRequest>,
     ) -> Result<Response<pb::Org>, Status> {
+        let actor = actor(&request);
         let name = OrgName::parse(&request.into_inner().name)?;
-        let org = self.0.service()?.create_org(&name).await?;
+        let org = self.0.service()?.create_org(&actor, &name).await?;
         Ok(with_revision(org_to_pb(org.value), org.revision))
     }
 
@@ -52,8 +53,9 @@ impl pb::org_service_server::OrgService for OrgApi {
         &self,
         request: Request<pb::DeleteOrgRequest>,
     ) -> Result<Response<pb::DeleteOrgResponse>, Status> {
+        let actor = actor(&request);
         let id = OrgId::parse(&request.into_inner().org_id)?;
-        let deleted = self.0.service()?.delete_org(&id).await?;
+        let deleted = self.0.service()?.delete_org(&actor, &id).await?;
         let deletion = deleted.value;
         Ok(with_revision(
             pb::DeleteOrgResponse {

@@ -12,6 +12,7 @@ pub use records::{ApiKeyEntry, ArcRoute, OrgEntry, Record};
 
 use arc_swap::ArcSwap;
 use memtrace_common::fleet::FleetKeyring;
+use memtrace_common::settings::EffectiveSettings;
 use memtrace_common::state::{StateKey, StateKeys};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -28,10 +29,8 @@ pub struct Snapshot {
     pub orgs: HashMap<String, OrgEntry>,
     pub routes: HashMap<String, Arc<ArcRoute>>,
     pub api_keys: HashMap<String, Arc<ApiKeyEntry>>,
-    /// Raw JSON of global settings, by key.
-    pub global_settings: BTreeMap<String, String>,
-    /// Raw JSON of per-org settings, by org then key.
-    pub org_settings: HashMap<String, BTreeMap<String, String>>,
+    /// Runtime settings: validated global values and per-org overrides.
+    pub settings: EffectiveSettings,
     /// The bus pairs this snapshot was built from (values still sealed), for
     /// the last-known-good file and for diffing reloads.
     pub raw: BTreeMap<String, Vec<u8>>,
@@ -51,13 +50,9 @@ impl Snapshot {
         }
     }
 
-    /// A setting's raw JSON for `org_id`: the org's override, else the global value.
-    pub fn setting_json(&self, org_id: Option<&str>, key: &str) -> Option<&str> {
-        org_id
-            .and_then(|org| self.org_settings.get(org))
-            .and_then(|settings| settings.get(key))
-            .or_else(|| self.global_settings.get(key))
-            .map(String::as_str)
+    /// The runtime settings in force (defaults < global < per-org).
+    pub fn settings(&self) -> &EffectiveSettings {
+        &self.settings
     }
 }
 
@@ -129,15 +124,10 @@ impl SnapshotBuilder {
                 snapshot.api_keys.remove(&key_id);
             }
             StateKey::GlobalSetting { key } => {
-                snapshot.global_settings.remove(&key);
+                snapshot.settings.remove(None, &key);
             }
             StateKey::OrgSetting { org_id, key } => {
-                if let Some(settings) = snapshot.org_settings.get_mut(&org_id) {
-                    settings.remove(&key);
-                    if settings.is_empty() {
-                        snapshot.org_settings.remove(&org_id);
-                    }
-                }
+                snapshot.settings.remove(Some(&org_id), &key);
             }
             StateKey::Worker { .. } | StateKey::PublishedMarker => {}
         }
@@ -189,15 +179,12 @@ fn apply_record(snapshot: &mut Snapshot, key: StateKey, record: Record) {
         (StateKey::ApiKey { key_id }, Record::ApiKey(entry)) => {
             snapshot.api_keys.insert(key_id, Arc::new(entry));
         }
+        // decode() validated the value against the registry already
         (StateKey::GlobalSetting { key }, Record::Setting(json)) => {
-            snapshot.global_settings.insert(key, json);
+            let _ = snapshot.settings.apply_json(None, &key, &json);
         }
         (StateKey::OrgSetting { org_id, key }, Record::Setting(json)) => {
-            snapshot
-                .org_settings
-                .entry(org_id)
-                .or_default()
-                .insert(key, json);
+            let _ = snapshot.settings.apply_json(Some(&org_id), &key, &json);
         }
         _ => {}
     }
@@ -218,25 +205,23 @@ fn copy_entry(from: &Snapshot, to: &mut Snapshot, keys: &StateKeys, key: &str) {
         Some(StateKey::ApiKey { key_id }) => from.api_keys.get(&key_id).map(|k| {
             to.api_keys.insert(key_id, k.clone());
         }),
-        Some(StateKey::GlobalSetting { key: name }) => from.global_settings.get(&name).map(|v| {
-            to.global_settings.insert(name, v.clone());
-        }),
-        Some(StateKey::OrgSetting { org_id, key: name }) => from
-            .org_settings
-            .get(&org_id)
-            .and_then(|s| s.get(&name))
-            .map(|v| {
-                to.org_settings
-                    .entry(org_id)
-                    .or_default()
-                    .insert(name, v.clone());
-            }),
+        Some(StateKey::GlobalSetting { key: name }) => copy_setting(to, None, &name, raw),
+        Some(StateKey::OrgSetting { org_id, key: name }) => {
+            copy_setting(to, Some(&org_id), &name, raw)
+        }
         Some(StateKey::PublishedMarker) => Some(()),
         _ => None,
     };
     if copied.is_some() {
         to.raw.insert(key.to_owned(), raw.clone());
     }
+}
+
+/// Re-applies a setting from its (previously validated) published bytes.
+fn copy_setting(to: &mut Snapshot, org_id: Option<&str>, key: &str, raw: &[u8]) -> Option<()> {
+    use prost::Message;
+    let record = memtrace_proto::state::v1::SettingRecord::decode(raw).ok()?;
+    to.settings.apply_json(org_id, key, &record.value_json).ok()
 }
 
 /// The live snapshot plus the freshness figures health and metrics report.

@@ -175,8 +175,15 @@ pub fn decode(key: &StateKey, value: &[u8], fleet: &FleetKeyring) -> Result<Reco
                     record.key
                 ));
             }
-            serde_json::from_str::<serde_json::Value>(&record.value_json)
-                .map_err(|e| format!("setting value is not json: {e}"))?;
+            // validate exactly as applying will: key, type, range, per-org
+            let mut probe = memtrace_common::settings::EffectiveSettings::new();
+            let org = match key {
+                StateKey::OrgSetting { org_id, .. } => Some(org_id.as_str()),
+                _ => None,
+            };
+            probe
+                .apply_json(org, name, &record.value_json)
+                .map_err(|e| format!("invalid setting value: {e}"))?;
             Ok(Record::Setting(record.value_json))
         }
         StateKey::PublishedMarker => Ok(Record::Marker),
