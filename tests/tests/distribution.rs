@@ -121,6 +121,44 @@ async fn publishes_and_workers_follow_with_no_plaintext_in_etcd() {
         .await
         .unwrap();
 
+    // a runtime setting reaches every watcher, with an audit entry
+    let set = c
+        .ctl
+        .json(&["config", "set", "arc.write_batch_size", "500"])
+        .await
+        .unwrap();
+    let revision = set["revision"].as_i64().expect("config set published");
+    for watcher in [&w, &w2] {
+        watcher
+            .wait_for("arc.write_batch_size 500", WAIT, |s| {
+                s.applied_revision >= revision && s.settings().write(None).batch_size == 500
+            })
+            .await
+            .unwrap();
+    }
+    let audit = c.ctl.json(&["audit", "list"]).await.unwrap();
+    let entry = audit["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["seq"] == set["audit_seq"])
+        .cloned()
+        .unwrap_or_else(|| panic!("no audit entry {} in {audit}", set["audit_seq"]));
+    assert!(
+        entry["action"].as_str().unwrap().starts_with("config."),
+        "{entry}"
+    );
+    assert!(
+        entry["actor"].as_str().unwrap().starts_with("fp-"),
+        "{entry}"
+    );
+    assert!(
+        audit.to_string().contains("key.create") && audit.to_string().contains("arc.bind"),
+        "org/key/arc changes are audited too: {audit}"
+    );
+    let verified = c.ctl.json(&["audit", "verify"]).await.unwrap();
+    assert_eq!(verified["ok"], true, "{verified}");
+
     // live update: revocation reaches both watchers
     c.ctl.json(&["key", "revoke", &key_id]).await.unwrap();
     for watcher in [&w, &w2] {

@@ -10,8 +10,10 @@
 //! never reach the audit trail, an export or the bus. Export, import and the
 //! first-start seeding live in [`transfer`].
 
+mod sealed;
 mod transfer;
 
+pub use sealed::SETTING_PURPOSE;
 pub use transfer::{ConflictKind, ExportDocument, ImportConflict, ImportReport, SettingDiff};
 
 use super::ControlPlane;
@@ -35,8 +37,9 @@ use std::sync::RwLock;
 /// Meta key set once the first start seeded the settings.
 pub const SEED_MARKER: &str = "settings_initialised";
 
-/// Compare-and-swap attempts before a change reports contention.
-const CAS_ATTEMPTS: usize = 5;
+/// Compare-and-swap attempts before a change reports contention. Writes of
+/// one process are serialised, so only other replicas contend.
+const CAS_ATTEMPTS: u32 = 12;
 
 /// Audit actions that changed a setting and can be rolled back.
 const CONFIG_CHANGES: &[&str] = &[
@@ -48,16 +51,19 @@ const CONFIG_CHANGES: &[&str] = &[
 ];
 
 /// Which settings refuse changes in this process (`[control_plane]
-/// locked_settings`, installed by `seed_settings`).
+/// locked_settings`, installed by `seed_settings`), and the lock that
+/// serialises this process's setting writes.
 #[derive(Debug)]
 pub struct ConfigPolicy {
     locked: RwLock<BTreeSet<String>>,
+    writes: tokio::sync::Mutex<()>,
 }
 
 impl Default for ConfigPolicy {
     fn default() -> Self {
         Self {
             locked: RwLock::new(settings::locked_by_default().into_iter().collect()),
+            writes: tokio::sync::Mutex::new(()),
         }
     }
 }
@@ -68,6 +74,11 @@ impl ConfigPolicy {
             Ok(guard) => guard.contains(key),
             Err(poisoned) => poisoned.into_inner().contains(key),
         }
+    }
+
+    /// Held while a setting write (or an import) reads and swaps values.
+    pub(crate) async fn write_guard(&self) -> tokio::sync::MutexGuard<'_, ()> {
+        self.writes.lock().await
     }
 
     fn replace(&self, keys: &[String]) {
@@ -192,7 +203,7 @@ impl ControlPlane {
         if let Some(org) = org {
             self.get_org(org).await?;
         }
-        let rows = self.store.list_settings().await?;
+        let rows = self.plain_settings().await?;
         let (effective, written) = effective_from_rows(&rows);
         SETTINGS
             .iter()
@@ -217,7 +228,7 @@ impl ControlPlane {
         setting: &'static Setting,
         org: Option<&OrgId>,
     ) -> Result<SettingView> {
-        let rows = self.store.list_settings().await?;
+        let rows = self.plain_settings().await?;
         let (effective, written) = effective_from_rows(&rows);
         self.view(&effective, &written, setting, org)
     }
@@ -397,15 +408,20 @@ impl ControlPlane {
         let new_json = new.as_ref().map(SettingValue::to_json);
         let mut audit_seq = None;
         let mut changed = false;
+        let guard = self.config_policy.write_guard().await;
         for attempt in 1..=CAS_ATTEMPTS {
             let current = self.store.get_setting(setting.key, org_id).await?;
             let stored = current.as_ref().map(|r| r.value_json.clone());
-            if stored == new_json {
+            let plain = current.as_ref().and_then(|r| self.plain_json(r));
+            let unchanged = match (&current, &new_json) {
+                (None, None) => true,
+                (Some(_), Some(new)) => plain.as_ref() == Some(new),
+                _ => false,
+            };
+            if unchanged {
                 break;
             }
-            let old = current
-                .as_ref()
-                .and_then(|r| setting.from_json(&r.value_json).ok());
+            let old = plain.and_then(|json| setting.from_json(&json).ok());
             let mut details = Map::new();
             details.insert("key".into(), json!(setting.key));
             details.insert("org_id".into(), json!(org_id));
@@ -424,7 +440,7 @@ impl ControlPlane {
                 key: setting.key.to_owned(),
                 org_id: org_id.to_owned(),
                 expected: stored,
-                new: new_json.clone(),
+                new: new.as_ref().map(|v| self.stored_json(setting, org_id, v)),
                 at_ms: now_ms(),
             };
             match self.store.apply_setting_changes(&[change], &[record]).await {
@@ -433,16 +449,21 @@ impl ControlPlane {
                     changed = true;
                     break;
                 }
-                Err(StoreError::Conflict(_)) if attempt < CAS_ATTEMPTS => continue,
+                Err(StoreError::Conflict(_)) if attempt < CAS_ATTEMPTS => {
+                    // another replica won the swap: back off with jitter
+                    let ms = rand::random_range(1..=5 * u64::from(attempt));
+                    tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
+                }
                 Err(StoreError::Conflict(_)) => {
-                    return Err(ControlPlaneError::Unavailable(format!(
-                        "setting {} is being changed concurrently; nothing was changed, retry",
+                    return Err(ControlPlaneError::FailedPrecondition(format!(
+                        "setting {} kept changing concurrently; nothing was changed, retry",
                         setting.key
                     )));
                 }
                 Err(error) => return Err(error.into()),
             }
         }
+        drop(guard);
         let revision = self
             .publish_settings(&[(setting.key.to_owned(), org_id.to_owned())])
             .await;

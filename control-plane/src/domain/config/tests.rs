@@ -170,9 +170,12 @@ async fn refused_changes_change_nothing() {
     // per-org rules
     let level = setting("log.level");
     let org =
-        f.cp.create_org(&OrgName::parse("acme").unwrap())
-            .await
-            .unwrap();
+        f.cp.create_org(
+            &crate::auth::AdminActor::system(),
+            &OrgName::parse("acme").unwrap(),
+        )
+        .await
+        .unwrap();
     let org_id = OrgId::parse(&org.value.org.id).unwrap();
     let err =
         f.cp.set_setting(&admin(), setting("dedup.window_hours"), Some(&org_id), "48")
@@ -212,9 +215,12 @@ async fn org_overrides_layer_over_global_values() {
     let f = fixture().await;
     let rps = setting("limits.requests_per_second");
     let org =
-        f.cp.create_org(&OrgName::parse("acme").unwrap())
-            .await
-            .unwrap();
+        f.cp.create_org(
+            &crate::auth::AdminActor::system(),
+            &OrgName::parse("acme").unwrap(),
+        )
+        .await
+        .unwrap();
     let org_id = OrgId::parse(&org.value.org.id).unwrap();
     f.cp.set_setting(&admin(), rps, None, "50").await.unwrap();
     let update =
@@ -314,6 +320,28 @@ async fn rollback_restores_the_previous_value() {
         None,
         "sensitive values are never published in clear"
     );
+    let raw =
+        f.cp.store()
+            .get_setting(headers.key, "")
+            .await
+            .unwrap()
+            .unwrap();
+    assert!(
+        raw.value_json.starts_with("\"sealed:v1:") && !raw.value_json.contains("s3cr3t"),
+        "sealed at rest: {}",
+        raw.value_json
+    );
+    let view = f.cp.get_setting(headers, None).await.unwrap();
+    assert_eq!(view.value, SettingValue::String(secret.into()));
+    let again =
+        f.cp.set_setting(&admin(), headers, None, secret)
+            .await
+            .unwrap();
+    assert!(
+        !again.changed,
+        "an identical sensitive value writes nothing"
+    );
+    assert_eq!(f.cp.rewrap_sensitive_settings().await.unwrap(), (0, 1));
     let entry = f.cp.get_audit(update.audit_seq.unwrap()).await.unwrap();
     assert!(
         !entry.details_json.contains("s3cr3t"),
@@ -334,9 +362,12 @@ async fn rollback_restores_the_previous_value() {
 async fn export_then_import() {
     let f = fixture().await;
     let org =
-        f.cp.create_org(&OrgName::parse("acme").unwrap())
-            .await
-            .unwrap();
+        f.cp.create_org(
+            &crate::auth::AdminActor::system(),
+            &OrgName::parse("acme").unwrap(),
+        )
+        .await
+        .unwrap();
     let org_id = org.value.org.id.clone();
     let org_ref = OrgId::parse(&org_id).unwrap();
     f.cp.set_setting(&admin(), setting("arc.write_batch_size"), None, "500")

@@ -221,6 +221,7 @@ impl ControlPlane {
         }
         let doc: Value = serde_json::from_str(document)
             .map_err(|e| invalid_document(format!("not valid JSON ({e})")))?;
+        let _guard = self.config_policy.write_guard().await;
         let (entries, exported_at) = document_entries(&doc)?;
         let rows = self.store.list_settings().await?;
         let stored: HashMap<(String, String), &SettingRow> = rows
@@ -297,11 +298,12 @@ impl ControlPlane {
             };
             let current = stored.get(&(setting.key.to_owned(), org_id.clone()));
             let new_json = value.to_json();
-            if current.is_some_and(|r| r.value_json == new_json) {
+            let current_plain = current.and_then(|r| self.plain_json(r));
+            if current_plain.as_ref() == Some(&new_json) {
                 report.unchanged += 1;
                 continue;
             }
-            let old = current.and_then(|r| setting.from_json(&r.value_json).ok());
+            let old = current_plain.and_then(|json| setting.from_json(&json).ok());
             if self.is_locked(setting.key) {
                 report.conflicts.push(conflict(
                     ConflictKind::Locked,
@@ -334,12 +336,13 @@ impl ControlPlane {
                 "sensitive": setting.sensitive,
                 "target": setting_target(setting.key, org_ref.as_ref()),
             });
+            let stored_json = self.stored_json(setting, &org_id, &value);
             planned.push((
                 SettingChange {
                     key: setting.key.to_owned(),
                     org_id,
                     expected: current.map(|r| r.value_json.clone()),
-                    new: Some(new_json),
+                    new: Some(stored_json),
                     at_ms: now_ms(),
                 },
                 details,
@@ -462,7 +465,7 @@ impl ControlPlane {
                 key: setting.key.to_owned(),
                 org_id: String::new(),
                 expected: None,
-                new: Some(value.value.to_json()),
+                new: Some(self.stored_json(setting, "", &value.value)),
                 at_ms: now_ms(),
             });
             let details = json!({
@@ -494,7 +497,7 @@ impl ControlPlane {
             tracing::info!(seeded = changes.len(), locked = ?locked, revision = ?revision, "runtime settings initialised from the static configuration");
             return Ok(());
         }
-        let rows = self.store.list_settings().await?;
+        let rows = self.plain_settings().await?;
         let (effective, _) = effective_from_rows(&rows);
         for value in &plan.values {
             let Ok(current) = effective.resolve(None, value.setting.key) else {

@@ -1,0 +1,191 @@
+//! Every runtime setting, sorted by key. Adding one here is all it takes:
+//! validation, listing, export/import, publication and the workers' typed
+//! views follow from the entry.
+
+use super::{Category, DefaultValue, Setting, SettingType};
+
+pub(crate) const LOG_LEVELS: &[&str] = &["trace", "debug", "info", "warn", "error"];
+pub(crate) const KIB: i64 = 1024;
+pub(crate) const MIB: i64 = 1024 * 1024;
+
+const fn hot(
+    key: &'static str,
+    description: &'static str,
+    ty: SettingType,
+    default: DefaultValue,
+) -> Setting {
+    Setting {
+        key,
+        description,
+        ty,
+        default,
+        category: Category::Hot,
+        per_org: true,
+        locked_by_default: false,
+        sensitive: false,
+    }
+}
+
+/// Every setting, sorted by key.
+pub static SETTINGS: &[Setting] = &[
+    hot(
+        "arc.max_batch_bytes",
+        "a write batch closes when its encoded size would exceed this many bytes",
+        SettingType::Integer {
+            min: 64 * KIB,
+            max: 256 * MIB,
+            unit: "bytes",
+        },
+        DefaultValue::Int(8 * MIB),
+    ),
+    Setting {
+        per_org: false,
+        ..hot(
+            "arc.query_timeout_ms",
+            "how long a worker waits for one arc query",
+            SettingType::DurationMs {
+                min: 100,
+                max: 300_000,
+            },
+            DefaultValue::Int(30_000),
+        )
+    },
+    Setting {
+        per_org: false,
+        ..hot(
+            "arc.retry_max_attempts",
+            "retries of a failed arc write (5xx or connection errors only), with jittered backoff",
+            SettingType::Integer {
+                min: 0,
+                max: 10,
+                unit: "retries",
+            },
+            DefaultValue::Int(3),
+        )
+    },
+    hot(
+        "arc.write_batch_size",
+        "a write batch closes when it holds this many memories",
+        SettingType::Integer {
+            min: 1,
+            max: 100_000,
+            unit: "events",
+        },
+        DefaultValue::Int(100),
+    ),
+    hot(
+        "arc.write_flush_interval_ms",
+        "the longest a non-empty batch waits before it is written",
+        SettingType::DurationMs {
+            min: 1,
+            max: 60_000,
+        },
+        DefaultValue::Int(1000),
+    ),
+    hot(
+        "arc.write_linger_ms",
+        "group commit: how long a write waits for concurrent writes to share its arc request",
+        SettingType::DurationMs { min: 0, max: 1000 },
+        DefaultValue::Int(5),
+    ),
+    hot(
+        "dedup.enabled",
+        "collapse writes with the same dedup key within the window",
+        SettingType::Boolean,
+        DefaultValue::Bool(true),
+    ),
+    Setting {
+        per_org: false,
+        locked_by_default: true,
+        ..hot(
+            "dedup.key_content_bytes",
+            "bytes of content hashed into a generated dedup key; changing it stops retries across the change from collapsing",
+            SettingType::Integer {
+                min: 1,
+                max: 65_536,
+                unit: "bytes",
+            },
+            DefaultValue::Int(200),
+        )
+    },
+    hot(
+        "dedup.window_hours",
+        "how far back a write looks for an earlier write with the same dedup key",
+        SettingType::Integer {
+            min: 1,
+            max: 8760,
+            unit: "hours",
+        },
+        DefaultValue::Int(24),
+    ),
+    hot(
+        "limits.burst",
+        "requests an org may send at once above its steady rate",
+        SettingType::Integer {
+            min: 1,
+            max: 1_000_000,
+            unit: "requests",
+        },
+        DefaultValue::Int(2000),
+    ),
+    hot(
+        "limits.max_payload_bytes",
+        "largest request body a worker accepts for an org",
+        SettingType::Integer {
+            min: KIB,
+            max: 64 * MIB,
+            unit: "bytes",
+        },
+        DefaultValue::Int(4 * MIB),
+    ),
+    hot(
+        "limits.max_queued_events",
+        "memories an org may have waiting for arc per worker before writes get 429",
+        SettingType::Integer {
+            min: 1,
+            max: 10_000_000,
+            unit: "events",
+        },
+        DefaultValue::Int(10_000),
+    ),
+    hot(
+        "limits.requests_per_second",
+        "steady request rate an org may send to each worker (0 = unlimited)",
+        SettingType::Integer {
+            min: 0,
+            max: 1_000_000,
+            unit: "requests/s",
+        },
+        DefaultValue::Int(1000),
+    ),
+    Setting {
+        per_org: false,
+        ..hot(
+            "log.level",
+            "log level of workers and the control plane (RUST_LOG, when set, wins)",
+            SettingType::Enum { values: LOG_LEVELS },
+            DefaultValue::Str("info"),
+        )
+    },
+    Setting {
+        per_org: false,
+        category: Category::RestartRequired,
+        ..hot(
+            "telemetry.otlp_endpoint",
+            "OTLP/gRPC endpoint traces are exported to (empty = no export)",
+            SettingType::Text { max_len: 2048 },
+            DefaultValue::Str(""),
+        )
+    },
+    Setting {
+        per_org: false,
+        category: Category::RestartRequired,
+        sensitive: true,
+        ..hot(
+            "telemetry.otlp_headers",
+            "headers sent with OTLP exports, e.g. an ingest token (k1=v1,k2=v2)",
+            SettingType::Text { max_len: 4096 },
+            DefaultValue::Str(""),
+        )
+    },
+];
