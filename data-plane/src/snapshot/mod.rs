@@ -16,6 +16,9 @@ use memtrace_common::settings::EffectiveSettings;
 use memtrace_common::state::{StateKey, StateKeys};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::time::Instant;
 
@@ -229,11 +232,26 @@ fn copy_setting(to: &mut Snapshot, org_id: Option<&str>, key: &str, raw: &[u8]) 
 pub struct SnapshotHandle {
     current: ArcSwap<Snapshot>,
     ready: AtomicBool,
-    rejected_total: AtomicU64,
-    reloads_total: AtomicU64,
-    applies_total: AtomicU64,
+    metrics: SnapshotMetrics,
     last_apply_ms: AtomicI64,
     started: Instant,
+}
+
+/// The watcher's metrics (registered by [`SnapshotHandle::register_metrics`]).
+#[derive(Debug, Clone, Default)]
+struct SnapshotMetrics {
+    /// Incremental applies of published changes (hot reloads).
+    config_reloads: Counter,
+    /// Full loads (bootstrap, compaction, bus replaced, last-known-good).
+    snapshot_reloads: Counter,
+    /// Published records skipped as invalid.
+    rejected_records: Counter,
+    /// Revision of the newest published change applied.
+    applied_revision: Gauge,
+    /// Seconds since the last change or progress notification was applied.
+    staleness_seconds: Gauge<f64, AtomicU64>,
+    /// 1 once the first full snapshot is applied.
+    ready: Gauge,
 }
 
 impl Default for SnapshotHandle {
@@ -241,9 +259,7 @@ impl Default for SnapshotHandle {
         Self {
             current: ArcSwap::from_pointee(Snapshot::default()),
             ready: AtomicBool::new(false),
-            rejected_total: AtomicU64::new(0),
-            reloads_total: AtomicU64::new(0),
-            applies_total: AtomicU64::new(0),
+            metrics: SnapshotMetrics::default(),
             last_apply_ms: AtomicI64::new(0),
             started: Instant::now(),
         }
@@ -262,20 +278,34 @@ impl SnapshotHandle {
     }
 
     pub fn rejected_total(&self) -> u64 {
-        self.rejected_total.load(Ordering::Relaxed)
+        self.metrics.rejected_records.get()
     }
 
     pub fn reloads_total(&self) -> u64 {
-        self.reloads_total.load(Ordering::Relaxed)
+        self.metrics.snapshot_reloads.get()
     }
 
     /// Incremental applies of published changes (`config_reloads_total`).
     pub fn applies_total(&self) -> u64 {
-        self.applies_total.load(Ordering::Relaxed)
+        self.metrics.config_reloads.get()
     }
 
-    pub(crate) fn count_apply(&self) {
-        self.applies_total.fetch_add(1, Ordering::Relaxed);
+    /// Adds the watcher's metrics to `registry` (names prefixed `memtrace_`).
+    pub fn register_metrics(&self, registry: &mut Registry) {
+        let m = &self.metrics;
+        let sub = registry.sub_registry_with_prefix("memtrace");
+        sub.register("config_reloads", "published changes applied without restart", m.config_reloads.clone());
+        sub.register("snapshot_reloads", "full snapshot loads (bootstrap, compaction, bus replaced)", m.snapshot_reloads.clone());
+        sub.register("snapshot_rejected_records", "published records skipped as invalid", m.rejected_records.clone());
+        sub.register("snapshot_applied_revision", "revision of the newest published change applied", m.applied_revision.clone());
+        sub.register("snapshot_staleness_seconds", "seconds since the last change or progress notification", m.staleness_seconds.clone());
+        sub.register("snapshot_ready", "1 once the first full snapshot is applied", m.ready.clone());
+    }
+
+    /// Refreshes the gauges that are computed at scrape time.
+    pub fn refresh_metrics(&self) {
+        let staleness = self.staleness_ms().map_or(-1.0, |ms| ms as f64 / 1000.0);
+        self.metrics.staleness_seconds.set(staleness);
     }
 
     /// Milliseconds since the last applied change or progress, `None` before any.
@@ -288,16 +318,21 @@ impl SnapshotHandle {
     }
 
     pub(crate) fn store(&self, snapshot: Snapshot, report: &ApplyReport, full: bool) {
-        self.rejected_total
-            .fetch_add(report.rejected as u64, Ordering::Relaxed);
+        self.metrics.rejected_records.inc_by(report.rejected as u64);
         if full {
-            self.reloads_total.fetch_add(1, Ordering::Relaxed);
+            self.metrics.snapshot_reloads.inc();
         }
+        self.metrics.applied_revision.set(snapshot.applied_revision);
         self.current.store(Arc::new(snapshot));
         self.touch();
         if full {
             self.ready.store(true, Ordering::Release);
+            self.metrics.ready.set(1);
         }
+    }
+
+    pub(crate) fn count_apply(&self) {
+        self.metrics.config_reloads.inc();
     }
 
     /// Records liveness without a change (a progress notification).
@@ -306,5 +341,41 @@ impl SnapshotHandle {
             .unwrap_or(i64::MAX)
             .max(1);
         self.last_apply_ms.store(now, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn metrics_are_exposed_in_prometheus_text() {
+        let handle = SnapshotHandle::default();
+        let mut registry = Registry::default();
+        handle.register_metrics(&mut registry);
+        let snapshot = Snapshot {
+            applied_revision: 42,
+            ..Snapshot::default()
+        };
+        let report = ApplyReport {
+            applied: 1,
+            rejected: 2,
+            published_change: true,
+        };
+        handle.store(snapshot, &report, true);
+        handle.count_apply();
+        handle.refresh_metrics();
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &registry).expect("encode");
+        for line in [
+            "memtrace_config_reloads_total 1",
+            "memtrace_snapshot_reloads_total 1",
+            "memtrace_snapshot_rejected_records_total 2",
+            "memtrace_snapshot_applied_revision 42",
+            "memtrace_snapshot_ready 1",
+        ] {
+            assert!(text.contains(line), "missing {line:?} in:\n{text}");
+        }
+        assert!(text.contains("memtrace_snapshot_staleness_seconds "), "{text}");
     }
 }
