@@ -157,6 +157,15 @@ impl EtcdBus {
     pub fn client(&self) -> &Client {
         &self.client
     }
+
+    /// The cheapest read etcd answers with a full header (count-only get).
+    async fn probe(&self) -> Result<etcd_client::GetResponse, BusError> {
+        self.client
+            .kv_client()
+            .get("\0", Some(GetOptions::new().with_count_only()))
+            .await
+            .map_err(map_error)
+    }
 }
 
 /// `host:port` → `http://host:port`; `http://` kept; other schemes refused.
@@ -366,25 +375,13 @@ impl StateBus for EtcdBus {
     }
 
     async fn current_revision(&self) -> Result<i64, BusError> {
-        let options = GetOptions::new().with_count_only();
-        let response = self
-            .client
-            .kv_client()
-            .get("\0", Some(options))
-            .await
-            .map_err(map_error)?;
-        header_revision(response.header())
+        header_revision(self.probe().await?.header())
     }
 
     async fn incarnation(&self) -> Result<u64, BusError> {
-        let options = GetOptions::new().with_count_only();
-        let response = self
-            .client
-            .kv_client()
-            .get("\0", Some(options))
-            .await
-            .map_err(map_error)?;
-        Ok(response
+        Ok(self
+            .probe()
+            .await?
             .header()
             .map(ResponseHeader::cluster_id)
             .unwrap_or(0))

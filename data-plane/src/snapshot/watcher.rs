@@ -96,40 +96,12 @@ impl Watcher {
                     }
                 }
             }
-            // a wiped etcd is a new incarnation, whose revisions restart low
-            // (a watch from our revision would miss what it holds): check first
-            match self.bus.incarnation().await {
-                Ok(incarnation)
-                    if incarnation != 0
-                        && self.incarnation != 0
-                        && incarnation != self.incarnation =>
-                {
-                    tracing::warn!(
-                        incarnation,
-                        previous = self.incarnation,
-                        "state bus was replaced (etcd wiped or restored); reloading"
-                    );
+            match self.bus_replaced().await {
+                Ok(false) => {}
+                Ok(true) => {
                     need_reload = true;
                     continue;
                 }
-                Ok(_) => {}
-                Err(error) => {
-                    tracing::warn!(%error, "state bus unreachable; serving the last snapshot");
-                    self.sleep_backoff().await;
-                    continue;
-                }
-            }
-            match self.bus.current_revision().await {
-                Ok(current) if current < self.resume => {
-                    tracing::warn!(
-                        current,
-                        ours = self.resume,
-                        "bus revision went backwards; reloading"
-                    );
-                    need_reload = true;
-                    continue;
-                }
-                Ok(_) => {}
                 Err(error) => {
                     tracing::warn!(%error, "state bus unreachable; serving the last snapshot");
                     self.sleep_backoff().await;
@@ -170,6 +142,31 @@ impl Watcher {
                 }
             }
         }
+    }
+
+    /// Whether the bus is not the one the snapshot came from: a new
+    /// incarnation (etcd wiped or restored), or a revision below ours. Either
+    /// way a watch from our revision would miss what the bus holds.
+    async fn bus_replaced(&self) -> Result<bool, BusError> {
+        let incarnation = self.bus.incarnation().await?;
+        if incarnation != 0 && self.incarnation != 0 && incarnation != self.incarnation {
+            tracing::warn!(
+                incarnation,
+                previous = self.incarnation,
+                "state bus was replaced (etcd wiped or restored); reloading"
+            );
+            return Ok(true);
+        }
+        let current = self.bus.current_revision().await?;
+        if current < self.resume {
+            tracing::warn!(
+                current,
+                ours = self.resume,
+                "bus revision went backwards; reloading"
+            );
+            return Ok(true);
+        }
+        Ok(false)
     }
 
     fn load_lkg(&mut self) {
