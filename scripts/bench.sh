@@ -9,7 +9,8 @@ what="${1:-propagation}"
 shift || true
 case "$what" in
     propagation)
-        cargo build --release -p memtrace-control-plane -p memtrace-tests --bin propagation-bench >&2
+        cargo build --release -p memtrace-control-plane >&2
+        cargo build --release -p memtrace-tests --bin propagation-bench >&2
         ./target/release/propagation-bench "$@"
         ;;
     *)
