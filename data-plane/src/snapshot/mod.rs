@@ -14,11 +14,11 @@ use arc_swap::ArcSwap;
 use memtrace_common::fleet::FleetKeyring;
 use memtrace_common::settings::EffectiveSettings;
 use memtrace_common::state::{StateKey, StateKeys};
-use std::collections::{BTreeMap, HashMap};
-use std::sync::Arc;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::time::Instant;
 
@@ -294,12 +294,36 @@ impl SnapshotHandle {
     pub fn register_metrics(&self, registry: &mut Registry) {
         let m = &self.metrics;
         let sub = registry.sub_registry_with_prefix("memtrace");
-        sub.register("config_reloads", "published changes applied without restart", m.config_reloads.clone());
-        sub.register("snapshot_reloads", "full snapshot loads (bootstrap, compaction, bus replaced)", m.snapshot_reloads.clone());
-        sub.register("snapshot_rejected_records", "published records skipped as invalid", m.rejected_records.clone());
-        sub.register("snapshot_applied_revision", "revision of the newest published change applied", m.applied_revision.clone());
-        sub.register("snapshot_staleness_seconds", "seconds since the last change or progress notification", m.staleness_seconds.clone());
-        sub.register("snapshot_ready", "1 once the first full snapshot is applied", m.ready.clone());
+        sub.register(
+            "config_reloads",
+            "published changes applied without restart",
+            m.config_reloads.clone(),
+        );
+        sub.register(
+            "snapshot_reloads",
+            "full snapshot loads (bootstrap, compaction, bus replaced)",
+            m.snapshot_reloads.clone(),
+        );
+        sub.register(
+            "snapshot_rejected_records",
+            "published records skipped as invalid",
+            m.rejected_records.clone(),
+        );
+        sub.register(
+            "snapshot_applied_revision",
+            "revision of the newest published change applied",
+            m.applied_revision.clone(),
+        );
+        sub.register(
+            "snapshot_staleness_seconds",
+            "seconds since the last change or progress notification",
+            m.staleness_seconds.clone(),
+        );
+        sub.register(
+            "snapshot_ready",
+            "1 once the first full snapshot is applied",
+            m.ready.clone(),
+        );
     }
 
     /// Refreshes the gauges that are computed at scrape time.
@@ -376,6 +400,9 @@ mod tests {
         ] {
             assert!(text.contains(line), "missing {line:?} in:\n{text}");
         }
-        assert!(text.contains("memtrace_snapshot_staleness_seconds "), "{text}");
+        assert!(
+            text.contains("memtrace_snapshot_staleness_seconds "),
+            "{text}"
+        );
     }
 }
