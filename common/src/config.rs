@@ -203,6 +203,30 @@ impl Default for ControlPlaneConfig {
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
+pub struct WorkerConfig {
+    /// Registration id; empty means `<HOSTNAME>-<random>`.
+    pub id: String,
+    /// Address other components reach this worker at; empty means `host:port`.
+    pub advertise_address: String,
+    /// Last-known-good snapshot file; empty disables it.
+    pub snapshot_cache: String,
+    /// Lease TTL of the registration (renewed every TTL/3).
+    pub registration_ttl_ms: u64,
+}
+
+impl Default for WorkerConfig {
+    fn default() -> Self {
+        Self {
+            id: String::new(),
+            advertise_address: String::new(),
+            snapshot_cache: "./data/worker-snapshot.json".into(),
+            registration_ttl_ms: 10_000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
 pub struct EtcdConfig {
     /// Comma-separated endpoints; empty means single-node mode (in-process bus).
     pub endpoints: String,
@@ -251,6 +275,7 @@ pub struct MemtraceConfig {
     pub dedup: DedupConfig,
     pub control_plane: ControlPlaneConfig,
     pub etcd: EtcdConfig,
+    pub worker: WorkerConfig,
 }
 
 /// A loaded configuration and where it came from.

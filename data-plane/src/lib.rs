@@ -2,9 +2,12 @@
 //! [`snapshot`] (watched from the state bus, swapped atomically, validated
 //! record by record, with a last-known-good file) and the worker's
 //! [`registration`] under a lease, and agent [`auth`]entication against the
-//! snapshot. Next: the memtrace-compatible REST and `memtrace.v1` gRPC APIs,
-//! per-tenant batching into Arc, and reads.
+//! snapshot, and the [`query`] builder: every read as escaped, validated SQL
+//! for Arc (DuckDB) or the embedded SQLite store. Next: the
+//! memtrace-compatible REST and `memtrace.v1` gRPC APIs and per-tenant
+//! batching into Arc.
 
 pub mod auth;
 pub mod registration;
 pub mod snapshot;
+pub mod worker;

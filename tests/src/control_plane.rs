@@ -93,7 +93,13 @@ impl ControlPlane {
             command.env(k, v);
         }
         let mut child = command.spawn().context("spawn memtrace-control-plane")?;
-        let addr = wait_for_listen_addr(&log_path, &mut child, Duration::from_secs(20)).await?;
+        let addr = wait_for_listen_addr(
+            &log_path,
+            &mut child,
+            "control plane listening",
+            Duration::from_secs(20),
+        )
+        .await?;
         Ok(Self {
             spec,
             addr,
@@ -166,9 +172,10 @@ fn next_run(dir: &Path) -> usize {
 }
 
 /// Reads the log until the "listening" line names the bound address.
-async fn wait_for_listen_addr(
+pub(crate) async fn wait_for_listen_addr(
     log: &Path,
     child: &mut Child,
+    message: &str,
     within: Duration,
 ) -> anyhow::Result<std::net::SocketAddr> {
     let deadline = Instant::now() + within;
@@ -180,16 +187,16 @@ async fn wait_for_listen_addr(
             };
             let listening = value["message"]
                 .as_str()
-                .is_some_and(|m| m.starts_with("control plane listening"));
+                .is_some_and(|m| m.starts_with(message));
             if let (true, Some(addr)) = (listening, value["addr"].as_str()) {
                 return Ok(addr.parse()?);
             }
         }
         if let Some(status) = child.try_wait()? {
-            bail!("control plane exited with {status} before listening; log:\n{text}");
+            bail!("process exited with {status} before listening; log:\n{text}");
         }
         if Instant::now() > deadline {
-            bail!("control plane did not report its address within {within:?}; log:\n{text}");
+            bail!("process did not report its address within {within:?}; log:\n{text}");
         }
         tokio::time::sleep(Duration::from_millis(25)).await;
     }

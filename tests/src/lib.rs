@@ -10,6 +10,7 @@ pub mod control_plane;
 pub mod etcd;
 pub mod postgres;
 pub mod watchers;
+pub mod worker;
 
 /// An HTTP client for tests (installs the process's TLS provider first).
 pub fn http_client() -> reqwest::Client {

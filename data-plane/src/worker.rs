@@ -1,0 +1,230 @@
+//! The worker process: one port serving the HTTP probes, `/metrics` and
+//! `grpc.health.v1` (the agent-facing REST and gRPC APIs join it next), the
+//! snapshot watcher, and the registration under a lease. Stateless: all it
+//! knows comes from the state bus.
+
+use crate::registration::{self, WorkerIdentity};
+use crate::snapshot::watcher::{Watcher, WatcherOptions};
+use crate::snapshot::{SnapshotBuilder, SnapshotHandle};
+use axum::Json;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use memtrace_common::bus::StateBus;
+use memtrace_common::config::MemtraceConfig;
+use memtrace_common::fleet::FleetKeyring;
+use memtrace_common::shutdown::ShutdownSignal;
+use memtrace_common::state::StateKeys;
+use prometheus_client::registry::Registry;
+use serde_json::json;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use tonic::transport::Server;
+use tonic::transport::server::TcpIncoming;
+use tonic_health::ServingStatus;
+
+/// Why the worker could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum WorkerError {
+    #[error("{0}")]
+    Startup(String),
+    #[error("server failed: {0}")]
+    Serve(String),
+}
+
+/// Everything [`run`] needs; the listener is bound by the caller.
+pub struct WorkerOptions {
+    pub config: MemtraceConfig,
+    pub fleet: Arc<FleetKeyring>,
+    pub bus: Arc<dyn StateBus>,
+    pub listener: tokio::net::TcpListener,
+    pub shutdown: ShutdownSignal,
+    /// `HOSTNAME`, for the default worker id.
+    pub hostname: Option<String>,
+}
+
+struct AppState {
+    handle: Arc<SnapshotHandle>,
+    registry: Registry,
+    started: Instant,
+    worker_id: String,
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+/// Runs the worker until the shutdown signal, then drains for
+/// `[server] shutdown_timeout` seconds.
+pub async fn run(options: WorkerOptions) -> Result<(), WorkerError> {
+    let WorkerOptions {
+        config,
+        fleet,
+        bus,
+        listener,
+        shutdown,
+        hostname,
+    } = options;
+    let addr = listener
+        .local_addr()
+        .map_err(|e| WorkerError::Startup(format!("listener has no address: {e}")))?;
+    let worker_id = if config.worker.id.trim().is_empty() {
+        let host = hostname
+            .filter(|h| !h.trim().is_empty())
+            .unwrap_or_else(|| "worker".into());
+        format!("{host}-{:06x}", rand::random::<u32>() & 0xff_ffff)
+    } else {
+        config.worker.id.trim().to_owned()
+    };
+    let advertise = if config.worker.advertise_address.trim().is_empty() {
+        addr.to_string()
+    } else {
+        config.worker.advertise_address.trim().to_owned()
+    };
+    let keys = StateKeys::new(&config.etcd.prefix);
+    let handle = Arc::new(SnapshotHandle::default());
+    let mut registry = Registry::default();
+    handle.register_metrics(&mut registry);
+
+    let lkg_path = Some(config.worker.snapshot_cache.trim())
+        .filter(|p| !p.is_empty())
+        .map(PathBuf::from);
+    let watcher = Watcher::new(
+        bus.clone(),
+        SnapshotBuilder::new(keys.clone(), fleet),
+        handle.clone(),
+        WatcherOptions {
+            lkg_path,
+            ..WatcherOptions::default()
+        },
+    );
+    let watcher_task = tokio::spawn(watcher.run());
+    let registration_task = tokio::spawn(registration::run(
+        bus,
+        keys,
+        WorkerIdentity {
+            worker_id: worker_id.clone(),
+            address: advertise,
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+            started_at_ms: now_ms(),
+        },
+        handle.clone(),
+        Duration::from_millis(config.worker.registration_ttl_ms.max(1_000)),
+        Duration::from_millis(200),
+    ));
+
+    let (health_reporter, health_service) = tonic_health::server::health_reporter();
+    health_reporter
+        .set_service_status("", ServingStatus::NotServing)
+        .await;
+    let readiness_task = {
+        let handle = handle.clone();
+        tokio::spawn(async move {
+            while !handle.is_ready() {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            health_reporter
+                .set_service_status("", ServingStatus::Serving)
+                .await;
+        })
+    };
+    let state = Arc::new(AppState {
+        handle,
+        registry,
+        started: Instant::now(),
+        worker_id: worker_id.clone(),
+    });
+    let router = axum::Router::new()
+        .route("/health", get(health))
+        .route("/ready", get(ready))
+        .route("/metrics", get(metrics))
+        .with_state(state);
+    let routes = tonic::service::Routes::from(router).add_service(health_service);
+
+    let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
+    let stop = async move {
+        shutdown.await;
+        tracing::info!("worker stopping: no new connections, draining in-flight requests");
+        let _ = stopping_tx.send(());
+    };
+    tracing::info!(%addr, worker_id = %worker_id, "worker listening (/health, /ready, /metrics, grpc health)");
+    let server = Server::builder()
+        .accept_http1(true)
+        .add_routes(routes)
+        .serve_with_incoming_shutdown(TcpIncoming::from(listener).with_nodelay(Some(true)), stop);
+    tokio::pin!(server);
+    let grace = Duration::from_secs(config.server.shutdown_timeout);
+    let served = tokio::select! {
+        biased;
+        result = &mut server => result,
+        _ = stopping_rx => match tokio::time::timeout(grace, &mut server).await {
+            Ok(result) => result,
+            Err(_) => {
+                tracing::warn!(grace_seconds = grace.as_secs(), "grace period expired; closing remaining requests");
+                Ok(())
+            }
+        },
+    };
+    readiness_task.abort();
+    watcher_task.abort();
+    // dropping the registration stops renewing; the lease lapses within its TTL
+    registration_task.abort();
+    served.map_err(|e| WorkerError::Serve(e.to_string()))?;
+    tracing::info!("worker stopped");
+    Ok(())
+}
+
+async fn health(State(state): State<Arc<AppState>>) -> Json<serde_json::Value> {
+    let uptime = humantime::format_duration(Duration::from_secs(state.started.elapsed().as_secs()));
+    Json(json!({
+        "status": "ok",
+        "service": "memtrace",
+        "worker_id": state.worker_id,
+        "uptime": uptime.to_string(),
+        "arc": {},
+    }))
+}
+
+async fn ready(State(state): State<Arc<AppState>>) -> (StatusCode, Json<serde_json::Value>) {
+    if !state.handle.is_ready() {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({"status": "not ready", "reason": "no snapshot of published state yet"})),
+        );
+    }
+    let snapshot = state.handle.load();
+    (
+        StatusCode::OK,
+        Json(json!({
+            "status": "ready",
+            "applied_revision": snapshot.applied_revision,
+            "staleness_ms": state.handle.staleness_ms(),
+            "orgs": snapshot.orgs.len(),
+        })),
+    )
+}
+
+async fn metrics(State(state): State<Arc<AppState>>) -> impl IntoResponse {
+    state.handle.refresh_metrics();
+    let mut body = String::new();
+    match prometheus_client::encoding::text::encode(&mut body, &state.registry) {
+        Ok(()) => (
+            StatusCode::OK,
+            [(
+                header::CONTENT_TYPE,
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            )],
+            body,
+        ),
+        Err(error) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+            format!("metrics encoding failed: {error}"),
+        ),
+    }
+}

@@ -1,0 +1,92 @@
+//! Starts the real `memtrace-worker` binary on `127.0.0.1:0` against an etcd,
+//! with JSON logs captured to a file; the bound address is read from the
+//! worker's own "listening" log line.
+
+use crate::bins::bin_path;
+use crate::control_plane::wait_for_listen_addr;
+use anyhow::Context;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+use tokio::process::{Child, Command};
+
+/// A running worker process.
+pub struct Worker {
+    pub addr: std::net::SocketAddr,
+    pub log_path: PathBuf,
+    child: Option<Child>,
+}
+
+impl Worker {
+    /// Starts a worker named `id` watching `prefix` on `etcd_endpoint`.
+    pub async fn spawn(
+        dir: &Path,
+        id: &str,
+        etcd_endpoint: &str,
+        prefix: &str,
+        fleet_key: &str,
+        extra_env: &[(&str, &str)],
+    ) -> anyhow::Result<Self> {
+        let log_path = dir.join(format!("worker-{id}.log"));
+        let mut command = Command::new(bin_path("memtrace-worker")?);
+        command
+            .current_dir(dir)
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("HOME", dir)
+            .env("MEMTRACE_SERVER_HOST", "127.0.0.1")
+            .env("MEMTRACE_SERVER_PORT", "0")
+            .env("MEMTRACE_SERVER_SHUTDOWN_TIMEOUT", "5")
+            .env("MEMTRACE_LOG_FORMAT", "json")
+            .env("MEMTRACE_LOG_LEVEL", "info")
+            .env("MEMTRACE_WORKER_ID", id)
+            .env(
+                "MEMTRACE_WORKER_SNAPSHOT_CACHE",
+                dir.join(format!("{id}-snapshot.json")),
+            )
+            .env("MEMTRACE_ETCD_ENDPOINTS", etcd_endpoint)
+            .env("MEMTRACE_ETCD_PREFIX", prefix)
+            .env("MEMTRACE_FLEET_KEY", fleet_key)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log_path)?)
+            .kill_on_drop(true);
+        for (k, v) in extra_env {
+            command.env(k, v);
+        }
+        let mut child = command.spawn().context("spawn memtrace-worker")?;
+        let addr = wait_for_listen_addr(
+            &log_path,
+            &mut child,
+            "worker listening",
+            Duration::from_secs(20),
+        )
+        .await?;
+        Ok(Self {
+            addr,
+            log_path,
+            child: Some(child),
+        })
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn logs(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+
+    /// Sends SIGTERM and waits for the exit status.
+    pub async fn stop(mut self) -> anyhow::Result<std::process::ExitStatus> {
+        let mut child = self.child.take().context("already stopped")?;
+        if let Some(pid) = child.id() {
+            let _ = std::process::Command::new("kill")
+                .args(["-TERM", &pid.to_string()])
+                .status();
+        }
+        Ok(tokio::time::timeout(Duration::from_secs(15), child.wait())
+            .await
+            .context("worker did not exit within 15s of SIGTERM")??)
+    }
+}

@@ -1,0 +1,194 @@
+//! The real `memtrace-worker` binary against a real etcd and control plane:
+//! startup refusals, readiness after the first snapshot, probes and metrics,
+//! registration seen by `memtracectl workers`/`status`, a hot setting applied
+//! without restart, and a clean SIGTERM.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use memtrace_common::keys::generate_key_b64;
+use memtrace_tests::cli::Ctl;
+use memtrace_tests::control_plane::{ControlPlane, ControlPlaneSpec};
+use memtrace_tests::etcd::EtcdServer;
+use memtrace_tests::worker::Worker;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+const PREFIX: &str = "/memtrace-workers/v1/";
+
+async fn refused(env: &[(&str, &str)]) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let mut command =
+        tokio::process::Command::new(memtrace_tests::bins::bin_path("memtrace-worker").unwrap());
+    command
+        .current_dir(dir.path())
+        .env_clear()
+        .env("MEMTRACE_SERVER_HOST", "127.0.0.1")
+        .env("MEMTRACE_SERVER_PORT", "0")
+        .stdin(Stdio::null());
+    for (k, v) in env {
+        command.env(k, v);
+    }
+    let out = tokio::time::timeout(Duration::from_secs(20), command.output())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        !out.status.success(),
+        "worker must refuse to start: {out:?}"
+    );
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[tokio::test]
+async fn refuses_to_start_without_what_it_needs() {
+    let fleet = generate_key_b64();
+    let err = refused(&[("MEMTRACE_FLEET_KEY", &fleet)]).await;
+    assert!(err.contains("MEMTRACE_ETCD_ENDPOINTS"), "{err}");
+    let err = refused(&[("MEMTRACE_ETCD_ENDPOINTS", "http://127.0.0.1:9")]).await;
+    assert!(err.contains("MEMTRACE_FLEET_KEY is required"), "{err}");
+    let err = refused(&[
+        ("MEMTRACE_ETCD_ENDPOINTS", "http://127.0.0.1:9"),
+        ("MEMTRACE_FLEET_KEY", &fleet),
+        ("MEMTRACE_MASTER_KEY", &generate_key_b64()),
+    ])
+    .await;
+    assert!(
+        err.contains("master key never leaves the control plane"),
+        "{err}"
+    );
+    let err = refused(&[
+        ("MEMTRACE_ETCD_ENDPOINTS", "http://127.0.0.1:9"),
+        ("MEMTRACE_FLEET_KEY", "short"),
+    ])
+    .await;
+    assert!(err.contains("MEMTRACE_FLEET_KEY"), "{err}");
+}
+
+async fn eventually<T>(what: &str, mut probe: impl AsyncFnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        if let Some(value) = probe().await {
+            return value;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workers_register_serve_probes_and_apply_settings_hot() {
+    let etcd = tokio::task::block_in_place(EtcdServer::start).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let fleet = generate_key_b64();
+    let mut spec = ControlPlaneSpec::default();
+    spec.extra_env
+        .insert("MEMTRACE_ETCD_ENDPOINTS".into(), etcd.endpoint());
+    spec.extra_env
+        .insert("MEMTRACE_ETCD_PREFIX".into(), PREFIX.into());
+    spec.extra_env
+        .insert("MEMTRACE_FLEET_KEY".into(), fleet.clone());
+    let cp = ControlPlane::start(dir.path(), spec).await.unwrap();
+    let ctl = Ctl {
+        server: cp.url(),
+        token: cp.admin_token().unwrap(),
+    };
+    ctl.json(&["org", "create", "workers"]).await.unwrap();
+
+    let ttl = [("MEMTRACE_WORKER_REGISTRATION_TTL_MS", "2000")];
+    let a = Worker::spawn(
+        dir.path(),
+        "worker-a",
+        &etcd.endpoint(),
+        PREFIX,
+        &fleet,
+        &ttl,
+    )
+    .await
+    .unwrap();
+    let b = Worker::spawn(
+        dir.path(),
+        "worker-b",
+        &etcd.endpoint(),
+        PREFIX,
+        &fleet,
+        &ttl,
+    )
+    .await
+    .unwrap();
+    let http = memtrace_tests::http_client();
+    for w in [&a, &b] {
+        let ready: serde_json::Value = eventually("ready", async || {
+            let r = http.get(format!("{}/ready", w.url())).send().await.ok()?;
+            (r.status() == 200).then_some(())?;
+            r.json().await.ok()
+        })
+        .await;
+        assert_eq!(ready["orgs"], 1, "{ready}");
+        let health: serde_json::Value = http
+            .get(format!("{}/health", w.url()))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(health["service"], "memtrace");
+    }
+
+    // both registered and in sync; a hot setting reaches them without restart
+    eventually("both workers in sync", async || {
+        let status = ctl.json(&["status"]).await.ok()?;
+        (status["workers_in_sync"] == 2).then_some(())
+    })
+    .await;
+    let set = ctl
+        .json(&["config", "set", "arc.write_batch_size", "700"])
+        .await
+        .unwrap();
+    let revision = set["revision"].as_i64().unwrap();
+    eventually("setting applied by both", async || {
+        let status = ctl.json(&["status"]).await.ok()?;
+        let all = status["workers"]
+            .as_array()?
+            .iter()
+            .all(|w| w["applied_revision"].as_i64() >= Some(revision));
+        (all && status["workers_in_sync"] == 2).then_some(())
+    })
+    .await;
+    let metrics = http
+        .get(format!("{}/metrics", a.url()))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("memtrace_config_reloads_total"),
+        "{metrics}"
+    );
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("memtrace_snapshot_applied_revision ")
+                && l.split_whitespace()
+                    .nth(1)
+                    .and_then(|v| v.parse::<i64>().ok())
+                    >= Some(revision)),
+        "{metrics}"
+    );
+
+    // SIGTERM: clean exit; the registration lapses with its lease
+    assert!(b.stop().await.unwrap().success());
+    eventually("worker-b gone from the registry", async || {
+        let workers = ctl.json(&["workers"]).await.ok()?;
+        let ids: Vec<String> = workers["workers"]
+            .as_array()?
+            .iter()
+            .filter_map(|w| w["worker_id"].as_str().map(str::to_owned))
+            .collect();
+        (ids == vec!["worker-a".to_owned()]).then_some(())
+    })
+    .await;
+    assert!(!a.logs().contains(&fleet), "the fleet key is never logged");
+    drop(etcd);
+}
