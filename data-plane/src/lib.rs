@@ -8,6 +8,7 @@
 //! batching into Arc.
 
 pub mod auth;
+pub mod query;
 pub mod registration;
 pub mod snapshot;
 pub mod worker;

@@ -1,0 +1,125 @@
+//! The read-side SQL builder: every read the worker sends to a tenant's
+//! store, produced as one SQL string from validated inputs.
+//!
+//! Two engines run these strings: Arc (DuckDB over Parquet, `time` is a
+//! `TIMESTAMP`) and the embedded single-node SQLite store (`time` is an
+//! `INTEGER` of microseconds). A [`Dialect`] changes only how a table, a time
+//! and a string literal are written; filters, de-duplication, ordering and
+//! paging are one code path ([`QueryBuilder`]).
+//!
+//! Pieces:
+//! - [`validate`]: newtypes whose constructors enforce the original
+//!   memtrace's rules (ids, types, tags, limits, order, identifiers) and name
+//!   the field and the rule on failure ([`QueryError`], a 400 for the API).
+//! - [`time`]: `since`/`until` (`Nh`, `Nd`, `Nm`, RFC 3339 / ISO 8601,
+//!   `now`), resolved in Rust against an injected "now" ([`UnixMicros`]).
+//! - [`params`]: the request shapes (list, search, session context) parsed
+//!   from raw API values into validated queries.
+//! - [`build`]: the SQL itself.
+//!
+//! # Shapes
+//!
+//! A retried write can store the same memory `id` twice, so every memory read
+//! collapses rows by `id`, latest `time` wins, with a form both engines run
+//! (no window functions, no row values):
+//!
+//! ```sql
+//! SELECT latest.max_time AS time, m.id AS id, MAX(m.agent_id) AS agent_id, ...
+//! FROM <table> AS m
+//! JOIN (SELECT v.id AS id, MAX(v.time) AS max_time FROM <table> AS v
+//!       WHERE v.org_id = '<org>' AND <all filters> GROUP BY v.id) AS latest
+//!   ON m.id = latest.id AND m.time = latest.max_time
+//! WHERE m.org_id = '<org>' AND <scan filters>
+//! GROUP BY m.id, latest.max_time
+//! ORDER BY latest.max_time DESC, m.id DESC LIMIT <n> OFFSET <k>
+//! ```
+//!
+//! The inner aggregate picks, per id, the newest version that matches the
+//! filters; the join fetches that version; the outer `GROUP BY` collapses
+//! exact duplicates (a retry that re-sent the same `time`), taking `MAX` of
+//! each column, which for identical rows is the row. Cost: two scans of the
+//! table and a hash aggregate over every matching row before `LIMIT` applies
+//! (no top-N short cut). The cheap, selective predicates (org, id, agent,
+//! session, time bounds) are repeated on the outer scan so both scans prune
+//! Parquet row groups; the expensive ones (tags, content) run once. Memories
+//! are immutable, so the versions of one id differ only in `time`; inside a
+//! time window the newest version in that window is the one returned. Rows
+//! without an `id` (written before ids existed) never join and are not
+//! returned. Agent and session state rows use the same form (latest row per
+//! id wins), with their mutable-column filters applied to the latest row
+//! only.
+//!
+//! # Arc specifics (see the [`Dialect`] docs)
+//!
+//! Arc rewrites `FROM db.m` with a regular expression before DuckDB sees the
+//! SQL, guards it with keyword regexes and prunes partitions from the first
+//! `WHERE`'s `time > '...'` (applied to every table of the query, which is
+//! why bounds go into the inner `WHERE` and why the stats query keeps its
+//! 24-hour bound in the select list). So on Arc: tables are written `db.m` (unquoted;
+//! quoted names are masked as strings by Arc and never rewritten), time
+//! literals are `'YYYY-MM-DD HH:MM:SS.ffffff'` strings (DuckDB casts them to
+//! `TIMESTAMP`, Arc's pruner reads them), string literals never end in a
+//! backslash (Arc's literal masker reads `\'` as an escaped quote) and are
+//! split at whitespace so data such as `drop table` cannot trip Arc's guard,
+//! and `LIKE` escapes with `!`, never `\`.
+
+pub mod build;
+pub mod dialect;
+pub mod params;
+pub mod time;
+pub mod validate;
+
+#[cfg(test)]
+mod prop_tests;
+#[cfg(test)]
+mod tests;
+#[cfg(test)]
+mod tokenize;
+
+pub use build::{
+    ARC_MAX_SQL_LEN, DEDUP_BATCH_MAX_KEYS, MEMORY_COLUMNS, QueryBuilder, Sql, StateQuery,
+};
+pub use dialect::Dialect;
+pub use params::{ContextQuery, ListParams, ListQuery, MemoryFilter, SearchParams, SearchQuery};
+pub use time::{TimeBound, UnixMicros};
+pub use validate::{
+    AgentId, ContentPattern, DedupKey, EventType, Ident, Limit, MemoryId, MemoryType, Order, OrgId,
+    SessionId, StateId, Tag,
+};
+
+/// Why a read request was refused: the field and the rule it broke. Every
+/// variant is a client error (HTTP 400); the original answered 500.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum QueryError {
+    /// A value broke a format or range rule.
+    #[error("invalid {field}: {rule}")]
+    Invalid {
+        field: &'static str,
+        rule: &'static str,
+    },
+    /// A list had more entries than one query may carry.
+    #[error("too many {field}: at most {max}")]
+    TooMany { field: &'static str, max: usize },
+}
+
+impl QueryError {
+    /// The request field at fault (`agent_id`, `since`, `tags`, ...).
+    pub fn field(&self) -> &'static str {
+        match self {
+            Self::Invalid { field, .. } | Self::TooMany { field, .. } => field,
+        }
+    }
+
+    pub(crate) fn invalid(field: &'static str, rule: &'static str) -> Self {
+        Self::Invalid { field, rule }
+    }
+
+    /// The same error, charged to the request field `field` (a list field
+    /// such as `memory_types` whose elements follow `memory_type`'s rule).
+    pub(crate) fn in_field(self, field: &'static str) -> Self {
+        match self {
+            Self::Invalid { rule, .. } => Self::Invalid { field, rule },
+            Self::TooMany { max, .. } => Self::TooMany { field, max },
+        }
+    }
+}

@@ -1,0 +1,252 @@
+//! Request shapes: raw values as the REST/gRPC layer receives them
+//! ([`ListParams`], [`SearchParams`]) and the validated queries built from
+//! them. Every rule failure is a [`QueryError`] naming the field.
+
+use super::QueryError;
+use super::time::TimeBound;
+use super::validate::{
+    AgentId, ContentPattern, EventType, Limit, MemoryType, Order, SessionId, Tag, parse_offset,
+};
+
+/// Most tags one query may require.
+pub const MAX_TAGS: usize = 16;
+/// Most event types one query may list.
+pub const MAX_EVENT_TYPES: usize = 16;
+
+/// The filters shared by list, search and session context. Each field is
+/// already validated; an empty list means "no filter".
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct MemoryFilter {
+    pub agent_id: Option<AgentId>,
+    pub session_id: Option<SessionId>,
+    /// `memory_type IN (...)`.
+    pub memory_types: Vec<MemoryType>,
+    /// `event_type IN (...)`.
+    pub event_types: Vec<EventType>,
+    /// Every tag must be an element of `tags_csv` (AND, whole tags).
+    pub tags: Vec<Tag>,
+    /// Case-insensitive substring of `content`.
+    pub content_contains: Option<ContentPattern>,
+    /// `importance >= x`; ignored unless finite and `> 0` (as the original).
+    pub min_importance: Option<f64>,
+    /// `time > since`.
+    pub since: Option<TimeBound>,
+    /// `time < until`.
+    pub until: Option<TimeBound>,
+}
+
+/// `GET /api/v1/memories` (and the agent/session memory lists) as received.
+/// `tags` is the comma-separated query value. The agent memory list defaults
+/// `since` to `24h`; that default belongs to the caller.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ListParams {
+    pub agent_id: Option<String>,
+    pub session_id: Option<String>,
+    pub memory_type: Option<String>,
+    pub event_type: Option<String>,
+    pub tags: Option<String>,
+    pub since: Option<String>,
+    pub until: Option<String>,
+    pub limit: Option<i64>,
+    pub offset: Option<i64>,
+    pub order: Option<String>,
+}
+
+/// A validated memory list.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ListQuery {
+    pub filter: MemoryFilter,
+    pub limit: Limit,
+    pub offset: u64,
+    pub order: Order,
+}
+
+impl ListQuery {
+    pub fn parse(p: &ListParams) -> Result<Self, QueryError> {
+        let tags = match p.tags.as_deref() {
+            Some(csv) => parse_tags(csv.split(',').map(str::trim))?,
+            None => Vec::new(),
+        };
+        let filter = MemoryFilter {
+            agent_id: opt(p.agent_id.as_deref(), AgentId::parse)?,
+            session_id: opt(p.session_id.as_deref(), SessionId::parse)?,
+            memory_types: opt(p.memory_type.as_deref(), MemoryType::parse)?
+                .into_iter()
+                .collect(),
+            event_types: opt(p.event_type.as_deref(), EventType::parse)?
+                .into_iter()
+                .collect(),
+            tags,
+            content_contains: None,
+            min_importance: None,
+            since: TimeBound::parse_since(p.since.as_deref().unwrap_or(""))?,
+            until: TimeBound::parse_until(p.until.as_deref().unwrap_or(""))?,
+        };
+        Ok(Self {
+            filter,
+            limit: Limit::list(p.limit),
+            offset: parse_offset(p.offset)?,
+            order: Order::parse(p.order.as_deref())?,
+        })
+    }
+
+    /// Whether a further page exists. The list query asks for `limit + 1`
+    /// rows (the original guessed `rows >= limit`); the caller returns at
+    /// most `limit` of them.
+    pub fn has_more(&self, rows_returned: usize) -> bool {
+        rows_returned > self.limit.get() as usize
+    }
+}
+
+/// `POST /api/v1/search` as received (JSON body).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SearchParams {
+    pub agent_id: Option<String>,
+    pub session_id: Option<String>,
+    pub memory_types: Vec<String>,
+    pub event_types: Vec<String>,
+    pub tags: Vec<String>,
+    pub content_contains: Option<String>,
+    pub since: Option<String>,
+    pub until: Option<String>,
+    pub min_importance: Option<f64>,
+    pub limit: Option<i64>,
+    pub order: Option<String>,
+}
+
+/// A validated search.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SearchQuery {
+    pub filter: MemoryFilter,
+    pub limit: Limit,
+    pub order: Order,
+    /// Break ties on `time` by higher importance first.
+    pub importance_tiebreak: bool,
+}
+
+impl SearchQuery {
+    pub fn parse(p: &SearchParams) -> Result<Self, QueryError> {
+        let min_importance = match p.min_importance {
+            Some(x) if !x.is_finite() => {
+                return Err(QueryError::invalid(
+                    "min_importance",
+                    "must be a finite number",
+                ));
+            }
+            Some(x) if x > 0.0 => Some(x),
+            _ => None,
+        };
+        let event_types = p
+            .event_types
+            .iter()
+            .filter(|s| !s.is_empty())
+            .map(|s| EventType::parse(s).map_err(|e| e.in_field("event_types")))
+            .collect::<Result<Vec<_>, _>>()?;
+        let event_types = dedup(event_types);
+        if event_types.len() > MAX_EVENT_TYPES {
+            return Err(QueryError::TooMany {
+                field: "event_types",
+                max: MAX_EVENT_TYPES,
+            });
+        }
+        let filter = MemoryFilter {
+            agent_id: opt(p.agent_id.as_deref(), AgentId::parse)?,
+            session_id: opt(p.session_id.as_deref(), SessionId::parse)?,
+            memory_types: parse_memory_types(&p.memory_types, "memory_types")?,
+            event_types,
+            tags: parse_tags(p.tags.iter().map(String::as_str))?,
+            content_contains: ContentPattern::parse(p.content_contains.as_deref().unwrap_or(""))?,
+            min_importance,
+            since: TimeBound::parse_since(p.since.as_deref().unwrap_or(""))?,
+            until: TimeBound::parse_until(p.until.as_deref().unwrap_or(""))?,
+        };
+        Ok(Self {
+            filter,
+            limit: Limit::search(p.limit),
+            order: Order::parse(p.order.as_deref())?,
+            importance_tiebreak: true,
+        })
+    }
+}
+
+/// A session's context window: its newest memories (at most
+/// [`Limit::CONTEXT`]), newest first.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ContextQuery {
+    pub session_id: SessionId,
+    pub since: TimeBound,
+    pub include_types: Vec<MemoryType>,
+}
+
+impl ContextQuery {
+    /// The context's default window, as the original.
+    pub const DEFAULT_SINCE: TimeBound = TimeBound::Ago(24 * 3_600_000_000);
+
+    /// `since` defaults to 24h; unlike the original, absolute timestamps are
+    /// honoured too. `include_types` empty means every type.
+    pub fn parse(
+        session_id: &str,
+        since: Option<&str>,
+        include_types: &[String],
+    ) -> Result<Self, QueryError> {
+        Ok(Self {
+            session_id: SessionId::parse(session_id)?,
+            since: TimeBound::parse_since(since.unwrap_or(""))?.unwrap_or(Self::DEFAULT_SINCE),
+            include_types: parse_memory_types(include_types, "include_types")?,
+        })
+    }
+
+    pub(crate) fn filter(&self) -> MemoryFilter {
+        MemoryFilter {
+            session_id: Some(self.session_id.clone()),
+            memory_types: self.include_types.clone(),
+            since: Some(self.since),
+            ..MemoryFilter::default()
+        }
+    }
+}
+
+/// Absent or empty is `None`.
+fn opt<T>(
+    value: Option<&str>,
+    parse: impl Fn(&str) -> Result<T, QueryError>,
+) -> Result<Option<T>, QueryError> {
+    match value {
+        None | Some("") => Ok(None),
+        Some(v) => parse(v).map(Some),
+    }
+}
+
+fn dedup<T: PartialEq>(values: Vec<T>) -> Vec<T> {
+    let mut out: Vec<T> = Vec::with_capacity(values.len());
+    for v in values {
+        if !out.contains(&v) {
+            out.push(v);
+        }
+    }
+    out
+}
+
+fn parse_tags<'a>(raw: impl Iterator<Item = &'a str>) -> Result<Vec<Tag>, QueryError> {
+    let tags = raw
+        .filter(|s| !s.is_empty())
+        .map(Tag::parse)
+        .collect::<Result<Vec<_>, _>>()?;
+    let tags = dedup(tags);
+    if tags.len() > MAX_TAGS {
+        return Err(QueryError::TooMany {
+            field: Tag::FIELD,
+            max: MAX_TAGS,
+        });
+    }
+    Ok(tags)
+}
+
+fn parse_memory_types(raw: &[String], field: &'static str) -> Result<Vec<MemoryType>, QueryError> {
+    let types = raw
+        .iter()
+        .filter(|s| !s.is_empty())
+        .map(|s| MemoryType::parse(s).map_err(|e| e.in_field(field)))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(dedup(types))
+}
