@@ -3,6 +3,7 @@
 //! to 0 (or probed free) so tests can run in parallel.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+pub mod arc;
 pub mod arc_health;
 pub mod bins;
 pub mod cli;

@@ -1,0 +1,375 @@
+//! An in-process stand-in for an Arc instance (Basekick Labs' time-series
+//! database), speaking Arc Go's HTTP protocol as documented in
+//! `shared/reference/arc-protocol.md`, for tests and benchmarks of the Arc
+//! adapter. Not Arc's code: a re-implementation of its observable contract.
+//!
+//! - `POST /api/v1/write/msgpack` — body gunzipped/unzstd'ed by magic bytes
+//!   (capped), ONE MessagePack value: columnar `{"m", "columns"}`, legacy row
+//!   `{"m", "t", "fields", "tags", "h"}`, a top-level array of those or
+//!   `{"batch": [...]}` (a bad item there is skipped, as in Arc). `time` unit
+//!   auto-detected from the first element, stored as µs. Database from
+//!   `x-arc-database` (default `default`); names checked like Arc's. 204.
+//! - `POST /api/v1/query` — `{"sql"}`, Arc's guard and table-name rules (see
+//!   [`query`]), run for real on SQLite over the stored rows (see [`store`]),
+//!   answered with Arc's JSON envelope (`time` as RFC 3339 with `Z`).
+//!   `SHOW DATABASES` / `SHOW TABLES [FROM db]` are answered from the store.
+//! - `GET /health`, `GET /ready` — public, like Arc.
+//! - Auth: `Authorization: Bearer|Token <t>`, a bare `Authorization`, or
+//!   `x-api-key`, checked against the tokens configured here; none
+//!   configured = auth off (Arc's no-auth deployment).
+//! - [`Faults`]: runtime fault switches; [`Stats`]: per-database counters.
+//!
+//! Files: `server` (accept loop with a per-connection kill switch, health,
+//! fault application), `write` + `decode` (write path), `read` + `query` +
+//! `store` (query path on SQLite), `auth`, `faults`, `timefmt`, and `client`
+//! (body encoders and a raw HTTP client for tests).
+//!
+//! ```ignore
+//! let arc = ArcStandIn::builder().token("t", TokenGrant::databases(["acme"])).start().await?;
+//! // … point the adapter at arc.url(), write, then:
+//! assert_eq!(arc.stats().db("acme").rows, 3);
+//! let rows = arc.rows("acme", "memories").await?; // column → JSON value, by time
+//! arc.faults().inject(Fault::status(503).on(Target::Writes).times(2));
+//! ```
+//!
+//! Where Arc answers differently from what one might expect:
+//! - a query on a table that does not exist yet fails: 500
+//!   `{"success":false,"error":"Query execution failed: …"}` (Arc Go says only
+//!   "Query execution failed"; DuckDB finds no Parquet files);
+//! - a decompressed body over the cap is a 400 (`Invalid gzip compression: …`),
+//!   only an oversized *wire* body is a 413 — as in Arc Go's handler;
+//! - the write is visible to queries at once (Arc: after its buffer flush,
+//!   by default up to 5 s later).
+
+mod auth;
+pub mod client;
+mod decode;
+mod faults;
+pub mod query;
+mod read;
+mod server;
+pub mod store;
+mod timefmt;
+mod write;
+
+pub use faults::{Fault, FaultKind, Faults, Target};
+pub use store::QueryOutput;
+pub use timefmt::{parse_timestamp, rfc3339_nano};
+
+use axum::http::HeaderMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+/// What a token may do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenGrant {
+    /// `None` = any database.
+    pub databases: Option<HashSet<String>>,
+    pub read: bool,
+    pub write: bool,
+}
+
+impl TokenGrant {
+    /// Read and write on every database.
+    pub fn any() -> Self {
+        Self {
+            databases: None,
+            read: true,
+            write: true,
+        }
+    }
+
+    /// Read and write on these databases only (others → 403).
+    pub fn databases<I: IntoIterator<Item = S>, S: Into<String>>(dbs: I) -> Self {
+        Self {
+            databases: Some(dbs.into_iter().map(Into::into).collect()),
+            ..Self::any()
+        }
+    }
+
+    pub fn read_only(mut self) -> Self {
+        self.write = false;
+        self
+    }
+
+    pub fn write_only(mut self) -> Self {
+        self.read = false;
+        self
+    }
+
+    fn allows(&self, database: &str) -> bool {
+        self.databases.as_ref().is_none_or(|d| d.contains(database))
+    }
+}
+
+/// Limits and modes, set before start.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Largest request body on the wire (→ 413). Default 64 MiB.
+    pub max_body_bytes: usize,
+    /// Largest decompressed write body (→ 400, as Arc). Default 64 MiB.
+    pub max_decompressed_bytes: usize,
+    /// Rows the store keeps over all tables (→ 507). Default 2,000,000.
+    pub max_rows: u64,
+    /// Rows one query may return (→ 500). Default 100,000.
+    pub max_query_rows: usize,
+    /// Longest a stalled request is held (then 503). Default 30 s.
+    pub stall_max: Duration,
+    /// Decode and count writes but store nothing (for ingest benchmarks).
+    pub counting_only: bool,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_body_bytes: 64 << 20,
+            max_decompressed_bytes: 64 << 20,
+            max_rows: 2_000_000,
+            max_query_rows: 100_000,
+            stall_max: Duration::from_secs(30),
+            counting_only: false,
+        }
+    }
+}
+
+/// Counters of one database.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DbStats {
+    /// Accepted (204) write requests.
+    pub write_requests: u64,
+    /// Rows in accepted writes (counted in counting-only mode too).
+    pub rows: u64,
+    /// Request body bytes as received.
+    pub wire_bytes: u64,
+    /// Body bytes after decompression.
+    pub decoded_bytes: u64,
+    /// Batch items skipped as undecodable (the request still got 204).
+    pub skipped_items: u64,
+    /// Queries that read this database and succeeded.
+    pub queries: u64,
+}
+
+/// A snapshot of the stand-in's counters.
+#[derive(Debug, Clone, Default)]
+pub struct Stats {
+    pub databases: BTreeMap<String, DbStats>,
+    /// Responses sent, by status (dropped/stalled-away requests have none).
+    pub statuses: BTreeMap<u16, u64>,
+    /// Write requests received, whatever their outcome.
+    pub write_requests: u64,
+    /// Query requests received, whatever their outcome.
+    pub query_requests: u64,
+}
+
+impl Stats {
+    /// The counters of `database` (zero if it was never written).
+    pub fn db(&self, database: &str) -> DbStats {
+        self.databases.get(database).cloned().unwrap_or_default()
+    }
+
+    /// Responses sent with `status`.
+    pub fn status(&self, status: u16) -> u64 {
+        self.statuses.get(&status).copied().unwrap_or(0)
+    }
+}
+
+/// One request as received (the last one is kept).
+#[derive(Debug, Clone)]
+pub struct RecordedRequest {
+    pub method: String,
+    pub path: String,
+    pub headers: HeaderMap,
+}
+
+/// State shared by the handlers and the [`ArcStandIn`] handle.
+pub(crate) struct Shared {
+    limits: Limits,
+    tokens: RwLock<HashMap<String, TokenGrant>>,
+    store: Arc<Mutex<store::Store>>,
+    stats: Mutex<Stats>,
+    faults: Faults,
+    last: Mutex<Option<RecordedRequest>>,
+    health_calls: Mutex<Vec<HeaderMap>>,
+    ready: std::sync::atomic::AtomicBool,
+    started: std::time::Instant,
+}
+
+/// Health calls kept for [`ArcStandIn::health_calls`].
+const MAX_HEALTH_CALLS: usize = 1024;
+
+impl Shared {
+    fn stats_mut<R>(&self, f: impl FnOnce(&mut Stats) -> R) -> Option<R> {
+        self.stats.lock().ok().map(|mut s| f(&mut s))
+    }
+}
+
+/// Configures and starts an [`ArcStandIn`].
+#[derive(Debug, Clone, Default)]
+pub struct ArcStandInBuilder {
+    tokens: HashMap<String, TokenGrant>,
+    limits: Limits,
+}
+
+impl ArcStandInBuilder {
+    /// Accept `token` with `grant` (configuring any token turns auth on).
+    pub fn token(mut self, token: impl Into<String>, grant: TokenGrant) -> Self {
+        self.tokens.insert(token.into(), grant);
+        self
+    }
+
+    pub fn limits(mut self, limits: Limits) -> Self {
+        self.limits = limits;
+        self
+    }
+
+    /// Decode and count writes without storing them.
+    pub fn counting_only(mut self, on: bool) -> Self {
+        self.limits.counting_only = on;
+        self
+    }
+
+    /// Binds `127.0.0.1:0` and serves.
+    pub async fn start(self) -> anyhow::Result<ArcStandIn> {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        self.serve(listener)
+    }
+
+    /// Serves on a listener the caller bound.
+    pub fn serve(self, listener: tokio::net::TcpListener) -> anyhow::Result<ArcStandIn> {
+        let addr = listener.local_addr()?;
+        let store = store::Store::open(self.limits.max_rows).map_err(anyhow::Error::msg)?;
+        let shared = Arc::new(Shared {
+            limits: self.limits,
+            tokens: RwLock::new(self.tokens),
+            store: Arc::new(Mutex::new(store)),
+            stats: Mutex::new(Stats::default()),
+            faults: Faults::default(),
+            last: Mutex::new(None),
+            health_calls: Mutex::new(Vec::new()),
+            ready: std::sync::atomic::AtomicBool::new(true),
+            started: std::time::Instant::now(),
+        });
+        let task = tokio::spawn(server::serve(listener, server::router(shared.clone())));
+        Ok(ArcStandIn { shared, addr, task })
+    }
+}
+
+/// A running stand-in; stops (connections included) when dropped.
+pub struct ArcStandIn {
+    shared: Arc<Shared>,
+    addr: SocketAddr,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for ArcStandIn {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl ArcStandIn {
+    /// Default limits, auth off, on `127.0.0.1:0`.
+    pub async fn start() -> anyhow::Result<Self> {
+        Self::builder().start().await
+    }
+
+    pub fn builder() -> ArcStandInBuilder {
+        ArcStandInBuilder::default()
+    }
+
+    /// `http://127.0.0.1:<port>`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The fault switchboard (shared; clone it into other tasks freely).
+    pub fn faults(&self) -> Faults {
+        self.shared.faults.clone()
+    }
+
+    pub fn stats(&self) -> Stats {
+        self.shared.stats_mut(|s| s.clone()).unwrap_or_default()
+    }
+
+    pub fn reset_stats(&self) {
+        self.shared.stats_mut(|s| *s = Stats::default());
+    }
+
+    /// The last request received (any route), headers included.
+    pub fn last_request(&self) -> Option<RecordedRequest> {
+        self.shared.last.lock().ok().and_then(|l| l.clone())
+    }
+
+    /// Headers of the `/health` calls received (the last 1024).
+    pub fn health_calls(&self) -> Vec<HeaderMap> {
+        self.shared
+            .health_calls
+            .lock()
+            .map(|c| c.clone())
+            .unwrap_or_default()
+    }
+
+    /// `GET /ready` answers 503 `not_ready` while false.
+    pub fn set_ready(&self, ready: bool) {
+        self.shared
+            .ready
+            .store(ready, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Adds or replaces a token (auth turns on with the first one).
+    pub fn set_token(&self, token: impl Into<String>, grant: TokenGrant) {
+        if let Ok(mut t) = self.shared.tokens.write() {
+            t.insert(token.into(), grant);
+        }
+    }
+
+    /// Revokes a token (auth turns off when none is left).
+    pub fn remove_token(&self, token: &str) {
+        if let Ok(mut t) = self.shared.tokens.write() {
+            t.remove(token);
+        }
+    }
+
+    /// Rows stored in `database`.`measurement`.
+    pub fn row_count(&self, database: &str, measurement: &str) -> u64 {
+        self.shared
+            .store
+            .lock()
+            .map(|s| s.row_count(database, measurement))
+            .unwrap_or(0)
+    }
+
+    /// Every stored row of `database`.`measurement` by time, as column →
+    /// value maps rendered as the query endpoint renders them.
+    pub async fn rows(
+        &self,
+        database: &str,
+        measurement: &str,
+    ) -> anyhow::Result<Vec<serde_json::Map<String, serde_json::Value>>> {
+        let out = self
+            .query(
+                database,
+                &format!("SELECT * FROM {measurement} ORDER BY time"),
+            )
+            .await?;
+        Ok(out
+            .data
+            .into_iter()
+            .map(|row| out.columns.iter().cloned().zip(row).collect())
+            .collect())
+    }
+
+    /// Runs `sql` as a query with `x-arc-database: database` would run
+    /// (same guard, rewrite and rendering; no auth, faults or counters).
+    pub async fn query(&self, database: &str, sql: &str) -> anyhow::Result<QueryOutput> {
+        read::run_query(&self.shared, Some(database), sql)
+            .await
+            .map_err(|(status, msg)| anyhow::anyhow!("{status}: {msg}"))
+    }
+}

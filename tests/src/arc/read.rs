@@ -1,0 +1,216 @@
+//! `POST /api/v1/query`: faults, auth, Arc's SQL checks, the rewrite, the
+//! run on SQLite, and Arc's JSON envelope; `SHOW DATABASES|TABLES` too.
+
+use super::Shared;
+use super::auth::{authenticate, authorize, header_db};
+use super::faults::Target;
+use super::query::{self, Refusal, Rewritten};
+use super::server::{
+    ConnKill, Failure, QUERY_PATH, apply_faults, auth_failure, injected, json_reply, query_error,
+    read_body,
+};
+use super::store::{QueryError, QueryOutput};
+use super::timefmt::rfc3339_now;
+use axum::body::Body;
+use axum::extract::{Extension, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::Response;
+use regex::Regex;
+use serde_json::{Value, json};
+use std::sync::{Arc, LazyLock};
+use std::time::Instant;
+
+/// Largest query request body.
+const MAX_QUERY_BODY: usize = 1 << 20;
+
+pub(super) async fn query_route(
+    State(s): State<Arc<Shared>>,
+    Extension(conn): Extension<ConnKill>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    s.record("POST", QUERY_PATH, &headers);
+    s.stats_mut(|st| st.query_requests += 1);
+    let resp = query_inner(&s, &conn, &headers, body).await;
+    s.finish(resp)
+}
+
+async fn query_inner(
+    s: &Arc<Shared>,
+    conn: &ConnKill,
+    headers: &HeaderMap,
+    body: Body,
+) -> Response {
+    let started = Instant::now();
+    let after = match apply_faults(s, conn, Target::Queries).await {
+        Ok(after) => after,
+        Err(resp) => return resp,
+    };
+    let grant = match authenticate(s, headers) {
+        Ok(g) => g,
+        Err(f) => return auth_failure(f),
+    };
+    if let Err(f) = authorize(grant.as_ref(), false, []) {
+        return auth_failure(f);
+    }
+    let body = match read_body(headers, body, MAX_QUERY_BODY).await {
+        Ok(b) => b,
+        Err(f) => return query_error(f),
+    };
+    let sql = match serde_json::from_slice::<Value>(&body) {
+        Ok(v) => v
+            .get("sql")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string(),
+        Err(e) => {
+            let msg = format!("Invalid request body: {e}");
+            return query_error((StatusCode::BAD_REQUEST, msg));
+        }
+    };
+    let header = match header_db(headers) {
+        Ok(h) => h,
+        Err(f) => return query_error(f),
+    };
+    let prepared = match prepare(header.as_deref(), &sql) {
+        Ok(p) => p,
+        Err(f) => return query_error(f),
+    };
+    let dbs: Vec<&str> = match &prepared {
+        Prepared::Select(r) => r.databases.iter().map(String::as_str).collect(),
+        Prepared::ShowTables(db) => vec![db.as_str()],
+        Prepared::ShowDatabases => vec![],
+    };
+    if let Err(f) = authorize(grant.as_ref(), false, dbs.iter().copied()) {
+        return auth_failure(f);
+    }
+    let dbs: Vec<String> = dbs.into_iter().map(str::to_string).collect();
+    let out = match execute(s, prepared).await {
+        Ok(out) => out,
+        Err(f) => return query_error(f),
+    };
+    s.stats_mut(|st| {
+        for db in dbs {
+            st.databases.entry(db).or_default().queries += 1;
+        }
+    });
+    if let Some(code) = after {
+        return injected(code);
+    }
+    let row_count = out.data.len();
+    json_reply(
+        StatusCode::OK,
+        json!({
+            "success": true,
+            "columns": out.columns,
+            "data": out.data,
+            "row_count": row_count,
+            "execution_time_ms": started.elapsed().as_millis() as u64,
+            "timestamp": rfc3339_now(),
+        }),
+    )
+}
+
+enum Prepared {
+    Select(Rewritten),
+    ShowDatabases,
+    ShowTables(String),
+}
+
+static SHOW_DATABASES: LazyLock<Option<Regex>> =
+    LazyLock::new(|| Regex::new(r"(?i)^\s*SHOW\s+DATABASES\s*;?\s*$").ok());
+static SHOW_TABLES: LazyLock<Option<Regex>> = LazyLock::new(|| {
+    Regex::new(r"(?i)^\s*SHOW\s+(?:TABLES|MEASUREMENTS)(?:\s+FROM\s+([\w-]+))?\s*;?\s*$").ok()
+});
+
+/// Arc's checks in Arc's order, then the rewrite.
+fn prepare(header_db: Option<&str>, sql: &str) -> Result<Prepared, Failure> {
+    let bad = |m: String| (StatusCode::BAD_REQUEST, m);
+    query::validate(sql).map_err(bad)?;
+    if header_db.is_some() && query::has_cross_database_syntax(sql) {
+        return Err(bad(query::CROSS_DB.into()));
+    }
+    if SHOW_DATABASES.as_ref().is_some_and(|r| r.is_match(sql)) {
+        return Ok(Prepared::ShowDatabases);
+    }
+    if let Some(c) = SHOW_TABLES.as_ref().and_then(|r| r.captures(sql)) {
+        // Arc lists `default` here unless FROM names a database, header or not.
+        let db = c.get(1).map_or("default", |m| m.as_str());
+        return Ok(Prepared::ShowTables(db.to_string()));
+    }
+    query::rewrite(sql, header_db)
+        .map(Prepared::Select)
+        .map_err(|r| match r {
+            Refusal::BadRequest(m) => bad(m),
+            Refusal::Failed(m) => (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("Query execution failed: {m}"),
+            ),
+        })
+}
+
+async fn execute(s: &Arc<Shared>, prepared: Prepared) -> Result<QueryOutput, Failure> {
+    let internal = |m: String| (StatusCode::INTERNAL_SERVER_ERROR, m);
+    let store = s.store.clone();
+    let max_rows = s.limits.max_query_rows;
+    let job = move || {
+        let store = store
+            .lock()
+            .map_err(|_| internal("store poisoned".into()))?;
+        let tables = || store.tables().into_iter();
+        match prepared {
+            Prepared::ShowDatabases => {
+                let mut dbs: Vec<String> = tables().map(|(db, _)| db).collect();
+                dbs.dedup();
+                Ok(QueryOutput {
+                    columns: vec!["database".into()],
+                    data: dbs.into_iter().map(|d| vec![Value::from(d)]).collect(),
+                })
+            }
+            Prepared::ShowTables(db) => Ok(QueryOutput {
+                columns: [
+                    "database",
+                    "table_name",
+                    "storage_path",
+                    "file_count",
+                    "total_size_mb",
+                ]
+                .map(String::from)
+                .to_vec(),
+                data: tables()
+                    .filter(|(d, _)| *d == db)
+                    .map(|(d, m)| {
+                        let path = format!("standin://{d}/{m}/");
+                        vec![d.into(), m.into(), path.into(), 1.into(), 0.into()]
+                    })
+                    .collect(),
+            }),
+            Prepared::Select(r) => {
+                store
+                    .query(&r.sql, max_rows, &r.time_aliases)
+                    .map_err(|e| match e {
+                        QueryError::Engine(m) => internal(format!("Query execution failed: {m}")),
+                        QueryError::NotReadOnly => {
+                            (StatusCode::BAD_REQUEST, query::DANGEROUS.into())
+                        }
+                        QueryError::TooLarge(n) => internal(format!(
+                            "Query execution failed: result exceeds the stand-in's {n}-row cap"
+                        )),
+                    })
+            }
+        }
+    };
+    tokio::task::spawn_blocking(job)
+        .await
+        .map_err(|e| internal(e.to_string()))?
+}
+
+/// The query pipeline without HTTP, auth, faults or counters.
+pub(crate) async fn run_query(
+    s: &Arc<Shared>,
+    header_db: Option<&str>,
+    sql: &str,
+) -> Result<QueryOutput, Failure> {
+    let prepared = prepare(header_db, sql)?;
+    execute(s, prepared).await
+}

@@ -1,0 +1,345 @@
+//! The stand-in's storage: one in-memory SQLite database holding a table per
+//! (database, measurement), named `"<database>.<measurement>"` (a quoted
+//! identifier, so it cannot collide with anything a query writes unquoted).
+//!
+//! Columns are typed by their first non-nil value (`BIGINT`, `DOUBLE`,
+//! `TEXT`, `BOOLEAN`; an all-nil column is `TEXT`, as in Arc) and added with
+//! `ALTER TABLE … ADD COLUMN` as new ones appear. `time` is declared
+//! `TIMESTAMP` and holds integer microseconds. Later ints/floats are coerced
+//! to the column's type (a float into a `BIGINT` column is truncated); any
+//! other type mismatch is refused with 400, which is stricter than Arc (Arc
+//! would write a second Parquet file with the other type and may fail at
+//! query time instead).
+
+use super::decode::{Batch, Cell};
+use super::timefmt::rfc3339_nano;
+use rusqlite::Connection;
+use rusqlite::types::{ToSqlOutput, ValueRef};
+use serde_json::Value;
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+/// Declared type of the `time` column; result columns with this declared
+/// type are rendered as RFC 3339 strings.
+const TIME_DECL: &str = "TIMESTAMP";
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum ColType {
+    Int,
+    Float,
+    Text,
+    Bool,
+}
+
+impl ColType {
+    fn decl(self) -> &'static str {
+        match self {
+            Self::Int => "BIGINT",
+            Self::Float => "DOUBLE",
+            Self::Text => "TEXT",
+            Self::Bool => "BOOLEAN",
+        }
+    }
+
+    fn of(cell: &Cell) -> Option<Self> {
+        match cell {
+            Cell::Null => None,
+            Cell::Int(_) => Some(Self::Int),
+            Cell::Float(_) => Some(Self::Float),
+            Cell::Str(_) => Some(Self::Text),
+            Cell::Bool(_) => Some(Self::Bool),
+        }
+    }
+
+    /// Whether `cell` may be stored in a column of this type.
+    fn fits(self, cell: &Cell) -> bool {
+        matches!(
+            (self, cell),
+            (_, Cell::Null)
+                | (Self::Int | Self::Float, Cell::Int(_) | Cell::Float(_))
+                | (Self::Text, Cell::Str(_))
+                | (Self::Bool, Cell::Bool(_))
+        )
+    }
+
+    /// The SQL value for `cell` (which `fits`) in a column of this type.
+    fn coerce(self, cell: &Cell) -> ValueRef<'_> {
+        match (self, cell) {
+            (Self::Int, Cell::Int(i)) => ValueRef::Integer(*i),
+            (Self::Int, Cell::Float(f)) => ValueRef::Integer(*f as i64),
+            (Self::Float, Cell::Int(i)) => ValueRef::Real(*i as f64),
+            (Self::Float, Cell::Float(f)) => ValueRef::Real(*f),
+            (Self::Text, Cell::Str(s)) => ValueRef::Text(s.as_bytes()),
+            (Self::Bool, Cell::Bool(b)) => ValueRef::Integer(i64::from(*b)),
+            _ => ValueRef::Null,
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+struct Table {
+    /// lower-cased name → (name as first written, type)
+    cols: HashMap<String, (String, ColType)>,
+    rows: u64,
+}
+
+/// Why an insert failed, mapped to an HTTP status by the caller.
+#[derive(Debug)]
+pub enum StoreError {
+    /// The stand-in's row cap was reached (507).
+    Full(String),
+    /// The batch does not fit the table's column types (400).
+    Mismatch(String),
+    /// SQLite refused (500).
+    Internal(String),
+}
+
+/// A query's result, values already rendered the way Arc's JSON shows them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct QueryOutput {
+    pub columns: Vec<String>,
+    pub data: Vec<Vec<Value>>,
+}
+
+pub struct Store {
+    conn: Connection,
+    tables: BTreeMap<(String, String), Table>,
+    total_rows: u64,
+    max_rows: u64,
+}
+
+/// `"name"` with embedded quotes doubled.
+pub fn quote_ident(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+/// The internal table name of `database`.`measurement`, quoted.
+pub fn table_ident(database: &str, measurement: &str) -> String {
+    quote_ident(&format!("{database}.{measurement}"))
+}
+
+impl Store {
+    pub fn open(max_rows: u64) -> Result<Self, String> {
+        let conn = Connection::open_in_memory().map_err(|e| e.to_string())?;
+        // DuckDB's LIKE is case-sensitive; SQLite's is not unless asked.
+        conn.execute_batch("PRAGMA case_sensitive_like = ON;")
+            .map_err(|e| e.to_string())?;
+        // No "double-quoted string literal" fallback: "x" is an identifier.
+        for cfg in [
+            rusqlite::config::DbConfig::SQLITE_DBCONFIG_DQS_DML,
+            rusqlite::config::DbConfig::SQLITE_DBCONFIG_DQS_DDL,
+        ] {
+            conn.set_db_config(cfg, false).map_err(|e| e.to_string())?;
+        }
+        Ok(Self {
+            conn,
+            tables: BTreeMap::new(),
+            total_rows: 0,
+            max_rows,
+        })
+    }
+
+    pub fn total_rows(&self) -> u64 {
+        self.total_rows
+    }
+
+    pub fn row_count(&self, database: &str, measurement: &str) -> u64 {
+        self.tables
+            .get(&(database.to_string(), measurement.to_string()))
+            .map_or(0, |t| t.rows)
+    }
+
+    /// (database, measurement) pairs that hold rows.
+    pub fn tables(&self) -> Vec<(String, String)> {
+        self.tables.keys().cloned().collect()
+    }
+
+    /// Appends `batch` to `database`; all or nothing.
+    pub fn insert(&mut self, database: &str, batch: &Batch) -> Result<(), StoreError> {
+        let rows = batch.rows() as u64;
+        if self.total_rows.saturating_add(rows) > self.max_rows {
+            return Err(StoreError::Full(format!(
+                "stand-in row cap reached ({} rows stored, cap {})",
+                self.total_rows, self.max_rows
+            )));
+        }
+        let key = (database.to_string(), batch.measurement.clone());
+        let existing = self.tables.get(&key);
+        // Types per batch column: the table's, else the first non-nil value's.
+        let mut types = Vec::with_capacity(batch.columns.len());
+        let mut new_cols = Vec::new();
+        for (name, values) in &batch.columns {
+            let lower = name.to_ascii_lowercase();
+            let ty = match existing.and_then(|t| t.cols.get(&lower)) {
+                Some((_, ty)) => *ty,
+                None => {
+                    let ty = values.iter().find_map(ColType::of).unwrap_or(ColType::Text);
+                    new_cols.push((lower, name.clone(), ty));
+                    ty
+                }
+            };
+            if let Some(bad) = values.iter().find(|c| !ty.fits(c)) {
+                return Err(StoreError::Mismatch(format!(
+                    "column {name:?} is {} but got {bad:?}",
+                    ty.decl()
+                )));
+            }
+            types.push(ty);
+        }
+        let table = table_ident(database, &batch.measurement);
+        let internal = |e: rusqlite::Error| StoreError::Internal(e.to_string());
+        let tx = self.conn.transaction().map_err(internal)?;
+        if existing.is_none() {
+            tx.execute_batch(&format!(
+                "CREATE TABLE {table} (\"time\" {TIME_DECL} NOT NULL)"
+            ))
+            .map_err(internal)?;
+        }
+        for (_, name, ty) in &new_cols {
+            tx.execute_batch(&format!(
+                "ALTER TABLE {table} ADD COLUMN {} {}",
+                quote_ident(name),
+                ty.decl()
+            ))
+            .map_err(internal)?;
+        }
+        let names: Vec<String> = std::iter::once("\"time\"".to_string())
+            .chain(batch.columns.iter().map(|(n, _)| quote_ident(n)))
+            .collect();
+        let marks = vec!["?"; names.len()].join(",");
+        {
+            let mut stmt = tx
+                .prepare(&format!(
+                    "INSERT INTO {table} ({}) VALUES ({marks})",
+                    names.join(",")
+                ))
+                .map_err(internal)?;
+            for row in 0..batch.rows() {
+                stmt.raw_bind_parameter(1, batch.time[row])
+                    .map_err(internal)?;
+                for (i, ((_, values), ty)) in batch.columns.iter().zip(&types).enumerate() {
+                    let v = ty.coerce(&values[row]);
+                    stmt.raw_bind_parameter(i + 2, ToSqlOutput::Borrowed(v))
+                        .map_err(internal)?;
+                }
+                stmt.raw_execute().map_err(internal)?;
+            }
+        }
+        tx.commit().map_err(internal)?;
+        let t = self.tables.entry(key).or_default();
+        for (lower, name, ty) in new_cols {
+            t.cols.insert(lower, (name, ty));
+        }
+        t.rows += rows;
+        self.total_rows += rows;
+        Ok(())
+    }
+
+    /// Runs one read-only statement (already rewritten to internal table
+    /// names), returning at most `max_rows` rows.
+    /// `time_aliases`: lower-cased result names to render as time anyway.
+    pub fn query(
+        &self,
+        sql: &str,
+        max_rows: usize,
+        time_aliases: &HashSet<String>,
+    ) -> Result<QueryOutput, QueryError> {
+        let err = |e: rusqlite::Error| QueryError::Engine(e.to_string());
+        let mut stmt = self.conn.prepare(sql).map_err(err)?;
+        if !stmt.readonly() {
+            return Err(QueryError::NotReadOnly);
+        }
+        let kinds: Vec<(String, Render)> = stmt
+            .columns()
+            .iter()
+            .map(|c| {
+                let kind = Render::of(c.name(), c.decl_type(), time_aliases);
+                (c.name().to_string(), kind)
+            })
+            .collect();
+        let mut rows = stmt.raw_query();
+        let mut data = Vec::new();
+        while let Some(row) = rows.next().map_err(err)? {
+            if data.len() >= max_rows {
+                return Err(QueryError::TooLarge(max_rows));
+            }
+            let mut out = Vec::with_capacity(kinds.len());
+            for (i, (_, kind)) in kinds.iter().enumerate() {
+                out.push(kind.render(row.get_ref(i).map_err(err)?));
+            }
+            data.push(out);
+        }
+        Ok(QueryOutput {
+            columns: kinds.into_iter().map(|(n, _)| n).collect(),
+            data,
+        })
+    }
+}
+
+/// Why a query failed on the engine.
+#[derive(Debug)]
+pub enum QueryError {
+    Engine(String),
+    NotReadOnly,
+    TooLarge(usize),
+}
+
+/// How a result column is shown in JSON.
+#[derive(Debug, Clone, Copy)]
+enum Render {
+    Time,
+    Bool,
+    Plain,
+}
+
+impl Render {
+    /// From the declared type of the source column (set when a result column
+    /// is a plain column reference, aliased or not). Expressions lose it, so
+    /// `min(time)`-like aggregates — by their alias, or by their name when
+    /// unaliased — are rendered as time to match DuckDB's TIMESTAMP result.
+    fn of(name: &str, decl: Option<&str>, time_aliases: &HashSet<String>) -> Self {
+        match decl.map(str::to_ascii_uppercase).as_deref() {
+            Some(TIME_DECL) => Self::Time,
+            Some("BOOLEAN") => Self::Bool,
+            Some(_) => Self::Plain,
+            None => {
+                let n = name.to_ascii_lowercase().replace([' ', '"'], "");
+                let agg = ["min(", "max(", "first(", "last(", "any_value("]
+                    .iter()
+                    .any(|f| n.starts_with(f))
+                    && (n.ends_with("(time)") || n.ends_with(".time)"));
+                if agg || time_aliases.contains(&n) {
+                    Self::Time
+                } else {
+                    Self::Plain
+                }
+            }
+        }
+    }
+
+    fn render(self, v: ValueRef<'_>) -> Value {
+        match (self, v) {
+            (_, ValueRef::Null) => Value::Null,
+            (Self::Time, ValueRef::Integer(i)) => Value::String(rfc3339_nano(i)),
+            (Self::Time, ValueRef::Real(f)) => Value::String(rfc3339_nano(f as i64)),
+            (Self::Bool, ValueRef::Integer(i)) => Value::Bool(i != 0),
+            (_, ValueRef::Integer(i)) => Value::from(i),
+            (_, ValueRef::Real(f)) => go_float(f),
+            (_, ValueRef::Text(t) | ValueRef::Blob(t)) => {
+                Value::String(String::from_utf8_lossy(t).into_owned())
+            }
+        }
+    }
+}
+
+/// A float the way Go's encoder writes it: NaN/±Inf as null (Arc's writer),
+/// and integral values without a fraction (`3`, not `3.0`).
+fn go_float(f: f64) -> Value {
+    const EXACT: f64 = 9_007_199_254_740_992.0; // 2^53
+    if !f.is_finite() {
+        Value::Null
+    } else if f.fract() == 0.0 && f.abs() < EXACT {
+        Value::from(f as i64)
+    } else {
+        serde_json::Number::from_f64(f).map_or(Value::Null, Value::Number)
+    }
+}

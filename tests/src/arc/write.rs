@@ -1,0 +1,124 @@
+//! `POST /api/v1/write/msgpack`: faults, auth, body, decode, store, 204.
+
+use super::Shared;
+use super::auth::{authenticate, authorize, header_db, valid_name};
+use super::decode::{decode, decompress};
+use super::faults::Target;
+use super::server::{
+    ConnKill, Failure, WRITE_PATH, apply_faults, auth_failure, injected, read_body, write_error,
+};
+use super::store::StoreError;
+use super::timefmt::now_us;
+use axum::body::Body;
+use axum::extract::{Extension, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use std::sync::Arc;
+
+pub(super) async fn write(
+    State(s): State<Arc<Shared>>,
+    Extension(conn): Extension<ConnKill>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    s.record("POST", WRITE_PATH, &headers);
+    s.stats_mut(|st| st.write_requests += 1);
+    let resp = write_inner(&s, &conn, &headers, body).await;
+    s.finish(resp)
+}
+
+struct Ingested {
+    rows: u64,
+    decoded_bytes: u64,
+    skipped: u64,
+}
+
+async fn write_inner(
+    s: &Arc<Shared>,
+    conn: &ConnKill,
+    headers: &HeaderMap,
+    body: Body,
+) -> Response {
+    let after = match apply_faults(s, conn, Target::Writes).await {
+        Ok(after) => after,
+        Err(resp) => return resp,
+    };
+    let grant = match authenticate(s, headers) {
+        Ok(g) => g,
+        Err(f) => return auth_failure(f),
+    };
+    let db = match header_db(headers) {
+        Ok(db) => db.unwrap_or_else(|| "default".into()),
+        Err(f) => return write_error(f),
+    };
+    if let Err(f) = authorize(grant.as_ref(), true, [db.as_str()]) {
+        return auth_failure(f);
+    }
+    let body = match read_body(headers, body, s.limits.max_body_bytes).await {
+        Ok(b) if b.is_empty() => {
+            return write_error((StatusCode::BAD_REQUEST, "Empty payload".into()));
+        }
+        Ok(b) => b,
+        Err(f) => return write_error(f),
+    };
+    let wire = body.len() as u64;
+    let (shared, database) = (s.clone(), db.clone());
+    let done = tokio::task::spawn_blocking(move || ingest(&shared, &database, &body)).await;
+    let ingested = match done {
+        Ok(Ok(i)) => i,
+        Ok(Err(f)) => return write_error(f),
+        Err(e) => return write_error((StatusCode::INTERNAL_SERVER_ERROR, e.to_string())),
+    };
+    s.stats_mut(|st| {
+        let d = st.databases.entry(db).or_default();
+        d.write_requests += 1;
+        d.rows += ingested.rows;
+        d.wire_bytes += wire;
+        d.decoded_bytes += ingested.decoded_bytes;
+        d.skipped_items += ingested.skipped;
+    });
+    match after {
+        Some(code) => injected(code),
+        None => StatusCode::NO_CONTENT.into_response(),
+    }
+}
+
+/// Decompress, decode, validate names, store (unless counting only).
+fn ingest(s: &Shared, db: &str, body: &[u8]) -> Result<Ingested, Failure> {
+    let bad = |m: String| (StatusCode::BAD_REQUEST, m);
+    let payload = decompress(body, s.limits.max_decompressed_bytes).map_err(bad)?;
+    let decoded =
+        decode(&payload, now_us()).map_err(|e| bad(format!("Invalid MessagePack payload: {e}")))?;
+    for b in &decoded.batches {
+        if !valid_name(&b.measurement, 128) {
+            return Err(bad(format!(
+                "invalid measurement name {:?}: must start with a letter and contain only \
+                 alphanumeric characters, underscores, or hyphens",
+                b.measurement
+            )));
+        }
+    }
+    if !s.limits.counting_only {
+        let mut store = s.store.lock().map_err(|_| {
+            (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "store poisoned".to_string(),
+            )
+        })?;
+        for b in &decoded.batches {
+            store.insert(db, b).map_err(|e| match e {
+                StoreError::Full(m) => (StatusCode::INSUFFICIENT_STORAGE, m),
+                StoreError::Mismatch(m) => bad(format!("Failed to write records: {m}")),
+                StoreError::Internal(m) => (
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    format!("Failed to write records: {m}"),
+                ),
+            })?;
+        }
+    }
+    Ok(Ingested {
+        rows: decoded.batches.iter().map(|b| b.rows() as u64).sum(),
+        decoded_bytes: payload.len() as u64,
+        skipped: decoded.skipped.len() as u64,
+    })
+}
