@@ -4,7 +4,6 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 pub mod arc;
-pub mod arc_health;
 pub mod bins;
 pub mod cli;
 pub mod control_plane;

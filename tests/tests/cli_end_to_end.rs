@@ -3,7 +3,7 @@
 //! SQLite file never holding a plaintext Arc key or API key.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use memtrace_tests::arc_health;
+use memtrace_tests::arc::ArcStandIn;
 use memtrace_tests::cli::{Ctl, memtracectl};
 use memtrace_tests::control_plane::{ControlPlane, ControlPlaneSpec};
 
@@ -19,7 +19,8 @@ async fn full_cli_session_and_no_secret_at_rest_or_in_logs() {
         server: cp.url(),
         token: cp.admin_token().unwrap(),
     };
-    let (arc_url, arc_calls, _arc) = arc_health::start().await.unwrap();
+    let arc = ArcStandIn::start().await.unwrap();
+    let arc_url = arc.url();
 
     // keygen master is offline and yields a usable key
     let keygen = memtracectl(&["keygen", "master", "--output", "json"], &[])
@@ -88,7 +89,7 @@ async fn full_cli_session_and_no_secret_at_rest_or_in_logs() {
     );
     let tested = ctl.run(&["org", "test-arc", &org_id]).await.unwrap();
     assert!(tested.success, "{tested:?}");
-    let calls = arc_calls.all();
+    let calls = arc.health_calls();
     assert_eq!(calls.len(), 1, "the control plane called /health once");
     assert_eq!(
         calls[0]["authorization"],
