@@ -33,3 +33,34 @@ pub fn init(config: &LogConfig, rust_log: Option<&str>) -> Result<(), TelemetryE
     };
     result.map_err(|_| TelemetryError::AlreadyInstalled)
 }
+
+/// Why a process could not load its configuration and start logging.
+#[derive(Debug, thiserror::Error)]
+pub enum InitError {
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    #[error(transparent)]
+    Telemetry(#[from] TelemetryError),
+}
+
+/// What every memtrace binary does first: load the configuration (an
+/// explicit file, or the search path), install logging, and log which file
+/// was read and which `MEMTRACE_*` variables matched no setting.
+pub fn init_process(
+    config_file: Option<std::path::PathBuf>,
+    env: &crate::config::Env,
+) -> Result<crate::config::MemtraceConfig, InitError> {
+    use crate::config::FileSource;
+    let file = config_file
+        .map(FileSource::Path)
+        .unwrap_or(FileSource::Search);
+    let loaded = crate::config::load(&file, env)?;
+    init(&loaded.config.log, env.get("RUST_LOG"))?;
+    if let Some(path) = &loaded.file {
+        tracing::info!(path = %path.display(), "config file loaded");
+    }
+    for var in &loaded.ignored_vars {
+        tracing::warn!(variable = %var, "environment variable matches no setting; ignored");
+    }
+    Ok(loaded.config)
+}

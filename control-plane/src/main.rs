@@ -3,7 +3,7 @@
 
 use anyhow::Context;
 use clap::Parser;
-use memtrace_common::config::{self, Env, FileSource};
+use memtrace_common::config::Env;
 use memtrace_control_plane::{Secrets, ServeOptions, serve};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -34,20 +34,9 @@ async fn main() -> ExitCode {
 
 async fn run(args: Args) -> anyhow::Result<()> {
     let env = Env::from_process();
-    let file = args
-        .config
-        .map(FileSource::Path)
-        .unwrap_or(FileSource::Search);
-    let loaded = config::load(&file, &env)?;
-    memtrace_common::telemetry::init(&loaded.config.log, env.get("RUST_LOG"))?;
-    if let Some(path) = &loaded.file {
-        tracing::info!(path = %path.display(), "config file loaded");
-    }
-    for var in &loaded.ignored_vars {
-        tracing::warn!(variable = %var, "environment variable matches no setting; ignored");
-    }
+    let config = memtrace_common::telemetry::init_process(args.config, &env)?;
     let secrets = Secrets::from_env(&env)?;
-    let listen = loaded.config.control_plane.listen.clone();
+    let listen = config.control_plane.listen.clone();
     let listener = tokio::net::TcpListener::bind(&listen)
         .await
         .with_context(|| {
@@ -56,7 +45,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
             )
         })?;
     serve(ServeOptions {
-        config: loaded.config,
+        config,
         secrets,
         listener,
         shutdown: memtrace_common::shutdown::os_signal(),

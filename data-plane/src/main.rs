@@ -3,7 +3,7 @@
 
 use anyhow::{Context, bail};
 use clap::Parser;
-use memtrace_common::config::{self, Env, FileSource};
+use memtrace_common::config::Env;
 use memtrace_common::fleet::{FLEET_KEY_VAR, keyring_from_env};
 use memtrace_data_plane::worker::{WorkerOptions, run as run_worker};
 use std::path::PathBuf;
@@ -36,39 +36,28 @@ async fn main() -> ExitCode {
 
 async fn run(args: Args) -> anyhow::Result<()> {
     let env = Env::from_process();
-    let file = args
-        .config
-        .map(FileSource::Path)
-        .unwrap_or(FileSource::Search);
-    let loaded = config::load(&file, &env)?;
-    memtrace_common::telemetry::init(&loaded.config.log, env.get("RUST_LOG"))?;
-    for var in &loaded.ignored_vars {
-        tracing::warn!(variable = %var, "environment variable matches no setting; ignored");
-    }
+    let config = memtrace_common::telemetry::init_process(args.config, &env)?;
     if env.get("MEMTRACE_MASTER_KEY").is_some() {
         bail!(
             "MEMTRACE_MASTER_KEY is set: the master key never leaves the control plane; remove it from the worker's environment (workers need only {FLEET_KEY_VAR})"
         );
     }
-    if loaded.config.etcd.endpoint_list().is_empty() {
+    if config.etcd.endpoint_list().is_empty() {
         bail!(
             "[etcd] endpoints is empty: a standalone worker has no published state to serve; set MEMTRACE_ETCD_ENDPOINTS (or run everything in one process with 'memtracectl dev')"
         );
     }
     let (fleet, _) = keyring_from_env(&env)?
         .with_context(|| format!("{FLEET_KEY_VAR} is required: workers open the Arc keys the control plane publishes with it"))?;
-    let bus = memtrace_common::bus::connect(&loaded.config.etcd).await?;
-    let listen = format!(
-        "{}:{}",
-        loaded.config.server.host, loaded.config.server.port
-    );
+    let bus = memtrace_common::bus::connect(&config.etcd).await?;
+    let listen = format!("{}:{}", config.server.host, config.server.port);
     let listener = tokio::net::TcpListener::bind(&listen)
         .await
         .with_context(|| {
             format!("cannot listen on {listen} ([server] host/port, MEMTRACE_SERVER_HOST/PORT)")
         })?;
     run_worker(WorkerOptions {
-        config: loaded.config,
+        config,
         fleet: Arc::new(fleet),
         bus,
         listener,

@@ -2,15 +2,14 @@
 //! data in a temp dir and JSON logs captured to a file. The address is read
 //! from the process's own "listening" log line, so no port is ever guessed.
 
-use crate::bins::bin_path;
+use crate::process::{isolated_command, output_within, terminate, wait_for_listen_addr};
 use anyhow::{Context, bail};
 use memtrace_common::credentials::generate_admin_token;
 use memtrace_common::keys::generate_key_b64;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::time::{Duration, Instant};
-use tokio::process::{Child, Command};
+use tokio::process::Child;
 
 /// How to start a control plane.
 #[derive(Debug, Clone)]
@@ -61,22 +60,16 @@ impl ControlPlane {
         let run = next_run(dir);
         let log_path = dir.join(format!("control-plane-{run}.log"));
         let stdout_path = dir.join(format!("control-plane-{run}.stdout"));
-        let mut command = Command::new(bin_path("memtrace-control-plane")?);
+        let mut command = isolated_command("memtrace-control-plane", dir)?;
         command
-            .current_dir(dir)
-            .env_clear()
-            .env("PATH", std::env::var("PATH").unwrap_or_default())
-            .env("HOME", dir)
             .env("MEMTRACE_CONTROL_PLANE_LISTEN", "127.0.0.1:0")
             .env("MEMTRACE_LOG_FORMAT", "json")
             .env("MEMTRACE_LOG_LEVEL", "debug")
             .env("MEMTRACE_AUTH_DB_PATH", data_dir.join("memtrace.db"))
             .env("MEMTRACE_SERVER_SHUTDOWN_TIMEOUT", "5")
             .env("MEMTRACE_MASTER_KEY", &spec.master_key)
-            .stdin(Stdio::null())
             .stdout(std::fs::File::create(&stdout_path)?)
-            .stderr(std::fs::File::create(&log_path)?)
-            .kill_on_drop(true);
+            .stderr(std::fs::File::create(&log_path)?);
         if !spec.previous_master_keys.is_empty() {
             command.env(
                 "MEMTRACE_MASTER_KEYS_PREVIOUS",
@@ -153,15 +146,7 @@ impl ControlPlane {
     /// Sends SIGTERM and waits for the exit status.
     pub async fn stop(mut self) -> anyhow::Result<std::process::ExitStatus> {
         let mut child = self.child.take().context("already stopped")?;
-        if let Some(pid) = child.id() {
-            let _ = std::process::Command::new("kill")
-                .args(["-TERM", &pid.to_string()])
-                .status();
-        }
-        let status = tokio::time::timeout(Duration::from_secs(15), child.wait())
-            .await
-            .context("control plane did not exit within 15s of SIGTERM")??;
-        Ok(status)
+        terminate(&mut child).await
     }
 }
 
@@ -171,53 +156,12 @@ fn next_run(dir: &Path) -> usize {
         .unwrap_or(0)
 }
 
-/// Reads the log until the "listening" line names the bound address.
-pub(crate) async fn wait_for_listen_addr(
-    log: &Path,
-    child: &mut Child,
-    message: &str,
-    within: Duration,
-) -> anyhow::Result<std::net::SocketAddr> {
-    let deadline = Instant::now() + within;
-    loop {
-        let text = std::fs::read_to_string(log).unwrap_or_default();
-        for line in text.lines() {
-            let Ok(value) = serde_json::from_str::<serde_json::Value>(line) else {
-                continue;
-            };
-            let listening = value["message"]
-                .as_str()
-                .is_some_and(|m| m.starts_with(message));
-            if let (true, Some(addr)) = (listening, value["addr"].as_str()) {
-                return Ok(addr.parse()?);
-            }
-        }
-        if let Some(status) = child.try_wait()? {
-            bail!("process exited with {status} before listening; log:\n{text}");
-        }
-        if Instant::now() > deadline {
-            bail!("process did not report its address within {within:?}; log:\n{text}");
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-}
-
 /// Runs the control-plane binary to completion (for startup-refusal tests).
 pub async fn run_to_exit(dir: &Path, env: &[(&str, &str)]) -> anyhow::Result<std::process::Output> {
-    let mut command = Command::new(bin_path("memtrace-control-plane")?);
-    command
-        .current_dir(dir)
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("HOME", dir)
-        .env("MEMTRACE_CONTROL_PLANE_LISTEN", "127.0.0.1:0")
-        .stdin(Stdio::null())
-        .kill_on_drop(true);
+    let mut command = isolated_command("memtrace-control-plane", dir)?;
+    command.env("MEMTRACE_CONTROL_PLANE_LISTEN", "127.0.0.1:0");
     for (k, v) in env {
         command.env(k, v);
     }
-    let output = tokio::time::timeout(Duration::from_secs(20), command.output())
-        .await
-        .context("control plane did not exit within 20s")??;
-    Ok(output)
+    output_within(command, Duration::from_secs(20)).await
 }

@@ -9,6 +9,7 @@ pub mod cli;
 pub mod control_plane;
 pub mod etcd;
 pub mod postgres;
+pub mod process;
 pub mod watchers;
 pub mod worker;
 

@@ -2,13 +2,12 @@
 //! with JSON logs captured to a file; the bound address is read from the
 //! worker's own "listening" log line.
 
-use crate::bins::bin_path;
-use crate::control_plane::wait_for_listen_addr;
+use crate::process::{isolated_command, terminate, wait_for_listen_addr};
 use anyhow::Context;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
-use tokio::process::{Child, Command};
+use tokio::process::Child;
 
 /// A running worker process.
 pub struct Worker {
@@ -28,12 +27,8 @@ impl Worker {
         extra_env: &[(&str, &str)],
     ) -> anyhow::Result<Self> {
         let log_path = dir.join(format!("worker-{id}.log"));
-        let mut command = Command::new(bin_path("memtrace-worker")?);
+        let mut command = isolated_command("memtrace-worker", dir)?;
         command
-            .current_dir(dir)
-            .env_clear()
-            .env("PATH", std::env::var("PATH").unwrap_or_default())
-            .env("HOME", dir)
             .env("MEMTRACE_SERVER_HOST", "127.0.0.1")
             .env("MEMTRACE_SERVER_PORT", "0")
             .env("MEMTRACE_SERVER_SHUTDOWN_TIMEOUT", "5")
@@ -47,10 +42,8 @@ impl Worker {
             .env("MEMTRACE_ETCD_ENDPOINTS", etcd_endpoint)
             .env("MEMTRACE_ETCD_PREFIX", prefix)
             .env("MEMTRACE_FLEET_KEY", fleet_key)
-            .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log_path)?)
-            .kill_on_drop(true);
+            .stderr(std::fs::File::create(&log_path)?);
         for (k, v) in extra_env {
             command.env(k, v);
         }
@@ -80,13 +73,6 @@ impl Worker {
     /// Sends SIGTERM and waits for the exit status.
     pub async fn stop(mut self) -> anyhow::Result<std::process::ExitStatus> {
         let mut child = self.child.take().context("already stopped")?;
-        if let Some(pid) = child.id() {
-            let _ = std::process::Command::new("kill")
-                .args(["-TERM", &pid.to_string()])
-                .status();
-        }
-        Ok(tokio::time::timeout(Duration::from_secs(15), child.wait())
-            .await
-            .context("worker did not exit within 15s of SIGTERM")??)
+        terminate(&mut child).await
     }
 }

@@ -8,28 +8,23 @@ use memtrace_common::keys::generate_key_b64;
 use memtrace_tests::cli::Ctl;
 use memtrace_tests::control_plane::{ControlPlane, ControlPlaneSpec};
 use memtrace_tests::etcd::EtcdServer;
+use memtrace_tests::process::{isolated_command, output_within};
 use memtrace_tests::worker::Worker;
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 const PREFIX: &str = "/memtrace-workers/v1/";
 
 async fn refused(env: &[(&str, &str)]) -> String {
     let dir = tempfile::tempdir().unwrap();
-    let mut command =
-        tokio::process::Command::new(memtrace_tests::bins::bin_path("memtrace-worker").unwrap());
+    let mut command = isolated_command("memtrace-worker", dir.path()).unwrap();
     command
-        .current_dir(dir.path())
-        .env_clear()
         .env("MEMTRACE_SERVER_HOST", "127.0.0.1")
-        .env("MEMTRACE_SERVER_PORT", "0")
-        .stdin(Stdio::null());
+        .env("MEMTRACE_SERVER_PORT", "0");
     for (k, v) in env {
         command.env(k, v);
     }
-    let out = tokio::time::timeout(Duration::from_secs(20), command.output())
+    let out = output_within(command, Duration::from_secs(20))
         .await
-        .unwrap()
         .unwrap();
     assert!(
         !out.status.success(),
