@@ -3,10 +3,13 @@
 //! record by record, with a last-known-good file) and the worker's
 //! [`registration`] under a lease, and agent [`auth`]entication against the
 //! snapshot, and the [`query`] builder: every read as escaped, validated SQL
-//! for Arc (DuckDB) or the embedded SQLite store. Next: the
+//! for Arc (DuckDB) or the embedded SQLite store, and the [`arc`] client:
+//! memory batches as columnar MessagePack, written to and read from each
+//! tenant's Arc with bounded retries. Next: the
 //! memtrace-compatible REST and `memtrace.v1` gRPC APIs and per-tenant
 //! batching into Arc.
 
+pub mod arc;
 pub mod auth;
 pub mod query;
 pub mod registration;

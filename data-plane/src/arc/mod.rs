@@ -1,0 +1,63 @@
+//! The Arc adapter: memory rows encoded as Arc's columnar MessagePack
+//! ([`encode`]), sent and read back over Arc's HTTP API by one pooled
+//! [`ArcClient`] shared by every tenant ([`client`]), with bounded, jittered
+//! retries ([`retry`]) and one error type ([`error`]). Protocol notes:
+//! `shared/reference/arc-protocol.md` §1a–§5.
+//!
+//! ```text
+//! let client = ArcClient::new(Duration::from_secs(2), Duration::from_secs(10))?;
+//! let mut batch = MemoryBatch::new();
+//! batch.push(row);
+//! let body = compress(&batch.encode(target.measurement), Compression::Zstd)?;
+//! client.write_with_retry(&target, body.into(), Compression::Zstd, &RetryPolicy::default()).await?;
+//! let rows = client.query(&target, &builder.list(&q, now)).await?;
+//! ```
+
+pub mod client;
+pub mod encode;
+pub mod error;
+pub mod retry;
+
+pub use axum::body::Bytes;
+pub use client::{ArcClient, ArcClientConfig, QueryResult};
+pub use encode::{COLUMNS, Compression, MemoryBatch, MemoryRow, compress};
+pub use error::{ArcError, Transport};
+pub use retry::RetryPolicy;
+
+use crate::snapshot::ArcRoute;
+
+/// Where one call goes: a borrowed view of a tenant's [`ArcRoute`] (the key
+/// is not copied). `Debug` hides the key.
+#[derive(Clone, Copy)]
+pub struct ArcTarget<'a> {
+    /// Base URL, `http(s)://host:port` (a trailing `/` is ignored).
+    pub url: &'a str,
+    /// Arc database (`x-arc-database` on writes).
+    pub database: &'a str,
+    /// Measurement the tenant's memories go to.
+    pub measurement: &'a str,
+    /// Arc token, sent as `Authorization: Bearer`.
+    pub api_key: Option<&'a str>,
+}
+
+impl<'a> From<&'a ArcRoute> for ArcTarget<'a> {
+    fn from(r: &'a ArcRoute) -> Self {
+        Self {
+            url: &r.url,
+            database: &r.database,
+            measurement: &r.measurement,
+            api_key: r.api_key.as_ref().map(|k| k.as_str()),
+        }
+    }
+}
+
+impl std::fmt::Debug for ArcTarget<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ArcTarget")
+            .field("url", &self.url)
+            .field("database", &self.database)
+            .field("measurement", &self.measurement)
+            .field("api_key", &self.api_key.map(|_| "***"))
+            .finish()
+    }
+}
