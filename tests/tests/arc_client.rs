@@ -102,11 +102,10 @@ fn list_sql(org: &str) -> Sql {
     builder.list(&q, UnixMicros(T0 + 3_600_000_000))
 }
 
-/// A `time` value as µs. Arc renders `TIMESTAMP`s as RFC 3339 strings; the
-/// stand-in (SQLite) loses the type through the builder's `MAX(v.time)` and
-/// answers the integer.
+/// A `time` value as µs: Arc (and the stand-in) render `TIMESTAMP`s as
+/// RFC 3339 strings, including the builder's re-selected `MAX(v.time)`.
 fn time_us(v: &serde_json::Value) -> Option<i64> {
-    v.as_i64().or_else(|| v.as_str().and_then(parse_timestamp))
+    v.as_str().and_then(parse_timestamp)
 }
 
 fn fast_retries(max_attempts: u32) -> RetryPolicy {

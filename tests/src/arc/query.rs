@@ -108,6 +108,12 @@ static TIME_AGG_ALIAS: LazyLock<Regex> = LazyLock::new(|| {
     ))
 });
 
+static ALIAS_OF_ALIAS: LazyLock<Regex> = LazyLock::new(|| {
+    re(
+        r#"(?i)\b[A-Za-z_][A-Za-z0-9_]*\.([A-Za-z_][A-Za-z0-9_]*)\s+AS\s+"?([A-Za-z_][A-Za-z0-9_]*)"?"#,
+    )
+});
+
 /// Why a query is refused before or during the rewrite.
 #[derive(Debug, PartialEq)]
 pub enum Refusal {
@@ -244,10 +250,17 @@ pub fn rewrite(sql: &str, header_db: Option<&str>) -> Result<Rewritten, Refusal>
     if let Some(f) = failed {
         return Err(f);
     }
-    let time_aliases = TIME_AGG_ALIAS
+    let mut time_aliases: HashSet<String> = TIME_AGG_ALIAS
         .captures_iter(&masked)
         .map(|c| c[1].to_ascii_lowercase())
         .collect();
+    // a time alias re-selected from a subquery (`latest.max_time AS time`)
+    // keeps its TIMESTAMP type in DuckDB
+    for c in ALIAS_OF_ALIAS.captures_iter(&masked) {
+        if time_aliases.contains(&c[1].to_ascii_lowercase()) {
+            time_aliases.insert(c[2].to_ascii_lowercase());
+        }
+    }
     Ok(Rewritten {
         sql: sql.into_owned(),
         databases,
