@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Ensure the system tools memtrace's build and tests need are installed:
-#   protoc               (Debian: protobuf-compiler)  tonic/prost code generation
+#   protoc               (Debian: protobuf-compiler,  tonic/prost code generation
+#                         libprotobuf-dev)
 #   etcd                 (Debian: etcd-server)        coordination tests
 #   initdb, pg_ctl, psql (Debian: postgresql)         real PostgreSQL in tests
 #   python3 -m venv      (Debian: python3-venv)       Python tooling
@@ -41,6 +42,12 @@ _memtrace_detect() {
     if [ ! -x "${PROTOC:-}" ] && ! command -v protoc >/dev/null; then
         _memtrace_missing+=(protoc)
         _memtrace_pkgs+=(protobuf-compiler)
+    fi
+    # etcd-client's protos import google/protobuf/*.proto: Debian ships them in
+    # libprotobuf-dev, only a Recommends of protobuf-compiler.
+    if [ -z "${PROTOC_INCLUDE:-}" ] && [ ! -f /usr/include/google/protobuf/descriptor.proto ]; then
+        _memtrace_missing+=("google/protobuf well-known .proto files")
+        _memtrace_pkgs+=(libprotobuf-dev)
     fi
     # MEMTRACE_SETUP_SCOPE=build: only what building needs (scripts/dev.sh).
     [ "${MEMTRACE_SETUP_SCOPE:-all}" = build ] && return 0

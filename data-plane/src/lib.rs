@@ -5,12 +5,14 @@
 //! snapshot, and the [`query`] builder: every read as escaped, validated SQL
 //! for Arc (DuckDB) or the embedded SQLite store, and the [`arc`] client:
 //! memory batches as columnar MessagePack, written to and read from each
-//! tenant's Arc with bounded retries. Next: the
-//! memtrace-compatible REST and `memtrace.v1` gRPC APIs and per-tenant
-//! batching into Arc.
+//! tenant's Arc with bounded retries, and [`ingest`]: per-tenant group
+//! commit into Arc behind bounded queues, acknowledged only once Arc stored
+//! the batch. Next: the memtrace-compatible REST and `memtrace.v1` gRPC
+//! APIs.
 
 pub mod arc;
 pub mod auth;
+pub mod ingest;
 pub mod query;
 pub mod registration;
 pub mod snapshot;

@@ -1,0 +1,271 @@
+//! [`Batcher`]: admission into per-org bounded queues, org lifecycle and
+//! shutdown. The batching itself is in [`flusher`](super::flusher).
+
+use super::queue::{OrgState, Pending, Waiter, row_size_estimate};
+use super::{Ack, Counters, IngestError, IngestMetrics, SubmitError};
+use crate::arc::{ArcClient, MemoryRow, RetryPolicy};
+use crate::snapshot::ArcRoute;
+use memtrace_common::settings::{TenantLimits, WriteSettings};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot, watch};
+
+/// An org's current write settings and limits (hot: read at every batch
+/// start, and when an org becomes active). Must be cheap and not block.
+pub type SettingsFn = Arc<dyn Fn(&str) -> (WriteSettings, TenantLimits) + Send + Sync>;
+
+/// Flushers with nothing to do for this long exit (default).
+const DEFAULT_IDLE: Duration = Duration::from_secs(30);
+/// After the grace ran out, how long tasks get to fail their waiters.
+const CANCEL_WAIT: Duration = Duration::from_secs(2);
+/// Bounds of the `Retry-After` suggested with a full queue.
+const MIN_RETRY_AFTER: Duration = Duration::from_millis(100);
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(30);
+
+/// The sending half the batcher keeps per active org.
+struct OrgHandle {
+    state: Arc<OrgState>,
+    tx: mpsc::UnboundedSender<Pending>,
+}
+
+#[derive(Default)]
+struct Orgs {
+    map: HashMap<String, OrgHandle>,
+    shutting_down: bool,
+}
+
+/// What the batcher's tasks share.
+pub(crate) struct Shared {
+    pub client: ArcClient,
+    pub settings: SettingsFn,
+    pub retry: RetryPolicy,
+    pub idle_ms: AtomicU64,
+    orgs: Mutex<Orgs>,
+    pub counters: Counters,
+    /// Rows admitted and not answered yet (all orgs).
+    pub pending_rows: Arc<AtomicU64>,
+    /// Becomes true when the shutdown grace ran out: fail what is left.
+    pub cancel: watch::Sender<bool>,
+}
+
+impl Shared {
+    fn orgs(&self) -> MutexGuard<'_, Orgs> {
+        self.orgs.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Called by an idle flusher: removes its org if nothing is queued or
+    /// in flight (under the lock `submit` sends under, so no request can
+    /// slip in between). True when the flusher should exit.
+    pub fn retire(&self, org: &Arc<OrgState>, queued: bool) -> bool {
+        let mut orgs = self.orgs();
+        if queued || org.in_flight.available_permits() < super::MAX_IN_FLIGHT {
+            return false;
+        }
+        match orgs.map.get(&*org.org_id) {
+            Some(h) if Arc::ptr_eq(&h.state, org) => {
+                orgs.map.remove(&*org.org_id);
+                tracing::debug!(org_id = %org.org_id, "idle ingest flusher exits");
+                true
+            }
+            // Replaced or removed: our channel is closed anyway.
+            _ => true,
+        }
+    }
+}
+
+/// Per-tenant group-commit batcher in front of Arc (cheap to clone).
+#[derive(Clone)]
+pub struct Batcher {
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for Batcher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Batcher")
+            .field("active_orgs", &self.active_orgs())
+            .field("metrics", &self.metrics())
+            .finish()
+    }
+}
+
+impl Batcher {
+    /// A batcher writing through `client`, with each org's settings from
+    /// `settings` and Arc retries per `retry` (its `max_attempts` replaced
+    /// by the org's `retry_max_attempts` when that is non-zero).
+    pub fn new(
+        client: ArcClient,
+        settings: impl Fn(&str) -> (WriteSettings, TenantLimits) + Send + Sync + 'static,
+        retry: RetryPolicy,
+    ) -> Self {
+        let (cancel, _) = watch::channel(false);
+        Self {
+            shared: Arc::new(Shared {
+                client,
+                settings: Arc::new(settings),
+                retry,
+                idle_ms: AtomicU64::new(DEFAULT_IDLE.as_millis() as u64),
+                orgs: Mutex::new(Orgs::default()),
+                counters: Counters::default(),
+                pending_rows: Arc::new(AtomicU64::new(0)),
+                cancel,
+            }),
+        }
+    }
+
+    /// How long a flusher with nothing queued lives on (default 30 s);
+    /// applies to flushers as they next go idle.
+    pub fn with_idle_timeout(self, idle: Duration) -> Self {
+        let ms = u64::try_from(idle.as_millis()).unwrap_or(u64::MAX).max(1);
+        self.shared.idle_ms.store(ms, Ordering::Relaxed);
+        self
+    }
+
+    /// Admits `rows` for `org_id` into the org's queue, all or nothing, and
+    /// returns the [`Ack`] that resolves once Arc stored them. Never waits:
+    /// a full queue is [`IngestError::QueueFull`] at once. Must be called
+    /// within a Tokio runtime (the org's flusher is spawned on first use).
+    pub fn submit(
+        &self,
+        org_id: &str,
+        route: Arc<ArcRoute>,
+        rows: Vec<MemoryRow>,
+    ) -> Result<Ack, SubmitError> {
+        // Read outside the lock; only used if the org is not active yet.
+        let limits = if self.shared.orgs().map.contains_key(org_id) {
+            None
+        } else {
+            Some((self.shared.settings)(org_id).1)
+        };
+        let n = rows.len() as u64;
+        let bytes = rows.iter().map(row_size_estimate).sum();
+        let mut orgs = self.shared.orgs();
+        if orgs.shutting_down {
+            return Err(IngestError::ShuttingDown);
+        }
+        if n == 0 {
+            return Ok(Ack::ready(Ok(())));
+        }
+        let handle = orgs.map.entry(org_id.to_string()).or_insert_with(|| {
+            let max_queued = limits.map_or(0, |l| l.max_queued_events);
+            self.spawn_flusher(org_id, max_queued)
+        });
+        let state = &handle.state;
+        let capacity = state.capacity.load(Ordering::Acquire);
+        let too_large = IngestError::TooLarge { rows: n, capacity };
+        let want = match u32::try_from(n) {
+            Ok(w) if n <= capacity => w,
+            _ => return Err(too_large),
+        };
+        let Ok(permit) = state.permits.clone().try_acquire_many_owned(want) else {
+            Counters::add(&self.shared.counters.rejected_full, 1);
+            tracing::debug!(org_id, rows = n, "ingest queue full");
+            return Err(IngestError::QueueFull {
+                org_id: org_id.to_string(),
+                retry_after: retry_after(state),
+            });
+        };
+        let (tx, rx) = oneshot::channel();
+        let waiter = Waiter::new(n, tx, permit, self.shared.pending_rows.clone());
+        let pending = Pending {
+            route,
+            rows,
+            bytes,
+            waiter,
+        };
+        if handle.tx.send(pending).is_err() {
+            // The flusher is gone without retiring (it panicked): forget
+            // it so the next submit starts a fresh one.
+            tracing::error!(org_id, "ingest flusher vanished");
+            orgs.map.remove(org_id);
+            return Err(IngestError::Abandoned);
+        }
+        Ok(Ack::new(rx))
+    }
+
+    fn spawn_flusher(&self, org_id: &str, max_queued: u64) -> OrgHandle {
+        let state = Arc::new(OrgState::new(org_id, max_queued));
+        let (tx, rx) = mpsc::unbounded_channel();
+        tokio::spawn(super::flusher::run(self.shared.clone(), state.clone(), rx));
+        tracing::debug!(org_id, "ingest flusher started");
+        OrgHandle { state, tx }
+    }
+
+    /// The org's route was removed: its queued rows are failed with
+    /// [`IngestError::OrgClosed`] (batches already sent to Arc finish).
+    /// False when the org had nothing active.
+    pub fn close_org(&self, org_id: &str) -> bool {
+        let Some(handle) = self.shared.orgs().map.remove(org_id) else {
+            return false;
+        };
+        handle.state.closed.store(true, Ordering::Release);
+        tracing::info!(org_id, "ingest queue of org closed");
+        true
+    }
+
+    /// Stops admission ([`IngestError::ShuttingDown`]), flushes everything
+    /// queued without waiting for linger, and waits up to `grace` for Arc.
+    /// What is still unwritten then is failed to its waiters with
+    /// [`IngestError::Unflushed`]; returns how many rows that was.
+    pub async fn close(&self, grace: Duration) -> u64 {
+        let handles = {
+            let mut orgs = self.shared.orgs();
+            orgs.shutting_down = true;
+            std::mem::take(&mut orgs.map)
+        };
+        // Closing the channels makes every flusher flush at once.
+        drop(handles);
+        let pending = self.shared.pending_rows.load(Ordering::Acquire);
+        tracing::info!(pending_rows = pending, "ingest batcher closing");
+        if !self.wait_drained(grace).await {
+            self.shared.cancel.send_replace(true);
+            if !self.wait_drained(CANCEL_WAIT).await {
+                tracing::error!(
+                    pending_rows = self.shared.pending_rows.load(Ordering::Acquire),
+                    "ingest rows still unanswered after shutdown"
+                );
+            }
+        }
+        let unflushed = self.shared.counters.rows_unflushed.load(Ordering::Relaxed);
+        tracing::info!(unflushed_rows = unflushed, "ingest batcher closed");
+        unflushed
+    }
+
+    /// Waits (bounded) until no admitted row is unanswered.
+    async fn wait_drained(&self, within: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            if self.shared.pending_rows.load(Ordering::Acquire) == 0 {
+                return true;
+            }
+            let now = tokio::time::Instant::now();
+            if now >= deadline {
+                return false;
+            }
+            tokio::time::sleep((deadline - now).min(Duration::from_millis(5))).await;
+        }
+    }
+
+    /// The counters, and the rows queued or in flight over every org.
+    pub fn metrics(&self) -> IngestMetrics {
+        let queued = self.shared.pending_rows.load(Ordering::Acquire);
+        self.shared.counters.snapshot(queued)
+    }
+
+    /// Rows queued or in flight for `org_id`, if its flusher is active.
+    pub fn queue_depth(&self, org_id: &str) -> Option<u64> {
+        self.shared.orgs().map.get(org_id).map(|h| h.state.depth())
+    }
+
+    /// Orgs with a running flusher.
+    pub fn active_orgs(&self) -> usize {
+        self.shared.orgs().map.len()
+    }
+}
+
+/// A guess at when room frees up: one linger plus one Arc write.
+fn retry_after(state: &OrgState) -> Duration {
+    let ms = state.linger_ms.load(Ordering::Relaxed) + state.last_write_ms.load(Ordering::Relaxed);
+    Duration::from_millis(ms).clamp(MIN_RETRY_AFTER, MAX_RETRY_AFTER)
+}

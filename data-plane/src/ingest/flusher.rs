@@ -1,0 +1,213 @@
+//! One org's flusher: takes admitted requests off the org's queue, closes a
+//! batch on `batch_size` rows, `max_batch_bytes` (estimate) or `linger`
+//! after its first row, and hands it to a write task — at most
+//! [`MAX_IN_FLIGHT`](super::MAX_IN_FLIGHT) at once, so a slow Arc stops the draining and the
+//! queue (then 429) takes the pressure.
+//!
+//! A request is never split: one that does not fit the open batch starts
+//! the next one (alone it may exceed the limits). Requests for another
+//! route (rebound org) start a new batch too.
+
+use super::batcher::Shared;
+use super::queue::{Batch, OrgState, Pending, finish_all, same_route};
+use super::{Counters, IngestError};
+use crate::arc::{ArcTarget, Bytes, Compression, compress};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+use tokio::sync::{OwnedSemaphorePermit, mpsc, watch};
+use tokio::time::Instant;
+
+type Queue = mpsc::UnboundedReceiver<Pending>;
+
+/// Runs until the org's channel is closed and drained, the flusher retires
+/// idle, or the shutdown grace runs out.
+pub(crate) async fn run(shared: Arc<Shared>, org: Arc<OrgState>, mut rx: Queue) {
+    let mut cancel = shared.cancel.subscribe();
+    let mut carry: Option<Pending> = None;
+    loop {
+        let first = match carry.take() {
+            Some(p) => p,
+            None => match next_first(&shared, &org, &mut rx, &mut cancel).await {
+                Some(p) => p,
+                None => break,
+            },
+        };
+        let (ws, limits) = (shared.settings)(&org.org_id);
+        org.resize(limits.max_queued_events);
+        let linger_ms = u64::try_from(ws.linger.as_millis()).unwrap_or(u64::MAX);
+        org.linger_ms.store(linger_ms, Ordering::Relaxed);
+        let batch_size = ws.batch_size.max(1);
+        let max_bytes = if ws.max_batch_bytes == 0 {
+            u64::MAX
+        } else {
+            ws.max_batch_bytes
+        };
+        let deadline = Instant::now() + ws.linger;
+        let mut batch = Batch::new(first);
+        let mut cancelled = false;
+        while batch.rows < batch_size && batch.bytes < max_bytes {
+            let next = tokio::select! {
+                biased;
+                _ = cancel.wait_for(|c| *c) => {
+                    cancelled = true;
+                    break;
+                }
+                () = tokio::time::sleep_until(deadline) => break,
+                p = rx.recv() => match p {
+                    Some(p) => p,
+                    // Closing: flush now rather than after linger.
+                    None => break,
+                },
+            };
+            let fits = batch.rows + next.rows.len() as u64 <= batch_size
+                && batch.bytes.saturating_add(next.bytes) <= max_bytes;
+            if !fits || !same_route(&batch.route, &next.route) {
+                carry = Some(next);
+                break;
+            }
+            batch.add(next);
+        }
+        if cancelled {
+            fail_rest(&shared, batch, carry.take(), &mut rx);
+            break;
+        }
+        if org.closed.load(Ordering::Acquire) {
+            let org_id = org.org_id.to_string();
+            batch.finish(&shared.counters, Err(IngestError::OrgClosed { org_id }));
+            continue;
+        }
+        let permit = tokio::select! {
+            biased;
+            _ = cancel.wait_for(|c| *c) => {
+                fail_rest(&shared, batch, carry.take(), &mut rx);
+                break;
+            }
+            p = org.in_flight.clone().acquire_owned() => p,
+        };
+        let Ok(permit) = permit else {
+            batch.finish(&shared.counters, Err(IngestError::Abandoned));
+            continue;
+        };
+        tracing::debug!(
+            org_id = %org.org_id,
+            rows = batch.rows,
+            requests = batch.waiters.len(),
+            "ingest batch closed"
+        );
+        tokio::spawn(write(
+            shared.clone(),
+            org.clone(),
+            batch,
+            ws.retry_max_attempts,
+            permit,
+            cancel.clone(),
+        ));
+    }
+}
+
+/// The first request of the next batch; `None` when the flusher should
+/// end (channel closed, idle and retired, or shutdown grace over).
+async fn next_first(
+    shared: &Shared,
+    org: &Arc<OrgState>,
+    rx: &mut Queue,
+    cancel: &mut watch::Receiver<bool>,
+) -> Option<Pending> {
+    loop {
+        let idle = Duration::from_millis(shared.idle_ms.load(Ordering::Relaxed));
+        tokio::select! {
+            biased;
+            _ = cancel.wait_for(|c| *c) => {
+                drain_fail(shared, rx);
+                return None;
+            }
+            r = tokio::time::timeout(idle, rx.recv()) => match r {
+                Ok(p) => return p,
+                Err(_) if shared.retire(org, !rx.is_empty()) => return None,
+                // Writes in flight or a request just arrived: go on.
+                Err(_) => {}
+            },
+        }
+    }
+}
+
+/// Fails the open batch, the carried request and whatever is queued.
+fn fail_rest(shared: &Shared, batch: Batch, carry: Option<Pending>, rx: &mut Queue) {
+    batch.finish(&shared.counters, Err(IngestError::Unflushed));
+    if let Some(p) = carry {
+        finish_all(
+            vec![p.waiter],
+            &shared.counters,
+            Err(IngestError::Unflushed),
+        );
+    }
+    drain_fail(shared, rx);
+}
+
+/// Fails every queued request (only after the senders are gone, so this
+/// ends).
+fn drain_fail(shared: &Shared, rx: &mut Queue) {
+    let mut waiters = Vec::new();
+    while let Ok(p) = rx.try_recv() {
+        waiters.push(p.waiter);
+    }
+    finish_all(waiters, &shared.counters, Err(IngestError::Unflushed));
+}
+
+/// Encodes, sends (with retries) and answers one batch's waiters.
+async fn write(
+    shared: Arc<Shared>,
+    org: Arc<OrgState>,
+    batch: Batch,
+    retry_max_attempts: u32,
+    _in_flight: OwnedSemaphorePermit,
+    mut cancel: watch::Receiver<bool>,
+) {
+    let started = Instant::now();
+    let route = batch.route.clone();
+    let body = match compress(&batch.data.encode(&route.measurement), Compression::Zstd) {
+        Ok(b) => Bytes::from(b),
+        Err(e) => {
+            tracing::error!(org_id = %org.org_id, error = %e, "ingest batch encoding failed");
+            batch.finish(&shared.counters, Err(IngestError::Encode(e.to_string())));
+            return;
+        }
+    };
+    let mut policy = shared.retry;
+    if retry_max_attempts > 0 {
+        policy.max_attempts = retry_max_attempts;
+    }
+    let target = ArcTarget::from(&*route);
+    let result = tokio::select! {
+        biased;
+        _ = cancel.wait_for(|c| *c) => Err(IngestError::Unflushed),
+        r = shared.client.write_with_retry(&target, body, Compression::Zstd, &policy) => {
+            r.map_err(IngestError::from)
+        }
+    };
+    let elapsed_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+    org.last_write_ms.store(elapsed_ms, Ordering::Relaxed);
+    let counters = &shared.counters;
+    match &result {
+        Ok(()) => {
+            Counters::add(&counters.batches, 1);
+            Counters::add(&counters.rows_written, batch.rows);
+            tracing::debug!(org_id = %org.org_id, rows = batch.rows, elapsed_ms, "ingest batch stored");
+        }
+        Err(e) => {
+            if matches!(e, IngestError::Arc(_)) {
+                Counters::add(&counters.arc_errors, 1);
+            }
+            tracing::warn!(
+                org_id = %org.org_id,
+                rows = batch.rows,
+                requests = batch.waiters.len(),
+                elapsed_ms,
+                error = %e,
+                "ingest batch failed"
+            );
+        }
+    }
+    batch.finish(counters, result);
+}

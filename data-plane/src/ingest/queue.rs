@@ -1,0 +1,255 @@
+//! One org's queue: the admission semaphore, the queued requests
+//! ([`Pending`]) with their waiters, and the batch being assembled.
+
+use super::{Counters, IngestError, WriteError};
+use crate::arc::{MemoryBatch, MemoryRow};
+use crate::snapshot::ArcRoute;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
+
+/// Arc writes one org may have outstanding at once.
+pub const MAX_IN_FLIGHT: usize = 2;
+
+/// Queue capacity used when `max_queued_events` is 0 (never unbounded).
+pub(crate) const DEFAULT_MAX_QUEUED: u64 = 10_000;
+
+/// The largest semaphore we ask tokio for.
+const MAX_PERMITS: u64 = 1 << 28;
+
+/// State of one active org shared by `submit` and its flusher.
+#[derive(Debug)]
+pub(crate) struct OrgState {
+    pub org_id: Arc<str>,
+    /// One permit per queued or in-flight row.
+    pub permits: Arc<Semaphore>,
+    /// Current size of `permits`.
+    pub capacity: AtomicU64,
+    /// At most [`MAX_IN_FLIGHT`] writes.
+    pub in_flight: Arc<Semaphore>,
+    /// Set when the org's route is removed: queued rows are failed.
+    pub closed: AtomicBool,
+    /// Duration of the last Arc write, for `Retry-After`.
+    pub last_write_ms: AtomicU64,
+    /// The last linger seen, for `Retry-After`.
+    pub linger_ms: AtomicU64,
+}
+
+impl OrgState {
+    pub fn new(org_id: &str, max_queued: u64) -> Self {
+        let capacity = effective_capacity(max_queued);
+        Self {
+            org_id: Arc::from(org_id),
+            permits: Arc::new(Semaphore::new(capacity as usize)),
+            capacity: AtomicU64::new(capacity),
+            in_flight: Arc::new(Semaphore::new(MAX_IN_FLIGHT)),
+            closed: AtomicBool::new(false),
+            last_write_ms: AtomicU64::new(0),
+            linger_ms: AtomicU64::new(0),
+        }
+    }
+
+    /// Applies a new `max_queued_events`: growth at once, shrinking as far
+    /// as free permits allow (the rest as rows complete, next time).
+    pub fn resize(&self, max_queued: u64) {
+        let want = effective_capacity(max_queued);
+        let have = self.capacity.load(Ordering::Acquire);
+        if want > have {
+            self.permits.add_permits((want - have) as usize);
+            self.capacity.store(want, Ordering::Release);
+        } else if want < have {
+            let forgotten = self.permits.forget_permits((have - want) as usize) as u64;
+            self.capacity.store(have - forgotten, Ordering::Release);
+        }
+    }
+
+    /// Rows queued or in flight.
+    pub fn depth(&self) -> u64 {
+        let cap = self.capacity.load(Ordering::Acquire);
+        cap.saturating_sub(self.permits.available_permits() as u64)
+    }
+}
+
+fn effective_capacity(max_queued: u64) -> u64 {
+    let n = if max_queued == 0 {
+        DEFAULT_MAX_QUEUED
+    } else {
+        max_queued
+    };
+    n.min(MAX_PERMITS)
+}
+
+/// The submitter's side of one request: answered exactly once; dropping
+/// it unanswered resolves the [`Ack`](super::Ack) to `Abandoned`.
+#[derive(Debug)]
+pub(crate) struct Waiter {
+    pub rows: u64,
+    tx: Option<oneshot::Sender<Result<(), WriteError>>>,
+    _permit: OwnedSemaphorePermit,
+    pending_rows: Arc<AtomicU64>,
+}
+
+impl Waiter {
+    pub fn new(
+        rows: u64,
+        tx: oneshot::Sender<Result<(), WriteError>>,
+        permit: OwnedSemaphorePermit,
+        pending_rows: Arc<AtomicU64>,
+    ) -> Self {
+        pending_rows.fetch_add(rows, Ordering::AcqRel);
+        Self {
+            rows,
+            tx: Some(tx),
+            _permit: permit,
+            pending_rows,
+        }
+    }
+
+    /// Answers the submitter (who may have gone away: that is fine).
+    pub fn finish(mut self, result: Result<(), WriteError>) {
+        if let Some(tx) = self.tx.take() {
+            let _ = tx.send(result);
+        }
+        // `self` drops here: permits back, depth down.
+    }
+}
+
+impl Drop for Waiter {
+    fn drop(&mut self) {
+        self.pending_rows.fetch_sub(self.rows, Ordering::AcqRel);
+    }
+}
+
+/// One admitted request on its way to the flusher.
+#[derive(Debug)]
+pub(crate) struct Pending {
+    pub route: Arc<ArcRoute>,
+    pub rows: Vec<MemoryRow>,
+    /// Encoded-size estimate of `rows`.
+    pub bytes: u64,
+    pub waiter: Waiter,
+}
+
+/// An upper bound of a row's share of the encoded body (the same bound as
+/// [`MemoryBatch::encoded_size_estimate`]: strings with 5-byte headers, two
+/// 9-byte numbers).
+pub(crate) fn row_size_estimate(r: &MemoryRow) -> u64 {
+    let strings = [
+        &r.id,
+        &r.org_id,
+        &r.agent_id,
+        &r.session_id,
+        &r.memory_type,
+        &r.event_type,
+        &r.content,
+        &r.metadata_json,
+        &r.tags_csv,
+        &r.dedup_key,
+        &r.parent_id,
+    ];
+    18 + strings.iter().map(|s| s.len() as u64 + 5).sum::<u64>()
+}
+
+/// True when two routes write to the same place with the same key.
+pub(crate) fn same_route(a: &Arc<ArcRoute>, b: &Arc<ArcRoute>) -> bool {
+    Arc::ptr_eq(a, b)
+        || (a.url == b.url
+            && a.database == b.database
+            && a.measurement == b.measurement
+            && a.binding_id == b.binding_id
+            && a.api_key.as_deref() == b.api_key.as_deref())
+}
+
+/// A batch being assembled for one route.
+#[derive(Debug)]
+pub(crate) struct Batch {
+    pub route: Arc<ArcRoute>,
+    pub data: MemoryBatch,
+    pub rows: u64,
+    pub bytes: u64,
+    pub waiters: Vec<Waiter>,
+}
+
+impl Batch {
+    pub fn new(first: Pending) -> Self {
+        let mut b = Self {
+            route: first.route.clone(),
+            data: MemoryBatch::with_capacity(first.rows.len()),
+            rows: 0,
+            bytes: 0,
+            waiters: Vec::new(),
+        };
+        b.add(first);
+        b
+    }
+
+    pub fn add(&mut self, p: Pending) {
+        self.rows += p.rows.len() as u64;
+        self.bytes += p.bytes;
+        for row in p.rows {
+            self.data.push(row);
+        }
+        self.waiters.push(p.waiter);
+    }
+
+    /// Answers every waiter with `result`; failures are counted.
+    pub fn finish(self, counters: &Counters, result: Result<(), WriteError>) {
+        finish_all(self.waiters, counters, result);
+    }
+}
+
+/// Answers `waiters` with `result` (failures counted in `rows_failed`,
+/// shutdown failures in `rows_unflushed` too).
+pub(crate) fn finish_all(
+    waiters: Vec<Waiter>,
+    counters: &Counters,
+    result: Result<(), WriteError>,
+) {
+    if let Err(e) = &result {
+        let rows: u64 = waiters.iter().map(|w| w.rows).sum();
+        Counters::add(&counters.rows_failed, rows);
+        if matches!(e, IngestError::Unflushed) {
+            Counters::add(&counters.rows_unflushed, rows);
+        }
+    }
+    for w in waiters {
+        w.finish(result.clone());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resize_grows_at_once_and_shrinks_within_free_permits() {
+        let s = OrgState::new("o", 10);
+        assert_eq!(s.capacity.load(Ordering::Relaxed), 10);
+        s.resize(15);
+        assert_eq!(s.permits.available_permits(), 15);
+        let held = s.permits.clone().try_acquire_many_owned(12);
+        assert!(held.is_ok());
+        s.resize(5);
+        // Only 3 were free: capacity 12 until the held ones return.
+        assert_eq!(s.capacity.load(Ordering::Relaxed), 12);
+        assert_eq!(s.depth(), 12);
+        drop(held);
+        s.resize(5);
+        assert_eq!(s.capacity.load(Ordering::Relaxed), 5);
+        assert_eq!(OrgState::new("o", 0).permits.available_permits(), 10_000);
+    }
+
+    #[test]
+    fn size_estimate_bounds_the_encoding() {
+        let row = MemoryRow {
+            time: 1_735_689_600_000_000,
+            id: "mem_1".into(),
+            content: "x".repeat(300),
+            importance: 0.5,
+            ..MemoryRow::default()
+        };
+        let mut b = MemoryBatch::new();
+        b.push(row.clone());
+        assert!(row_size_estimate(&row) as usize + 256 + 8 >= b.encode("memories").len());
+    }
+}
