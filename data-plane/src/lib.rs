@@ -16,4 +16,5 @@ pub mod ingest;
 pub mod query;
 pub mod registration;
 pub mod snapshot;
+pub mod store;
 pub mod worker;
