@@ -212,6 +212,11 @@ pub struct WorkerConfig {
     pub snapshot_cache: String,
     /// Lease TTL of the registration (renewed every TTL/3).
     pub registration_ttl_ms: u64,
+    /// Directory of the embedded store (one SQLite file per org). Empty (the
+    /// default, cluster mode): an org without an Arc binding gets the
+    /// original's 503 "no arc instance". Set (`memtracectl dev`, single
+    /// node): such an org is served by the embedded store instead.
+    pub embedded_dir: String,
 }
 
 impl Default for WorkerConfig {
@@ -221,6 +226,7 @@ impl Default for WorkerConfig {
             advertise_address: String::new(),
             snapshot_cache: "./data/worker-snapshot.json".into(),
             registration_ttl_ms: 10_000,
+            embedded_dir: String::new(),
         }
     }
 }
