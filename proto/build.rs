@@ -9,6 +9,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "protos/memtrace/admin/v1/admin.proto",
         "protos/memtrace/admin/v1/config.proto",
         "protos/memtrace/state/v1/state.proto",
+        "protos/memtrace/v1/memtrace.proto",
     ];
     for proto in protos {
         println!("cargo:rerun-if-changed={proto}");

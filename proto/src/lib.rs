@@ -1,7 +1,7 @@
 //! `memtrace-proto` owns every wire contract between memtrace processes: the
 //! admin API of the control plane (`memtrace.admin.v1`), the records the
-//! control plane publishes to etcd (`memtrace.state.v1`), and later the public
-//! data API. Generated code only; domain
+//! control plane publishes to etcd (`memtrace.state.v1`), and the public data
+//! API of the workers (`memtrace.v1`). Generated code only; domain
 //! types and validation live in the crates that use them.
 
 /// The control plane's admin API.
@@ -18,6 +18,11 @@ pub mod state {
     pub mod v1 {
         tonic::include_proto!("memtrace.state.v1");
     }
+}
+
+/// The workers' agent-facing data API (memories, agents, sessions).
+pub mod v1 {
+    tonic::include_proto!("memtrace.v1");
 }
 
 /// Encoded `FileDescriptorSet` of every memtrace proto, for gRPC reflection.
