@@ -70,6 +70,11 @@ impl Worker {
         std::fs::read_to_string(&self.log_path).unwrap_or_default()
     }
 
+    /// The process id, while running.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().and_then(|c| c.id())
+    }
+
     /// Sends SIGTERM and waits for the exit status.
     pub async fn stop(mut self) -> anyhow::Result<std::process::ExitStatus> {
         let mut child = self.child.take().context("already stopped")?;
