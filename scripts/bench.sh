@@ -2,6 +2,8 @@
 # Benchmarks that print figures (recorded in docs/PERFORMANCE.md). Release
 # builds; every load is bounded and targets only 127.0.0.1.
 #   scripts/bench.sh propagation [--changes N] [--watchers N]
+#   scripts/bench.sh ingest [--seconds N] [--rows N] [--streams N] [--window N] [--concurrency N]
+#   scripts/bench.sh micro     (criterion: per-request auth cost, batch encoding)
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 . scripts/setup.sh
@@ -13,8 +15,16 @@ case "$what" in
         cargo build --release -p memtrace-tests --bin propagation-bench >&2
         ./target/release/propagation-bench "$@"
         ;;
+    ingest)
+        cargo build --release -p memtrace-control-plane -p memtrace-data-plane -p memtrace-cli >&2
+        cargo build --release -p memtrace-tests --bin ingest-bench >&2
+        ./target/release/ingest-bench "$@"
+        ;;
+    micro)
+        cargo bench -p memtrace-data-plane --bench auth --bench encode -- --noplot "$@"
+        ;;
     *)
-        echo "usage: scripts/bench.sh propagation [--changes N] [--watchers N]" >&2
+        echo "usage: scripts/bench.sh propagation|ingest|micro [flags]" >&2
         exit 2
         ;;
 esac

@@ -8,6 +8,7 @@ pub mod bins;
 pub mod cli;
 pub mod control_plane;
 pub mod etcd;
+pub mod load;
 pub mod postgres;
 pub mod process;
 pub mod watchers;

@@ -1,0 +1,289 @@
+//! Ingest benchmark of the worker (issue 4's figures). Real etcd, the real
+//! control-plane and worker binaries (release), an in-process Arc stand-in
+//! that decodes and counts every write. Phases, all bounded in time and
+//! count and aimed at 127.0.0.1 only:
+//!
+//! 1. direct: the load generator posts pre-encoded batches straight to the
+//!    stand-in: the ceiling of this machine and stand-in;
+//! 2. grpc: `StreamMemories` into the worker, which batches into the
+//!    stand-in; reported as events/s and as a ratio of the direct rate;
+//! 3. rest: single-memory POSTs shaped like the SDK's `remember` at
+//!    concurrency 64: req/s, p50/p99;
+//! 4. rss: the worker's resident set idle, and while Arc stalls every write
+//!    (gRPC streams fill the org's bounded queue and get RESOURCE_EXHAUSTED),
+//!    then after the stall is released.
+//!
+//! Run with `scripts/bench.sh ingest` (release build).
+
+use anyhow::{Context, bail};
+use memtrace_tests::arc::{ArcStandIn, Fault, Target};
+use memtrace_tests::cli::Ctl;
+use memtrace_tests::control_plane::{ControlPlane, ControlPlaneSpec};
+use memtrace_tests::etcd::EtcdServer;
+use memtrace_tests::load::{self, Bounds, Run, rss_kib};
+use memtrace_tests::worker::Worker;
+use std::time::{Duration, Instant};
+
+struct Args {
+    seconds: u64,
+    rows: usize,
+    streams: usize,
+    window: usize,
+    concurrency: usize,
+}
+
+fn args() -> anyhow::Result<Args> {
+    let mut a = Args {
+        seconds: 10,
+        rows: 1000,
+        streams: 4,
+        window: 8,
+        concurrency: 64,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(flag) = it.next() {
+        let value = it.next().with_context(|| format!("{flag} needs a value"))?;
+        let n: u64 = value
+            .parse()
+            .with_context(|| format!("{flag} takes a number"))?;
+        match flag.as_str() {
+            "--seconds" => a.seconds = n,
+            "--rows" => a.rows = n as usize,
+            "--streams" => a.streams = n as usize,
+            "--window" => a.window = n as usize,
+            "--concurrency" => a.concurrency = n as usize,
+            other => bail!(
+                "unknown flag {other}; use --seconds N --rows N --streams N --window N --concurrency N"
+            ),
+        }
+    }
+    anyhow::ensure!((1..=120).contains(&a.seconds), "--seconds must be 1..=120");
+    anyhow::ensure!((1..=10_000).contains(&a.rows), "--rows must be 1..=10000");
+    anyhow::ensure!((1..=64).contains(&a.streams), "--streams must be 1..=64");
+    anyhow::ensure!((1..=64).contains(&a.window), "--window must be 1..=64");
+    anyhow::ensure!(
+        (1..=1024).contains(&a.concurrency),
+        "--concurrency must be 1..=1024"
+    );
+    Ok(a)
+}
+
+fn line(name: &str, run: &mut Run) {
+    println!(
+        "{name:<8} events/s={:>12.0}  req/s={:>9.0}  p50={:>7.2} ms  p99={:>7.2} ms  ok={} errors={} (429: {})  {:.1}s",
+        run.events_per_sec(),
+        run.requests_per_sec(),
+        run.percentile_ms(50.0),
+        run.percentile_ms(99.0),
+        run.requests,
+        run.errors,
+        run.throttled,
+        run.elapsed.as_secs_f64(),
+    );
+}
+
+fn mib(kib: Option<u64>) -> String {
+    kib.map_or("n/a".into(), |k| format!("{:.1} MiB", k as f64 / 1024.0))
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = args()?;
+    let phase = Duration::from_secs(args.seconds);
+    let arc = ArcStandIn::builder().counting_only(true).start().await?;
+    let database = "bench";
+
+    // 1. direct ceiling
+    let mut direct = load::direct_arc(
+        &arc.url(),
+        database,
+        "events",
+        args.rows,
+        args.streams,
+        Bounds {
+            duration: phase,
+            max_requests: 1_000_000,
+        },
+    )
+    .await?;
+    line("direct", &mut direct);
+
+    // the system under test
+    let mut etcd = tokio::task::block_in_place(EtcdServer::start)?;
+    let dir = tempfile::tempdir()?;
+    let fleet = memtrace_common::keys::generate_key_b64();
+    let prefix = "/memtrace-ingest-bench/v1/";
+    let mut spec = ControlPlaneSpec::default();
+    for (k, v) in [
+        ("MEMTRACE_ETCD_ENDPOINTS", etcd.endpoint()),
+        ("MEMTRACE_ETCD_PREFIX", prefix.into()),
+        ("MEMTRACE_FLEET_KEY", fleet.clone()),
+    ] {
+        spec.extra_env.insert(k.into(), v);
+    }
+    let cp = ControlPlane::start(dir.path(), spec).await?;
+    let ctl = Ctl {
+        server: cp.url(),
+        token: cp.admin_token()?,
+    };
+    let org = ctl.json(&["org", "create", "bench"]).await?;
+    let org_id = org["id"].as_str().context("org id")?.to_owned();
+    ctl.json(&[
+        "org",
+        "add-arc",
+        &org_id,
+        "--url",
+        &arc.url(),
+        "--database",
+        database,
+    ])
+    .await?;
+    let key = ctl
+        .json(&[
+            "key",
+            "create",
+            "--org",
+            &org_id,
+            "--name",
+            "bench",
+            "--scopes",
+            "read,write",
+        ])
+        .await?;
+    let key = key["key"].as_str().context("api key")?.to_owned();
+    for (setting, value) in [
+        ("arc.write_batch_size", "5000"),
+        ("arc.write_linger_ms", "5"),
+        ("limits.max_queued_events", "200000"),
+    ] {
+        ctl.json(&["config", "set", setting, value]).await?;
+    }
+    let worker = Worker::spawn(
+        dir.path(),
+        "bench-worker",
+        &etcd.endpoint(),
+        prefix,
+        &fleet,
+        &[("MEMTRACE_LOG_LEVEL", "warn")],
+    )
+    .await?;
+    let pid = worker.pid().context("worker pid")?;
+    wait_writable(&worker.url(), &key).await?;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let idle = rss_kib(pid);
+
+    // 2. gRPC streaming
+    let before = arc.stats().db(database).rows;
+    let mut grpc = load::grpc_stream(
+        &worker.url(),
+        &key,
+        args.rows,
+        args.streams,
+        args.window,
+        Bounds {
+            duration: phase,
+            max_requests: 1_000_000,
+        },
+    )
+    .await?;
+    line("grpc", &mut grpc);
+    let stored = arc.stats().db(database).rows - before;
+    if stored < grpc.events {
+        bail!(
+            "the stand-in counted {stored} rows but {} were acknowledged",
+            grpc.events
+        );
+    }
+    let ratio = grpc.events_per_sec() / direct.events_per_sec().max(1.0);
+    println!("grpc/direct ratio = {ratio:.2}");
+    let after_grpc = rss_kib(pid);
+
+    // 3. REST single writes
+    let mut rest = load::rest_single(
+        &worker.url(),
+        &key,
+        args.concurrency,
+        Bounds {
+            duration: phase,
+            max_requests: 5_000_000,
+        },
+    )
+    .await?;
+    line("rest", &mut rest);
+
+    // 4. Arc stalls every write: the org's queue (bounded at 50,000 events
+    // here) fills, writers get RESOURCE_EXHAUSTED, memory stays bounded
+    ctl.json(&["config", "set", "limits.max_queued_events", "50000"])
+        .await?;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    arc.faults().inject(Fault::stall().on(Target::Writes));
+    let sampler = {
+        let stop_at = Instant::now() + phase;
+        tokio::spawn(async move {
+            let mut peak = 0;
+            while Instant::now() < stop_at {
+                peak = peak.max(rss_kib(pid).unwrap_or(0));
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            peak
+        })
+    };
+    let url = worker.url();
+    let stalled = load::grpc_stream(
+        &url,
+        &key,
+        args.rows,
+        args.streams,
+        args.window,
+        Bounds {
+            duration: phase,
+            max_requests: 1_000_000,
+        },
+    );
+    let stalled = tokio::time::timeout(phase + Duration::from_secs(60), stalled);
+    let release = async {
+        tokio::time::sleep(phase).await;
+        arc.faults().clear();
+        arc.faults().release_stalls();
+    };
+    let (stalled, ()) = tokio::join!(stalled, release);
+    let peak = sampler.await.unwrap_or(0);
+    let Ok(Ok(mut stalled_run)) = stalled else {
+        bail!("the stalled phase did not finish within its bound");
+    };
+    line("stalled", &mut stalled_run);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    println!(
+        "worker rss: idle={} after-grpc={} stalled-peak={} after-stall={}",
+        mib(idle),
+        mib(after_grpc),
+        mib(Some(peak)),
+        mib(rss_kib(pid)),
+    );
+    worker.stop().await?;
+    cp.stop().await?;
+    etcd.stop()?;
+    Ok(())
+}
+
+/// Retries one REST write until the worker has the org's route (bounded).
+async fn wait_writable(base: &str, key: &str) -> anyhow::Result<()> {
+    let http = memtrace_tests::http_client();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let r = http
+            .post(format!("{base}/api/v1/memories"))
+            .header("x-api-key", key)
+            .json(&serde_json::json!({"agent_id": "agent_bench", "content": "warm up"}))
+            .send()
+            .await;
+        match r {
+            Ok(r) if r.status().is_success() => return Ok(()),
+            Ok(r) if Instant::now() > deadline => {
+                bail!("worker never accepted a write: {}", r.status())
+            }
+            Err(e) if Instant::now() > deadline => bail!("worker unreachable: {e}"),
+            _ => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+}
