@@ -13,6 +13,7 @@
 pub mod arc;
 pub mod auth;
 pub mod ingest;
+pub mod limits;
 pub mod query;
 pub mod registration;
 pub mod snapshot;

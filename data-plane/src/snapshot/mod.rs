@@ -17,7 +17,7 @@ use memtrace_common::state::{StateKey, StateKeys};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::time::Instant;
@@ -34,6 +34,9 @@ pub struct Snapshot {
     pub api_keys: HashMap<String, Arc<ApiKeyEntry>>,
     /// Runtime settings: validated global values and per-org overrides.
     pub settings: EffectiveSettings,
+    /// Ids of the workers with a live registration (their leases hold), for
+    /// splitting per-org limits across the fleet. Not persisted.
+    pub live_workers: BTreeSet<String>,
     /// The bus pairs this snapshot was built from (values still sealed), for
     /// the last-known-good file and for diffing reloads.
     pub raw: BTreeMap<String, Vec<u8>>,
@@ -56,6 +59,12 @@ impl Snapshot {
     /// The runtime settings in force (defaults < global < per-org).
     pub fn settings(&self) -> &EffectiveSettings {
         &self.settings
+    }
+
+    /// Live workers sharing the fleet's per-org limits (at least 1: this
+    /// worker counts before its own registration is seen).
+    pub fn worker_count(&self) -> u64 {
+        (self.live_workers.len() as u64).max(1)
     }
 }
 
@@ -89,7 +98,8 @@ impl SnapshotBuilder {
         let Some(parsed) = self.keys.parse(key) else {
             return;
         };
-        if matches!(parsed, StateKey::Worker { .. }) {
+        if let StateKey::Worker { worker_id } = parsed {
+            snapshot.live_workers.insert(worker_id);
             return;
         }
         report.published_change = true;
@@ -111,7 +121,8 @@ impl SnapshotBuilder {
         let Some(parsed) = self.keys.parse(key) else {
             return;
         };
-        if matches!(parsed, StateKey::Worker { .. }) {
+        if let StateKey::Worker { worker_id } = parsed {
+            snapshot.live_workers.remove(&worker_id);
             return;
         }
         report.published_change = true;
@@ -403,6 +414,45 @@ mod tests {
         assert!(
             text.contains("memtrace_snapshot_staleness_seconds "),
             "{text}"
+        );
+    }
+
+    #[test]
+    fn worker_registrations_count_live_workers_without_publishing() {
+        let keys = StateKeys::new("/m/v1/");
+        let builder = SnapshotBuilder::new(
+            keys.clone(),
+            Arc::new(memtrace_common::fleet::ephemeral_keyring()),
+        );
+        let mut snapshot = Snapshot::default();
+        assert_eq!(snapshot.worker_count(), 1, "a lone worker counts itself");
+        let mut report = ApplyReport::default();
+        builder.put(&mut snapshot, &keys.worker("w-a"), b"x", &mut report);
+        builder.put(&mut snapshot, &keys.worker("w-b"), b"x", &mut report);
+        builder.put(&mut snapshot, &keys.worker("w-a"), b"y", &mut report);
+        assert_eq!(snapshot.worker_count(), 2);
+        builder.delete(&mut snapshot, &keys.worker("w-a"), &mut report);
+        assert_eq!(snapshot.worker_count(), 1);
+        assert!(
+            !report.published_change,
+            "registrations are not published state"
+        );
+        assert!(
+            snapshot.raw.is_empty(),
+            "registrations stay out of the lkg file"
+        );
+        let pairs = vec![
+            (keys.worker("w-c"), b"x".to_vec()),
+            (keys.worker("w-d"), b"x".to_vec()),
+        ];
+        let (rebuilt, _) = builder.rebuild(&snapshot, &pairs, 9);
+        assert_eq!(
+            rebuilt
+                .live_workers
+                .iter()
+                .map(String::as_str)
+                .collect::<Vec<_>>(),
+            ["w-c", "w-d"]
         );
     }
 }
