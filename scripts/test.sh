@@ -32,6 +32,13 @@ cargo clippy --workspace --all-targets -- -D warnings
 step "cargo build"
 cargo build --workspace --all-targets
 
+# The SDK contract test (tests/tests/sdk_contract.rs) runs the pinned PyPI
+# memtrace-sdk from a venv cached under target/sdk-venv/, keyed by the hash of
+# tests/sdk/requirements.txt; built here (pip from PyPI) so a missing Python or
+# a failed install fails this step loudly instead of a test.
+step "python sdk venv (tests/sdk/venv.sh)"
+bash tests/sdk/venv.sh >/dev/null
+
 if cargo nextest --version >/dev/null 2>&1; then
     step "cargo nextest run"
     cargo nextest run --workspace --no-fail-fast

@@ -11,6 +11,7 @@ pub mod etcd;
 pub mod load;
 pub mod postgres;
 pub mod process;
+pub mod python;
 pub mod watchers;
 pub mod worker;
 
