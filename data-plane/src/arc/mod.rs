@@ -17,6 +17,7 @@ pub mod client;
 pub mod encode;
 pub mod error;
 pub mod retry;
+pub mod state_encode;
 
 pub use axum::body::Bytes;
 pub use client::{ArcClient, ArcClientConfig, QueryResult};

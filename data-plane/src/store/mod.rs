@@ -22,6 +22,12 @@ use crate::ingest::IngestError;
 use crate::query::{Dialect, Sql};
 use std::time::Duration;
 
+pub mod arc;
+pub mod embedded;
+
+pub use self::arc::ArcStore;
+pub use embedded::{EmbeddedStore, EmbeddedStores};
+
 /// Agent state rows (one measurement / table per org).
 pub const AGENTS_TABLE: &str = "agents";
 /// Session state rows (one measurement / table per org).

@@ -34,8 +34,9 @@
 //!
 //! Where Arc answers differently from what one might expect:
 //! - a query on a table that does not exist yet fails: 500
-//!   `{"success":false,"error":"Query execution failed: …"}` (Arc Go says only
-//!   "Query execution failed"; DuckDB finds no Parquet files);
+//!   `{"success":false,"error":"Query execution failed: IO Error: No files
+//!   found that match the pattern \"…/db/m/**/*.parquet\""}` (DuckDB finds
+//!   no Parquet files for the measurement);
 //! - a decompressed body over the cap is a 400 (`Invalid gzip compression: …`),
 //!   only an oversized *wire* body is a 413 — as in Arc Go's handler;
 //! - the write is visible to queries at once (Arc: after its buffer flush,

@@ -189,7 +189,7 @@ async fn execute(s: &Arc<Shared>, prepared: Prepared) -> Result<QueryOutput, Fai
                 store
                     .query(&r.sql, max_rows, &r.time_aliases)
                     .map_err(|e| match e {
-                        QueryError::Engine(m) => internal(format!("Query execution failed: {m}")),
+                        QueryError::Engine(m) => internal(engine_failure(&m)),
                         QueryError::NotReadOnly => {
                             (StatusCode::BAD_REQUEST, query::DANGEROUS.into())
                         }
@@ -213,4 +213,22 @@ pub(crate) async fn run_query(
 ) -> Result<QueryOutput, Failure> {
     let prepared = prepare(header_db, sql)?;
     execute(s, prepared).await
+}
+
+/// Arc's message for an engine failure. A table the store does not have is
+/// reported as DuckDB reports a `read_parquet` glob without files, which is
+/// what Arc runs for a measurement that was never written.
+fn engine_failure(message: &str) -> String {
+    match message.strip_prefix("no such table: ") {
+        Some(rest) => {
+            // rusqlite may append " in <sql> at offset <n>".
+            let table = rest.split_whitespace().next().unwrap_or_default();
+            let path = table.replacen('.', "/", 1);
+            format!(
+                "Query execution failed: IO Error: No files found that match the pattern \
+                 \"standin://{path}/**/*.parquet\""
+            )
+        }
+        None => format!("Query execution failed: {message}"),
+    }
 }

@@ -1,0 +1,192 @@
+//! [`ArcStore`]: one org's [`TenantStore`] on its Arc database. Memories go
+//! through the shared group-commit [`Batcher`]; agent and session state
+//! rows are written straight to their measurements (one small columnar
+//! MessagePack body per row, zstd-compressed, retried per the policy);
+//! reads are builder SQL sent to Arc's query endpoint.
+//!
+//! Arc has no table before its first row: DuckDB fails a read of a
+//! measurement that was never written with "No files found that match the
+//! pattern". That one failure reads as empty [`Rows`]; every other failure
+//! stays an error.
+
+use super::{Rows, StateRow, StateTable, StoreError, TenantStore};
+use crate::arc::state_encode::StringBatch;
+use crate::arc::{ArcClient, ArcError, ArcTarget, Compression, MemoryRow, RetryPolicy, compress};
+use crate::ingest::Batcher;
+use crate::query::{Dialect, Ident, Sql};
+use crate::snapshot::ArcRoute;
+use std::sync::Arc;
+
+/// DuckDB's message for a `read_parquet` glob with no files: the
+/// measurement does not exist (yet) in the database.
+pub const MISSING_TABLE_MESSAGE: &str = "No files found that match the pattern";
+
+/// One org's storage on Arc (cheap to clone).
+#[derive(Clone)]
+pub struct ArcStore {
+    org_id: Arc<str>,
+    route: Arc<ArcRoute>,
+    batcher: Batcher,
+    client: ArcClient,
+    retry: RetryPolicy,
+    dialect: Dialect,
+}
+
+impl std::fmt::Debug for ArcStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ArcStore")
+            .field("org_id", &self.org_id)
+            .field("route", &self.route)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ArcStore {
+    /// The store of `org_id` on `route` (its database and memory
+    /// measurement must be names Arc's SQL rewriter reads:
+    /// `^[a-zA-Z][a-zA-Z0-9_]*$`). `batcher` and `client` are shared by
+    /// every org; `retry` applies to state writes and reads (memory writes
+    /// retry per the batcher's own policy).
+    pub fn new(
+        org_id: &str,
+        route: Arc<ArcRoute>,
+        batcher: Batcher,
+        client: ArcClient,
+        retry: RetryPolicy,
+    ) -> Result<Self, StoreError> {
+        let invalid = |e: crate::query::QueryError| {
+            StoreError::Backend(format!("arc route of org {org_id} is unusable: {e}"))
+        };
+        let database = Ident::database(&route.database).map_err(invalid)?;
+        Ident::table(&route.measurement).map_err(invalid)?;
+        if matches!(
+            route.measurement.as_str(),
+            super::AGENTS_TABLE | super::SESSIONS_TABLE
+        ) {
+            return Err(StoreError::Backend(format!(
+                "arc route of org {org_id} is unusable: invalid measurement: must not be \
+                 agents or sessions (state tables)"
+            )));
+        }
+        Ok(Self {
+            org_id: org_id.into(),
+            route,
+            batcher,
+            client,
+            retry,
+            dialect: Dialect::Arc { database },
+        })
+    }
+
+    /// The org this store writes for.
+    pub fn org_id(&self) -> &str {
+        &self.org_id
+    }
+
+    /// The route the store writes to.
+    pub fn route(&self) -> &Arc<ArcRoute> {
+        &self.route
+    }
+
+    fn target(&self) -> ArcTarget<'_> {
+        ArcTarget::from(&*self.route)
+    }
+}
+
+/// True for Arc's answer to a read of a measurement with no data files.
+pub fn is_missing_table(e: &ArcError) -> bool {
+    match e {
+        ArcError::Rejected { message, .. } | ArcError::Server { message, .. } => {
+            message.contains(MISSING_TABLE_MESSAGE)
+        }
+        ArcError::Decode(message) => message.contains(MISSING_TABLE_MESSAGE),
+        ArcError::Unreachable { .. } | ArcError::InvalidTarget(_) => false,
+    }
+}
+
+#[async_trait::async_trait]
+impl TenantStore for ArcStore {
+    fn dialect(&self) -> Dialect {
+        self.dialect.clone()
+    }
+
+    fn memories_table(&self) -> &str {
+        &self.route.measurement
+    }
+
+    async fn append_memories(&self, rows: Vec<MemoryRow>) -> Result<(), StoreError> {
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let ack = self
+            .batcher
+            .submit(&self.org_id, self.route.clone(), rows)?;
+        ack.await?;
+        Ok(())
+    }
+
+    async fn append_state(&self, table: StateTable, row: StateRow) -> Result<(), StoreError> {
+        let mut batch = StringBatch::new(table.columns())
+            .map_err(|e| StoreError::Backend(format!("{} row: {e}", table.name())))?;
+        batch
+            .push(row.time, row.id, row.values)
+            .map_err(|e| StoreError::Backend(format!("{} row: {e}", table.name())))?;
+        let body = compress(&batch.encode(table.name()), Compression::Zstd)
+            .map_err(|e| StoreError::Backend(format!("state row not compressed: {e}")))?;
+        self.client
+            .write_with_retry(&self.target(), body.into(), Compression::Zstd, &self.retry)
+            .await?;
+        tracing::debug!(
+            org_id = &*self.org_id,
+            table = table.name(),
+            "arc state row written"
+        );
+        Ok(())
+    }
+
+    async fn query(&self, sql: &Sql) -> Result<Rows, StoreError> {
+        let target = self.target();
+        let (client, org_id) = (&self.client, &*self.org_id);
+        let result = self
+            .retry
+            .run("query", || async move {
+                match client.query(&target, sql).await {
+                    Err(e) if is_missing_table(&e) => {
+                        tracing::debug!(org_id, "arc measurement not written yet, read as empty");
+                        Ok(Rows::default())
+                    }
+                    other => other,
+                }
+            })
+            .await?;
+        Ok(result)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_duckdb_no_files_is_a_missing_table() {
+        let msg = "Query execution failed: IO Error: No files found that match the pattern \
+                   \"./data/acme/agents/**/*.parquet\"";
+        assert!(is_missing_table(&ArcError::Server {
+            status: 500,
+            message: msg.into()
+        }));
+        assert!(is_missing_table(&ArcError::Rejected {
+            status: 400,
+            message: msg.into()
+        }));
+        assert!(is_missing_table(&ArcError::Decode(msg.into())));
+        assert!(!is_missing_table(&ArcError::Server {
+            status: 500,
+            message: "Query execution failed".into()
+        }));
+        assert!(!is_missing_table(&ArcError::Rejected {
+            status: 401,
+            message: "Invalid or expired token".into()
+        }));
+    }
+}

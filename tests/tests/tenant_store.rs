@@ -1,0 +1,788 @@
+//! The tenant storage contract (`memtrace_data_plane::store::TenantStore`)
+//! as behaviour, run against both adapters: `ArcStore` on a real Arc
+//! stand-in behind a real group-commit batcher, and `EmbeddedStore` on a
+//! SQLite file in a temp dir. Every scenario is written once against
+//! `&dyn TenantStore` and instantiated per engine (`arc::*`,
+//! `embedded::*`); reads are the query builder's SQL for the store's own
+//! dialect. Then adapter specifics: Arc failures (401/400 surface, 5xx are
+//! retried) and the embedded opener (org ids as file names, bounded cache).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use memtrace_common::settings::{TenantLimits, WriteSettings};
+use memtrace_data_plane::arc::{ArcClient, MemoryRow, RetryPolicy};
+use memtrace_data_plane::ingest::Batcher;
+use memtrace_data_plane::query::{
+    DedupKey, Ident, ListParams, ListQuery, MEMORY_COLUMNS, MemoryId, OrgId, QueryBuilder,
+    SearchParams, SearchQuery, StateId, StateQuery, UnixMicros,
+};
+use memtrace_data_plane::snapshot::ArcRoute;
+use memtrace_data_plane::store::{
+    ArcStore, EmbeddedStores, Rows, StateRow, StateTable, StoreError, TenantStore, time_micros,
+};
+use memtrace_tests::arc::client::RawArcClient;
+use memtrace_tests::arc::{ArcStandIn, Fault, Target};
+use serde_json::{Value, json};
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// 2026-11-25T12:00:00Z.
+const NOW: UnixMicros = UnixMicros(1_795_608_000_000_000);
+const MINUTE: i64 = 60_000_000;
+const ORG_A: &str = "org_a";
+const ORG_B: &str = "org_b";
+const DB: &str = "acme";
+const TABLE: &str = "events";
+
+fn fast_retry() -> RetryPolicy {
+    RetryPolicy {
+        max_attempts: 4,
+        base: Duration::from_millis(10),
+        max: Duration::from_millis(40),
+        max_elapsed: Duration::from_secs(5),
+    }
+}
+
+/// One engine with its backing service, handing out org stores.
+enum Harness {
+    Arc {
+        arc: ArcStandIn,
+        batcher: Batcher,
+        client: ArcClient,
+    },
+    Embedded {
+        _dir: tempfile::TempDir,
+        stores: EmbeddedStores,
+    },
+}
+
+impl Harness {
+    async fn arc() -> Self {
+        let arc = ArcStandIn::start().await.unwrap();
+        let client = ArcClient::new(Duration::from_secs(2), Duration::from_secs(10)).unwrap();
+        let settings = |_org: &str| {
+            let ws = WriteSettings {
+                batch_size: 500,
+                flush_interval: Duration::from_secs(1),
+                linger: Duration::from_millis(2),
+                max_batch_bytes: 8 << 20,
+                retry_max_attempts: 0,
+                query_timeout: Duration::from_secs(5),
+            };
+            let limits = TenantLimits {
+                requests_per_second: 0,
+                burst: 0,
+                max_payload_bytes: 1 << 20,
+                max_queued_events: 10_000,
+            };
+            (ws, limits)
+        };
+        let batcher = Batcher::new(client.clone(), settings, fast_retry());
+        Self::Arc {
+            arc,
+            batcher,
+            client,
+        }
+    }
+
+    fn embedded() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let stores = EmbeddedStores::new(dir.path().join("orgs"), TABLE).unwrap();
+        Self::Embedded { _dir: dir, stores }
+    }
+
+    /// The store of `org`; on Arc every org shares one database and
+    /// measurement, so org isolation rests on the reads alone.
+    async fn store(&self, org: &str) -> Arc<dyn TenantStore> {
+        match self {
+            Self::Arc {
+                arc,
+                batcher,
+                client,
+            } => {
+                let route = Arc::new(ArcRoute {
+                    binding_id: "bind_1".into(),
+                    url: arc.url(),
+                    database: DB.into(),
+                    measurement: TABLE.into(),
+                    api_key: None,
+                });
+                let store =
+                    ArcStore::new(org, route, batcher.clone(), client.clone(), fast_retry())
+                        .unwrap();
+                Arc::new(store)
+            }
+            Self::Embedded { stores, .. } => stores.open(org).await.unwrap(),
+        }
+    }
+}
+
+fn builder(store: &dyn TenantStore, org: &str) -> QueryBuilder {
+    QueryBuilder::new(
+        store.dialect(),
+        OrgId::parse(org).unwrap(),
+        Ident::table(store.memories_table()).unwrap(),
+    )
+}
+
+#[allow(clippy::too_many_arguments)]
+fn mem(
+    minutes_ago: i64,
+    id: &str,
+    org: &str,
+    agent: &str,
+    session: &str,
+    memory_type: &str,
+    event_type: &str,
+    content: &str,
+    tags: &str,
+    dedup: &str,
+    importance: f64,
+) -> MemoryRow {
+    MemoryRow {
+        // odd microseconds: the precision must survive both engines
+        time: NOW.0 - minutes_ago * MINUTE + 123,
+        id: id.into(),
+        org_id: org.into(),
+        agent_id: agent.into(),
+        session_id: session.into(),
+        memory_type: memory_type.into(),
+        event_type: event_type.into(),
+        content: content.into(),
+        metadata_json: format!(r#"{{"n":"{id}"}}"#),
+        tags_csv: tags.into(),
+        dedup_key: dedup.into(),
+        importance,
+        parent_id: String::new(),
+    }
+}
+
+#[rustfmt::skip]
+fn fixture() -> Vec<MemoryRow> {
+    vec![
+        mem(30, "m1", ORG_A, "agent_1", "sess_1", "episodic", "tool_call", "Deployed the Payment service", "deploy,prod", "k1", 0.75),
+        mem(60, "m2", ORG_A, "agent_1", "sess_2", "decision", "error", "It's a 50% rollout_plan", "prod", "k2", 0.5),
+        mem(90, "m3", ORG_A, "agent_2", "sess_3", "entity", "general", "O'Brien said DROP TABLE is bad", "", "k3", 0.0),
+        mem(180, "m4", ORG_A, "agent_1", "sess_1", "episodic", "general", "old payment note", "deploy", "k_old", 0.25),
+        mem(10, "b1", ORG_B, "agent_1", "sess_1", "episodic", "tool_call", "Deployed the Payment service", "deploy,prod", "k1", 0.75),
+    ]
+}
+
+fn ids(rows: &Rows) -> Vec<String> {
+    let at = rows.column("id").expect("an id column");
+    rows.rows
+        .iter()
+        .map(|r| r[at].as_str().unwrap().to_owned())
+        .collect()
+}
+
+fn list_params(f: impl FnOnce(&mut ListParams)) -> ListQuery {
+    let mut p = ListParams::default();
+    f(&mut p);
+    ListQuery::parse(&p).unwrap()
+}
+
+fn search_params(f: impl FnOnce(&mut SearchParams)) -> SearchQuery {
+    let mut p = SearchParams::default();
+    f(&mut p);
+    SearchQuery::parse(&p).unwrap()
+}
+
+// ---- scenarios, each run on both engines ----
+
+async fn memories_read_back_through_the_builder(h: &Harness) {
+    let store = h.store(ORG_A).await;
+    let store = store.as_ref();
+    store.append_memories(fixture()).await.unwrap();
+    let b = builder(store, ORG_A);
+    let list = |q: ListQuery| {
+        let sql = b.list(&q, NOW);
+        async move { store.query(&sql).await.unwrap() }
+    };
+
+    // Everything of org A, newest first, every column as written.
+    let all = list(list_params(|_| {})).await;
+    assert_eq!(all.columns, MEMORY_COLUMNS, "{all:?}");
+    assert_eq!(ids(&all), ["m1", "m2", "m3", "m4"]);
+    let written = fixture();
+    for (row, want) in all.clone().into_maps().iter().zip(&written) {
+        assert_eq!(time_micros(&row["time"]), Some(want.time), "{row:?}");
+        assert_eq!(row["org_id"], want.org_id.as_str());
+        assert_eq!(row["agent_id"], want.agent_id.as_str());
+        assert_eq!(row["session_id"], want.session_id.as_str());
+        assert_eq!(row["memory_type"], want.memory_type.as_str());
+        assert_eq!(row["event_type"], want.event_type.as_str());
+        assert_eq!(row["content"], want.content.as_str());
+        assert_eq!(row["metadata_json"], want.metadata_json.as_str());
+        assert_eq!(row["tags_csv"], want.tags_csv.as_str());
+        assert_eq!(row["dedup_key"], want.dedup_key.as_str());
+        assert_eq!(row["importance"].as_f64(), Some(want.importance));
+        assert_eq!(row["parent_id"], "");
+    }
+    let asc = list(list_params(|p| p.order = Some("asc".into()))).await;
+    assert_eq!(ids(&asc), ["m4", "m3", "m2", "m1"]);
+    let page = list(list_params(|p| {
+        p.limit = Some(1);
+        p.offset = Some(1);
+    }))
+    .await;
+    assert_eq!(ids(&page), ["m2", "m3"], "limit + 1 rows from the offset");
+
+    // Filters.
+    let by_agent = list(list_params(|p| p.agent_id = Some("agent_1".into()))).await;
+    assert_eq!(ids(&by_agent), ["m1", "m2", "m4"]);
+    let by_session = list(list_params(|p| p.session_id = Some("sess_1".into()))).await;
+    assert_eq!(ids(&by_session), ["m1", "m4"]);
+    let by_type = list(list_params(|p| p.memory_type = Some("episodic".into()))).await;
+    assert_eq!(ids(&by_type), ["m1", "m4"]);
+    let by_event = list(list_params(|p| p.event_type = Some("error".into()))).await;
+    assert_eq!(ids(&by_event), ["m2"]);
+    let by_tags = list(list_params(|p| p.tags = Some("prod,deploy".into()))).await;
+    assert_eq!(ids(&by_tags), ["m1"]);
+    let by_tag = list(list_params(|p| p.tags = Some("dep".into()))).await;
+    assert!(ids(&by_tag).is_empty(), "tags match whole");
+    let since = list(list_params(|p| p.since = Some("2h".into()))).await;
+    assert_eq!(ids(&since), ["m1", "m2", "m3"]);
+
+    // Search: content (case-insensitive, literal % and '), importance.
+    let search = |q: SearchQuery| {
+        let sql = b.search(&q, NOW);
+        async move { store.query(&sql).await.unwrap() }
+    };
+    let found = search(search_params(|p| {
+        p.content_contains = Some("PAYMENT".into())
+    }))
+    .await;
+    assert_eq!(ids(&found), ["m1", "m4"]);
+    let found = search(search_params(|p| p.content_contains = Some("50%".into()))).await;
+    assert_eq!(ids(&found), ["m2"]);
+    let found = search(search_params(|p| {
+        p.content_contains = Some("o'brien said drop table".into())
+    }))
+    .await;
+    assert_eq!(ids(&found), ["m3"]);
+    let found = search(search_params(|p| {
+        p.min_importance = Some(0.5);
+        p.agent_id = Some("agent_1".into());
+    }))
+    .await;
+    assert_eq!(ids(&found), ["m1", "m2"]);
+
+    // Get by id.
+    let one = store
+        .query(&b.get(&MemoryId::parse("m2").unwrap()))
+        .await
+        .unwrap();
+    assert_eq!(ids(&one), ["m2"]);
+    assert_eq!(time_micros(&one.rows[0][0]), Some(written[1].time));
+}
+
+async fn other_orgs_rows_are_never_read(h: &Harness) {
+    let a = h.store(ORG_A).await;
+    // Org B's row lands in org A's table (written through A's store).
+    a.append_memories(fixture()).await.unwrap();
+    let b_store = h.store(ORG_B).await;
+    b_store
+        .append_memories(vec![mem(
+            5, "b2", ORG_B, "agent_1", "sess_1", "episodic", "general", "b only", "", "kb", 0.5,
+        )])
+        .await
+        .unwrap();
+    let for_a = builder(a.as_ref(), ORG_A);
+    let all = a
+        .query(&for_a.list(&list_params(|_| {}), NOW))
+        .await
+        .unwrap();
+    assert_eq!(ids(&all), ["m1", "m2", "m3", "m4"]);
+    let found = a
+        .query(&for_a.search(
+            &search_params(|p| p.content_contains = Some("payment".into())),
+            NOW,
+        ))
+        .await
+        .unwrap();
+    assert_eq!(ids(&found), ["m1", "m4"]);
+    for id in ["b1", "b2"] {
+        let got = a
+            .query(&for_a.get(&MemoryId::parse(id).unwrap()))
+            .await
+            .unwrap();
+        assert!(got.rows.is_empty(), "{id}: {got:?}");
+    }
+    // Org B's builder sees only org B's rows of its own store.
+    let for_b = builder(b_store.as_ref(), ORG_B);
+    let b_rows = b_store
+        .query(&for_b.list(&list_params(|_| {}), NOW))
+        .await
+        .unwrap();
+    let b_ids = ids(&b_rows);
+    assert!(b_ids.contains(&"b2".to_owned()), "{b_ids:?}");
+    assert!(b_ids.iter().all(|id| id.starts_with('b')), "{b_ids:?}");
+}
+
+async fn a_memory_written_twice_reads_once(h: &Harness) {
+    let store = h.store(ORG_A).await;
+    let row = fixture().remove(0);
+    // A retry re-sends the same row; a later retry re-sends it with a new time.
+    store.append_memories(vec![row.clone()]).await.unwrap();
+    store.append_memories(vec![row.clone()]).await.unwrap();
+    let mut later = row.clone();
+    later.time += 7;
+    store.append_memories(vec![later.clone()]).await.unwrap();
+    let b = builder(store.as_ref(), ORG_A);
+    let all = store
+        .query(&b.list(&list_params(|_| {}), NOW))
+        .await
+        .unwrap();
+    assert_eq!(ids(&all), ["m1"]);
+    assert_eq!(time_micros(&all.rows[0][0]), Some(later.time));
+    let one = store
+        .query(&b.get(&MemoryId::parse("m1").unwrap()))
+        .await
+        .unwrap();
+    assert_eq!(one.rows.len(), 1);
+    assert_eq!(one.into_maps()[0]["content"], row.content.as_str());
+}
+
+fn agent(micros_ago: i64, id: &str, org: &str, name: &str, deleted: &str) -> StateRow {
+    StateRow {
+        time: NOW.0 - micros_ago,
+        id: id.into(),
+        values: vec![
+            org.into(),
+            name.into(),
+            String::new(),
+            "{}".into(),
+            "2026-11-25T10:00:00Z".into(),
+            deleted.into(),
+        ],
+    }
+}
+
+fn session(micros_ago: i64, id: &str, org: &str, status: &str) -> StateRow {
+    let closed = if status == "closed" {
+        "2026-11-25T11:59:00Z"
+    } else {
+        ""
+    };
+    StateRow {
+        time: NOW.0 - micros_ago,
+        id: id.into(),
+        values: vec![
+            org.into(),
+            "agent_1".into(),
+            status.into(),
+            "{}".into(),
+            "2026-11-25T10:00:00Z".into(),
+            "2026-11-25T11:00:00Z".into(),
+            closed.into(),
+        ],
+    }
+}
+
+fn state_query(table: StateTable, columns: &[&str]) -> StateQuery {
+    StateQuery::new(
+        Ident::table(table.name()).unwrap(),
+        columns.iter().map(|c| Ident::column(c).unwrap()).collect(),
+    )
+    .unwrap()
+}
+
+async fn state_rows_latest_version_wins(h: &Harness) {
+    let store = h.store(ORG_A).await;
+    let writes = [
+        agent(3000, "agent_1", ORG_A, "one", "0"),
+        agent(2000, "agent_1", ORG_A, "uno", "0"),
+        agent(3000, "agent_2", ORG_A, "two", "0"),
+        agent(1000, "agent_2", ORG_A, "two", "1"),
+        agent(500, "agent_3", ORG_B, "foreign", "0"),
+    ];
+    for row in writes.clone() {
+        store.append_state(StateTable::Agents, row).await.unwrap();
+    }
+    let b = builder(store.as_ref(), ORG_A);
+    let live = state_query(StateTable::Agents, &["name", "deleted"])
+        .with_equal(Ident::column("deleted").unwrap(), "0")
+        .unwrap();
+    let rows = store.query(&b.latest_state(&live)).await.unwrap();
+    assert_eq!(rows.columns, ["time", "id", "name", "deleted"]);
+    assert_eq!(ids(&rows), ["agent_1"], "{rows:?}");
+    assert_eq!(rows.rows[0][2], "uno");
+    assert_eq!(time_micros(&rows.rows[0][0]), Some(writes[1].time));
+
+    let all = state_query(StateTable::Agents, &["name", "deleted", "created_at"]);
+    let rows = store.query(&b.latest_state(&all)).await.unwrap();
+    assert_eq!(ids(&rows), ["agent_2", "agent_1"], "newest first");
+    let maps = rows.into_maps();
+    assert_eq!(maps[0]["deleted"], "1");
+    assert_eq!(maps[0]["created_at"], "2026-11-25T10:00:00Z");
+    assert_eq!(time_micros(&maps[0]["time"]), Some(writes[3].time));
+
+    let one = state_query(StateTable::Agents, &["name"])
+        .with_ids([StateId::parse("agent_2").unwrap()])
+        .unwrap();
+    let rows = store.query(&b.latest_state(&one)).await.unwrap();
+    assert_eq!(ids(&rows), ["agent_2"]);
+    let foreign = state_query(StateTable::Agents, &["name"])
+        .with_ids([StateId::parse("agent_3").unwrap()])
+        .unwrap();
+    assert!(
+        store
+            .query(&b.latest_state(&foreign))
+            .await
+            .unwrap()
+            .rows
+            .is_empty()
+    );
+
+    // Sessions: a closed session never matches status = active through
+    // its older row.
+    for row in [
+        session(3000, "sess_1", ORG_A, "active"),
+        session(1000, "sess_1", ORG_A, "closed"),
+        session(2000, "sess_2", ORG_A, "active"),
+    ] {
+        store.append_state(StateTable::Sessions, row).await.unwrap();
+    }
+    let active = state_query(StateTable::Sessions, &["agent_id", "status", "closed_at"])
+        .with_equal(Ident::column("status").unwrap(), "active")
+        .unwrap();
+    let rows = store.query(&b.latest_state(&active)).await.unwrap();
+    assert_eq!(ids(&rows), ["sess_2"]);
+    let all = state_query(StateTable::Sessions, &["status", "closed_at"]);
+    let maps = store
+        .query(&b.latest_state(&all))
+        .await
+        .unwrap()
+        .into_maps();
+    assert_eq!(maps.len(), 2);
+    assert_eq!(
+        (&maps[0]["id"], &maps[0]["status"], &maps[0]["closed_at"]),
+        (
+            &json!("sess_1"),
+            &json!("closed"),
+            &json!("2026-11-25T11:59:00Z")
+        )
+    );
+}
+
+async fn a_state_row_of_the_wrong_width_is_refused(h: &Harness) {
+    let store = h.store(ORG_A).await;
+    let mut row = agent(10, "agent_1", ORG_A, "x", "0");
+    row.values.pop();
+    let err = store
+        .append_state(StateTable::Agents, row)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Backend(_)), "{err:?}");
+    assert!(err.to_string().contains("agents"), "{err}");
+}
+
+async fn never_written_tables_read_empty(h: &Harness) {
+    let store = h.store(ORG_A).await;
+    let b = builder(store.as_ref(), ORG_A);
+    let check = |rows: Rows, what: &str| {
+        assert!(rows.rows.is_empty(), "{what}: {rows:?}");
+    };
+    let agents = state_query(StateTable::Agents, &["name"]);
+    let sessions = state_query(StateTable::Sessions, &["status"]);
+    let key = DedupKey::parse("k1").unwrap();
+    let reads = [
+        ("list", b.list(&list_params(|_| {}), NOW)),
+        ("get", b.get(&MemoryId::parse("m1").unwrap())),
+        ("agents", b.latest_state(&agents)),
+        ("sessions", b.latest_state(&sessions)),
+        (
+            "dedup",
+            b.dedup_lookup(&[key], Duration::from_secs(3600), NOW)
+                .remove(0),
+        ),
+    ];
+    for (what, sql) in &reads {
+        check(store.query(sql).await.unwrap(), what);
+    }
+    // Memories exist now, the state tables still do not.
+    store.append_memories(fixture()).await.unwrap();
+    check(
+        store.query(&reads[2].1).await.unwrap(),
+        "agents after memories",
+    );
+    check(
+        store.query(&reads[3].1).await.unwrap(),
+        "sessions after memories",
+    );
+    assert_eq!(store.query(&reads[0].1).await.unwrap().rows.len(), 4);
+}
+
+async fn dedup_lookup_finds_written_keys(h: &Harness) {
+    let store = h.store(ORG_A).await;
+    store.append_memories(fixture()).await.unwrap();
+    let b = builder(store.as_ref(), ORG_A);
+    let keys: Vec<DedupKey> = ["k1", "k2", "k3", "k_old", "k_never", "k1"]
+        .iter()
+        .map(|k| DedupKey::parse(k).unwrap())
+        .collect();
+    let lookup = |window: Duration| {
+        let sqls = b.dedup_lookup(&keys, window, NOW);
+        let store = store.clone();
+        async move {
+            let mut found = BTreeSet::new();
+            for sql in sqls {
+                let rows = store.query(&sql).await.unwrap();
+                for r in rows.into_maps() {
+                    found.insert(r["dedup_key"].as_str().unwrap().to_owned());
+                }
+            }
+            found
+        }
+    };
+    // Two hours: k_old (3 h ago) is outside; org B's k1 does not count twice.
+    let found = lookup(Duration::from_secs(2 * 3600)).await;
+    assert_eq!(
+        found,
+        BTreeSet::from(["k1".into(), "k2".into(), "k3".into()])
+    );
+    let found = lookup(Duration::from_secs(4 * 3600)).await;
+    assert_eq!(found.len(), 4, "{found:?}");
+    // Org B's key only: not found for org A.
+    let only_b = b.dedup_lookup(
+        &[DedupKey::parse("kb").unwrap()],
+        Duration::from_secs(3600),
+        NOW,
+    );
+    store
+        .append_memories(vec![mem(
+            1, "b9", ORG_B, "agent_1", "", "episodic", "general", "x", "", "kb", 0.0,
+        )])
+        .await
+        .unwrap();
+    assert!(store.query(&only_b[0]).await.unwrap().rows.is_empty());
+}
+
+macro_rules! on_both_engines {
+    ($($scenario:ident),* $(,)?) => {
+        mod arc {
+            $(
+                #[tokio::test]
+                async fn $scenario() {
+                    super::$scenario(&super::Harness::arc().await).await;
+                }
+            )*
+        }
+        mod embedded {
+            $(
+                #[tokio::test]
+                async fn $scenario() {
+                    super::$scenario(&super::Harness::embedded()).await;
+                }
+            )*
+        }
+    };
+}
+
+on_both_engines!(
+    memories_read_back_through_the_builder,
+    other_orgs_rows_are_never_read,
+    a_memory_written_twice_reads_once,
+    state_rows_latest_version_wins,
+    a_state_row_of_the_wrong_width_is_refused,
+    never_written_tables_read_empty,
+    dedup_lookup_finds_written_keys,
+);
+
+// ---- Arc adapter specifics ----
+
+fn arc_parts(h: &Harness) -> &ArcStandIn {
+    match h {
+        Harness::Arc { arc, .. } => arc,
+        Harness::Embedded { .. } => unreachable!("an arc harness"),
+    }
+}
+
+#[tokio::test]
+async fn arc_stand_in_reports_a_missing_measurement_as_duckdb_does() {
+    let h = Harness::arc().await;
+    let raw = RawArcClient::new(arc_parts(&h).url());
+    let (status, body) = raw.query(None, "SELECT id FROM acme.agents").await.unwrap();
+    assert_eq!(status, 500, "{body}");
+    assert_eq!(body["success"], false);
+    let msg = body["error"].as_str().unwrap();
+    assert!(
+        msg.starts_with("Query execution failed: IO Error: No files found that match the pattern"),
+        "{msg}"
+    );
+    assert!(msg.contains("acme/agents"), "{msg}");
+}
+
+#[tokio::test]
+async fn arc_store_surfaces_401_and_400() {
+    let h = Harness::arc().await;
+    let arc = arc_parts(&h);
+    let store = h.store(ORG_A).await;
+    let b = builder(store.as_ref(), ORG_A);
+    let faults = arc.faults();
+    let is_rejected =
+        |e: &StoreError, status: &str| matches!(e, StoreError::Backend(m) if m.contains(status));
+
+    faults.inject(Fault::unauthorized().on(Target::Writes).times(1));
+    let e = store.append_memories(fixture()).await.unwrap_err();
+    assert!(is_rejected(&e, "401"), "{e:?}");
+    faults.inject(Fault::status(400).on(Target::Writes).times(1));
+    let e = store.append_memories(fixture()).await.unwrap_err();
+    assert!(is_rejected(&e, "400"), "{e:?}");
+    assert_eq!(arc.row_count(DB, TABLE), 0, "nothing stored");
+
+    faults.inject(Fault::unauthorized().on(Target::Writes).times(1));
+    let e = store
+        .append_state(StateTable::Agents, agent(5, "agent_1", ORG_A, "x", "0"))
+        .await
+        .unwrap_err();
+    assert!(is_rejected(&e, "401"), "{e:?}");
+    faults.inject(Fault::status(400).on(Target::Writes).times(1));
+    let e = store
+        .append_state(StateTable::Agents, agent(5, "agent_1", ORG_A, "x", "0"))
+        .await
+        .unwrap_err();
+    assert!(is_rejected(&e, "400"), "{e:?}");
+
+    // A refused read is an error, not an empty answer (also on a table
+    // that does not exist yet).
+    let list = b.list(&list_params(|_| {}), NOW);
+    faults.inject(Fault::unauthorized().on(Target::Queries).times(1));
+    let e = store.query(&list).await.unwrap_err();
+    assert!(is_rejected(&e, "401"), "{e:?}");
+    faults.inject(Fault::status(400).on(Target::Queries).times(1));
+    let e = store.query(&list).await.unwrap_err();
+    assert!(is_rejected(&e, "400"), "{e:?}");
+    let agents = b.latest_state(&state_query(StateTable::Agents, &["name"]));
+    faults.inject(Fault::status(400).on(Target::Queries).times(1));
+    assert!(store.query(&agents).await.is_err());
+    assert!(faults.active().is_empty());
+
+    // Without faults all of it works.
+    store.append_memories(fixture()).await.unwrap();
+    assert_eq!(store.query(&list).await.unwrap().rows.len(), 4);
+}
+
+#[tokio::test]
+async fn arc_store_retries_5xx_to_success() {
+    let h = Harness::arc().await;
+    let arc = arc_parts(&h);
+    let store = h.store(ORG_A).await;
+    let b = builder(store.as_ref(), ORG_A);
+    let faults = arc.faults();
+
+    faults.inject(Fault::status(503).on(Target::Writes).times(2));
+    store.append_memories(fixture()).await.unwrap();
+    assert_eq!(arc.row_count(DB, TABLE), 5, "stored once");
+
+    faults.inject(Fault::status(500).on(Target::Writes).times(1));
+    store
+        .append_state(StateTable::Agents, agent(5, "agent_1", ORG_A, "x", "0"))
+        .await
+        .unwrap();
+    assert_eq!(arc.row_count(DB, "agents"), 1);
+
+    // A write that landed but answered 500 is stored twice, read once.
+    faults.inject(
+        Fault::status_after_processing(500)
+            .on(Target::Writes)
+            .times(1),
+    );
+    let row = mem(
+        1, "m9", ORG_A, "agent_9", "", "episodic", "general", "twice", "", "", 0.0,
+    );
+    store.append_memories(vec![row]).await.unwrap();
+    assert_eq!(arc.row_count(DB, TABLE), 7);
+    let by_agent = list_params(|p| p.agent_id = Some("agent_9".into()));
+    assert_eq!(
+        ids(&store.query(&b.list(&by_agent, NOW)).await.unwrap()),
+        ["m9"]
+    );
+
+    faults.inject(Fault::status(503).on(Target::Queries).times(2));
+    let rows = store
+        .query(&b.list(&list_params(|_| {}), NOW))
+        .await
+        .unwrap();
+    assert_eq!(ids(&rows), ["m9", "m1", "m2", "m3", "m4"]);
+    faults.inject(Fault::status(502).on(Target::Queries).times(1));
+    let sessions = b.latest_state(&state_query(StateTable::Sessions, &["status"]));
+    assert!(store.query(&sessions).await.unwrap().rows.is_empty());
+    assert!(faults.active().is_empty());
+}
+
+#[tokio::test]
+async fn arc_store_refuses_routes_its_sql_cannot_name() {
+    let h = Harness::arc().await;
+    let Harness::Arc {
+        arc,
+        batcher,
+        client,
+    } = &h
+    else {
+        unreachable!()
+    };
+    for (database, measurement) in [("acme-prod", TABLE), (DB, "my-events"), (DB, "agents")] {
+        let route = Arc::new(ArcRoute {
+            binding_id: "bind_1".into(),
+            url: arc.url(),
+            database: database.into(),
+            measurement: measurement.into(),
+            api_key: None,
+        });
+        let e =
+            ArcStore::new(ORG_A, route, batcher.clone(), client.clone(), fast_retry()).unwrap_err();
+        assert!(e.to_string().contains("must"), "{e}");
+    }
+}
+
+// ---- embedded opener specifics ----
+
+#[tokio::test]
+async fn embedded_stores_take_only_org_ids_as_file_names() {
+    let dir = tempfile::tempdir().unwrap();
+    let stores = EmbeddedStores::new(dir.path(), TABLE).unwrap();
+    for bad in [
+        "",
+        "../org_a",
+        "org/a",
+        "org.a",
+        "/etc/passwd",
+        "1org",
+        "org a",
+    ] {
+        let e = stores.open(bad).await.unwrap_err();
+        assert!(e.to_string().contains("org_id"), "{bad:?}: {e}");
+    }
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+    let store = stores.open("org_a-1").await.unwrap();
+    assert_eq!(store.path(), dir.path().join("org_a-1.db"));
+    assert!(store.path().exists());
+    assert_eq!(store.memories_table(), TABLE);
+    assert!(EmbeddedStores::new(dir.path(), "agents").is_err());
+    assert!(EmbeddedStores::new(dir.path(), "bad-name").is_err());
+}
+
+#[tokio::test]
+async fn embedded_stores_keep_a_bounded_cache_and_rows_survive_reopening() {
+    let dir = tempfile::tempdir().unwrap();
+    let stores = EmbeddedStores::new(dir.path(), TABLE)
+        .unwrap()
+        .with_max_open(2);
+    let a = stores.open(ORG_A).await.unwrap();
+    a.append_memories(fixture()).await.unwrap();
+    assert!(Arc::ptr_eq(&a, &stores.open(ORG_A).await.unwrap()));
+    drop(a);
+    stores.open(ORG_B).await.unwrap();
+    stores.open("org_c").await.unwrap();
+    assert_eq!(stores.open_count(), 2);
+    // org_a was least recently used: closed, and reopened from its file.
+    let a = stores.open(ORG_A).await.unwrap();
+    assert_eq!(stores.open_count(), 2);
+    let b = builder(a.as_ref(), ORG_A);
+    let rows = a.query(&b.list(&list_params(|_| {}), NOW)).await.unwrap();
+    assert_eq!(ids(&rows), ["m1", "m2", "m3", "m4"]);
+    let value: Value = rows.rows[0][0].clone();
+    assert!(value.is_i64(), "embedded time is integer µs: {value}");
+}
