@@ -16,6 +16,8 @@ pub mod ingest;
 pub mod limits;
 pub mod query;
 pub mod registration;
+pub mod rest;
+pub mod service;
 pub mod snapshot;
 pub mod store;
 pub mod worker;

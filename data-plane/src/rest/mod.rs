@@ -1,0 +1,224 @@
+//! The memtrace-compatible REST API (`/api/v1/*`, wire-compatible with the
+//! original Go memtrace and its SDKs): an axum router of thin handlers that
+//! authenticate the key against the live snapshot, check the route's scope
+//! (reads need `read`, writes `write`; 403 otherwise), build the org's
+//! [`OrgService`] over the store a [`StoreResolver`] picks, call it, and
+//! render. Every failure is a [`ServiceError`] rendered by its one mapping
+//! (`{"error": ...}`, `hint` on the no-Arc 503, `Retry-After` on 429).
+
+mod agents;
+mod memories;
+mod sessions;
+
+use crate::auth::{Scope, authenticate, credential};
+use crate::query::ListParams;
+use crate::service::{OrgService, ServiceError, ServiceShared};
+use crate::snapshot::{Snapshot, SnapshotHandle};
+use crate::store::TenantStore;
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::DefaultBodyLimit;
+use axum::extract::rejection::{BytesRejection, QueryRejection};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde::de::DeserializeOwned;
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// Largest request body accepted at all (an org's `max_payload_bytes`
+/// may be lower; it is checked once the org is known).
+pub const MAX_BODY_BYTES: usize = 32 << 20;
+
+/// Picks the store of an org for a request.
+#[async_trait::async_trait]
+pub trait StoreResolver: Send + Sync + 'static {
+    /// The org's store, or [`ServiceError::NoArcInstance`] when it has none.
+    async fn store(
+        &self,
+        snapshot: &Snapshot,
+        org_id: &str,
+    ) -> Result<Arc<dyn TenantStore>, ServiceError>;
+}
+
+/// What the handlers share.
+#[derive(Clone)]
+pub struct RestState {
+    pub snapshot: Arc<SnapshotHandle>,
+    pub stores: Arc<dyn StoreResolver>,
+    pub shared: Arc<ServiceShared>,
+}
+
+/// The `/api/v1` routes.
+pub fn router(state: RestState) -> axum::Router {
+    axum::Router::new()
+        .route(
+            "/api/v1/memories",
+            post(memories::create).get(memories::list),
+        )
+        .route("/api/v1/memories/{id}", get(memories::get_one))
+        .route("/api/v1/search", post(memories::search))
+        .route("/api/v1/agents", post(agents::register).get(agents::list))
+        .route(
+            "/api/v1/agents/{id}",
+            get(agents::get_one).delete(agents::delete),
+        )
+        .route("/api/v1/agents/{id}/memories", get(agents::memories))
+        .route("/api/v1/agents/{id}/stats", get(agents::stats))
+        .route(
+            "/api/v1/sessions",
+            post(sessions::create).get(sessions::list),
+        )
+        .route(
+            "/api/v1/sessions/{id}",
+            get(sessions::get_one).put(sessions::update),
+        )
+        .route("/api/v1/sessions/{id}/memories", get(sessions::memories))
+        .route("/api/v1/sessions/{id}/context", post(sessions::context))
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .with_state(state)
+}
+
+impl IntoResponse for ServiceError {
+    fn into_response(self) -> Response {
+        let status =
+            StatusCode::from_u16(self.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        if status.is_server_error() {
+            tracing::warn!(status = status.as_u16(), error = %self, "request failed");
+        }
+        let mut response = (status, Json(self.http_body())).into_response();
+        if let Some(secs) = self.retry_after_secs()
+            && let Ok(v) = HeaderValue::from_str(&secs.to_string())
+        {
+            response.headers_mut().insert(header::RETRY_AFTER, v);
+        }
+        response
+    }
+}
+
+/// Handler results.
+pub(crate) type ApiResult = Result<Response, ServiceError>;
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+/// Authenticates the request, checks `scope` and opens the org's service.
+pub(crate) async fn org_service(
+    state: &RestState,
+    headers: &HeaderMap,
+    scope: Scope,
+) -> Result<OrgService, ServiceError> {
+    if !state.snapshot.is_ready() {
+        return Err(ServiceError::Unavailable(
+            "worker not ready: no snapshot of published state yet".into(),
+        ));
+    }
+    let snapshot = state.snapshot.load();
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    let token = credential(header("x-api-key"), header("authorization"));
+    let principal = authenticate(&snapshot, token, now_ms())?;
+    principal.require(scope)?;
+    let store = state.stores.store(&snapshot, &principal.org_id).await?;
+    OrgService::new(
+        store,
+        &principal.org_id,
+        snapshot.settings(),
+        state.shared.clone(),
+    )
+}
+
+/// The body, refused with 413 above the org's `max_payload_bytes`.
+pub(crate) fn checked_body(
+    svc: &OrgService,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Bytes, ServiceError> {
+    let body = body.map_err(|e| {
+        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ServiceError::TooLarge(format!(
+                "request body exceeds the limit of {MAX_BODY_BYTES} bytes"
+            ))
+        } else {
+            ServiceError::BadRequest(format!("invalid request body: {}", e.body_text()))
+        }
+    })?;
+    let max = svc.limits().max_payload_bytes;
+    if max > 0 && body.len() as u64 > max {
+        return Err(ServiceError::TooLarge(format!(
+            "request body of {} bytes exceeds the org's max_payload_bytes of {max}",
+            body.len()
+        )));
+    }
+    Ok(body)
+}
+
+/// A JSON body; an empty body is `T::default()` when `empty_ok`.
+pub(crate) fn json_body<T: DeserializeOwned + Default>(
+    body: &[u8],
+    empty_ok: bool,
+) -> Result<T, ServiceError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return if empty_ok {
+            Ok(T::default())
+        } else {
+            Err(ServiceError::BadRequest(
+                "invalid request body: empty, expected a JSON object".into(),
+            ))
+        };
+    }
+    serde_json::from_slice(body)
+        .map_err(|e| ServiceError::BadRequest(format!("invalid request body: {e}")))
+}
+
+/// Query pairs, refused with a JSON 400 when unparsable.
+pub(crate) type Pairs = Result<axum::extract::Query<Vec<(String, String)>>, QueryRejection>;
+
+fn pairs(q: Pairs) -> Result<Vec<(String, String)>, ServiceError> {
+    q.map(|axum::extract::Query(p)| p)
+        .map_err(|e| ServiceError::BadRequest(format!("invalid query string: {}", e.body_text())))
+}
+
+fn int_param(value: &str, field: &'static str) -> Result<i64, ServiceError> {
+    value
+        .trim()
+        .parse()
+        .map_err(|_| ServiceError::invalid(field, "must be an integer"))
+}
+
+/// The list parameters of a query string (last value of a repeated key wins).
+pub(crate) fn list_params(q: Pairs) -> Result<ListParams, ServiceError> {
+    let mut p = ListParams::default();
+    for (k, v) in pairs(q)? {
+        match k.as_str() {
+            "agent_id" => p.agent_id = Some(v),
+            "session_id" => p.session_id = Some(v),
+            "memory_type" => p.memory_type = Some(v),
+            "event_type" => p.event_type = Some(v),
+            "tags" => p.tags = Some(v),
+            "since" => p.since = Some(v),
+            "until" => p.until = Some(v),
+            "order" => p.order = Some(v),
+            "limit" if !v.is_empty() => p.limit = Some(int_param(&v, "limit")?),
+            "offset" if !v.is_empty() => p.offset = Some(int_param(&v, "offset")?),
+            _ => {}
+        }
+    }
+    Ok(p)
+}
+
+/// One query value by name.
+pub(crate) fn query_value(q: Pairs, name: &str) -> Result<Option<String>, ServiceError> {
+    Ok(pairs(q)?
+        .into_iter()
+        .rev()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v))
+}
+
+/// A JSON response with `status`.
+pub(crate) fn reply<T: serde::Serialize>(status: StatusCode, body: &T) -> ApiResult {
+    Ok((status, Json(body)).into_response())
+}

@@ -1,0 +1,186 @@
+//! Agents: a registry of named agents per org (unique live name), stored as
+//! append-only state rows; a delete appends a tombstone row. Every route
+//! taking an agent accepts its id or its name and resolves it to the id
+//! (the original matched names in GET only).
+
+use super::ids::{agent_id, next_micros};
+use super::rows::{self, rfc3339};
+use super::state::value;
+use super::types::{Agent, AgentStats, MemoryList, NewAgent};
+use super::{OrgService, ServiceError};
+use crate::query::{AgentId, ListParams, StateId, StateQuery, UnixMicros};
+use crate::store::{StateRow, StateTable, time_micros};
+use serde_json::Value;
+use std::collections::BTreeMap;
+
+fn count(v: Option<&Value>) -> u64 {
+    match v {
+        Some(Value::Number(n)) => n
+            .as_u64()
+            .or_else(|| n.as_f64().map(|f| f.max(0.0) as u64))
+            .unwrap_or(0),
+        Some(Value::String(s)) => s.parse().unwrap_or(0),
+        _ => 0,
+    }
+}
+
+fn created_micros(a: &Agent) -> i64 {
+    UnixMicros::parse_rfc3339(&a.created_at).map_or(0, |t| t.0)
+}
+
+impl OrgService {
+    /// Appends a state row and keeps it for read-your-writes.
+    pub(super) async fn append_state_row(
+        &self,
+        table: StateTable,
+        row: StateRow,
+    ) -> Result<(), ServiceError> {
+        self.store.append_state(table, row.clone()).await?;
+        self.shared.state.put(self.org.as_str(), table, row);
+        Ok(())
+    }
+
+    /// The latest live row of the agent named by id or name.
+    pub(super) async fn find_agent(&self, key: &str) -> Result<Option<StateRow>, ServiceError> {
+        let live = |r: &StateRow| value(StateTable::Agents, r, "deleted") != "1";
+        if let Ok(id) = StateId::parse(key) {
+            let rows = self.read_state(StateTable::Agents, &[id], &[]).await?;
+            if let Some(row) = rows.into_iter().find(live) {
+                return Ok(Some(row));
+            }
+        }
+        if key.is_empty() || key.len() > StateQuery::MAX_VALUE_BYTES {
+            return Ok(None);
+        }
+        let rows = self
+            .read_state(StateTable::Agents, &[], &[("name", key), ("deleted", "0")])
+            .await?;
+        Ok(rows.into_iter().next())
+    }
+
+    /// The agent named by id or name; 404 when unknown or deleted.
+    pub async fn get_agent(&self, id_or_name: &str) -> Result<Agent, ServiceError> {
+        self.find_agent(id_or_name)
+            .await?
+            .map(|r| rows::agent(&r))
+            .ok_or(ServiceError::NotFound("agent"))
+    }
+
+    /// Registers an agent; 409 if a live agent of the org has that name.
+    pub async fn register_agent(&self, new: NewAgent) -> Result<Agent, ServiceError> {
+        let _serial = self.shared.register_lock.lock().await;
+        if self
+            .find_agent(&new.name)
+            .await?
+            .is_some_and(|r| value(StateTable::Agents, &r, "name") == new.name)
+        {
+            return Err(ServiceError::Conflict(format!(
+                "agent with name {:?} already exists",
+                new.name
+            )));
+        }
+        let time = next_micros();
+        let agent = Agent {
+            id: agent_id(),
+            org_id: self.org.as_str().to_owned(),
+            name: new.name,
+            description: new.description,
+            config: (!new.config.is_empty()).then_some(new.config),
+            created_at: rfc3339(time),
+            last_active_at: None,
+        };
+        self.append_state_row(StateTable::Agents, rows::agent_row(&agent, false, time))
+            .await?;
+        tracing::info!(org_id = %self.org, agent_id = %agent.id, "agent registered");
+        Ok(agent)
+    }
+
+    /// Every live agent, newest first.
+    pub async fn list_agents(&self) -> Result<Vec<Agent>, ServiceError> {
+        let rows = self
+            .read_state(StateTable::Agents, &[], &[("deleted", "0")])
+            .await?;
+        let mut agents: Vec<Agent> = rows.iter().map(rows::agent).collect();
+        agents.sort_by_key(|a| std::cmp::Reverse(created_micros(a)));
+        Ok(agents)
+    }
+
+    /// Deletes (tombstones) the agent named by id or name; 404 when unknown.
+    pub async fn delete_agent(&self, id_or_name: &str) -> Result<(), ServiceError> {
+        let row = self
+            .find_agent(id_or_name)
+            .await?
+            .ok_or(ServiceError::NotFound("agent"))?;
+        let agent = rows::agent(&row);
+        self.append_state_row(
+            StateTable::Agents,
+            rows::agent_row(&agent, true, next_micros()),
+        )
+        .await?;
+        tracing::info!(org_id = %self.org, agent_id = %agent.id, "agent deleted");
+        Ok(())
+    }
+
+    /// An agent's figures; 404 when unknown.
+    pub async fn agent_stats(&self, id_or_name: &str) -> Result<AgentStats, ServiceError> {
+        let agent = self.get_agent(id_or_name).await?;
+        let id = AgentId::parse(&agent.id)?;
+        let now = UnixMicros::now();
+        let result = self
+            .store
+            .query(&self.builder.agent_stats(&id, now))
+            .await?;
+        let mut stats = AgentStats {
+            agent_id: agent.id.clone(),
+            memory_count: 0,
+            memories_24h: 0,
+            errors_24h: 0,
+            session_count: 0,
+            active_sessions: 0,
+            last_active_at: None,
+            memory_types: BTreeMap::new(),
+        };
+        let mut last: Option<i64> = None;
+        for m in result.into_maps() {
+            let n = count(m.get("memory_count"));
+            stats.memory_count += n;
+            stats.memories_24h += count(m.get("memories_24h"));
+            stats.errors_24h += count(m.get("errors_24h"));
+            if let Some(Value::String(t)) = m.get("memory_type") {
+                *stats.memory_types.entry(t.clone()).or_default() += n;
+            }
+            if let Some(t) = m.get("last_active").and_then(time_micros) {
+                last = Some(last.map_or(t, |l| l.max(t)));
+            }
+        }
+        stats.last_active_at = last.map(rfc3339);
+        let sessions = self
+            .read_state(
+                StateTable::Sessions,
+                &[],
+                &[("agent_id", agent.id.as_str())],
+            )
+            .await?;
+        stats.session_count = sessions.len() as u64;
+        stats.active_sessions = sessions
+            .iter()
+            .filter(|r| value(StateTable::Sessions, r, "status") == "active")
+            .count() as u64;
+        Ok(stats)
+    }
+
+    /// An agent's memories (`since` defaults to 24h); 404 when unknown.
+    pub async fn agent_memories(
+        &self,
+        id_or_name: &str,
+        params: &ListParams,
+    ) -> Result<MemoryList, ServiceError> {
+        let agent = self.get_agent(id_or_name).await?;
+        let mut params = params.clone();
+        params.agent_id = Some(agent.id);
+        if params.since.as_deref().is_none_or(str::is_empty) {
+            params.since = Some("24h".into());
+        }
+        self.list_memories(&params).await
+    }
+}

@@ -1,0 +1,169 @@
+//! The dedup index: recently seen dedup keys per org, so most duplicate
+//! checks never reach the store. Entries are keys this worker wrote (or is
+//! writing: a key is reserved before its write and released if the write
+//! fails, which closes the race of two concurrent writes of one key) and
+//! keys a store lookup found. Bounded: at most `capacity` keys over all
+//! orgs, the oldest inserted evicted first; expired keys are dropped as met.
+//!
+//! Keys (`shared/reference/memtrace-original.md` §4): the client's
+//! `dedup_key`, else the first 32 hex digits of
+//! sha256(`agent_id|event_type|first N bytes of content`).
+
+use sha2::{Digest, Sha256};
+use std::collections::{HashMap, VecDeque};
+use std::sync::Mutex;
+
+/// The automatic key of a memory (N = `content_bytes`, 200 by default; the
+/// cut may split a UTF-8 character, exactly as the original's byte slice).
+pub fn auto_key(agent_id: &str, event_type: &str, content: &str, content_bytes: usize) -> String {
+    let bytes = content.as_bytes();
+    let cut = &bytes[..bytes.len().min(content_bytes)];
+    let mut h = Sha256::new();
+    h.update(agent_id.as_bytes());
+    h.update(b"|");
+    h.update(event_type.as_bytes());
+    h.update(b"|");
+    h.update(cut);
+    let mut hex = hex::encode(h.finalize());
+    hex.truncate(32);
+    hex
+}
+
+type Key = (String, String);
+
+/// Recently seen keys; see the module docs.
+#[derive(Debug)]
+pub struct DedupIndex {
+    capacity: usize,
+    inner: Mutex<Inner>,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    /// (org, key) → expiry, µs.
+    live: HashMap<Key, i64>,
+    /// Insertion order, for eviction.
+    order: VecDeque<Key>,
+}
+
+impl DedupIndex {
+    /// The default bound: one million keys (~100 MB at worst).
+    pub const DEFAULT_CAPACITY: usize = 1_000_000;
+
+    pub fn new(capacity: usize) -> Self {
+        Self {
+            capacity: capacity.max(1),
+            inner: Mutex::new(Inner::default()),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Whether `key` is known (not expired at `now`) for `org`.
+    pub fn contains(&self, org: &str, key: &str, now: i64) -> bool {
+        let inner = self.lock();
+        inner
+            .live
+            .get(&(org.to_owned(), key.to_owned()))
+            .is_some_and(|exp| *exp > now)
+    }
+
+    /// Reserves each key not already known; returns, per key, whether it was
+    /// reserved (false = already known: a duplicate). Atomic over the list.
+    pub fn reserve(&self, org: &str, keys: &[String], now: i64, expiry: i64) -> Vec<bool> {
+        let mut inner = self.lock();
+        keys.iter()
+            .map(|k| {
+                let id = (org.to_owned(), k.clone());
+                if inner.live.get(&id).is_some_and(|exp| *exp > now) {
+                    return false;
+                }
+                self.insert_locked(&mut inner, id, expiry);
+                true
+            })
+            .collect()
+    }
+
+    /// Records keys found in the store (known duplicates).
+    pub fn remember(&self, org: &str, keys: &[String], expiry: i64) {
+        let mut inner = self.lock();
+        for k in keys {
+            self.insert_locked(&mut inner, (org.to_owned(), k.clone()), expiry);
+        }
+    }
+
+    /// Forgets reservations whose write failed.
+    pub fn release(&self, org: &str, keys: &[String]) {
+        let mut inner = self.lock();
+        for k in keys {
+            inner.live.remove(&(org.to_owned(), k.clone()));
+        }
+    }
+
+    /// Keys currently held (expired ones included until evicted).
+    pub fn len(&self) -> usize {
+        self.lock().live.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn insert_locked(&self, inner: &mut Inner, id: Key, expiry: i64) {
+        if inner.live.insert(id.clone(), expiry).is_none() {
+            inner.order.push_back(id);
+        }
+        while inner.live.len() > self.capacity {
+            match inner.order.pop_front() {
+                Some(old) => {
+                    inner.live.remove(&old);
+                }
+                None => break,
+            }
+        }
+        // drop order entries of keys released or re-inserted long ago
+        if inner.order.len() > self.capacity.saturating_mul(2) {
+            let live = &inner.live;
+            let mut seen = std::collections::HashSet::new();
+            inner
+                .order
+                .retain(|k| live.contains_key(k) && seen.insert(k.clone()));
+        }
+    }
+}
+
+impl Default for DedupIndex {
+    fn default() -> Self {
+        Self::new(Self::DEFAULT_CAPACITY)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn auto_key_is_32_hex_and_uses_the_first_bytes_only() {
+        let a = auto_key("a", "general", &"x".repeat(300), 200);
+        assert_eq!(a.len(), 32);
+        assert_eq!(a, auto_key("a", "general", &"x".repeat(250), 200));
+        assert_ne!(a, auto_key("b", "general", &"x".repeat(300), 200));
+    }
+
+    #[test]
+    fn reserve_release_expire_and_evict() {
+        let idx = DedupIndex::new(2);
+        let k = |s: &str| vec![s.to_owned()];
+        assert_eq!(idx.reserve("o", &k("a"), 0, 100), vec![true]);
+        assert_eq!(idx.reserve("o", &k("a"), 50, 100), vec![false]);
+        assert_eq!(idx.reserve("p", &k("a"), 50, 100), vec![true], "per org");
+        assert_eq!(idx.reserve("o", &k("a"), 100, 200), vec![true], "expired");
+        idx.release("o", &k("a"));
+        assert!(!idx.contains("o", "a", 0));
+        idx.remember("o", &["b".into(), "c".into()], 100);
+        assert!(idx.len() <= 2, "bounded");
+        assert!(idx.contains("o", "c", 0));
+    }
+}

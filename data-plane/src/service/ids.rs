@@ -1,0 +1,62 @@
+//! Ids and row times: time-ordered memory ids (`mem_` + 14 hex digits of
+//! the µs clock + 12 random hex digits; 14 digits cover µs times until the
+//! year 4253, so ids sort by creation time), `agent_<24 hex>` and
+//! `sess_<24 hex>` as the original, and a per-process clock that never
+//! repeats a microsecond, so a later state row of an id always wins.
+
+use crate::query::UnixMicros;
+use std::sync::atomic::{AtomicI64, Ordering};
+
+static LAST_MICROS: AtomicI64 = AtomicI64::new(0);
+
+/// Now in µs, strictly greater than every earlier value in this process.
+pub fn next_micros() -> i64 {
+    let now = UnixMicros::now().0;
+    let mut last = LAST_MICROS.load(Ordering::Relaxed);
+    loop {
+        let next = now.max(last.saturating_add(1));
+        match LAST_MICROS.compare_exchange_weak(last, next, Ordering::Relaxed, Ordering::Relaxed) {
+            Ok(_) => return next,
+            Err(seen) => last = seen,
+        }
+    }
+}
+
+fn random_hex(bytes: usize) -> String {
+    let buf: Vec<u8> = (0..bytes).map(|_| rand::random::<u8>()).collect();
+    hex::encode(buf)
+}
+
+/// A new memory id for a memory written at `micros`.
+pub fn memory_id(micros: i64) -> String {
+    format!("mem_{:014x}{}", micros.max(0), random_hex(6))
+}
+
+/// A new agent id (`agent_<24 hex>`).
+pub fn agent_id() -> String {
+    format!("agent_{}", random_hex(12))
+}
+
+/// A new session id (`sess_<24 hex>`).
+pub fn session_id() -> String {
+    format!("sess_{}", random_hex(12))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::query::MemoryId;
+
+    #[test]
+    fn ids_follow_the_rules_and_sort_by_time() {
+        let a = memory_id(next_micros());
+        let b = memory_id(next_micros());
+        assert!(MemoryId::parse(&a).is_ok(), "{a}");
+        assert_eq!(a.len(), 4 + 14 + 12);
+        assert!(a[..18] < b[..18], "{a} {b}");
+        assert!(agent_id().starts_with("agent_") && agent_id().len() == 30);
+        assert!(session_id().starts_with("sess_") && session_id().len() == 29);
+        let t1 = next_micros();
+        assert!(next_micros() > t1);
+    }
+}

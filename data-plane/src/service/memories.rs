@@ -1,0 +1,245 @@
+//! Memories: create (single or batch, deduplicated), list, search, get.
+//!
+//! Dedup per request: keys already in the in-memory index are duplicates;
+//! the rest are looked up in the store in one batched read
+//! ([`QueryBuilder::dedup_lookup`](crate::query::QueryBuilder::dedup_lookup),
+//! fail-open as the original if the store cannot answer); survivors are
+//! reserved in the index before the write (so a concurrent request with the
+//! same key is a duplicate even while this write is pending) and released
+//! if the write fails.
+
+use super::dedup::auto_key;
+use super::ids::{memory_id, next_micros};
+use super::rows::{self, encode_object, rfc3339};
+use super::types::{Memory, MemoryList, NewMemory, SearchResult};
+use super::{MAX_BATCH, OrgService, ServiceError};
+use crate::arc::MemoryRow;
+use crate::query::{
+    DedupKey, ListParams, ListQuery, MemoryId, SearchParams, SearchQuery, UnixMicros,
+};
+use std::collections::HashSet;
+use std::time::Instant;
+
+impl OrgService {
+    /// Creates one memory; a duplicate (by dedup key, within the window) is
+    /// refused with [`ServiceError::Duplicate`].
+    pub async fn create_memory(&self, memory: NewMemory) -> Result<Memory, ServiceError> {
+        self.write_memories(vec![memory], true)
+            .await?
+            .pop()
+            .ok_or(ServiceError::Duplicate)
+    }
+
+    /// Creates a batch; duplicates are skipped silently (as the original)
+    /// and only the created memories are returned.
+    pub async fn create_memories(
+        &self,
+        memories: Vec<NewMemory>,
+    ) -> Result<Vec<Memory>, ServiceError> {
+        if memories.len() > MAX_BATCH {
+            return Err(ServiceError::TooLarge(format!(
+                "too many memories in one batch: at most {MAX_BATCH}"
+            )));
+        }
+        self.write_memories(memories, false).await
+    }
+
+    async fn write_memories(
+        &self,
+        memories: Vec<NewMemory>,
+        single: bool,
+    ) -> Result<Vec<Memory>, ServiceError> {
+        if memories.is_empty() {
+            return Ok(Vec::new());
+        }
+        let org = self.org.as_str().to_owned();
+        let now = UnixMicros::now().0;
+        let window = i64::try_from(self.dedup.window.as_micros()).unwrap_or(i64::MAX);
+        let expiry = now.saturating_add(window);
+        let keys: Vec<String> = memories
+            .iter()
+            .map(|m| match &m.dedup_key {
+                Some(k) => k.as_str().to_owned(),
+                None if self.dedup.enabled => auto_key(
+                    m.agent_id.as_str(),
+                    m.event_type.as_str(),
+                    &m.content,
+                    self.dedup.key_content_bytes,
+                ),
+                None => String::new(),
+            })
+            .collect();
+
+        // which keys to keep: Some(index into `memories`) of the survivors
+        let mut keep = vec![true; memories.len()];
+        let mut reserved: Vec<String> = Vec::new();
+        if self.dedup.enabled {
+            let index = &self.shared.dedup;
+            let mut seen = HashSet::new();
+            let mut unknown: Vec<DedupKey> = Vec::new();
+            for (i, k) in keys.iter().enumerate() {
+                if !seen.insert(k.clone()) || index.contains(&org, k, now) {
+                    keep[i] = false;
+                } else {
+                    unknown.push(DedupKey::parse(k)?);
+                }
+            }
+            let found = self.lookup_keys(&unknown, now).await;
+            if !found.is_empty() {
+                index.remember(&org, &found.iter().cloned().collect::<Vec<_>>(), expiry);
+            }
+            let candidates: Vec<(usize, String)> = keys
+                .iter()
+                .enumerate()
+                .filter(|(i, k)| keep[*i] && !found.contains(*k))
+                .map(|(i, k)| (i, k.clone()))
+                .collect();
+            for (i, k) in keys.iter().enumerate() {
+                if found.contains(k) {
+                    keep[i] = false;
+                }
+            }
+            let to_reserve: Vec<String> = candidates.iter().map(|(_, k)| k.clone()).collect();
+            for ((i, k), ok) in candidates
+                .iter()
+                .zip(index.reserve(&org, &to_reserve, now, expiry))
+            {
+                if ok {
+                    reserved.push(k.clone());
+                } else {
+                    keep[*i] = false;
+                }
+            }
+        }
+        if single && !keep[0] {
+            tracing::debug!(org_id = %org, "duplicate memory refused");
+            return Err(ServiceError::Duplicate);
+        }
+
+        let mut rows = Vec::new();
+        let mut created = Vec::new();
+        for ((m, key), keep) in memories.into_iter().zip(keys).zip(keep) {
+            if !keep {
+                continue;
+            }
+            let time = next_micros();
+            let id =
+                m.id.as_ref()
+                    .map(|i| i.as_str().to_owned())
+                    .unwrap_or_else(|| memory_id(time));
+            let row = MemoryRow {
+                time,
+                id: id.clone(),
+                org_id: org.clone(),
+                agent_id: m.agent_id.as_str().to_owned(),
+                session_id: m
+                    .session_id
+                    .as_ref()
+                    .map(|s| s.as_str().to_owned())
+                    .unwrap_or_default(),
+                memory_type: m.memory_type.as_str().to_owned(),
+                event_type: m.event_type.as_str().to_owned(),
+                content: m.content.clone(),
+                metadata_json: encode_object(&m.metadata),
+                tags_csv: m
+                    .tags
+                    .iter()
+                    .map(|t| t.as_str())
+                    .collect::<Vec<_>>()
+                    .join(","),
+                dedup_key: key.clone(),
+                importance: m.importance,
+                parent_id: m.parent_id.clone(),
+            };
+            created.push(Memory {
+                id,
+                time: rfc3339(time),
+                org_id: org.clone(),
+                agent_id: row.agent_id.clone(),
+                session_id: row.session_id.clone(),
+                memory_type: row.memory_type.clone(),
+                event_type: row.event_type.clone(),
+                content: m.content,
+                metadata: (!m.metadata.is_empty()).then_some(m.metadata),
+                tags: m.tags.iter().map(|t| t.as_str().to_owned()).collect(),
+                dedup_key: key,
+                importance: m.importance,
+                parent_id: m.parent_id,
+            });
+            rows.push(row);
+        }
+        if rows.is_empty() {
+            return Ok(created);
+        }
+        let count = rows.len();
+        if let Err(e) = self.store.append_memories(rows).await {
+            self.shared.dedup.release(&org, &reserved);
+            tracing::warn!(org_id = %org, error = %e, "memory write failed");
+            return Err(e.into());
+        }
+        tracing::debug!(org_id = %org, count, "memories stored");
+        Ok(created)
+    }
+
+    /// The keys among `keys` the store already holds within the window;
+    /// empty when the store cannot answer (fail-open, as the original).
+    async fn lookup_keys(&self, keys: &[DedupKey], now: i64) -> HashSet<String> {
+        let mut found = HashSet::new();
+        for sql in self
+            .builder
+            .dedup_lookup(keys, self.dedup.window, UnixMicros(now))
+        {
+            match self.store.query(&sql).await {
+                Ok(rows) => {
+                    let col = rows.column("dedup_key");
+                    for row in &rows.rows {
+                        if let Some(serde_json::Value::String(k)) = col.and_then(|c| row.get(c)) {
+                            found.insert(k.clone());
+                        }
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(org_id = %self.org, error = %e, "dedup lookup failed; writing without the store check");
+                    return found;
+                }
+            }
+        }
+        found
+    }
+
+    /// One page of memories (`GET /api/v1/memories`).
+    pub async fn list_memories(&self, params: &ListParams) -> Result<MemoryList, ServiceError> {
+        let q = ListQuery::parse(params)?;
+        let sql = self.builder.list(&q, UnixMicros::now());
+        let mut memories = rows::memories(self.store.query(&sql).await?)?;
+        let has_more = q.has_more(memories.len());
+        memories.truncate(q.limit.get() as usize);
+        Ok(MemoryList {
+            count: memories.len(),
+            memories,
+            has_more,
+        })
+    }
+
+    /// A search (`POST /api/v1/search`).
+    pub async fn search(&self, params: &SearchParams) -> Result<SearchResult, ServiceError> {
+        let q = SearchQuery::parse(params)?;
+        let started = Instant::now();
+        let sql = self.builder.search(&q, UnixMicros::now());
+        let results = rows::memories(self.store.query(&sql).await?)?;
+        Ok(SearchResult {
+            count: results.len(),
+            results,
+            query_time_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+        })
+    }
+
+    /// One memory by id; 404 when unknown.
+    pub async fn get_memory(&self, id: &str) -> Result<Memory, ServiceError> {
+        let id = MemoryId::parse(id)?;
+        let rows = self.store.query(&self.builder.get(&id)).await?;
+        rows::memories(rows)?
+            .pop()
+            .ok_or(ServiceError::NotFound("memory"))
+    }
+}

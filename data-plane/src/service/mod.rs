@@ -1,0 +1,93 @@
+//! The memory service: the domain layer between the API adapters (REST in
+//! [`crate::rest`], gRPC next) and one org's [`TenantStore`]. It owns
+//! validation of writes, memory ids, dedup, memory list/search/get, the
+//! agent and session registries (append-only state rows) with a
+//! read-your-writes cache, session context rendering and agent stats, and
+//! one error type ([`ServiceError`]) mapped once to HTTP and gRPC.
+//!
+//! An [`OrgService`] is built per request for the authenticated org from
+//! its store, the snapshot's runtime settings and the process-wide
+//! [`ServiceShared`] (dedup index, state cache).
+
+mod agents;
+mod context;
+pub mod dedup;
+mod error;
+pub mod ids;
+mod memories;
+mod rows;
+mod sessions;
+pub mod state;
+pub mod types;
+
+#[cfg(test)]
+mod tests;
+
+pub use error::{NO_ARC_HINT, NO_ARC_INSTANCE, ServiceError};
+pub use types::{
+    Agent, AgentStats, ContextRequest, CreateMemoryRequest, CreateSessionRequest, Memory,
+    MemoryList, NewAgent, NewMemory, NewSession, RegisterAgentRequest, SearchResult, Session,
+    SessionContext, SessionUpdate, UpdateSessionRequest,
+};
+
+use crate::query::{Ident, OrgId, QueryBuilder};
+use crate::store::TenantStore;
+use memtrace_common::settings::{DedupSettings, EffectiveSettings, TenantLimits};
+use std::sync::Arc;
+
+/// Process-wide state shared by every org's service.
+#[derive(Debug, Default)]
+pub struct ServiceShared {
+    pub dedup: dedup::DedupIndex,
+    pub state: state::StateCache,
+    /// Serializes agent registrations on this worker (unique names).
+    pub(crate) register_lock: tokio::sync::Mutex<()>,
+}
+
+/// The service of one org over its store.
+pub struct OrgService {
+    store: Arc<dyn TenantStore>,
+    org: OrgId,
+    builder: QueryBuilder,
+    shared: Arc<ServiceShared>,
+    dedup: DedupSettings,
+    limits: TenantLimits,
+}
+
+/// Most memories in one batch create.
+pub const MAX_BATCH: usize = 1000;
+
+impl OrgService {
+    /// The service of `org_id` over `store`, with the org's effective
+    /// settings.
+    pub fn new(
+        store: Arc<dyn TenantStore>,
+        org_id: &str,
+        settings: &EffectiveSettings,
+        shared: Arc<ServiceShared>,
+    ) -> Result<Self, ServiceError> {
+        let org = OrgId::parse(org_id)?;
+        let memories = Ident::table(store.memories_table())
+            .map_err(|e| ServiceError::Internal(format!("memories table: {e}")))?;
+        let builder = QueryBuilder::new(store.dialect(), org.clone(), memories);
+        Ok(Self {
+            store,
+            builder,
+            shared,
+            dedup: settings.dedup(Some(org_id)),
+            limits: settings.limits(Some(org_id)),
+            org,
+        })
+    }
+
+    /// The org this service acts for.
+    pub fn org_id(&self) -> &str {
+        self.org.as_str()
+    }
+
+    /// The org's admission limits (the adapters enforce
+    /// `max_payload_bytes` on request bodies).
+    pub fn limits(&self) -> &TenantLimits {
+        &self.limits
+    }
+}

@@ -1,0 +1,192 @@
+//! The service over a real embedded store: ids, dedup (index and store
+//! lookup), list/get, agents, sessions, context and stats.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use super::*;
+use crate::query::{ListParams, SearchParams};
+use crate::store::embedded::EmbeddedStores;
+
+async fn service(dir: &std::path::Path, shared: Arc<ServiceShared>) -> OrgService {
+    let stores = EmbeddedStores::new(dir, "events").unwrap();
+    let store = stores.open("org_a").await.unwrap();
+    OrgService::new(store, "org_a", &EffectiveSettings::new(), shared).unwrap()
+}
+
+fn new_memory(agent: &str, content: &str) -> NewMemory {
+    NewMemory::try_from(CreateMemoryRequest {
+        agent_id: Some(agent.into()),
+        content: Some(content.into()),
+        ..CreateMemoryRequest::default()
+    })
+    .unwrap()
+}
+
+#[tokio::test]
+async fn memories_dedup_and_read_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let svc = service(dir.path(), Arc::default()).await;
+    let m = svc
+        .create_memory(new_memory("agent_x", "hello"))
+        .await
+        .unwrap();
+    assert!(m.id.starts_with("mem_"));
+    assert_eq!(m.memory_type, "episodic");
+    assert_eq!(m.event_type, "general");
+    assert_eq!(m.dedup_key.len(), 32);
+    assert!(matches!(
+        svc.create_memory(new_memory("agent_x", "hello")).await,
+        Err(ServiceError::Duplicate)
+    ));
+    // a fresh index (another worker) still finds the key in the store
+    let other = service(dir.path(), Arc::default()).await;
+    assert!(matches!(
+        other.create_memory(new_memory("agent_x", "hello")).await,
+        Err(ServiceError::Duplicate)
+    ));
+    let batch = other
+        .create_memories(vec![
+            new_memory("agent_x", "hello"),
+            new_memory("agent_x", "b"),
+            new_memory("agent_x", "b"),
+            new_memory("agent_x", "c"),
+        ])
+        .await
+        .unwrap();
+    let contents: Vec<&str> = batch.iter().map(|m| m.content.as_str()).collect();
+    assert_eq!(contents, ["b", "c"]);
+
+    let got = svc.get_memory(&m.id).await.unwrap();
+    assert_eq!(got, m);
+    assert!(matches!(
+        svc.get_memory("mem_nope").await,
+        Err(ServiceError::NotFound("memory"))
+    ));
+    let list = svc
+        .list_memories(&ListParams {
+            agent_id: Some("agent_x".into()),
+            limit: Some(2),
+            ..ListParams::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(list.count, 2);
+    assert!(list.has_more);
+    assert_eq!(list.memories[0].content, "c", "newest first");
+    let found = svc
+        .search(&SearchParams {
+            content_contains: Some("HELL".into()),
+            ..SearchParams::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(found.count, 1);
+    let bad = svc
+        .list_memories(&ListParams {
+            since: Some("yesterday".into()),
+            ..ListParams::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(bad.http_status(), 400);
+    assert!(bad.to_string().contains("since"), "{bad}");
+}
+
+#[tokio::test]
+async fn agents_sessions_context_stats() {
+    let dir = tempfile::tempdir().unwrap();
+    let svc = service(dir.path(), Arc::default()).await;
+    let agent = svc
+        .register_agent(
+            RegisterAgentRequest {
+                name: Some("planner".into()),
+                ..RegisterAgentRequest::default()
+            }
+            .try_into()
+            .unwrap(),
+        )
+        .await
+        .unwrap();
+    let again = svc
+        .register_agent(NewAgent {
+            name: "planner".into(),
+            description: String::new(),
+            config: Default::default(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(again.http_status(), 409);
+    assert_eq!(svc.get_agent("planner").await.unwrap().id, agent.id);
+    assert_eq!(svc.list_agents().await.unwrap().len(), 1);
+
+    let session = svc
+        .create_session(NewSession {
+            agent: "planner".into(),
+            metadata: Default::default(),
+        })
+        .await
+        .unwrap();
+    assert_eq!(session.agent_id, agent.id, "name resolved to the id");
+    assert_eq!(session.status, "active");
+    for (t, e, c) in [
+        ("episodic", "general", "looked around"),
+        ("decision", "decision", "go left"),
+        ("session", "error", "fell over"),
+    ] {
+        let mut m = new_memory(&agent.id, c);
+        m.memory_type = crate::query::MemoryType::parse(t).unwrap();
+        m.event_type = crate::query::EventType::parse(e).unwrap();
+        m.session_id = Some(crate::query::SessionId::parse(&session.id).unwrap());
+        svc.create_memory(m).await.unwrap();
+    }
+    let ctx = svc
+        .session_context(&session.id, ContextRequest::default())
+        .await
+        .unwrap();
+    assert_eq!(ctx.memory_count, 3);
+    assert!(ctx.context.contains("### Errors (1)"), "{}", ctx.context);
+    assert!(matches!(
+        svc.session_context("sess_nope", ContextRequest::default())
+            .await,
+        Err(ServiceError::NotFound("session"))
+    ));
+    let stats = svc.agent_stats("planner").await.unwrap();
+    assert_eq!(stats.memory_count, 3);
+    assert_eq!(stats.errors_24h, 1);
+    assert_eq!(stats.session_count, 1);
+    assert_eq!(stats.active_sessions, 1);
+    assert_eq!(stats.memory_types.get("decision"), Some(&1));
+    assert!(stats.last_active_at.is_some());
+
+    let closed = svc
+        .update_session(
+            &session.id,
+            SessionUpdate {
+                status: Some("closed".into()),
+                metadata: None,
+            },
+        )
+        .await
+        .unwrap();
+    assert!(closed.closed_at.is_some());
+    assert_eq!(svc.get_session(&session.id).await.unwrap().status, "closed");
+    assert_eq!(svc.agent_stats(&agent.id).await.unwrap().active_sessions, 0);
+    assert_eq!(
+        svc.session_memories(&session.id, &ListParams::default())
+            .await
+            .unwrap()
+            .count,
+        3
+    );
+    assert_eq!(svc.list_sessions(Some("planner")).await.unwrap().len(), 1);
+
+    svc.delete_agent("planner").await.unwrap();
+    assert!(matches!(
+        svc.get_agent(&agent.id).await,
+        Err(ServiceError::NotFound("agent"))
+    ));
+    assert!(svc.list_agents().await.unwrap().is_empty());
+    assert_eq!(
+        svc.agent_stats("planner").await.unwrap_err().http_status(),
+        404
+    );
+}

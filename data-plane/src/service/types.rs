@@ -1,0 +1,357 @@
+//! The service's domain types with the original memtrace's JSON names
+//! (`shared/reference/memtrace-original.md` §3 "Data shapes"; optional
+//! fields omitted when empty, as Go's `omitempty`), plus `id` on memories.
+//! Also the raw create/update requests and their validated forms
+//! (`TryFrom`), which refuse bad input naming the field and the rule.
+
+use super::ServiceError;
+use crate::query::{
+    AgentId, DedupKey, EventType, MemoryId, MemoryType, QueryError, SessionId, Tag,
+};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use std::collections::BTreeMap;
+
+fn is_zero(x: &f64) -> bool {
+    *x == 0.0
+}
+
+/// A stored memory.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Memory {
+    pub id: String,
+    /// RFC 3339 with up to microsecond digits, UTC.
+    pub time: String,
+    pub org_id: String,
+    pub agent_id: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub session_id: String,
+    pub memory_type: String,
+    pub event_type: String,
+    pub content: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metadata: Option<Map<String, Value>>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tags: Vec<String>,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub dedup_key: String,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub importance: f64,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub parent_id: String,
+}
+
+/// `GET /api/v1/memories` and the agent/session memory lists.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct MemoryList {
+    pub memories: Vec<Memory>,
+    pub count: usize,
+    pub has_more: bool,
+}
+
+/// `POST /api/v1/search`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SearchResult {
+    pub results: Vec<Memory>,
+    pub count: usize,
+    pub query_time_ms: u64,
+}
+
+/// A registered agent.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Agent {
+    pub id: String,
+    pub org_id: String,
+    pub name: String,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub description: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub config: Option<Map<String, Value>>,
+    pub created_at: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_active_at: Option<String>,
+}
+
+/// An agent's figures.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct AgentStats {
+    pub agent_id: String,
+    pub memory_count: u64,
+    pub memories_24h: u64,
+    pub errors_24h: u64,
+    pub session_count: u64,
+    pub active_sessions: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_active_at: Option<String>,
+    pub memory_types: BTreeMap<String, u64>,
+}
+
+/// A session.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Session {
+    pub id: String,
+    pub org_id: String,
+    pub agent_id: String,
+    pub status: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub metadata: Option<Map<String, Value>>,
+    pub created_at: String,
+    pub updated_at: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub closed_at: Option<String>,
+}
+
+/// `POST /api/v1/sessions/{id}/context`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SessionContext {
+    pub session_id: String,
+    pub context: String,
+    pub memory_count: usize,
+}
+
+/// A memory create request as received (`POST /api/v1/memories`).
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+pub struct CreateMemoryRequest {
+    /// Optional client-chosen id (must follow the memory id rule).
+    pub id: Option<String>,
+    pub agent_id: Option<String>,
+    pub content: Option<String>,
+    pub memory_type: Option<String>,
+    pub event_type: Option<String>,
+    pub session_id: Option<String>,
+    pub metadata: Option<Value>,
+    pub tags: Option<Vec<String>>,
+    pub importance: Option<f64>,
+    pub dedup_key: Option<String>,
+    pub parent_id: Option<String>,
+}
+
+/// Most tags on one memory.
+pub const MAX_MEMORY_TAGS: usize = 64;
+/// Longest `parent_id`, in bytes.
+pub const MAX_PARENT_ID_BYTES: usize = 256;
+
+/// A validated memory create.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewMemory {
+    pub id: Option<MemoryId>,
+    pub agent_id: AgentId,
+    pub content: String,
+    pub memory_type: MemoryType,
+    pub event_type: EventType,
+    pub session_id: Option<SessionId>,
+    /// Empty for none.
+    pub metadata: Map<String, Value>,
+    pub tags: Vec<Tag>,
+    pub importance: f64,
+    pub dedup_key: Option<DedupKey>,
+    pub parent_id: String,
+}
+
+fn non_empty(v: Option<String>) -> Option<String> {
+    v.filter(|s| !s.is_empty())
+}
+
+/// `null`/absent → empty; an object → itself; anything else → 400.
+pub(crate) fn object_field(
+    value: Option<Value>,
+    field: &'static str,
+) -> Result<Map<String, Value>, ServiceError> {
+    match value {
+        None | Some(Value::Null) => Ok(Map::new()),
+        Some(Value::Object(m)) => Ok(m),
+        Some(_) => Err(ServiceError::invalid(field, "must be a JSON object")),
+    }
+}
+
+impl TryFrom<CreateMemoryRequest> for NewMemory {
+    type Error = ServiceError;
+
+    fn try_from(r: CreateMemoryRequest) -> Result<Self, ServiceError> {
+        let agent_id = non_empty(r.agent_id)
+            .ok_or(ServiceError::invalid(AgentId::FIELD, "is required"))
+            .and_then(|a| Ok(AgentId::parse(&a)?))?;
+        let content = r
+            .content
+            .map(|c| c.replace('\0', ""))
+            .filter(|c| !c.is_empty())
+            .ok_or(ServiceError::invalid("content", "is required"))?;
+        let memory_type = match non_empty(r.memory_type) {
+            Some(t) => MemoryType::parse(&t)?,
+            None => MemoryType::Episodic,
+        };
+        let event_type = EventType::parse(&non_empty(r.event_type).unwrap_or("general".into()))?;
+        let session_id = non_empty(r.session_id)
+            .map(|s| SessionId::parse(&s))
+            .transpose()?;
+        let tags = r
+            .tags
+            .unwrap_or_default()
+            .iter()
+            .map(|t| Tag::parse(t))
+            .collect::<Result<Vec<_>, QueryError>>()?;
+        if tags.len() > MAX_MEMORY_TAGS {
+            return Err(QueryError::TooMany {
+                field: "tags",
+                max: MAX_MEMORY_TAGS,
+            }
+            .into());
+        }
+        let importance = r.importance.unwrap_or(0.0);
+        if !importance.is_finite() || !(0.0..=1.0).contains(&importance) {
+            return Err(ServiceError::invalid(
+                "importance",
+                "must be a number from 0 to 1",
+            ));
+        }
+        let dedup_key = non_empty(r.dedup_key)
+            .map(|k| DedupKey::parse(&k))
+            .transpose()?;
+        let parent_id = r.parent_id.unwrap_or_default().replace('\0', "");
+        if parent_id.len() > MAX_PARENT_ID_BYTES {
+            return Err(ServiceError::invalid(
+                "parent_id",
+                "must be at most 256 bytes",
+            ));
+        }
+        Ok(Self {
+            id: non_empty(r.id).map(|i| MemoryId::parse(&i)).transpose()?,
+            agent_id,
+            content,
+            memory_type,
+            event_type,
+            session_id,
+            metadata: object_field(r.metadata, "metadata")?,
+            tags,
+            importance,
+            dedup_key,
+            parent_id,
+        })
+    }
+}
+
+/// `POST /api/v1/agents` as received.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+pub struct RegisterAgentRequest {
+    pub name: Option<String>,
+    pub description: Option<String>,
+    pub config: Option<Value>,
+}
+
+/// Longest agent name, in bytes.
+pub const MAX_AGENT_NAME_BYTES: usize = 256;
+/// Longest agent description, in bytes.
+pub const MAX_DESCRIPTION_BYTES: usize = 4096;
+
+/// A validated agent registration.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewAgent {
+    pub name: String,
+    pub description: String,
+    pub config: Map<String, Value>,
+}
+
+impl TryFrom<RegisterAgentRequest> for NewAgent {
+    type Error = ServiceError;
+
+    fn try_from(r: RegisterAgentRequest) -> Result<Self, ServiceError> {
+        let name = r.name.map(|n| n.trim().to_owned()).unwrap_or_default();
+        if name.is_empty() {
+            return Err(ServiceError::invalid("name", "is required"));
+        }
+        if name.len() > MAX_AGENT_NAME_BYTES || name.chars().any(char::is_control) {
+            return Err(ServiceError::invalid(
+                "name",
+                "must be at most 256 bytes without control characters",
+            ));
+        }
+        let description = r.description.unwrap_or_default().replace('\0', "");
+        if description.len() > MAX_DESCRIPTION_BYTES {
+            return Err(ServiceError::invalid(
+                "description",
+                "must be at most 4096 bytes",
+            ));
+        }
+        Ok(Self {
+            name,
+            description,
+            config: object_field(r.config, "config")?,
+        })
+    }
+}
+
+/// `POST /api/v1/sessions` as received.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+pub struct CreateSessionRequest {
+    pub agent_id: Option<String>,
+    pub metadata: Option<Value>,
+}
+
+/// `PUT /api/v1/sessions/{id}` as received: status and/or a metadata
+/// replacement.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+pub struct UpdateSessionRequest {
+    pub status: Option<String>,
+    pub metadata: Option<Value>,
+}
+
+/// A validated session update.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SessionUpdate {
+    pub status: Option<String>,
+    /// `Some` replaces the metadata (the original's behaviour).
+    pub metadata: Option<Map<String, Value>>,
+}
+
+impl TryFrom<UpdateSessionRequest> for SessionUpdate {
+    type Error = ServiceError;
+
+    fn try_from(r: UpdateSessionRequest) -> Result<Self, ServiceError> {
+        let status = non_empty(r.status);
+        if let Some(s) = &status {
+            // free-form in the original; bounded to the type rule here
+            EventType::parse(s)
+                .map_err(|_| ServiceError::invalid("status", crate::query::validate::TYPE_RULE))?;
+        }
+        let metadata = match r.metadata {
+            None => None,
+            some => Some(object_field(some, "metadata")?),
+        };
+        Ok(Self { status, metadata })
+    }
+}
+
+/// `POST /api/v1/sessions/{id}/context` as received (every field optional).
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+pub struct ContextRequest {
+    pub since: Option<String>,
+    pub include_types: Option<Vec<String>>,
+    pub max_tokens: Option<i64>,
+}
+
+/// A validated session create (the agent is resolved by the service).
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewSession {
+    /// An agent id or name.
+    pub agent: String,
+    pub metadata: Map<String, Value>,
+}
+
+impl TryFrom<CreateSessionRequest> for NewSession {
+    type Error = ServiceError;
+
+    fn try_from(r: CreateSessionRequest) -> Result<Self, ServiceError> {
+        let agent =
+            non_empty(r.agent_id).ok_or(ServiceError::invalid("agent_id", "is required"))?;
+        if agent.len() > MAX_AGENT_NAME_BYTES {
+            return Err(ServiceError::invalid(
+                "agent_id",
+                "must name a registered agent (id or name)",
+            ));
+        }
+        Ok(Self {
+            agent,
+            metadata: object_field(r.metadata, "metadata")?,
+        })
+    }
+}
