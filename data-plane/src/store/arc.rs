@@ -21,6 +21,9 @@ use std::sync::Arc;
 /// measurement does not exist (yet) in the database.
 pub const MISSING_TABLE_MESSAGE: &str = "No files found that match the pattern";
 
+/// Smallest `time` Arc reads as microseconds (1970-04-26).
+pub const MIN_TIME_MICROS: i64 = 10_000_000_000_000;
+
 /// One org's storage on Arc (cheap to clone).
 #[derive(Clone)]
 pub struct ArcStore {
@@ -126,6 +129,14 @@ impl TenantStore for ArcStore {
     }
 
     async fn append_state(&self, table: StateTable, row: StateRow) -> Result<(), StoreError> {
+        // Arc guesses the unit of `time` from its value: anything smaller
+        // would be read as milliseconds or seconds.
+        if row.time < MIN_TIME_MICROS {
+            return Err(StoreError::Backend(format!(
+                "{} row: time must be microseconds since the epoch (>= {MIN_TIME_MICROS})",
+                table.name()
+            )));
+        }
         let mut batch = StringBatch::new(table.columns())
             .map_err(|e| StoreError::Backend(format!("{} row: {e}", table.name())))?;
         batch

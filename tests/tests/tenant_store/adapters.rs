@@ -128,6 +128,20 @@ async fn arc_store_retries_5xx_to_success() {
 }
 
 #[tokio::test]
+async fn arc_store_refuses_state_times_arc_would_misread() {
+    let h = Harness::arc().await;
+    let store = h.store(ORG_A).await;
+    let mut row = agent(0, "agent_1", ORG_A, "x", "0");
+    row.time = 1_795_608_000_000; // milliseconds
+    let e = store
+        .append_state(StateTable::Agents, row)
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("microseconds"), "{e}");
+    assert_eq!(arc_parts(&h).row_count(DB, "agents"), 0);
+}
+
+#[tokio::test]
 async fn arc_store_refuses_routes_its_sql_cannot_name() {
     let h = Harness::arc().await;
     let Harness::Arc {
