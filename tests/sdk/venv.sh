@@ -9,7 +9,8 @@
 # (tests/src/python.rs), so `cargo nextest run -p memtrace-tests --test
 # sdk_contract` works on its own. Concurrent runs are serialised with flock.
 # A missing python3/venv module or a failed pip install is an error (non-zero
-# exit, with the reason), never a skip.
+# exit, with the reason), never a skip. MEMTRACE_SDK_PYTHON3 names another
+# interpreter than `python3` on PATH.
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -24,13 +25,14 @@ fail() {
     exit 1
 }
 
-command -v python3 >/dev/null ||
-    fail "python3 not found on PATH; install it with scripts/setup.sh (Debian: python3 python3-venv)"
-python3 -c 'import venv, ensurepip' >/dev/null 2>&1 ||
-    fail "python3 cannot create virtualenvs (no ensurepip); install python3-venv (scripts/setup.sh does, as root)"
+python3="${MEMTRACE_SDK_PYTHON3:-python3}"
+command -v "$python3" >/dev/null ||
+    fail "$python3 not found; install it with scripts/setup.sh (Debian: python3 python3-venv)"
+"$python3" -c 'import venv, ensurepip' >/dev/null 2>&1 ||
+    fail "$python3 cannot create virtualenvs (no ensurepip); install python3-venv (scripts/setup.sh does, as root)"
 [ -f "$requirements" ] || fail "missing $requirements"
 
-version="$(python3 -c 'import sys; print(sys.version)')"
+version="$("$python3" -c 'import sys; print(sys.executable, sys.version)')"
 key="$({
     cat "$requirements"
     printf '%s\n' "$version"
@@ -45,8 +47,8 @@ flock -w 900 9 || fail "timed out waiting for another run to finish building $ca
 if [ ! -f "$marker" ]; then
     # Anything here without the marker is a build that did not finish.
     rm -rf "$venv"
-    echo "sdk venv: creating $venv (python $(python3 -c 'import platform; print(platform.python_version())'))" >&2
-    python3 -m venv "$venv" >&2 || {
+    echo "sdk venv: creating $venv with $python3 ($version)" >&2
+    "$python3" -m venv "$venv" >&2 || {
         rm -rf "$venv"
         fail "python3 -m venv $venv failed"
     }

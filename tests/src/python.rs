@@ -23,9 +23,18 @@ pub fn sdk_dir() -> PathBuf {
 /// requirements changed. Runs with this process's environment, so pip's
 /// own configuration (index, proxy) applies.
 pub async fn sdk_python() -> anyhow::Result<PathBuf> {
+    venv_script(&[]).await
+}
+
+/// Runs `venv.sh` with `env` added to this process's environment.
+async fn venv_script(env: &[(&str, &str)]) -> anyhow::Result<PathBuf> {
     let script = sdk_dir().join("venv.sh");
     let mut command = Command::new("bash");
-    command.arg(&script).stdin(Stdio::null()).kill_on_drop(true);
+    command
+        .arg(&script)
+        .envs(env.iter().copied())
+        .stdin(Stdio::null())
+        .kill_on_drop(true);
     let out = output_within(command, VENV_TIMEOUT)
         .await
         .with_context(|| format!("running {}", script.display()))?;
@@ -123,4 +132,32 @@ pub async fn run_contract(
         stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
         stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_missing_interpreter_is_an_error_not_a_skip() {
+        let err = venv_script(&[("MEMTRACE_SDK_PYTHON3", "/nonexistent/python3")])
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("could not be built") && err.contains("/nonexistent/python3 not found"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn the_published_sdk_is_pinned() {
+        let requirements = std::fs::read_to_string(sdk_dir().join("requirements.txt")).unwrap();
+        assert!(
+            requirements
+                .lines()
+                .any(|l| l.trim() == "memtrace-sdk==0.2.0"),
+            "{requirements}"
+        );
+    }
 }

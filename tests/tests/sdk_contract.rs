@@ -16,6 +16,7 @@ use memtrace_tests::control_plane::{ControlPlane, ControlPlaneSpec};
 use memtrace_tests::etcd::EtcdServer;
 use memtrace_tests::python::{ContractMode, run_contract, sdk_python};
 use memtrace_tests::worker::Worker;
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 const PREFIX: &str = "/memtrace-sdk/v1/";
@@ -137,9 +138,8 @@ impl Cluster {
 }
 
 /// Runs the script; on failure, panics with its output and the worker's log.
-async fn contract(worker: &Worker, api_key: &str, mode: ContractMode) -> String {
-    let python = sdk_python().await.unwrap();
-    let run = run_contract(&python, &worker.url(), api_key, mode, CONTRACT_TIMEOUT)
+async fn contract(python: &Path, worker: &Worker, api_key: &str, mode: ContractMode) -> String {
+    let run = run_contract(python, &worker.url(), api_key, mode, CONTRACT_TIMEOUT)
         .await
         .unwrap();
     assert!(
@@ -163,6 +163,8 @@ fn tail(text: &str, lines: usize) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn python_sdk_against_an_org_bound_to_arc() {
+    // The venv first: a missing Python or a failed pip fails here, loudly.
+    let python = sdk_python().await.unwrap();
     let c = cluster().await;
     let arc = ArcStandIn::builder()
         .token(ARC_TOKEN, TokenGrant::databases([ARC_DATABASE]))
@@ -171,7 +173,7 @@ async fn python_sdk_against_an_org_bound_to_arc() {
         .unwrap();
     let key = c.org_with_key("sdk-arc", Some(&arc)).await;
     let worker = c.worker("sdk-arc", &[]).await;
-    contract(&worker, &key, ContractMode::Full).await;
+    contract(&python, &worker, &key, ContractMode::Full).await;
     let stats = arc.stats().db(ARC_DATABASE);
     assert!(
         stats.rows >= 10,
@@ -182,6 +184,7 @@ async fn python_sdk_against_an_org_bound_to_arc() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn python_sdk_against_the_embedded_store() {
+    let python = sdk_python().await.unwrap();
     let c = cluster().await;
     let key = c.org_with_key("sdk-embedded", None).await;
     let embedded = tempfile::tempdir().unwrap();
@@ -189,7 +192,7 @@ async fn python_sdk_against_the_embedded_store() {
     let worker = c
         .worker("sdk-embedded", &[("MEMTRACE_WORKER_EMBEDDED_DIR", dir)])
         .await;
-    contract(&worker, &key, ContractMode::Full).await;
+    contract(&python, &worker, &key, ContractMode::Full).await;
     let files = std::fs::read_dir(embedded.path()).unwrap().count();
     assert!(files > 0, "the org's data went to the embedded store");
     assert!(worker.stop().await.unwrap().success());
@@ -197,10 +200,11 @@ async fn python_sdk_against_the_embedded_store() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn python_sdk_sees_no_arc_instance_for_an_unbound_org() {
+    let python = sdk_python().await.unwrap();
     let c = cluster().await;
     let key = c.org_with_key("sdk-unbound", None).await;
     let worker = c.worker("sdk-unbound", &[]).await;
-    let out = contract(&worker, &key, ContractMode::NoArc).await;
+    let out = contract(&python, &worker, &key, ContractMode::NoArc).await;
     assert!(out.contains("NoArcInstanceError (503)"), "{out}");
     assert!(worker.stop().await.unwrap().success());
 }
