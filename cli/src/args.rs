@@ -93,6 +93,8 @@ pub enum Command {
     Workers,
     /// the state bus, the newest published revision, and which workers applied it
     Status,
+    /// run everything (control plane, in-process bus, worker) in one process for development
+    Dev(crate::commands::dev::DevArgs),
 }
 
 #[derive(Debug, Subcommand)]

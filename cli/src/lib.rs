@@ -32,8 +32,12 @@ pub async fn run(
     out: &mut dyn Write,
     diag: &mut dyn Write,
 ) -> anyhow::Result<()> {
+    let command = cli.command;
+    if let Command::Dev(args) = command {
+        return commands::dev::run(args, env, out).await;
+    }
     let mut output = Output::new(cli.global.output, out, diag);
-    match cli.command {
+    match command {
         Command::Keygen(command) => commands::keygen::run(command, &mut output),
         Command::Org(command) => {
             let admin = Admin::connect(&cli.global, env).await?;
@@ -63,6 +67,7 @@ pub async fn run(
             let admin = Admin::connect(&cli.global, env).await?;
             commands::cluster::status(&admin, &mut output).await
         }
+        Command::Dev(_) => Ok(()),
     }
 }
 

@@ -6,7 +6,7 @@ use memtrace_cli::args::Cli;
 use memtrace_common::config::Env;
 use std::process::ExitCode;
 
-#[tokio::main(flavor = "current_thread")]
+#[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
     let env = Env::from_process();

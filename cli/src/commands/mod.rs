@@ -5,6 +5,7 @@ pub mod arc;
 pub mod audit;
 pub mod cluster;
 pub mod config;
+pub mod dev;
 pub mod key;
 pub mod keygen;
 pub mod keys;

@@ -1,0 +1,222 @@
+//! The first-start demo of `memtracectl dev`: once the control plane is
+//! ready, create the `demo` org and one api key through the admin API (as
+//! `memtracectl` would), mark it in the data directory so the key is printed
+//! exactly once, and compose the banner with working curl and Python examples.
+
+use super::DevError;
+use super::keys::{DevKeys, write_marker};
+use crate::args::{GlobalArgs, OutputFormat};
+use crate::client::Admin;
+use memtrace_common::config::Env;
+use memtrace_proto::admin::v1 as pb;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::{Duration, Instant};
+use tonic::Code;
+use zeroize::Zeroizing;
+
+/// Marks that the demo org and its key were created (and the key shown).
+pub const DEMO_MARKER: &str = "dev-demo.json";
+const DEMO_ORG: &str = "demo";
+/// How long to wait for the control plane to open its admin API.
+const READY_WITHIN: Duration = Duration::from_secs(60);
+
+/// What the banner needs.
+pub struct Demo<'a> {
+    pub data_dir: &'a Path,
+    pub control_plane: SocketAddr,
+    pub worker: SocketAddr,
+    pub keys: &'a DevKeys,
+}
+
+/// The demo org and, on first start only, its api key.
+struct Outcome {
+    org_id: String,
+    key: Option<Zeroizing<String>>,
+}
+
+impl Demo<'_> {
+    /// Creates the demo org and key on first start; returns the banner.
+    pub async fn ensure(self) -> Result<Zeroizing<String>, DevError> {
+        let marker = self.data_dir.join(DEMO_MARKER);
+        let outcome = if marker.exists() {
+            let text = std::fs::read_to_string(&marker).map_err(|cause| DevError::Io {
+                path: marker.clone(),
+                cause,
+            })?;
+            let org_id = serde_json::from_str::<serde_json::Value>(&text)
+                .ok()
+                .and_then(|v| v["org_id"].as_str().map(str::to_owned))
+                .ok_or_else(|| {
+                    DevError::Demo(format!(
+                        "{} has no org_id; delete it to create the demo org again",
+                        marker.display()
+                    ))
+                })?;
+            Outcome { org_id, key: None }
+        } else {
+            let admin = self.admin().await?;
+            let org_id = create_demo_org(&admin).await?;
+            let created = call(
+                admin
+                    .api_keys()
+                    .create_api_key(admin.request(pb::CreateApiKeyRequest {
+                        org_id: org_id.clone(),
+                        name: "demo".into(),
+                        scopes: vec!["read".into(), "write".into()],
+                        expires_in_seconds: 0,
+                    })),
+                "create the demo api key",
+            )
+            .await?;
+            let key_id = created.key.map(|k| k.id).unwrap_or_default();
+            let record = serde_json::json!({
+                "org_id": org_id,
+                "org_name": DEMO_ORG,
+                "api_key_id": key_id,
+                "note": "the demo api key was printed once by `memtracectl dev` and is not stored",
+            });
+            write_marker(&marker, record.to_string().as_bytes())?;
+            tracing::info!(org_id = %org_id, key_id = %key_id, "demo org and api key created");
+            Outcome {
+                org_id,
+                key: Some(Zeroizing::new(created.secret)),
+            }
+        };
+        Ok(self.banner(&outcome))
+    }
+
+    /// Connects as the dev admin, waiting while the control plane starts.
+    async fn admin(&self) -> Result<Admin, DevError> {
+        let global = GlobalArgs {
+            server: Some(format!("http://{}", self.control_plane)),
+            token: Some(self.keys.admin_token.to_string()),
+            output: OutputFormat::Table,
+            timeout: 10,
+        };
+        let deadline = Instant::now() + READY_WITHIN;
+        loop {
+            let attempt = match Admin::connect(&global, &Env::default()).await {
+                Ok(admin) => match admin
+                    .orgs()
+                    .list_orgs(admin.request(pb::ListOrgsRequest {}))
+                    .await
+                {
+                    Ok(_) => return Ok(admin),
+                    // the gate is closed (or the token not yet loaded) until startup finishes
+                    Err(status)
+                        if matches!(status.code(), Code::Unavailable | Code::Unauthenticated) =>
+                    {
+                        status.message().to_owned()
+                    }
+                    Err(status) => return Err(status_error("list orgs", &status)),
+                },
+                Err(error) => error.to_string(),
+            };
+            if Instant::now() > deadline {
+                return Err(DevError::Demo(format!(
+                    "the control plane did not become ready within {}s: {attempt}",
+                    READY_WITHIN.as_secs()
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    fn banner(&self, outcome: &Outcome) -> Zeroizing<String> {
+        let keys_file = self.keys.keys_file.display();
+        let token_file = self.keys.admin_token_file.display();
+        let port = self.worker.port();
+        let cp = self.control_plane;
+        let org = &outcome.org_id;
+        let rule = "=".repeat(72);
+        let mut text = Zeroizing::new(format!(
+            "\n{rule}\nmemtrace dev: control plane http://{cp}, worker http://localhost:{port}\n\
+             DEVELOPMENT ONLY: the master and fleet keys are in {keys_file}\n\n\
+             admin (memtracectl):\n  \
+             export MEMTRACE_CONTROL_PLANE_URL=http://{cp}\n  \
+             export MEMTRACE_ADMIN_TOKEN=$(cat {token_file})\n  \
+             memtracectl org list\n\n"
+        ));
+        let key_ref = match &outcome.key {
+            Some(key) => {
+                text.push_str(&format!(
+                    "demo org {org}: api key (shown once, save it now):\n\n    {}\n\n",
+                    key.as_str()
+                ));
+                text.push_str(&format!("  export KEY={}\n", key.as_str()));
+                "$KEY".to_owned()
+            }
+            None => {
+                text.push_str(&format!(
+                    "demo org {org}: its api key was shown on the first start only.\n\
+                     make another with: memtracectl key create --org {org} --name demo2\n\n"
+                ));
+                "mtk_...".to_owned()
+            }
+        };
+        let quoted = if key_ref.starts_with('$') {
+            format!("\"x-api-key: {key_ref}\"")
+        } else {
+            format!("'x-api-key: {key_ref}'")
+        };
+        text.push_str(&format!(
+            "  curl -H {quoted} -H 'content-type: application/json' -X POST localhost:{port}/api/v1/memories -d '{{\"agent_id\":\"demo\",\"content\":\"hello\"}}'\n  \
+             curl -H {quoted} 'localhost:{port}/api/v1/memories?agent_id=demo'\n\n\
+             python (pip install memtrace-sdk):\n  \
+             import os\n  \
+             from memtrace import Memtrace\n  \
+             client = Memtrace(\"http://localhost:{port}\", os.environ[\"KEY\"])\n  \
+             client.remember(\"demo\", \"hello\")\n  \
+             print(client.recall(\"demo\"))\n{rule}\n"
+        ));
+        text
+    }
+}
+
+/// Creates the `demo` org, or finds it when an earlier start created it but
+/// stopped before writing the marker.
+async fn create_demo_org(admin: &Admin) -> Result<String, DevError> {
+    match admin
+        .orgs()
+        .create_org(admin.request(pb::CreateOrgRequest {
+            name: DEMO_ORG.into(),
+        }))
+        .await
+    {
+        Ok(org) => Ok(org.into_inner().id),
+        Err(status) if status.code() == Code::AlreadyExists => {
+            let list = call(
+                admin
+                    .orgs()
+                    .list_orgs(admin.request(pb::ListOrgsRequest {})),
+                "list orgs",
+            )
+            .await?;
+            list.orgs
+                .into_iter()
+                .find(|o| o.name == DEMO_ORG)
+                .map(|o| o.id)
+                .ok_or_else(|| DevError::Demo("org \"demo\" exists but is not listed".into()))
+        }
+        Err(status) => Err(status_error("create the demo org", &status)),
+    }
+}
+
+async fn call<T>(
+    request: impl Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+    what: &str,
+) -> Result<T, DevError> {
+    request
+        .await
+        .map(tonic::Response::into_inner)
+        .map_err(|status| status_error(what, &status))
+}
+
+fn status_error(what: &str, status: &tonic::Status) -> DevError {
+    DevError::Demo(format!(
+        "cannot {what}: {:?}: {}",
+        status.code(),
+        status.message()
+    ))
+}
