@@ -588,7 +588,11 @@ on_both_engines!(
     a_state_row_of_the_wrong_width_is_refused,
     never_written_tables_read_empty,
     dedup_lookup_finds_written_keys,
+    concurrent_appends_all_land,
 );
 
 #[path = "tenant_store/adapters.rs"]
 mod adapters;
+#[path = "tenant_store/concurrency.rs"]
+mod concurrency;
+use concurrency::concurrent_appends_all_land;
