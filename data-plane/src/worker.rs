@@ -1,11 +1,24 @@
-//! The worker process: one port serving the HTTP probes, `/metrics` and
-//! `grpc.health.v1` (the agent-facing REST and gRPC APIs join it next), the
-//! snapshot watcher, and the registration under a lease. Stateless: all it
-//! knows comes from the state bus.
+//! The worker process: one port serving the HTTP probes, `/metrics`,
+//! `grpc.health.v1` and the memtrace-compatible REST API ([`crate::rest`]),
+//! the snapshot watcher, and the registration under a lease. Stateless: all
+//! it knows comes from the state bus. Each request's store is picked from
+//! the live snapshot ([`OrgStores`]): the org's Arc route → [`ArcStore`]
+//! (memories through the shared group-commit [`Batcher`], flushed on
+//! shutdown); no route and `[worker] embedded_dir` set → the org's
+//! [`EmbeddedStore`](crate::store::embedded::EmbeddedStore); else 503 "no
+//! arc instance".
 
+use crate::arc::{ArcClient, RetryPolicy};
+use crate::ingest::Batcher;
 use crate::registration::{self, WorkerIdentity};
+use crate::rest::{RestState, StoreResolver};
+use crate::service::{ServiceError, ServiceShared};
+use crate::snapshot::Snapshot;
 use crate::snapshot::watcher::{Watcher, WatcherOptions};
 use crate::snapshot::{SnapshotBuilder, SnapshotHandle};
+use crate::store::TenantStore;
+use crate::store::arc::ArcStore;
+use crate::store::embedded::EmbeddedStores;
 use axum::Json;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
@@ -139,11 +152,53 @@ pub async fn run(options: WorkerOptions) -> Result<(), WorkerError> {
         started: Instant::now(),
         worker_id: worker_id.clone(),
     });
+    let client = ArcClient::new(
+        Duration::from_secs(config.arc.connect_timeout.max(1)),
+        Duration::from_secs(config.arc.query_timeout.max(1)),
+    )
+    .map_err(|e| WorkerError::Startup(format!("arc client: {e}")))?;
+    let batcher = {
+        let handle = state.handle.clone();
+        Batcher::new(
+            client.clone(),
+            move |org: &str| {
+                let snapshot = handle.load();
+                (
+                    snapshot.settings().write(Some(org)),
+                    snapshot.settings().limits(Some(org)),
+                )
+            },
+            RetryPolicy::default(),
+        )
+    };
+    let embedded_dir = config.worker.embedded_dir.trim();
+    let embedded = if embedded_dir.is_empty() {
+        None
+    } else {
+        let stores = EmbeddedStores::new(embedded_dir, &config.arc.measurement)
+            .map_err(|e| WorkerError::Startup(format!("embedded store: {e}")))?;
+        tracing::info!(
+            dir = embedded_dir,
+            "orgs without an arc binding use the embedded store"
+        );
+        Some(stores)
+    };
+    let rest = crate::rest::router(RestState {
+        snapshot: state.handle.clone(),
+        stores: Arc::new(OrgStores {
+            client,
+            batcher: batcher.clone(),
+            retry: RetryPolicy::default(),
+            embedded,
+        }),
+        shared: Arc::new(ServiceShared::default()),
+    });
     let router = axum::Router::new()
         .route("/health", get(health))
         .route("/ready", get(ready))
         .route("/metrics", get(metrics))
-        .with_state(state);
+        .with_state(state)
+        .merge(rest);
     let routes = tonic::service::Routes::from(router).add_service(health_service);
 
     let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
@@ -152,7 +207,7 @@ pub async fn run(options: WorkerOptions) -> Result<(), WorkerError> {
         tracing::info!("worker stopping: no new connections, draining in-flight requests");
         let _ = stopping_tx.send(());
     };
-    tracing::info!(%addr, worker_id = %worker_id, "worker listening (/health, /ready, /metrics, grpc health)");
+    tracing::info!(%addr, worker_id = %worker_id, "worker listening (/health, /ready, /metrics, /api/v1, grpc health)");
     let server = Server::builder()
         .accept_http1(true)
         .add_routes(routes)
@@ -170,6 +225,13 @@ pub async fn run(options: WorkerOptions) -> Result<(), WorkerError> {
             }
         },
     };
+    let unflushed = batcher.close(grace).await;
+    if unflushed > 0 {
+        tracing::warn!(
+            unflushed,
+            "memory writes not confirmed by arc before shutdown; their requests were failed"
+        );
+    }
     readiness_task.abort();
     watcher_task.abort();
     // dropping the registration stops renewing; the lease lapses within its TTL
@@ -177,6 +239,38 @@ pub async fn run(options: WorkerOptions) -> Result<(), WorkerError> {
     served.map_err(|e| WorkerError::Serve(e.to_string()))?;
     tracing::info!("worker stopped");
     Ok(())
+}
+
+/// Picks each request's store from the live snapshot (see the module docs).
+struct OrgStores {
+    client: ArcClient,
+    batcher: Batcher,
+    retry: RetryPolicy,
+    embedded: Option<EmbeddedStores>,
+}
+
+#[async_trait::async_trait]
+impl StoreResolver for OrgStores {
+    async fn store(
+        &self,
+        snapshot: &Snapshot,
+        org_id: &str,
+    ) -> Result<Arc<dyn TenantStore>, ServiceError> {
+        if let Some(route) = snapshot.route(org_id) {
+            let store = ArcStore::new(
+                org_id,
+                route.clone(),
+                self.batcher.clone(),
+                self.client.clone(),
+                self.retry,
+            )?;
+            return Ok(Arc::new(store));
+        }
+        match &self.embedded {
+            Some(stores) => Ok(stores.open(org_id).await?),
+            None => Err(ServiceError::NoArcInstance),
+        }
+    }
 }
 
 async fn health(State(state): State<Arc<AppState>>) -> Json<serde_json::Value> {

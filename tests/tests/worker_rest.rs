@@ -1,0 +1,499 @@
+//! The worker's memtrace-compatible REST API over HTTP, against the real
+//! `memtrace-worker` binary with a real etcd and control plane (orgs and
+//! keys made with `memtracectl`): every route's status codes and bodies on
+//! the embedded store (auth 401/403, 400 naming the field, 404, 409,
+//! revocation without restart), and on a worker without an embedded store:
+//! an org bound to an Arc stand-in (create, list, get by id) next to an
+//! unbound org (503 "no arc instance" with a hint).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use memtrace_common::keys::generate_key_b64;
+use memtrace_tests::arc::{ArcStandIn, TokenGrant};
+use memtrace_tests::cli::Ctl;
+use memtrace_tests::control_plane::{ControlPlane, ControlPlaneSpec};
+use memtrace_tests::etcd::EtcdServer;
+use memtrace_tests::worker::Worker;
+use serde_json::{Value, json};
+use std::time::{Duration, Instant};
+
+const PREFIX: &str = "/memtrace-rest/v1/";
+const ARC_TOKEN: &str = "arc-rest-test-token-0123456789";
+const ARC_DATABASE: &str = "resttest";
+
+struct Cluster {
+    etcd: EtcdServer,
+    _cp: ControlPlane,
+    ctl: Ctl,
+    fleet_key: String,
+    dir: tempfile::TempDir,
+}
+
+async fn cluster() -> Cluster {
+    let etcd = tokio::task::block_in_place(EtcdServer::start).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let fleet_key = generate_key_b64();
+    let mut spec = ControlPlaneSpec::default();
+    spec.extra_env
+        .insert("MEMTRACE_ETCD_ENDPOINTS".into(), etcd.endpoint());
+    spec.extra_env
+        .insert("MEMTRACE_ETCD_PREFIX".into(), PREFIX.into());
+    spec.extra_env
+        .insert("MEMTRACE_FLEET_KEY".into(), fleet_key.clone());
+    let cp = ControlPlane::start(dir.path(), spec).await.unwrap();
+    let ctl = Ctl {
+        server: cp.url(),
+        token: cp.admin_token().unwrap(),
+    };
+    Cluster {
+        etcd,
+        _cp: cp,
+        ctl,
+        fleet_key,
+        dir,
+    }
+}
+
+impl Cluster {
+    async fn org(&self, name: &str) -> String {
+        let org = self.ctl.json(&["org", "create", name]).await.unwrap();
+        org["id"].as_str().unwrap().to_owned()
+    }
+
+    /// A key of `org_id` with `scopes`: (secret, key id).
+    async fn key(&self, org_id: &str, scopes: &str) -> (String, String) {
+        let key = self
+            .ctl
+            .json(&[
+                "key", "create", "--org", org_id, "--name", scopes, "--scopes", scopes,
+            ])
+            .await
+            .unwrap();
+        (
+            key["key"].as_str().unwrap().to_owned(),
+            key["id"].as_str().unwrap().to_owned(),
+        )
+    }
+
+    /// A worker, ready and in sync with everything published so far.
+    async fn worker(&self, id: &str, extra_env: &[(&str, &str)]) -> Worker {
+        let worker = Worker::spawn(
+            self.dir.path(),
+            id,
+            &self.etcd.endpoint(),
+            PREFIX,
+            &self.fleet_key,
+            extra_env,
+        )
+        .await
+        .unwrap();
+        let http = memtrace_tests::http_client();
+        eventually("worker ready and in sync", async || {
+            let ready = http
+                .get(format!("{}/ready", worker.url()))
+                .send()
+                .await
+                .ok()?
+                .status()
+                == 200;
+            let status = self.ctl.json(&["status"]).await.ok()?;
+            (ready && status["workers_in_sync"] == 1).then_some(())
+        })
+        .await;
+        worker
+    }
+}
+
+async fn eventually<T>(what: &str, mut probe: impl AsyncFnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Some(value) = probe().await {
+            return value;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// A tiny client: every call returns (status, JSON body or Null).
+struct Api {
+    http: reqwest::Client,
+    base: String,
+    key: Option<String>,
+}
+
+impl Api {
+    fn new(worker: &Worker, key: Option<&str>) -> Self {
+        Self {
+            http: memtrace_tests::http_client(),
+            base: worker.url(),
+            key: key.map(str::to_owned),
+        }
+    }
+
+    async fn call(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
+        let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+        let mut req = self.http.request(method, format!("{}{path}", self.base));
+        if let Some(key) = &self.key {
+            req = req.header("x-api-key", key);
+        }
+        if let Some(body) = body {
+            req = req.json(&body);
+        }
+        let resp = req.send().await.unwrap();
+        let status = resp.status().as_u16();
+        let text = resp.text().await.unwrap();
+        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+    }
+
+    async fn get(&self, path: &str) -> (u16, Value) {
+        self.call("GET", path, None).await
+    }
+
+    async fn post(&self, path: &str, body: Value) -> (u16, Value) {
+        self.call("POST", path, Some(body)).await
+    }
+}
+
+fn error_of(body: &Value) -> &str {
+    body["error"].as_str().unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_route_on_the_embedded_store() {
+    let c = cluster().await;
+    let org = c.org("rest-embedded").await;
+    let (key, key_id) = c.key(&org, "read,write").await;
+    let (reader, _) = c.key(&org, "read").await;
+    let embedded = tempfile::tempdir().unwrap();
+    let worker = c
+        .worker(
+            "rest-embedded",
+            &[(
+                "MEMTRACE_WORKER_EMBEDDED_DIR",
+                embedded.path().to_str().unwrap(),
+            )],
+        )
+        .await;
+    let api = Api::new(&worker, Some(&key));
+
+    // auth: missing, invalid, Bearer accepted, read-only key cannot write
+    let (s, b) = Api::new(&worker, None).get("/api/v1/memories").await;
+    assert_eq!((s, b), (401, json!({"error": "missing API key"})));
+    let (s, b) = Api::new(&worker, Some("mtk_nope"))
+        .get("/api/v1/memories")
+        .await;
+    assert_eq!((s, b), (401, json!({"error": "invalid API key"})));
+    let bearer = memtrace_tests::http_client()
+        .get(format!("{}/api/v1/agents", worker.url()))
+        .bearer_auth(&key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bearer.status(), 200);
+    let read_only = Api::new(&worker, Some(&reader));
+    let (s, b) = read_only
+        .post("/api/v1/memories", json!({"agent_id": "a", "content": "x"}))
+        .await;
+    assert_eq!(s, 403, "{b}");
+    assert!(error_of(&b).contains("scope"), "{b}");
+    assert_eq!(read_only.get("/api/v1/memories").await.0, 200);
+
+    // memories: create, duplicate, validation, batch, list, get, search
+    let (s, m) = api
+        .post(
+            "/api/v1/memories",
+            json!({"agent_id": "agent_a", "content": "opened the door", "tags": ["door", "home"],
+                   "metadata": {"room": "hall"}, "importance": 0.5}),
+        )
+        .await;
+    assert_eq!(s, 201, "{m}");
+    let id = m["id"].as_str().unwrap().to_owned();
+    assert!(id.starts_with("mem_"), "{m}");
+    assert_eq!(m["org_id"], org.as_str());
+    assert_eq!(m["memory_type"], "episodic");
+    assert_eq!(m["event_type"], "general");
+    assert_eq!(m["tags"], json!(["door", "home"]));
+    assert_eq!(m["metadata"], json!({"room": "hall"}));
+    assert!(m.get("session_id").is_none(), "omitempty: {m}");
+    let (s, b) = api
+        .post(
+            "/api/v1/memories",
+            json!({"agent_id": "agent_a", "content": "opened the door"}),
+        )
+        .await;
+    assert_eq!((s, b), (409, json!({"error": "duplicate memory"})));
+    let (s, b) = api.post("/api/v1/memories", json!({"content": "x"})).await;
+    assert_eq!(s, 400);
+    assert!(error_of(&b).contains("agent_id"), "{b}");
+    let (s, b) = api
+        .post(
+            "/api/v1/memories",
+            json!({"agent_id": "a", "content": "x", "memory_type": "dream"}),
+        )
+        .await;
+    assert_eq!(s, 400);
+    assert!(error_of(&b).contains("memory_type"), "{b}");
+    let (s, b) = api
+        .post(
+            "/api/v1/memories",
+            json!({"memories": [
+                {"agent_id": "agent_a", "content": "opened the door"},
+                {"agent_id": "agent_a", "content": "walked in", "event_type": "move"},
+                {"agent_id": "agent_a", "content": "tripped", "event_type": "error"},
+            ]}),
+        )
+        .await;
+    assert_eq!(s, 201, "{b}");
+    assert_eq!(b["count"], 2, "the duplicate is skipped: {b}");
+
+    let (s, list) = api.get("/api/v1/memories?agent_id=agent_a&limit=2").await;
+    assert_eq!(s, 200, "{list}");
+    assert_eq!(list["count"], 2);
+    assert_eq!(list["has_more"], true);
+    assert_eq!(list["memories"][0]["content"], "tripped");
+    let (_, tagged) = api.get("/api/v1/memories?tags=door").await;
+    assert_eq!(tagged["count"], 1, "{tagged}");
+    let (s, b) = api.get("/api/v1/memories?since=yesterday").await;
+    assert_eq!(s, 400);
+    assert!(error_of(&b).contains("since"), "{b}");
+    let (s, b) = api.get("/api/v1/memories?limit=ten").await;
+    assert_eq!(s, 400);
+    assert!(error_of(&b).contains("limit"), "{b}");
+    let (s, got) = api.get(&format!("/api/v1/memories/{id}")).await;
+    assert_eq!(s, 200);
+    assert_eq!(got, m, "read back as created");
+    let (s, b) = api.get("/api/v1/memories/mem_unknown").await;
+    assert_eq!((s, b), (404, json!({"error": "memory not found"})));
+    let (s, found) = api
+        .post(
+            "/api/v1/search",
+            json!({"content_contains": "DOOR", "min_importance": 0.1}),
+        )
+        .await;
+    assert_eq!(s, 200, "{found}");
+    assert_eq!(found["count"], 1);
+    assert!(found["query_time_ms"].is_u64());
+    let (s, b) = api
+        .post("/api/v1/search", json!({"event_types": ["bad type"]}))
+        .await;
+    assert_eq!(s, 400);
+    assert!(error_of(&b).contains("event_types"), "{b}");
+
+    // agents: register, conflict, get by id and by (URL-encoded) name
+    let (s, agent) = api
+        .post(
+            "/api/v1/agents",
+            json!({"name": "door bot", "description": "opens doors", "config": {"k": 1}}),
+        )
+        .await;
+    assert_eq!(s, 201, "{agent}");
+    let agent_id = agent["id"].as_str().unwrap().to_owned();
+    assert!(agent_id.starts_with("agent_"));
+    assert_eq!(
+        api.post("/api/v1/agents", json!({"name": "door bot"}))
+            .await
+            .0,
+        409
+    );
+    let (s, b) = api.post("/api/v1/agents", json!({})).await;
+    assert_eq!(s, 400);
+    assert!(error_of(&b).contains("name"), "{b}");
+    assert_eq!(
+        api.get(&format!("/api/v1/agents/{agent_id}")).await.1,
+        agent
+    );
+    assert_eq!(api.get("/api/v1/agents/door%20bot").await.1, agent);
+    let (_, agents) = api.get("/api/v1/agents").await;
+    assert_eq!(agents["count"], 1);
+    let (s, b) = api.get("/api/v1/agents/nobody").await;
+    assert_eq!((s, b), (404, json!({"error": "agent not found"})));
+    assert_eq!(api.get("/api/v1/agents/nobody/stats").await.0, 404);
+
+    // sessions: create by agent name, memories in it, context, close
+    let (s, session) = api
+        .post(
+            "/api/v1/sessions",
+            json!({"agent_id": "door bot", "metadata": {"task": "t1"}}),
+        )
+        .await;
+    assert_eq!(s, 201, "{session}");
+    let sid = session["id"].as_str().unwrap().to_owned();
+    assert!(sid.starts_with("sess_"));
+    assert_eq!(session["agent_id"], agent_id.as_str());
+    assert_eq!(session["status"], "active");
+    let (s, b) = api
+        .post("/api/v1/sessions", json!({"agent_id": "nobody"}))
+        .await;
+    assert_eq!(s, 400);
+    assert!(error_of(&b).contains("agent_id"), "{b}");
+    for (t, e, content) in [
+        ("episodic", "general", "looked around the hall"),
+        ("decision", "decision", "take the stairs"),
+        ("session", "error", "é".repeat(50).as_str()),
+    ] {
+        let (s, b) = api
+            .post(
+                "/api/v1/memories",
+                json!({"agent_id": agent_id, "session_id": sid, "memory_type": t,
+                       "event_type": e, "content": content}),
+            )
+            .await;
+        assert_eq!(s, 201, "{b}");
+    }
+    let (s, ctx) = api
+        .post(&format!("/api/v1/sessions/{sid}/context"), json!({}))
+        .await;
+    assert_eq!(s, 200, "{ctx}");
+    assert_eq!(ctx["session_id"], sid.as_str());
+    assert_eq!(ctx["memory_count"], 3);
+    let text = ctx["context"].as_str().unwrap();
+    assert!(
+        text.starts_with(&format!("## Session Context ({sid})")),
+        "{text}"
+    );
+    assert!(text.contains("### Decisions Made (1)"), "{text}");
+    assert!(
+        text.contains(&format!("error: {}...", "é".repeat(40))),
+        "{text}"
+    );
+    let (_, small) = api
+        .post(
+            &format!("/api/v1/sessions/{sid}/context"),
+            json!({"max_tokens": 30, "include_types": ["episodic", "decision"]}),
+        )
+        .await;
+    assert!(small["memory_count"].as_u64().unwrap() < 3, "{small}");
+    assert!(small["context"].as_str().unwrap().len() <= 120, "{small}");
+    let (s, b) = api
+        .post("/api/v1/sessions/sess_unknown/context", json!({}))
+        .await;
+    assert_eq!((s, b), (404, json!({"error": "session not found"})));
+    let (s, sm) = api.get(&format!("/api/v1/sessions/{sid}/memories")).await;
+    assert_eq!((s, sm["count"].clone()), (200, json!(3)));
+    let (_, am) = api
+        .get(&format!(
+            "/api/v1/agents/{agent_id}/memories?memory_type=decision"
+        ))
+        .await;
+    assert_eq!(am["count"], 1, "{am}");
+    let (_, sessions) = api.get("/api/v1/sessions?agent_id=door%20bot").await;
+    assert_eq!(sessions["count"], 1, "{sessions}");
+    let (s, stats) = api.get("/api/v1/agents/door%20bot/stats").await;
+    assert_eq!(s, 200, "{stats}");
+    assert_eq!(stats["memory_count"], 3);
+    assert_eq!(stats["errors_24h"], 1);
+    assert_eq!(stats["active_sessions"], 1);
+    assert_eq!(stats["memory_types"]["decision"], 1);
+    let (s, closed) = api
+        .call(
+            "PUT",
+            &format!("/api/v1/sessions/{sid}"),
+            Some(json!({"status": "closed", "metadata": {"done": true}})),
+        )
+        .await;
+    assert_eq!(s, 200, "{closed}");
+    assert!(closed["closed_at"].is_string());
+    assert_eq!(closed["metadata"], json!({"done": true}), "replaced");
+    assert_eq!(api.get(&format!("/api/v1/sessions/{sid}")).await.1, closed);
+    let (s, b) = api
+        .call(
+            "PUT",
+            "/api/v1/sessions/sess_unknown",
+            Some(json!({"status": "closed"})),
+        )
+        .await;
+    assert_eq!((s, b), (404, json!({"error": "session not found"})));
+
+    // delete the agent (by name); revoke the key: refused without restart
+    assert_eq!(
+        api.call("DELETE", "/api/v1/agents/door%20bot", None)
+            .await
+            .0,
+        204
+    );
+    assert_eq!(api.get(&format!("/api/v1/agents/{agent_id}")).await.0, 404);
+    assert_eq!(
+        read_only
+            .call("DELETE", &format!("/api/v1/agents/{agent_id}"), None)
+            .await
+            .0,
+        403
+    );
+    c.ctl.json(&["key", "revoke", &key_id]).await.unwrap();
+    eventually("revoked key refused", async || {
+        let (s, b) = api.get("/api/v1/agents").await;
+        (s == 401).then_some(b)
+    })
+    .await;
+    assert!(!worker.logs().contains(&key), "the key is never logged");
+    assert!(worker.stop().await.unwrap().success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn arc_bound_org_and_unbound_org_without_embedded_store() {
+    let c = cluster().await;
+    let arc = ArcStandIn::builder()
+        .token(ARC_TOKEN, TokenGrant::databases([ARC_DATABASE]))
+        .start()
+        .await
+        .unwrap();
+    let bound = c.org("rest-arc").await;
+    c.ctl
+        .json(&[
+            "org",
+            "add-arc",
+            &bound,
+            "--url",
+            &arc.url(),
+            "--database",
+            ARC_DATABASE,
+            "--api-key",
+            ARC_TOKEN,
+        ])
+        .await
+        .unwrap();
+    let (bound_key, _) = c.key(&bound, "read,write").await;
+    let unbound = c.org("rest-unbound").await;
+    let (unbound_key, _) = c.key(&unbound, "read,write").await;
+    let worker = c.worker("rest-arc", &[]).await;
+
+    let api = Api::new(&worker, Some(&bound_key));
+    let (s, m) = api
+        .post(
+            "/api/v1/memories",
+            json!({"agent_id": "agent_arc", "content": "stored in arc", "tags": ["t"]}),
+        )
+        .await;
+    assert_eq!(s, 201, "{m}\n{}", worker.logs());
+    let id = m["id"].as_str().unwrap().to_owned();
+    assert!(
+        arc.row_count(ARC_DATABASE, "events") >= 1,
+        "acknowledged after arc stored it"
+    );
+    let (s, list) = api.get("/api/v1/memories?agent_id=agent_arc").await;
+    assert_eq!(s, 200, "{list}");
+    assert_eq!(list["count"], 1);
+    assert_eq!(list["memories"][0]["id"], id.as_str());
+    let (s, got) = api.get(&format!("/api/v1/memories/{id}")).await;
+    assert_eq!(s, 200, "{got}");
+    assert_eq!(got, m);
+    let (s, b) = api
+        .post(
+            "/api/v1/memories",
+            json!({"agent_id": "agent_arc", "content": "stored in arc"}),
+        )
+        .await;
+    assert_eq!((s, b), (409, json!({"error": "duplicate memory"})));
+
+    let none = Api::new(&worker, Some(&unbound_key));
+    for (s, b) in [
+        none.get("/api/v1/memories").await,
+        none.post("/api/v1/memories", json!({"agent_id": "a", "content": "x"}))
+            .await,
+    ] {
+        assert_eq!(s, 503, "{b}");
+        assert!(error_of(&b).to_lowercase().contains("arc instance"), "{b}");
+        assert!(b["hint"].is_string(), "{b}");
+    }
+    assert!(worker.stop().await.unwrap().success());
+}
