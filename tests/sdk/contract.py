@@ -441,7 +441,11 @@ class Contract:
         self.expect("get_agent_stats no active session", after.active_sessions == 0, after)
         await self.call_fails("close_session unknown", NotFoundError, 404, c.close_session, f"sess_missing{run}")
 
-        spare = await self.call("register_agent spare", c.register_agent, RegisterAgentRequest(name=f"{name}-spare"))
+        # the SDK percent-encodes path ids: a name with a space and a slash
+        spare_name = f"{name} spare/one"
+        spare = await self.call("register_agent spare", c.register_agent, RegisterAgentRequest(name=spare_name))
+        by_odd_name = await self.call("get_agent by a percent-encoded name", c.get_agent, spare_name)
+        self.expect("get_agent by a percent-encoded name", by_odd_name.id == spare.id, by_odd_name)
         deleted = await self.call("delete_agent", c.delete_agent, spare.id)
         self.expect("delete_agent returns nothing", deleted is None, deleted)
         await self.call_fails("get_agent deleted", NotFoundError, 404, c.get_agent, spare.id)

@@ -149,6 +149,7 @@ async fn contract(python: &Path, worker: &Worker, api_key: &str, mode: ContractM
         tail(&worker.logs(), 60)
     );
     assert!(run.stdout.contains("contract: PASSED"), "{}", run.report());
+    println!("{}", run.stdout);
     assert!(
         !worker.logs().contains(api_key),
         "the API key never reaches the worker's log"
