@@ -67,6 +67,7 @@ pub async fn run(
             let admin = Admin::connect(&cli.global, env).await?;
             commands::cluster::status(&admin, &mut output).await
         }
+        // handled above: it writes to `out` directly, not through `Output`
         Command::Dev(_) => Ok(()),
     }
 }

@@ -2,7 +2,9 @@
 //! worker in one process on loopback ports. First start prints the demo api
 //! key once and keeps owner-only dev keys; the worker becomes ready; the
 //! control plane lists the demo org; a second start in the same data
-//! directory reuses the keys and prints no key; master and fleet keys never
+//! directory reuses the keys and prints no key; the printed key stores a
+//! memory through the REST API and reads it back (embedded store, kept
+//! across restarts); master and fleet keys never
 //! reach the output; a taken port fails with one line naming the setting.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -104,6 +106,52 @@ impl Dev {
         }
     }
 
+    /// POSTs a memory with the printed api key (retrying while the worker's
+    /// snapshot does not know the key yet) and reads it back.
+    async fn remember_and_recall(&self, api_key: &str, content: &str) {
+        let client = memtrace_tests::http_client();
+        let base = format!("http://{}/api/v1/memories", self.worker);
+        let body = serde_json::json!({"agent_id": "demo", "content": content});
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let response = client
+                .post(&base)
+                .header("x-api-key", api_key)
+                .json(&body)
+                .send()
+                .await
+                .unwrap();
+            let status = response.status().as_u16();
+            let text = response.text().await.unwrap();
+            if status == 201 {
+                let memory: serde_json::Value = serde_json::from_str(&text).unwrap();
+                assert_eq!(memory["content"], content, "{memory}");
+                break;
+            }
+            assert!(
+                status == 401 && Instant::now() < deadline,
+                "POST /api/v1/memories answered {status}: {text}\nlog:\n{}",
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let list: serde_json::Value = client
+            .get(format!("{base}?agent_id=demo"))
+            .header("x-api-key", api_key)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let found = list["memories"]
+            .as_array()
+            .unwrap_or_else(|| panic!("no memories in {list}"))
+            .iter()
+            .any(|m| m["content"] == content);
+        assert!(found, "the memory is read back: {list}");
+    }
+
     fn ctl(&self, data: &Path) -> Ctl {
         let token = std::fs::read_to_string(data.join("dev-admin.token")).unwrap();
         Ctl {
@@ -112,13 +160,29 @@ impl Dev {
         }
     }
 
-    async fn stop(mut self) -> String {
-        let status = terminate(&mut self.child).await.unwrap();
+    /// Stops with SIGTERM, or SIGINT (ctrl-c) when `interrupt`.
+    async fn stop(mut self, interrupt: bool) -> String {
+        let status = if interrupt {
+            let pid = self.child.id().unwrap().to_string();
+            std::process::Command::new("kill")
+                .args(["-INT", &pid])
+                .status()
+                .unwrap();
+            tokio::time::timeout(Duration::from_secs(15), self.child.wait())
+                .await
+                .expect("dev did not exit within 15s of SIGINT")
+                .unwrap()
+        } else {
+            terminate(&mut self.child).await.unwrap()
+        };
         let output = self.output();
         assert!(
             status.success(),
             "dev did not stop cleanly ({status}):\n{output}"
         );
+        for half in ["control plane stopped", "worker stopped"] {
+            assert!(output.contains(half), "{half} missing:\n{output}");
+        }
         output
     }
 }
@@ -201,8 +265,9 @@ async fn first_start_prints_the_demo_key_once_and_restarts_reuse_the_keys() {
     assert_eq!(demo.len(), 1, "{demo:?}");
     let org_id = demo[0]["id"].as_str().unwrap().to_owned();
     assert!(banner.contains(&org_id), "{banner}");
+    first.remember_and_recall(&api_key, "hello").await;
 
-    let output = first.stop().await;
+    let output = first.stop(false).await;
     for secret in [&master, &fleet] {
         assert!(
             !output.contains(secret.as_str()),
@@ -224,7 +289,9 @@ async fn first_start_prints_the_demo_key_once_and_restarts_reuse_the_keys() {
     assert_eq!(demo[0]["id"], org_id.as_str());
     let keys = ctl.json(&["key", "list", "--org", &org_id]).await.unwrap();
     assert_eq!(keys["keys"].as_array().unwrap().len(), 1, "{keys}");
-    let output = second.stop().await;
+    // the key printed on the first start still works, and the embedded store kept the data
+    second.remember_and_recall(&api_key, "hello again").await;
+    let output = second.stop(true).await;
     assert_eq!(
         std::fs::read_to_string(data.join("dev-keys.env")).unwrap(),
         keys_file,
