@@ -419,6 +419,26 @@ async fn every_route_on_the_embedded_store() {
             .0,
         403
     );
+    // the org's max_payload_bytes applies without restart: 413
+    c.ctl
+        .json(&[
+            "config",
+            "set",
+            "limits.max_payload_bytes",
+            "1024",
+            "--org",
+            &org,
+        ])
+        .await
+        .unwrap();
+    let big = json!({"agent_id": "agent_a", "content": "x".repeat(2048)});
+    let b = eventually("payload limit applied", async || {
+        let (s, b) = api.post("/api/v1/memories", big.clone()).await;
+        (s == 413).then_some(b)
+    })
+    .await;
+    assert!(error_of(&b).contains("max_payload_bytes"), "{b}");
+
     c.ctl.json(&["key", "revoke", &key_id]).await.unwrap();
     eventually("revoked key refused", async || {
         let (s, b) = api.get("/api/v1/agents").await;
