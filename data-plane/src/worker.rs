@@ -185,6 +185,7 @@ pub async fn run(options: WorkerOptions) -> Result<(), WorkerError> {
     };
     let rest = crate::rest::router(RestState {
         snapshot: state.handle.clone(),
+        limiter: Arc::new(crate::limits::RateLimiter::default()),
         stores: Arc::new(OrgStores {
             client,
             batcher: batcher.clone(),

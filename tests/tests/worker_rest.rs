@@ -515,5 +515,26 @@ async fn arc_bound_org_and_unbound_org_without_embedded_store() {
         assert!(error_of(&b).to_lowercase().contains("arc instance"), "{b}");
         assert!(b["hint"].is_string(), "{b}");
     }
+
+    // the org's rate limit, applied without restart: 429 + Retry-After
+    for (key, value) in [("limits.requests_per_second", "1"), ("limits.burst", "1")] {
+        c.ctl
+            .json(&["config", "set", key, value, "--org", &bound])
+            .await
+            .unwrap();
+    }
+    let http = memtrace_tests::http_client();
+    let retry_after = eventually("rate limit applied", async || {
+        let r = http
+            .get(format!("{}/api/v1/agents", worker.url()))
+            .header("x-api-key", &bound_key)
+            .send()
+            .await
+            .ok()?;
+        (r.status() == 429).then(|| r.headers().get("retry-after").cloned())?
+    })
+    .await;
+    let secs: u64 = retry_after.to_str().unwrap().parse().unwrap();
+    assert!(secs >= 1, "{secs}");
     assert!(worker.stop().await.unwrap().success());
 }

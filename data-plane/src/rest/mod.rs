@@ -1,7 +1,8 @@
 //! The memtrace-compatible REST API (`/api/v1/*`, wire-compatible with the
 //! original Go memtrace and its SDKs): an axum router of thin handlers that
 //! authenticate the key against the live snapshot, check the route's scope
-//! (reads need `read`, writes `write`; 403 otherwise), build the org's
+//! (reads need `read`, writes `write`; 403 otherwise) and the org's rate
+//! limit (429 + `Retry-After`), build the org's
 //! [`OrgService`] over the store a [`StoreResolver`] picks, call it, and
 //! render. Every failure is a [`ServiceError`] rendered by its one mapping
 //! (`{"error": ...}`, `hint` on the no-Arc 503, `Retry-After` on 429).
@@ -11,6 +12,7 @@ mod memories;
 mod sessions;
 
 use crate::auth::{Scope, authenticate, credential};
+use crate::limits::RateLimiter;
 use crate::query::ListParams;
 use crate::service::{OrgService, ServiceError, ServiceShared};
 use crate::snapshot::{Snapshot, SnapshotHandle};
@@ -24,7 +26,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde::de::DeserializeOwned;
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 /// Largest request body accepted at all (an org's `max_payload_bytes`
 /// may be lower; it is checked once the org is known).
@@ -45,6 +47,8 @@ pub trait StoreResolver: Send + Sync + 'static {
 #[derive(Clone)]
 pub struct RestState {
     pub snapshot: Arc<SnapshotHandle>,
+    /// Per-org request rate limits (this worker's share of the org's).
+    pub limiter: Arc<RateLimiter>,
     pub stores: Arc<dyn StoreResolver>,
     pub shared: Arc<ServiceShared>,
 }
@@ -122,6 +126,17 @@ pub(crate) async fn org_service(
     let token = credential(header("x-api-key"), header("authorization"));
     let principal = authenticate(&snapshot, token, now_ms())?;
     principal.require(scope)?;
+    let limits = snapshot.settings().limits(Some(&principal.org_id));
+    state
+        .limiter
+        .check(
+            &principal.org_id,
+            &limits,
+            snapshot.worker_count(),
+            1.0,
+            Instant::now(),
+        )
+        .map_err(|retry_after| ServiceError::RateLimited { retry_after })?;
     let store = state.stores.store(&snapshot, &principal.org_id).await?;
     OrgService::new(
         store,

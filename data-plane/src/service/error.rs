@@ -41,6 +41,9 @@ pub enum ServiceError {
     /// 429 with `Retry-After`: the org's write queue is full.
     #[error("write queue of the org is full, retry later")]
     Busy { retry_after: Duration },
+    /// 429 with `Retry-After`: the org is over its request rate.
+    #[error("rate limit of the org exceeded, retry later")]
+    RateLimited { retry_after: Duration },
     /// 503 with a hint: the org has no Arc binding and no embedded store.
     #[error("{NO_ARC_INSTANCE}")]
     NoArcInstance,
@@ -77,7 +80,7 @@ impl ServiceError {
             Self::NotFound(_) => 404,
             Self::Duplicate | Self::Conflict(_) => 409,
             Self::TooLarge(_) => 413,
-            Self::Busy { .. } => 429,
+            Self::Busy { .. } | Self::RateLimited { .. } => 429,
             Self::NoArcInstance | Self::Unavailable(_) => 503,
             Self::Backend(_) => 502,
             Self::Internal(_) => 500,
@@ -95,7 +98,7 @@ impl ServiceError {
     /// Seconds for a `Retry-After` header (at least 1), for a 429.
     pub fn retry_after_secs(&self) -> Option<u64> {
         match self {
-            Self::Busy { retry_after } => {
+            Self::Busy { retry_after } | Self::RateLimited { retry_after } => {
                 let secs = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
                 Some(secs.max(1))
             }
@@ -111,7 +114,9 @@ impl ServiceError {
             Self::Auth(AuthError::MissingScope(_)) => tonic::Code::PermissionDenied,
             Self::NotFound(_) => tonic::Code::NotFound,
             Self::Duplicate | Self::Conflict(_) => tonic::Code::AlreadyExists,
-            Self::TooLarge(_) | Self::Busy { .. } => tonic::Code::ResourceExhausted,
+            Self::TooLarge(_) | Self::Busy { .. } | Self::RateLimited { .. } => {
+                tonic::Code::ResourceExhausted
+            }
             Self::NoArcInstance => tonic::Code::FailedPrecondition,
             Self::Unavailable(_) => tonic::Code::Unavailable,
             Self::Backend(_) | Self::Internal(_) => tonic::Code::Internal,
