@@ -49,11 +49,16 @@ impl OrgService {
                 return Ok(Some(row));
             }
         }
-        if key.is_empty() || key.len() > StateQuery::MAX_VALUE_BYTES {
+        self.find_agent_by_name(key).await
+    }
+
+    /// The latest live row of the agent named `name`.
+    async fn find_agent_by_name(&self, name: &str) -> Result<Option<StateRow>, ServiceError> {
+        if name.is_empty() || name.len() > StateQuery::MAX_VALUE_BYTES {
             return Ok(None);
         }
         let rows = self
-            .read_state(StateTable::Agents, &[], &[("name", key), ("deleted", "0")])
+            .read_state(StateTable::Agents, &[], &[("name", name), ("deleted", "0")])
             .await?;
         Ok(rows.into_iter().next())
     }

@@ -47,8 +47,9 @@ struct Inner {
 }
 
 impl DedupIndex {
-    /// The default bound: one million keys (~100 MB at worst).
-    pub const DEFAULT_CAPACITY: usize = 1_000_000;
+    /// The default bound: 250k keys (about 60 MB at worst, with 32-byte
+    /// keys and short org ids held twice: in the map and the FIFO).
+    pub const DEFAULT_CAPACITY: usize = 250_000;
 
     pub fn new(capacity: usize) -> Self {
         Self {
