@@ -12,6 +12,7 @@
 
 pub mod arc;
 pub mod auth;
+pub mod grpc;
 pub mod ingest;
 pub mod limits;
 pub mod query;

@@ -9,7 +9,7 @@
 //! arc instance".
 
 use crate::arc::{ArcClient, RetryPolicy};
-use crate::ingest::Batcher;
+use crate::ingest::{Batcher, IngestGauges};
 use crate::registration::{self, WorkerIdentity};
 use crate::rest::{RestState, StoreResolver};
 use crate::service::{ServiceError, ServiceShared};
@@ -61,6 +61,8 @@ pub struct WorkerOptions {
 struct AppState {
     handle: Arc<SnapshotHandle>,
     registry: Registry,
+    batcher: Batcher,
+    ingest: IngestGauges,
     started: Instant,
     worker_id: String,
 }
@@ -146,19 +148,13 @@ pub async fn run(options: WorkerOptions) -> Result<(), WorkerError> {
                 .await;
         })
     };
-    let state = Arc::new(AppState {
-        handle,
-        registry,
-        started: Instant::now(),
-        worker_id: worker_id.clone(),
-    });
     let client = ArcClient::new(
         Duration::from_secs(config.arc.connect_timeout.max(1)),
         Duration::from_secs(config.arc.query_timeout.max(1)),
     )
     .map_err(|e| WorkerError::Startup(format!("arc client: {e}")))?;
     let batcher = {
-        let handle = state.handle.clone();
+        let handle = handle.clone();
         Batcher::new(
             client.clone(),
             move |org: &str| {
@@ -171,6 +167,16 @@ pub async fn run(options: WorkerOptions) -> Result<(), WorkerError> {
             RetryPolicy::default(),
         )
     };
+    let ingest = IngestGauges::default();
+    ingest.register(&mut registry);
+    let state = Arc::new(AppState {
+        handle,
+        registry,
+        batcher: batcher.clone(),
+        ingest,
+        started: Instant::now(),
+        worker_id: worker_id.clone(),
+    });
     let embedded_dir = config.worker.embedded_dir.trim();
     let embedded = if embedded_dir.is_empty() {
         None
@@ -183,7 +189,7 @@ pub async fn run(options: WorkerOptions) -> Result<(), WorkerError> {
         );
         Some(stores)
     };
-    let rest = crate::rest::router(RestState {
+    let api = RestState {
         snapshot: state.handle.clone(),
         limiter: Arc::new(crate::limits::RateLimiter::default()),
         stores: Arc::new(OrgStores {
@@ -193,14 +199,24 @@ pub async fn run(options: WorkerOptions) -> Result<(), WorkerError> {
             embedded,
         }),
         shared: Arc::new(ServiceShared::default()),
-    });
+    };
+    let (memories_grpc, agents_grpc, sessions_grpc) = crate::grpc::services(api.clone());
     let router = axum::Router::new()
         .route("/health", get(health))
         .route("/ready", get(ready))
         .route("/metrics", get(metrics))
         .with_state(state)
-        .merge(rest);
-    let routes = tonic::service::Routes::from(router).add_service(health_service);
+        .merge(crate::rest::router(api));
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(memtrace_proto::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .map_err(|e| WorkerError::Startup(format!("grpc reflection: {e}")))?;
+    let routes = tonic::service::Routes::from(router)
+        .add_service(health_service)
+        .add_service(reflection)
+        .add_service(memories_grpc)
+        .add_service(agents_grpc)
+        .add_service(sessions_grpc);
 
     let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
     let stop = async move {
@@ -208,25 +224,32 @@ pub async fn run(options: WorkerOptions) -> Result<(), WorkerError> {
         tracing::info!("worker stopping: no new connections, draining in-flight requests");
         let _ = stopping_tx.send(());
     };
-    tracing::info!(%addr, worker_id = %worker_id, "worker listening (/health, /ready, /metrics, /api/v1, grpc health)");
+    tracing::info!(%addr, worker_id = %worker_id, "worker listening (/health, /ready, /metrics, /api/v1, grpc memtrace.v1, health, reflection)");
     let server = Server::builder()
         .accept_http1(true)
         .add_routes(routes)
         .serve_with_incoming_shutdown(TcpIncoming::from(listener).with_nodelay(Some(true)), stop);
     tokio::pin!(server);
     let grace = Duration::from_secs(config.server.shutdown_timeout);
-    let served = tokio::select! {
+    // On SIGTERM: stop accepting connections and new writes at once, flush
+    // what is queued to Arc without waiting for linger, and let in-flight
+    // requests receive their acks, all within one grace period.
+    let (served, unflushed) = tokio::select! {
         biased;
-        result = &mut server => result,
-        _ = stopping_rx => match tokio::time::timeout(grace, &mut server).await {
-            Ok(result) => result,
-            Err(_) => {
-                tracing::warn!(grace_seconds = grace.as_secs(), "grace period expired; closing remaining requests");
-                Ok(())
-            }
-        },
+        result = &mut server => (result, batcher.close(grace).await),
+        _ = stopping_rx => {
+            let drain = async {
+                match tokio::time::timeout(grace, &mut server).await {
+                    Ok(result) => result,
+                    Err(_) => {
+                        tracing::warn!(grace_seconds = grace.as_secs(), "grace period expired; closing remaining requests");
+                        Ok(())
+                    }
+                }
+            };
+            tokio::join!(drain, batcher.close(grace))
+        }
     };
-    let unflushed = batcher.close(grace).await;
     if unflushed > 0 {
         tracing::warn!(
             unflushed,
@@ -306,6 +329,7 @@ async fn ready(State(state): State<Arc<AppState>>) -> (StatusCode, Json<serde_js
 
 async fn metrics(State(state): State<Arc<AppState>>) -> impl IntoResponse {
     state.handle.refresh_metrics();
+    state.ingest.refresh(&state.batcher.metrics());
     let mut body = String::new();
     match prometheus_client::encoding::text::encode(&mut body, &state.registry) {
         Ok(()) => (

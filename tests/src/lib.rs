@@ -6,6 +6,7 @@
 pub mod arc;
 pub mod bins;
 pub mod cli;
+pub mod cluster;
 pub mod control_plane;
 pub mod etcd;
 pub mod load;

@@ -11,6 +11,8 @@ use tokio::process::Child;
 
 /// A running worker process.
 pub struct Worker {
+    /// The worker id it registers under.
+    pub id: String,
     pub addr: std::net::SocketAddr,
     pub log_path: PathBuf,
     child: Option<Child>,
@@ -56,6 +58,7 @@ impl Worker {
         )
         .await?;
         Ok(Self {
+            id: id.to_owned(),
             addr,
             log_path,
             child: Some(child),

@@ -26,9 +26,11 @@
 
 mod batcher;
 mod flusher;
+mod prom;
 mod queue;
 
 pub use batcher::{Batcher, SettingsFn};
+pub use prom::IngestGauges;
 pub use queue::MAX_IN_FLIGHT;
 
 use crate::arc::ArcError;

@@ -26,7 +26,9 @@ impl OrgService {
     pub async fn create_memory(&self, memory: NewMemory) -> Result<Memory, ServiceError> {
         self.write_memories(vec![memory], true)
             .await?
-            .pop()
+            .into_iter()
+            .flatten()
+            .next()
             .ok_or(ServiceError::Duplicate)
     }
 
@@ -41,6 +43,22 @@ impl OrgService {
                 "too many memories in one batch: at most {MAX_BATCH}"
             )));
         }
+        let each = self.create_memories_each(memories).await?;
+        Ok(each.into_iter().flatten().collect())
+    }
+
+    /// Creates a batch and answers per input, in order: `Some` when it was
+    /// stored, `None` when it was a duplicate (skipped). Used by the
+    /// streaming write, which acknowledges each item.
+    pub async fn create_memories_each(
+        &self,
+        memories: Vec<NewMemory>,
+    ) -> Result<Vec<Option<Memory>>, ServiceError> {
+        if memories.len() > MAX_BATCH {
+            return Err(ServiceError::TooLarge(format!(
+                "too many memories in one batch: at most {MAX_BATCH}"
+            )));
+        }
         self.write_memories(memories, false).await
     }
 
@@ -48,7 +66,7 @@ impl OrgService {
         &self,
         memories: Vec<NewMemory>,
         single: bool,
-    ) -> Result<Vec<Memory>, ServiceError> {
+    ) -> Result<Vec<Option<Memory>>, ServiceError> {
         if memories.is_empty() {
             return Ok(Vec::new());
         }
@@ -120,6 +138,7 @@ impl OrgService {
         let mut created = Vec::new();
         for ((m, key), keep) in memories.into_iter().zip(keys).zip(keep) {
             if !keep {
+                created.push(None);
                 continue;
             }
             let time = next_micros();
@@ -151,7 +170,7 @@ impl OrgService {
                 importance: m.importance,
                 parent_id: m.parent_id.clone(),
             };
-            created.push(Memory {
+            created.push(Some(Memory {
                 id,
                 time: rfc3339(time),
                 org_id: org.clone(),
@@ -165,7 +184,7 @@ impl OrgService {
                 dedup_key: key,
                 importance: m.importance,
                 parent_id: m.parent_id,
-            });
+            }));
             rows.push(row);
         }
         if rows.is_empty() {

@@ -1,0 +1,252 @@
+//! `MemoryService`, including the bidirectional streaming write.
+
+use super::{service, status};
+use crate::auth::Scope;
+use crate::query::{ListParams, SearchParams};
+use crate::rest::{RestState, org_service};
+use crate::service::{CreateMemoryRequest, NewMemory, ServiceError};
+use axum::http::HeaderMap;
+use memtrace_proto::v1 as pb;
+use pb::item_result::Outcome;
+use prost::Message;
+use std::pin::Pin;
+use std::sync::Arc;
+use tokio::sync::{Semaphore, mpsc};
+use tokio_stream::Stream;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
+
+/// Batches one stream may have in flight (read, not yet acknowledged);
+/// beyond it the server stops reading the stream.
+pub const MAX_UNACKED: usize = 16;
+
+type Reply<T> = Result<Response<T>, Status>;
+
+/// `memtrace.v1.MemoryService`.
+pub struct MemoryApi {
+    state: RestState,
+}
+
+impl MemoryApi {
+    pub fn new(state: RestState) -> Self {
+        Self { state }
+    }
+}
+
+/// Validates one input (the REST create's rules), naming the field.
+fn validate(input: pb::MemoryInput) -> Result<NewMemory, ServiceError> {
+    CreateMemoryRequest::try_from(input).and_then(NewMemory::try_from)
+}
+
+/// Refuses a message larger than the org's `max_payload_bytes`.
+fn within_payload(svc: &crate::service::OrgService, bytes: usize) -> Result<(), ServiceError> {
+    let max = svc.limits().max_payload_bytes;
+    if max > 0 && bytes as u64 > max {
+        return Err(ServiceError::TooLarge(format!(
+            "message of {bytes} bytes exceeds the org's max_payload_bytes of {max}"
+        )));
+    }
+    Ok(())
+}
+
+#[tonic::async_trait]
+impl pb::memory_service_server::MemoryService for MemoryApi {
+    async fn create_memory(
+        &self,
+        request: Request<pb::CreateMemoryRequest>,
+    ) -> Reply<pb::CreateMemoryResponse> {
+        let svc = service(&self.state, &request, Scope::Write).await?;
+        let r = request.into_inner();
+        within_payload(&svc, r.encoded_len()).map_err(|e| status(&e))?;
+        let input = r
+            .memory
+            .ok_or_else(|| status(&ServiceError::BadRequest("memory is required".into())))?;
+        let new = validate(input).map_err(|e| status(&e))?;
+        let memory = svc.create_memory(new).await.map_err(|e| status(&e))?;
+        Ok(Response::new(pb::CreateMemoryResponse {
+            memory: Some(memory.into()),
+        }))
+    }
+
+    async fn create_memories(
+        &self,
+        request: Request<pb::CreateMemoriesRequest>,
+    ) -> Reply<pb::CreateMemoriesResponse> {
+        let svc = service(&self.state, &request, Scope::Write).await?;
+        let r = request.into_inner();
+        within_payload(&svc, r.encoded_len()).map_err(|e| status(&e))?;
+        let new = r
+            .memories
+            .into_iter()
+            .map(validate)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| status(&e))?;
+        let total = new.len();
+        let created = svc.create_memories(new).await.map_err(|e| status(&e))?;
+        Ok(Response::new(pb::CreateMemoriesResponse {
+            count: u32::try_from(created.len()).unwrap_or(u32::MAX),
+            duplicates: u32::try_from(total - created.len()).unwrap_or(u32::MAX),
+            memories: created.into_iter().map(Into::into).collect(),
+        }))
+    }
+
+    type StreamMemoriesStream = Pin<Box<dyn Stream<Item = Result<pb::WriteAck, Status>> + Send>>;
+
+    async fn stream_memories(
+        &self,
+        request: Request<Streaming<pb::WriteBatch>>,
+    ) -> Reply<Self::StreamMemoriesStream> {
+        // A bad key or scope fails the call at once.
+        service(&self.state, &request, Scope::Write).await?;
+        let headers = request.metadata().clone().into_headers();
+        let inbound = request.into_inner();
+        let (tx, rx) = mpsc::channel(MAX_UNACKED);
+        tokio::spawn(pump(self.state.clone(), headers, inbound, tx));
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    async fn list_memories(
+        &self,
+        request: Request<pb::ListMemoriesRequest>,
+    ) -> Reply<pb::MemoryList> {
+        let svc = service(&self.state, &request, Scope::Read).await?;
+        let params = ListParams::from(request.into_inner());
+        let list = svc.list_memories(&params).await.map_err(|e| status(&e))?;
+        Ok(Response::new(list.into()))
+    }
+
+    async fn search_memories(
+        &self,
+        request: Request<pb::SearchMemoriesRequest>,
+    ) -> Reply<pb::SearchMemoriesResponse> {
+        let svc = service(&self.state, &request, Scope::Read).await?;
+        let params = SearchParams::from(request.into_inner());
+        let found = svc.search(&params).await.map_err(|e| status(&e))?;
+        Ok(Response::new(found.into()))
+    }
+
+    async fn get_memory(&self, request: Request<pb::GetMemoryRequest>) -> Reply<pb::Memory> {
+        let svc = service(&self.state, &request, Scope::Read).await?;
+        let memory = svc
+            .get_memory(&request.into_inner().id)
+            .await
+            .map_err(|e| status(&e))?;
+        Ok(Response::new(memory.into()))
+    }
+}
+
+/// Reads batches while fewer than [`MAX_UNACKED`] are in flight, writes
+/// each concurrently and sends its ack when done. Ends when the client
+/// half-closes (after the last ack), the client goes away, or a read fails.
+async fn pump(
+    state: RestState,
+    headers: HeaderMap,
+    mut inbound: Streaming<pb::WriteBatch>,
+    tx: mpsc::Sender<Result<pb::WriteAck, Status>>,
+) {
+    let in_flight = Arc::new(Semaphore::new(MAX_UNACKED));
+    let headers = Arc::new(headers);
+    loop {
+        let Ok(permit) = in_flight.clone().acquire_owned().await else {
+            break;
+        };
+        let batch = match inbound.message().await {
+            Ok(Some(batch)) => batch,
+            Ok(None) => break,
+            Err(e) => {
+                tracing::debug!(error = %e, "write stream ended by the client");
+                break;
+            }
+        };
+        let (state, headers, tx) = (state.clone(), headers.clone(), tx.clone());
+        tokio::spawn(async move {
+            let ack = write_batch(&state, &headers, batch).await;
+            // the client may be gone: nothing else to do with the ack
+            let _ = tx.send(Ok(ack)).await;
+            drop(permit);
+        });
+    }
+    // every spawned batch holds a permit until its ack is sent
+    let _ = in_flight.acquire_many(MAX_UNACKED as u32).await;
+}
+
+/// Writes one streamed batch and says what happened to each item.
+async fn write_batch(
+    state: &RestState,
+    headers: &HeaderMap,
+    batch: pb::WriteBatch,
+) -> pb::WriteAck {
+    let sequence = batch.sequence;
+    let size = batch.encoded_len();
+    let n = batch.memories.len();
+    let mut results: Vec<pb::ItemResult> = (0..n)
+        .map(|i| pb::ItemResult {
+            index: u32::try_from(i).unwrap_or(u32::MAX),
+            outcome: Outcome::Failed as i32,
+            ..pb::ItemResult::default()
+        })
+        .collect();
+    // per batch, so a key revoked mid-stream stops the next batch
+    let svc = match org_service(state, headers, Scope::Write).await {
+        Ok(svc) => svc,
+        Err(e) => return failed(sequence, results, &e),
+    };
+    if let Err(e) = within_payload(&svc, size) {
+        return failed(sequence, results, &e);
+    }
+    let mut valid = Vec::with_capacity(n);
+    let mut positions = Vec::with_capacity(n);
+    for (i, input) in batch.memories.into_iter().enumerate() {
+        match validate(input) {
+            Ok(m) => {
+                valid.push(m);
+                positions.push(i);
+            }
+            Err(e) => {
+                results[i].outcome = Outcome::Invalid as i32;
+                results[i].error = e.to_string();
+            }
+        }
+    }
+    match svc.create_memories_each(valid).await {
+        Ok(each) => {
+            for (i, outcome) in positions.into_iter().zip(each) {
+                match outcome {
+                    Some(memory) => {
+                        results[i].outcome = Outcome::Created as i32;
+                        results[i].id = memory.id;
+                    }
+                    None => results[i].outcome = Outcome::Duplicate as i32,
+                }
+            }
+            pb::WriteAck {
+                sequence,
+                results,
+                error: None,
+            }
+        }
+        Err(e) => failed(sequence, results, &e),
+    }
+}
+
+/// A batch-level failure: the error, and FAILED for what was not refused
+/// individually.
+fn failed(sequence: u64, results: Vec<pb::ItemResult>, e: &ServiceError) -> pb::WriteAck {
+    let retry_after_ms = match e {
+        ServiceError::Busy { retry_after } | ServiceError::RateLimited { retry_after } => {
+            u64::try_from(retry_after.as_millis())
+                .unwrap_or(u64::MAX)
+                .max(1)
+        }
+        _ => 0,
+    };
+    pb::WriteAck {
+        sequence,
+        results,
+        error: Some(pb::BatchError {
+            code: e.grpc_code() as i32,
+            message: e.to_string(),
+            retry_after_ms,
+        }),
+    }
+}

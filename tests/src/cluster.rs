@@ -1,0 +1,134 @@
+//! A whole memtrace cluster for end-to-end tests: a real etcd, the real
+//! control plane publishing to it, `memtracectl` against it, and workers
+//! started on demand, each waited for until it is ready and has applied
+//! everything published so far.
+
+use crate::cli::Ctl;
+use crate::control_plane::{ControlPlane, ControlPlaneSpec};
+use crate::etcd::EtcdServer;
+use crate::worker::Worker;
+use anyhow::Context;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+/// etcd + control plane + CLI, in one temp directory.
+pub struct Cluster {
+    pub etcd: EtcdServer,
+    pub control_plane: ControlPlane,
+    pub ctl: Ctl,
+    pub fleet_key: String,
+    pub prefix: String,
+    pub dir: tempfile::TempDir,
+}
+
+impl Cluster {
+    /// Starts etcd and the control plane (publishing under `prefix`).
+    pub async fn start(prefix: &str) -> anyhow::Result<Self> {
+        let etcd = tokio::task::block_in_place(EtcdServer::start)?;
+        let dir = tempfile::tempdir()?;
+        let fleet_key = memtrace_common::keys::generate_key_b64();
+        let mut spec = ControlPlaneSpec::default();
+        for (k, v) in [
+            ("MEMTRACE_ETCD_ENDPOINTS", etcd.endpoint()),
+            ("MEMTRACE_ETCD_PREFIX", prefix.to_owned()),
+            ("MEMTRACE_FLEET_KEY", fleet_key.clone()),
+        ] {
+            spec.extra_env.insert(k.into(), v);
+        }
+        let control_plane = ControlPlane::start(dir.path(), spec).await?;
+        let ctl = Ctl {
+            server: control_plane.url(),
+            token: control_plane.admin_token()?,
+        };
+        Ok(Self {
+            etcd,
+            control_plane,
+            ctl,
+            fleet_key,
+            prefix: prefix.to_owned(),
+            dir,
+        })
+    }
+
+    /// Creates an org; returns its id.
+    pub async fn org(&self, name: &str) -> anyhow::Result<String> {
+        let org = self.ctl.json(&["org", "create", name]).await?;
+        Ok(org["id"].as_str().context("org id")?.to_owned())
+    }
+
+    /// Creates a key of `org_id` with `scopes`; returns (secret, key id).
+    pub async fn key(&self, org_id: &str, scopes: &str) -> anyhow::Result<(String, String)> {
+        static KEYS: AtomicU64 = AtomicU64::new(0);
+        let name = format!("{scopes}-{}", KEYS.fetch_add(1, Ordering::Relaxed));
+        let key = self
+            .ctl
+            .json(&[
+                "key", "create", "--org", org_id, "--name", &name, "--scopes", scopes,
+            ])
+            .await?;
+        Ok((
+            key["key"].as_str().context("key secret")?.to_owned(),
+            key["id"].as_str().context("key id")?.to_owned(),
+        ))
+    }
+
+    /// Starts worker `id`; returns once it is ready and in sync.
+    pub async fn worker(&self, id: &str, extra_env: &[(&str, &str)]) -> anyhow::Result<Worker> {
+        let worker = Worker::spawn(
+            self.dir.path(),
+            id,
+            &self.etcd.endpoint(),
+            &self.prefix,
+            &self.fleet_key,
+            extra_env,
+        )
+        .await?;
+        self.wait_in_sync(&worker).await?;
+        Ok(worker)
+    }
+
+    /// Waits until `worker` is ready and every worker applied the latest
+    /// published revision.
+    pub async fn wait_in_sync(&self, worker: &Worker) -> anyhow::Result<()> {
+        let http = crate::http_client();
+        eventually(
+            "worker ready and in sync",
+            Duration::from_secs(20),
+            async || {
+                let ready = http
+                    .get(format!("{}/ready", worker.url()))
+                    .send()
+                    .await
+                    .ok()?
+                    .status()
+                    == 200;
+                let status = self.ctl.json(&["status"]).await.ok()?;
+                let registered = status["workers"]
+                    .as_array()?
+                    .iter()
+                    .any(|w| w["worker_id"] == worker.id.as_str());
+                let all_in_sync = status["workers_in_sync"] == status["workers_total"];
+                (ready && registered && all_in_sync).then_some(())
+            },
+        )
+        .await
+    }
+}
+
+/// Polls `probe` every 100 ms until it returns `Some`, for at most `within`.
+pub async fn eventually<T>(
+    what: &str,
+    within: Duration,
+    mut probe: impl AsyncFnMut() -> Option<T>,
+) -> anyhow::Result<T> {
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(value) = probe().await {
+            return Ok(value);
+        }
+        if Instant::now() >= deadline {
+            anyhow::bail!("timed out after {within:?} waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
