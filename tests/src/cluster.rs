@@ -56,6 +56,31 @@ impl Cluster {
         Ok(org["id"].as_str().context("org id")?.to_owned())
     }
 
+    /// Binds `org_id` to the Arc instance at `url` (`database`, with
+    /// `api_key` when given) through `memtracectl org add-arc`.
+    pub async fn add_arc(
+        &self,
+        org_id: &str,
+        url: &str,
+        database: &str,
+        api_key: Option<&str>,
+    ) -> anyhow::Result<()> {
+        let mut args = vec![
+            "org",
+            "add-arc",
+            org_id,
+            "--url",
+            url,
+            "--database",
+            database,
+        ];
+        if let Some(api_key) = api_key {
+            args.extend(["--api-key", api_key]);
+        }
+        self.ctl.json(&args).await?;
+        Ok(())
+    }
+
     /// Creates a key of `org_id` with `scopes`; returns (secret, key id).
     pub async fn key(&self, org_id: &str, scopes: &str) -> anyhow::Result<(String, String)> {
         static KEYS: AtomicU64 = AtomicU64::new(0);
@@ -83,11 +108,14 @@ impl Cluster {
             extra_env,
         )
         .await?;
-        self.wait_in_sync(&worker).await?;
+        self.wait_in_sync(&worker)
+            .await
+            .with_context(|| format!("worker {id}; its log:\n{}", worker.logs()))?;
         Ok(worker)
     }
 
-    /// Waits until `worker` is ready and every worker applied the latest
+    /// Waits until `worker` is ready and registered, something has been
+    /// published (create an org first), and every worker applied the latest
     /// published revision.
     pub async fn wait_in_sync(&self, worker: &Worker) -> anyhow::Result<()> {
         let http = crate::http_client();
@@ -107,8 +135,9 @@ impl Cluster {
                     .as_array()?
                     .iter()
                     .any(|w| w["worker_id"] == worker.id.as_str());
+                let published = status["published_revision"].as_i64() > Some(0);
                 let all_in_sync = status["workers_in_sync"] == status["workers_total"];
-                (ready && registered && all_in_sync).then_some(())
+                (ready && registered && published && all_in_sync).then_some(())
             },
         )
         .await

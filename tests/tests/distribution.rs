@@ -6,82 +6,56 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use memtrace_common::bus::Op;
-use memtrace_common::keys::generate_key_b64;
 use memtrace_common::state::StateKeys;
 use memtrace_data_plane::registration::{self, WorkerIdentity};
+use memtrace_data_plane::snapshot::watcher::WatcherOptions;
 use memtrace_tests::cli::Ctl;
-use memtrace_tests::control_plane::{ControlPlane, ControlPlaneSpec};
-use memtrace_tests::etcd::EtcdServer;
+use memtrace_tests::cluster::{Cluster, eventually};
 use memtrace_tests::watchers::{TestWatcher, etcd_bus, fast_options, fleet};
+use serde_json::Value;
 use std::time::Duration;
 
 const ARC_KEY: &str = "arc-tenant-key-for-distribution-0042";
 const WAIT: Duration = Duration::from_secs(10);
+const PREFIX: &str = "/memtrace-test/v1/";
 
-struct Cluster {
-    etcd: EtcdServer,
-    cp: ControlPlane,
-    ctl: Ctl,
-    fleet_key: String,
-    prefix: String,
-    _dir: tempfile::TempDir,
+/// A watcher of the cluster's published state with `options`.
+async fn watcher_with(c: &Cluster, options: WatcherOptions) -> TestWatcher {
+    TestWatcher::start(
+        etcd_bus(&c.etcd.endpoint()).await.unwrap(),
+        &c.prefix,
+        fleet(&c.fleet_key).unwrap(),
+        options,
+    )
 }
 
-async fn cluster() -> Cluster {
-    let etcd = tokio::task::block_in_place(EtcdServer::start).unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let fleet_key = generate_key_b64();
-    let prefix = "/memtrace-test/v1/".to_owned();
-    let mut spec = ControlPlaneSpec::default();
-    spec.extra_env
-        .insert("MEMTRACE_ETCD_ENDPOINTS".into(), etcd.endpoint());
-    spec.extra_env
-        .insert("MEMTRACE_ETCD_PREFIX".into(), prefix.clone());
-    spec.extra_env
-        .insert("MEMTRACE_FLEET_KEY".into(), fleet_key.clone());
-    let cp = ControlPlane::start(dir.path(), spec).await.unwrap();
-    let ctl = Ctl {
-        server: cp.url(),
-        token: cp.admin_token().unwrap(),
-    };
-    Cluster {
-        etcd,
-        cp,
-        ctl,
-        fleet_key,
-        prefix,
-        _dir: dir,
-    }
+async fn watcher(c: &Cluster) -> TestWatcher {
+    watcher_with(c, fast_options()).await
 }
 
-impl Cluster {
-    async fn watcher(&self) -> TestWatcher {
-        TestWatcher::start(
-            etcd_bus(&self.etcd.endpoint()).await.unwrap(),
-            &self.prefix,
-            fleet(&self.fleet_key).unwrap(),
-            fast_options(),
-        )
-    }
+/// The cluster status once `worker_id` reports in sync; panics with the
+/// last status after [`WAIT`].
+async fn worker_in_sync(ctl: &Ctl, worker_id: &str, what: &str) -> Value {
+    let mut last = Value::Null;
+    let status = eventually(what, WAIT, async || {
+        let status = ctl.json(&["status"]).await.unwrap();
+        let ok = status["workers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|w| w["worker_id"] == worker_id && w["in_sync"] == true);
+        last = status.clone();
+        ok.then_some(status)
+    })
+    .await;
+    status.unwrap_or_else(|e| panic!("{e}: {last}"))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn publishes_and_workers_follow_with_no_plaintext_in_etcd() {
-    let c = cluster().await;
-    let org = c.ctl.json(&["org", "create", "dist"]).await.unwrap();
-    let org_id = org["id"].as_str().unwrap().to_owned();
-    c.ctl
-        .json(&[
-            "org",
-            "add-arc",
-            &org_id,
-            "--url",
-            "http://127.0.0.1:9",
-            "--database",
-            "dist",
-            "--api-key",
-            ARC_KEY,
-        ])
+    let c = Cluster::start(PREFIX).await.unwrap();
+    let org_id = c.org("dist").await.unwrap();
+    c.add_arc(&org_id, "http://127.0.0.1:9", "dist", Some(ARC_KEY))
         .await
         .unwrap();
     let key = c
@@ -93,7 +67,7 @@ async fn publishes_and_workers_follow_with_no_plaintext_in_etcd() {
     let secret = key["key"].as_str().unwrap().to_owned();
 
     // bootstrap
-    let w = c.watcher().await;
+    let w = watcher(&c).await;
     w.wait_for("org, route and key", WAIT, |s| {
         s.orgs.contains_key(&org_id) && s.route(&org_id).is_some() && s.api_key(&key_id).is_some()
     })
@@ -116,7 +90,7 @@ async fn publishes_and_workers_follow_with_no_plaintext_in_etcd() {
     assert!(entry.read && entry.write && !entry.revoked);
 
     // a second watcher started later sees the same state
-    let w2 = c.watcher().await;
+    let w2 = watcher(&c).await;
     w2.wait_for("same state", WAIT, |s| s.api_key(&key_id).is_some())
         .await
         .unwrap();
@@ -178,7 +152,7 @@ async fn publishes_and_workers_follow_with_no_plaintext_in_etcd() {
         for (what, needle) in [
             ("arc key", ARC_KEY),
             ("api key", secret.as_str()),
-            ("master key", c.cp.spec.master_key.as_str()),
+            ("master key", c.control_plane.spec.master_key.as_str()),
         ] {
             assert!(
                 !kv.value
@@ -205,30 +179,10 @@ async fn publishes_and_workers_follow_with_no_plaintext_in_etcd() {
         Duration::from_secs(3),
         Duration::from_millis(100),
     ));
-    let in_sync = async |ctl: &Ctl| {
-        let status = ctl.json(&["status"]).await.unwrap();
-        let ok = status["workers"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|w| w["worker_id"] == "worker-a" && w["in_sync"] == true);
-        (ok, status)
-    };
-    let deadline = std::time::Instant::now() + WAIT;
-    loop {
-        let (ok, status) = in_sync(&c.ctl).await;
-        if ok {
-            assert_eq!(status["bus"], "etcd");
-            assert!(status["published_revision"].as_i64().unwrap() > 0);
-            assert_eq!(status["workers_in_sync"], 1);
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "worker never in sync: {status}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let status = worker_in_sync(&c.ctl, "worker-a", "worker in sync").await;
+    assert_eq!(status["bus"], "etcd");
+    assert!(status["published_revision"].as_i64().unwrap() > 0);
+    assert_eq!(status["workers_in_sync"], 1);
     let workers = c.ctl.json(&["workers"]).await.unwrap();
     assert_eq!(
         workers["workers"][0]["address"], "127.0.0.1:9100",
@@ -245,27 +199,15 @@ async fn publishes_and_workers_follow_with_no_plaintext_in_etcd() {
     .await
     .unwrap();
     // the registration follows the applied revision: the worker is in sync again
-    let deadline = std::time::Instant::now() + WAIT;
-    loop {
-        let (ok, status) = in_sync(&c.ctl).await;
-        if ok {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "worker not in sync after delete: {status}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    worker_in_sync(&c.ctl, "worker-a", "worker in sync after delete").await;
     reg.abort();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn etcd_stopped_restarted_and_wiped_workers_keep_serving_then_converge() {
-    let mut c = cluster().await;
-    let org = c.ctl.json(&["org", "create", "resilient"]).await.unwrap();
-    let org_id = org["id"].as_str().unwrap().to_owned();
-    let w = c.watcher().await;
+    let mut c = Cluster::start(PREFIX).await.unwrap();
+    let org_id = c.org("resilient").await.unwrap();
+    let w = watcher(&c).await;
     w.wait_for("org", WAIT, |s| s.orgs.contains_key(&org_id))
         .await
         .unwrap();
@@ -293,7 +235,7 @@ async fn etcd_stopped_restarted_and_wiped_workers_keep_serving_then_converge() {
         |s| s.api_key(&key_id).is_some(),
     )
     .await
-    .unwrap_or_else(|e| panic!("{e}\ncontrol plane log:\n{}", c.cp.logs()));
+    .unwrap_or_else(|e| panic!("{e}\ncontrol plane log:\n{}", c.control_plane.logs()));
 
     // etcd wiped: the control plane republishes everything, the worker converges
     tokio::task::block_in_place(|| c.etcd.wipe_and_restart()).unwrap();
@@ -318,27 +260,25 @@ async fn etcd_stopped_restarted_and_wiped_workers_keep_serving_then_converge() {
         1,
         "the wiped etcd holds the key again"
     );
-    assert!(c.cp.logs().contains("reconciled"), "{}", c.cp.logs());
+    assert!(
+        c.control_plane.logs().contains("reconciled"),
+        "{}",
+        c.control_plane.logs()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn compaction_while_a_worker_was_away_and_invalid_records() {
-    let c = cluster().await;
-    let org = c.ctl.json(&["org", "create", "away"]).await.unwrap();
-    let org_id = org["id"].as_str().unwrap().to_owned();
+    let c = Cluster::start(PREFIX).await.unwrap();
+    let org_id = c.org("away").await.unwrap();
     let dir = tempfile::tempdir().unwrap();
     let lkg = dir.path().join("snapshot.json");
-    let options = || memtrace_data_plane::snapshot::watcher::WatcherOptions {
+    let options = || WatcherOptions {
         lkg_path: Some(lkg.clone()),
         ..fast_options()
     };
     let bus = etcd_bus(&c.etcd.endpoint()).await.unwrap();
-    let w = TestWatcher::start(
-        bus.clone(),
-        &c.prefix,
-        fleet(&c.fleet_key).unwrap(),
-        options(),
-    );
+    let w = watcher_with(&c, options()).await;
     w.wait_for("org", WAIT, |s| s.orgs.contains_key(&org_id))
         .await
         .unwrap();
@@ -357,12 +297,7 @@ async fn compaction_while_a_worker_was_away_and_invalid_records() {
     bus.compact(current).await.unwrap();
 
     // it comes back from its last-known-good file, finds its revision compacted, reloads
-    let w = TestWatcher::start(
-        bus.clone(),
-        &c.prefix,
-        fleet(&c.fleet_key).unwrap(),
-        options(),
-    );
+    let w = watcher_with(&c, options()).await;
     w.wait_for("change made while away", WAIT, |s| {
         s.api_key(&key_id).is_some()
     })
@@ -382,14 +317,11 @@ async fn compaction_while_a_worker_was_away_and_invalid_records() {
     }])
     .await
     .unwrap();
-    let deadline = std::time::Instant::now() + WAIT;
-    while w.handle.rejected_total() == rejected {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "invalid record never rejected"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    eventually("invalid record rejected", WAIT, async || {
+        (w.handle.rejected_total() != rejected).then_some(())
+    })
+    .await
+    .unwrap();
     assert_eq!(
         w.snapshot().orgs[&org_id].name,
         "away",

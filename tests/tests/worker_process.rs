@@ -5,12 +5,9 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use memtrace_common::keys::generate_key_b64;
-use memtrace_tests::cli::Ctl;
-use memtrace_tests::control_plane::{ControlPlane, ControlPlaneSpec};
-use memtrace_tests::etcd::EtcdServer;
+use memtrace_tests::cluster::{self, Cluster};
 use memtrace_tests::process::{isolated_command, output_within};
-use memtrace_tests::worker::Worker;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const PREFIX: &str = "/memtrace-workers/v1/";
 
@@ -58,57 +55,21 @@ async fn refuses_to_start_without_what_it_needs() {
     assert!(err.contains("MEMTRACE_FLEET_KEY"), "{err}");
 }
 
-async fn eventually<T>(what: &str, mut probe: impl AsyncFnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        if let Some(value) = probe().await {
-            return value;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+async fn eventually<T>(what: &str, probe: impl AsyncFnMut() -> Option<T>) -> T {
+    cluster::eventually(what, Duration::from_secs(15), probe)
+        .await
+        .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn workers_register_serve_probes_and_apply_settings_hot() {
-    let etcd = tokio::task::block_in_place(EtcdServer::start).unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let fleet = generate_key_b64();
-    let mut spec = ControlPlaneSpec::default();
-    spec.extra_env
-        .insert("MEMTRACE_ETCD_ENDPOINTS".into(), etcd.endpoint());
-    spec.extra_env
-        .insert("MEMTRACE_ETCD_PREFIX".into(), PREFIX.into());
-    spec.extra_env
-        .insert("MEMTRACE_FLEET_KEY".into(), fleet.clone());
-    let cp = ControlPlane::start(dir.path(), spec).await.unwrap();
-    let ctl = Ctl {
-        server: cp.url(),
-        token: cp.admin_token().unwrap(),
-    };
-    ctl.json(&["org", "create", "workers"]).await.unwrap();
+    let c = Cluster::start(PREFIX).await.unwrap();
+    let ctl = &c.ctl;
+    c.org("workers").await.unwrap();
 
     let ttl = [("MEMTRACE_WORKER_REGISTRATION_TTL_MS", "2000")];
-    let a = Worker::spawn(
-        dir.path(),
-        "worker-a",
-        &etcd.endpoint(),
-        PREFIX,
-        &fleet,
-        &ttl,
-    )
-    .await
-    .unwrap();
-    let b = Worker::spawn(
-        dir.path(),
-        "worker-b",
-        &etcd.endpoint(),
-        PREFIX,
-        &fleet,
-        &ttl,
-    )
-    .await
-    .unwrap();
+    let a = c.worker("worker-a", &ttl).await.unwrap();
+    let b = c.worker("worker-b", &ttl).await.unwrap();
     let http = memtrace_tests::http_client();
     for w in [&a, &b] {
         let ready: serde_json::Value = eventually("ready", async || {
@@ -184,6 +145,8 @@ async fn workers_register_serve_probes_and_apply_settings_hot() {
         (ids == vec!["worker-a".to_owned()]).then_some(())
     })
     .await;
-    assert!(!a.logs().contains(&fleet), "the fleet key is never logged");
-    drop(etcd);
+    assert!(
+        !a.logs().contains(&c.fleet_key),
+        "the fleet key is never logged"
+    );
 }

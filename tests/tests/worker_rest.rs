@@ -7,111 +7,20 @@
 //! unbound org (503 "no arc instance" with a hint).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use memtrace_common::keys::generate_key_b64;
 use memtrace_tests::arc::{ArcStandIn, TokenGrant};
-use memtrace_tests::cli::Ctl;
-use memtrace_tests::control_plane::{ControlPlane, ControlPlaneSpec};
-use memtrace_tests::etcd::EtcdServer;
+use memtrace_tests::cluster::{self, Cluster};
 use memtrace_tests::worker::Worker;
 use serde_json::{Value, json};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const PREFIX: &str = "/memtrace-rest/v1/";
 const ARC_TOKEN: &str = "arc-rest-test-token-0123456789";
 const ARC_DATABASE: &str = "resttest";
 
-struct Cluster {
-    etcd: EtcdServer,
-    _cp: ControlPlane,
-    ctl: Ctl,
-    fleet_key: String,
-    dir: tempfile::TempDir,
-}
-
-async fn cluster() -> Cluster {
-    let etcd = tokio::task::block_in_place(EtcdServer::start).unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let fleet_key = generate_key_b64();
-    let mut spec = ControlPlaneSpec::default();
-    spec.extra_env
-        .insert("MEMTRACE_ETCD_ENDPOINTS".into(), etcd.endpoint());
-    spec.extra_env
-        .insert("MEMTRACE_ETCD_PREFIX".into(), PREFIX.into());
-    spec.extra_env
-        .insert("MEMTRACE_FLEET_KEY".into(), fleet_key.clone());
-    let cp = ControlPlane::start(dir.path(), spec).await.unwrap();
-    let ctl = Ctl {
-        server: cp.url(),
-        token: cp.admin_token().unwrap(),
-    };
-    Cluster {
-        etcd,
-        _cp: cp,
-        ctl,
-        fleet_key,
-        dir,
-    }
-}
-
-impl Cluster {
-    async fn org(&self, name: &str) -> String {
-        let org = self.ctl.json(&["org", "create", name]).await.unwrap();
-        org["id"].as_str().unwrap().to_owned()
-    }
-
-    /// A key of `org_id` with `scopes`: (secret, key id).
-    async fn key(&self, org_id: &str, scopes: &str) -> (String, String) {
-        let key = self
-            .ctl
-            .json(&[
-                "key", "create", "--org", org_id, "--name", scopes, "--scopes", scopes,
-            ])
-            .await
-            .unwrap();
-        (
-            key["key"].as_str().unwrap().to_owned(),
-            key["id"].as_str().unwrap().to_owned(),
-        )
-    }
-
-    /// A worker, ready and in sync with everything published so far.
-    async fn worker(&self, id: &str, extra_env: &[(&str, &str)]) -> Worker {
-        let worker = Worker::spawn(
-            self.dir.path(),
-            id,
-            &self.etcd.endpoint(),
-            PREFIX,
-            &self.fleet_key,
-            extra_env,
-        )
+async fn eventually<T>(what: &str, probe: impl AsyncFnMut() -> Option<T>) -> T {
+    cluster::eventually(what, Duration::from_secs(20), probe)
         .await
-        .unwrap();
-        let http = memtrace_tests::http_client();
-        eventually("worker ready and in sync", async || {
-            let ready = http
-                .get(format!("{}/ready", worker.url()))
-                .send()
-                .await
-                .ok()?
-                .status()
-                == 200;
-            let status = self.ctl.json(&["status"]).await.ok()?;
-            (ready && status["workers_in_sync"] == 1).then_some(())
-        })
-        .await;
-        worker
-    }
-}
-
-async fn eventually<T>(what: &str, mut probe: impl AsyncFnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        if let Some(value) = probe().await {
-            return value;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+        .unwrap()
 }
 
 /// A tiny client: every call returns (status, JSON body or Null).
@@ -160,10 +69,10 @@ fn error_of(body: &Value) -> &str {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_route_on_the_embedded_store() {
-    let c = cluster().await;
-    let org = c.org("rest-embedded").await;
-    let (key, key_id) = c.key(&org, "read,write").await;
-    let (reader, _) = c.key(&org, "read").await;
+    let c = Cluster::start(PREFIX).await.unwrap();
+    let org = c.org("rest-embedded").await.unwrap();
+    let (key, key_id) = c.key(&org, "read,write").await.unwrap();
+    let (reader, _) = c.key(&org, "read").await.unwrap();
     let embedded = tempfile::tempdir().unwrap();
     let worker = c
         .worker(
@@ -173,7 +82,8 @@ async fn every_route_on_the_embedded_store() {
                 embedded.path().to_str().unwrap(),
             )],
         )
-        .await;
+        .await
+        .unwrap();
     let api = Api::new(&worker, Some(&key));
 
     // auth: missing, invalid, Bearer accepted, read-only key cannot write
@@ -451,31 +361,20 @@ async fn every_route_on_the_embedded_store() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn arc_bound_org_and_unbound_org_without_embedded_store() {
-    let c = cluster().await;
+    let c = Cluster::start(PREFIX).await.unwrap();
     let arc = ArcStandIn::builder()
         .token(ARC_TOKEN, TokenGrant::databases([ARC_DATABASE]))
         .start()
         .await
         .unwrap();
-    let bound = c.org("rest-arc").await;
-    c.ctl
-        .json(&[
-            "org",
-            "add-arc",
-            &bound,
-            "--url",
-            &arc.url(),
-            "--database",
-            ARC_DATABASE,
-            "--api-key",
-            ARC_TOKEN,
-        ])
+    let bound = c.org("rest-arc").await.unwrap();
+    c.add_arc(&bound, &arc.url(), ARC_DATABASE, Some(ARC_TOKEN))
         .await
         .unwrap();
-    let (bound_key, _) = c.key(&bound, "read,write").await;
-    let unbound = c.org("rest-unbound").await;
-    let (unbound_key, _) = c.key(&unbound, "read,write").await;
-    let worker = c.worker("rest-arc", &[]).await;
+    let (bound_key, _) = c.key(&bound, "read,write").await.unwrap();
+    let unbound = c.org("rest-unbound").await.unwrap();
+    let (unbound_key, _) = c.key(&unbound, "read,write").await.unwrap();
+    let worker = c.worker("rest-arc", &[]).await.unwrap();
 
     let api = Api::new(&worker, Some(&bound_key));
     let (s, m) = api

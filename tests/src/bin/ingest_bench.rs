@@ -17,11 +17,8 @@
 
 use anyhow::{Context, bail};
 use memtrace_tests::arc::{ArcStandIn, Fault, Target};
-use memtrace_tests::cli::Ctl;
-use memtrace_tests::control_plane::{ControlPlane, ControlPlaneSpec};
-use memtrace_tests::etcd::EtcdServer;
+use memtrace_tests::cluster::Cluster;
 use memtrace_tests::load::{self, Bounds, Run, rss_kib};
-use memtrace_tests::worker::Worker;
 use std::time::{Duration, Instant};
 
 struct Args {
@@ -109,48 +106,11 @@ async fn main() -> anyhow::Result<()> {
     line("direct", &mut direct);
 
     // the system under test
-    let mut etcd = tokio::task::block_in_place(EtcdServer::start)?;
-    let dir = tempfile::tempdir()?;
-    let fleet = memtrace_common::keys::generate_key_b64();
-    let prefix = "/memtrace-ingest-bench/v1/";
-    let mut spec = ControlPlaneSpec::default();
-    for (k, v) in [
-        ("MEMTRACE_ETCD_ENDPOINTS", etcd.endpoint()),
-        ("MEMTRACE_ETCD_PREFIX", prefix.into()),
-        ("MEMTRACE_FLEET_KEY", fleet.clone()),
-    ] {
-        spec.extra_env.insert(k.into(), v);
-    }
-    let cp = ControlPlane::start(dir.path(), spec).await?;
-    let ctl = Ctl {
-        server: cp.url(),
-        token: cp.admin_token()?,
-    };
-    let org = ctl.json(&["org", "create", "bench"]).await?;
-    let org_id = org["id"].as_str().context("org id")?.to_owned();
-    ctl.json(&[
-        "org",
-        "add-arc",
-        &org_id,
-        "--url",
-        &arc.url(),
-        "--database",
-        database,
-    ])
-    .await?;
-    let key = ctl
-        .json(&[
-            "key",
-            "create",
-            "--org",
-            &org_id,
-            "--name",
-            "bench",
-            "--scopes",
-            "read,write",
-        ])
-        .await?;
-    let key = key["key"].as_str().context("api key")?.to_owned();
+    let cluster = Cluster::start("/memtrace-ingest-bench/v1/").await?;
+    let ctl = &cluster.ctl;
+    let org_id = cluster.org("bench").await?;
+    cluster.add_arc(&org_id, &arc.url(), database, None).await?;
+    let (key, _) = cluster.key(&org_id, "read,write").await?;
     for (setting, value) in [
         ("arc.write_batch_size", "5000"),
         ("arc.write_linger_ms", "5"),
@@ -158,15 +118,12 @@ async fn main() -> anyhow::Result<()> {
     ] {
         ctl.json(&["config", "set", setting, value]).await?;
     }
-    let worker = Worker::spawn(
-        dir.path(),
-        "bench-worker",
-        &etcd.endpoint(),
-        prefix,
-        &fleet,
-        &[("MEMTRACE_LOG_LEVEL", "warn")],
-    )
-    .await?;
+    // quiet, except the startup line the harness reads the address from
+    let quiet = [(
+        "MEMTRACE_LOG_LEVEL",
+        "warn,memtrace_data_plane::worker=info",
+    )];
+    let worker = cluster.worker("bench-worker", &quiet).await?;
     let pid = worker.pid().context("worker pid")?;
     wait_writable(&worker.url(), &key).await?;
     tokio::time::sleep(Duration::from_secs(1)).await;
@@ -261,7 +218,12 @@ async fn main() -> anyhow::Result<()> {
         mib(rss_kib(pid)),
     );
     worker.stop().await?;
-    cp.stop().await?;
+    let Cluster {
+        mut etcd,
+        control_plane,
+        ..
+    } = cluster;
+    control_plane.stop().await?;
     etcd.stop()?;
     Ok(())
 }
