@@ -3,6 +3,7 @@
 //! started on demand, each waited for until it is ready and has applied
 //! everything published so far.
 
+use crate::arc::{ArcStandIn, TokenGrant};
 use crate::cli::Ctl;
 use crate::control_plane::{ControlPlane, ControlPlaneSpec};
 use crate::etcd::EtcdServer;
@@ -142,6 +143,14 @@ impl Cluster {
         )
         .await
     }
+}
+
+/// An Arc stand-in where `token` may use `database` (and only it).
+pub async fn arc_with_token(token: &str, database: &str) -> anyhow::Result<ArcStandIn> {
+    ArcStandIn::builder()
+        .token(token, TokenGrant::databases([database]))
+        .start()
+        .await
 }
 
 /// Polls `probe` every 100 ms until it returns `Some`, for at most `within`.

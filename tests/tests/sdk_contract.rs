@@ -9,8 +9,8 @@
 //! - an org without a binding on a worker without one: `NoArcInstanceError`.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use memtrace_tests::arc::{ArcStandIn, TokenGrant};
-use memtrace_tests::cluster::Cluster;
+use memtrace_tests::arc::ArcStandIn;
+use memtrace_tests::cluster::{Cluster, arc_with_token};
 use memtrace_tests::python::{ContractMode, run_contract, sdk_python};
 use memtrace_tests::worker::Worker;
 use std::path::Path;
@@ -64,11 +64,7 @@ async fn python_sdk_against_an_org_bound_to_arc() {
     // The venv first: a missing Python or a failed pip fails here, loudly.
     let python = sdk_python().await.unwrap();
     let c = Cluster::start(PREFIX).await.unwrap();
-    let arc = ArcStandIn::builder()
-        .token(ARC_TOKEN, TokenGrant::databases([ARC_DATABASE]))
-        .start()
-        .await
-        .unwrap();
+    let arc = arc_with_token(ARC_TOKEN, ARC_DATABASE).await.unwrap();
     let key = org_with_key(&c, "sdk-arc", Some(&arc)).await;
     let worker = c.worker("sdk-arc", &[]).await.unwrap();
     contract(&python, &worker, &key, ContractMode::Full).await;

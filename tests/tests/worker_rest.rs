@@ -7,8 +7,7 @@
 //! unbound org (503 "no arc instance" with a hint).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use memtrace_tests::arc::{ArcStandIn, TokenGrant};
-use memtrace_tests::cluster::{self, Cluster};
+use memtrace_tests::cluster::{self, Cluster, arc_with_token};
 use memtrace_tests::worker::Worker;
 use serde_json::{Value, json};
 use std::time::Duration;
@@ -362,11 +361,7 @@ async fn every_route_on_the_embedded_store() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn arc_bound_org_and_unbound_org_without_embedded_store() {
     let c = Cluster::start(PREFIX).await.unwrap();
-    let arc = ArcStandIn::builder()
-        .token(ARC_TOKEN, TokenGrant::databases([ARC_DATABASE]))
-        .start()
-        .await
-        .unwrap();
+    let arc = arc_with_token(ARC_TOKEN, ARC_DATABASE).await.unwrap();
     let bound = c.org("rest-arc").await.unwrap();
     c.add_arc(&bound, &arc.url(), ARC_DATABASE, Some(ARC_TOKEN))
         .await

@@ -87,6 +87,10 @@ fn mib(kib: Option<u64>) -> String {
 async fn main() -> anyhow::Result<()> {
     let args = args()?;
     let phase = Duration::from_secs(args.seconds);
+    let bounded = |max_requests| Bounds {
+        duration: phase,
+        max_requests,
+    };
     let arc = ArcStandIn::builder().counting_only(true).start().await?;
     let database = "bench";
 
@@ -97,10 +101,7 @@ async fn main() -> anyhow::Result<()> {
         "events",
         args.rows,
         args.streams,
-        Bounds {
-            duration: phase,
-            max_requests: 1_000_000,
-        },
+        bounded(1_000_000),
     )
     .await?;
     line("direct", &mut direct);
@@ -137,10 +138,7 @@ async fn main() -> anyhow::Result<()> {
         args.rows,
         args.streams,
         args.window,
-        Bounds {
-            duration: phase,
-            max_requests: 1_000_000,
-        },
+        bounded(1_000_000),
     )
     .await?;
     line("grpc", &mut grpc);
@@ -156,16 +154,8 @@ async fn main() -> anyhow::Result<()> {
     let after_grpc = rss_kib(pid);
 
     // 3. REST single writes
-    let mut rest = load::rest_single(
-        &worker.url(),
-        &key,
-        args.concurrency,
-        Bounds {
-            duration: phase,
-            max_requests: 5_000_000,
-        },
-    )
-    .await?;
+    let mut rest =
+        load::rest_single(&worker.url(), &key, args.concurrency, bounded(5_000_000)).await?;
     line("rest", &mut rest);
 
     // 4. Arc stalls every write: the org's queue (bounded at 50,000 events
@@ -192,10 +182,7 @@ async fn main() -> anyhow::Result<()> {
         args.rows,
         args.streams,
         args.window,
-        Bounds {
-            duration: phase,
-            max_requests: 1_000_000,
-        },
+        bounded(1_000_000),
     );
     let stalled = tokio::time::timeout(phase + Duration::from_secs(60), stalled);
     let release = async {
