@@ -1,27 +1,16 @@
 //! `/api/v1/memories` (create single or `{memories:[...]}` batch, list, get
 //! by id) and `/api/v1/search`.
 
-use super::{
-    ApiResult, Pairs, RestState, checked_body, json_body, list_params, org_service, reply,
-};
-use crate::auth::Scope;
+use super::{ApiResult, Body, Pairs, Reader, Writer, list_params, parse_body, reply};
 use crate::query::SearchParams;
 use crate::service::{CreateMemoryRequest, NewMemory, ServiceError};
-use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
-use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::extract::Path;
+use axum::http::StatusCode;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-pub(super) async fn create(
-    State(state): State<RestState>,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
-) -> ApiResult {
-    let svc = org_service(&state, &headers, Scope::Write).await?;
-    let body = checked_body(&svc, body)?;
-    let value: Value = json_body(&body, false)?;
+pub(super) async fn create(Writer(svc): Writer, body: Body) -> ApiResult {
+    let value: Value = parse_body(&svc, body, false)?;
     match value {
         Value::Object(mut o) if o.get("memories").is_some_and(Value::is_array) => {
             let Some(Value::Array(items)) = o.remove("memories") else {
@@ -53,22 +42,12 @@ pub(super) async fn create(
     }
 }
 
-pub(super) async fn list(
-    State(state): State<RestState>,
-    headers: HeaderMap,
-    query: Pairs,
-) -> ApiResult {
-    let svc = org_service(&state, &headers, Scope::Read).await?;
+pub(super) async fn list(query: Pairs, Reader(svc): Reader) -> ApiResult {
     let params = list_params(query)?;
     reply(StatusCode::OK, &svc.list_memories(&params).await?)
 }
 
-pub(super) async fn get_one(
-    State(state): State<RestState>,
-    headers: HeaderMap,
-    Path(id): Path<String>,
-) -> ApiResult {
-    let svc = org_service(&state, &headers, Scope::Read).await?;
+pub(super) async fn get_one(Path(id): Path<String>, Reader(svc): Reader) -> ApiResult {
     reply(StatusCode::OK, &svc.get_memory(&id).await?)
 }
 
@@ -88,14 +67,8 @@ struct SearchBody {
     order: Option<String>,
 }
 
-pub(super) async fn search(
-    State(state): State<RestState>,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
-) -> ApiResult {
-    let svc = org_service(&state, &headers, Scope::Read).await?;
-    let body = checked_body(&svc, body)?;
-    let b: SearchBody = json_body(&body, true)?;
+pub(super) async fn search(Reader(svc): Reader, body: Body) -> ApiResult {
+    let b: SearchBody = parse_body(&svc, body, true)?;
     let params = SearchParams {
         agent_id: b.agent_id,
         session_id: b.session_id,

@@ -19,8 +19,9 @@ use crate::snapshot::{Snapshot, SnapshotHandle};
 use crate::store::TenantStore;
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::DefaultBodyLimit;
 use axum::extract::rejection::{BytesRejection, QueryRejection};
+use axum::extract::{DefaultBodyLimit, FromRequestParts};
+use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -146,11 +147,54 @@ pub(crate) async fn org_service(
     )
 }
 
-/// The body, refused with 413 above the org's `max_payload_bytes`.
-pub(crate) fn checked_body(
+/// The org's service for a route that reads: extracting it authenticates
+/// the request, checks the `read` scope and the rate limit ([`org_service`]).
+pub(crate) struct Reader(pub OrgService);
+
+/// The org's service for a route that writes (the `write` scope).
+pub(crate) struct Writer(pub OrgService);
+
+impl FromRequestParts<RestState> for Reader {
+    type Rejection = ServiceError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &RestState,
+    ) -> Result<Self, ServiceError> {
+        org_service(state, &parts.headers, Scope::Read)
+            .await
+            .map(Self)
+    }
+}
+
+impl FromRequestParts<RestState> for Writer {
+    type Rejection = ServiceError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &RestState,
+    ) -> Result<Self, ServiceError> {
+        org_service(state, &parts.headers, Scope::Write)
+            .await
+            .map(Self)
+    }
+}
+
+/// A raw request body (its rejection is reported by [`parse_body`]).
+pub(crate) type Body = Result<Bytes, BytesRejection>;
+
+/// The body as JSON, within the org's `max_payload_bytes` ([`checked_body`],
+/// [`json_body`]); an empty body is `T::default()` when `empty_ok`.
+pub(crate) fn parse_body<T: DeserializeOwned + Default>(
     svc: &OrgService,
-    body: Result<Bytes, BytesRejection>,
-) -> Result<Bytes, ServiceError> {
+    body: Body,
+    empty_ok: bool,
+) -> Result<T, ServiceError> {
+    json_body(&checked_body(svc, body)?, empty_ok)
+}
+
+/// The body, refused with 413 above the org's `max_payload_bytes`.
+fn checked_body(svc: &OrgService, body: Body) -> Result<Bytes, ServiceError> {
     let body = body.map_err(|e| {
         if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
             ServiceError::TooLarge(format!(
@@ -171,7 +215,7 @@ pub(crate) fn checked_body(
 }
 
 /// A JSON body; an empty body is `T::default()` when `empty_ok`.
-pub(crate) fn json_body<T: DeserializeOwned + Default>(
+fn json_body<T: DeserializeOwned + Default>(
     body: &[u8],
     empty_ok: bool,
 ) -> Result<T, ServiceError> {

@@ -1,38 +1,21 @@
 //! `/api/v1/sessions`: create, list (optionally by agent), get, update
 //! (status / metadata replacement), a session's memories and its context.
 
-use super::{
-    ApiResult, Pairs, RestState, checked_body, json_body, list_params, org_service, query_value,
-    reply,
-};
-use crate::auth::Scope;
+use super::{ApiResult, Body, Pairs, Reader, Writer, list_params, parse_body, query_value, reply};
 use crate::service::{
     ContextRequest, CreateSessionRequest, NewSession, SessionUpdate, UpdateSessionRequest,
 };
-use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
-use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::extract::Path;
+use axum::http::StatusCode;
 use serde_json::json;
 
-pub(super) async fn create(
-    State(state): State<RestState>,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
-) -> ApiResult {
-    let svc = org_service(&state, &headers, Scope::Write).await?;
-    let body = checked_body(&svc, body)?;
-    let req: CreateSessionRequest = json_body(&body, false)?;
+pub(super) async fn create(Writer(svc): Writer, body: Body) -> ApiResult {
+    let req: CreateSessionRequest = parse_body(&svc, body, false)?;
     let session = svc.create_session(NewSession::try_from(req)?).await?;
     reply(StatusCode::CREATED, &session)
 }
 
-pub(super) async fn list(
-    State(state): State<RestState>,
-    headers: HeaderMap,
-    query: Pairs,
-) -> ApiResult {
-    let svc = org_service(&state, &headers, Scope::Read).await?;
+pub(super) async fn list(query: Pairs, Reader(svc): Reader) -> ApiResult {
     let agent = query_value(query, "agent_id")?;
     let sessions = svc.list_sessions(agent.as_deref()).await?;
     reply(
@@ -41,24 +24,12 @@ pub(super) async fn list(
     )
 }
 
-pub(super) async fn get_one(
-    State(state): State<RestState>,
-    headers: HeaderMap,
-    Path(id): Path<String>,
-) -> ApiResult {
-    let svc = org_service(&state, &headers, Scope::Read).await?;
+pub(super) async fn get_one(Path(id): Path<String>, Reader(svc): Reader) -> ApiResult {
     reply(StatusCode::OK, &svc.get_session(&id).await?)
 }
 
-pub(super) async fn update(
-    State(state): State<RestState>,
-    headers: HeaderMap,
-    Path(id): Path<String>,
-    body: Result<Bytes, BytesRejection>,
-) -> ApiResult {
-    let svc = org_service(&state, &headers, Scope::Write).await?;
-    let body = checked_body(&svc, body)?;
-    let req: UpdateSessionRequest = json_body(&body, true)?;
+pub(super) async fn update(Path(id): Path<String>, Writer(svc): Writer, body: Body) -> ApiResult {
+    let req: UpdateSessionRequest = parse_body(&svc, body, true)?;
     let session = svc
         .update_session(&id, SessionUpdate::try_from(req)?)
         .await?;
@@ -66,24 +37,15 @@ pub(super) async fn update(
 }
 
 pub(super) async fn memories(
-    State(state): State<RestState>,
-    headers: HeaderMap,
     Path(id): Path<String>,
     query: Pairs,
+    Reader(svc): Reader,
 ) -> ApiResult {
-    let svc = org_service(&state, &headers, Scope::Read).await?;
     let params = list_params(query)?;
     reply(StatusCode::OK, &svc.session_memories(&id, &params).await?)
 }
 
-pub(super) async fn context(
-    State(state): State<RestState>,
-    headers: HeaderMap,
-    Path(id): Path<String>,
-    body: Result<Bytes, BytesRejection>,
-) -> ApiResult {
-    let svc = org_service(&state, &headers, Scope::Read).await?;
-    let body = checked_body(&svc, body)?;
-    let req: ContextRequest = json_body(&body, true)?;
+pub(super) async fn context(Path(id): Path<String>, Reader(svc): Reader, body: Body) -> ApiResult {
+    let req: ContextRequest = parse_body(&svc, body, true)?;
     reply(StatusCode::OK, &svc.session_context(&id, req).await?)
 }
