@@ -2,7 +2,7 @@
 # Benchmarks that print figures (recorded in docs/PERFORMANCE.md). Release
 # builds; every load is bounded and targets only 127.0.0.1.
 #   scripts/bench.sh propagation [--changes N] [--watchers N]
-#   scripts/bench.sh ingest [--seconds N] [--rows N] [--streams N] [--window N] [--concurrency N]
+#   scripts/bench.sh ingest [--seconds N] [--rows N] [--streams N] [--window N] [--concurrency N] [--dedup on|off]
 #   scripts/bench.sh micro     (criterion: per-request auth cost, batch encoding)
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."

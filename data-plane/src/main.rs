@@ -10,6 +10,12 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
+/// mimalloc: the write path allocates many small strings per event from
+/// several threads; glibc malloc spent most of a profiled ingest run in
+/// locks and consolidation (docs/PERFORMANCE.md).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Debug, Parser)]
 #[command(
     name = "memtrace-worker",

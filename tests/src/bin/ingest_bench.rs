@@ -27,6 +27,7 @@ struct Args {
     streams: usize,
     window: usize,
     concurrency: usize,
+    dedup: bool,
 }
 
 fn args() -> anyhow::Result<Args> {
@@ -36,10 +37,19 @@ fn args() -> anyhow::Result<Args> {
         streams: 4,
         window: 8,
         concurrency: 64,
+        dedup: true,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
         let value = it.next().with_context(|| format!("{flag} needs a value"))?;
+        if flag == "--dedup" {
+            a.dedup = match value.as_str() {
+                "on" => true,
+                "off" => false,
+                other => bail!("--dedup takes on or off, got {other}"),
+            };
+            continue;
+        }
         let n: u64 = value
             .parse()
             .with_context(|| format!("{flag} takes a number"))?;
@@ -50,7 +60,7 @@ fn args() -> anyhow::Result<Args> {
             "--window" => a.window = n as usize,
             "--concurrency" => a.concurrency = n as usize,
             other => bail!(
-                "unknown flag {other}; use --seconds N --rows N --streams N --window N --concurrency N"
+                "unknown flag {other}; use --seconds N --rows N --streams N --window N --concurrency N --dedup on|off"
             ),
         }
     }
@@ -114,6 +124,8 @@ async fn main() -> anyhow::Result<()> {
     let (key, _) = cluster.key(&org_id, "read,write").await?;
     for (setting, value) in [
         ("arc.write_batch_size", "5000"),
+        ("limits.requests_per_second", "0"),
+        ("dedup.enabled", if args.dedup { "true" } else { "false" }),
         ("arc.write_linger_ms", "5"),
         ("limits.max_queued_events", "200000"),
     ] {
@@ -158,9 +170,9 @@ async fn main() -> anyhow::Result<()> {
         load::rest_single(&worker.url(), &key, args.concurrency, bounded(5_000_000)).await?;
     line("rest", &mut rest);
 
-    // 4. Arc stalls every write: the org's queue (bounded at 50,000 events
+    // 4. Arc stalls every write: the org's queue (bounded at 10,000 events
     // here) fills, writers get RESOURCE_EXHAUSTED, memory stays bounded
-    ctl.json(&["config", "set", "limits.max_queued_events", "50000"])
+    ctl.json(&["config", "set", "limits.max_queued_events", "10000"])
         .await?;
     tokio::time::sleep(Duration::from_millis(500)).await;
     arc.faults().inject(Fault::stall().on(Target::Writes));
