@@ -335,3 +335,37 @@ async fn idle_flushers_exit_and_come_back() {
         .unwrap();
     assert_eq!(arc.row_count(DB, MEASUREMENT), 2);
 }
+
+#[tokio::test]
+async fn an_idle_orgs_write_goes_out_at_once_and_busy_slots_gather_the_next_batch() {
+    let arc = ArcStandIn::start().await.unwrap();
+    // a linger of a minute: only the adaptive close can answer quickly
+    let b = batcher(&knobs(1_000, 60_000, 1_000));
+    let r = route(&arc);
+    let ack = b.submit(ORG, r.clone(), vec![row(1)]).unwrap();
+    timeout(Duration::from_secs(2), ack)
+        .await
+        .expect("sent without waiting for linger")
+        .unwrap();
+    // both write slots busy (stalled Arc): later submits gather into one batch
+    arc.faults()
+        .inject(Fault::stall().on(Target::Writes).times(2));
+    let held: Vec<Ack> = (2..4)
+        .map(|i| b.submit(ORG, r.clone(), vec![row(i)]).unwrap())
+        .collect();
+    assert!(arc.faults().wait_stalled(1, WAIT).await);
+    let gathered: Vec<Ack> = (10..30)
+        .map(|i| b.submit(ORG, r.clone(), vec![row(i)]).unwrap())
+        .collect();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    arc.faults().release_stalls();
+    for ack in held.into_iter().chain(gathered) {
+        timeout(WAIT, ack).await.unwrap().unwrap();
+    }
+    let stats = arc.stats().db(DB);
+    assert_eq!(stats.rows, 23);
+    assert!(
+        stats.write_requests <= 4,
+        "the 20 submits made while the slots were busy share a batch: {stats:?}"
+    );
+}

@@ -84,7 +84,7 @@ pub static SETTINGS: &[Setting] = &[
     ),
     hot(
         "arc.write_linger_ms",
-        "group commit: how long a write waits for concurrent writes to share its arc request",
+        "group commit: the longest a batch stays open while every arc write slot of the org is busy (an idle org writes at once)",
         SettingType::DurationMs { min: 0, max: 1000 },
         DefaultValue::Int(5),
     ),
@@ -120,7 +120,7 @@ pub static SETTINGS: &[Setting] = &[
     ),
     hot(
         "limits.burst",
-        "requests an org may send at once above its steady rate",
+        "requests an org may send at once above its steady rate (fleet-wide, split across live workers)",
         SettingType::Integer {
             min: 1,
             max: 1_000_000,
@@ -150,7 +150,7 @@ pub static SETTINGS: &[Setting] = &[
     ),
     hot(
         "limits.requests_per_second",
-        "steady request rate an org may send to each worker (0 = unlimited)",
+        "steady request rate of an org over the whole fleet, split evenly across live workers (0 = unlimited)",
         SettingType::Integer {
             min: 0,
             max: 1_000_000,

@@ -212,9 +212,9 @@ async fn write_batch(
         Ok(each) => {
             for (i, outcome) in positions.into_iter().zip(each) {
                 match outcome {
-                    Some(memory) => {
+                    Some(id) => {
                         results[i].outcome = Outcome::Created as i32;
-                        results[i].id = memory.id;
+                        results[i].id = id;
                     }
                     None => results[i].outcome = Outcome::Duplicate as i32,
                 }

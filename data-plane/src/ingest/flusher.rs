@@ -1,8 +1,11 @@
-//! One org's flusher: takes admitted requests off the org's queue, closes a
-//! batch on `batch_size` rows, `max_batch_bytes` (estimate) or `linger`
-//! after its first row, and hands it to a write task — at most
-//! [`MAX_IN_FLIGHT`](super::MAX_IN_FLIGHT) at once, so a slow Arc stops the draining and the
-//! queue (then 429) takes the pressure.
+//! One org's flusher: takes admitted requests off the org's queue and closes
+//! a batch as soon as nothing more is queued and an Arc write slot is free
+//! (adaptive group commit: an idle org's write goes out at once, a busy
+//! org's writes pile into the next batch while the slots are taken), or on
+//! `batch_size` rows, `max_batch_bytes` (estimate) or `linger` after its
+//! first row; then hands it to a write task — at most
+//! [`MAX_IN_FLIGHT`](super::MAX_IN_FLIGHT) at once, so a slow Arc stops the
+//! draining and the queue (then 429) takes the pressure.
 //!
 //! A request is never split: one that does not fit the open batch starts
 //! the next one (alone it may exceed the limits). Requests for another
@@ -46,19 +49,37 @@ pub(crate) async fn run(shared: Arc<Shared>, org: Arc<OrgState>, mut rx: Queue) 
         let deadline = Instant::now() + ws.linger;
         let mut batch = Batch::new(first);
         let mut cancelled = false;
+        // Adaptive group commit: take everything already queued; then, if
+        // Arc has a free write slot, send at once (lowest latency when
+        // idle); while every slot is busy keep collecting, up to the size
+        // caps or `linger` (the longest a batch stays open).
+        let mut slot: Option<OwnedSemaphorePermit> = None;
         while batch.rows < batch_size && batch.bytes < max_bytes {
-            let next = tokio::select! {
-                biased;
-                _ = cancel.wait_for(|c| *c) => {
-                    cancelled = true;
-                    break;
+            let next = match rx.try_recv() {
+                Ok(p) => p,
+                Err(_) => {
+                    if let Ok(p) = org.in_flight.clone().try_acquire_owned() {
+                        slot = Some(p);
+                        break;
+                    }
+                    tokio::select! {
+                        biased;
+                        _ = cancel.wait_for(|c| *c) => {
+                            cancelled = true;
+                            break;
+                        }
+                        p = rx.recv() => match p {
+                            Some(p) => p,
+                            // Closing: flush now rather than after linger.
+                            None => break,
+                        },
+                        p = org.in_flight.clone().acquire_owned() => {
+                            slot = p.ok();
+                            break;
+                        }
+                        () = tokio::time::sleep_until(deadline) => break,
+                    }
                 }
-                () = tokio::time::sleep_until(deadline) => break,
-                p = rx.recv() => match p {
-                    Some(p) => p,
-                    // Closing: flush now rather than after linger.
-                    None => break,
-                },
             };
             let fits = batch.rows + next.rows.len() as u64 <= batch_size
                 && batch.bytes.saturating_add(next.bytes) <= max_bytes;
@@ -77,13 +98,16 @@ pub(crate) async fn run(shared: Arc<Shared>, org: Arc<OrgState>, mut rx: Queue) 
             batch.finish(&shared.counters, Err(IngestError::OrgClosed { org_id }));
             continue;
         }
-        let permit = tokio::select! {
-            biased;
-            _ = cancel.wait_for(|c| *c) => {
-                fail_rest(&shared, batch, carry.take(), &mut rx);
-                break;
-            }
-            p = org.in_flight.clone().acquire_owned() => p,
+        let permit = match slot {
+            Some(p) => Ok(p),
+            None => tokio::select! {
+                biased;
+                _ = cancel.wait_for(|c| *c) => {
+                    fail_rest(&shared, batch, carry.take(), &mut rx);
+                    break;
+                }
+                p = org.in_flight.clone().acquire_owned() => p,
+            },
         };
         let Ok(permit) = permit else {
             batch.finish(&shared.counters, Err(IngestError::Abandoned));

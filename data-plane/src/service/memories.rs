@@ -20,15 +20,22 @@ use crate::query::{
 use std::collections::HashSet;
 use std::time::Instant;
 
+/// One stored input of a write: its id, and the memory rendered for the
+/// response when asked for.
+struct Written {
+    id: String,
+    memory: Option<Memory>,
+}
+
 impl OrgService {
     /// Creates one memory; a duplicate (by dedup key, within the window) is
     /// refused with [`ServiceError::Duplicate`].
     pub async fn create_memory(&self, memory: NewMemory) -> Result<Memory, ServiceError> {
-        self.write_memories(vec![memory], true)
+        self.write_memories(vec![memory], true, true)
             .await?
             .into_iter()
             .flatten()
-            .next()
+            .find_map(|w| w.memory)
             .ok_or(ServiceError::Duplicate)
     }
 
@@ -43,30 +50,39 @@ impl OrgService {
                 "too many memories in one batch: at most {MAX_BATCH}"
             )));
         }
-        let each = self.create_memories_each(memories).await?;
-        Ok(each.into_iter().flatten().collect())
+        let each = self.write_memories(memories, false, true).await?;
+        Ok(each
+            .into_iter()
+            .flatten()
+            .filter_map(|w| w.memory)
+            .collect())
     }
 
-    /// Creates a batch and answers per input, in order: `Some` when it was
-    /// stored, `None` when it was a duplicate (skipped). Used by the
-    /// streaming write, which acknowledges each item.
+    /// Creates a batch and answers per input, in order: the new memory's id
+    /// when it was stored, `None` when it was a duplicate (skipped). Used by
+    /// the streaming write, which acknowledges each item and needs no
+    /// rendered memory (cheaper per event).
     pub async fn create_memories_each(
         &self,
         memories: Vec<NewMemory>,
-    ) -> Result<Vec<Option<Memory>>, ServiceError> {
+    ) -> Result<Vec<Option<String>>, ServiceError> {
         if memories.len() > MAX_BATCH {
             return Err(ServiceError::TooLarge(format!(
                 "too many memories in one batch: at most {MAX_BATCH}"
             )));
         }
-        self.write_memories(memories, false).await
+        let each = self.write_memories(memories, false, false).await?;
+        Ok(each.into_iter().map(|w| w.map(|w| w.id)).collect())
     }
 
+    /// Writes the survivors of dedup; per input, `None` for a duplicate.
+    /// With `full`, each stored memory is also rendered for the response.
     async fn write_memories(
         &self,
         memories: Vec<NewMemory>,
         single: bool,
-    ) -> Result<Vec<Option<Memory>>, ServiceError> {
+        full: bool,
+    ) -> Result<Vec<Option<Written>>, ServiceError> {
         if memories.is_empty() {
             return Ok(Vec::new());
         }
@@ -158,7 +174,7 @@ impl OrgService {
                     .unwrap_or_default(),
                 memory_type: m.memory_type.as_str().to_owned(),
                 event_type: m.event_type.as_str().to_owned(),
-                content: m.content.clone(),
+                content: m.content,
                 metadata_json: encode_object(&m.metadata),
                 tags_csv: m
                     .tags
@@ -166,25 +182,26 @@ impl OrgService {
                     .map(|t| t.as_str())
                     .collect::<Vec<_>>()
                     .join(","),
-                dedup_key: key.clone(),
+                dedup_key: key,
                 importance: m.importance,
-                parent_id: m.parent_id.clone(),
+                parent_id: m.parent_id,
             };
-            created.push(Some(Memory {
-                id,
+            let memory = full.then(|| Memory {
+                id: id.clone(),
                 time: rfc3339(time),
                 org_id: org.clone(),
                 agent_id: row.agent_id.clone(),
                 session_id: row.session_id.clone(),
                 memory_type: row.memory_type.clone(),
                 event_type: row.event_type.clone(),
-                content: m.content,
+                content: row.content.clone(),
                 metadata: (!m.metadata.is_empty()).then_some(m.metadata),
                 tags: m.tags.iter().map(|t| t.as_str().to_owned()).collect(),
-                dedup_key: key,
+                dedup_key: row.dedup_key.clone(),
                 importance: m.importance,
-                parent_id: m.parent_id,
-            }));
+                parent_id: row.parent_id.clone(),
+            });
+            created.push(Some(Written { id, memory }));
             rows.push(row);
         }
         if rows.is_empty() {
