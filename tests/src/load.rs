@@ -29,6 +29,8 @@ pub struct Run {
     pub elapsed: Duration,
     /// Per-request latency in µs (REST) or per-batch ack latency (gRPC).
     pub latencies_us: Vec<u32>,
+    /// Failed requests by HTTP status (0: no response).
+    pub failures: std::collections::BTreeMap<u16, u64>,
 }
 
 impl Run {
@@ -56,6 +58,9 @@ impl Run {
         self.errors += other.errors;
         self.throttled += other.throttled;
         self.latencies_us.extend(other.latencies_us);
+        for (status, n) in other.failures {
+            *self.failures.entry(status).or_default() += n;
+        }
     }
 }
 
@@ -79,11 +84,12 @@ fn micros(d: Duration) -> u32 {
     u32::try_from(d.as_micros()).unwrap_or(u32::MAX)
 }
 
-/// A memory's content: unique per (task, seq, i) so dedup never collapses
-/// benchmark events, about 120 bytes like a short agent observation.
-pub fn content(task: usize, seq: u64, i: usize) -> String {
+/// A memory's content: unique per (phase, task, seq, i) so dedup never
+/// collapses benchmark events, about 120 bytes like a short agent
+/// observation.
+pub fn content(phase: &str, task: usize, seq: u64, i: usize) -> String {
     format!(
-        "benchmark observation {task}-{seq}-{i}: the agent read the ticket, checked the deploy log and decided to roll back"
+        "{phase} observation {task}-{seq}-{i}: the agent read the ticket, checked the deploy log and decided to roll back"
     )
 }
 
@@ -98,7 +104,7 @@ pub fn arc_rows(task: usize, seq: u64, rows: usize, time_us: i64) -> MemoryBatch
             agent_id: "agent_bench".into(),
             memory_type: "episodic".into(),
             event_type: "general".into(),
-            content: content(task, seq, i),
+            content: content("direct", task, seq, i),
             metadata_json: "{}".into(),
             dedup_key: format!("{task:08x}{seq:016x}{i:08x}"),
             importance: 0.5,
@@ -195,6 +201,7 @@ fn with_key<T>(key: &str, message: T) -> anyhow::Result<tonic::Request<T>> {
 /// gRPC streaming ingest: `streams` bidirectional `StreamMemories` calls,
 /// each keeping up to `window` unacknowledged batches of `rows` memories.
 pub async fn grpc_stream(
+    phase: &'static str,
     endpoint: &str,
     key: &str,
     rows: usize,
@@ -217,7 +224,20 @@ pub async fn grpc_stream(
             .max_encoding_message_size(64 << 20);
         let (budget, key) = (budget.clone(), key.to_owned());
         tasks.push(tokio::spawn(async move {
-            match one_stream(client, &key, task, rows, window, &budget, deadline).await {
+            match one_stream(
+                client,
+                &key,
+                Stream {
+                    phase,
+                    task,
+                    rows,
+                    window,
+                },
+                &budget,
+                deadline,
+            )
+            .await
+            {
                 Ok(run) => run,
                 Err(e) => {
                     eprintln!("stream {task} failed: {e:#}");
@@ -232,13 +252,13 @@ pub async fn grpc_stream(
     collect(tasks, started).await
 }
 
-fn write_batch(task: usize, seq: u64, rows: usize) -> pb::WriteBatch {
+fn write_batch(phase: &str, task: usize, seq: u64, rows: usize) -> pb::WriteBatch {
     let memories = (0..rows)
         .map(|i| pb::MemoryInput {
             agent_id: "agent_bench".into(),
             memory_type: "episodic".into(),
             event_type: "general".into(),
-            content: content(task, seq, i),
+            content: content(phase, task, seq, i),
             ..pb::MemoryInput::default()
         })
         .collect();
@@ -248,15 +268,27 @@ fn write_batch(task: usize, seq: u64, rows: usize) -> pb::WriteBatch {
     }
 }
 
-async fn one_stream(
-    mut client: MemoryServiceClient<tonic::transport::Channel>,
-    key: &str,
+/// One stream's shape: which events it writes and how many it keeps open.
+struct Stream<'a> {
+    phase: &'a str,
     task: usize,
     rows: usize,
     window: usize,
+}
+
+async fn one_stream(
+    mut client: MemoryServiceClient<tonic::transport::Channel>,
+    key: &str,
+    stream: Stream<'_>,
     budget: &AtomicU64,
     deadline: Instant,
 ) -> anyhow::Result<Run> {
+    let Stream {
+        phase,
+        task,
+        rows,
+        window,
+    } = stream;
     let (tx, rx) = mpsc::channel::<pb::WriteBatch>(window.max(1));
     let mut acks = client
         .stream_memories(with_key(key, ReceiverStream::new(rx))?)
@@ -273,7 +305,7 @@ async fn one_stream(
                 open = false;
                 break;
             }
-            let batch = write_batch(task, seq, rows);
+            let batch = write_batch(phase, task, seq, rows);
             sent_at.insert(seq, Instant::now());
             seq += 1;
             if tx.send(batch).await.is_err() {
@@ -340,7 +372,7 @@ pub async fn rest_single(
                     "agent_id": "agent_bench",
                     "memory_type": "episodic",
                     "event_type": "general",
-                    "content": content(task, seq, 0),
+                    "content": content("rest", task, seq, 0),
                 });
                 seq += 1;
                 let t = Instant::now();
@@ -360,7 +392,14 @@ pub async fn rest_single(
                         run.errors += 1;
                         run.throttled += 1;
                     }
-                    _ => run.errors += 1,
+                    Ok(r) => {
+                        run.errors += 1;
+                        *run.failures.entry(r.status().as_u16()).or_default() += 1;
+                    }
+                    Err(_) => {
+                        run.errors += 1;
+                        *run.failures.entry(0).or_default() += 1;
+                    }
                 }
             }
             run

@@ -87,6 +87,12 @@ fn line(name: &str, run: &mut Run) {
         run.throttled,
         run.elapsed.as_secs_f64(),
     );
+    if !run.failures.is_empty() {
+        println!(
+            "{name:<8} failures by status (0 = no response): {:?}",
+            run.failures
+        );
+    }
 }
 
 fn mib(kib: Option<u64>) -> String {
@@ -145,6 +151,7 @@ async fn main() -> anyhow::Result<()> {
     // 2. gRPC streaming
     let before = arc.stats().db(database).rows;
     let mut grpc = load::grpc_stream(
+        "grpc",
         &worker.url(),
         &key,
         args.rows,
@@ -189,6 +196,7 @@ async fn main() -> anyhow::Result<()> {
     };
     let url = worker.url();
     let stalled = load::grpc_stream(
+        "stalled",
         &url,
         &key,
         args.rows,
