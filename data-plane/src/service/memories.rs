@@ -10,14 +10,18 @@
 
 use super::dedup::auto_key;
 use super::ids::{memory_id, next_micros};
+use super::lookups::KeyLookup;
 use super::rows::{self, encode_object, rfc3339};
 use super::types::{Memory, MemoryList, NewMemory, SearchResult};
 use super::{MAX_BATCH, OrgService, ServiceError};
 use crate::arc::MemoryRow;
+use crate::query::QueryBuilder;
 use crate::query::{
     DedupKey, ListParams, ListQuery, MemoryId, SearchParams, SearchQuery, UnixMicros,
 };
+use crate::store::TenantStore;
 use std::collections::HashSet;
+use std::sync::Arc;
 use std::time::Instant;
 
 /// One stored input of a write: its id, and the memory rendered for the
@@ -118,7 +122,7 @@ impl OrgService {
                     unknown.push(DedupKey::parse(k)?);
                 }
             }
-            let found = self.lookup_keys(&unknown, now).await;
+            let found = self.lookup_keys(&unknown).await;
             if !found.is_empty() {
                 index.remember(&org, &found.iter().cloned().collect::<Vec<_>>(), expiry);
             }
@@ -217,30 +221,21 @@ impl OrgService {
         Ok(created)
     }
 
-    /// The keys among `keys` the store already holds within the window;
-    /// empty when the store cannot answer (fail-open, as the original).
-    async fn lookup_keys(&self, keys: &[DedupKey], now: i64) -> HashSet<String> {
-        let mut found = HashSet::new();
-        for sql in self
-            .builder
-            .dedup_lookup(keys, self.dedup.window, UnixMicros(now))
-        {
-            match self.store.query(&sql).await {
-                Ok(rows) => {
-                    let col = rows.column("dedup_key");
-                    for row in &rows.rows {
-                        if let Some(serde_json::Value::String(k)) = col.and_then(|c| row.get(c)) {
-                            found.insert(k.clone());
-                        }
-                    }
-                }
-                Err(e) => {
-                    tracing::warn!(org_id = %self.org, error = %e, "dedup lookup failed; writing without the store check");
-                    return found;
-                }
-            }
-        }
-        found
+    /// The keys among `keys` the store already holds within the window,
+    /// looked up together with the concurrent writes of this org
+    /// ([`LookupCoalescer`](super::lookups::LookupCoalescer)); empty when
+    /// the store cannot answer (fail-open, as the original).
+    async fn lookup_keys(&self, keys: &[DedupKey]) -> HashSet<String> {
+        let runner = Arc::new(StoreLookup {
+            store: self.store.clone(),
+            builder: self.builder.clone(),
+            window: self.dedup.window,
+            org: self.org.as_str().to_owned(),
+        });
+        self.shared
+            .lookups
+            .lookup(self.org.as_str(), keys.to_vec(), runner)
+            .await
     }
 
     /// One page of memories (`GET /api/v1/memories`).
@@ -277,5 +272,54 @@ impl OrgService {
         rows::memories(rows)?
             .pop()
             .ok_or(ServiceError::NotFound("memory"))
+    }
+}
+
+/// One org's store as a dedup key lookup: the builder's batched lookup
+/// statements (at most ~200 keys each, Arc's SQL length limit), fail-open.
+struct StoreLookup {
+    store: Arc<dyn TenantStore>,
+    builder: QueryBuilder,
+    window: std::time::Duration,
+    org: String,
+}
+
+impl KeyLookup for StoreLookup {
+    fn find(
+        &self,
+        keys: Vec<DedupKey>,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = HashSet<String>> + Send + '_>> {
+        Box::pin(async move {
+            // the statements of one round run concurrently
+            let mut queries = tokio::task::JoinSet::new();
+            for sql in self
+                .builder
+                .dedup_lookup(&keys, self.window, UnixMicros::now())
+            {
+                let store = self.store.clone();
+                queries.spawn(async move { store.query(&sql).await });
+            }
+            let mut found = HashSet::new();
+            while let Some(done) = queries.join_next().await {
+                match done {
+                    Ok(Ok(rows)) => {
+                        let col = rows.column("dedup_key");
+                        for row in &rows.rows {
+                            if let Some(serde_json::Value::String(k)) = col.and_then(|c| row.get(c))
+                            {
+                                found.insert(k.clone());
+                            }
+                        }
+                    }
+                    Ok(Err(e)) => {
+                        tracing::warn!(org_id = %self.org, error = %e, "dedup lookup failed; writing without the store check");
+                    }
+                    Err(e) => {
+                        tracing::error!(org_id = %self.org, error = %e, "dedup lookup task failed; writing without the store check");
+                    }
+                }
+            }
+            found
+        })
     }
 }

@@ -14,6 +14,7 @@ mod context;
 pub mod dedup;
 mod error;
 pub mod ids;
+pub mod lookups;
 mod memories;
 mod rows;
 mod sessions;
@@ -39,6 +40,8 @@ use std::sync::Arc;
 #[derive(Debug, Default)]
 pub struct ServiceShared {
     pub dedup: dedup::DedupIndex,
+    /// Concurrent dedup lookups of one org share store queries.
+    pub lookups: Arc<lookups::LookupCoalescer>,
     pub state: state::StateCache,
     /// Serializes agent registrations on this worker (unique names).
     pub(crate) register_lock: tokio::sync::Mutex<()>,
