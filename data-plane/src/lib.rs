@@ -11,6 +11,7 @@
 //! APIs.
 
 pub mod arc;
+pub mod arc_health;
 pub mod auth;
 pub mod grpc;
 pub mod ingest;

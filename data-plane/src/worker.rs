@@ -9,6 +9,7 @@
 //! arc instance".
 
 use crate::arc::{ArcClient, RetryPolicy};
+use crate::arc_health::ArcHealth;
 use crate::ingest::{Batcher, IngestGauges};
 use crate::registration::{self, WorkerIdentity};
 use crate::rest::{RestState, StoreResolver};
@@ -63,6 +64,7 @@ struct AppState {
     registry: Registry,
     batcher: Batcher,
     ingest: IngestGauges,
+    arc_health: Arc<ArcHealth>,
     started: Instant,
     worker_id: String,
 }
@@ -169,11 +171,18 @@ pub async fn run(options: WorkerOptions) -> Result<(), WorkerError> {
     };
     let ingest = IngestGauges::default();
     ingest.register(&mut registry);
+    let arc_health = Arc::new(ArcHealth::default());
+    let arc_health_task = tokio::spawn(arc_health.clone().run(
+        client.clone(),
+        handle.clone(),
+        Duration::from_secs(config.arc.connect_timeout.clamp(1, 60)),
+    ));
     let state = Arc::new(AppState {
         handle,
         registry,
         batcher: batcher.clone(),
         ingest,
+        arc_health,
         started: Instant::now(),
         worker_id: worker_id.clone(),
     });
@@ -257,6 +266,7 @@ pub async fn run(options: WorkerOptions) -> Result<(), WorkerError> {
         );
     }
     readiness_task.abort();
+    arc_health_task.abort();
     watcher_task.abort();
     // dropping the registration stops renewing; the lease lapses within its TTL
     registration_task.abort();
@@ -299,12 +309,13 @@ impl StoreResolver for OrgStores {
 
 async fn health(State(state): State<Arc<AppState>>) -> Json<serde_json::Value> {
     let uptime = humantime::format_duration(Duration::from_secs(state.started.elapsed().as_secs()));
+    let arc = state.arc_health.per_org(&state.handle.load());
     Json(json!({
         "status": "ok",
         "service": "memtrace",
         "worker_id": state.worker_id,
         "uptime": uptime.to_string(),
-        "arc": {},
+        "arc": arc,
     }))
 }
 
@@ -323,6 +334,8 @@ async fn ready(State(state): State<Arc<AppState>>) -> (StatusCode, Json<serde_js
             "applied_revision": snapshot.applied_revision,
             "staleness_ms": state.handle.staleness_ms(),
             "orgs": snapshot.orgs.len(),
+            // reported, never fatal: an unreachable Arc fails only its org
+            "arc": state.arc_health.per_org(&snapshot),
         })),
     )
 }

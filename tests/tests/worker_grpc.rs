@@ -293,7 +293,38 @@ async fn grpc_auth_scopes_no_arc_revocation_agents_and_sessions() {
     let (read_only, _) = c.key(&org, "read").await.unwrap();
     let unbound = c.org("grpc-unbound").await.unwrap();
     let (unbound_key, _) = c.key(&unbound, "read,write").await.unwrap();
-    let worker = c.worker("grpc-b", &[]).await.unwrap();
+    // bound to an address nothing listens on: reported unreachable, not fatal
+    let dark = c.org("grpc-dark-arc").await.unwrap();
+    c.add_arc(&dark, "http://127.0.0.1:9", DB, None)
+        .await
+        .unwrap();
+    let worker = c
+        .worker("grpc-b", &[("MEMTRACE_ARC_CONNECT_TIMEOUT", "1")])
+        .await
+        .unwrap();
+    let ready = eventually(
+        "arc reachability reported",
+        Duration::from_secs(15),
+        async || {
+            let r = memtrace_tests::http_client()
+                .get(format!("{}/ready", worker.url()))
+                .send()
+                .await
+                .ok()?;
+            let status = r.status().as_u16();
+            let body: Value = r.json().await.ok()?;
+            (body["arc"].as_object()?.len() == 2).then_some((status, body))
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        ready.0, 200,
+        "an unreachable arc never makes the worker unready"
+    );
+    assert_eq!(ready.1["arc"][&org], true, "{}", ready.1);
+    assert_eq!(ready.1["arc"][&dark], false, "{}", ready.1);
+    assert!(ready.1["arc"].get(&unbound).is_none(), "{}", ready.1);
     let ch = channel(&worker.url()).await;
     let mut memories = MemoryServiceClient::new(ch.clone());
     let write = |k: &str| {
