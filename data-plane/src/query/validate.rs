@@ -70,8 +70,22 @@ macro_rules! string_newtype {
                 }
             }
 
+            /// Validates `value`, keeping its allocation.
+            pub fn parse_owned(value: String) -> Result<Self, QueryError> {
+                let check: fn(&str) -> bool = $check;
+                if check(&value) {
+                    Ok(Self(value))
+                } else {
+                    Err(QueryError::invalid($field, $rule))
+                }
+            }
+
             pub fn as_str(&self) -> &str {
                 &self.0
+            }
+
+            pub fn into_string(self) -> String {
+                self.0
             }
         }
 

@@ -17,7 +17,7 @@ use super::{MAX_BATCH, OrgService, ServiceError};
 use crate::arc::MemoryRow;
 use crate::query::QueryBuilder;
 use crate::query::{
-    DedupKey, ListParams, ListQuery, MemoryId, SearchParams, SearchQuery, UnixMicros,
+    DedupKey, ListParams, ListQuery, MemoryId, SearchParams, SearchQuery, SessionId, UnixMicros,
 };
 use crate::store::TenantStore;
 use std::collections::HashSet;
@@ -166,26 +166,24 @@ impl OrgService {
                 m.id.as_ref()
                     .map(|i| i.as_str().to_owned())
                     .unwrap_or_else(|| memory_id(time));
+            let tags_csv = m
+                .tags
+                .iter()
+                .map(|t| t.as_str())
+                .collect::<Vec<_>>()
+                .join(",");
+            let metadata_json = encode_object(&m.metadata);
             let row = MemoryRow {
                 time,
                 id: id.clone(),
                 org_id: org.clone(),
-                agent_id: m.agent_id.as_str().to_owned(),
-                session_id: m
-                    .session_id
-                    .as_ref()
-                    .map(|s| s.as_str().to_owned())
-                    .unwrap_or_default(),
+                agent_id: m.agent_id.into_string(),
+                session_id: m.session_id.map(SessionId::into_string).unwrap_or_default(),
                 memory_type: m.memory_type.as_str().to_owned(),
-                event_type: m.event_type.as_str().to_owned(),
+                event_type: m.event_type.into_string(),
                 content: m.content,
-                metadata_json: encode_object(&m.metadata),
-                tags_csv: m
-                    .tags
-                    .iter()
-                    .map(|t| t.as_str())
-                    .collect::<Vec<_>>()
-                    .join(","),
+                metadata_json,
+                tags_csv,
                 dedup_key: key,
                 importance: m.importance,
                 parent_id: m.parent_id,

@@ -170,19 +170,26 @@ impl TryFrom<CreateMemoryRequest> for NewMemory {
     fn try_from(r: CreateMemoryRequest) -> Result<Self, ServiceError> {
         let agent_id = non_empty(r.agent_id)
             .ok_or(ServiceError::invalid(AgentId::FIELD, "is required"))
-            .and_then(|a| Ok(AgentId::parse(&a)?))?;
+            .and_then(|a| Ok(AgentId::parse_owned(a)?))?;
         let content = r
             .content
-            .map(|c| c.replace('\0', ""))
+            .map(|c| {
+                if c.contains('\0') {
+                    c.replace('\0', "")
+                } else {
+                    c
+                }
+            })
             .filter(|c| !c.is_empty())
             .ok_or(ServiceError::invalid("content", "is required"))?;
         let memory_type = match non_empty(r.memory_type) {
             Some(t) => MemoryType::parse(&t)?,
             None => MemoryType::Episodic,
         };
-        let event_type = EventType::parse(&non_empty(r.event_type).unwrap_or("general".into()))?;
+        let event_type =
+            EventType::parse_owned(non_empty(r.event_type).unwrap_or("general".into()))?;
         let session_id = non_empty(r.session_id)
-            .map(|s| SessionId::parse(&s))
+            .map(SessionId::parse_owned)
             .transpose()?;
         let tags = r
             .tags
