@@ -1,226 +1,21 @@
-//! [`Store`] over sqlx's `Any` driver: one implementation, two databases.
-//! SQL here is the subset SQLite and PostgreSQL share (`$n` parameters,
-//! BIGINT/TEXT/BLOB-or-BYTEA columns, no backend-specific functions).
+//! [`Store`] for [`SqlStore`]: the queries and transactions for meta, admin
+//! tokens, orgs and their tombstones, arc bindings and api keys. Settings and
+//! the audit log delegate to the `cfg_*` methods in `sql_config`.
 
-use super::settings_audit::{
+use super::SqlStore;
+use super::rows::{
+    API_KEY_COLUMNS, ORG_SUMMARY_SELECT, api_key, arc_binding, is_unique_violation, org_summary,
+};
+use crate::clock::now_ms;
+use crate::store::settings_audit::{
     AuditEntry, AuditFilter, AuditHead, AuditRecord, SettingChange, SettingRow,
 };
-use super::{
+use crate::store::{
     AdminTokenRow, ApiKeyRow, ArcBindingRow, OrgDeletion, OrgRow, OrgSummary, Store, StoreError,
     StoreResult, TombstoneRow,
 };
-use crate::clock::now_ms;
 use async_trait::async_trait;
-use sqlx::any::{AnyPoolOptions, AnyRow};
-use sqlx::migrate::Migrator;
-use sqlx::{AnyPool, Executor, Row};
-use std::time::Duration;
-
-static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("./migrations/sqlite");
-static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("./migrations/postgres");
-
-/// Which database a [`SqlStore`] talks to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Backend {
-    Sqlite,
-    Postgres,
-}
-
-impl Backend {
-    pub fn from_url(url: &str) -> StoreResult<Self> {
-        if url.starts_with("sqlite:") {
-            Ok(Self::Sqlite)
-        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-            Ok(Self::Postgres)
-        } else {
-            Err(StoreError::UnsupportedUrl(redact_url(url)))
-        }
-    }
-}
-
-/// The sqlx-backed store.
-#[derive(Clone)]
-pub struct SqlStore {
-    pub(super) pool: AnyPool,
-    pub(super) backend: Backend,
-}
-
-impl std::fmt::Debug for SqlStore {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SqlStore")
-            .field("backend", &self.backend)
-            .finish()
-    }
-}
-
-impl SqlStore {
-    /// Connects without migrating. For SQLite the file and its directory are
-    /// created with owner-only permissions when missing.
-    pub async fn connect(url: &str) -> StoreResult<Self> {
-        sqlx::any::install_default_drivers();
-        let backend = Backend::from_url(url)?;
-        let options = AnyPoolOptions::new().acquire_timeout(Duration::from_secs(5));
-        let pool = match backend {
-            Backend::Sqlite => {
-                prepare_sqlite_file(url)?;
-                options
-                    .max_connections(4)
-                    .after_connect(|conn, _meta| {
-                        Box::pin(async move {
-                            conn.execute(
-                                "PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 5000; PRAGMA journal_mode = WAL;",
-                            )
-                            .await?;
-                            Ok(())
-                        })
-                    })
-                    .connect(url)
-                    .await?
-            }
-            Backend::Postgres => options.max_connections(8).connect(url).await?,
-        };
-        Ok(Self { pool, backend })
-    }
-
-    /// The sqlite URL for a file path.
-    pub fn sqlite_url(path: &str) -> String {
-        format!("sqlite://{path}?mode=rwc")
-    }
-
-    pub fn backend(&self) -> Backend {
-        self.backend
-    }
-
-    /// Applies pending migrations (serialised across replicas by sqlx's
-    /// migration lock on PostgreSQL).
-    pub async fn migrate(&self) -> StoreResult<()> {
-        match self.backend {
-            Backend::Sqlite => SQLITE_MIGRATIONS.run(&self.pool).await?,
-            Backend::Postgres => POSTGRES_MIGRATIONS.run(&self.pool).await?,
-        }
-        Ok(())
-    }
-
-    /// The newest migration this binary knows.
-    pub fn latest_known_migration(&self) -> i64 {
-        let migrator = match self.backend {
-            Backend::Sqlite => &SQLITE_MIGRATIONS,
-            Backend::Postgres => &POSTGRES_MIGRATIONS,
-        };
-        migrator.iter().map(|m| m.version).max().unwrap_or(0)
-    }
-
-    pub async fn close(&self) {
-        self.pool.close().await;
-    }
-}
-
-fn prepare_sqlite_file(url: &str) -> StoreResult<()> {
-    let path = url
-        .trim_start_matches("sqlite://")
-        .trim_start_matches("sqlite:")
-        .split('?')
-        .next()
-        .unwrap_or_default();
-    if path.is_empty() || path == ":memory:" {
-        return Ok(());
-    }
-    let path = std::path::Path::new(path);
-    let io = |e: std::io::Error| StoreError::Database(sqlx::Error::Io(e));
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty())
-        && !dir.exists()
-    {
-        std::fs::create_dir_all(dir).map_err(io)?;
-        restrict(dir, 0o700).map_err(io)?;
-    }
-    if !path.exists() {
-        std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(path)
-            .map_err(io)?;
-        restrict(path, 0o600).map_err(io)?;
-    }
-    Ok(())
-}
-
-#[cfg(unix)]
-fn restrict(path: &std::path::Path, mode: u32) -> std::io::Result<()> {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
-}
-
-#[cfg(not(unix))]
-fn restrict(_path: &std::path::Path, _mode: u32) -> std::io::Result<()> {
-    Ok(())
-}
-
-/// The URL without its password, for error messages and logs.
-pub fn redact_url(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(scheme_end), Some(at)) if at > scheme_end => {
-            let userinfo = &url[scheme_end + 3..at];
-            let user = userinfo.split(':').next().unwrap_or_default();
-            format!("{}{user}:***{}", &url[..scheme_end + 3], &url[at..])
-        }
-        _ => url.to_owned(),
-    }
-}
-
-fn is_unique_violation(error: &sqlx::Error) -> bool {
-    matches!(error, sqlx::Error::Database(e) if e.is_unique_violation())
-}
-
-fn org_summary(row: &AnyRow) -> StoreResult<OrgSummary> {
-    let keys: i64 = row.try_get("key_count")?;
-    Ok(OrgSummary {
-        org: OrgRow {
-            id: row.try_get("id")?,
-            name: row.try_get("name")?,
-            created_at: row.try_get("created_at")?,
-        },
-        has_arc_binding: row.try_get::<i64, _>("arc_count")? > 0,
-        active_api_keys: u32::try_from(keys)
-            .map_err(|_| StoreError::Corrupt("key count".into()))?,
-    })
-}
-
-fn arc_binding(row: &AnyRow) -> StoreResult<ArcBindingRow> {
-    Ok(ArcBindingRow {
-        id: row.try_get("id")?,
-        org_id: row.try_get("org_id")?,
-        url: row.try_get("url")?,
-        database: row.try_get("database_name")?,
-        measurement: row.try_get("measurement")?,
-        api_key_envelope: row.try_get("api_key_envelope")?,
-        created_at: row.try_get("created_at")?,
-        updated_at: row.try_get("updated_at")?,
-    })
-}
-
-fn api_key(row: &AnyRow) -> StoreResult<ApiKeyRow> {
-    Ok(ApiKeyRow {
-        id: row.try_get("id")?,
-        org_id: row.try_get("org_id")?,
-        name: row.try_get("name")?,
-        key_hash: row.try_get("key_hash")?,
-        scopes: row.try_get("scopes")?,
-        created_at: row.try_get("created_at")?,
-        expires_at: row.try_get("expires_at")?,
-        last_used_at: row.try_get("last_used_at")?,
-        revoked_at: row.try_get("revoked_at")?,
-    })
-}
-
-const ORG_SUMMARY_SELECT: &str = "SELECT o.id, o.name, o.created_at, \
-     (SELECT COUNT(*) FROM arc_bindings a WHERE a.org_id = o.id) AS arc_count, \
-     (SELECT COUNT(*) FROM api_keys k WHERE k.org_id = o.id AND k.revoked_at IS NULL \
-        AND (k.expires_at IS NULL OR k.expires_at > $1)) AS key_count \
-     FROM orgs o";
-
-const API_KEY_COLUMNS: &str =
-    "id, org_id, name, key_hash, scopes, created_at, expires_at, last_used_at, revoked_at";
+use sqlx::Row;
 
 #[async_trait]
 impl Store for SqlStore {
@@ -651,26 +446,5 @@ impl Store for SqlStore {
 
     async fn audit_head(&self) -> StoreResult<AuditHead> {
         self.cfg_audit_head().await
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn backend_detection_and_redaction() {
-        assert_eq!(Backend::from_url("sqlite://x.db").unwrap(), Backend::Sqlite);
-        assert_eq!(
-            Backend::from_url("postgres://u@h/db").unwrap(),
-            Backend::Postgres
-        );
-        let err = Backend::from_url("mysql://u:hunter2@h/db")
-            .unwrap_err()
-            .to_string();
-        assert!(
-            err.contains("mysql://u:***@h/db") && !err.contains("hunter2"),
-            "{err}"
-        );
     }
 }
