@@ -16,16 +16,28 @@
 //! Dropping the [`PgServer`] stops the server (`pg_ctl stop -m immediate`, then
 //! `kill -KILL` of the postmaster). A small watchdog shell process also stops
 //! it if the test process dies without running `Drop` (e.g. a timeout kill).
+//!
+//! Layout: this module holds [`PgServer`] (start, URLs, `psql`, stop);
+//! `bins` finds the PostgreSQL binaries, `os` holds the operating-system
+//! helpers (root detection, the unprivileged user, temporary directories,
+//! free ports, running commands).
+
+mod bins;
+mod os;
+
+#[cfg(test)]
+mod tests;
 
 use std::fs;
-use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
-use std::os::unix::fs::PermissionsExt;
+use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail};
+use bins::{PgBins, which};
+use os::{free_port, make_temp_dir, run, running_as_root, unprivileged_user};
 use tempfile::TempDir;
 
 /// Superuser created by `initdb`; every URL connects as this role.
@@ -333,184 +345,6 @@ impl Drop for PgServer {
     }
 }
 
-/// Paths of the PostgreSQL binaries, all from one installation.
-#[derive(Debug, Clone)]
-struct PgBins {
-    initdb: PathBuf,
-    pg_ctl: PathBuf,
-    psql: Option<PathBuf>,
-    pg_isready: Option<PathBuf>,
-}
-
-impl PgBins {
-    /// Look for `initdb`, `pg_ctl` and `postgres` side by side: first on
-    /// `PATH`, then in `/usr/lib/postgresql/<newest version>/bin`.
-    fn find() -> Result<PgBins> {
-        let path = std::env::var_os("PATH").unwrap_or_default();
-        Self::find_in(&path, Path::new("/usr/lib/postgresql"))
-    }
-
-    /// [`PgBins::find`] with an explicit search `path` and versioned `lib_root`.
-    fn find_in(path: &std::ffi::OsStr, lib_root: &Path) -> Result<PgBins> {
-        let mut server_dirs: Vec<PathBuf> = Vec::new();
-        if let Some(initdb) = which_in("initdb", path) {
-            // Follow symlinks (e.g. /usr/local/bin/initdb -> .../15/bin/initdb)
-            // so we also find client tools next to the real binaries.
-            if let Ok(real) = fs::canonicalize(&initdb) {
-                server_dirs.extend(real.parent().map(Path::to_path_buf));
-            }
-            server_dirs.extend(initdb.parent().map(Path::to_path_buf));
-        }
-        server_dirs.extend(versioned_bin_dirs(lib_root));
-
-        let server_dir = server_dirs
-            .iter()
-            .find(|d| {
-                ["initdb", "pg_ctl", "postgres"]
-                    .iter()
-                    .all(|b| is_executable(&d.join(b)))
-            })
-            .ok_or_else(|| {
-                anyhow!(
-                    "PostgreSQL server binaries (initdb, pg_ctl, postgres) not found on PATH \
-                     or under /usr/lib/postgresql/*/bin; install them with: {INSTALL_HINT}"
-                )
-            })?
-            .clone();
-
-        // Client tools: prefer the same installation, then PATH.
-        let client = |name: &str| {
-            server_dirs
-                .iter()
-                .map(|d| d.join(name))
-                .find(|p| is_executable(p))
-                .or_else(|| which_in(name, path))
-        };
-        Ok(PgBins {
-            initdb: server_dir.join("initdb"),
-            pg_ctl: server_dir.join("pg_ctl"),
-            psql: client("psql"),
-            pg_isready: client("pg_isready"),
-        })
-    }
-
-    fn psql(&self) -> Result<&Path> {
-        self.psql.as_deref().ok_or_else(|| {
-            anyhow!("psql not found on PATH or under /usr/lib/postgresql/*/bin; install it with: {INSTALL_HINT}")
-        })
-    }
-}
-
-/// `<root>/<version>/bin` directories, newest version first.
-fn versioned_bin_dirs(root: &Path) -> Vec<PathBuf> {
-    let Ok(entries) = fs::read_dir(root) else {
-        return Vec::new();
-    };
-    let mut versions: Vec<(Vec<u32>, PathBuf)> = entries
-        .filter_map(|e| e.ok())
-        .filter_map(|e| {
-            let name = e.file_name().into_string().ok()?;
-            let key = parse_version(&name)?;
-            Some((key, e.path().join("bin")))
-        })
-        .collect();
-    versions.sort_by(|a, b| b.0.cmp(&a.0));
-    versions.into_iter().map(|(_, p)| p).collect()
-}
-
-/// `"15"` -> `[15]`, `"9.6"` -> `[9, 6]`; anything else -> `None`.
-fn parse_version(name: &str) -> Option<Vec<u32>> {
-    name.split('.').map(|p| p.parse().ok()).collect()
-}
-
-fn which(name: &str) -> Option<PathBuf> {
-    which_in(name, &std::env::var_os("PATH")?)
-}
-
-fn which_in(name: &str, path: &std::ffi::OsStr) -> Option<PathBuf> {
-    std::env::split_paths(path)
-        .filter(|d| !d.as_os_str().is_empty())
-        .map(|d| d.join(name))
-        .find(|p| is_executable(p))
-}
-
-fn is_executable(p: &Path) -> bool {
-    fs::metadata(p)
-        .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-        .unwrap_or(false)
-}
-
-/// Effective uid is 0, read from `/proc/self/status` (fallback: `id -u`).
-fn running_as_root() -> bool {
-    if let Ok(status) = fs::read_to_string("/proc/self/status")
-        && let Some(euid) = parse_euid(&status)
-    {
-        return euid == 0;
-    }
-    Command::new("id")
-        .arg("-u")
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
-        .unwrap_or(false)
-}
-
-/// Second field of the `Uid:` line (real, effective, saved, filesystem).
-fn parse_euid(status: &str) -> Option<u32> {
-    let line = status.lines().find(|l| l.starts_with("Uid:"))?;
-    line.split_whitespace().nth(2)?.parse().ok()
-}
-
-/// An existing non-root account to run the server as.
-fn unprivileged_user() -> Result<String> {
-    for user in ["postgres", "nobody"] {
-        let uid = Command::new("id")
-            .args(["-u", user])
-            .output()
-            .ok()
-            .filter(|o| o.status.success())
-            .and_then(|o| {
-                String::from_utf8_lossy(&o.stdout)
-                    .trim()
-                    .parse::<u32>()
-                    .ok()
-            });
-        if matches!(uid, Some(u) if u != 0) {
-            return Ok(user.to_string());
-        }
-    }
-    bail!(
-        "running as root and neither a `postgres` nor a `nobody` user exists to run PostgreSQL as; \
-         install the server (which creates `postgres`) with: {INSTALL_HINT}"
-    )
-}
-
-/// A fresh temporary directory. When the server will run as another user,
-/// every ancestor must be searchable by it, so fall back to `/tmp` when the
-/// default temp dir (e.g. `$TMPDIR` under `/root`) is not. The path is kept
-/// short (the Unix socket path inside it is limited to ~107 bytes) and free of
-/// whitespace (it is passed through `pg_ctl -o`, which a shell splits).
-fn make_temp_dir(for_other_user: bool) -> Result<TempDir> {
-    let mut base = std::env::temp_dir();
-    let awkward =
-        base.as_os_str().len() > 60 || base.to_string_lossy().contains(char::is_whitespace);
-    if awkward || (for_other_user && !world_searchable(&base)) {
-        base = PathBuf::from("/tmp");
-    }
-    tempfile::Builder::new()
-        .prefix("memtrace-pg-")
-        .tempdir_in(&base)
-        .with_context(|| format!("creating a temporary directory in {}", base.display()))
-}
-
-fn world_searchable(dir: &Path) -> bool {
-    dir.ancestors().all(|a| {
-        a.as_os_str().is_empty()
-            || fs::metadata(a)
-                .map(|m| m.permissions().mode() & 0o001 != 0)
-                .unwrap_or(false)
-    })
-}
-
 fn validate_db_name(name: &str) -> Result<()> {
     let mut chars = name.chars();
     let first_ok = chars
@@ -521,99 +355,4 @@ fn validate_db_name(name: &str) -> Result<()> {
         bail!("invalid database name {name:?}: use [A-Za-z_][A-Za-z0-9_]*, at most 63 bytes");
     }
     Ok(())
-}
-
-/// Bind `127.0.0.1:0`, note the port the kernel picked, release it.
-fn free_port() -> Result<u16> {
-    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).context("binding 127.0.0.1:0")?;
-    Ok(listener.local_addr()?.port())
-}
-
-/// Run to completion; a non-zero exit is an error carrying stdout and stderr.
-fn run(cmd: &mut Command, what: &str) -> Result<Output> {
-    let out = cmd
-        .output()
-        .with_context(|| format!("{what}: failed to execute {cmd:?}"))?;
-    if !out.status.success() {
-        let mut stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-        if stderr.len() > 8000 {
-            stderr.truncate(8000);
-        }
-        bail!(
-            "{what} failed ({}): {cmd:?}\nstdout:\n{}\nstderr:\n{stderr}",
-            out.status,
-            String::from_utf8_lossy(&out.stdout),
-        );
-    }
-    Ok(out)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn versions_sort_newest_first() {
-        let dir = tempfile::tempdir().unwrap();
-        for v in ["9.6", "15", "16", "notaversion", "13"] {
-            fs::create_dir_all(dir.path().join(v).join("bin")).unwrap();
-        }
-        let got: Vec<String> = versioned_bin_dirs(dir.path())
-            .iter()
-            .map(|p| {
-                p.parent()
-                    .unwrap()
-                    .file_name()
-                    .unwrap()
-                    .to_string_lossy()
-                    .into_owned()
-            })
-            .collect();
-        assert_eq!(got, ["16", "15", "13", "9.6"]);
-    }
-
-    #[test]
-    fn missing_binaries_say_what_to_install() {
-        let empty = tempfile::tempdir().unwrap();
-        let err = PgBins::find_in(empty.path().as_os_str(), empty.path()).unwrap_err();
-        assert!(
-            err.to_string().contains("apt-get install -y postgresql"),
-            "{err}"
-        );
-    }
-
-    #[test]
-    fn binaries_found_under_newest_versioned_dir() {
-        let root = tempfile::tempdir().unwrap();
-        for v in ["13", "16"] {
-            let bin = root.path().join(v).join("bin");
-            fs::create_dir_all(&bin).unwrap();
-            for b in ["initdb", "pg_ctl", "postgres", "psql"] {
-                fs::write(bin.join(b), "#!/bin/sh\n").unwrap();
-                fs::set_permissions(bin.join(b), fs::Permissions::from_mode(0o755)).unwrap();
-            }
-        }
-        let bins = PgBins::find_in(std::ffi::OsStr::new(""), root.path()).unwrap();
-        assert_eq!(bins.initdb, root.path().join("16/bin/initdb"));
-        assert_eq!(bins.psql, Some(root.path().join("16/bin/psql")));
-        assert_eq!(bins.pg_isready, None);
-    }
-
-    #[test]
-    fn euid_is_the_second_uid_field() {
-        let status = "Name:\tx\nUid:\t1000\t0\t0\t0\nGid:\t1\t1\t1\t1\n";
-        assert_eq!(parse_euid(status), Some(0));
-        assert_eq!(parse_euid("Uid:\t0\t1000\t1000\t1000\n"), Some(1000));
-        assert_eq!(parse_euid("nothing"), None);
-    }
-
-    #[test]
-    fn database_names_are_plain_identifiers() {
-        assert!(validate_db_name("alpha_1").is_ok());
-        assert!(validate_db_name("_x").is_ok());
-        assert!(validate_db_name("").is_err());
-        assert!(validate_db_name("1abc").is_err());
-        assert!(validate_db_name("a\"; DROP").is_err());
-        assert!(validate_db_name(&"a".repeat(64)).is_err());
-    }
 }
