@@ -45,9 +45,14 @@ fn record(identity: &WorkerIdentity, handle: &SnapshotHandle) -> (Vec<u8>, (i64,
     (record.encode_to_vec(), state)
 }
 
-/// Keeps the registration alive until the task is aborted. `tick` is how
-/// often the applied revision is checked (and at most how late a change is
-/// reported); the lease is renewed every `ttl / 3`.
+/// Longest a shutdown waits for the lease to be revoked.
+const REVOKE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Keeps the registration alive until `stop` turns true, then revokes the
+/// lease (so the worker leaves `memtracectl workers` and the live-worker
+/// count at once, instead of after its TTL). `tick` is how often the applied
+/// revision is checked (and at most how late a change is reported); the
+/// lease is renewed every `ttl / 3`.
 pub async fn run(
     bus: Arc<dyn StateBus>,
     keys: StateKeys,
@@ -55,6 +60,7 @@ pub async fn run(
     handle: Arc<SnapshotHandle>,
     ttl: Duration,
     tick: Duration,
+    mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
     let key = keys.worker(&identity.worker_id);
     let renew_every = ttl / 3;
@@ -65,6 +71,10 @@ pub async fn run(
             Ok(lease) => lease,
             Err(error) => {
                 tracing::warn!(%error, "worker registration failed; retrying");
+                let stopping = *stop.borrow();
+                if stopping {
+                    return;
+                }
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(Duration::from_secs(5));
                 continue;
@@ -74,7 +84,21 @@ pub async fn run(
         tracing::info!(worker_id = %identity.worker_id, applied_revision = reported.0, "worker registered");
         let mut last_renew = tokio::time::Instant::now();
         loop {
-            tokio::time::sleep(tick.min(renew_every)).await;
+            tokio::select! {
+                () = tokio::time::sleep(tick.min(renew_every)) => {}
+                changed = stop.changed() => {
+                    let stopping = changed.is_err() || *stop.borrow();
+                    if !stopping {
+                        continue;
+                    }
+                    match tokio::time::timeout(REVOKE_TIMEOUT, lease.revoke()).await {
+                        Ok(Ok(())) => tracing::info!(worker_id = %identity.worker_id, "worker registration revoked"),
+                        Ok(Err(error)) => tracing::warn!(%error, "worker registration revoke failed; it lapses with its lease"),
+                        Err(_) => tracing::warn!("worker registration revoke timed out; it lapses with its lease"),
+                    }
+                    return;
+                }
+            }
             let (value, state) = record(&identity, &handle);
             let result = if state != reported {
                 reported = state;

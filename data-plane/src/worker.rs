@@ -121,6 +121,7 @@ pub async fn run(options: WorkerOptions) -> Result<(), WorkerError> {
         },
     );
     let watcher_task = tokio::spawn(watcher.run());
+    let (stop_registration, registration_stop) = tokio::sync::watch::channel(false);
     let registration_task = tokio::spawn(registration::run(
         bus,
         keys,
@@ -133,6 +134,7 @@ pub async fn run(options: WorkerOptions) -> Result<(), WorkerError> {
         handle.clone(),
         Duration::from_millis(config.worker.registration_ttl_ms.max(1_000)),
         Duration::from_millis(200),
+        registration_stop,
     ));
 
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
@@ -268,8 +270,14 @@ pub async fn run(options: WorkerOptions) -> Result<(), WorkerError> {
     readiness_task.abort();
     arc_health_task.abort();
     watcher_task.abort();
-    // dropping the registration stops renewing; the lease lapses within its TTL
-    registration_task.abort();
+    // leave the fleet at once: revoke the registration's lease (bounded)
+    stop_registration.send_replace(true);
+    if tokio::time::timeout(Duration::from_secs(3), registration_task)
+        .await
+        .is_err()
+    {
+        tracing::warn!("worker registration did not stop in time; it lapses with its lease");
+    }
     served.map_err(|e| WorkerError::Serve(e.to_string()))?;
     tracing::info!("worker stopped");
     Ok(())

@@ -166,6 +166,7 @@ async fn publishes_and_workers_follow_with_no_plaintext_in_etcd() {
 
     // worker registration and cluster status
     let keys = StateKeys::new(&c.prefix);
+    let (stop_reg, reg_stop) = tokio::sync::watch::channel(false);
     let reg = tokio::spawn(registration::run(
         bus.clone(),
         keys.clone(),
@@ -178,6 +179,7 @@ async fn publishes_and_workers_follow_with_no_plaintext_in_etcd() {
         w.handle.clone(),
         Duration::from_secs(3),
         Duration::from_millis(100),
+        reg_stop,
     ));
     let status = worker_in_sync(&c.ctl, "worker-a", "worker in sync").await;
     assert_eq!(status["bus"], "etcd");
@@ -200,7 +202,19 @@ async fn publishes_and_workers_follow_with_no_plaintext_in_etcd() {
     .unwrap();
     // the registration follows the applied revision: the worker is in sync again
     worker_in_sync(&c.ctl, "worker-a", "worker in sync after delete").await;
-    reg.abort();
+
+    // a stopping worker revokes its lease: gone at once, not after its TTL
+    stop_reg.send_replace(true);
+    tokio::time::timeout(Duration::from_secs(5), reg)
+        .await
+        .expect("registration stops promptly")
+        .unwrap();
+    let workers = c.ctl.json(&["workers"]).await.unwrap();
+    assert_eq!(
+        workers["workers"].as_array().map(Vec::len),
+        Some(0),
+        "revoked, well within the 3 s ttl: {workers}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
