@@ -23,6 +23,9 @@ use tokio::time::Instant;
 
 type Queue = mpsc::UnboundedReceiver<Pending>;
 
+/// Most rows a batch's columns are sized for up front.
+const MAX_PREALLOC_ROWS: u64 = 10_000;
+
 /// Runs until the org's channel is closed and drained, the flusher retires
 /// idle, or the shutdown grace runs out.
 pub(crate) async fn run(shared: Arc<Shared>, org: Arc<OrgState>, mut rx: Queue) {
@@ -47,7 +50,9 @@ pub(crate) async fn run(shared: Arc<Shared>, org: Arc<OrgState>, mut rx: Queue) 
             ws.max_batch_bytes
         };
         let deadline = Instant::now() + ws.linger;
-        let mut batch = Batch::new(first);
+        // room for a full batch (bounded: a huge setting must not pre-allocate)
+        let capacity = usize::try_from(batch_size.min(MAX_PREALLOC_ROWS)).unwrap_or(1);
+        let mut batch = Batch::new(first, capacity);
         let mut cancelled = false;
         // Adaptive group commit: take everything already queued; then, if
         // Arc has a free write slot, send at once (lowest latency when

@@ -171,10 +171,12 @@ pub(crate) struct Batch {
 }
 
 impl Batch {
-    pub fn new(first: Pending) -> Self {
+    /// A batch starting with `first`, with room for `capacity` rows (the
+    /// batch size, so the columns never grow while the batch fills).
+    pub fn new(first: Pending, capacity: usize) -> Self {
         let mut b = Self {
             route: first.route.clone(),
-            data: MemoryBatch::with_capacity(first.rows.len()),
+            data: MemoryBatch::with_capacity(capacity.max(first.rows.len())),
             rows: 0,
             bytes: 0,
             waiters: Vec::new(),
