@@ -539,3 +539,76 @@ async fn sigterm_flushes_queued_writes_and_acks_them_before_exit() {
     );
     release.await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_queue_answers_429_with_retry_after_and_loses_nothing() {
+    let c = Cluster::start("/memtrace-grpc-full/v1/").await.unwrap();
+    let arc = arc().await;
+    let (_org, key) = bound_org(&c, &arc, "grpc-full").await;
+    c.ctl
+        .json(&["config", "set", "limits.max_queued_events", "2"])
+        .await
+        .unwrap();
+    let worker = c.worker("grpc-full", &[]).await.unwrap();
+    arc.faults().inject(Fault::stall().on(Target::Writes));
+    let mut held = Vec::new();
+    for i in 0..2 {
+        let (base, key) = (worker.url(), key.clone());
+        held.push(tokio::spawn(async move {
+            rest(
+                &base,
+                &key,
+                "POST",
+                "/api/v1/memories",
+                Some(json!({"agent_id": "agent_full", "content": format!("queued {i}")})),
+            )
+            .await
+        }));
+        // one at a time, so each is admitted before the next arrives
+        eventually("write queued", Duration::from_secs(10), async || {
+            let metrics = memtrace_tests::http_client()
+                .get(format!("{}/metrics", worker.url()))
+                .send()
+                .await
+                .ok()?
+                .text()
+                .await
+                .ok()?;
+            metrics
+                .lines()
+                .any(|l| l == format!("memtrace_ingest_queued_rows {}", i + 1))
+                .then_some(())
+        })
+        .await
+        .unwrap();
+    }
+    // the queue holds 2: the third write is refused at once, with a hint when to retry
+    let http = memtrace_tests::http_client();
+    let refused = http
+        .post(format!("{}/api/v1/memories", worker.url()))
+        .header("x-api-key", &key)
+        .json(&json!({"agent_id": "agent_full", "content": "one too many"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status().as_u16(), 429);
+    let retry_after: u64 = refused.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(retry_after >= 1, "{retry_after}");
+    let body: Value = refused.json().await.unwrap();
+    assert!(body["error"].as_str().unwrap().contains("queue"), "{body}");
+    // released: the two admitted writes are stored and acknowledged, the
+    // refused one was never stored
+    arc.faults().clear();
+    for h in held {
+        let (s, b) = tokio::time::timeout(Duration::from_secs(10), h)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(s, 201, "{b}");
+    }
+    assert_eq!(arc.row_count(DB, "events"), 2);
+}
