@@ -40,10 +40,32 @@ pub struct DedupIndex {
 
 #[derive(Debug, Default)]
 struct Inner {
-    /// (org, key) → expiry, µs.
-    live: HashMap<Key, i64>,
+    /// org → key → expiry, µs (nested so lookups by `&str` allocate nothing).
+    live: HashMap<String, HashMap<String, i64>>,
+    /// Keys held over all orgs.
+    count: usize,
     /// Insertion order, for eviction.
     order: VecDeque<Key>,
+}
+
+impl Inner {
+    fn expiry(&self, org: &str, key: &str) -> Option<i64> {
+        self.live.get(org).and_then(|keys| keys.get(key)).copied()
+    }
+
+    fn remove(&mut self, org: &str, key: &str) -> bool {
+        let Some(keys) = self.live.get_mut(org) else {
+            return false;
+        };
+        let removed = keys.remove(key).is_some();
+        if removed {
+            self.count -= 1;
+            if keys.is_empty() {
+                self.live.remove(org);
+            }
+        }
+        removed
+    }
 }
 
 impl DedupIndex {
@@ -64,11 +86,7 @@ impl DedupIndex {
 
     /// Whether `key` is known (not expired at `now`) for `org`.
     pub fn contains(&self, org: &str, key: &str, now: i64) -> bool {
-        let inner = self.lock();
-        inner
-            .live
-            .get(&(org.to_owned(), key.to_owned()))
-            .is_some_and(|exp| *exp > now)
+        self.lock().expiry(org, key).is_some_and(|exp| exp > now)
     }
 
     /// Reserves each key not already known; returns, per key, whether it was
@@ -77,11 +95,10 @@ impl DedupIndex {
         let mut inner = self.lock();
         keys.iter()
             .map(|k| {
-                let id = (org.to_owned(), k.clone());
-                if inner.live.get(&id).is_some_and(|exp| *exp > now) {
+                if inner.expiry(org, k).is_some_and(|exp| exp > now) {
                     return false;
                 }
-                self.insert_locked(&mut inner, id, expiry);
+                self.insert_locked(&mut inner, org, k, expiry);
                 true
             })
             .collect()
@@ -91,7 +108,7 @@ impl DedupIndex {
     pub fn remember(&self, org: &str, keys: &[String], expiry: i64) {
         let mut inner = self.lock();
         for k in keys {
-            self.insert_locked(&mut inner, (org.to_owned(), k.clone()), expiry);
+            self.insert_locked(&mut inner, org, k, expiry);
         }
     }
 
@@ -99,27 +116,35 @@ impl DedupIndex {
     pub fn release(&self, org: &str, keys: &[String]) {
         let mut inner = self.lock();
         for k in keys {
-            inner.live.remove(&(org.to_owned(), k.clone()));
+            inner.remove(org, k);
         }
     }
 
     /// Keys currently held (expired ones included until evicted).
     pub fn len(&self) -> usize {
-        self.lock().live.len()
+        self.lock().count
     }
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
 
-    fn insert_locked(&self, inner: &mut Inner, id: Key, expiry: i64) {
-        if inner.live.insert(id.clone(), expiry).is_none() {
-            inner.order.push_back(id);
+    fn insert_locked(&self, inner: &mut Inner, org: &str, key: &str, expiry: i64) {
+        let keys = match inner.live.get_mut(org) {
+            Some(keys) => keys,
+            None => inner.live.entry(org.to_owned()).or_default(),
+        };
+        if let Some(exp) = keys.get_mut(key) {
+            *exp = expiry;
+        } else {
+            keys.insert(key.to_owned(), expiry);
+            inner.count += 1;
+            inner.order.push_back((org.to_owned(), key.to_owned()));
         }
-        while inner.live.len() > self.capacity {
+        while inner.count > self.capacity {
             match inner.order.pop_front() {
-                Some(old) => {
-                    inner.live.remove(&old);
+                Some((o, k)) => {
+                    inner.remove(&o, &k);
                 }
                 None => break,
             }
@@ -128,9 +153,10 @@ impl DedupIndex {
         if inner.order.len() > self.capacity.saturating_mul(2) {
             let live = &inner.live;
             let mut seen = std::collections::HashSet::new();
-            inner
-                .order
-                .retain(|k| live.contains_key(k) && seen.insert(k.clone()));
+            inner.order.retain(|(o, k)| {
+                live.get(o).is_some_and(|keys| keys.contains_key(k))
+                    && seen.insert((o.clone(), k.clone()))
+            });
         }
     }
 }
