@@ -6,21 +6,23 @@
 //! fail-open as the original if the store cannot answer); survivors are
 //! reserved in the index before the write (so a concurrent request with the
 //! same key is a duplicate even while this write is pending) and released
-//! if the write fails.
+//! if the write fails. A write holding reservations runs in its own task,
+//! so a cancelled request cannot leave them held for a write that failed.
 
 use super::dedup::auto_key;
 use super::ids::{memory_id, next_micros};
 use super::lookups::KeyLookup;
 use super::rows::{self, encode_object, rfc3339};
 use super::types::{Memory, MemoryList, NewMemory, SearchResult};
-use super::{MAX_BATCH, OrgService, ServiceError};
+use super::{MAX_BATCH, OrgService, ServiceError, ServiceShared};
 use crate::arc::MemoryRow;
 use crate::query::QueryBuilder;
 use crate::query::{
     DedupKey, ListParams, ListQuery, MemoryId, SearchParams, SearchQuery, SessionId, UnixMicros,
 };
-use crate::store::TenantStore;
+use crate::store::{StoreError, TenantStore};
 use std::collections::HashSet;
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -210,8 +212,18 @@ impl OrgService {
             return Ok(created);
         }
         let count = rows.len();
-        if let Err(e) = self.store.append_memories(rows).await {
-            self.shared.dedup.release(&org, &reserved);
+        let result = if reserved.is_empty() {
+            self.store.append_memories(rows).await
+        } else {
+            let store = self.store.clone();
+            let release = Release {
+                shared: self.shared.clone(),
+                org: org.clone(),
+                keys: reserved,
+            };
+            write_reserved(release, async move { store.append_memories(rows).await }).await
+        };
+        if let Err(e) = result {
             tracing::warn!(org_id = %org, error = %e, "memory write failed");
             return Err(e.into());
         }
@@ -273,6 +285,46 @@ impl OrgService {
     }
 }
 
+/// Dedup keys reserved for a write, released when dropped armed: the
+/// write failed, or its task panicked or was dropped at shutdown.
+struct Release {
+    shared: Arc<ServiceShared>,
+    org: String,
+    keys: Vec<String>,
+}
+
+impl Drop for Release {
+    fn drop(&mut self) {
+        if !self.keys.is_empty() {
+            self.shared.dedup.release(&self.org, &self.keys);
+        }
+    }
+}
+
+/// Runs `write` to its end in its own task, so a caller that goes away
+/// (client disconnect, cancelled call) cannot leave the keys reserved for
+/// a write that then fails: those keys would refuse every retry as a
+/// duplicate for the whole window though nothing was stored. The keys stay
+/// reserved only if the write succeeded.
+async fn write_reserved<F>(mut release: Release, write: F) -> Result<(), StoreError>
+where
+    F: Future<Output = Result<(), StoreError>> + Send + 'static,
+{
+    let task = tokio::spawn(async move {
+        let result = write.await;
+        if result.is_ok() {
+            release.keys.clear();
+        }
+        drop(release);
+        result
+    });
+    task.await.unwrap_or_else(|e| {
+        Err(StoreError::Backend(format!(
+            "memory write task failed: {e}"
+        )))
+    })
+}
+
 /// One org's store as a dedup key lookup: the builder's batched lookup
 /// statements (at most ~200 keys each, Arc's SQL length limit), fail-open.
 struct StoreLookup {
@@ -319,5 +371,67 @@ impl KeyLookup for StoreLookup {
             }
             found
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+    use tokio::sync::oneshot;
+
+    fn reserved(shared: &Arc<ServiceShared>, key: &str) -> Release {
+        let keys = vec![key.to_owned()];
+        assert_eq!(shared.dedup.reserve("org_a", &keys, 0, i64::MAX), [true]);
+        Release {
+            shared: shared.clone(),
+            org: "org_a".into(),
+            keys,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_cancelled_request_whose_write_fails_releases_its_keys() {
+        let shared = Arc::new(ServiceShared::default());
+        let release = reserved(&shared, "k1");
+        let (started_tx, started) = oneshot::channel::<()>();
+        let (fail, failed) = oneshot::channel::<()>();
+        let caller = tokio::spawn(write_reserved(release, async move {
+            let _ = started_tx.send(());
+            let _ = failed.await;
+            Err(StoreError::Backend("arc said no".into()))
+        }));
+        started.await.unwrap();
+        caller.abort();
+        assert!(caller.await.unwrap_err().is_cancelled());
+        assert!(
+            shared.dedup.contains("org_a", "k1", 1),
+            "held while the write is pending"
+        );
+        fail.send(()).unwrap();
+        for _ in 0..500 {
+            if !shared.dedup.contains("org_a", "k1", 1) {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+        }
+        assert!(
+            !shared.dedup.contains("org_a", "k1", 1),
+            "a failed write must not leave its key refusing retries as duplicates"
+        );
+    }
+
+    #[tokio::test]
+    async fn keys_stay_reserved_after_a_stored_write_and_go_after_a_failed_one() {
+        let shared = Arc::new(ServiceShared::default());
+        let ok = write_reserved(reserved(&shared, "k1"), async { Ok(()) }).await;
+        assert!(ok.is_ok());
+        assert!(shared.dedup.contains("org_a", "k1", 1));
+        let err = write_reserved(reserved(&shared, "k2"), async {
+            Err(StoreError::Backend("arc said no".into()))
+        })
+        .await;
+        assert!(matches!(err, Err(StoreError::Backend(_))));
+        assert!(!shared.dedup.contains("org_a", "k2", 1));
     }
 }
