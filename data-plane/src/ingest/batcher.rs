@@ -56,11 +56,13 @@ impl Shared {
     }
 
     /// Called by an idle flusher: removes its org if nothing is queued or
-    /// in flight (under the lock `submit` sends under, so no request can
-    /// slip in between). True when the flusher should exit.
-    pub fn retire(&self, org: &Arc<OrgState>, queued: bool) -> bool {
+    /// in flight. `queued` is asked under the lock `submit` sends under, so
+    /// no request can slip in between the check and the removal (it would
+    /// be dropped with the flusher's queue). True when the flusher should
+    /// exit.
+    pub fn retire(&self, org: &Arc<OrgState>, queued: impl FnOnce() -> bool) -> bool {
         let mut orgs = self.orgs();
-        if queued || org.in_flight.available_permits() < super::MAX_IN_FLIGHT {
+        if queued() || org.in_flight.available_permits() < super::MAX_IN_FLIGHT {
             return false;
         }
         match orgs.map.get(&*org.org_id) {
@@ -268,4 +270,42 @@ impl Batcher {
 fn retry_after(state: &OrgState) -> Duration {
     let ms = state.linger_ms.load(Ordering::Relaxed) + state.last_write_ms.load(Ordering::Relaxed);
     Duration::from_millis(ms).clamp(MIN_RETRY_AFTER, MAX_RETRY_AFTER)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+    use memtrace_common::settings::EffectiveSettings;
+
+    fn batcher() -> Batcher {
+        let client = ArcClient::new(Duration::from_secs(1), Duration::from_secs(1)).unwrap();
+        let settings = EffectiveSettings::default();
+        Batcher::new(
+            client,
+            move |org| (settings.write(Some(org)), settings.limits(Some(org))),
+            RetryPolicy::default(),
+        )
+    }
+
+    #[tokio::test]
+    async fn retire_checks_the_queue_under_the_submit_lock() {
+        let b = batcher();
+        let handle = b.spawn_flusher("org_a", 10);
+        let state = handle.state.clone();
+        b.shared.orgs().map.insert("org_a".into(), handle);
+        // A request queued meanwhile keeps the flusher; the check runs while
+        // `submit` cannot send.
+        let retired = b.shared.retire(&state, || {
+            assert!(
+                b.shared.orgs.try_lock().is_err(),
+                "queued must be checked under the orgs lock"
+            );
+            true
+        });
+        assert!(!retired);
+        assert_eq!(b.active_orgs(), 1);
+        assert!(b.shared.retire(&state, || false));
+        assert_eq!(b.active_orgs(), 0);
+    }
 }

@@ -153,7 +153,7 @@ async fn next_first(
             }
             r = tokio::time::timeout(idle, rx.recv()) => match r {
                 Ok(p) => return p,
-                Err(_) if shared.retire(org, !rx.is_empty()) => return None,
+                Err(_) if shared.retire(org, || !rx.is_empty()) => return None,
                 // Writes in flight or a request just arrived: go on.
                 Err(_) => {}
             },
