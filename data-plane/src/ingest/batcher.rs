@@ -134,12 +134,6 @@ impl Batcher {
         route: Arc<ArcRoute>,
         rows: Vec<MemoryRow>,
     ) -> Result<Ack, SubmitError> {
-        // Read outside the lock; only used if the org is not active yet.
-        let limits = if self.shared.orgs().map.contains_key(org_id) {
-            None
-        } else {
-            Some((self.shared.settings)(org_id).1)
-        };
         let n = rows.len() as u64;
         let bytes = rows.iter().map(row_size_estimate).sum();
         let mut orgs = self.shared.orgs();
@@ -149,8 +143,10 @@ impl Batcher {
         if n == 0 {
             return Ok(Ack::ready(Ok(())));
         }
+        // The settings are read only when the org becomes active (cheap and
+        // non-blocking by contract, so under the lock).
         let handle = orgs.map.entry(org_id.to_string()).or_insert_with(|| {
-            let max_queued = limits.map_or(0, |l| l.max_queued_events);
+            let max_queued = (self.shared.settings)(org_id).1.max_queued_events;
             self.spawn_flusher(org_id, max_queued)
         });
         let state = &handle.state;
