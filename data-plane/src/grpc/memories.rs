@@ -38,17 +38,6 @@ fn validate(input: pb::MemoryInput) -> Result<NewMemory, ServiceError> {
     CreateMemoryRequest::try_from(input).and_then(NewMemory::try_from)
 }
 
-/// Refuses a message larger than the org's `max_payload_bytes`.
-fn within_payload(svc: &crate::service::OrgService, bytes: usize) -> Result<(), ServiceError> {
-    let max = svc.limits().max_payload_bytes;
-    if max > 0 && bytes as u64 > max {
-        return Err(ServiceError::TooLarge(format!(
-            "message of {bytes} bytes exceeds the org's max_payload_bytes of {max}"
-        )));
-    }
-    Ok(())
-}
-
 #[tonic::async_trait]
 impl pb::memory_service_server::MemoryService for MemoryApi {
     async fn create_memory(
@@ -57,7 +46,7 @@ impl pb::memory_service_server::MemoryService for MemoryApi {
     ) -> Reply<pb::CreateMemoryResponse> {
         let svc = service(&self.state, &request, Scope::Write).await?;
         let r = request.into_inner();
-        within_payload(&svc, r.encoded_len()).map_err(|e| status(&e))?;
+        svc.check_payload(r.encoded_len()).map_err(|e| status(&e))?;
         let input = r
             .memory
             .ok_or_else(|| status(&ServiceError::BadRequest("memory is required".into())))?;
@@ -74,7 +63,7 @@ impl pb::memory_service_server::MemoryService for MemoryApi {
     ) -> Reply<pb::CreateMemoriesResponse> {
         let svc = service(&self.state, &request, Scope::Write).await?;
         let r = request.into_inner();
-        within_payload(&svc, r.encoded_len()).map_err(|e| status(&e))?;
+        svc.check_payload(r.encoded_len()).map_err(|e| status(&e))?;
         let new = r
             .memories
             .into_iter()
@@ -191,7 +180,7 @@ async fn write_batch(
         Ok(svc) => svc,
         Err(e) => return failed(sequence, results, &e),
     };
-    if let Err(e) = within_payload(&svc, size) {
+    if let Err(e) = svc.check_payload(size) {
         return failed(sequence, results, &e);
     }
     let mut valid = Vec::with_capacity(n);
@@ -232,21 +221,13 @@ async fn write_batch(
 /// A batch-level failure: the error, and FAILED for what was not refused
 /// individually.
 fn failed(sequence: u64, results: Vec<pb::ItemResult>, e: &ServiceError) -> pb::WriteAck {
-    let retry_after_ms = match e {
-        ServiceError::Busy { retry_after } | ServiceError::RateLimited { retry_after } => {
-            u64::try_from(retry_after.as_millis())
-                .unwrap_or(u64::MAX)
-                .max(1)
-        }
-        _ => 0,
-    };
     pb::WriteAck {
         sequence,
         results,
         error: Some(pb::BatchError {
             code: e.grpc_code() as i32,
             message: e.to_string(),
-            retry_after_ms,
+            retry_after_ms: e.retry_after_ms().unwrap_or(0),
         }),
     }
 }

@@ -31,13 +31,10 @@ pub const MAX_MESSAGE_BYTES: usize = crate::rest::MAX_BODY_BYTES;
 /// RESOURCE_EXHAUSTED with a wait, a `retry-after-ms` trailer.
 pub fn status(e: &ServiceError) -> Status {
     let mut status = Status::new(e.grpc_code(), e.to_string());
-    if let ServiceError::Busy { retry_after } | ServiceError::RateLimited { retry_after } = e {
-        let ms = u64::try_from(retry_after.as_millis())
-            .unwrap_or(u64::MAX)
-            .max(1);
-        if let Ok(v) = MetadataValue::try_from(ms.to_string()) {
-            status.metadata_mut().insert("retry-after-ms", v);
-        }
+    if let Some(ms) = e.retry_after_ms()
+        && let Ok(v) = MetadataValue::try_from(ms.to_string())
+    {
+        status.metadata_mut().insert("retry-after-ms", v);
     }
     status
 }

@@ -204,13 +204,7 @@ fn checked_body(svc: &OrgService, body: Body) -> Result<Bytes, ServiceError> {
             ServiceError::BadRequest(format!("invalid request body: {}", e.body_text()))
         }
     })?;
-    let max = svc.limits().max_payload_bytes;
-    if max > 0 && body.len() as u64 > max {
-        return Err(ServiceError::TooLarge(format!(
-            "request body of {} bytes exceeds the org's max_payload_bytes of {max}",
-            body.len()
-        )));
-    }
+    svc.check_payload(body.len())?;
     Ok(body)
 }
 

@@ -95,15 +95,25 @@ impl ServiceError {
         }
     }
 
-    /// Seconds for a `Retry-After` header (at least 1), for a 429.
-    pub fn retry_after_secs(&self) -> Option<u64> {
+    /// How long to wait before retrying, for a 429.
+    pub fn retry_after(&self) -> Option<Duration> {
         match self {
-            Self::Busy { retry_after } | Self::RateLimited { retry_after } => {
-                let secs = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
-                Some(secs.max(1))
-            }
+            Self::Busy { retry_after } | Self::RateLimited { retry_after } => Some(*retry_after),
             _ => None,
         }
+    }
+
+    /// Seconds for a `Retry-After` header (at least 1), for a 429.
+    pub fn retry_after_secs(&self) -> Option<u64> {
+        self.retry_after()
+            .map(|d| (d.as_secs() + u64::from(d.subsec_nanos() > 0)).max(1))
+    }
+
+    /// Milliseconds (at least 1) for the gRPC `retry-after-ms` trailer and a
+    /// streamed batch's error, for a RESOURCE_EXHAUSTED with a wait.
+    pub fn retry_after_ms(&self) -> Option<u64> {
+        self.retry_after()
+            .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX).max(1))
     }
 
     /// The gRPC status code for the same failure.
@@ -157,6 +167,8 @@ mod tests {
         });
         assert_eq!(busy.http_status(), 429);
         assert_eq!(busy.retry_after_secs(), Some(1));
+        assert_eq!(busy.retry_after_ms(), Some(200));
+        assert_eq!(ServiceError::Duplicate.retry_after_ms(), None);
         assert_eq!(busy.grpc_code(), tonic::Code::ResourceExhausted);
         let invalid = ServiceError::invalid("agent_id", "is required");
         assert_eq!(invalid.http_status(), 400);

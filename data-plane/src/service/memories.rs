@@ -51,11 +51,6 @@ impl OrgService {
         &self,
         memories: Vec<NewMemory>,
     ) -> Result<Vec<Memory>, ServiceError> {
-        if memories.len() > MAX_BATCH {
-            return Err(ServiceError::TooLarge(format!(
-                "too many memories in one batch: at most {MAX_BATCH}"
-            )));
-        }
         let each = self.write_memories(memories, false, true).await?;
         Ok(each
             .into_iter()
@@ -72,11 +67,6 @@ impl OrgService {
         &self,
         memories: Vec<NewMemory>,
     ) -> Result<Vec<Option<String>>, ServiceError> {
-        if memories.len() > MAX_BATCH {
-            return Err(ServiceError::TooLarge(format!(
-                "too many memories in one batch: at most {MAX_BATCH}"
-            )));
-        }
         let each = self.write_memories(memories, false, false).await?;
         Ok(each.into_iter().map(|w| w.map(|w| w.id)).collect())
     }
@@ -91,6 +81,11 @@ impl OrgService {
     ) -> Result<Vec<Option<Written>>, ServiceError> {
         if memories.is_empty() {
             return Ok(Vec::new());
+        }
+        if memories.len() > MAX_BATCH {
+            return Err(ServiceError::TooLarge(format!(
+                "too many memories in one batch: at most {MAX_BATCH}"
+            )));
         }
         let org = self.org.as_str().to_owned();
         let now = UnixMicros::now().0;

@@ -88,9 +88,21 @@ impl OrgService {
         self.org.as_str()
     }
 
-    /// The org's admission limits (the adapters enforce
-    /// `max_payload_bytes` on request bodies).
+    /// The org's admission limits.
     pub fn limits(&self) -> &TenantLimits {
         &self.limits
+    }
+
+    /// Refuses (413) a request of `bytes` above the org's
+    /// `max_payload_bytes` (0: no limit); the REST body and every gRPC
+    /// message, streamed batches included, go through it.
+    pub fn check_payload(&self, bytes: usize) -> Result<(), ServiceError> {
+        let max = self.limits.max_payload_bytes;
+        if max > 0 && bytes as u64 > max {
+            return Err(ServiceError::TooLarge(format!(
+                "request of {bytes} bytes exceeds the org's max_payload_bytes of {max}"
+            )));
+        }
+        Ok(())
     }
 }
