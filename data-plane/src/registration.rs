@@ -75,7 +75,15 @@ pub async fn run(
                 if stopping {
                     return;
                 }
-                tokio::time::sleep(backoff).await;
+                // A shutdown during the backoff ends the task at once.
+                tokio::select! {
+                    () = tokio::time::sleep(backoff) => {}
+                    changed = stop.changed() => {
+                        if changed.is_err() || *stop.borrow() {
+                            return;
+                        }
+                    }
+                }
                 backoff = (backoff * 2).min(Duration::from_secs(5));
                 continue;
             }
@@ -116,5 +124,44 @@ pub async fn run(
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use memtrace_common::bus::memory::MemoryBus;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_stop_during_the_retry_backoff_ends_the_task_at_once() {
+        let bus = MemoryBus::new();
+        bus.set_unavailable(true);
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let task = tokio::spawn(run(
+            Arc::new(bus),
+            StateKeys::new("/m/v1/"),
+            WorkerIdentity {
+                worker_id: "w-a".into(),
+                address: "127.0.0.1:1".into(),
+                version: "test".into(),
+                started_at_ms: 1,
+            },
+            Arc::new(SnapshotHandle::default()),
+            Duration::from_secs(3),
+            Duration::from_millis(100),
+            stopped,
+        ));
+        // Failures back off 0.2, 0.4, 0.8, 1.6, 3.2 s: at 8 s the task is
+        // 1.8 s into its 5 s backoff.
+        tokio::time::sleep(Duration::from_secs(8)).await;
+        assert!(!task.is_finished());
+        let asked = tokio::time::Instant::now();
+        stop.send_replace(true);
+        assert!(task.await.is_ok());
+        assert!(
+            asked.elapsed() < Duration::from_millis(100),
+            "stopped after {:?} of backoff",
+            asked.elapsed()
+        );
     }
 }
