@@ -335,10 +335,11 @@ impl EmbeddedStores {
 
     /// The store of `org_id`, opened (and its file created) on first use.
     pub async fn open(&self, org_id: &str) -> Result<Arc<EmbeddedStore>, StoreError> {
-        let path = self.path_of(org_id)?;
+        // Only valid org ids are cached: a hit needs no validation or path.
         if let Some(store) = self.cached(org_id) {
             return Ok(store);
         }
+        let path = self.path_of(org_id)?;
         tokio::fs::create_dir_all(&self.dir).await.map_err(|e| {
             StoreError::Unavailable(format!(
                 "embedded store directory {}: {e}",
