@@ -130,27 +130,32 @@ impl Demo<'_> {
         let cp = self.control_plane;
         let org = &outcome.org_id;
         let rule = "=".repeat(72);
+        // this very binary: scripts/dev.sh runs target/debug/memtracectl, which is not on PATH
+        let ctl = std::env::current_exe()
+            .map(|p| p.display().to_string())
+            .unwrap_or_else(|_| "memtracectl".into());
         let mut text = Zeroizing::new(format!(
             "\n{rule}\nmemtrace dev: control plane http://{cp}, worker http://localhost:{port}\n\
              DEVELOPMENT ONLY: the master and fleet keys are in {keys_file}\n\n\
              admin (memtracectl):\n  \
              export MEMTRACE_CONTROL_PLANE_URL=http://{cp}\n  \
              export MEMTRACE_ADMIN_TOKEN=$(cat {token_file})\n  \
-             memtracectl org list\n\n"
+             {ctl} org list\n\n"
         ));
+        // The key appears exactly once (in the export line); the examples
+        // refer to it as $KEY.
         let key_ref = match &outcome.key {
             Some(key) => {
                 text.push_str(&format!(
-                    "demo org {org}: api key (shown once, save it now):\n\n    {}\n\n",
+                    "demo org {org}: api key (shown once, save it now):\n\n  export KEY={}\n\n",
                     key.as_str()
                 ));
-                text.push_str(&format!("  export KEY={}\n", key.as_str()));
                 "$KEY".to_owned()
             }
             None => {
                 text.push_str(&format!(
                     "demo org {org}: its api key was shown on the first start only.\n\
-                     make another with: memtracectl key create --org {org} --name demo2\n\n"
+                     make another with: {ctl} key create --org {org} --name demo2\n\n"
                 ));
                 "mtk_...".to_owned()
             }
@@ -219,4 +224,41 @@ fn status_error(what: &str, status: &tonic::Status) -> DevError {
         status.code(),
         status.message()
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+
+    #[test]
+    fn banner_shows_the_api_key_exactly_once_and_only_on_first_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let keys = DevKeys::load_or_create(dir.path()).unwrap();
+        let demo = Demo {
+            data_dir: dir.path(),
+            control_plane: "127.0.0.1:9200".parse().unwrap(),
+            worker: "127.0.0.1:9100".parse().unwrap(),
+            keys: &keys,
+        };
+        let secret = "mtk_0123456789abcdef0123456789abcdef";
+        let first = demo.banner(&Outcome {
+            org_id: "org_demo".into(),
+            key: Some(Zeroizing::new(secret.into())),
+        });
+        assert_eq!(first.matches(secret).count(), 1, "{}", first.as_str());
+        assert!(first.contains("\"x-api-key: $KEY\""), "{}", first.as_str());
+        for value in [&keys.master_key, &keys.fleet_key, &keys.admin_token] {
+            assert!(
+                !first.contains(value.as_str()),
+                "a dev secret in the banner"
+            );
+        }
+        let later = demo.banner(&Outcome {
+            org_id: "org_demo".into(),
+            key: None,
+        });
+        assert!(!later.contains("mtk_0"), "{}", later.as_str());
+        assert!(later.contains("org_demo"), "{}", later.as_str());
+    }
 }

@@ -154,10 +154,20 @@ fn write_private(path: &Path, bytes: &[u8]) -> Result<(), DevError> {
     file.sync_all().map_err(io)
 }
 
-/// Creates a directory owner-only (0700) when it does not exist yet.
+/// Creates a directory owner-only (0700) when it does not exist yet. An
+/// existing directory is left as it is (it may be shared, e.g. `--data-dir
+/// .`), but a warning says when others can read into it: the SQLite
+/// database, the embedded store and the snapshot cache are created with the
+/// process umask.
 pub fn create_private_dir(path: &Path) -> Result<(), DevError> {
     use std::os::unix::fs::DirBuilderExt;
     if path.is_dir() {
+        if let Ok(meta) = std::fs::metadata(path) {
+            let mode = meta.permissions().mode();
+            if mode & 0o077 != 0 {
+                tracing::warn!(dir = %path.display(), mode = format!("{:o}", mode & 0o777), "data directory is accessible by other users; the databases in it may be readable (chmod 700 it)");
+            }
+        }
         return Ok(());
     }
     std::fs::DirBuilder::new()
