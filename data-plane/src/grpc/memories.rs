@@ -1,11 +1,10 @@
 //! `MemoryService`, including the bidirectional streaming write.
 
-use super::{service, status};
+use super::{service, status, token};
 use crate::auth::Scope;
 use crate::query::{ListParams, SearchParams};
 use crate::rest::{RestState, org_service};
 use crate::service::{CreateMemoryRequest, NewMemory, ServiceError};
-use axum::http::HeaderMap;
 use memtrace_proto::v1 as pb;
 use pb::item_result::Outcome;
 use prost::Message;
@@ -87,10 +86,10 @@ impl pb::memory_service_server::MemoryService for MemoryApi {
     ) -> Reply<Self::StreamMemoriesStream> {
         // A bad key or scope fails the call at once.
         service(&self.state, &request, Scope::Write).await?;
-        let headers = request.metadata().clone().into_headers();
+        let key: Option<Arc<str>> = token(request.metadata()).map(Arc::from);
         let inbound = request.into_inner();
         let (tx, rx) = mpsc::channel(MAX_UNACKED);
-        tokio::spawn(pump(self.state.clone(), headers, inbound, tx));
+        tokio::spawn(pump(self.state.clone(), key, inbound, tx));
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 
@@ -129,12 +128,11 @@ impl pb::memory_service_server::MemoryService for MemoryApi {
 /// half-closes (after the last ack), the client goes away, or a read fails.
 async fn pump(
     state: RestState,
-    headers: HeaderMap,
+    key: Option<Arc<str>>,
     mut inbound: Streaming<pb::WriteBatch>,
     tx: mpsc::Sender<Result<pb::WriteAck, Status>>,
 ) {
     let in_flight = Arc::new(Semaphore::new(MAX_UNACKED));
-    let headers = Arc::new(headers);
     loop {
         let Ok(permit) = in_flight.clone().acquire_owned().await else {
             break;
@@ -147,9 +145,9 @@ async fn pump(
                 break;
             }
         };
-        let (state, headers, tx) = (state.clone(), headers.clone(), tx.clone());
+        let (state, key, tx) = (state.clone(), key.clone(), tx.clone());
         tokio::spawn(async move {
-            let ack = write_batch(&state, &headers, batch).await;
+            let ack = write_batch(&state, key.as_deref(), batch).await;
             // the client may be gone: nothing else to do with the ack
             let _ = tx.send(Ok(ack)).await;
             drop(permit);
@@ -160,11 +158,7 @@ async fn pump(
 }
 
 /// Writes one streamed batch and says what happened to each item.
-async fn write_batch(
-    state: &RestState,
-    headers: &HeaderMap,
-    batch: pb::WriteBatch,
-) -> pb::WriteAck {
+async fn write_batch(state: &RestState, key: Option<&str>, batch: pb::WriteBatch) -> pb::WriteAck {
     let sequence = batch.sequence;
     let size = batch.encoded_len();
     let n = batch.memories.len();
@@ -176,7 +170,7 @@ async fn write_batch(
         })
         .collect();
     // per batch, so a key revoked mid-stream stops the next batch
-    let svc = match org_service(state, headers, Scope::Write).await {
+    let svc = match org_service(state, key, Scope::Write).await {
         Ok(svc) => svc,
         Err(e) => return failed(sequence, results, &e),
     };

@@ -16,11 +16,11 @@ mod registry;
 pub use memories::MemoryApi;
 pub use registry::{AgentApi, SessionApi};
 
-use crate::auth::Scope;
+use crate::auth::{Scope, credential};
 use crate::rest::{RestState, org_service};
 use crate::service::{OrgService, ServiceError};
 use memtrace_proto::v1 as pb;
-use tonic::metadata::MetadataValue;
+use tonic::metadata::{MetadataMap, MetadataValue};
 use tonic::{Request, Status};
 
 /// Largest message a client may send (the REST body limit).
@@ -39,14 +39,20 @@ pub fn status(e: &ServiceError) -> Status {
     status
 }
 
+/// The API key of a call (`x-api-key` or `authorization: Bearer`
+/// metadata), read in place.
+fn token(metadata: &MetadataMap) -> Option<&str> {
+    let value = |name: &str| metadata.get(name).and_then(|v| v.to_str().ok());
+    credential(value("x-api-key"), value("authorization"))
+}
+
 /// The calling org's service, for a request needing `scope`.
 async fn service<T>(
     state: &RestState,
     request: &Request<T>,
     scope: Scope,
 ) -> Result<OrgService, Status> {
-    let headers = request.metadata().clone().into_headers();
-    org_service(state, &headers, scope)
+    org_service(state, token(request.metadata()), scope)
         .await
         .map_err(|e| status(&e))
 }

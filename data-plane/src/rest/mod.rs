@@ -111,10 +111,17 @@ fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
-/// Authenticates the request, checks `scope` and opens the org's service.
+/// The API key of a request (`x-api-key` or `authorization: Bearer`).
+fn request_token(headers: &HeaderMap) -> Option<&str> {
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    credential(header("x-api-key"), header("authorization"))
+}
+
+/// Authenticates the request's API key `token`, checks `scope` and the
+/// org's rate limit, and opens the org's service (REST and gRPC alike).
 pub(crate) async fn org_service(
     state: &RestState,
-    headers: &HeaderMap,
+    token: Option<&str>,
     scope: Scope,
 ) -> Result<OrgService, ServiceError> {
     if !state.snapshot.is_ready() {
@@ -123,8 +130,6 @@ pub(crate) async fn org_service(
         ));
     }
     let snapshot = state.snapshot.load();
-    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
-    let token = credential(header("x-api-key"), header("authorization"));
     let principal = authenticate(&snapshot, token, now_ms())?;
     principal.require(scope)?;
     let limits = snapshot.settings().limits(Some(&principal.org_id));
@@ -139,10 +144,11 @@ pub(crate) async fn org_service(
         )
         .map_err(|retry_after| ServiceError::RateLimited { retry_after })?;
     let store = state.stores.store(&snapshot, &principal.org_id).await?;
-    OrgService::new(
+    OrgService::with_limits(
         store,
         &principal.org_id,
         snapshot.settings(),
+        limits,
         state.shared.clone(),
     )
 }
@@ -161,7 +167,7 @@ impl FromRequestParts<RestState> for Reader {
         parts: &mut Parts,
         state: &RestState,
     ) -> Result<Self, ServiceError> {
-        org_service(state, &parts.headers, Scope::Read)
+        org_service(state, request_token(&parts.headers), Scope::Read)
             .await
             .map(Self)
     }
@@ -174,7 +180,7 @@ impl FromRequestParts<RestState> for Writer {
         parts: &mut Parts,
         state: &RestState,
     ) -> Result<Self, ServiceError> {
-        org_service(state, &parts.headers, Scope::Write)
+        org_service(state, request_token(&parts.headers), Scope::Write)
             .await
             .map(Self)
     }

@@ -69,6 +69,19 @@ impl OrgService {
         settings: &EffectiveSettings,
         shared: Arc<ServiceShared>,
     ) -> Result<Self, ServiceError> {
+        let limits = settings.limits(Some(org_id));
+        Self::with_limits(store, org_id, settings, limits, shared)
+    }
+
+    /// As [`OrgService::new`], with the org's `limits` already resolved
+    /// (the adapters resolve them once per request for the rate limit).
+    pub fn with_limits(
+        store: Arc<dyn TenantStore>,
+        org_id: &str,
+        settings: &EffectiveSettings,
+        limits: TenantLimits,
+        shared: Arc<ServiceShared>,
+    ) -> Result<Self, ServiceError> {
         let org = OrgId::parse(org_id)?;
         let memories = Ident::table(store.memories_table())
             .map_err(|e| ServiceError::Internal(format!("memories table: {e}")))?;
@@ -78,7 +91,7 @@ impl OrgService {
             builder,
             shared,
             dedup: settings.dedup(Some(org_id)),
-            limits: settings.limits(Some(org_id)),
+            limits,
             org,
         })
     }
