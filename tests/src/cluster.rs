@@ -98,6 +98,39 @@ impl Cluster {
         ))
     }
 
+    /// Sets a global setting through `memtracectl config set`; returns the
+    /// revision it was published at.
+    pub async fn set_config(&self, setting: &str, value: &str) -> anyhow::Result<i64> {
+        let set = self.ctl.json(&["config", "set", setting, value]).await?;
+        set["revision"]
+            .as_i64()
+            .with_context(|| format!("config set {setting}: no revision in {set}"))
+    }
+
+    /// Waits until every registered worker (at least one) has applied
+    /// `revision`.
+    pub async fn wait_applied(&self, revision: i64) -> anyhow::Result<()> {
+        eventually(
+            &format!("revision {revision} applied by every worker"),
+            Duration::from_secs(20),
+            async || -> Result<(), String> {
+                let status = self
+                    .ctl
+                    .json(&["status"])
+                    .await
+                    .map_err(|e| format!("memtracectl status: {e:#}"))?;
+                let workers = status["workers"].as_array().map(Vec::as_slice);
+                let all = workers.is_some_and(|w| {
+                    !w.is_empty()
+                        && w.iter()
+                            .all(|w| w["applied_revision"].as_i64() >= Some(revision))
+                });
+                if all { Ok(()) } else { Err(status.to_string()) }
+            },
+        )
+        .await
+    }
+
     /// Starts worker `id`; returns once it is ready and in sync.
     pub async fn worker(&self, id: &str, extra_env: &[(&str, &str)]) -> anyhow::Result<Worker> {
         let worker = Worker::spawn(
@@ -123,22 +156,26 @@ impl Cluster {
         eventually(
             "worker ready and in sync",
             Duration::from_secs(20),
-            async || {
-                let ready = http
-                    .get(format!("{}/ready", worker.url()))
-                    .send()
+            async || -> Result<(), String> {
+                let ready = match http.get(format!("{}/ready", worker.url())).send().await {
+                    Ok(r) => r.status().as_u16(),
+                    Err(e) => return Err(format!("/ready: {e}")),
+                };
+                let status = self
+                    .ctl
+                    .json(&["status"])
                     .await
-                    .ok()?
-                    .status()
-                    == 200;
-                let status = self.ctl.json(&["status"]).await.ok()?;
-                let registered = status["workers"]
-                    .as_array()?
-                    .iter()
-                    .any(|w| w["worker_id"] == worker.id.as_str());
+                    .map_err(|e| format!("memtracectl status: {e:#}"))?;
+                let registered = status["workers"].as_array().is_some_and(|workers| {
+                    workers.iter().any(|w| w["worker_id"] == worker.id.as_str())
+                });
                 let published = status["published_revision"].as_i64() > Some(0);
                 let all_in_sync = status["workers_in_sync"] == status["workers_total"];
-                (ready && registered && published && all_in_sync).then_some(())
+                if ready == 200 && registered && published && all_in_sync {
+                    Ok(())
+                } else {
+                    Err(format!("/ready answered {ready}; status: {status}"))
+                }
             },
         )
         .await
@@ -153,20 +190,73 @@ pub async fn arc_with_token(token: &str, database: &str) -> anyhow::Result<ArcSt
         .await
 }
 
-/// Polls `probe` every 100 ms until it returns `Some`, for at most `within`.
-pub async fn eventually<T>(
+/// What a probe of [`eventually`] answers: `Some`/`Ok` ends the wait;
+/// `None` or `Err` means "not yet", and an `Err` says why, so a timeout
+/// reports the last reason instead of only that time ran out.
+pub trait Probe {
+    type Value;
+    /// The value, or why not yet (`None`: no reason given).
+    fn into_result(self) -> Result<Self::Value, Option<String>>;
+}
+
+impl<T> Probe for Option<T> {
+    type Value = T;
+    fn into_result(self) -> Result<T, Option<String>> {
+        self.ok_or(None)
+    }
+}
+
+impl<T, E: std::fmt::Display> Probe for Result<T, E> {
+    type Value = T;
+    fn into_result(self) -> Result<T, Option<String>> {
+        self.map_err(|e| Some(e.to_string()))
+    }
+}
+
+/// Polls `probe` every 100 ms until it answers `Some` or `Ok`, for at most
+/// `within`; the timeout error carries the probe's last `Err`.
+pub async fn eventually<P: Probe>(
     what: &str,
     within: Duration,
-    mut probe: impl AsyncFnMut() -> Option<T>,
-) -> anyhow::Result<T> {
+    mut probe: impl AsyncFnMut() -> P,
+) -> anyhow::Result<P::Value> {
     let deadline = Instant::now() + within;
     loop {
-        if let Some(value) = probe().await {
-            return Ok(value);
-        }
+        let last = match probe().await.into_result() {
+            Ok(value) => return Ok(value),
+            Err(why) => why,
+        };
         if Instant::now() >= deadline {
-            anyhow::bail!("timed out after {within:?} waiting for {what}");
+            match last {
+                Some(why) => {
+                    anyhow::bail!("timed out after {within:?} waiting for {what}; last: {why}")
+                }
+                None => anyhow::bail!("timed out after {within:?} waiting for {what}"),
+            }
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_timeout_reports_the_probes_last_reason() {
+        let mut tries = 0;
+        let err = eventually("nothing", Duration::from_millis(250), async || {
+            tries += 1;
+            Err::<(), _>(format!("try {tries} refused"))
+        })
+        .await
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("waiting for nothing"), "{err}");
+        assert!(err.contains(&format!("last: try {tries} refused")), "{err}");
+        let value = eventually("a value", Duration::from_secs(1), async || Some(7))
+            .await
+            .unwrap();
+        assert_eq!(value, 7);
     }
 }

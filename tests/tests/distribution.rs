@@ -36,19 +36,17 @@ async fn watcher(c: &Cluster) -> TestWatcher {
 /// The cluster status once `worker_id` reports in sync; panics with the
 /// last status after [`WAIT`].
 async fn worker_in_sync(ctl: &Ctl, worker_id: &str, what: &str) -> Value {
-    let mut last = Value::Null;
-    let status = eventually(what, WAIT, async || {
+    eventually(what, WAIT, async || {
         let status = ctl.json(&["status"]).await.unwrap();
         let ok = status["workers"]
             .as_array()
             .unwrap()
             .iter()
             .any(|w| w["worker_id"] == worker_id && w["in_sync"] == true);
-        last = status.clone();
-        ok.then_some(status)
+        if ok { Ok(status) } else { Err(status) }
     })
-    .await;
-    status.unwrap_or_else(|e| panic!("{e}: {last}"))
+    .await
+    .unwrap_or_else(|e| panic!("{e}"))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
