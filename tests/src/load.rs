@@ -224,29 +224,19 @@ pub async fn grpc_stream(
             .max_encoding_message_size(64 << 20);
         let (budget, key) = (budget.clone(), key.to_owned());
         tasks.push(tokio::spawn(async move {
-            match one_stream(
-                client,
-                &key,
-                Stream {
-                    phase,
-                    task,
-                    rows,
-                    window,
-                },
-                &budget,
-                deadline,
-            )
-            .await
-            {
-                Ok(run) => run,
-                Err(e) => {
-                    eprintln!("stream {task} failed: {e:#}");
-                    Run {
-                        errors: 1,
-                        ..Run::default()
-                    }
-                }
+            // what a failed stream had acknowledged still counts
+            let mut run = Run::default();
+            let shape = Stream {
+                phase,
+                task,
+                rows,
+                window,
+            };
+            if let Err(e) = one_stream(client, &key, shape, &budget, deadline, &mut run).await {
+                eprintln!("stream {task} failed: {e:#}");
+                run.errors += 1;
             }
+            run
         }));
     }
     collect(tasks, started).await
@@ -282,7 +272,8 @@ async fn one_stream(
     stream: Stream<'_>,
     budget: &AtomicU64,
     deadline: Instant,
-) -> anyhow::Result<Run> {
+    run: &mut Run,
+) -> anyhow::Result<()> {
     let Stream {
         phase,
         task,
@@ -295,7 +286,6 @@ async fn one_stream(
         .await
         .context("open StreamMemories")?
         .into_inner();
-    let mut run = Run::default();
     let mut sent_at = std::collections::HashMap::new();
     let mut seq = 0u64;
     let mut open = true;
@@ -342,7 +332,7 @@ async fn one_stream(
         }
     }
     drop(tx);
-    Ok(run)
+    Ok(())
 }
 
 /// REST single-memory writes shaped like the SDK's `remember`, from
