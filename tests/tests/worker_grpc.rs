@@ -8,8 +8,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use memtrace_proto::v1 as pb;
-use memtrace_tests::arc::{ArcStandIn, Fault, Target, TokenGrant};
-use memtrace_tests::cluster::{Cluster, eventually};
+use memtrace_tests::arc::{ArcStandIn, Fault, Target};
+use memtrace_tests::cluster::{Cluster, arc_with_token, eventually};
 use pb::agent_service_client::AgentServiceClient;
 use pb::item_result::Outcome;
 use pb::memory_service_client::MemoryServiceClient;
@@ -50,18 +50,7 @@ fn input(agent: &str, content: &str) -> pb::MemoryInput {
 /// the org id and a read-write key.
 async fn bound_org(c: &Cluster, arc: &ArcStandIn, name: &str) -> (String, String) {
     let org = c.org(name).await.unwrap();
-    c.ctl
-        .json(&[
-            "org",
-            "add-arc",
-            &org,
-            "--url",
-            &arc.url(),
-            "--database",
-            DB,
-            "--api-key",
-            ARC_TOKEN,
-        ])
+    c.add_arc(&org, &arc.url(), DB, Some(ARC_TOKEN))
         .await
         .unwrap();
     let (key, _) = c.key(&org, "read,write").await.unwrap();
@@ -69,11 +58,7 @@ async fn bound_org(c: &Cluster, arc: &ArcStandIn, name: &str) -> (String, String
 }
 
 async fn arc() -> ArcStandIn {
-    ArcStandIn::builder()
-        .token(ARC_TOKEN, TokenGrant::databases([DB]))
-        .start()
-        .await
-        .unwrap()
+    arc_with_token(ARC_TOKEN, DB).await.unwrap()
 }
 
 async fn rest(
@@ -489,10 +474,14 @@ async fn grpc_auth_scopes_no_arc_revocation_agents_and_sessions() {
     let (doomed, doomed_id) = c.key(&org, "read,write").await.unwrap();
     memories.create_memory(write(&doomed)).await.unwrap();
     c.ctl.json(&["key", "revoke", &doomed_id]).await.unwrap();
-    eventually("revocation applied", Duration::from_secs(10), async || {
-        let e = memories.create_memory(write(&doomed)).await.err()?;
-        (e.code() == Code::Unauthenticated).then_some(())
-    })
+    eventually(
+        "revocation applied",
+        Duration::from_secs(10),
+        async || match memories.create_memory(write(&doomed)).await {
+            Err(e) if e.code() == Code::Unauthenticated => Ok(()),
+            other => Err(format!("the revoked key still got {other:?}")),
+        },
+    )
     .await
     .unwrap();
 }
@@ -507,27 +496,30 @@ async fn sigterm_flushes_queued_writes_and_acks_them_before_exit() {
     arc.faults().inject(Fault::stall().on(Target::Writes));
     let base = worker.url();
     let pending = tokio::spawn(async move {
-        rest(
+        let answer = rest(
             &base,
             &key,
             "POST",
             "/api/v1/memories",
             Some(json!({"agent_id": "agent_term", "content": "queued at shutdown"})),
         )
-        .await
+        .await;
+        (answer, std::time::Instant::now())
     });
     assert!(arc.faults().wait_stalled(1, Duration::from_secs(10)).await);
     let faults = arc.faults();
     let release = tokio::spawn(async move {
         tokio::time::sleep(Duration::from_millis(800)).await;
+        let released_at = std::time::Instant::now();
         faults.clear();
+        released_at
     });
     let status = tokio::time::timeout(Duration::from_secs(20), worker.stop())
         .await
         .expect("worker exits within its grace")
         .unwrap();
     assert!(status.success(), "{status:?}");
-    let (s, body) = tokio::time::timeout(Duration::from_secs(5), pending)
+    let ((s, body), answered_at) = tokio::time::timeout(Duration::from_secs(5), pending)
         .await
         .unwrap()
         .unwrap();
@@ -537,7 +529,12 @@ async fn sigterm_flushes_queued_writes_and_acks_them_before_exit() {
         1,
         "stored in arc before the ack"
     );
-    release.await.unwrap();
+    let released_at = release.await.unwrap();
+    assert!(
+        answered_at >= released_at,
+        "the 201 came {:?} before arc was released",
+        released_at - answered_at
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
