@@ -7,7 +7,7 @@
 //! unbound org (503 "no arc instance" with a hint).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use memtrace_tests::cluster::{self, Cluster, arc_with_token};
+use memtrace_tests::cluster::{self, Cluster, Probe, arc_with_token};
 use memtrace_tests::worker::Worker;
 use serde_json::{Value, json};
 use std::time::Duration;
@@ -16,7 +16,7 @@ const PREFIX: &str = "/memtrace-rest/v1/";
 const ARC_TOKEN: &str = "arc-rest-test-token-0123456789";
 const ARC_DATABASE: &str = "resttest";
 
-async fn eventually<T>(what: &str, probe: impl AsyncFnMut() -> Option<T>) -> T {
+async fn eventually<P: Probe>(what: &str, probe: impl AsyncFnMut() -> P) -> P::Value {
     cluster::eventually(what, Duration::from_secs(20), probe)
         .await
         .unwrap()
@@ -343,17 +343,26 @@ async fn every_route_on_the_embedded_store() {
     let big = json!({"agent_id": "agent_a", "content": "x".repeat(2048)});
     let b = eventually("payload limit applied", async || {
         let (s, b) = api.post("/api/v1/memories", big.clone()).await;
-        (s == 413).then_some(b)
+        if s == 413 {
+            Ok(b)
+        } else {
+            Err(format!("{s} {b}"))
+        }
     })
     .await;
     assert!(error_of(&b).contains("max_payload_bytes"), "{b}");
 
     c.ctl.json(&["key", "revoke", &key_id]).await.unwrap();
-    eventually("revoked key refused", async || {
+    let b = eventually("revoked key refused", async || {
         let (s, b) = api.get("/api/v1/agents").await;
-        (s == 401).then_some(b)
+        if s == 401 {
+            Ok(b)
+        } else {
+            Err(format!("{s} {b}"))
+        }
     })
     .await;
+    assert_eq!(b, json!({"error": "invalid API key"}));
     assert!(!worker.logs().contains(&key), "the key is never logged");
     assert!(worker.stop().await.unwrap().success());
 }
@@ -380,8 +389,9 @@ async fn arc_bound_org_and_unbound_org_without_embedded_store() {
         .await;
     assert_eq!(s, 201, "{m}\n{}", worker.logs());
     let id = m["id"].as_str().unwrap().to_owned();
-    assert!(
-        arc.row_count(ARC_DATABASE, "events") >= 1,
+    assert_eq!(
+        arc.row_count(ARC_DATABASE, "events"),
+        1,
         "acknowledged after arc stored it"
     );
     let (s, list) = api.get("/api/v1/memories?agent_id=agent_arc").await;
@@ -424,8 +434,12 @@ async fn arc_bound_org_and_unbound_org_without_embedded_store() {
             .header("x-api-key", &bound_key)
             .send()
             .await
-            .ok()?;
-        (r.status() == 429).then(|| r.headers().get("retry-after").cloned())?
+            .map_err(|e| e.to_string())?;
+        match (r.status().as_u16(), r.headers().get("retry-after")) {
+            (429, Some(retry_after)) => Ok(retry_after.clone()),
+            (429, None) => Err("429 without a Retry-After header".to_owned()),
+            (status, _) => Err(format!("{status}")),
+        }
     })
     .await;
     let secs: u64 = retry_after.to_str().unwrap().parse().unwrap();
