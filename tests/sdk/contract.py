@@ -349,6 +349,7 @@ class Contract:
             "list_memories all asc", c.list_memories, ListOptions(agent_id=agent.id, order="asc", limit=100)
         )
         ordered = [m.content for m in everything.memories]
+        self.expect("list_memories all asc is exactly what was written", sorted(ordered) == sorted(written), ordered)
         page = await self.call(
             "list_memories page",
             c.list_memories,

@@ -46,6 +46,15 @@ async fn contract(python: &Path, worker: &Worker, api_key: &str, mode: ContractM
         tail(&worker.logs(), 60)
     );
     assert!(run.stdout.contains("contract: PASSED"), "{}", run.report());
+    for client in ["sync ", "async"] {
+        assert!(
+            run.stdout
+                .lines()
+                .any(|l| l.starts_with(&format!("ok    {client} "))),
+            "the {client} client ran its checks: {}",
+            run.report()
+        );
+    }
     println!("{}", run.stdout);
     assert!(
         !worker.logs().contains(api_key),
