@@ -336,10 +336,12 @@ async fn a_taken_port_fails_with_one_line_naming_the_setting() {
             .unwrap();
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success(), "{stderr}");
-        let line = stderr
+        let errors: Vec<&str> = stderr
             .lines()
-            .find(|l| l.starts_with("error: "))
-            .unwrap_or_else(|| panic!("no error line:\n{stderr}"));
+            .filter(|l| l.starts_with("error: "))
+            .collect();
+        assert_eq!(errors.len(), 1, "one error line:\n{stderr}");
+        let line = errors[0];
         assert!(line.contains(&addr), "{line}");
         assert!(line.contains(setting), "{line}");
         assert!(out.stdout.is_empty(), "no banner when a port is taken");

@@ -71,7 +71,8 @@ async fn arc_store_surfaces_401_and_400() {
     assert!(is_rejected(&e, "400"), "{e:?}");
     let agents = b.latest_state(&state_query(StateTable::Agents, &["name"]));
     faults.inject(Fault::status(400).on(Target::Queries).times(1));
-    assert!(store.query(&agents).await.is_err());
+    let e = store.query(&agents).await.unwrap_err();
+    assert!(is_rejected(&e, "400"), "{e:?}");
     assert!(faults.active().is_empty());
 
     // Without faults all of it works.
