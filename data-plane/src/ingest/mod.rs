@@ -81,16 +81,6 @@ pub type SubmitError = IngestError;
 /// What an [`Ack`] can resolve to.
 pub type WriteError = IngestError;
 
-impl IngestError {
-    /// The `Retry-After` to send with a 429, when this is a full queue.
-    pub fn retry_after(&self) -> Option<Duration> {
-        match self {
-            Self::QueueFull { retry_after, .. } => Some(*retry_after),
-            _ => None,
-        }
-    }
-}
-
 /// Resolves once Arc stored the batch holding the submitted rows (`Ok`) or
 /// the batch failed (the same error for every request in it).
 #[derive(Debug)]

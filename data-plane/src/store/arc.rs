@@ -81,16 +81,6 @@ impl ArcStore {
         })
     }
 
-    /// The org this store writes for.
-    pub fn org_id(&self) -> &str {
-        &self.org_id
-    }
-
-    /// The route the store writes to.
-    pub fn route(&self) -> &Arc<ArcRoute> {
-        &self.route
-    }
-
     fn target(&self) -> ArcTarget<'_> {
         ArcTarget::from(&*self.route)
     }

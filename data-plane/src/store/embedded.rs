@@ -82,11 +82,6 @@ impl EmbeddedStore {
         &self.path
     }
 
-    /// Closes the connections (waits for the ones in use). Later calls fail.
-    pub async fn close(&self) {
-        self.pool.close().await;
-    }
-
     async fn create_schema(&self) -> Result<(), StoreError> {
         let m = self.memories.as_str();
         let mut memories = format!("CREATE TABLE IF NOT EXISTS \"{m}\" (time INTEGER NOT NULL");
@@ -310,11 +305,6 @@ impl EmbeddedStores {
     pub fn with_max_open(mut self, max_open: usize) -> Self {
         self.max_open = max_open.max(1);
         self
-    }
-
-    /// The directory holding the org files.
-    pub fn dir(&self) -> &Path {
-        &self.dir
     }
 
     /// The file of `org_id` (which must be a valid org id: it becomes a
