@@ -26,8 +26,35 @@ pub struct StateCache {
 
 #[derive(Debug, Default)]
 struct CacheInner {
-    rows: HashMap<Key, StateRow>,
+    /// org → table → id → newest row (nested, so a read touches only its
+    /// own org's rows and looks them up by `&str`).
+    rows: HashMap<String, HashMap<StateTable, HashMap<String, StateRow>>>,
+    /// Rows held over all orgs.
+    count: usize,
+    /// Insertion order with each row's time, for eviction.
     order: VecDeque<(Key, i64)>,
+}
+
+impl CacheInner {
+    /// Removes the row of `key` if it is still the one written at `time`.
+    fn evict(&mut self, (org, table, id): &Key, time: i64) {
+        let Some(tables) = self.rows.get_mut(org) else {
+            return;
+        };
+        let Some(ids) = tables.get_mut(table) else {
+            return;
+        };
+        if ids.get(id).is_some_and(|r| r.time == time) {
+            ids.remove(id);
+            self.count -= 1;
+            if ids.is_empty() {
+                tables.remove(table);
+                if tables.is_empty() {
+                    self.rows.remove(org);
+                }
+            }
+        }
+    }
 }
 
 impl StateCache {
@@ -44,15 +71,21 @@ impl StateCache {
     pub fn put(&self, org: &str, table: StateTable, row: StateRow) {
         let mut inner = self.lock();
         let key = (org.to_owned(), table, row.id.clone());
-        inner.order.push_back((key.clone(), row.time));
-        inner.rows.insert(key, row);
-        while inner.rows.len() > Self::CAPACITY || inner.order.len() > 2 * Self::CAPACITY {
+        inner.order.push_back((key, row.time));
+        let ids = inner
+            .rows
+            .entry(org.to_owned())
+            .or_default()
+            .entry(table)
+            .or_default();
+        if ids.insert(row.id.clone(), row).is_none() {
+            inner.count += 1;
+        }
+        while inner.count > Self::CAPACITY || inner.order.len() > 2 * Self::CAPACITY {
             let Some((old, time)) = inner.order.pop_front() else {
                 break;
             };
-            if inner.rows.get(&old).is_some_and(|r| r.time == time) {
-                inner.rows.remove(&old);
-            }
+            inner.evict(&old, time);
         }
     }
 
@@ -61,10 +94,24 @@ impl StateCache {
         let inner = self.lock();
         inner
             .rows
-            .iter()
-            .filter(|((o, t, _), r)| o == org && *t == table && r.time > now - Self::TTL_MICROS)
-            .map(|(_, r)| r.clone())
-            .collect()
+            .get(org)
+            .and_then(|tables| tables.get(&table))
+            .map(|ids| {
+                ids.values()
+                    .filter(|r| r.time > now - Self::TTL_MICROS)
+                    .cloned()
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Rows held (expired ones included until evicted).
+    pub fn len(&self) -> usize {
+        self.lock().count
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 }
 
@@ -200,6 +247,33 @@ mod tests {
             cache
                 .rows("o", StateTable::Sessions, 20 + StateCache::TTL_MICROS)
                 .is_empty()
+        );
+        assert_eq!(cache.len(), 1, "a newer row of an id replaces the older");
+    }
+
+    #[test]
+    fn cache_is_bounded_over_all_orgs() {
+        let cache = StateCache::default();
+        for i in 0..StateCache::CAPACITY + 50 {
+            let org = if i % 2 == 0 { "o" } else { "p" };
+            let row = StateRow {
+                time: i as i64 + 1,
+                id: format!("sess_{i}"),
+                values: Vec::new(),
+            };
+            cache.put(org, StateTable::Sessions, row);
+        }
+        assert_eq!(cache.len(), StateCache::CAPACITY);
+        let now = StateCache::CAPACITY as i64;
+        let held = cache.rows("o", StateTable::Sessions, now).len()
+            + cache.rows("p", StateTable::Sessions, now).len();
+        assert_eq!(held, StateCache::CAPACITY, "the oldest were evicted");
+        assert!(
+            cache
+                .rows("o", StateTable::Sessions, now)
+                .iter()
+                .all(|r| r.id != "sess_0"),
+            "the oldest row went first"
         );
     }
 }
