@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Ensure the system tools memtrace's build and tests need are installed:
-#   protoc               (Debian: protobuf-compiler,  tonic/prost code generation
-#                         libprotobuf-dev)
+#   cc                   (Debian: gcc libc6-dev)      linker; C parts of sqlite, zstd, mimalloc, ring
+#   protoc               (Debian: protobuf-compiler)  tonic/prost code generation
+#   google/protobuf/*.proto (Debian: libprotobuf-dev) well-known types etcd-client imports
 #   etcd                 (Debian: etcd-server)        coordination tests
 #   initdb, pg_ctl, psql (Debian: postgresql)         real PostgreSQL in tests
 #   python3 -m venv      (Debian: python3-venv)       Python tooling
@@ -39,13 +40,23 @@ _memtrace_have_venv() {
 _memtrace_detect() {
     _memtrace_missing=()
     _memtrace_pkgs=()
+    # rustup does not install a linker; Debian's gcc only recommends libc6-dev
+    # (crt1.o, libc.so), which --no-install-recommends would leave out.
+    if ! command -v cc >/dev/null || [ ! -e /usr/include/stdio.h ]; then
+        _memtrace_missing+=("C compiler and libc headers (cc)")
+        _memtrace_pkgs+=(gcc libc6-dev)
+    fi
     if [ ! -x "${PROTOC:-}" ] && ! command -v protoc >/dev/null; then
         _memtrace_missing+=(protoc)
         _memtrace_pkgs+=(protobuf-compiler)
     fi
     # etcd-client's protos import google/protobuf/*.proto: Debian ships them in
     # libprotobuf-dev, only a Recommends of protobuf-compiler.
-    if [ -z "${PROTOC_INCLUDE:-}" ] && [ ! -f /usr/include/google/protobuf/descriptor.proto ]; then
+    # A protoc release zip keeps them in <prefix>/include next to bin/protoc.
+    local _protoc
+    _protoc="$(if [ -x "${PROTOC:-}" ]; then echo "$PROTOC"; else command -v protoc || true; fi)"
+    if [ -z "${PROTOC_INCLUDE:-}" ] && [ ! -f /usr/include/google/protobuf/descriptor.proto ] &&
+        ! { [ -n "$_protoc" ] && [ -f "$(dirname "$_protoc")/../include/google/protobuf/descriptor.proto" ]; }; then
         _memtrace_missing+=("google/protobuf well-known .proto files")
         _memtrace_pkgs+=(libprotobuf-dev)
     fi
