@@ -110,16 +110,16 @@ impl OrgService {
         let mut reserved: Vec<String> = Vec::new();
         if self.dedup.enabled {
             let index = &self.shared.dedup;
-            let mut seen = HashSet::new();
+            let mut seen: HashSet<&str> = HashSet::with_capacity(keys.len());
             let mut unknown: Vec<DedupKey> = Vec::new();
             for (i, k) in keys.iter().enumerate() {
-                if !seen.insert(k.clone()) || index.contains(&org, k, now) {
+                if !seen.insert(k) || index.contains(&org, k, now) {
                     keep[i] = false;
                 } else {
                     unknown.push(DedupKey::parse(k)?);
                 }
             }
-            let found = self.lookup_keys(&unknown).await;
+            let found = self.lookup_keys(unknown).await;
             if !found.is_empty() {
                 index.remember(&org, &found.iter().cloned().collect::<Vec<_>>(), expiry);
             }
@@ -230,7 +230,10 @@ impl OrgService {
     /// looked up together with the concurrent writes of this org
     /// ([`LookupCoalescer`](super::lookups::LookupCoalescer)); empty when
     /// the store cannot answer (fail-open, as the original).
-    async fn lookup_keys(&self, keys: &[DedupKey]) -> HashSet<String> {
+    async fn lookup_keys(&self, keys: Vec<DedupKey>) -> HashSet<String> {
+        if keys.is_empty() {
+            return HashSet::new();
+        }
         let runner = Arc::new(StoreLookup {
             store: self.store.clone(),
             builder: self.builder.clone(),
@@ -239,7 +242,7 @@ impl OrgService {
         });
         self.shared
             .lookups
-            .lookup(self.org.as_str(), keys.to_vec(), runner)
+            .lookup(self.org.as_str(), keys, runner)
             .await
     }
 
