@@ -7,8 +7,8 @@
 //! memory batches as columnar MessagePack, written to and read from each
 //! tenant's Arc with bounded retries, and [`ingest`]: per-tenant group
 //! commit into Arc behind bounded queues, acknowledged only once Arc stored
-//! the batch. Next: the memtrace-compatible REST and `memtrace.v1` gRPC
-//! APIs.
+//! the batch, and the memory [`service`] behind the memtrace-compatible
+//! [`rest`] API and the `memtrace.v1` [`grpc`] API.
 
 pub mod arc;
 pub mod arc_health;

@@ -105,7 +105,7 @@ impl OrgService {
             })
             .collect();
 
-        // which keys to keep: Some(index into `memories`) of the survivors
+        // per input: still to be written (not a duplicate)
         let mut keep = vec![true; memories.len()];
         let mut reserved: Vec<String> = Vec::new();
         if self.dedup.enabled {

@@ -1,5 +1,5 @@
 //! The memory service: the domain layer between the API adapters (REST in
-//! [`crate::rest`], gRPC next) and one org's [`TenantStore`]. It owns
+//! [`crate::rest`], gRPC in [`crate::grpc`]) and one org's [`TenantStore`]. It owns
 //! validation of writes, memory ids, dedup, memory list/search/get, the
 //! agent and session registries (append-only state rows) with a
 //! read-your-writes cache, session context rendering and agent stats, and
