@@ -316,7 +316,8 @@ impl StoreResolver for OrgStores {
                 self.batcher.clone(),
                 self.client.clone(),
                 self.retry,
-            )?;
+            )?
+            .with_query_timeout(snapshot.settings().write(Some(org_id)).query_timeout);
             return Ok(Arc::new(store));
         }
         match &self.embedded {

@@ -369,3 +369,35 @@ async fn an_idle_orgs_write_goes_out_at_once_and_busy_slots_gather_the_next_batc
         "the 20 submits made while the slots were busy share a batch: {stats:?}"
     );
 }
+
+#[tokio::test]
+async fn a_batch_stays_open_no_longer_than_the_flush_interval() {
+    let arc = ArcStandIn::start().await.unwrap();
+    // linger of a minute, flush interval 1 s (the knobs' fixed value)
+    let b = batcher(&knobs(1_000, 60_000, 1_000));
+    let r = route(&arc);
+    arc.faults()
+        .inject(Fault::stall().on(Target::Writes).times(2));
+    // one at a time, so each takes a write slot of its own
+    let mut held: Vec<Ack> = Vec::new();
+    for i in 0..2 {
+        held.push(b.submit(ORG, r.clone(), vec![row(i)]).unwrap());
+        assert!(arc.faults().wait_stalled(i as usize + 1, WAIT).await);
+    }
+    // both slots busy: this opens a batch that can only close on time
+    let early = b.submit(ORG, r.clone(), vec![row(10)]).unwrap();
+    tokio::time::sleep(Duration::from_millis(1_300)).await;
+    // past the flush interval: the open batch closed, this starts the next
+    let late = b.submit(ORG, r.clone(), vec![row(11)]).unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    arc.faults().release_stalls();
+    for ack in held.into_iter().chain([early, late]) {
+        timeout(WAIT, ack).await.unwrap().unwrap();
+    }
+    let stats = arc.stats().db(DB);
+    assert_eq!(stats.rows, 4);
+    assert_eq!(
+        stats.write_requests, 4,
+        "the row queued after the flush interval went in its own batch: {stats:?}"
+    );
+}

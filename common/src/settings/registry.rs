@@ -42,7 +42,7 @@ pub static SETTINGS: &[Setting] = &[
         per_org: false,
         ..hot(
             "arc.query_timeout_ms",
-            "how long a worker waits for one arc query; not applied yet: workers use the static [arc] query_timeout read at start",
+            "how long a worker waits for one arc read (retries included) before answering 503",
             SettingType::DurationMs {
                 min: 100,
                 max: 300_000,
@@ -75,7 +75,7 @@ pub static SETTINGS: &[Setting] = &[
     ),
     hot(
         "arc.write_flush_interval_ms",
-        "kept from the original; not used: a batch closes on arc.write_batch_size, arc.max_batch_bytes or arc.write_linger_ms",
+        "the longest a row waits in an open batch (the original's flush interval); a batch stays open for the smaller of this and arc.write_linger_ms",
         SettingType::DurationMs {
             min: 1,
             max: 60_000,

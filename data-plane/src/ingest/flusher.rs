@@ -49,7 +49,14 @@ pub(crate) async fn run(shared: Arc<Shared>, org: Arc<OrgState>, mut rx: Queue) 
         } else {
             ws.max_batch_bytes
         };
-        let deadline = Instant::now() + ws.linger;
+        // the longest a batch stays open: the linger, and never longer than
+        // the flush interval (the original's bound on how long a row waits)
+        let open_for = if ws.flush_interval.is_zero() {
+            ws.linger
+        } else {
+            ws.linger.min(ws.flush_interval)
+        };
+        let deadline = Instant::now() + open_for;
         // room for a full batch (bounded: a huge setting must not pre-allocate)
         let capacity = usize::try_from(batch_size.min(MAX_PREALLOC_ROWS)).unwrap_or(1);
         let mut batch = Batch::new(first, capacity);

@@ -16,6 +16,7 @@ use crate::ingest::Batcher;
 use crate::query::{Dialect, Ident, Sql};
 use crate::snapshot::ArcRoute;
 use std::sync::Arc;
+use std::time::Duration;
 
 /// DuckDB's message for a `read_parquet` glob with no files: the
 /// measurement does not exist (yet) in the database.
@@ -33,6 +34,8 @@ pub struct ArcStore {
     client: ArcClient,
     retry: RetryPolicy,
     dialect: Dialect,
+    /// Bound on one read, retries included (`arc.query_timeout_ms`).
+    query_timeout: Option<Duration>,
 }
 
 impl std::fmt::Debug for ArcStore {
@@ -78,7 +81,15 @@ impl ArcStore {
             client,
             retry,
             dialect: Dialect::Arc { database },
+            query_timeout: None,
         })
+    }
+
+    /// Bounds every read (retries included) by `timeout`; past it the read
+    /// fails as [`StoreError::Unavailable`].
+    pub fn with_query_timeout(mut self, timeout: Duration) -> Self {
+        self.query_timeout = Some(timeout);
+        self
     }
 
     fn target(&self) -> ArcTarget<'_> {
@@ -148,18 +159,24 @@ impl TenantStore for ArcStore {
     async fn query(&self, sql: &Sql) -> Result<Rows, StoreError> {
         let target = self.target();
         let (client, org_id) = (&self.client, &*self.org_id);
-        let result = self
-            .retry
-            .run("query", || async move {
-                match client.query(&target, sql).await {
-                    Err(e) if is_missing_table(&e) => {
-                        tracing::debug!(org_id, "arc measurement not written yet, read as empty");
-                        Ok(Rows::default())
-                    }
-                    other => other,
+        let read = self.retry.run("query", || async move {
+            match client.query(&target, sql).await {
+                Err(e) if is_missing_table(&e) => {
+                    tracing::debug!(org_id, "arc measurement not written yet, read as empty");
+                    Ok(Rows::default())
                 }
-            })
-            .await?;
+                other => other,
+            }
+        });
+        let result = match self.query_timeout {
+            None => read.await?,
+            Some(limit) => tokio::time::timeout(limit, read).await.map_err(|_| {
+                StoreError::Unavailable(format!(
+                    "arc did not answer a read within arc.query_timeout_ms ({} ms)",
+                    limit.as_millis()
+                ))
+            })??,
+        };
         Ok(result)
     }
 }

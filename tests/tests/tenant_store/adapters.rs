@@ -167,6 +167,45 @@ async fn arc_store_refuses_routes_its_sql_cannot_name() {
     }
 }
 
+#[tokio::test]
+async fn arc_store_bounds_a_read_by_the_query_timeout() {
+    let h = Harness::arc().await;
+    let Harness::Arc {
+        arc,
+        batcher,
+        client,
+    } = &h
+    else {
+        unreachable!()
+    };
+    let route = Arc::new(ArcRoute {
+        binding_id: "bind_1".into(),
+        url: arc.url(),
+        database: DB.into(),
+        measurement: TABLE.into(),
+        api_key: None,
+    });
+    let store = ArcStore::new(ORG_A, route, batcher.clone(), client.clone(), fast_retry())
+        .unwrap()
+        .with_query_timeout(Duration::from_millis(200));
+    let list = builder(&store, ORG_A).list(&list_params(|_| {}), NOW);
+    arc.faults().inject(Fault::stall().on(Target::Queries));
+    let started = std::time::Instant::now();
+    let e = store.query(&list).await.unwrap_err();
+    let took = started.elapsed();
+    assert!(
+        matches!(&e, StoreError::Unavailable(m) if m.contains("arc.query_timeout_ms")),
+        "{e:?}"
+    );
+    assert!(
+        took < Duration::from_secs(3),
+        "bounded by the timeout: {took:?}"
+    );
+    arc.faults().clear();
+    // the same store answers again once Arc does
+    store.query(&list).await.unwrap();
+}
+
 // ---- embedded opener specifics ----
 
 #[tokio::test]
