@@ -173,6 +173,24 @@ pub async fn run(options: WorkerOptions) -> Result<(), WorkerError> {
         handle.clone(),
         Duration::from_secs(config.arc.connect_timeout.clamp(1, 60)),
     ));
+    // Rows queued for an org whose route disappeared are failed, not
+    // written to an Arc the org no longer has (checked every second).
+    let route_task = {
+        let (batcher, handle) = (batcher.clone(), handle.clone());
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                let snapshot = handle.load();
+                let closed = batcher.close_orgs_without_route(|org| snapshot.route(org).is_some());
+                if closed > 0 {
+                    tracing::info!(
+                        orgs = closed,
+                        "queued writes of orgs without an arc route failed"
+                    );
+                }
+            }
+        })
+    };
     let state = Arc::new(AppState {
         handle,
         registry,
@@ -263,6 +281,7 @@ pub async fn run(options: WorkerOptions) -> Result<(), WorkerError> {
     }
     readiness_task.abort();
     arc_health_task.abort();
+    route_task.abort();
     watcher_task.abort();
     // leave the fleet at once: revoke the registration's lease (bounded)
     stop_registration.send_replace(true);

@@ -401,3 +401,21 @@ async fn a_batch_stays_open_no_longer_than_the_flush_interval() {
         "the row queued after the flush interval went in its own batch: {stats:?}"
     );
 }
+
+#[tokio::test]
+async fn orgs_whose_route_is_gone_are_closed_and_others_kept() {
+    let arc = ArcStandIn::start().await.unwrap();
+    let b = batcher(&knobs(100, 60_000, 100));
+    let acks = submit_each(&b, &route(&arc), 0, 3);
+    assert_eq!(
+        b.close_orgs_without_route(|_| true),
+        0,
+        "every route present"
+    );
+    assert_eq!(b.close_orgs_without_route(|org| org != ORG), 1);
+    for res in outcomes(acks).await {
+        assert!(matches!(res, Err(IngestError::OrgClosed { .. })), "{res:?}");
+    }
+    assert_eq!(arc.row_count(DB, MEASUREMENT), 0);
+    assert_eq!(b.active_orgs(), 0);
+}

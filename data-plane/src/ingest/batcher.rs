@@ -260,6 +260,22 @@ impl Batcher {
     pub fn active_orgs(&self) -> usize {
         self.shared.orgs().map.len()
     }
+
+    /// Closes ([`close_org`](Self::close_org)) every active org for which
+    /// `has_route` says its Arc route is gone (org deleted or unbound), so
+    /// rows still queued for it are answered with an error instead of being
+    /// written to an Arc the org no longer has. Returns how many closed.
+    pub fn close_orgs_without_route(&self, has_route: impl Fn(&str) -> bool) -> usize {
+        let gone: Vec<String> = self
+            .shared
+            .orgs()
+            .map
+            .keys()
+            .filter(|org| !has_route(org))
+            .cloned()
+            .collect();
+        gone.iter().filter(|org| self.close_org(org)).count()
+    }
 }
 
 /// A guess at when room frees up: one linger plus one Arc write.

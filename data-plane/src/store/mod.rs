@@ -126,6 +126,9 @@ impl From<IngestError> for StoreError {
             IngestError::TooLarge { .. } => Self::TooLarge(e.to_string()),
             IngestError::ShuttingDown | IngestError::Unflushed => Self::ShuttingDown,
             IngestError::Arc(a) => a.into(),
+            IngestError::OrgClosed { .. } => Self::Unavailable(
+                "the org's arc binding was removed while the write was queued".into(),
+            ),
             other => Self::Backend(other.to_string()),
         }
     }
