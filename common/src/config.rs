@@ -85,6 +85,18 @@ pub struct ServerConfig {
     pub shutdown_timeout: u64,
 }
 
+impl ServerConfig {
+    /// `host:port` to bind, with an IPv6 host in brackets (`[::1]:9100`).
+    pub fn listen_address(&self) -> String {
+        let host = self.host.trim();
+        if host.contains(':') && !host.starts_with('[') {
+            format!("[{host}]:{}", self.port)
+        } else {
+            format!("{host}:{}", self.port)
+        }
+    }
+}
+
 impl Default for ServerConfig {
     fn default() -> Self {
         Self {
@@ -460,6 +472,19 @@ fn coerce(var: &str, current: &toml::Value, value: &str) -> Result<toml::Value, 
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn listen_address_brackets_ipv6_hosts() {
+        let mut s = super::ServerConfig {
+            port: 9100,
+            ..Default::default()
+        };
+        assert_eq!(s.listen_address(), "0.0.0.0:9100");
+        s.host = "::1".into();
+        assert_eq!(s.listen_address(), "[::1]:9100");
+        s.host = "[::]".into();
+        assert_eq!(s.listen_address(), "[::]:9100");
+    }
+
     use super::*;
 
     #[test]

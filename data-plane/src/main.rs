@@ -56,7 +56,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let (fleet, _) = keyring_from_env(&env)?
         .with_context(|| format!("{FLEET_KEY_VAR} is required: workers open the Arc keys the control plane publishes with it"))?;
     let bus = memtrace_common::bus::connect(&config.etcd).await?;
-    let listen = format!("{}:{}", config.server.host, config.server.port);
+    let listen = config.server.listen_address();
     let listener = tokio::net::TcpListener::bind(&listen)
         .await
         .with_context(|| {

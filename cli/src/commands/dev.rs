@@ -105,7 +105,7 @@ pub async fn run(args: DevArgs, env: &Env, out: &mut dyn Write) -> anyhow::Resul
     )
     .await?;
     let worker_listener = bind(
-        &format!("{}:{}", config.server.host, config.server.port),
+        &config.server.listen_address(),
         "[server] host/port or MEMTRACE_SERVER_HOST/MEMTRACE_SERVER_PORT",
     )
     .await?;
