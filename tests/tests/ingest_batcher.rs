@@ -419,3 +419,15 @@ async fn orgs_whose_route_is_gone_are_closed_and_others_kept() {
     assert_eq!(arc.row_count(DB, MEASUREMENT), 0);
     assert_eq!(b.active_orgs(), 0);
 }
+
+#[tokio::test]
+async fn a_large_batch_is_encoded_off_the_async_threads_and_stored() {
+    let arc = ArcStandIn::start().await.unwrap();
+    let b = batcher(&knobs(1_000, 5, 1_000));
+    let rows: Vec<MemoryRow> = (0..600).map(row).collect();
+    let ack = b.submit(ORG, route(&arc), rows).unwrap();
+    timeout(WAIT, ack).await.unwrap().unwrap();
+    let stats = arc.stats().db(DB);
+    assert_eq!((stats.write_requests, stats.rows), (1, 600));
+    assert_eq!(arc.row_count(DB, MEASUREMENT), 600);
+}

@@ -23,6 +23,9 @@ use tokio::time::Instant;
 
 type Queue = mpsc::UnboundedReceiver<Pending>;
 
+/// Batches above this many rows are encoded on a blocking thread.
+const BLOCKING_ENCODE_ROWS: u64 = 500;
+
 /// Most rows a batch's columns are sized for up front.
 const MAX_PREALLOC_ROWS: u64 = 10_000;
 
@@ -195,14 +198,25 @@ fn drain_fail(shared: &Shared, rx: &mut Queue) {
 async fn write(
     shared: Arc<Shared>,
     org: Arc<OrgState>,
-    batch: Batch,
+    mut batch: Batch,
     retry_max_attempts: u32,
     _in_flight: OwnedSemaphorePermit,
     mut cancel: watch::Receiver<bool>,
 ) {
     let started = Instant::now();
     let route = batch.route.clone();
-    let body = match compress(&batch.data.encode(&route.measurement), Compression::Zstd) {
+    // Large batches are encoded and compressed off the async threads (a
+    // few ms of CPU would stall every other request on that thread).
+    let encoded = if batch.rows > BLOCKING_ENCODE_ROWS {
+        let data = std::mem::take(&mut batch.data);
+        let measurement = route.measurement.clone();
+        tokio::task::spawn_blocking(move || compress(&data.encode(&measurement), Compression::Zstd))
+            .await
+            .unwrap_or_else(|e| Err(std::io::Error::other(format!("encode task failed: {e}"))))
+    } else {
+        compress(&batch.data.encode(&route.measurement), Compression::Zstd)
+    };
+    let body = match encoded {
         Ok(b) => Bytes::from(b),
         Err(e) => {
             tracing::error!(org_id = %org.org_id, error = %e, "ingest batch encoding failed");
