@@ -137,10 +137,14 @@ async fn main() -> anyhow::Result<()> {
         cluster.set_config(setting, value).await?;
     }
     // quiet, except the startup line the harness reads the address from
-    let quiet = [(
-        "MEMTRACE_LOG_LEVEL",
-        "warn,memtrace_data_plane::worker=info",
-    )];
+    // and the allocator setting deploy/kubernetes/worker.yaml ships with
+    let quiet = [
+        (
+            "MEMTRACE_LOG_LEVEL",
+            "warn,memtrace_data_plane::worker=info",
+        ),
+        ("MIMALLOC_ARENA_EAGER_COMMIT", "0"),
+    ];
     let worker = cluster.worker("bench-worker", &quiet).await?;
     let pid = worker.pid().context("worker pid")?;
     let url = worker.url();
