@@ -24,7 +24,7 @@ fn rows() -> Vec<MemoryRow> {
                 i * 7919 % 10_007,
                 i % 13
             ),
-            metadata_json: format!("{{\"tool\":\"browser\",\"attempt\":{}}}", i % 3),
+            metadata_json: format!("{{\"tool\":\"browser\",\"attempt\":{}}}", i % 3).into(),
             tags_csv: "research,web".into(),
             dedup_key: format!("{:032x}", (i as u128).wrapping_mul(0x9e37_79b9_7f4a_7c15)),
             importance: (i % 10) as f64 / 10.0,
@@ -46,7 +46,7 @@ fn bench(c: &mut Criterion) {
             b.iter(|| {
                 let mut batch = MemoryBatch::with_capacity(ROWS);
                 for row in &template {
-                    batch.push(row.clone());
+                    batch.push(row);
                 }
                 let body = batch.encode("events");
                 match compression {

@@ -64,7 +64,7 @@ fn rows(org: &str, n: i64) -> Vec<MemoryRow> {
             memory_type: "episodic".into(),
             event_type: "general".into(),
             content: contents[i as usize % contents.len()].into(),
-            metadata_json: format!(r#"{{"i":{i}}}"#),
+            metadata_json: format!(r#"{{"i":{i}}}"#).into(),
             tags_csv: if i % 2 == 0 {
                 "a,b".into()
             } else {
@@ -80,7 +80,7 @@ fn rows(org: &str, n: i64) -> Vec<MemoryRow> {
 fn body(rows: &[MemoryRow], compression: Compression) -> Vec<u8> {
     let mut batch = MemoryBatch::new();
     for r in rows {
-        batch.push(r.clone());
+        batch.push(r);
     }
     compress(&batch.encode(MEASUREMENT), compression).unwrap()
 }
@@ -156,20 +156,20 @@ async fn writes_in_every_compression_read_back_column_by_column() {
         for (got, want) in result.into_maps().iter().zip(&written) {
             assert_eq!(time_us(&got["time"]), Some(want.time), "{org} time");
             let strings = [
-                ("id", &want.id),
-                ("org_id", &want.org_id),
-                ("agent_id", &want.agent_id),
-                ("session_id", &want.session_id),
-                ("memory_type", &want.memory_type),
-                ("event_type", &want.event_type),
-                ("content", &want.content),
-                ("metadata_json", &want.metadata_json),
-                ("tags_csv", &want.tags_csv),
-                ("dedup_key", &want.dedup_key),
-                ("parent_id", &want.parent_id),
+                ("id", &*want.id),
+                ("org_id", &*want.org_id),
+                ("agent_id", &*want.agent_id),
+                ("session_id", &*want.session_id),
+                ("memory_type", &*want.memory_type),
+                ("event_type", &*want.event_type),
+                ("content", &*want.content),
+                ("metadata_json", &*want.metadata_json),
+                ("tags_csv", &*want.tags_csv),
+                ("dedup_key", &*want.dedup_key),
+                ("parent_id", &*want.parent_id),
             ];
             for (col, value) in strings {
-                assert_eq!(got[col].as_str(), Some(value.as_str()), "{org} {col}");
+                assert_eq!(got[col].as_str(), Some(value), "{org} {col}");
             }
             assert_eq!(got["importance"].as_f64(), Some(want.importance));
         }

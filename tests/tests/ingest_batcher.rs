@@ -97,7 +97,7 @@ fn row(i: i64) -> MemoryRow {
 /// Submits rows `from..to` one request each.
 fn submit_each(b: &Batcher, r: &Arc<ArcRoute>, from: i64, to: i64) -> Vec<Ack> {
     (from..to)
-        .map(|i| b.submit(ORG, r.clone(), vec![row(i)]).unwrap())
+        .map(|i| b.submit(ORG, r.clone(), vec![row(i)].into()).unwrap())
         .collect()
 }
 
@@ -118,7 +118,7 @@ async fn concurrent_submits_share_arc_requests_and_are_stored_once() {
     let mut tasks = tokio::task::JoinSet::new();
     for i in 0..200 {
         let (b, r) = (b.clone(), r.clone());
-        tasks.spawn(async move { b.submit(ORG, r, vec![row(i)]).unwrap().await });
+        tasks.spawn(async move { b.submit(ORG, r, vec![row(i)].into()).unwrap().await });
     }
     let mut acked = 0;
     while let Some(res) = timeout(WAIT, tasks.join_next()).await.unwrap() {
@@ -148,7 +148,7 @@ async fn ack_waits_for_arc_to_answer() {
     let b = batcher(&knobs(100, 5, 100));
     arc.faults()
         .inject(Fault::stall().on(Target::Writes).times(1));
-    let mut ack = b.submit(ORG, route(&arc), vec![row(1)]).unwrap();
+    let mut ack = b.submit(ORG, route(&arc), vec![row(1)].into()).unwrap();
     assert!(arc.faults().wait_stalled(1, WAIT).await);
     assert!(timeout(Duration::from_millis(300), &mut ack).await.is_err());
     assert_eq!(b.queue_depth(ORG), Some(1));
@@ -201,7 +201,7 @@ async fn a_full_queue_refuses_at_once_and_loses_nothing() {
     let started = Instant::now();
     let (mut acks, mut full) = (Vec::new(), 0);
     for i in 0..50 {
-        match b.submit(ORG, r.clone(), vec![row(i)]) {
+        match b.submit(ORG, r.clone(), vec![row(i)].into()) {
             Ok(ack) => acks.push(ack),
             Err(IngestError::QueueFull { retry_after, .. }) => {
                 assert!(retry_after >= Duration::from_millis(100));
@@ -217,7 +217,7 @@ async fn a_full_queue_refuses_at_once_and_loses_nothing() {
     tokio::time::sleep(Duration::from_millis(50)).await;
     assert_eq!(arc.faults().stalled(), 2);
     assert!(matches!(
-        b.submit(ORG, r.clone(), vec![row(99)]),
+        b.submit(ORG, r.clone(), vec![row(99)].into()),
         Err(IngestError::QueueFull { .. })
     ));
     assert!(matches!(
@@ -232,7 +232,7 @@ async fn a_full_queue_refuses_at_once_and_loses_nothing() {
     assert_eq!(arc.row_count(DB, MEASUREMENT), 10);
     assert_eq!(b.metrics().rejected_full, 41);
     // Room again once answered.
-    let ack = b.submit(ORG, r, vec![row(200)]).unwrap();
+    let ack = b.submit(ORG, r, vec![row(200)].into()).unwrap();
     timeout(WAIT, ack).await.unwrap().unwrap();
 }
 
@@ -248,7 +248,7 @@ async fn close_flushes_queued_rows_without_waiting_for_linger() {
     assert!(outcomes(acks).await.iter().all(Result::is_ok));
     assert_eq!(arc.row_count(DB, MEASUREMENT), 5);
     assert!(matches!(
-        b.submit(ORG, r, vec![row(9)]),
+        b.submit(ORG, r, vec![row(9)].into()),
         Err(IngestError::ShuttingDown)
     ));
 }
@@ -320,7 +320,7 @@ async fn idle_flushers_exit_and_come_back() {
     let arc = ArcStandIn::start().await.unwrap();
     let b = batcher(&knobs(100, 5, 100)).with_idle_timeout(Duration::from_millis(50));
     let r = route(&arc);
-    timeout(WAIT, b.submit(ORG, r.clone(), vec![row(1)]).unwrap())
+    timeout(WAIT, b.submit(ORG, r.clone(), vec![row(1)].into()).unwrap())
         .await
         .unwrap()
         .unwrap();
@@ -329,7 +329,7 @@ async fn idle_flushers_exit_and_come_back() {
         assert!(Instant::now() < deadline, "flusher never retired");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    timeout(WAIT, b.submit(ORG, r, vec![row(2)]).unwrap())
+    timeout(WAIT, b.submit(ORG, r, vec![row(2)].into()).unwrap())
         .await
         .unwrap()
         .unwrap();
@@ -342,7 +342,7 @@ async fn an_idle_orgs_write_goes_out_at_once_and_busy_slots_gather_the_next_batc
     // a linger of a minute: only the adaptive close can answer quickly
     let b = batcher(&knobs(1_000, 60_000, 1_000));
     let r = route(&arc);
-    let ack = b.submit(ORG, r.clone(), vec![row(1)]).unwrap();
+    let ack = b.submit(ORG, r.clone(), vec![row(1)].into()).unwrap();
     timeout(Duration::from_secs(2), ack)
         .await
         .expect("sent without waiting for linger")
@@ -351,11 +351,11 @@ async fn an_idle_orgs_write_goes_out_at_once_and_busy_slots_gather_the_next_batc
     arc.faults()
         .inject(Fault::stall().on(Target::Writes).times(2));
     let held: Vec<Ack> = (2..4)
-        .map(|i| b.submit(ORG, r.clone(), vec![row(i)]).unwrap())
+        .map(|i| b.submit(ORG, r.clone(), vec![row(i)].into()).unwrap())
         .collect();
     assert!(arc.faults().wait_stalled(1, WAIT).await);
     let gathered: Vec<Ack> = (10..30)
-        .map(|i| b.submit(ORG, r.clone(), vec![row(i)]).unwrap())
+        .map(|i| b.submit(ORG, r.clone(), vec![row(i)].into()).unwrap())
         .collect();
     tokio::time::sleep(Duration::from_millis(100)).await;
     arc.faults().release_stalls();
@@ -381,14 +381,14 @@ async fn a_batch_stays_open_no_longer_than_the_flush_interval() {
     // one at a time, so each takes a write slot of its own
     let mut held: Vec<Ack> = Vec::new();
     for i in 0..2 {
-        held.push(b.submit(ORG, r.clone(), vec![row(i)]).unwrap());
+        held.push(b.submit(ORG, r.clone(), vec![row(i)].into()).unwrap());
         assert!(arc.faults().wait_stalled(i as usize + 1, WAIT).await);
     }
     // both slots busy: this opens a batch that can only close on time
-    let early = b.submit(ORG, r.clone(), vec![row(10)]).unwrap();
+    let early = b.submit(ORG, r.clone(), vec![row(10)].into()).unwrap();
     tokio::time::sleep(Duration::from_millis(1_300)).await;
     // past the flush interval: the open batch closed, this starts the next
-    let late = b.submit(ORG, r.clone(), vec![row(11)]).unwrap();
+    let late = b.submit(ORG, r.clone(), vec![row(11)].into()).unwrap();
     tokio::time::sleep(Duration::from_millis(50)).await;
     arc.faults().release_stalls();
     for ack in held.into_iter().chain([early, late]) {
@@ -425,7 +425,7 @@ async fn a_large_batch_is_encoded_off_the_async_threads_and_stored() {
     let arc = ArcStandIn::start().await.unwrap();
     let b = batcher(&knobs(1_000, 5, 1_000));
     let rows: Vec<MemoryRow> = (0..600).map(row).collect();
-    let ack = b.submit(ORG, route(&arc), rows).unwrap();
+    let ack = b.submit(ORG, route(&arc), rows.into()).unwrap();
     timeout(WAIT, ack).await.unwrap().unwrap();
     let stats = arc.stats().db(DB);
     assert_eq!((stats.write_requests, stats.rows), (1, 600));

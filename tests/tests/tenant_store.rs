@@ -146,10 +146,10 @@ fn mem(
         org_id: org.into(),
         agent_id: agent.into(),
         session_id: session.into(),
-        memory_type: memory_type.into(),
+        memory_type: memory_type.to_owned().into(),
         event_type: event_type.into(),
         content: content.into(),
-        metadata_json: format!(r#"{{"n":"{id}"}}"#),
+        metadata_json: format!(r#"{{"n":"{id}"}}"#).into(),
         tags_csv: tags.into(),
         dedup_key: dedup.into(),
         importance,
@@ -207,13 +207,13 @@ async fn memories_read_back_through_the_builder(h: &Harness) {
     let written = fixture();
     for (row, want) in all.clone().into_maps().iter().zip(&written) {
         assert_eq!(time_micros(&row["time"]), Some(want.time), "{row:?}");
-        assert_eq!(row["org_id"], want.org_id.as_str());
+        assert_eq!(row["org_id"], &*want.org_id);
         assert_eq!(row["agent_id"], want.agent_id.as_str());
         assert_eq!(row["session_id"], want.session_id.as_str());
-        assert_eq!(row["memory_type"], want.memory_type.as_str());
+        assert_eq!(row["memory_type"], &*want.memory_type);
         assert_eq!(row["event_type"], want.event_type.as_str());
         assert_eq!(row["content"], want.content.as_str());
-        assert_eq!(row["metadata_json"], want.metadata_json.as_str());
+        assert_eq!(row["metadata_json"], &*want.metadata_json);
         assert_eq!(row["tags_csv"], want.tags_csv.as_str());
         assert_eq!(row["dedup_key"], want.dedup_key.as_str());
         assert_eq!(row["importance"].as_f64(), Some(want.importance));

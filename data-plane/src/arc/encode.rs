@@ -1,8 +1,10 @@
 //! Memory rows as Arc's columnar MessagePack write body.
 //!
-//! A [`MemoryBatch`] keeps one vector per column and is filled row by row
-//! ([`MemoryBatch::push`]); [`MemoryBatch::encode`] writes the single
-//! top-level map Arc's fast typed-decode path takes:
+//! A [`MemoryBatch`] keeps one buffer per column holding that column's
+//! values already encoded as MessagePack, filled row by row
+//! ([`MemoryBatch::push`]) or by appending another batch
+//! ([`MemoryBatch::append`], a copy per column); [`MemoryBatch::encode`]
+//! writes the single top-level map Arc's fast typed-decode path takes:
 //!
 //! ```text
 //! {"m": <measurement>, "columns": {"time": [i64 µs, ...], "id": [str, ...], ...}}
@@ -10,83 +12,172 @@
 //!
 //! Every array has the batch's length (Arc answers 400 "array length
 //! mismatch" otherwise), strings are MessagePack `str` (empty, never nil, as
-//! the original memtrace wrote them), `time` and nothing else is an integer,
-//! `importance` is always a float64 (Arc types a column by its first non-nil
-//! value, so an integral `1.0` must not become an int). `time` is in
-//! microseconds: Arc guesses the unit from the first element only, so every
-//! value must be a plausible µs timestamp (≥ 1e13, i.e. after 1970-04-26).
+//! the original memtrace wrote them), `time` and nothing else is an integer
+//! (the most compact MessagePack integer, as every MessagePack encoder
+//! writes it), `importance` is always a float64 (Arc types a column by its
+//! first non-nil value, so an integral `1.0` must not become an int). `time`
+//! is in microseconds: Arc guesses the unit from the first element only, so
+//! every value must be a plausible µs timestamp (≥ 1e13, i.e. after
+//! 1970-04-26).
+//!
+//! Keeping values encoded means a row's strings are copied once, where the
+//! row is pushed, and freed there; a batch of any size is a fixed number of
+//! allocations, and encoding it is one copy per column.
 //!
 //! [`compress`] gzips (level 1) or zstd-compresses (level 1) the encoded
 //! body; Arc Go picks the decoder from the magic bytes.
 
-use serde::Serialize;
+use std::borrow::Cow;
 use std::io::Write as _;
+use std::sync::Arc;
 
 /// The column names, in the order they are written (= `MEMORY_COLUMNS`).
 pub const COLUMNS: [&str; 13] = crate::query::MEMORY_COLUMNS;
 
 /// One memory as written to Arc. Strings are stored as given (empty for
-/// "none"); `time` is microseconds since the Unix epoch.
+/// "none"); `time` is microseconds since the Unix epoch. The org id is
+/// shared by every row of a request, and the memory type and an empty
+/// metadata object are usually constants, so none of them costs an
+/// allocation per row.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct MemoryRow {
     pub time: i64,
     pub id: String,
-    pub org_id: String,
+    pub org_id: Arc<str>,
     pub agent_id: String,
     pub session_id: String,
-    pub memory_type: String,
+    pub memory_type: Cow<'static, str>,
     pub event_type: String,
     pub content: String,
-    pub metadata_json: String,
+    pub metadata_json: Cow<'static, str>,
     pub tags_csv: String,
     pub dedup_key: String,
     pub importance: f64,
     pub parent_id: String,
 }
 
-/// Columns of memory rows; field names are the Arc column names.
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
-struct Columns {
-    time: Vec<i64>,
-    id: Vec<String>,
-    org_id: Vec<String>,
-    agent_id: Vec<String>,
-    session_id: Vec<String>,
-    memory_type: Vec<String>,
-    event_type: Vec<String>,
-    content: Vec<String>,
-    metadata_json: Vec<String>,
-    tags_csv: Vec<String>,
-    dedup_key: Vec<String>,
-    importance: Vec<f64>,
-    parent_id: Vec<String>,
+/// Index of each column's buffer (the order of [`COLUMNS`]).
+mod col {
+    pub const TIME: usize = 0;
+    pub const ID: usize = 1;
+    pub const ORG_ID: usize = 2;
+    pub const AGENT_ID: usize = 3;
+    pub const SESSION_ID: usize = 4;
+    pub const MEMORY_TYPE: usize = 5;
+    pub const EVENT_TYPE: usize = 6;
+    pub const CONTENT: usize = 7;
+    pub const METADATA_JSON: usize = 8;
+    pub const TAGS_CSV: usize = 9;
+    pub const DEDUP_KEY: usize = 10;
+    pub const IMPORTANCE: usize = 11;
+    pub const PARENT_ID: usize = 12;
 }
 
-#[derive(Serialize)]
-struct Body<'a> {
-    m: &'a str,
-    columns: &'a Columns,
-}
-
-/// Fixed bytes of an encoded body besides the measurement: the two maps'
-/// headers, the keys `m`/`columns`, the 13 column names and array headers.
-const FIXED_OVERHEAD: usize = 256;
-
-/// Length of a MessagePack `str` header for a string of `len` bytes.
-fn str_header(len: usize) -> usize {
+/// Writes a MessagePack `str` header for `len` bytes.
+fn str_header(out: &mut Vec<u8>, len: usize) {
     match len {
-        0..32 => 1,
-        32..256 => 2,
-        256..65_536 => 3,
-        _ => 5,
+        0..32 => out.push(0xa0 | len as u8),
+        32..256 => out.extend_from_slice(&[0xd9, len as u8]),
+        256..65_536 => {
+            out.push(0xda);
+            out.extend_from_slice(&(len as u16).to_be_bytes());
+        }
+        _ => {
+            out.push(0xdb);
+            // a memory is far below 4 GiB (payload limits); saturate anyway
+            out.extend_from_slice(&u32::try_from(len).unwrap_or(u32::MAX).to_be_bytes());
+        }
     }
 }
 
-/// A batch of memory rows for one measurement, in columns.
+fn write_str(out: &mut Vec<u8>, s: &str) {
+    str_header(out, s.len());
+    out.extend_from_slice(s.as_bytes());
+}
+
+/// An array header for `n` elements.
+fn array_header(out: &mut Vec<u8>, n: usize) {
+    match n {
+        0..16 => out.push(0x90 | n as u8),
+        16..65_536 => {
+            out.push(0xdc);
+            out.extend_from_slice(&(n as u16).to_be_bytes());
+        }
+        _ => {
+            out.push(0xdd);
+            out.extend_from_slice(&u32::try_from(n).unwrap_or(u32::MAX).to_be_bytes());
+        }
+    }
+}
+
+/// The most compact MessagePack integer for `v` (what `rmp` writes).
+fn write_int(out: &mut Vec<u8>, v: i64) {
+    if v >= 0 {
+        let u = v as u64;
+        match u {
+            0..128 => out.push(u as u8),
+            128..256 => out.extend_from_slice(&[0xcc, u as u8]),
+            256..65_536 => {
+                out.push(0xcd);
+                out.extend_from_slice(&(u as u16).to_be_bytes());
+            }
+            65_536..4_294_967_296 => {
+                out.push(0xce);
+                out.extend_from_slice(&(u as u32).to_be_bytes());
+            }
+            _ => {
+                out.push(0xcf);
+                out.extend_from_slice(&u.to_be_bytes());
+            }
+        }
+    } else {
+        match v {
+            -32..0 => out.push(v as i8 as u8),
+            -128..-32 => out.extend_from_slice(&[0xd0, v as i8 as u8]),
+            -32_768..-128 => {
+                out.push(0xd1);
+                out.extend_from_slice(&(v as i16).to_be_bytes());
+            }
+            -2_147_483_648..-32_768 => {
+                out.push(0xd2);
+                out.extend_from_slice(&(v as i32).to_be_bytes());
+            }
+            _ => {
+                out.push(0xd3);
+                out.extend_from_slice(&v.to_be_bytes());
+            }
+        }
+    }
+}
+
+fn write_f64(out: &mut Vec<u8>, v: f64) {
+    out.push(0xcb);
+    out.extend_from_slice(&v.to_be_bytes());
+}
+
+/// Bytes of the body's map headers and keys besides the columns' contents:
+/// `{"m": <measurement>, "columns": {<13 names>: <array header>...}}`.
+fn framing_len(measurement_len: usize, rows: usize) -> usize {
+    let array = match rows {
+        0..16 => 1,
+        16..65_536 => 3,
+        _ => 5,
+    };
+    let str_len = |n: usize| match n {
+        0..32 => 1 + n,
+        32..256 => 2 + n,
+        256..65_536 => 3 + n,
+        _ => 5 + n,
+    };
+    let names: usize = COLUMNS.iter().map(|c| str_len(c.len()) + array).sum();
+    1 + str_len(1) + str_len(measurement_len) + str_len(7) + 1 + names
+}
+
+/// A batch of memory rows for one measurement, as encoded columns.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct MemoryBatch {
-    cols: Columns,
-    payload_bytes: usize,
+    rows: usize,
+    cols: [Vec<u8>; 13],
 }
 
 impl MemoryBatch {
@@ -94,106 +185,135 @@ impl MemoryBatch {
         Self::default()
     }
 
-    /// An empty batch with room for `rows` rows.
+    /// An empty batch with room for `rows` rows of typical size.
     pub fn with_capacity(rows: usize) -> Self {
-        let s = || Vec::with_capacity(rows);
-        Self {
-            cols: Columns {
-                time: Vec::with_capacity(rows),
-                id: s(),
-                org_id: s(),
-                agent_id: s(),
-                session_id: s(),
-                memory_type: s(),
-                event_type: s(),
-                content: s(),
-                metadata_json: s(),
-                tags_csv: s(),
-                dedup_key: s(),
-                importance: Vec::with_capacity(rows),
-                parent_id: s(),
-            },
-            payload_bytes: 0,
+        let mut b = Self::new();
+        for (i, c) in b.cols.iter_mut().enumerate() {
+            let per_row = match i {
+                col::TIME | col::IMPORTANCE => 9,
+                col::CONTENT => 128,
+                col::ID | col::ORG_ID | col::AGENT_ID | col::DEDUP_KEY => 32,
+                _ => 8,
+            };
+            c.reserve(rows.saturating_mul(per_row));
         }
+        b
     }
 
-    /// Appends one row (its strings are moved in, not copied).
-    pub fn push(&mut self, row: MemoryRow) {
-        let c = &mut self.cols;
-        let strings = [
-            (&mut c.id, row.id),
-            (&mut c.org_id, row.org_id),
-            (&mut c.agent_id, row.agent_id),
-            (&mut c.session_id, row.session_id),
-            (&mut c.memory_type, row.memory_type),
-            (&mut c.event_type, row.event_type),
-            (&mut c.content, row.content),
-            (&mut c.metadata_json, row.metadata_json),
-            (&mut c.tags_csv, row.tags_csv),
-            (&mut c.dedup_key, row.dedup_key),
-            (&mut c.parent_id, row.parent_id),
-        ];
-        // int64 and float64 are at most 9 bytes each.
-        let mut size = 18;
-        for (col, value) in strings {
-            size += value.len() + str_header(value.len());
-            col.push(value);
+    /// A batch of `rows`, in order.
+    pub fn from_rows<'a>(rows: impl IntoIterator<Item = &'a MemoryRow>) -> Self {
+        let mut b = Self::new();
+        for r in rows {
+            b.push(r);
         }
-        c.time.push(row.time);
-        c.importance.push(row.importance);
-        self.payload_bytes += size;
+        b
+    }
+
+    /// Appends one row (its values are copied into the columns).
+    pub fn push(&mut self, row: &MemoryRow) {
+        let c = &mut self.cols;
+        write_int(&mut c[col::TIME], row.time);
+        write_str(&mut c[col::ID], &row.id);
+        write_str(&mut c[col::ORG_ID], &row.org_id);
+        write_str(&mut c[col::AGENT_ID], &row.agent_id);
+        write_str(&mut c[col::SESSION_ID], &row.session_id);
+        write_str(&mut c[col::MEMORY_TYPE], &row.memory_type);
+        write_str(&mut c[col::EVENT_TYPE], &row.event_type);
+        write_str(&mut c[col::CONTENT], &row.content);
+        write_str(&mut c[col::METADATA_JSON], &row.metadata_json);
+        write_str(&mut c[col::TAGS_CSV], &row.tags_csv);
+        write_str(&mut c[col::DEDUP_KEY], &row.dedup_key);
+        write_f64(&mut c[col::IMPORTANCE], row.importance);
+        write_str(&mut c[col::PARENT_ID], &row.parent_id);
+        self.rows += 1;
+    }
+
+    /// Appends every row of `other` after this batch's rows. An empty
+    /// batch takes `other`'s buffers as they are.
+    pub fn append(&mut self, other: MemoryBatch) {
+        if self.rows == 0 && self.payload_len() == 0 {
+            let spare: usize = self.cols.iter().map(Vec::capacity).sum();
+            let needed = other.payload_len();
+            if spare < needed {
+                *self = other;
+                return;
+            }
+        }
+        for (mine, theirs) in self.cols.iter_mut().zip(&other.cols) {
+            mine.extend_from_slice(theirs);
+        }
+        self.rows += other.rows;
+    }
+
+    /// Makes room for `more` rows the size of this batch's average row, so
+    /// appending them does not reallocate.
+    pub fn reserve_rows(&mut self, more: usize) {
+        if self.rows == 0 {
+            return;
+        }
+        for c in &mut self.cols {
+            let per_row = c.len().div_ceil(self.rows);
+            c.reserve(per_row.saturating_mul(more));
+        }
     }
 
     pub fn len(&self) -> usize {
-        self.cols.time.len()
+        self.rows
     }
 
     pub fn is_empty(&self) -> bool {
-        self.cols.time.is_empty()
+        self.rows == 0
     }
 
-    /// An upper bound of [`encode`](Self::encode)'s output length for a
+    /// The encoded values' bytes (the body without its framing).
+    pub fn payload_len(&self) -> usize {
+        self.cols.iter().map(Vec::len).sum()
+    }
+
+    /// The exact length of [`encode`](Self::encode)'s output for a
     /// measurement name of `measurement_len` bytes (before compression).
-    pub fn encoded_size_estimate(&self, measurement_len: usize) -> usize {
-        FIXED_OVERHEAD + measurement_len + self.payload_bytes
+    pub fn encoded_len(&self, measurement_len: usize) -> usize {
+        framing_len(measurement_len, self.rows) + self.payload_len()
     }
 
     /// The MessagePack body `{"m": measurement, "columns": {...}}`.
     pub fn encode(&self, measurement: &str) -> Vec<u8> {
-        let mut out = Vec::with_capacity(self.encoded_size_estimate(measurement.len()));
-        let body = Body {
-            m: measurement,
-            columns: &self.cols,
-        };
-        let mut ser = rmp_serde::Serializer::new(&mut out).with_struct_map();
-        // Writing plain strings, ints and floats into a Vec cannot fail.
-        if let Err(e) = body.serialize(&mut ser) {
-            tracing::error!(error = %e, "arc batch encoding failed");
+        let mut out = Vec::with_capacity(self.encoded_len(measurement.len()));
+        out.push(0x82);
+        write_str(&mut out, "m");
+        write_str(&mut out, measurement);
+        write_str(&mut out, "columns");
+        out.push(0x80 | COLUMNS.len() as u8);
+        for (name, values) in COLUMNS.iter().zip(&self.cols) {
+            write_str(&mut out, name);
+            array_header(&mut out, self.rows);
+            out.extend_from_slice(values);
         }
         out
     }
 
     /// Removes every row, keeping the allocations.
     pub fn clear(&mut self) {
-        let c = &mut self.cols;
-        c.time.clear();
-        c.importance.clear();
-        for col in [
-            &mut c.id,
-            &mut c.org_id,
-            &mut c.agent_id,
-            &mut c.session_id,
-            &mut c.memory_type,
-            &mut c.event_type,
-            &mut c.content,
-            &mut c.metadata_json,
-            &mut c.tags_csv,
-            &mut c.dedup_key,
-            &mut c.parent_id,
-        ] {
-            col.clear();
+        for c in &mut self.cols {
+            c.clear();
         }
-        self.payload_bytes = 0;
+        self.rows = 0;
+    }
+}
+
+impl FromIterator<MemoryRow> for MemoryBatch {
+    fn from_iter<I: IntoIterator<Item = MemoryRow>>(rows: I) -> Self {
+        let mut b = Self::new();
+        for r in rows {
+            b.push(&r);
+        }
+        b
+    }
+}
+
+impl From<Vec<MemoryRow>> for MemoryBatch {
+    fn from(rows: Vec<MemoryRow>) -> Self {
+        Self::from_rows(&rows)
     }
 }
 
@@ -265,11 +385,60 @@ mod tests {
         rmp_serde::from_slice(bytes).unwrap()
     }
 
+    /// The same body written by a general MessagePack encoder (rmp-serde,
+    /// struct as map): the hand-written columns must match it byte for byte.
+    fn reference(rows: &[MemoryRow], measurement: &str) -> Vec<u8> {
+        #[derive(serde::Serialize)]
+        struct Columns {
+            time: Vec<i64>,
+            id: Vec<String>,
+            org_id: Vec<String>,
+            agent_id: Vec<String>,
+            session_id: Vec<String>,
+            memory_type: Vec<String>,
+            event_type: Vec<String>,
+            content: Vec<String>,
+            metadata_json: Vec<String>,
+            tags_csv: Vec<String>,
+            dedup_key: Vec<String>,
+            importance: Vec<f64>,
+            parent_id: Vec<String>,
+        }
+        #[derive(serde::Serialize)]
+        struct Body<'a> {
+            m: &'a str,
+            columns: Columns,
+        }
+        let s = |f: fn(&MemoryRow) -> String| rows.iter().map(f).collect::<Vec<_>>();
+        let body = Body {
+            m: measurement,
+            columns: Columns {
+                time: rows.iter().map(|r| r.time).collect(),
+                id: s(|r| r.id.clone()),
+                org_id: s(|r| r.org_id.to_string()),
+                agent_id: s(|r| r.agent_id.clone()),
+                session_id: s(|r| r.session_id.clone()),
+                memory_type: s(|r| r.memory_type.to_string()),
+                event_type: s(|r| r.event_type.clone()),
+                content: s(|r| r.content.clone()),
+                metadata_json: s(|r| r.metadata_json.to_string()),
+                tags_csv: s(|r| r.tags_csv.clone()),
+                dedup_key: s(|r| r.dedup_key.clone()),
+                importance: rows.iter().map(|r| r.importance).collect(),
+                parent_id: s(|r| r.parent_id.clone()),
+            },
+        };
+        let mut out = Vec::new();
+        let mut ser = rmp_serde::Serializer::new(&mut out).with_struct_map();
+        serde::Serialize::serialize(&body, &mut ser).unwrap();
+        out
+    }
+
     #[test]
     fn encodes_one_columnar_map_with_typed_columns() {
         let mut b = MemoryBatch::new();
-        b.push(row(0));
-        b.push(row(1));
+        b.push(&row(0));
+        b.push(&row(1));
         let bytes = b.encode("memories");
         let v = decode(&bytes);
         assert_eq!(v["m"], "memories");
@@ -286,13 +455,61 @@ mod tests {
         assert_eq!(cols["session_id"], json!(["", ""]));
         assert_eq!(cols["content"][1], "héllo \"1\" ✓");
         assert!(cols.values().all(|c| c.as_array().unwrap().len() == 2));
-        assert!(bytes.len() <= b.encoded_size_estimate("memories".len()));
+        assert_eq!(bytes.len(), b.encoded_len("memories".len()));
+    }
+
+    #[test]
+    fn matches_a_general_encoder_byte_for_byte_at_every_header_size() {
+        // string lengths and row counts crossing each header width, and
+        // integers of every width (negative ones included)
+        let lens = [0, 1, 31, 32, 255, 256, 65_535, 65_536];
+        let times = [
+            0,
+            5,
+            127,
+            128,
+            255,
+            256,
+            65_535,
+            65_536,
+            4_294_967_295,
+            4_294_967_296,
+            -1,
+            -32,
+            -33,
+            -128,
+            -129,
+            -32_768,
+            -32_769,
+            -2_147_483_648,
+            -2_147_483_649,
+            i64::MIN,
+            i64::MAX,
+        ];
+        for n in [0usize, 1, 15, 16, 17, 300] {
+            let rows: Vec<MemoryRow> = (0..n)
+                .map(|i| {
+                    let mut r = row(i as i64);
+                    r.content = "c".repeat(lens[i % lens.len()]);
+                    r.parent_id = "p".repeat(lens[(i + 3) % lens.len()]);
+                    r.time = times[i % times.len()];
+                    r.importance = i as f64 / 7.0;
+                    r
+                })
+                .collect();
+            let b = MemoryBatch::from_rows(&rows);
+            let bytes = b.encode("events");
+            assert_eq!(bytes, reference(&rows, "events"), "{n} rows");
+            assert_eq!(bytes.len(), b.encoded_len(6), "{n} rows");
+            let long = "x".repeat(40);
+            assert_eq!(b.encode(&long), reference(&rows, &long), "{n} rows");
+        }
     }
 
     #[test]
     fn importance_is_always_float64_and_time_an_int() {
         let mut b = MemoryBatch::new();
-        b.push(row(0));
+        b.push(&row(0));
         let bytes = b.encode("m");
         // float64 marker 0xcb followed by 1.0; int64 marker 0xd3 or uint 0xcf.
         let one = 1.0_f64.to_be_bytes();
@@ -304,12 +521,31 @@ mod tests {
     }
 
     #[test]
-    fn compressions_round_trip_and_carry_magic_bytes() {
-        let mut b = MemoryBatch::with_capacity(100);
-        for i in 0..100 {
-            b.push(row(i));
+    fn appended_batches_equal_one_batch_of_all_rows() {
+        let rows: Vec<MemoryRow> = (0..50).map(row).collect();
+        let whole = MemoryBatch::from_rows(&rows);
+        let mut parts = MemoryBatch::new();
+        for chunk in rows.chunks(7) {
+            parts.append(MemoryBatch::from_rows(chunk));
         }
-        let raw = b.encode("memories");
+        assert_eq!(parts.len(), 50);
+        assert_eq!(parts.encode("memories"), whole.encode("memories"));
+        // an empty batch with room appends by copying, and reserve_rows
+        // keeps a large append from reallocating
+        let mut roomy = MemoryBatch::with_capacity(100);
+        roomy.append(MemoryBatch::from_rows(&rows[..1]));
+        roomy.reserve_rows(49);
+        let caps: Vec<usize> = roomy.cols.iter().map(Vec::capacity).collect();
+        roomy.append(MemoryBatch::from_rows(&rows[1..]));
+        assert_eq!(roomy.encode("memories"), whole.encode("memories"));
+        let after: Vec<usize> = roomy.cols.iter().map(Vec::capacity).collect();
+        assert_eq!(caps, after, "reserved room was enough");
+    }
+
+    #[test]
+    fn compressions_round_trip_and_carry_magic_bytes() {
+        let rows: Vec<MemoryRow> = (0..100).map(row).collect();
+        let raw = MemoryBatch::from_rows(&rows).encode("memories");
         let gz = compress(&raw, Compression::Gzip).unwrap();
         assert_eq!(&gz[..2], &[0x1f, 0x8b]);
         let mut out = Vec::new();
@@ -325,19 +561,12 @@ mod tests {
     }
 
     #[test]
-    fn estimate_bounds_the_encoding_and_clear_resets() {
-        let mut b = MemoryBatch::new();
-        for i in 0..1000 {
-            let mut r = row(i);
-            r.content = "x".repeat((i as usize * 37) % 70_000);
-            b.push(r);
-        }
-        let n = b.encode("memories").len();
-        let est = b.encoded_size_estimate(8);
-        assert!(n <= est && est - n <= FIXED_OVERHEAD, "n={n} est={est}");
+    fn clear_resets() {
+        let mut b = MemoryBatch::from_rows(&[row(0), row(1)]);
         b.clear();
         assert!(b.is_empty());
         let v = decode(&b.encode("memories"));
         assert_eq!(v["columns"]["id"], json!([]));
+        assert_eq!(b.encode("memories").len(), b.encoded_len(8));
     }
 }

@@ -1,9 +1,9 @@
 //! [`Batcher`]: admission into per-org bounded queues, org lifecycle and
 //! shutdown. The batching itself is in [`flusher`](super::flusher).
 
-use super::queue::{OrgState, Pending, Waiter, row_size_estimate};
+use super::queue::{OrgState, Pending, Waiter};
 use super::{Ack, Counters, IngestError, IngestMetrics, SubmitError};
-use crate::arc::{ArcClient, MemoryRow, RetryPolicy};
+use crate::arc::{ArcClient, MemoryBatch, RetryPolicy};
 use crate::snapshot::ArcRoute;
 use memtrace_common::settings::{TenantLimits, WriteSettings};
 use std::collections::HashMap;
@@ -132,10 +132,10 @@ impl Batcher {
         &self,
         org_id: &str,
         route: Arc<ArcRoute>,
-        rows: Vec<MemoryRow>,
+        rows: MemoryBatch,
     ) -> Result<Ack, SubmitError> {
         let n = rows.len() as u64;
-        let bytes = rows.iter().map(row_size_estimate).sum();
+        let bytes = rows.payload_len() as u64;
         let mut orgs = self.shared.orgs();
         if orgs.shutting_down {
             return Err(IngestError::ShuttingDown);
@@ -168,7 +168,7 @@ impl Batcher {
         let waiter = Waiter::new(n, tx, permit, self.shared.pending_rows.clone());
         let pending = Pending {
             route,
-            rows,
+            data: rows,
             bytes,
             waiter,
         };

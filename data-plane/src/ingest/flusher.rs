@@ -96,7 +96,7 @@ pub(crate) async fn run(shared: Arc<Shared>, org: Arc<OrgState>, mut rx: Queue) 
                     }
                 }
             };
-            let fits = batch.rows + next.rows.len() as u64 <= batch_size
+            let fits = batch.rows + next.rows() <= batch_size
                 && batch.bytes.saturating_add(next.bytes) <= max_bytes;
             if !fits || !same_route(&batch.route, &next.route) {
                 carry = Some(next);

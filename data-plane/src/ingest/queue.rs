@@ -2,7 +2,7 @@
 //! ([`Pending`]) with their waiters, and the batch being assembled.
 
 use super::{Counters, IngestError, WriteError};
-use crate::arc::{MemoryBatch, MemoryRow};
+use crate::arc::MemoryBatch;
 use crate::snapshot::ArcRoute;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -120,34 +120,21 @@ impl Drop for Waiter {
     }
 }
 
-/// One admitted request on its way to the flusher.
+/// One admitted request on its way to the flusher: its rows, already
+/// encoded as columns.
 #[derive(Debug)]
 pub(crate) struct Pending {
     pub route: Arc<ArcRoute>,
-    pub rows: Vec<MemoryRow>,
-    /// Encoded-size estimate of `rows`.
+    pub data: MemoryBatch,
+    /// Encoded bytes of `data`'s values.
     pub bytes: u64,
     pub waiter: Waiter,
 }
 
-/// An upper bound of a row's share of the encoded body (the same bound as
-/// [`MemoryBatch::encoded_size_estimate`]: strings with 5-byte headers, two
-/// 9-byte numbers).
-pub(crate) fn row_size_estimate(r: &MemoryRow) -> u64 {
-    let strings = [
-        &r.id,
-        &r.org_id,
-        &r.agent_id,
-        &r.session_id,
-        &r.memory_type,
-        &r.event_type,
-        &r.content,
-        &r.metadata_json,
-        &r.tags_csv,
-        &r.dedup_key,
-        &r.parent_id,
-    ];
-    18 + strings.iter().map(|s| s.len() as u64 + 5).sum::<u64>()
+impl Pending {
+    pub fn rows(&self) -> u64 {
+        self.data.len() as u64
+    }
 }
 
 /// True when two routes write to the same place with the same key.
@@ -171,26 +158,25 @@ pub(crate) struct Batch {
 }
 
 impl Batch {
-    /// A batch starting with `first`, with room for `capacity` rows (the
-    /// batch size, so the columns never grow while the batch fills).
+    /// A batch starting with `first`, with room for `capacity` rows of
+    /// `first`'s average size (so the columns rarely grow while it fills).
     pub fn new(first: Pending, capacity: usize) -> Self {
-        let mut b = Self {
-            route: first.route.clone(),
-            data: MemoryBatch::with_capacity(capacity.max(first.rows.len())),
-            rows: 0,
-            bytes: 0,
-            waiters: Vec::new(),
-        };
-        b.add(first);
-        b
+        let mut data = MemoryBatch::new();
+        data.append(first.data);
+        data.reserve_rows(capacity.saturating_sub(data.len()));
+        Self {
+            route: first.route,
+            rows: data.len() as u64,
+            bytes: first.bytes,
+            data,
+            waiters: vec![first.waiter],
+        }
     }
 
     pub fn add(&mut self, p: Pending) {
-        self.rows += p.rows.len() as u64;
+        self.rows += p.rows();
         self.bytes += p.bytes;
-        for row in p.rows {
-            self.data.push(row);
-        }
+        self.data.append(p.data);
         self.waiters.push(p.waiter);
     }
 
@@ -239,19 +225,5 @@ mod tests {
         s.resize(5);
         assert_eq!(s.capacity.load(Ordering::Relaxed), 5);
         assert_eq!(OrgState::new("o", 0).permits.available_permits(), 10_000);
-    }
-
-    #[test]
-    fn size_estimate_bounds_the_encoding() {
-        let row = MemoryRow {
-            time: 1_735_689_600_000_000,
-            id: "mem_1".into(),
-            content: "x".repeat(300),
-            importance: 0.5,
-            ..MemoryRow::default()
-        };
-        let mut b = MemoryBatch::new();
-        b.push(row.clone());
-        assert!(row_size_estimate(&row) as usize + 256 + 8 >= b.encode("memories").len());
     }
 }

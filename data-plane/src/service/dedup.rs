@@ -92,16 +92,46 @@ impl DedupIndex {
     /// Reserves each key not already known; returns, per key, whether it was
     /// reserved (false = already known: a duplicate). Atomic over the list.
     pub fn reserve(&self, org: &str, keys: &[String], now: i64, expiry: i64) -> Vec<bool> {
+        let mut reserved = vec![true; keys.len()];
+        self.reserve_kept(org, keys, &mut reserved, now, expiry);
+        reserved
+    }
+
+    /// Clears `keep[i]` for each key known (not expired at `now`) for
+    /// `org`; one lock for the whole list.
+    pub fn known(&self, org: &str, keys: &[String], now: i64, keep: &mut [bool]) {
+        let inner = self.lock();
+        let Some(live) = inner.live.get(org) else {
+            return;
+        };
+        for (k, kept) in keys.iter().zip(keep.iter_mut()) {
+            if *kept && live.get(k.as_str()).is_some_and(|exp| *exp > now) {
+                *kept = false;
+            }
+        }
+    }
+
+    /// Reserves the keys whose `keep` is set; a key already known clears
+    /// its `keep` instead (a duplicate). Atomic over the list.
+    pub fn reserve_kept(
+        &self,
+        org: &str,
+        keys: &[String],
+        keep: &mut [bool],
+        now: i64,
+        expiry: i64,
+    ) {
         let mut inner = self.lock();
-        keys.iter()
-            .map(|k| {
-                if inner.expiry(org, k).is_some_and(|exp| exp > now) {
-                    return false;
-                }
+        for (k, kept) in keys.iter().zip(keep.iter_mut()) {
+            if !*kept {
+                continue;
+            }
+            if inner.expiry(org, k).is_some_and(|exp| exp > now) {
+                *kept = false;
+            } else {
                 self.insert_locked(&mut inner, org, k, expiry);
-                true
-            })
-            .collect()
+            }
+        }
     }
 
     /// Records keys found in the store (known duplicates).
@@ -192,5 +222,27 @@ mod tests {
         idx.remember("o", &["b".into(), "c".into()], 100);
         assert!(idx.len() <= 2, "bounded");
         assert!(idx.contains("o", "c", 0));
+    }
+
+    #[test]
+    fn known_and_reserve_kept_skip_what_is_already_refused() {
+        let idx = DedupIndex::new(10);
+        let keys: Vec<String> = ["a", "b", "c"].map(String::from).to_vec();
+        idx.remember("o", &keys[..1], 100);
+        let mut keep = vec![true, false, true];
+        idx.known("o", &keys, 50, &mut keep);
+        assert_eq!(keep, [false, false, true], "a known, b already refused");
+        idx.known("o", &keys, 150, &mut keep);
+        assert_eq!(keep, [false, false, true], "never sets keep back");
+        idx.reserve_kept("o", &keys, &mut keep, 50, 100);
+        assert_eq!(keep, [false, false, true]);
+        assert!(idx.contains("o", "c", 50), "c reserved");
+        assert!(!idx.contains("o", "b", 50), "b was not kept: not reserved");
+        let mut again = vec![true, true, true];
+        idx.reserve_kept("o", &keys, &mut again, 50, 100);
+        assert_eq!(again, [false, true, false], "a and c known; b reserved now");
+        let mut other_org = vec![true; 3];
+        idx.known("p", &keys, 50, &mut other_org);
+        assert_eq!(other_org, [true; 3], "per org");
     }
 }

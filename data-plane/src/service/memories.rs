@@ -12,7 +12,7 @@
 use super::dedup::auto_key;
 use super::ids::{memory_id, next_micros};
 use super::lookups::KeyLookup;
-use super::rows::{self, encode_object, rfc3339};
+use super::rows::{self, EMPTY_OBJECT, encode_object, rfc3339};
 use super::types::{Memory, MemoryList, NewMemory, SearchResult};
 use super::{MAX_BATCH, OrgService, ServiceError, ServiceShared};
 use crate::arc::MemoryRow;
@@ -21,6 +21,7 @@ use crate::query::{
     DedupKey, ListParams, ListQuery, MemoryId, SearchParams, SearchQuery, SessionId, UnixMicros,
 };
 use crate::store::{StoreError, TenantStore};
+use std::borrow::Cow;
 use std::collections::HashSet;
 use std::future::Future;
 use std::sync::Arc;
@@ -87,7 +88,7 @@ impl OrgService {
                 "too many memories in one batch: at most {MAX_BATCH}"
             )));
         }
-        let org = self.org.as_str().to_owned();
+        let org = self.org.as_str();
         let now = UnixMicros::now().0;
         let window = i64::try_from(self.dedup.window.as_micros()).unwrap_or(i64::MAX);
         let expiry = now.saturating_add(window);
@@ -109,50 +110,18 @@ impl OrgService {
         let mut keep = vec![true; memories.len()];
         let mut reserved: Vec<String> = Vec::new();
         if self.dedup.enabled {
-            let index = &self.shared.dedup;
-            let mut seen: HashSet<&str> = HashSet::with_capacity(keys.len());
-            let mut unknown: Vec<DedupKey> = Vec::new();
-            for (i, k) in keys.iter().enumerate() {
-                if !seen.insert(k) || index.contains(&org, k, now) {
-                    keep[i] = false;
-                } else {
-                    unknown.push(DedupKey::parse(k)?);
-                }
-            }
-            let found = self.lookup_keys(unknown).await;
-            if !found.is_empty() {
-                index.remember(&org, &found.iter().cloned().collect::<Vec<_>>(), expiry);
-            }
-            let candidates: Vec<(usize, String)> = keys
-                .iter()
-                .enumerate()
-                .filter(|(i, k)| keep[*i] && !found.contains(*k))
-                .map(|(i, k)| (i, k.clone()))
-                .collect();
-            for (i, k) in keys.iter().enumerate() {
-                if found.contains(k) {
-                    keep[i] = false;
-                }
-            }
-            let to_reserve: Vec<String> = candidates.iter().map(|(_, k)| k.clone()).collect();
-            for ((i, k), ok) in candidates
-                .iter()
-                .zip(index.reserve(&org, &to_reserve, now, expiry))
-            {
-                if ok {
-                    reserved.push(k.clone());
-                } else {
-                    keep[*i] = false;
-                }
-            }
+            self.dedup_keys(&keys, &mut keep, &mut reserved, now, expiry)
+                .await?;
         }
         if single && !keep[0] {
             tracing::debug!(org_id = %org, "duplicate memory refused");
             return Err(ServiceError::Duplicate);
         }
 
-        let mut rows = Vec::new();
-        let mut created = Vec::new();
+        // one shared org id for every row of the request
+        let org_id: Arc<str> = Arc::from(org);
+        let mut rows = Vec::with_capacity(memories.len());
+        let mut created = Vec::with_capacity(memories.len());
         for ((m, key), keep) in memories.into_iter().zip(keys).zip(keep) {
             if !keep {
                 created.push(None);
@@ -160,23 +129,28 @@ impl OrgService {
             }
             let time = next_micros();
             let id =
-                m.id.as_ref()
-                    .map(|i| i.as_str().to_owned())
+                m.id.map(MemoryId::into_string)
                     .unwrap_or_else(|| memory_id(time));
-            let tags_csv = m
-                .tags
-                .iter()
-                .map(|t| t.as_str())
-                .collect::<Vec<_>>()
-                .join(",");
-            let metadata_json = encode_object(&m.metadata);
+            let tags_csv = match m.tags.as_slice() {
+                [] => String::new(),
+                tags => tags
+                    .iter()
+                    .map(|t| t.as_str())
+                    .collect::<Vec<_>>()
+                    .join(","),
+            };
+            let metadata_json = if m.metadata.is_empty() {
+                Cow::Borrowed(EMPTY_OBJECT)
+            } else {
+                Cow::Owned(encode_object(&m.metadata))
+            };
             let row = MemoryRow {
                 time,
-                id: id.clone(),
-                org_id: org.clone(),
+                id,
+                org_id: org_id.clone(),
                 agent_id: m.agent_id.into_string(),
                 session_id: m.session_id.map(SessionId::into_string).unwrap_or_default(),
-                memory_type: m.memory_type.as_str().to_owned(),
+                memory_type: Cow::Borrowed(m.memory_type.as_str()),
                 event_type: m.event_type.into_string(),
                 content: m.content,
                 metadata_json,
@@ -186,12 +160,12 @@ impl OrgService {
                 parent_id: m.parent_id,
             };
             let memory = full.then(|| Memory {
-                id: id.clone(),
+                id: row.id.clone(),
                 time: rfc3339(time),
-                org_id: org.clone(),
+                org_id: org.to_owned(),
                 agent_id: row.agent_id.clone(),
                 session_id: row.session_id.clone(),
-                memory_type: row.memory_type.clone(),
+                memory_type: row.memory_type.to_string(),
                 event_type: row.event_type.clone(),
                 content: row.content.clone(),
                 metadata: (!m.metadata.is_empty()).then_some(m.metadata),
@@ -200,7 +174,10 @@ impl OrgService {
                 importance: m.importance,
                 parent_id: row.parent_id.clone(),
             });
-            created.push(Some(Written { id, memory }));
+            created.push(Some(Written {
+                id: row.id.clone(),
+                memory,
+            }));
             rows.push(row);
         }
         if rows.is_empty() {
@@ -213,7 +190,7 @@ impl OrgService {
             let store = self.store.clone();
             let release = Release {
                 shared: self.shared.clone(),
-                org: org.clone(),
+                org: org.to_owned(),
                 keys: reserved,
             };
             write_reserved(release, async move { store.append_memories(rows).await }).await
@@ -224,6 +201,56 @@ impl OrgService {
         }
         tracing::debug!(org_id = %org, count, "memories stored");
         Ok(created)
+    }
+
+    /// Marks in `keep` the inputs that are duplicates: of an earlier input
+    /// of the request, of a key in the index, or of one the store holds
+    /// (one coalesced lookup for the keys the index does not know). The
+    /// survivors' keys are reserved in the index (into `reserved`) so a
+    /// concurrent write of the same key is a duplicate while this one is
+    /// pending.
+    async fn dedup_keys(
+        &self,
+        keys: &[String],
+        keep: &mut [bool],
+        reserved: &mut Vec<String>,
+        now: i64,
+        expiry: i64,
+    ) -> Result<(), ServiceError> {
+        let org = self.org.as_str();
+        let index = &self.shared.dedup;
+        let mut seen: HashSet<&str> = HashSet::with_capacity(keys.len());
+        let mut unknown: Vec<DedupKey> = Vec::new();
+        for (i, k) in keys.iter().enumerate() {
+            if !seen.insert(k) {
+                keep[i] = false;
+            }
+        }
+        index.known(org, keys, now, keep);
+        for (k, kept) in keys.iter().zip(keep.iter()) {
+            if *kept {
+                unknown.push(DedupKey::parse(k)?);
+            }
+        }
+        let found = self.lookup_keys(unknown).await;
+        if !found.is_empty() {
+            let found: Vec<String> = found.into_iter().collect();
+            index.remember(org, &found, expiry);
+            let found: HashSet<&str> = found.iter().map(String::as_str).collect();
+            for (k, kept) in keys.iter().zip(keep.iter_mut()) {
+                if found.contains(k.as_str()) {
+                    *kept = false;
+                }
+            }
+        }
+        index.reserve_kept(org, keys, keep, now, expiry);
+        reserved.extend(
+            keys.iter()
+                .zip(keep.iter())
+                .filter(|(_, kept)| **kept)
+                .map(|(k, _)| k.clone()),
+        );
+        Ok(())
     }
 
     /// The keys among `keys` the store already holds within the window,

@@ -25,6 +25,9 @@ pub fn decode_object(json: &str) -> Option<Map<String, Value>> {
     }
 }
 
+/// How an empty metadata object is stored (as the original).
+pub const EMPTY_OBJECT: &str = "{}";
+
 /// An object as stored text (`{}` when empty, as the original).
 pub fn encode_object(m: &Map<String, Value>) -> String {
     serde_json::to_string(m).unwrap_or_else(|_| "{}".into())

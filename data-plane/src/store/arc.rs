@@ -11,7 +11,9 @@
 
 use super::{Rows, StateRow, StateTable, StoreError, TenantStore};
 use crate::arc::state_encode::StringBatch;
-use crate::arc::{ArcClient, ArcError, ArcTarget, Compression, MemoryRow, RetryPolicy, compress};
+use crate::arc::{
+    ArcClient, ArcError, ArcTarget, Compression, MemoryBatch, MemoryRow, RetryPolicy, compress,
+};
 use crate::ingest::Batcher;
 use crate::query::{Dialect, Ident, Sql};
 use crate::snapshot::ArcRoute;
@@ -122,9 +124,13 @@ impl TenantStore for ArcStore {
         if rows.is_empty() {
             return Ok(());
         }
+        // encoded here, in the caller's task: the rows' strings are freed
+        // where they were made, and the queue holds one buffer per column
+        let batch = MemoryBatch::from_rows(&rows);
+        drop(rows);
         let ack = self
             .batcher
-            .submit(&self.org_id, self.route.clone(), rows)?;
+            .submit(&self.org_id, self.route.clone(), batch)?;
         ack.await?;
         Ok(())
     }
