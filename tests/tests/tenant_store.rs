@@ -193,7 +193,7 @@ fn search_params(f: impl FnOnce(&mut SearchParams)) -> SearchQuery {
 async fn memories_read_back_through_the_builder(h: &Harness) {
     let store = h.store(ORG_A).await;
     let store = store.as_ref();
-    store.append_memories(fixture()).await.unwrap();
+    store.append_memories(&fixture()).await.unwrap();
     let b = builder(store, ORG_A);
     let list = |q: ListQuery| {
         let sql = b.list(&q, NOW);
@@ -280,10 +280,10 @@ async fn memories_read_back_through_the_builder(h: &Harness) {
 async fn other_orgs_rows_are_never_read(h: &Harness) {
     let a = h.store(ORG_A).await;
     // Org B's row lands in org A's table (written through A's store).
-    a.append_memories(fixture()).await.unwrap();
+    a.append_memories(&fixture()).await.unwrap();
     let b_store = h.store(ORG_B).await;
     b_store
-        .append_memories(vec![mem(
+        .append_memories(&[mem(
             5, "b2", ORG_B, "agent_1", "sess_1", "episodic", "general", "b only", "", "kb", 0.5,
         )])
         .await
@@ -324,11 +324,11 @@ async fn a_memory_written_twice_reads_once(h: &Harness) {
     let store = h.store(ORG_A).await;
     let row = fixture().remove(0);
     // A retry re-sends the same row; a later retry re-sends it with a new time.
-    store.append_memories(vec![row.clone()]).await.unwrap();
-    store.append_memories(vec![row.clone()]).await.unwrap();
+    store.append_memories(std::slice::from_ref(&row)).await.unwrap();
+    store.append_memories(std::slice::from_ref(&row)).await.unwrap();
     let mut later = row.clone();
     later.time += 7;
-    store.append_memories(vec![later.clone()]).await.unwrap();
+    store.append_memories(std::slice::from_ref(&later)).await.unwrap();
     let b = builder(store.as_ref(), ORG_A);
     let all = store
         .query(&b.list(&list_params(|_| {}), NOW))
@@ -502,7 +502,7 @@ async fn never_written_tables_read_empty(h: &Harness) {
         check(store.query(sql).await.unwrap(), what);
     }
     // Memories exist now, the state tables still do not.
-    store.append_memories(fixture()).await.unwrap();
+    store.append_memories(&fixture()).await.unwrap();
     check(
         store.query(&reads[2].1).await.unwrap(),
         "agents after memories",
@@ -516,7 +516,7 @@ async fn never_written_tables_read_empty(h: &Harness) {
 
 async fn dedup_lookup_finds_written_keys(h: &Harness) {
     let store = h.store(ORG_A).await;
-    store.append_memories(fixture()).await.unwrap();
+    store.append_memories(&fixture()).await.unwrap();
     let b = builder(store.as_ref(), ORG_A);
     let keys: Vec<DedupKey> = ["k1", "k2", "k3", "k_old", "k_never", "k1"]
         .iter()
@@ -551,7 +551,7 @@ async fn dedup_lookup_finds_written_keys(h: &Harness) {
         NOW,
     );
     store
-        .append_memories(vec![mem(
+        .append_memories(&[mem(
             1, "b9", ORG_B, "agent_1", "", "episodic", "general", "x", "", "kb", 0.0,
         )])
         .await

@@ -11,12 +11,21 @@ static LAST_MICROS: AtomicI64 = AtomicI64::new(0);
 
 /// Now in µs, strictly greater than every earlier value in this process.
 pub fn next_micros() -> i64 {
+    next_micros_n(1)
+}
+
+/// `n` consecutive µs values (n ≥ 1) with one clock reading; returns the
+/// first. Every value is strictly greater than every earlier one in this
+/// process, as [`next_micros`]'s.
+pub fn next_micros_n(n: usize) -> i64 {
+    let n = i64::try_from(n.max(1)).unwrap_or(i64::MAX);
     let now = UnixMicros::now().0;
     let mut last = LAST_MICROS.load(Ordering::Relaxed);
     loop {
-        let next = now.max(last.saturating_add(1));
-        match LAST_MICROS.compare_exchange_weak(last, next, Ordering::Relaxed, Ordering::Relaxed) {
-            Ok(_) => return next,
+        let first = now.max(last.saturating_add(1));
+        let end = first.saturating_add(n - 1);
+        match LAST_MICROS.compare_exchange_weak(last, end, Ordering::Relaxed, Ordering::Relaxed) {
+            Ok(_) => return first,
             Err(seen) => last = seen,
         }
     }
@@ -72,5 +81,8 @@ mod tests {
         assert!(session_id().starts_with("sess_") && session_id().len() == 29);
         let t1 = next_micros();
         assert!(next_micros() > t1);
+        let first = next_micros_n(1000);
+        assert!(first > t1);
+        assert!(next_micros() >= first + 1000, "the whole range is taken");
     }
 }

@@ -10,7 +10,7 @@
 //! so a cancelled request cannot leave them held for a write that failed.
 
 use super::dedup::auto_key;
-use super::ids::{memory_id, next_micros};
+use super::ids::{memory_id, next_micros_n};
 use super::lookups::KeyLookup;
 use super::rows::{self, EMPTY_OBJECT, encode_object, rfc3339};
 use super::types::{Memory, MemoryList, NewMemory, SearchResult};
@@ -18,9 +18,11 @@ use super::{MAX_BATCH, OrgService, ServiceError, ServiceShared};
 use crate::arc::MemoryRow;
 use crate::query::QueryBuilder;
 use crate::query::{
-    DedupKey, ListParams, ListQuery, MemoryId, SearchParams, SearchQuery, SessionId, UnixMicros,
+    DedupKey, ListParams, ListQuery, MemoryId, SearchParams, SearchQuery, SessionId, Tag,
+    UnixMicros,
 };
 use crate::store::{StoreError, TenantStore};
+use serde_json::{Map, Value};
 use std::borrow::Cow;
 use std::collections::HashSet;
 use std::future::Future;
@@ -118,16 +120,18 @@ impl OrgService {
             return Err(ServiceError::Duplicate);
         }
 
-        // one shared org id for every row of the request
+        // one shared org id and one clock reading for every row
         let org_id: Arc<str> = Arc::from(org);
-        let mut rows = Vec::with_capacity(memories.len());
-        let mut created = Vec::with_capacity(memories.len());
-        for ((m, key), keep) in memories.into_iter().zip(keys).zip(keep) {
-            if !keep {
-                created.push(None);
+        let kept = keep.iter().filter(|k| **k).count();
+        let first_time = next_micros_n(kept);
+        let mut rows = Vec::with_capacity(kept);
+        // what the response renders besides the row (only when asked)
+        let mut extras = Vec::with_capacity(if full { kept } else { 0 });
+        for ((m, key), keep) in memories.into_iter().zip(keys).zip(keep.iter()) {
+            if !*keep {
                 continue;
             }
-            let time = next_micros();
+            let time = first_time + rows.len() as i64;
             let id =
                 m.id.map(MemoryId::into_string)
                     .unwrap_or_else(|| memory_id(time));
@@ -144,7 +148,7 @@ impl OrgService {
             } else {
                 Cow::Owned(encode_object(&m.metadata))
             };
-            let row = MemoryRow {
+            rows.push(MemoryRow {
                 time,
                 id,
                 org_id: org_id.clone(),
@@ -158,34 +162,18 @@ impl OrgService {
                 dedup_key: key,
                 importance: m.importance,
                 parent_id: m.parent_id,
-            };
-            let memory = full.then(|| Memory {
-                id: row.id.clone(),
-                time: rfc3339(time),
-                org_id: org.to_owned(),
-                agent_id: row.agent_id.clone(),
-                session_id: row.session_id.clone(),
-                memory_type: row.memory_type.to_string(),
-                event_type: row.event_type.clone(),
-                content: row.content.clone(),
-                metadata: (!m.metadata.is_empty()).then_some(m.metadata),
-                tags: m.tags.iter().map(|t| t.as_str().to_owned()).collect(),
-                dedup_key: row.dedup_key.clone(),
-                importance: m.importance,
-                parent_id: row.parent_id.clone(),
             });
-            created.push(Some(Written {
-                id: row.id.clone(),
-                memory,
-            }));
-            rows.push(row);
+            if full {
+                extras.push((m.metadata, m.tags));
+            }
         }
         if rows.is_empty() {
-            return Ok(created);
+            return Ok(keep.iter().map(|_| None).collect());
         }
         let count = rows.len();
-        let result = if reserved.is_empty() {
-            self.store.append_memories(rows).await
+        let (rows, result) = if reserved.is_empty() {
+            let result = self.store.append_memories(&rows).await;
+            (rows, result)
         } else {
             let store = self.store.clone();
             let release = Release {
@@ -193,14 +181,43 @@ impl OrgService {
                 org: org.to_owned(),
                 keys: reserved,
             };
-            write_reserved(release, async move { store.append_memories(rows).await }).await
+            let (rows, result) = write_reserved(release, async move {
+                let result = store.append_memories(&rows).await;
+                (rows, result)
+            })
+            .await;
+            (rows.unwrap_or_default(), result)
         };
         if let Err(e) = result {
             tracing::warn!(org_id = %org, error = %e, "memory write failed");
             return Err(e.into());
         }
         tracing::debug!(org_id = %org, count, "memories stored");
-        Ok(created)
+        // the stored rows become the answer (moved, not copied)
+        let mut rows = rows.into_iter();
+        let mut extras = extras.into_iter();
+        Ok(keep
+            .iter()
+            .map(|kept| {
+                if !*kept {
+                    return None;
+                }
+                let row = rows.next()?;
+                Some(match extras.next() {
+                    Some((metadata, tags)) => {
+                        let memory = render(row, metadata, tags);
+                        Written {
+                            id: memory.id.clone(),
+                            memory: Some(memory),
+                        }
+                    }
+                    None => Written {
+                        id: row.id,
+                        memory: None,
+                    },
+                })
+            })
+            .collect())
     }
 
     /// Marks in `keep` the inputs that are duplicates: of an earlier input
@@ -330,24 +347,49 @@ impl Drop for Release {
 /// (client disconnect, cancelled call) cannot leave the keys reserved for
 /// a write that then fails: those keys would refuse every retry as a
 /// duplicate for the whole window though nothing was stored. The keys stay
-/// reserved only if the write succeeded.
-async fn write_reserved<F>(mut release: Release, write: F) -> Result<(), StoreError>
+/// reserved only if the write succeeded. The write hands back what it
+/// borrowed (`T`), lost only if its task failed.
+async fn write_reserved<F, T>(mut release: Release, write: F) -> (Option<T>, Result<(), StoreError>)
 where
-    F: Future<Output = Result<(), StoreError>> + Send + 'static,
+    F: Future<Output = (T, Result<(), StoreError>)> + Send + 'static,
+    T: Send + 'static,
 {
     let task = tokio::spawn(async move {
-        let result = write.await;
+        let (back, result) = write.await;
         if result.is_ok() {
             release.keys.clear();
         }
         drop(release);
-        result
+        (back, result)
     });
-    task.await.unwrap_or_else(|e| {
-        Err(StoreError::Backend(format!(
-            "memory write task failed: {e}"
-        )))
-    })
+    match task.await {
+        Ok((back, result)) => (Some(back), result),
+        Err(e) => (
+            None,
+            Err(StoreError::Backend(format!(
+                "memory write task failed: {e}"
+            ))),
+        ),
+    }
+}
+
+/// A stored row as the response's memory.
+fn render(row: MemoryRow, metadata: Map<String, Value>, tags: Vec<Tag>) -> Memory {
+    Memory {
+        time: rfc3339(row.time),
+        id: row.id,
+        org_id: row.org_id.to_string(),
+        agent_id: row.agent_id,
+        session_id: row.session_id,
+        memory_type: row.memory_type.into_owned(),
+        event_type: row.event_type,
+        content: row.content,
+        metadata: (!metadata.is_empty()).then_some(metadata),
+        tags: tags.into_iter().map(Tag::into_string).collect(),
+        dedup_key: row.dedup_key,
+        importance: row.importance,
+        parent_id: row.parent_id,
+    }
 }
 
 /// One org's store as a dedup key lookup: the builder's batched lookup
@@ -424,7 +466,7 @@ mod tests {
         let caller = tokio::spawn(write_reserved(release, async move {
             let _ = started_tx.send(());
             let _ = failed.await;
-            Err(StoreError::Backend("arc said no".into()))
+            ((), Err(StoreError::Backend("arc said no".into())))
         }));
         started.await.unwrap();
         caller.abort();
@@ -449,11 +491,12 @@ mod tests {
     #[tokio::test]
     async fn keys_stay_reserved_after_a_stored_write_and_go_after_a_failed_one() {
         let shared = Arc::new(ServiceShared::default());
-        let ok = write_reserved(reserved(&shared, "k1"), async { Ok(()) }).await;
+        let (back, ok) = write_reserved(reserved(&shared, "k1"), async { (7, Ok(())) }).await;
         assert!(ok.is_ok());
+        assert_eq!(back, Some(7), "the write hands back what it was given");
         assert!(shared.dedup.contains("org_a", "k1", 1));
-        let err = write_reserved(reserved(&shared, "k2"), async {
-            Err(StoreError::Backend("arc said no".into()))
+        let (_, err) = write_reserved(reserved(&shared, "k2"), async {
+            ((), Err(StoreError::Backend("arc said no".into())))
         })
         .await;
         assert!(matches!(err, Err(StoreError::Backend(_))));

@@ -120,14 +120,13 @@ impl TenantStore for ArcStore {
         &self.route.measurement
     }
 
-    async fn append_memories(&self, rows: Vec<MemoryRow>) -> Result<(), StoreError> {
+    async fn append_memories(&self, rows: &[MemoryRow]) -> Result<(), StoreError> {
         if rows.is_empty() {
             return Ok(());
         }
-        // encoded here, in the caller's task: the rows' strings are freed
-        // where they were made, and the queue holds one buffer per column
-        let batch = MemoryBatch::from_rows(&rows);
-        drop(rows);
+        // encoded here, in the caller's task: the queue holds one buffer
+        // per column, and the rows stay the caller's
+        let batch = MemoryBatch::from_rows(rows);
         let ack = self
             .batcher
             .submit(&self.org_id, self.route.clone(), batch)?;

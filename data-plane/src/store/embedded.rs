@@ -174,7 +174,7 @@ impl TenantStore for EmbeddedStore {
         self.memories.as_str()
     }
 
-    async fn append_memories(&self, rows: Vec<MemoryRow>) -> Result<(), StoreError> {
+    async fn append_memories(&self, rows: &[MemoryRow]) -> Result<(), StoreError> {
         if rows.is_empty() {
             return Ok(());
         }
@@ -189,18 +189,18 @@ impl TenantStore for EmbeddedStore {
         for r in rows {
             sqlx::query(AssertSqlSafe(sql.as_str()))
                 .bind(r.time)
-                .bind(r.id)
-                .bind(r.org_id.to_string())
-                .bind(r.agent_id)
-                .bind(r.session_id)
-                .bind(r.memory_type.into_owned())
-                .bind(r.event_type)
-                .bind(r.content)
-                .bind(r.metadata_json.into_owned())
-                .bind(r.tags_csv)
-                .bind(r.dedup_key)
+                .bind(r.id.as_str())
+                .bind(&*r.org_id)
+                .bind(r.agent_id.as_str())
+                .bind(r.session_id.as_str())
+                .bind(&*r.memory_type)
+                .bind(r.event_type.as_str())
+                .bind(r.content.as_str())
+                .bind(&*r.metadata_json)
+                .bind(r.tags_csv.as_str())
+                .bind(r.dedup_key.as_str())
                 .bind(r.importance)
-                .bind(r.parent_id)
+                .bind(r.parent_id.as_str())
                 .execute(&mut *tx)
                 .await
                 .map_err(|e| db_error("write", e))?;

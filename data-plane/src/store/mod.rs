@@ -156,7 +156,7 @@ pub trait TenantStore: Send + Sync {
 
     /// Appends memory rows; returns once they are durable (Arc answered 2xx
     /// for the batch holding them, or the SQLite transaction committed).
-    async fn append_memories(&self, rows: Vec<MemoryRow>) -> Result<(), StoreError>;
+    async fn append_memories(&self, rows: &[MemoryRow]) -> Result<(), StoreError>;
 
     /// Appends one state row to `table`; returns once it is durable.
     async fn append_state(&self, table: StateTable, row: StateRow) -> Result<(), StoreError>;

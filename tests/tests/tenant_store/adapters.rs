@@ -40,10 +40,10 @@ async fn arc_store_surfaces_401_and_400() {
         |e: &StoreError, status: &str| matches!(e, StoreError::Backend(m) if m.contains(status));
 
     faults.inject(Fault::unauthorized().on(Target::Writes).times(1));
-    let e = store.append_memories(fixture()).await.unwrap_err();
+    let e = store.append_memories(&fixture()).await.unwrap_err();
     assert!(is_rejected(&e, "401"), "{e:?}");
     faults.inject(Fault::status(400).on(Target::Writes).times(1));
-    let e = store.append_memories(fixture()).await.unwrap_err();
+    let e = store.append_memories(&fixture()).await.unwrap_err();
     assert!(is_rejected(&e, "400"), "{e:?}");
     assert_eq!(arc.row_count(DB, TABLE), 0, "nothing stored");
 
@@ -76,7 +76,7 @@ async fn arc_store_surfaces_401_and_400() {
     assert!(faults.active().is_empty());
 
     // Without faults all of it works.
-    store.append_memories(fixture()).await.unwrap();
+    store.append_memories(&fixture()).await.unwrap();
     assert_eq!(store.query(&list).await.unwrap().rows.len(), 4);
 }
 
@@ -89,7 +89,7 @@ async fn arc_store_retries_5xx_to_success() {
     let faults = arc.faults();
 
     faults.inject(Fault::status(503).on(Target::Writes).times(2));
-    store.append_memories(fixture()).await.unwrap();
+    store.append_memories(&fixture()).await.unwrap();
     assert_eq!(arc.row_count(DB, TABLE), 5, "stored once");
 
     faults.inject(Fault::status(500).on(Target::Writes).times(1));
@@ -108,7 +108,7 @@ async fn arc_store_retries_5xx_to_success() {
     let row = mem(
         1, "m9", ORG_A, "agent_9", "", "episodic", "general", "twice", "", "", 0.0,
     );
-    store.append_memories(vec![row]).await.unwrap();
+    store.append_memories(&[row]).await.unwrap();
     assert_eq!(arc.row_count(DB, TABLE), 7);
     let by_agent = list_params(|p| p.agent_id = Some("agent_9".into()));
     assert_eq!(
@@ -240,7 +240,7 @@ async fn embedded_stores_keep_a_bounded_cache_and_rows_survive_reopening() {
         .unwrap()
         .with_max_open(2);
     let a = stores.open(ORG_A).await.unwrap();
-    a.append_memories(fixture()).await.unwrap();
+    a.append_memories(&fixture()).await.unwrap();
     assert!(Arc::ptr_eq(&a, &stores.open(ORG_A).await.unwrap()));
     drop(a);
     stores.open(ORG_B).await.unwrap();

@@ -23,7 +23,7 @@ pub(super) async fn concurrent_appends_all_land(h: &Harness) {
                     "",
                     0.0,
                 );
-                store.append_memories(vec![row]).await.unwrap();
+                store.append_memories(&[row]).await.unwrap();
                 let state = agent(t * 10 + i, &format!("agent_{t}"), ORG_A, &id, "0");
                 store.append_state(StateTable::Agents, state).await.unwrap();
             }
