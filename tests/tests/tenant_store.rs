@@ -324,11 +324,20 @@ async fn a_memory_written_twice_reads_once(h: &Harness) {
     let store = h.store(ORG_A).await;
     let row = fixture().remove(0);
     // A retry re-sends the same row; a later retry re-sends it with a new time.
-    store.append_memories(std::slice::from_ref(&row)).await.unwrap();
-    store.append_memories(std::slice::from_ref(&row)).await.unwrap();
+    store
+        .append_memories(std::slice::from_ref(&row))
+        .await
+        .unwrap();
+    store
+        .append_memories(std::slice::from_ref(&row))
+        .await
+        .unwrap();
     let mut later = row.clone();
     later.time += 7;
-    store.append_memories(std::slice::from_ref(&later)).await.unwrap();
+    store
+        .append_memories(std::slice::from_ref(&later))
+        .await
+        .unwrap();
     let b = builder(store.as_ref(), ORG_A);
     let all = store
         .query(&b.list(&list_params(|_| {}), NOW))

@@ -57,12 +57,28 @@ impl Dialect {
     ///   a cut point is moved before a backslash run, and backslashes ending
     ///   the value are written `chr(92)`.
     pub fn string_literal(&self, value: &str) -> String {
+        // ids, keys and types (every dedup lookup renders ~200 keys): no
+        // NUL, quote, backslash or whitespace, so one piece, as it is
+        if is_plain(value) {
+            let mut out = String::with_capacity(value.len() + 2);
+            out.push('\'');
+            out.push_str(value);
+            out.push('\'');
+            return out;
+        }
         let value = strip_nul(value);
         match self {
             Self::Embedded => quote(&value),
             Self::Arc { .. } => arc_string(&value),
         }
     }
+}
+
+/// Only characters no dialect strips, splits or escapes.
+fn is_plain(value: &str) -> bool {
+    value
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
 }
 
 fn quote(piece: &str) -> String {
@@ -125,6 +141,18 @@ mod unit {
     fn arc() -> Dialect {
         Dialect::Arc {
             database: Ident::database("tenant").unwrap(),
+        }
+    }
+
+    #[test]
+    fn plain_values_render_as_the_general_path_does() {
+        for v in ["k", "0123456789abcdef0123456789abcdef", "agent_a-1.x", ""] {
+            assert!(is_plain(v));
+            assert_eq!(Dialect::Embedded.string_literal(v), quote(v), "{v}");
+            assert_eq!(arc().string_literal(v), arc_string(v), "{v}");
+        }
+        for v in ["a b", "it's", "a\\", "a\0b", "é"] {
+            assert!(!is_plain(v), "{v}");
         }
     }
 

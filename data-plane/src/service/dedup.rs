@@ -8,10 +8,19 @@
 //! Keys (`shared/reference/memtrace-original.md` §4): the client's
 //! `dedup_key`, else the first 32 hex digits of
 //! sha256(`agent_id|event_type|first N bytes of content`).
+//!
+//! This runs for every event written, so a key costs one allocation (its
+//! text, held once) and one keyed hash per operation: per org, a hash table
+//! of entries; for eviction, a FIFO of (org, hash, insertion number) that
+//! finds its entry again without holding another copy of the key.
 
+use hashbrown::{DefaultHashBuilder, HashTable};
 use sha2::{Digest, Sha256};
 use std::collections::{HashMap, VecDeque};
-use std::sync::Mutex;
+use std::hash::BuildHasher;
+use std::sync::{Arc, Mutex};
+
+const HEX: &[u8; 16] = b"0123456789abcdef";
 
 /// The automatic key of a memory (N = `content_bytes`, 200 by default; the
 /// cut may split a UTF-8 character, exactly as the original's byte slice).
@@ -24,12 +33,54 @@ pub fn auto_key(agent_id: &str, event_type: &str, content: &str, content_bytes: 
     h.update(event_type.as_bytes());
     h.update(b"|");
     h.update(cut);
-    let mut hex = hex::encode(h.finalize());
-    hex.truncate(32);
-    hex
+    let digest = h.finalize();
+    let mut key = String::with_capacity(32);
+    for b in &digest[..16] {
+        key.push(char::from(HEX[usize::from(b >> 4)]));
+        key.push(char::from(HEX[usize::from(b & 0xf)]));
+    }
+    key
 }
 
-type Key = (String, String);
+/// A key's text: inline up to 32 bytes (every automatic key), so a lookup
+/// compares it without another memory access; longer ones on the heap.
+#[derive(Debug)]
+enum KeyText {
+    Inline { len: u8, bytes: [u8; 32] },
+    Heap(Box<str>),
+}
+
+impl KeyText {
+    fn new(key: &str) -> Self {
+        match u8::try_from(key.len()) {
+            Ok(len) if key.len() <= 32 => {
+                let mut bytes = [0; 32];
+                bytes[..key.len()].copy_from_slice(key.as_bytes());
+                Self::Inline { len, bytes }
+            }
+            _ => Self::Heap(key.into()),
+        }
+    }
+
+    fn as_bytes(&self) -> &[u8] {
+        match self {
+            Self::Inline { len, bytes } => &bytes[..usize::from(*len)],
+            Self::Heap(s) => s.as_bytes(),
+        }
+    }
+
+    fn is(&self, key: &str) -> bool {
+        self.as_bytes() == key.as_bytes()
+    }
+}
+
+#[derive(Debug)]
+struct Entry {
+    key: KeyText,
+    expiry: i64,
+    /// Insertion number: which FIFO slot owns this entry.
+    seq: u64,
+}
 
 /// Recently seen keys; see the module docs.
 #[derive(Debug)]
@@ -40,37 +91,114 @@ pub struct DedupIndex {
 
 #[derive(Debug, Default)]
 struct Inner {
-    /// org → key → expiry, µs (nested so lookups by `&str` allocate nothing).
-    live: HashMap<String, HashMap<String, i64>>,
+    hasher: DefaultHashBuilder,
+    /// org → its keys (an org with no key has no table).
+    live: HashMap<Arc<str>, HashTable<Entry>>,
     /// Keys held over all orgs.
     count: usize,
-    /// Insertion order, for eviction.
-    order: VecDeque<Key>,
+    next_seq: u64,
+    /// Insertion order, for eviction: (org, hash of the key, seq). Slots of
+    /// released keys go stale and are skipped (and compacted when many).
+    order: VecDeque<(Arc<str>, u64, u64)>,
 }
 
 impl Inner {
-    fn expiry(&self, org: &str, key: &str) -> Option<i64> {
-        self.live.get(org).and_then(|keys| keys.get(key)).copied()
+    fn hash(&self, key: &str) -> u64 {
+        self.hasher.hash_one(key.as_bytes())
     }
 
-    fn remove(&mut self, org: &str, key: &str) -> bool {
+    fn expiry(&self, org: &str, key: &str) -> Option<i64> {
+        let hash = self.hash(key);
+        let keys = self.live.get(org)?;
+        keys.find(hash, |e| e.key.is(key)).map(|e| e.expiry)
+    }
+
+    /// Removes the entry of `org` with `hash` matching `is`.
+    fn remove_where(&mut self, org: &str, hash: u64, is: impl Fn(&Entry) -> bool) -> bool {
         let Some(keys) = self.live.get_mut(org) else {
             return false;
         };
-        let removed = keys.remove(key).is_some();
-        if removed {
-            self.count -= 1;
-            if keys.is_empty() {
-                self.live.remove(org);
-            }
+        let Ok(entry) = keys.find_entry(hash, is) else {
+            return false;
+        };
+        entry.remove();
+        self.count -= 1;
+        if keys.is_empty() {
+            self.live.remove(org);
         }
-        removed
+        true
+    }
+
+    fn remove(&mut self, org: &str, key: &str) -> bool {
+        let hash = self.hash(key);
+        self.remove_where(org, hash, |e| e.key.is(key))
+    }
+
+    /// Sets `key`'s expiry, inserting it if absent (evicting the oldest
+    /// beyond `capacity`). With `unless_live_at`, a key still live then is
+    /// left as it is and `false` returned (a reservation that lost).
+    fn upsert(
+        &mut self,
+        org: &str,
+        key: &str,
+        expiry: i64,
+        capacity: usize,
+        unless_live_at: Option<i64>,
+    ) -> bool {
+        let hash = self.hash(key);
+        let org_arc = match self.live.get_key_value(org) {
+            Some((o, _)) => o.clone(),
+            None => {
+                let o: Arc<str> = Arc::from(org);
+                self.live.insert(o.clone(), HashTable::new());
+                o
+            }
+        };
+        let hasher = &self.hasher;
+        let Some(keys) = self.live.get_mut(org) else {
+            return false;
+        };
+        if let Some(e) = keys.find_mut(hash, |e| e.key.is(key)) {
+            if unless_live_at.is_some_and(|now| e.expiry > now) {
+                return false;
+            }
+            e.expiry = expiry;
+            return true;
+        }
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        keys.insert_unique(
+            hash,
+            Entry {
+                key: KeyText::new(key),
+                expiry,
+                seq,
+            },
+            |e| hasher.hash_one(e.key.as_bytes()),
+        );
+        self.count += 1;
+        self.order.push_back((org_arc, hash, seq));
+        while self.count > capacity {
+            let Some((o, h, seq)) = self.order.pop_front() else {
+                break;
+            };
+            self.remove_where(&o, h, |e| e.seq == seq);
+        }
+        // drop the FIFO slots of keys released long ago
+        if self.order.len() > capacity.saturating_mul(2) {
+            let live = &self.live;
+            self.order.retain(|(o, h, seq)| {
+                live.get(o)
+                    .is_some_and(|keys| keys.find(*h, |e| e.seq == *seq).is_some())
+            });
+        }
+        true
     }
 }
 
 impl DedupIndex {
-    /// The default bound: 250k keys (about 60 MB at worst, with 32-byte
-    /// keys and short org ids held twice: in the map and the FIFO).
+    /// The default bound: 250k keys (about 30 MB at worst: a 32-byte key,
+    /// its table entry and its FIFO slot).
     pub const DEFAULT_CAPACITY: usize = 250_000;
 
     pub fn new(capacity: usize) -> Self {
@@ -101,11 +229,11 @@ impl DedupIndex {
     /// `org`; one lock for the whole list.
     pub fn known(&self, org: &str, keys: &[String], now: i64, keep: &mut [bool]) {
         let inner = self.lock();
-        let Some(live) = inner.live.get(org) else {
+        if !inner.live.contains_key(org) {
             return;
-        };
+        }
         for (k, kept) in keys.iter().zip(keep.iter_mut()) {
-            if *kept && live.get(k.as_str()).is_some_and(|exp| *exp > now) {
+            if *kept && inner.expiry(org, k).is_some_and(|exp| exp > now) {
                 *kept = false;
             }
         }
@@ -126,11 +254,7 @@ impl DedupIndex {
             if !*kept {
                 continue;
             }
-            if inner.expiry(org, k).is_some_and(|exp| exp > now) {
-                *kept = false;
-            } else {
-                self.insert_locked(&mut inner, org, k, expiry);
-            }
+            *kept = inner.upsert(org, k, expiry, self.capacity, Some(now));
         }
     }
 
@@ -138,7 +262,7 @@ impl DedupIndex {
     pub fn remember(&self, org: &str, keys: &[String], expiry: i64) {
         let mut inner = self.lock();
         for k in keys {
-            self.insert_locked(&mut inner, org, k, expiry);
+            inner.upsert(org, k, expiry, self.capacity, None);
         }
     }
 
@@ -157,37 +281,6 @@ impl DedupIndex {
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
-    }
-
-    fn insert_locked(&self, inner: &mut Inner, org: &str, key: &str, expiry: i64) {
-        let keys = match inner.live.get_mut(org) {
-            Some(keys) => keys,
-            None => inner.live.entry(org.to_owned()).or_default(),
-        };
-        if let Some(exp) = keys.get_mut(key) {
-            *exp = expiry;
-        } else {
-            keys.insert(key.to_owned(), expiry);
-            inner.count += 1;
-            inner.order.push_back((org.to_owned(), key.to_owned()));
-        }
-        while inner.count > self.capacity {
-            match inner.order.pop_front() {
-                Some((o, k)) => {
-                    inner.remove(&o, &k);
-                }
-                None => break,
-            }
-        }
-        // drop order entries of keys released or re-inserted long ago
-        if inner.order.len() > self.capacity.saturating_mul(2) {
-            let live = &inner.live;
-            let mut seen = std::collections::HashSet::new();
-            inner.order.retain(|(o, k)| {
-                live.get(o).is_some_and(|keys| keys.contains_key(k))
-                    && seen.insert((o.clone(), k.clone()))
-            });
-        }
     }
 }
 
@@ -222,6 +315,64 @@ mod tests {
         idx.remember("o", &["b".into(), "c".into()], 100);
         assert!(idx.len() <= 2, "bounded");
         assert!(idx.contains("o", "c", 0));
+    }
+
+    #[test]
+    fn auto_key_matches_the_hex_of_sha256() {
+        let full = hex::encode(Sha256::digest(b"agent_a|general|hello"));
+        assert_eq!(auto_key("agent_a", "general", "hello", 200), full[..32]);
+    }
+
+    #[test]
+    fn eviction_is_oldest_first_and_skips_released_keys() {
+        let idx = DedupIndex::new(3);
+        let one = |s: &str| vec![s.to_owned()];
+        for k in ["a", "b", "c"] {
+            assert_eq!(idx.reserve("o", &one(k), 0, 100), [true]);
+        }
+        idx.release("o", &one("a"));
+        assert_eq!(idx.len(), 2);
+        // room for one more without evicting; the next evicts the oldest live
+        assert_eq!(idx.reserve("p", &one("d"), 0, 100), [true]);
+        assert_eq!(idx.len(), 3);
+        assert_eq!(idx.reserve("o", &one("e"), 0, 100), [true]);
+        assert_eq!(idx.len(), 3);
+        assert!(!idx.contains("o", "b", 0), "b was the oldest live key");
+        for (org, k) in [("o", "c"), ("p", "d"), ("o", "e")] {
+            assert!(idx.contains(org, k, 0), "{org}/{k}");
+        }
+        // re-reserving an expired key updates it in place
+        assert_eq!(idx.reserve("o", &one("c"), 200, 300), [true]);
+        assert_eq!(idx.len(), 3);
+        assert!(idx.contains("o", "c", 250));
+    }
+
+    #[test]
+    fn long_client_keys_are_held_exactly() {
+        let idx = DedupIndex::new(10);
+        let long = "k".repeat(200);
+        let near = format!("{}x", "k".repeat(199));
+        let keys = vec![long.clone(), "a".repeat(32), "a".repeat(33)];
+        assert_eq!(idx.reserve("o", &keys, 0, 100), [true, true, true]);
+        assert!(idx.contains("o", &long, 0));
+        assert!(!idx.contains("o", &near, 0), "same length, other text");
+        assert!(!idx.contains("o", &"a".repeat(31), 0));
+        idx.release("o", &keys[..1]);
+        assert!(!idx.contains("o", &long, 0));
+        assert_eq!(idx.len(), 2);
+    }
+
+    #[test]
+    fn stale_fifo_slots_stay_bounded() {
+        let idx = DedupIndex::new(4);
+        for i in 0..1_000 {
+            let k = vec![format!("k{i}")];
+            idx.reserve("o", &k, 0, 100);
+            idx.release("o", &k);
+        }
+        assert_eq!(idx.len(), 0);
+        assert!(idx.lock().order.len() <= 8 + 1, "compacted");
+        assert!(idx.lock().live.is_empty(), "empty orgs dropped");
     }
 
     #[test]
