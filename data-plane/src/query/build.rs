@@ -30,8 +30,9 @@ pub const MEMORY_COLUMNS: [&str; 13] = [
 /// Arc refuses SQL longer than this many bytes (400).
 pub const ARC_MAX_SQL_LEN: usize = 10_000;
 
-/// Most dedup keys in one lookup query (fewer when the keys are long).
-pub const DEDUP_BATCH_MAX_KEYS: usize = 200;
+/// Most dedup keys in one lookup query. Arc's SQL length cap binds first
+/// for every real key: about 270 automatic (32-hex) keys fit one statement.
+pub const DEDUP_BATCH_MAX_KEYS: usize = 1_000;
 
 /// A finished SQL statement, built only by [`QueryBuilder`].
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -172,14 +173,14 @@ impl QueryBuilder {
         let mut seen = HashSet::new();
         for key in keys.iter().filter(|k| seen.insert(k.as_str())) {
             let lit = self.lit(key.as_str());
-            let full = prefix.len() + list.len() + 2 + lit.len() + 1 > ARC_MAX_SQL_LEN;
+            let full = prefix.len() + list.len() + 1 + lit.len() + 1 > ARC_MAX_SQL_LEN;
             if count > 0 && (count == DEDUP_BATCH_MAX_KEYS || full) {
                 batches.push(Sql(format!("{prefix}{list})")));
                 list.clear();
                 count = 0;
             }
             if count > 0 {
-                list.push_str(", ");
+                list.push(',');
             }
             list.push_str(&lit);
             count += 1;

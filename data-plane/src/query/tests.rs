@@ -187,21 +187,33 @@ fn dedup_lookup_exact_and_batched() {
         [
             "SELECT DISTINCT v.dedup_key AS dedup_key FROM \"memories\" AS v \
           WHERE v.org_id = 'org_default' AND v.time > 1795521600000000 \
-          AND v.dedup_key IN ('k1', 'k2', 'it''s')"
+          AND v.dedup_key IN ('k1','k2','it''s')"
         ]
     );
     assert!(arc().dedup_lookup(&[], day, NOW).is_empty());
 
-    // 450 short keys: batches of 200.
+    // 450 automatic-size keys: as many per statement as Arc's SQL length
+    // cap allows (about 270), every key once.
     let many: Vec<DedupKey> = (0..450)
         .map(|i| DedupKey::parse(&format!("{i:032x}")).unwrap())
         .collect();
     let batches = arc().dedup_lookup(&many, day, NOW);
     let counts: Vec<usize> = batches
         .iter()
-        .map(|s| s.as_str().matches(", ").count() + 1)
+        .map(|s| s.as_str().matches("','").count() + 1)
         .collect();
-    assert_eq!(counts, [200, 200, 50]);
+    assert_eq!(counts.len(), 2, "{counts:?}");
+    assert!(counts[0] >= 260, "{counts:?}");
+    assert_eq!(counts.iter().sum::<usize>(), 450);
+    assert!(batches.iter().all(|s| s.as_str().len() <= ARC_MAX_SQL_LEN));
+    // the count cap still applies to tiny keys
+    let tiny: Vec<DedupKey> = (0..1_500)
+        .map(|i| DedupKey::parse(&format!("k{i}")).unwrap())
+        .collect();
+    let batches = arc().dedup_lookup(&tiny, day, NOW);
+    let first = batches[0].as_str().matches("','").count() + 1;
+    assert_eq!(first, DEDUP_BATCH_MAX_KEYS);
+    assert!(batches.iter().all(|s| s.as_str().len() <= ARC_MAX_SQL_LEN));
     // Long, quote-heavy keys: split by size, every query within Arc's limit,
     // every key asked exactly once.
     let long: Vec<DedupKey> = (0..100)

@@ -393,7 +393,7 @@ fn render(row: MemoryRow, metadata: Map<String, Value>, tags: Vec<Tag>) -> Memor
 }
 
 /// One org's store as a dedup key lookup: the builder's batched lookup
-/// statements (at most ~200 keys each, Arc's SQL length limit), fail-open.
+/// statements (about 270 keys each: Arc's SQL length limit), fail-open.
 struct StoreLookup {
     store: Arc<dyn TenantStore>,
     builder: QueryBuilder,
