@@ -499,6 +499,18 @@ pub async fn rest_single(
     collect(tasks, started).await
 }
 
+/// CPU time (user + system) process `pid` has used so far (Linux `/proc`,
+/// in USER_HZ ticks of 10 ms).
+pub fn cpu_time(pid: u32) -> Option<Duration> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // the command name (field 2) may hold spaces: count from its `)`
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // fields 14 and 15 of the line are the 12th and 13th after `)`
+    let ticks = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    Some(Duration::from_millis(ticks * 10))
+}
+
 /// Resident set size of process `pid` in KiB (Linux `/proc`).
 pub fn rss_kib(pid: u32) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;

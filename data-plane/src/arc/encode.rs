@@ -155,6 +155,46 @@ fn write_f64(out: &mut Vec<u8>, v: f64) {
     out.extend_from_slice(&v.to_be_bytes());
 }
 
+/// Encoded length of a `str` of `n` bytes, header included.
+fn str_len(n: usize) -> usize {
+    n + match n {
+        0..32 => 1,
+        32..256 => 2,
+        256..65_536 => 3,
+        _ => 5,
+    }
+}
+
+/// Encoded length of an integer (as [`write_int`] writes it).
+fn int_len(v: i64) -> usize {
+    match v {
+        -32..128 => 1,
+        -128..256 => 2,
+        -32_768..65_536 => 3,
+        -2_147_483_648..4_294_967_296 => 5,
+        _ => 9,
+    }
+}
+
+/// Encoded length of each of `r`'s values, in column order.
+fn encoded_lens(r: &MemoryRow) -> [usize; 13] {
+    [
+        int_len(r.time),
+        str_len(r.id.len()),
+        str_len(r.org_id.len()),
+        str_len(r.agent_id.len()),
+        str_len(r.session_id.len()),
+        str_len(r.memory_type.len()),
+        str_len(r.event_type.len()),
+        str_len(r.content.len()),
+        str_len(r.metadata_json.len()),
+        str_len(r.tags_csv.len()),
+        str_len(r.dedup_key.len()),
+        9,
+        str_len(r.parent_id.len()),
+    ]
+}
+
 /// Bytes of the body's map headers and keys besides the columns' contents:
 /// `{"m": <measurement>, "columns": {<13 names>: <array header>...}}`.
 fn framing_len(measurement_len: usize, rows: usize) -> usize {
@@ -162,12 +202,6 @@ fn framing_len(measurement_len: usize, rows: usize) -> usize {
         0..16 => 1,
         16..65_536 => 3,
         _ => 5,
-    };
-    let str_len = |n: usize| match n {
-        0..32 => 1 + n,
-        32..256 => 2 + n,
-        256..65_536 => 3 + n,
-        _ => 5 + n,
     };
     let names: usize = COLUMNS.iter().map(|c| str_len(c.len()) + array).sum();
     1 + str_len(1) + str_len(measurement_len) + str_len(7) + 1 + names
@@ -200,9 +234,18 @@ impl MemoryBatch {
         b
     }
 
-    /// A batch of `rows`, in order.
-    pub fn from_rows<'a>(rows: impl IntoIterator<Item = &'a MemoryRow>) -> Self {
+    /// A batch of `rows`, in order; each column is sized once, exactly.
+    pub fn from_rows(rows: &[MemoryRow]) -> Self {
+        let mut sizes = [0usize; 13];
+        for r in rows {
+            for (size, len) in sizes.iter_mut().zip(encoded_lens(r)) {
+                *size += len;
+            }
+        }
         let mut b = Self::new();
+        for (col, size) in b.cols.iter_mut().zip(sizes) {
+            col.reserve_exact(size);
+        }
         for r in rows {
             b.push(r);
         }
@@ -498,6 +541,9 @@ mod tests {
                 })
                 .collect();
             let b = MemoryBatch::from_rows(&rows);
+            for c in &b.cols {
+                assert_eq!(c.capacity(), c.len(), "{n} rows: sized exactly up front");
+            }
             let bytes = b.encode("events");
             assert_eq!(bytes, reference(&rows, "events"), "{n} rows");
             assert_eq!(bytes.len(), b.encoded_len(6), "{n} rows");

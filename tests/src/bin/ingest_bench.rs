@@ -18,7 +18,7 @@
 use anyhow::{Context, bail};
 use memtrace_tests::arc::{ArcStandIn, Fault, Target};
 use memtrace_tests::cluster::Cluster;
-use memtrace_tests::load::{self, Bounds, Run, rss_kib};
+use memtrace_tests::load::{self, Bounds, Run, cpu_time, rss_kib};
 use std::time::{Duration, Instant};
 
 struct Args {
@@ -95,6 +95,20 @@ fn line(name: &str, run: &mut Run) {
     }
 }
 
+/// The worker's CPU per acknowledged event and its average cores over the
+/// phase: steadier than a rate on a shared machine, and what the worker
+/// itself costs (the generator and the stand-in run in this process).
+fn worker_cpu(name: &str, run: &Run, before: Option<Duration>, after: Option<Duration>) {
+    if let (Some(b), Some(a)) = (before, after) {
+        let used = a.saturating_sub(b).as_secs_f64();
+        println!(
+            "{name:<8} worker cpu: {:.2} µs/event, {:.2} cores",
+            used * 1e6 / (run.events.max(1) as f64),
+            used / run.elapsed.as_secs_f64().max(1e-9),
+        );
+    }
+}
+
 fn mib(kib: Option<u64>) -> String {
     kib.map_or("n/a".into(), |k| format!("{:.1} MiB", k as f64 / 1024.0))
 }
@@ -155,6 +169,7 @@ async fn main() -> anyhow::Result<()> {
     // 2. gRPC streaming
     let stored_rows = || arc.stats().db(database).rows;
     let before = stored_rows();
+    let cpu_before = cpu_time(pid);
     let grpc = load::grpc_stream(
         "grpc",
         &url,
@@ -166,6 +181,7 @@ async fn main() -> anyhow::Result<()> {
     );
     let mut grpc = within_bound("grpc", phase, grpc).await?;
     line("grpc", &mut grpc);
+    worker_cpu("grpc", &grpc, cpu_before, cpu_time(pid));
     acknowledged_were_stored("grpc", &grpc, stored_rows() - before, true)?;
     let ratio = grpc.events_per_sec() / direct.events_per_sec().max(1.0);
     println!("grpc/direct ratio = {ratio:.2}");
@@ -173,9 +189,11 @@ async fn main() -> anyhow::Result<()> {
 
     // 3. REST single writes
     let before = stored_rows();
+    let cpu_before = cpu_time(pid);
     let rest = load::rest_single(&url, &key, args.concurrency, bounded(5_000_000));
     let mut rest = within_bound("rest", phase, rest).await?;
     line("rest", &mut rest);
+    worker_cpu("rest", &rest, cpu_before, cpu_time(pid));
     acknowledged_were_stored("rest", &rest, stored_rows() - before, true)?;
 
     // 4. Arc stalls every write: the org's queue (bounded at 10,000 events
