@@ -389,7 +389,7 @@ impl Compression {
 pub fn compress(body: &[u8], compression: Compression) -> std::io::Result<Vec<u8>> {
     match compression {
         Compression::None => Ok(body.to_vec()),
-        Compression::Zstd => zstd::bulk::compress(body, 1),
+        Compression::Zstd => zstd_compress(body),
         Compression::Gzip => {
             let out = Vec::with_capacity(body.len() / 4 + 64);
             let mut enc = flate2::write::GzEncoder::new(out, flate2::Compression::fast());
@@ -397,6 +397,25 @@ pub fn compress(body: &[u8], compression: Compression) -> std::io::Result<Vec<u8
             enc.finish()
         }
     }
+}
+
+thread_local! {
+    /// One zstd context per thread, reused: creating one costs more than
+    /// compressing a small batch (a REST write's).
+    static ZSTD: std::cell::RefCell<Option<zstd::bulk::Compressor<'static>>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// Zstandard level 1 (what Arc's own docs recommend).
+fn zstd_compress(body: &[u8]) -> std::io::Result<Vec<u8>> {
+    ZSTD.with(|cell| {
+        let mut slot = cell.try_borrow_mut().map_err(std::io::Error::other)?;
+        let compressor = match slot.as_mut() {
+            Some(c) => c,
+            None => slot.insert(zstd::bulk::Compressor::new(1)?),
+        };
+        compressor.compress(body)
+    })
 }
 
 #[cfg(test)]
@@ -604,6 +623,14 @@ mod tests {
         assert_eq!(zstd::decode_all(&zs[..]).unwrap(), raw);
         assert_eq!(compress(&raw, Compression::None).unwrap(), raw);
         assert!(zs.len() < raw.len() && gz.len() < raw.len());
+        // the thread's reused context: later bodies (smaller, larger) still
+        // round-trip on their own
+        for n in [1usize, 2_000, 3] {
+            let rows: Vec<MemoryRow> = (0..n as i64).map(row).collect();
+            let raw = MemoryBatch::from_rows(&rows).encode("m");
+            let zs = compress(&raw, Compression::Zstd).unwrap();
+            assert_eq!(zstd::decode_all(&zs[..]).unwrap(), raw, "{n} rows");
+        }
     }
 
     #[test]
