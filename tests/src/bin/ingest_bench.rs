@@ -21,6 +21,10 @@ use memtrace_tests::cluster::Cluster;
 use memtrace_tests::load::{self, Bounds, Run, cpu_time, rss_kib};
 use std::time::{Duration, Instant};
 
+const USAGE: &str = "usage: ingest-bench [--seconds N (10)] [--rows N per batch (1000)] \
+[--streams N (4)] [--window N unacknowledged batches per stream (8)] \
+[--concurrency N REST clients (64)] [--dedup on|off (on)]";
+
 struct Args {
     seconds: u64,
     rows: usize,
@@ -41,7 +45,13 @@ fn args() -> anyhow::Result<Args> {
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
-        let value = it.next().with_context(|| format!("{flag} needs a value"))?;
+        if flag == "--help" || flag == "-h" {
+            println!("{USAGE}");
+            std::process::exit(0);
+        }
+        let value = it
+            .next()
+            .with_context(|| format!("{flag} needs a value\n{USAGE}"))?;
         if flag == "--dedup" {
             a.dedup = match value.as_str() {
                 "on" => true,
@@ -59,9 +69,7 @@ fn args() -> anyhow::Result<Args> {
             "--streams" => a.streams = n as usize,
             "--window" => a.window = n as usize,
             "--concurrency" => a.concurrency = n as usize,
-            other => bail!(
-                "unknown flag {other}; use --seconds N --rows N --streams N --window N --concurrency N --dedup on|off"
-            ),
+            other => bail!("unknown flag {other}\n{USAGE}"),
         }
     }
     anyhow::ensure!((1..=120).contains(&a.seconds), "--seconds must be 1..=120");
