@@ -15,6 +15,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         println!("cargo:rerun-if-changed={proto}");
     }
     tonic_prost_build::configure()
+        // prost's codec behind a guard against amplifying memory batches
+        .codec_path("crate::codec::GuardedCodec")
         .file_descriptor_set_path(out_dir.join("memtrace_descriptor.bin"))
         .compile_protos(&protos, &["protos"])?;
     Ok(())

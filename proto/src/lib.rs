@@ -1,8 +1,12 @@
 //! `memtrace-proto` owns every wire contract between memtrace processes: the
 //! admin API of the control plane (`memtrace.admin.v1`), the records the
 //! control plane publishes to etcd (`memtrace.state.v1`), and the public data
-//! API of the workers (`memtrace.v1`). Generated code only; domain
-//! types and validation live in the crates that use them.
+//! API of the workers (`memtrace.v1`). Generated code, and the codec it is
+//! generated with ([`codec`]: prost's, with a guard against memory batches
+//! that would amplify on decoding); domain types and validation live in the
+//! crates that use them.
+
+pub mod codec;
 
 /// The control plane's admin API.
 pub mod admin {

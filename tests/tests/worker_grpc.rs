@@ -327,6 +327,30 @@ async fn grpc_auth_scopes_no_arc_revocation_agents_and_sessions() {
         .unwrap_err();
     assert_eq!(anonymous.code(), Code::Unauthenticated);
     assert_eq!(anonymous.message(), "missing API key");
+
+    // empty items cost 2 bytes each on the wire and ~250 decoded: a batch of
+    // them is refused before it is decoded, and the worker serves on
+    let flood = vec![pb::MemoryInput::default(); memtrace_proto::codec::MAX_DECODED_MEMORIES + 1];
+    let refused = memories
+        .create_memories(req(&key, pb::CreateMemoriesRequest { memories: flood }))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::ResourceExhausted, "{refused:?}");
+    assert!(
+        refused.message().contains("too many memories"),
+        "{refused:?}"
+    );
+    let served = memories
+        .create_memory(req(
+            &key,
+            pb::CreateMemoryRequest {
+                memory: Some(input("agent_x", "served after a refused flood")),
+            },
+        ))
+        .await
+        .unwrap();
+    let content = served.into_inner().memory.unwrap().content;
+    assert_eq!(content, "served after a refused flood");
     let denied = memories.create_memory(write(&read_only)).await.unwrap_err();
     assert_eq!(denied.code(), Code::PermissionDenied, "{denied:?}");
     let no_arc = memories

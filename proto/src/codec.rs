@@ -1,0 +1,215 @@
+//! The gRPC codec of every generated service and client: prost's, with a
+//! guard in front of the two messages whose repeated fields amplify memory.
+//! An empty `MemoryInput` is 2 bytes on the wire and ~250 bytes decoded, an
+//! empty tag 2 bytes and 24, so one 32 MiB `WriteBatch` or
+//! `CreateMemoriesRequest` of empty items would decode into gigabytes before
+//! any rule of the service could refuse it. Their encoded form is counted
+//! first (no allocation) and refused with RESOURCE_EXHAUSTED past
+//! [`MAX_DECODED_MEMORIES`] memories or [`MAX_DECODED_TAGS`] tags; the
+//! service's own, smaller limits (1,000 memories a batch, 64 tags a memory)
+//! then apply as before, with their usual answers.
+
+use crate::v1::{CreateMemoriesRequest, WriteBatch};
+use prost::Message;
+use prost::bytes::Buf as _;
+use std::any::TypeId;
+use std::marker::PhantomData;
+use tonic::Status;
+use tonic::codec::{Codec, DecodeBuf, Decoder};
+use tonic_prost::ProstEncoder;
+
+/// Most memories one message may carry into the decoder.
+pub const MAX_DECODED_MEMORIES: usize = 10_000;
+/// Most tags (over all its memories) one message may carry.
+pub const MAX_DECODED_TAGS: usize = 100_000;
+
+/// `MemoryInput.tags` is field 8.
+const TAGS_FIELD: u64 = 8;
+
+/// prost's codec behind the guard (module docs).
+#[derive(Debug, Clone)]
+pub struct GuardedCodec<T, U>(PhantomData<(T, U)>);
+
+impl<T, U> Default for GuardedCodec<T, U> {
+    fn default() -> Self {
+        Self(PhantomData)
+    }
+}
+
+impl<T, U> Codec for GuardedCodec<T, U>
+where
+    T: Message + Send + 'static,
+    U: Message + Default + Send + 'static,
+{
+    type Encode = T;
+    type Decode = U;
+    type Encoder = ProstEncoder<T>;
+    type Decoder = GuardedDecoder<U>;
+
+    fn encoder(&mut self) -> Self::Encoder {
+        ProstEncoder::default()
+    }
+
+    fn decoder(&mut self) -> Self::Decoder {
+        GuardedDecoder(PhantomData)
+    }
+}
+
+/// Decodes `U` as prost does, after the guard for memory batches.
+#[derive(Debug, Clone)]
+pub struct GuardedDecoder<U>(PhantomData<U>);
+
+impl<U> Decoder for GuardedDecoder<U>
+where
+    U: Message + Default + Send + 'static,
+{
+    type Item = U;
+    type Error = Status;
+
+    fn decode(&mut self, buf: &mut DecodeBuf<'_>) -> Result<Option<U>, Status> {
+        let memories_field = if TypeId::of::<U>() == TypeId::of::<WriteBatch>() {
+            Some(2)
+        } else if TypeId::of::<U>() == TypeId::of::<CreateMemoriesRequest>() {
+            Some(1)
+        } else {
+            None
+        };
+        if let Some(field) = memories_field {
+            check_batch(buf.chunk(), field).map_err(Status::resource_exhausted)?;
+        }
+        U::decode(buf)
+            .map(Some)
+            .map_err(|e| Status::internal(e.to_string()))
+    }
+}
+
+/// Refuses an encoded batch with too many memories or tags in its
+/// `memories_field`; says which limit.
+pub fn check_batch(bytes: &[u8], memories_field: u64) -> Result<(), String> {
+    let mut memories = 0usize;
+    let mut tags = 0usize;
+    for (field, item) in delimited(bytes) {
+        if field != memories_field {
+            continue;
+        }
+        memories += 1;
+        if memories > MAX_DECODED_MEMORIES {
+            return Err(format!(
+                "too many memories in one message: at most {MAX_DECODED_MEMORIES}"
+            ));
+        }
+        tags += delimited(item).filter(|(f, _)| *f == TAGS_FIELD).count();
+        if tags > MAX_DECODED_TAGS {
+            return Err(format!(
+                "too many tags in one message: at most {MAX_DECODED_TAGS}"
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Reads a varint at `*at`, advancing it; `None` past the end or when
+/// malformed.
+fn varint(bytes: &[u8], at: &mut usize) -> Option<u64> {
+    let mut value = 0u64;
+    for shift in (0..64).step_by(7) {
+        let b = *bytes.get(*at)?;
+        *at += 1;
+        value |= u64::from(b & 0x7f) << shift;
+        if b < 0x80 {
+            return Some(value);
+        }
+    }
+    None
+}
+
+/// The length-delimited fields at the top level of an encoded message, as
+/// (field number, payload); stops at anything malformed (the real decode
+/// then reports it).
+fn delimited(bytes: &[u8]) -> impl Iterator<Item = (u64, &[u8])> {
+    let mut at = 0;
+    std::iter::from_fn(move || {
+        while at < bytes.len() {
+            let key = varint(bytes, &mut at)?;
+            let len = match key & 7 {
+                0 => {
+                    varint(bytes, &mut at)?;
+                    0
+                }
+                1 => 8,
+                2 => usize::try_from(varint(bytes, &mut at)?).ok()?,
+                5 => 4,
+                _ => return None,
+            };
+            let start = at;
+            let end = start.checked_add(len).filter(|e| *e <= bytes.len())?;
+            at = end;
+            if key & 7 == 2 {
+                return Some((key >> 3, &bytes[start..end]));
+            }
+        }
+        None
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::v1::MemoryInput;
+
+    fn memory(tags: usize) -> MemoryInput {
+        MemoryInput {
+            content: "c".into(),
+            tags: vec![String::new(); tags],
+            importance: 0.5,
+            ..MemoryInput::default()
+        }
+    }
+
+    fn batch(n: usize, tags: usize) -> Vec<u8> {
+        WriteBatch {
+            sequence: 300,
+            memories: (0..n).map(|_| memory(tags)).collect(),
+        }
+        .encode_to_vec()
+    }
+
+    #[test]
+    fn batches_within_the_bounds_pass() {
+        assert_eq!(check_batch(&batch(0, 0), 2), Ok(()));
+        assert_eq!(check_batch(&batch(MAX_DECODED_MEMORIES, 10), 2), Ok(()));
+        let unary = CreateMemoriesRequest {
+            memories: vec![memory(3); 5],
+        };
+        assert_eq!(check_batch(&unary.encode_to_vec(), 1), Ok(()));
+    }
+
+    #[test]
+    fn too_many_empty_memories_or_tags_are_refused_before_decoding() {
+        let empty_items = WriteBatch {
+            sequence: 1,
+            memories: vec![MemoryInput::default(); MAX_DECODED_MEMORIES + 1],
+        };
+        let err = check_batch(&empty_items.encode_to_vec(), 2).unwrap_err();
+        assert!(err.contains("too many memories"), "{err}");
+        let err = check_batch(&batch(2, MAX_DECODED_TAGS / 2 + 1), 2).unwrap_err();
+        assert!(err.contains("too many tags"), "{err}");
+        let unary = CreateMemoriesRequest {
+            memories: vec![MemoryInput::default(); MAX_DECODED_MEMORIES + 1],
+        };
+        assert!(check_batch(&unary.encode_to_vec(), 1).is_err());
+    }
+
+    #[test]
+    fn malformed_input_is_left_to_the_decoder() {
+        let bytes = batch(10, 2);
+        for cut in 0..bytes.len() {
+            assert_eq!(check_batch(&bytes[..cut], 2), Ok(()));
+        }
+        assert_eq!(check_batch(&[0xff; 12], 2), Ok(()));
+        assert_eq!(
+            check_batch(&[0x12, 0xff, 0xff, 0xff, 0xff, 0x0f], 2),
+            Ok(())
+        );
+    }
+}
