@@ -16,6 +16,7 @@
 pub mod client;
 pub mod encode;
 pub mod error;
+mod msgpack;
 pub mod retry;
 pub mod state_encode;
 

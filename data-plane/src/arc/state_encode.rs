@@ -10,8 +10,7 @@
 //! Arc types each column as a string from its first value; `time` is in
 //! microseconds (see the unit note in [`encode`](super::encode)).
 
-use serde::Serialize;
-use serde::ser::{SerializeMap, Serializer};
+use super::msgpack::{array_header, map_header, write_int, write_str};
 
 /// Why a row does not fit a [`StringBatch`].
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -83,38 +82,28 @@ impl StringBatch {
 
     /// The MessagePack body `{"m": measurement, "columns": {...}}`.
     pub fn encode(&self, measurement: &str) -> Vec<u8> {
+        let n = self.len();
         let mut out = Vec::new();
-        let body = Body {
-            m: measurement,
-            columns: Columns(self),
-        };
-        let mut ser = rmp_serde::Serializer::new(&mut out).with_struct_map();
-        // Plain strings and ints into a Vec cannot fail.
-        if let Err(e) = body.serialize(&mut ser) {
-            tracing::error!(error = %e, "arc state batch encoding failed");
+        map_header(&mut out, 2);
+        write_str(&mut out, "m");
+        write_str(&mut out, measurement);
+        write_str(&mut out, "columns");
+        map_header(&mut out, 2 + self.names.len());
+        write_str(&mut out, "time");
+        array_header(&mut out, n);
+        for t in &self.time {
+            write_int(&mut out, *t);
+        }
+        let strings = std::iter::once(("id", &self.id))
+            .chain(self.names.iter().map(String::as_str).zip(&self.columns));
+        for (name, values) in strings {
+            write_str(&mut out, name);
+            array_header(&mut out, n);
+            for v in values {
+                write_str(&mut out, v);
+            }
         }
         out
-    }
-}
-
-#[derive(Serialize)]
-struct Body<'a> {
-    m: &'a str,
-    columns: Columns<'a>,
-}
-
-struct Columns<'a>(&'a StringBatch);
-
-impl Serialize for Columns<'_> {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let b = self.0;
-        let mut map = s.serialize_map(Some(2 + b.names.len()))?;
-        map.serialize_entry("time", &b.time)?;
-        map.serialize_entry("id", &b.id)?;
-        for (name, col) in b.names.iter().zip(&b.columns) {
-            map.serialize_entry(name, col)?;
-        }
-        map.end()
     }
 }
 
@@ -151,6 +140,48 @@ mod tests {
             })
         );
         assert_eq!(b.len(), 2);
+    }
+
+    #[test]
+    fn matches_a_general_encoder_byte_for_byte() {
+        // 20 columns (a map16 header) and 17 rows (array16 headers)
+        let names: Vec<String> = (0..20).map(|i| format!("c{i}")).collect();
+        let mut b = StringBatch::new(&names).unwrap();
+        for r in 0..17 {
+            let values = (0..20).map(|c| "v".repeat((r * c) % 40)).collect();
+            b.push(1_795_608_000_000_000 + r as i64, format!("id_{r}"), values)
+                .unwrap();
+        }
+        struct Columns<'a>(&'a StringBatch);
+        impl serde::Serialize for Columns<'_> {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                use serde::ser::SerializeMap;
+                let b = self.0;
+                let mut map = s.serialize_map(Some(2 + b.names.len()))?;
+                map.serialize_entry("time", &b.time)?;
+                map.serialize_entry("id", &b.id)?;
+                for (name, col) in b.names.iter().zip(&b.columns) {
+                    map.serialize_entry(name, col)?;
+                }
+                map.end()
+            }
+        }
+        #[derive(serde::Serialize)]
+        struct Body<'a> {
+            m: &'a str,
+            columns: Columns<'a>,
+        }
+        let mut want = Vec::new();
+        let mut ser = rmp_serde::Serializer::new(&mut want).with_struct_map();
+        serde::Serialize::serialize(
+            &Body {
+                m: "sessions",
+                columns: Columns(&b),
+            },
+            &mut ser,
+        )
+        .unwrap();
+        assert_eq!(b.encode("sessions"), want);
     }
 
     #[test]
