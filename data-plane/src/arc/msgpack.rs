@@ -7,14 +7,25 @@
 
 /// A map header for `n` entries.
 pub(crate) fn map_header(out: &mut Vec<u8>, n: usize) {
+    collection_header(out, n, [0x80, 0xde, 0xdf]);
+}
+
+/// An array header for `n` elements.
+pub(crate) fn array_header(out: &mut Vec<u8>, n: usize) {
+    collection_header(out, n, [0x90, 0xdc, 0xdd]);
+}
+
+/// A map or array header: the fix form below 16, then the 16- and 32-bit
+/// length forms (`markers`: fix base, 16-bit, 32-bit).
+fn collection_header(out: &mut Vec<u8>, n: usize, [fix, m16, m32]: [u8; 3]) {
     match n {
-        0..16 => out.push(0x80 | n as u8),
+        0..16 => out.push(fix | n as u8),
         16..65_536 => {
-            out.push(0xde);
+            out.push(m16);
             out.extend_from_slice(&(n as u16).to_be_bytes());
         }
         _ => {
-            out.push(0xdf);
+            out.push(m32);
             out.extend_from_slice(&u32::try_from(n).unwrap_or(u32::MAX).to_be_bytes());
         }
     }
@@ -40,21 +51,6 @@ fn str_header(out: &mut Vec<u8>, len: usize) {
 pub(crate) fn write_str(out: &mut Vec<u8>, s: &str) {
     str_header(out, s.len());
     out.extend_from_slice(s.as_bytes());
-}
-
-/// An array header for `n` elements.
-pub(crate) fn array_header(out: &mut Vec<u8>, n: usize) {
-    match n {
-        0..16 => out.push(0x90 | n as u8),
-        16..65_536 => {
-            out.push(0xdc);
-            out.extend_from_slice(&(n as u16).to_be_bytes());
-        }
-        _ => {
-            out.push(0xdd);
-            out.extend_from_slice(&u32::try_from(n).unwrap_or(u32::MAX).to_be_bytes());
-        }
-    }
 }
 
 /// The most compact MessagePack integer for `v` (what `rmp` writes).
