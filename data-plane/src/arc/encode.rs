@@ -169,17 +169,8 @@ impl MemoryBatch {
         self.rows += 1;
     }
 
-    /// Appends every row of `other` after this batch's rows. An empty
-    /// batch takes `other`'s buffers as they are.
+    /// Appends every row of `other` after this batch's rows.
     pub fn append(&mut self, other: MemoryBatch) {
-        if self.rows == 0 && self.payload_len() == 0 {
-            let spare: usize = self.cols.iter().map(Vec::capacity).sum();
-            let needed = other.payload_len();
-            if spare < needed {
-                *self = other;
-                return;
-            }
-        }
         for (mine, theirs) in self.cols.iter_mut().zip(&other.cols) {
             mine.extend_from_slice(theirs);
         }
@@ -231,14 +222,6 @@ impl MemoryBatch {
             out.extend_from_slice(values);
         }
         out
-    }
-
-    /// Removes every row, keeping the allocations.
-    pub fn clear(&mut self) {
-        for c in &mut self.cols {
-            c.clear();
-        }
-        self.rows = 0;
     }
 }
 
@@ -532,9 +515,8 @@ mod tests {
     }
 
     #[test]
-    fn clear_resets() {
-        let mut b = MemoryBatch::from_rows(&[row(0), row(1)]);
-        b.clear();
+    fn an_empty_batch_encodes_empty_columns() {
+        let b = MemoryBatch::from_rows(&[]);
         assert!(b.is_empty());
         let v = decode(&b.encode("memories"));
         assert_eq!(v["columns"]["id"], json!([]));

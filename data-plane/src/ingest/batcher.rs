@@ -135,7 +135,6 @@ impl Batcher {
         rows: MemoryBatch,
     ) -> Result<Ack, SubmitError> {
         let n = rows.len() as u64;
-        let bytes = rows.payload_len() as u64;
         let mut orgs = self.shared.orgs();
         if orgs.shutting_down {
             return Err(IngestError::ShuttingDown);
@@ -169,7 +168,6 @@ impl Batcher {
         let pending = Pending {
             route,
             data: rows,
-            bytes,
             waiter,
         };
         if handle.tx.send(pending).is_err() {

@@ -2,7 +2,7 @@
 //! a batch as soon as nothing more is queued and an Arc write slot is free
 //! (adaptive group commit: an idle org's write goes out at once, a busy
 //! org's writes pile into the next batch while the slots are taken), or on
-//! `batch_size` rows, `max_batch_bytes` (estimate) or `linger` after its
+//! `batch_size` rows, `max_batch_bytes` (encoded values) or `linger` after its
 //! first row; then hands it to a write task — at most
 //! [`MAX_IN_FLIGHT`](super::MAX_IN_FLIGHT) at once, so a slow Arc stops the
 //! draining and the queue (then 429) takes the pressure.
@@ -97,7 +97,7 @@ pub(crate) async fn run(shared: Arc<Shared>, org: Arc<OrgState>, mut rx: Queue) 
                 }
             };
             let fits = batch.rows + next.rows() <= batch_size
-                && batch.bytes.saturating_add(next.bytes) <= max_bytes;
+                && batch.bytes.saturating_add(next.bytes()) <= max_bytes;
             if !fits || !same_route(&batch.route, &next.route) {
                 carry = Some(next);
                 break;

@@ -126,14 +126,17 @@ impl Drop for Waiter {
 pub(crate) struct Pending {
     pub route: Arc<ArcRoute>,
     pub data: MemoryBatch,
-    /// Encoded bytes of `data`'s values.
-    pub bytes: u64,
     pub waiter: Waiter,
 }
 
 impl Pending {
     pub fn rows(&self) -> u64 {
         self.data.len() as u64
+    }
+
+    /// Encoded bytes of the rows' values.
+    pub fn bytes(&self) -> u64 {
+        self.data.payload_len() as u64
     }
 }
 
@@ -152,6 +155,8 @@ pub(crate) fn same_route(a: &Arc<ArcRoute>, b: &Arc<ArcRoute>) -> bool {
 pub(crate) struct Batch {
     pub route: Arc<ArcRoute>,
     pub data: MemoryBatch,
+    /// Rows and encoded bytes of `data`, kept apart because `data` is moved
+    /// out to be encoded while the counts are still reported.
     pub rows: u64,
     pub bytes: u64,
     pub waiters: Vec<Waiter>,
@@ -161,13 +166,13 @@ impl Batch {
     /// A batch starting with `first`, with room for `capacity` rows of
     /// `first`'s average size (so the columns rarely grow while it fills).
     pub fn new(first: Pending, capacity: usize) -> Self {
-        let mut data = MemoryBatch::new();
-        data.append(first.data);
+        let (rows, bytes) = (first.rows(), first.bytes());
+        let mut data = first.data;
         data.reserve_rows(capacity.saturating_sub(data.len()));
         Self {
             route: first.route,
-            rows: data.len() as u64,
-            bytes: first.bytes,
+            rows,
+            bytes,
             data,
             waiters: vec![first.waiter],
         }
@@ -175,7 +180,7 @@ impl Batch {
 
     pub fn add(&mut self, p: Pending) {
         self.rows += p.rows();
-        self.bytes += p.bytes;
+        self.bytes += p.bytes();
         self.data.append(p.data);
         self.waiters.push(p.waiter);
     }
