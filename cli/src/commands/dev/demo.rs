@@ -9,6 +9,7 @@ use crate::args::{GlobalArgs, OutputFormat};
 use crate::client::Admin;
 use memtrace_common::config::Env;
 use memtrace_proto::admin::v1 as pb;
+use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -134,38 +135,41 @@ impl Demo<'_> {
         let ctl = std::env::current_exe()
             .map(|p| p.display().to_string())
             .unwrap_or_else(|_| "memtracectl".into());
-        let mut text = Zeroizing::new(format!(
+        // One buffer, sized for the whole banner up front and written in
+        // place: the key is never copied into a temporary, and the buffer
+        // never reallocates (which would leave a copy behind, unzeroised).
+        let mut text = Zeroizing::new(String::with_capacity(BANNER_CAPACITY));
+        let _ = write!(
+            text,
             "\n{rule}\nmemtrace dev: control plane http://{cp}, worker http://localhost:{port}\n\
              DEVELOPMENT ONLY: the master and fleet keys are in {keys_file}\n\n\
              admin (memtracectl):\n  \
              export MEMTRACE_CONTROL_PLANE_URL=http://{cp}\n  \
              export MEMTRACE_ADMIN_TOKEN=$(cat {token_file})\n  \
              {ctl} org list\n\n"
-        ));
+        );
         // The key appears exactly once (in the export line); the examples
         // refer to it as $KEY.
-        let key_ref = match &outcome.key {
+        let quoted = match &outcome.key {
             Some(key) => {
-                text.push_str(&format!(
+                let _ = write!(
+                    text,
                     "demo org {org}: api key (shown once, save it now):\n\n  export KEY={}\n\n",
                     key.as_str()
-                ));
-                "$KEY".to_owned()
+                );
+                "\"x-api-key: $KEY\""
             }
             None => {
-                text.push_str(&format!(
+                let _ = write!(
+                    text,
                     "demo org {org}: its api key was shown on the first start only.\n\
                      make another with: {ctl} key create --org {org} --name demo2\n\n"
-                ));
-                "mtk_...".to_owned()
+                );
+                "'x-api-key: mtk_...'"
             }
         };
-        let quoted = if key_ref.starts_with('$') {
-            format!("\"x-api-key: {key_ref}\"")
-        } else {
-            format!("'x-api-key: {key_ref}'")
-        };
-        text.push_str(&format!(
+        let _ = write!(
+            text,
             "  curl -H {quoted} -H 'content-type: application/json' -X POST localhost:{port}/api/v1/memories -d '{{\"agent_id\":\"demo\",\"content\":\"hello\"}}'\n  \
              curl -H {quoted} 'localhost:{port}/api/v1/memories?agent_id=demo'\n\n\
              python (pip install memtrace-sdk):\n  \
@@ -174,10 +178,13 @@ impl Demo<'_> {
              client = Memtrace(\"http://localhost:{port}\", os.environ[\"KEY\"])\n  \
              client.remember(\"demo\", \"hello\")\n  \
              print(client.recall(\"demo\"))\n{rule}\n"
-        ));
+        );
         text
     }
 }
+
+/// Room for the whole dev banner (about 1.5 KiB; paths may be long).
+const BANNER_CAPACITY: usize = 16 * 1024;
 
 /// Creates the `demo` org, or finds it when an earlier start created it but
 /// stopped before writing the marker.
@@ -248,6 +255,11 @@ mod tests {
         });
         assert_eq!(first.matches(secret).count(), 1, "{}", first.as_str());
         assert!(first.contains("\"x-api-key: $KEY\""), "{}", first.as_str());
+        assert_eq!(
+            first.capacity(),
+            BANNER_CAPACITY,
+            "the buffer holding the key never reallocated (no stray copy)"
+        );
         for value in [&keys.master_key, &keys.fleet_key, &keys.admin_token] {
             assert!(
                 !first.contains(value.as_str()),
