@@ -202,12 +202,23 @@ async fn publishes_and_workers_follow_with_no_plaintext_in_etcd() {
     worker_in_sync(&c.ctl, "worker-a", "worker in sync after delete").await;
 
     // a stopping worker revokes its lease: gone at once, not after its TTL
+    // (checked well inside the 3 s TTL, so an expiry cannot pass for it)
+    let asked = std::time::Instant::now();
     stop_reg.send_replace(true);
-    tokio::time::timeout(Duration::from_secs(5), reg)
+    tokio::time::timeout(Duration::from_secs(1), reg)
         .await
         .expect("registration stops promptly")
         .unwrap();
-    let workers = c.ctl.json(&["workers"]).await.unwrap();
+    let workers = c.ctl.json(&["status"]).await.unwrap();
+    assert!(
+        asked.elapsed() < Duration::from_millis(1_500),
+        "checked {:?} after the stop: too close to the TTL to tell revocation from expiry",
+        asked.elapsed()
+    );
+    assert_eq!(
+        workers["bus_reachable"], true,
+        "an unreadable bus also lists no workers: {workers}"
+    );
     assert_eq!(
         workers["workers"].as_array().map(Vec::len),
         Some(0),
