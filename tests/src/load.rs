@@ -74,6 +74,20 @@ pub struct Bounds {
     pub max_requests: u64,
 }
 
+/// Refuses a load target that is not on this machine's loopback interface
+/// (load and fault tests may only ever aim at 127.0.0.1 / ::1).
+pub fn ensure_loopback(url: &str) -> anyhow::Result<()> {
+    let parsed = reqwest::Url::parse(url).with_context(|| format!("load target {url:?}"))?;
+    let loopback = match parsed.host() {
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        Some(url::Host::Domain(name)) => name == "localhost",
+        None => false,
+    };
+    anyhow::ensure!(loopback, "load target {url} is not a loopback address");
+    Ok(())
+}
+
 /// Claims one request of the shared budget; false when spent or late.
 fn claim(budget: &AtomicU64, deadline: Instant) -> bool {
     Instant::now() < deadline
@@ -126,6 +140,7 @@ pub async fn direct_arc(
     concurrency: usize,
     bounds: Bounds,
 ) -> anyhow::Result<Run> {
+    ensure_loopback(url)?;
     let http = crate::http_client();
     let now_us = memtrace_data_plane::query::UnixMicros::now().0;
     let mut bodies = Vec::new();
@@ -215,6 +230,7 @@ pub async fn grpc_stream(
     window: usize,
     bounds: Bounds,
 ) -> anyhow::Result<Run> {
+    ensure_loopback(endpoint)?;
     let channel = tonic::transport::Endpoint::from_shared(endpoint.to_owned())?
         .tcp_nodelay(true)
         .connect()
@@ -444,6 +460,7 @@ pub async fn rest_single(
     concurrency: usize,
     bounds: Bounds,
 ) -> anyhow::Result<Run> {
+    ensure_loopback(base)?;
     let http = reqwest::Client::builder()
         .pool_max_idle_per_host(concurrency)
         .tcp_nodelay(true)
@@ -525,6 +542,20 @@ mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
     use super::*;
     use prost::Message as _;
+
+    #[test]
+    fn loads_only_aim_at_loopback() {
+        for ok in [
+            "http://127.0.0.1:9100",
+            "http://[::1]:80/x",
+            "http://localhost:1",
+        ] {
+            assert!(ensure_loopback(ok).is_ok(), "{ok}");
+        }
+        for bad in ["http://10.0.0.1:9100", "http://example.com", "not a url"] {
+            assert!(ensure_loopback(bad).is_err(), "{bad}");
+        }
+    }
 
     #[test]
     fn template_batches_decode_as_unique_write_batches() {
