@@ -155,6 +155,16 @@ pub trait LeasedKey: Send + Sync {
     async fn revoke(&mut self) -> Result<(), BusError>;
 }
 
+/// What every bus answers for a use of a revoked lease of `key` (one text,
+/// so callers see the same error from both).
+pub(crate) fn ensure_not_revoked(revoked: bool, key: &str) -> Result<(), BusError> {
+    if revoked {
+        Err(BusError::Rejected(format!("lease of {key:?} was revoked")))
+    } else {
+        Ok(())
+    }
+}
+
 /// The bus `[etcd]` names: etcd when endpoints are set, else a fresh
 /// in-process bus (single-node mode).
 pub async fn connect(

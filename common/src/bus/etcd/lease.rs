@@ -30,14 +30,7 @@ pub(super) struct EtcdLeasedKey {
 
 impl EtcdLeasedKey {
     fn check_not_revoked(&self) -> Result<(), BusError> {
-        if self.revoked {
-            Err(BusError::Rejected(format!(
-                "lease of {:?} was revoked",
-                self.key
-            )))
-        } else {
-            Ok(())
-        }
+        super::super::ensure_not_revoked(self.revoked, &self.key)
     }
 
     /// Grants a fresh lease and puts the current value under it.

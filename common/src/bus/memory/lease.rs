@@ -60,14 +60,7 @@ pub(super) struct MemoryLeasedKey {
 
 impl MemoryLeasedKey {
     fn check_not_revoked(&self) -> Result<(), BusError> {
-        if self.revoked {
-            Err(BusError::Rejected(format!(
-                "lease of {:?} was revoked",
-                self.key
-            )))
-        } else {
-            Ok(())
-        }
+        super::super::ensure_not_revoked(self.revoked, &self.key)
     }
 }
 
@@ -77,7 +70,7 @@ impl LeasedKey for MemoryLeasedKey {
         self.check_not_revoked()?;
         let mut state = self.bus.available()?;
         if let Some(lease) = state.leases.get_mut(&self.lease_id) {
-            lease.deadline = Instant::now() + lease.ttl;
+            lease.deadline = super::state::lease_deadline(lease.ttl);
             return Ok(());
         }
         tracing::info!(key = %self.key, "memory bus lease had expired, granting a new one");

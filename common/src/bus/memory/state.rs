@@ -188,7 +188,7 @@ impl State {
     pub(super) fn grant(&mut self, ttl: Duration) -> (i64, Instant) {
         let id = self.next_lease_id;
         self.next_lease_id += 1;
-        let deadline = Instant::now() + ttl;
+        let deadline = lease_deadline(ttl);
         self.leases.insert(id, Lease { ttl, deadline });
         (id, deadline)
     }
@@ -244,4 +244,25 @@ pub(super) fn validate(ops: &[Op]) -> Result<(), BusError> {
         )));
     }
     Ok(())
+}
+
+/// Longest lease the memory bus keeps (a huge TTL would overflow `Instant`).
+const MAX_LEASE_TTL: Duration = Duration::from_secs(365 * 24 * 3600);
+
+/// When a lease of `ttl` granted or renewed now expires (TTL clamped).
+pub(super) fn lease_deadline(ttl: Duration) -> Instant {
+    Instant::now() + ttl.min(MAX_LEASE_TTL)
+}
+
+#[cfg(test)]
+mod lease_deadline_tests {
+    use super::*;
+
+    #[test]
+    fn a_huge_ttl_is_clamped_instead_of_overflowing() {
+        let far = lease_deadline(Duration::MAX);
+        assert!(far > Instant::now() + Duration::from_secs(300 * 24 * 3600));
+        let near = lease_deadline(Duration::from_secs(3));
+        assert!(near <= Instant::now() + Duration::from_secs(3));
+    }
 }
