@@ -218,17 +218,7 @@ impl Store for SqlStore {
 
     async fn put_arc_binding(&self, row: &ArcBindingRow, replace: bool) -> StoreResult<()> {
         let mut tx = self.pool.begin().await?;
-        let org_exists: i64 = sqlx::query("SELECT COUNT(*) AS n FROM orgs WHERE id = $1")
-            .bind(row.org_id.clone())
-            .fetch_one(&mut *tx)
-            .await?
-            .try_get("n")?;
-        if org_exists == 0 {
-            return Err(StoreError::Conflict(format!(
-                "org {:?} does not exist",
-                row.org_id
-            )));
-        }
+        require_org(&mut tx, &row.org_id).await?;
         let existing = sqlx::query("SELECT id FROM arc_bindings WHERE org_id = $1")
             .bind(row.org_id.clone())
             .fetch_optional(&mut *tx)
@@ -316,17 +306,7 @@ impl Store for SqlStore {
 
     async fn insert_api_key(&self, row: &ApiKeyRow) -> StoreResult<()> {
         let mut tx = self.pool.begin().await?;
-        let org_exists: i64 = sqlx::query("SELECT COUNT(*) AS n FROM orgs WHERE id = $1")
-            .bind(row.org_id.clone())
-            .fetch_one(&mut *tx)
-            .await?
-            .try_get("n")?;
-        if org_exists == 0 {
-            return Err(StoreError::Conflict(format!(
-                "org {:?} does not exist",
-                row.org_id
-            )));
-        }
+        require_org(&mut tx, &row.org_id).await?;
         let same_name: i64 = sqlx::query(
             "SELECT COUNT(*) AS n FROM api_keys WHERE org_id = $1 AND name = $2 AND revoked_at IS NULL",
         )
@@ -447,4 +427,22 @@ impl Store for SqlStore {
     async fn audit_head(&self) -> StoreResult<AuditHead> {
         self.cfg_audit_head().await
     }
+}
+
+/// Refuses (Conflict) a row for an org that does not exist, inside `tx`.
+async fn require_org(
+    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+    org_id: &str,
+) -> StoreResult<()> {
+    let n: i64 = sqlx::query("SELECT COUNT(*) AS n FROM orgs WHERE id = $1")
+        .bind(org_id.to_owned())
+        .fetch_one(&mut **tx)
+        .await?
+        .try_get("n")?;
+    if n == 0 {
+        return Err(StoreError::Conflict(format!(
+            "org {org_id:?} does not exist"
+        )));
+    }
+    Ok(())
 }
