@@ -276,6 +276,28 @@ pub async fn api_keys(store: &dyn Store) {
         .insert_api_key(&key(&o.id, "ci"))
         .await
         .expect("keys: a revoked key's name can be reused");
+
+    // concurrent creates of one new name: exactly one wins, the others are
+    // conflicts (not two active keys, not a raw database error)
+    let racers: Vec<ApiKeyRow> = (0..4).map(|_| key(&o.id, "raced")).collect();
+    let (a, b, c, d) = tokio::join!(
+        store.insert_api_key(&racers[0]),
+        store.insert_api_key(&racers[1]),
+        store.insert_api_key(&racers[2]),
+        store.insert_api_key(&racers[3]),
+    );
+    let results = [a, b, c, d];
+    assert_eq!(
+        results.iter().filter(|r| r.is_ok()).count(),
+        1,
+        "{results:?}"
+    );
+    assert!(
+        results
+            .iter()
+            .all(|r| r.is_ok() || matches!(r, Err(StoreError::Conflict(_)))),
+        "keys: losers are conflicts: {results:?}"
+    );
 }
 
 /// Deleting an org removes its binding and keys and leaves a tombstone.

@@ -204,7 +204,7 @@ impl SqlStore {
         changes: &[SettingChange],
         audit: &[AuditRecord],
     ) -> StoreResult<Vec<AuditEntry>> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         self.lock_audit(&mut tx).await?;
         Self::apply_changes_locked(&mut tx, changes).await?;
         let entries = Self::append_locked(&mut tx, audit).await?;
@@ -218,7 +218,7 @@ impl SqlStore {
         changes: &[SettingChange],
         audit: &[AuditRecord],
     ) -> StoreResult<bool> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         self.lock_audit(&mut tx).await?;
         let inserted = sqlx::query(
             "INSERT INTO meta (key, value) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING",
@@ -245,7 +245,7 @@ impl SqlStore {
         if org_id.is_empty() {
             return Ok(Vec::new());
         }
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         let rows = sqlx::query(
             "SELECT key, org_id, value_json, updated_at FROM settings WHERE org_id = $1 ORDER BY key",
         )
@@ -261,7 +261,7 @@ impl SqlStore {
     }
 
     pub(super) async fn cfg_append_audit(&self, record: &AuditRecord) -> StoreResult<AuditEntry> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         self.lock_audit(&mut tx).await?;
         let entry = Self::append_locked(&mut tx, std::slice::from_ref(record))
             .await?

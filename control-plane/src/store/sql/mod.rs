@@ -55,6 +55,17 @@ impl std::fmt::Debug for SqlStore {
 }
 
 impl SqlStore {
+    /// A write transaction. On SQLite it takes the write lock at `BEGIN`
+    /// (IMMEDIATE), so concurrent writers wait their turn under
+    /// `busy_timeout`; a deferred one that read first failed with "database
+    /// is locked" when it came to write.
+    pub(super) async fn begin_write(&self) -> StoreResult<sqlx::Transaction<'static, sqlx::Any>> {
+        Ok(match self.backend {
+            Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
+            Backend::Postgres => self.pool.begin().await?,
+        })
+    }
+
     /// Connects without migrating. For SQLite the file and its directory are
     /// created with owner-only permissions when missing.
     pub async fn connect(url: &str) -> StoreResult<Self> {

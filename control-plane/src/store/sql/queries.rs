@@ -96,7 +96,7 @@ impl Store for SqlStore {
     }
 
     async fn insert_org(&self, row: &OrgRow) -> StoreResult<()> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         let result = sqlx::query("INSERT INTO orgs (id, name, created_at) VALUES ($1, $2, $3)")
             .bind(row.id.clone())
             .bind(row.name.clone())
@@ -140,7 +140,7 @@ impl Store for SqlStore {
     }
 
     async fn delete_org(&self, id: &str, deleted_at: i64) -> StoreResult<Option<OrgDeletion>> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         let Some(row) = sqlx::query("SELECT id, name, created_at FROM orgs WHERE id = $1")
             .bind(id)
             .fetch_optional(&mut *tx)
@@ -217,7 +217,7 @@ impl Store for SqlStore {
     }
 
     async fn put_arc_binding(&self, row: &ArcBindingRow, replace: bool) -> StoreResult<()> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         require_org(&mut tx, &row.org_id).await?;
         let existing = sqlx::query("SELECT id FROM arc_bindings WHERE org_id = $1")
             .bind(row.org_id.clone())
@@ -305,7 +305,7 @@ impl Store for SqlStore {
     }
 
     async fn insert_api_key(&self, row: &ApiKeyRow) -> StoreResult<()> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         require_org(&mut tx, &row.org_id).await?;
         let same_name: i64 = sqlx::query(
             "SELECT COUNT(*) AS n FROM api_keys WHERE org_id = $1 AND name = $2 AND revoked_at IS NULL",
@@ -335,7 +335,18 @@ impl Store for SqlStore {
         .bind(row.last_used_at)
         .bind(row.revoked_at)
         .execute(&mut *tx)
-        .await?;
+        .await
+        .map_err(|e| {
+            // a concurrent create of the same name won (api_keys_active_name)
+            if is_unique_violation(&e) {
+                StoreError::Conflict(format!(
+                    "org {:?} already has an active api key named {:?}",
+                    row.org_id, row.name
+                ))
+            } else {
+                e.into()
+            }
+        })?;
         tx.commit().await?;
         Ok(())
     }
