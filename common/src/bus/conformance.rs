@@ -326,6 +326,19 @@ pub async fn too_many_ops_rejected(bus: &dyn StateBus, p: &str) {
         Err(BusError::Rejected(_)) => {}
         other => panic!("[{check}] 129 ops must be Rejected, got {other:?}"),
     }
+    // the same local limits on both buses: a repeated key, an empty key
+    let twice = vec![
+        put(&format!("{p}twice"), "a"),
+        put(&format!("{p}twice"), "b"),
+    ];
+    match bus.apply(twice).await {
+        Err(BusError::Rejected(m)) => assert!(m.contains("duplicate key"), "[{check}] {m}"),
+        other => panic!("[{check}] a repeated key must be Rejected, got {other:?}"),
+    }
+    match bus.apply(vec![put("", "v")]).await {
+        Err(BusError::Rejected(m)) => assert!(m.contains("empty key"), "[{check}] {m}"),
+        other => panic!("[{check}] an empty key must be Rejected, got {other:?}"),
+    }
     let snapshot = bus
         .load(p)
         .await

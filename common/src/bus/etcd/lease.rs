@@ -3,7 +3,7 @@
 //! keep-alive stream, re-granting a lease that expired, and revoking.
 
 use super::convert::{is_lease_not_found, map_error};
-use crate::bus::{BusError, LeasedKey};
+use crate::bus::{BusError, LeasedKey, Op};
 use async_trait::async_trait;
 use etcd_client::{Client, LeaseKeepAliveStream, LeaseKeeper, PutOptions};
 use std::time::Duration;
@@ -115,6 +115,10 @@ impl LeasedKey for EtcdLeasedKey {
 
     async fn update(&mut self, value: Vec<u8>) -> Result<(), BusError> {
         self.check_not_revoked()?;
+        super::validate_ops(&[Op::Put {
+            key: self.key.clone(),
+            value: value.clone(),
+        }])?;
         let options = PutOptions::new().with_lease(self.lease_id);
         match self
             .client

@@ -45,6 +45,7 @@ use etcd_client::{
     Client, CompactionOptions, ConnectOptions, GetOptions, ResponseHeader, Txn, TxnOp, WatchOptions,
 };
 use lease::{EtcdLeasedKey, ttl_seconds};
+use std::collections::HashSet;
 use std::time::Duration;
 use tokio::time::timeout;
 use watch::{EtcdWatch, cancel_error};
@@ -256,12 +257,7 @@ impl StateBus for EtcdBus {
         if ops.is_empty() {
             return self.current_revision().await;
         }
-        if ops.len() > MAX_TXN_OPS {
-            return Err(BusError::Rejected(format!(
-                "{} ops in one transaction, etcd allows at most {MAX_TXN_OPS} by default; split the write",
-                ops.len()
-            )));
-        }
+        validate_ops(&ops)?;
         let ops: Vec<TxnOp> = ops
             .into_iter()
             .map(|op| match op {
@@ -313,6 +309,10 @@ impl StateBus for EtcdBus {
         value: Vec<u8>,
         ttl: Duration,
     ) -> Result<Box<dyn LeasedKey>, BusError> {
+        validate_ops(&[Op::Put {
+            key: key.to_owned(),
+            value: value.clone(),
+        }])?;
         let mut leased = EtcdLeasedKey {
             client: self.client.clone(),
             key: key.to_string(),
@@ -326,4 +326,43 @@ impl StateBus for EtcdBus {
         leased.grant_and_put().await?;
         Ok(Box::new(leased))
     }
+}
+
+/// Rejects what etcd would reject with its default limits (both buses
+/// check it, so a write refused by one is refused by the other).
+pub(crate) fn validate_ops(ops: &[Op]) -> Result<(), BusError> {
+    if ops.len() > MAX_TXN_OPS {
+        return Err(BusError::Rejected(format!(
+            "{} ops in one transaction, at most {MAX_TXN_OPS} allowed; split the write",
+            ops.len()
+        )));
+    }
+    let mut keys = HashSet::with_capacity(ops.len());
+    let mut bytes = 0usize;
+    for op in ops {
+        let key = match op {
+            Op::Put { key, value } => {
+                bytes += key.len() + value.len();
+                key
+            }
+            Op::Delete { key } => {
+                bytes += key.len();
+                key
+            }
+        };
+        if key.is_empty() {
+            return Err(BusError::Rejected("empty key".into()));
+        }
+        if !keys.insert(key.as_str()) {
+            return Err(BusError::Rejected(format!(
+                "duplicate key {key:?} in one transaction"
+            )));
+        }
+    }
+    if bytes > MAX_REQUEST_BYTES {
+        return Err(BusError::Rejected(format!(
+            "transaction of {bytes} bytes exceeds the {MAX_REQUEST_BYTES}-byte request limit"
+        )));
+    }
+    Ok(())
 }

@@ -2,8 +2,9 @@
 //! per-lease tokio timer that expires it, and [`MemoryLeasedKey`], the
 //! [`LeasedKey`] handle that renews, updates and revokes it.
 
-use super::state::{State, validate};
+use super::state::State;
 use super::{Inner, MemoryBus};
+use crate::bus::etcd::validate_ops;
 use crate::bus::{BusError, LeasedKey, Op};
 use async_trait::async_trait;
 use std::sync::{Arc, Weak};
@@ -82,7 +83,7 @@ impl LeasedKey for MemoryLeasedKey {
 
     async fn update(&mut self, value: Vec<u8>) -> Result<(), BusError> {
         self.check_not_revoked()?;
-        validate(&[Op::Put {
+        validate_ops(&[Op::Put {
             key: self.key.clone(),
             value: value.clone(),
         }])?;

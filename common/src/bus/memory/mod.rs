@@ -49,9 +49,10 @@ mod watch;
 mod tests;
 
 use super::{BusError, KeyValue, LeasedKey, Op, Snapshot, StateBus, Watch, WatchMessage};
+use crate::bus::etcd::validate_ops;
 use async_trait::async_trait;
 use lease::MemoryLeasedKey;
-use state::{State, Watcher, filter, validate};
+use state::{State, Watcher, filter};
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
@@ -222,7 +223,7 @@ impl StateBus for MemoryBus {
     }
 
     async fn apply(&self, ops: Vec<Op>) -> Result<i64, BusError> {
-        validate(&ops)?;
+        validate_ops(&ops)?;
         let mut state = self.available()?;
         let changes = ops
             .into_iter()
@@ -269,7 +270,7 @@ impl StateBus for MemoryBus {
         if ttl.is_zero() {
             return Err(BusError::Rejected("lease ttl must be positive".into()));
         }
-        validate(&[Op::Put {
+        validate_ops(&[Op::Put {
             key: key.to_string(),
             value: value.clone(),
         }])?;

@@ -5,9 +5,8 @@
 //! every write is checked against.
 
 use super::MemoryLimits;
-use crate::bus::etcd::{MAX_REQUEST_BYTES, MAX_TXN_OPS};
-use crate::bus::{BusError, Event, KeyValue, Op, WatchMessage};
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use crate::bus::{BusError, Event, KeyValue, WatchMessage};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::Notify;
@@ -206,44 +205,6 @@ pub(super) fn filter(events: &[Event], prefix: &str) -> Vec<Event> {
         .filter(|e| e.key().starts_with(prefix))
         .cloned()
         .collect()
-}
-
-/// Rejects what etcd would reject with its default limits.
-pub(super) fn validate(ops: &[Op]) -> Result<(), BusError> {
-    if ops.len() > MAX_TXN_OPS {
-        return Err(BusError::Rejected(format!(
-            "{} ops in one transaction, at most {MAX_TXN_OPS} allowed; split the write",
-            ops.len()
-        )));
-    }
-    let mut keys = HashSet::with_capacity(ops.len());
-    let mut bytes = 0usize;
-    for op in ops {
-        let key = match op {
-            Op::Put { key, value } => {
-                bytes += key.len() + value.len();
-                key
-            }
-            Op::Delete { key } => {
-                bytes += key.len();
-                key
-            }
-        };
-        if key.is_empty() {
-            return Err(BusError::Rejected("empty key".into()));
-        }
-        if !keys.insert(key.as_str()) {
-            return Err(BusError::Rejected(format!(
-                "duplicate key {key:?} in one transaction"
-            )));
-        }
-    }
-    if bytes > MAX_REQUEST_BYTES {
-        return Err(BusError::Rejected(format!(
-            "transaction of {bytes} bytes exceeds the {MAX_REQUEST_BYTES}-byte request limit"
-        )));
-    }
-    Ok(())
 }
 
 /// Longest lease the memory bus keeps (a huge TTL would overflow `Instant`).
