@@ -161,7 +161,11 @@ pub async fn run(options: WorkerOptions) -> Result<(), WorkerError> {
         let handle = handle.clone();
         Batcher::new(
             client.clone(),
-            move |org: &str| batcher_settings(&handle.load(), org),
+            move |org: &str| {
+                let snapshot = handle.load();
+                let settings = snapshot.settings();
+                (settings.write(Some(org)), settings.limits(Some(org)))
+            },
             RetryPolicy::default(),
         )
     };
@@ -296,23 +300,6 @@ pub async fn run(options: WorkerOptions) -> Result<(), WorkerError> {
     Ok(())
 }
 
-/// An org's write settings and limits as the [`Batcher`] reads them. The
-/// `arc.retry_max_attempts` setting counts retries (0 = none, default 3),
-/// while the batcher takes attempts with 0 meaning its own policy: one
-/// attempt more than the retries, so 0 retries is a single attempt.
-fn batcher_settings(
-    snapshot: &Snapshot,
-    org_id: &str,
-) -> (
-    memtrace_common::settings::WriteSettings,
-    memtrace_common::settings::TenantLimits,
-) {
-    let settings = snapshot.settings();
-    let mut write = settings.write(Some(org_id));
-    write.retry_max_attempts = write.retry_max_attempts.saturating_add(1);
-    (write, settings.limits(Some(org_id)))
-}
-
 /// Picks each request's store from the live snapshot (see the module docs).
 struct OrgStores {
     client: ArcClient,
@@ -397,31 +384,5 @@ async fn metrics(State(state): State<Arc<AppState>>) -> impl IntoResponse {
             [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
             format!("metrics encoding failed: {error}"),
         ),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    #![allow(clippy::unwrap_used, clippy::expect_used)]
-    use super::*;
-    use memtrace_common::settings::SettingValue;
-
-    #[test]
-    fn the_retry_setting_counts_retries_after_the_first_attempt() {
-        let mut snapshot = Snapshot::default();
-        assert_eq!(
-            batcher_settings(&snapshot, "org_a").0.retry_max_attempts,
-            RetryPolicy::default().max_attempts,
-            "the default 3 retries are the default policy's 4 attempts"
-        );
-        snapshot
-            .settings
-            .set(None, "arc.retry_max_attempts", SettingValue::Int(0))
-            .unwrap();
-        assert_eq!(
-            batcher_settings(&snapshot, "org_a").0.retry_max_attempts,
-            1,
-            "no retries is one attempt, not the batcher's default policy"
-        );
     }
 }

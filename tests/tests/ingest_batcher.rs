@@ -48,7 +48,8 @@ fn batcher(knobs: &Arc<Knobs>) -> Batcher {
             flush_interval: Duration::from_secs(1),
             linger: Duration::from_millis(k.linger_ms.load(Ordering::SeqCst)),
             max_batch_bytes: 8 << 20,
-            retry_max_attempts: 0,
+            // 3 retries: the policy's 4 attempts
+            retry_max_attempts: 3,
             query_timeout: Duration::from_secs(5),
         };
         let limits = TenantLimits {

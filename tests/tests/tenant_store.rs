@@ -66,7 +66,8 @@ impl Harness {
                 flush_interval: Duration::from_secs(1),
                 linger: Duration::from_millis(2),
                 max_batch_bytes: 8 << 20,
-                retry_max_attempts: 0,
+                // 3 retries: the policy's 4 attempts
+                retry_max_attempts: 3,
                 query_timeout: Duration::from_secs(5),
             };
             let limits = TenantLimits {

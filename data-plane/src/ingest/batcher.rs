@@ -94,8 +94,8 @@ impl std::fmt::Debug for Batcher {
 
 impl Batcher {
     /// A batcher writing through `client`, with each org's settings from
-    /// `settings` and Arc retries per `retry` (its `max_attempts` replaced
-    /// by the org's `retry_max_attempts` when that is non-zero).
+    /// `settings` and Arc retries backing off per `retry` (the attempts are
+    /// one more than the org's `arc.retry_max_attempts` retries).
     pub fn new(
         client: ArcClient,
         settings: impl Fn(&str) -> (WriteSettings, TenantLimits) + Send + Sync + 'static,

@@ -194,12 +194,18 @@ fn drain_fail(shared: &Shared, rx: &mut Queue) {
     finish_all(waiters, &shared.counters, Err(IngestError::Unflushed));
 }
 
+/// Arc write attempts for the org's `arc.retry_max_attempts`, which counts
+/// retries after the first attempt (0: a single attempt).
+pub(crate) fn attempts(retries: u32) -> u32 {
+    retries.saturating_add(1)
+}
+
 /// Encodes, sends (with retries) and answers one batch's waiters.
 async fn write(
     shared: Arc<Shared>,
     org: Arc<OrgState>,
     mut batch: Batch,
-    retry_max_attempts: u32,
+    retries: u32,
     _in_flight: OwnedSemaphorePermit,
     mut cancel: watch::Receiver<bool>,
 ) {
@@ -225,9 +231,7 @@ async fn write(
         }
     };
     let mut policy = shared.retry;
-    if retry_max_attempts > 0 {
-        policy.max_attempts = retry_max_attempts;
-    }
+    policy.max_attempts = attempts(retries);
     let target = ArcTarget::from(&*route);
     let result = tokio::select! {
         biased;
@@ -260,4 +264,22 @@ async fn write(
         }
     }
     batch.finish(counters, result);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::arc::RetryPolicy;
+    use memtrace_common::settings::EffectiveSettings;
+
+    #[test]
+    fn the_retry_setting_counts_retries_after_the_first_attempt() {
+        let default = EffectiveSettings::default().write(None).retry_max_attempts;
+        assert_eq!(
+            attempts(default),
+            RetryPolicy::default().max_attempts,
+            "the default 3 retries are the default policy's 4 attempts"
+        );
+        assert_eq!(attempts(0), 1, "no retries is one attempt");
+    }
 }
