@@ -9,7 +9,9 @@
 //! the state published on it ([`state`]), and the typed registry of runtime
 //! settings with their effective values ([`settings`]).
 
+pub mod backoff;
 pub mod bus;
+pub mod clock;
 pub mod config;
 pub mod credentials;
 pub mod envelope;
@@ -17,6 +19,8 @@ pub mod error;
 pub mod fleet;
 pub mod ids;
 pub mod keys;
+pub mod names;
+pub mod serve;
 pub mod settings;
 pub mod shutdown;
 pub mod state;
