@@ -35,7 +35,7 @@ pub async fn ensure_admin_token(
         token_hash: hash_admin_token(&token).to_vec(),
         fingerprint: credential_fingerprint(&token),
         label: if generated { "generated" } else { "bootstrap" }.to_owned(),
-        created_at: crate::clock::now_ms(),
+        created_at: memtrace_common::clock::now_ms(),
     };
     match store.insert_admin_token(&row).await {
         Ok(()) => {

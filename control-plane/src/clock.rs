@@ -1,13 +1,8 @@
-//! Wall-clock time as unix milliseconds, the unit every stored time uses.
+//! Conversions of the stored unit of time, unix milliseconds (read with
+//! [`memtrace_common::clock::now_ms`]), to protobuf timestamps and back
+//! from durations.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
-
-pub fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
-}
+use std::time::Duration;
 
 /// Converts stored milliseconds to a protobuf timestamp.
 pub fn to_timestamp(ms: i64) -> prost_types::Timestamp {

@@ -19,7 +19,6 @@ pub mod secrets;
 pub mod server;
 mod startup;
 pub mod store;
-pub mod sync;
 
 pub use error::ControlPlaneError;
 pub use secrets::Secrets;

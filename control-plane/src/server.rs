@@ -1,25 +1,37 @@
-//! Wiring: one port serving the gRPC admin API (with `grpc.health.v1` and
-//! reflection) and the HTTP probes; a startup task that connects the
-//! database, migrates and bootstraps; graceful shutdown with a grace period.
+//! Wiring, in three steps: [`ControlPlaneServer::build`] assembles the
+//! port's routes (the gRPC admin API behind the admin-token interceptor,
+//! `grpc.health.v1`, reflection and the HTTP probes; nothing runs yet),
+//! [`ControlPlaneServer::spawn`] starts serving and the startup task, and
+//! the returned [`RunningControlPlane`] stops it through one cancellation
+//! token.
+//!
+//! Until startup finishes (database connected and migrated, first admin
+//! token, state bus, settings seeded) every RPC answers UNAVAILABLE and
+//! `/ready` is 503; then the server starts the reconciler. A startup error
+//! is unrecoverable: the server stops and [`RunningControlPlane::wait`]
+//! returns it. Shutdown: stop accepting, drain in-flight calls for
+//! `[server] shutdown_timeout` seconds, stop the reconciler, close the pool.
 
 use crate::auth::AdminAuth;
+use crate::domain::publish::bus::reconcile_until;
 use crate::error::ControlPlaneError;
-use crate::grpc::{ApiKeyApi, ArcBindingApi, ClusterApi, Gate, MasterKeyApi, OrgApi};
+use crate::grpc::{Gate, SERVICES, add_services};
 use crate::http::{self, Probes};
 use crate::secrets::Secrets;
 use crate::startup::Startup;
 use memtrace_common::bus::StateBus;
 use memtrace_common::config::MemtraceConfig;
+use memtrace_common::serve::{ServeSettings, cancel_on, serve as serve_port};
 use memtrace_common::shutdown::ShutdownSignal;
-use memtrace_proto::admin::v1 as pb;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
-use tonic::transport::Server;
-use tonic::transport::server::TcpIncoming;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
 use tonic_health::ServingStatus;
 
-/// Everything [`serve`] needs. The listener is bound by the caller (tests bind
-/// `127.0.0.1:0`), and the shutdown signal is injected.
+/// Everything the control plane needs. The listener is bound by the caller
+/// (tests bind `127.0.0.1:0`), and the shutdown signal is injected.
 pub struct ServeOptions {
     pub config: MemtraceConfig,
     pub secrets: Secrets,
@@ -30,15 +42,18 @@ pub struct ServeOptions {
     pub bus: Option<Arc<dyn StateBus>>,
 }
 
-pub(crate) const SERVICES: [&str; 7] = [
-    "memtrace.admin.v1.ClusterService",
-    "memtrace.admin.v1.OrgService",
-    "memtrace.admin.v1.ArcBindingService",
-    "memtrace.admin.v1.ApiKeyService",
-    "memtrace.admin.v1.MasterKeyService",
-    "memtrace.admin.v1.ConfigService",
-    "memtrace.admin.v1.AuditService",
-];
+/// Longest the reconciler gets to stop once the server has drained.
+const TASK_STOP_DEADLINE: Duration = Duration::from_secs(3);
+
+/// Builds and runs the control plane until the shutdown signal fires (then
+/// drains) or startup fails for good.
+pub async fn serve(options: ServeOptions) -> Result<(), ControlPlaneError> {
+    ControlPlaneServer::build(options)
+        .await?
+        .spawn()
+        .wait()
+        .await
+}
 
 /// What kind of bus this process publishes on, for status output.
 fn bus_kind(config: &MemtraceConfig, injected: bool) -> &'static str {
@@ -49,139 +64,178 @@ fn bus_kind(config: &MemtraceConfig, injected: bool) -> &'static str {
     }
 }
 
-/// Runs the control plane until the shutdown signal fires (then drains for
-/// `[server] shutdown_timeout` seconds) or startup fails for good.
-pub async fn serve(options: ServeOptions) -> Result<(), ControlPlaneError> {
-    let ServeOptions {
-        config,
-        secrets,
-        listener,
-        shutdown,
-        bus,
-    } = options;
-    let addr = listener
-        .local_addr()
-        .map_err(|e| ControlPlaneError::Startup(format!("listener has no address: {e}")))?;
-    let gate = Arc::new(Gate::default());
-    let auth = AdminAuth::default();
-    let probes = Arc::new(Probes::new(secrets.expected_migration));
-    let (health_reporter, health_service) = tonic_health::server::health_reporter();
-    for service in SERVICES.iter().chain(&[""]) {
-        health_reporter
-            .set_service_status(*service, ServingStatus::NotServing)
-            .await;
-    }
-    let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(memtrace_proto::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1()
-        .map_err(|e| ControlPlaneError::Startup(format!("reflection service: {e}")))?;
+/// A built, not yet running control plane.
+pub struct ControlPlaneServer {
+    grace: Duration,
+    listener: tokio::net::TcpListener,
+    shutdown: ShutdownSignal,
+    addr: SocketAddr,
+    routes: tonic::service::Routes,
+    probes: Arc<Probes>,
+    startup: Startup,
+}
 
-    let routes = tonic::service::Routes::from(http::router(probes.clone()))
-        .add_service(health_service)
-        .add_service(reflection)
-        .add_service(pb::org_service_server::OrgServiceServer::with_interceptor(
-            OrgApi(gate.clone()),
-            auth.clone(),
-        ))
-        .add_service(
-            pb::cluster_service_server::ClusterServiceServer::with_interceptor(
-                ClusterApi(gate.clone(), bus_kind(&config, bus.is_some())),
-                auth.clone(),
-            ),
-        )
-        .add_service(
-            pb::arc_binding_service_server::ArcBindingServiceServer::with_interceptor(
-                ArcBindingApi(gate.clone()),
-                auth.clone(),
-            ),
-        )
-        .add_service(
-            pb::api_key_service_server::ApiKeyServiceServer::with_interceptor(
-                ApiKeyApi(gate.clone()),
-                auth.clone(),
-            ),
-        )
-        .add_service(
-            pb::master_key_service_server::MasterKeyServiceServer::with_interceptor(
-                MasterKeyApi(gate.clone()),
-                auth.clone(),
-            ),
-        )
-        .add_service(
-            pb::config_service_server::ConfigServiceServer::with_interceptor(
-                crate::grpc::ConfigApi(gate.clone()),
-                auth.clone(),
-            ),
-        )
-        .add_service(
-            pb::audit_service_server::AuditServiceServer::with_interceptor(
-                crate::grpc::AuditApi(gate.clone()),
-                auth.clone(),
-            ),
-        );
-
-    let (fatal_tx, fatal_rx) = tokio::sync::oneshot::channel::<ControlPlaneError>();
-    let startup = tokio::spawn(
-        Startup {
-            config: config.clone(),
+impl ControlPlaneServer {
+    /// Assembles the routes and the startup task; starts nothing.
+    pub async fn build(options: ServeOptions) -> Result<Self, ControlPlaneError> {
+        let ServeOptions {
+            config,
             secrets,
+            listener,
+            shutdown,
             bus,
-            gate,
-            auth,
+        } = options;
+        let addr = listener
+            .local_addr()
+            .map_err(|e| ControlPlaneError::Startup(format!("listener has no address: {e}")))?;
+        let gate = Arc::new(Gate::default());
+        let auth = AdminAuth::default();
+        let probes = Arc::new(Probes::new(secrets.expected_migration));
+        let (health_reporter, health_service) = tonic_health::server::health_reporter();
+        for service in SERVICES.iter().chain(&[""]) {
+            health_reporter
+                .set_service_status(*service, ServingStatus::NotServing)
+                .await;
+        }
+        let reflection = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(memtrace_proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .build_v1()
+            .map_err(|e| ControlPlaneError::Startup(format!("reflection service: {e}")))?;
+        let routes = tonic::service::Routes::from(http::router(probes.clone()))
+            .add_service(health_service)
+            .add_service(reflection);
+        let routes = add_services(routes, &gate, &auth, bus_kind(&config, bus.is_some()));
+        Ok(Self {
+            grace: Duration::from_secs(config.server.shutdown_timeout),
+            listener,
+            shutdown,
+            addr,
+            routes,
             probes: probes.clone(),
-            health: health_reporter,
-        }
-        .run(fatal_tx),
-    );
+            startup: Startup {
+                config,
+                secrets,
+                bus,
+                gate,
+                auth,
+                probes,
+                health: health_reporter,
+            },
+        })
+    }
 
-    let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
-    let (fatal_seen_tx, mut fatal_seen_rx) = tokio::sync::oneshot::channel::<ControlPlaneError>();
-    let stop = async move {
-        let fatal = async {
-            match fatal_rx.await {
-                Ok(error) => error,
-                // startup finished without error: only the signal stops us
-                Err(_) => std::future::pending().await,
-            }
-        };
-        tokio::select! {
-            () = shutdown => {}
-            error = fatal => {
-                let _ = fatal_seen_tx.send(error);
-            }
-        }
-        tracing::info!("control plane stopping: no new connections, draining in-flight calls");
-        let _ = stopping_tx.send(());
-    };
-    tracing::info!(%addr, "control plane listening (grpc admin api, /health, /ready)");
-    let server = Server::builder()
-        .accept_http1(true)
-        .http2_keepalive_interval(Some(Duration::from_secs(30)))
-        .http2_keepalive_timeout(Some(Duration::from_secs(10)))
-        .add_routes(routes)
-        .serve_with_incoming_shutdown(TcpIncoming::from(listener).with_nodelay(Some(true)), stop);
-    tokio::pin!(server);
-    let grace = Duration::from_secs(config.server.shutdown_timeout);
-    let served = tokio::select! {
-        biased;
-        result = &mut server => result,
-        _ = stopping_rx => match tokio::time::timeout(grace, &mut server).await {
-            Ok(result) => result,
-            Err(_) => {
-                tracing::warn!(grace_seconds = grace.as_secs(), "grace period expired; closing remaining calls");
+    /// The address the control plane serves on.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Starts serving, the startup task and then the reconciler.
+    pub fn spawn(self) -> RunningControlPlane {
+        let Self {
+            grace,
+            listener,
+            shutdown,
+            addr,
+            routes,
+            probes,
+            startup,
+        } = self;
+        let stop = CancellationToken::new();
+        tracing::info!(%addr, "control plane listening (grpc admin api, /health, /ready)");
+        let task = {
+            let stop = stop.clone();
+            tokio::spawn(async move {
+                tokio::spawn(cancel_on(shutdown, stop.clone()));
+                let reconciler = CancellationToken::new();
+                let background = tokio::spawn(start_then_reconcile(
+                    startup,
+                    stop.clone(),
+                    reconciler.clone(),
+                ));
+                let settings = ServeSettings {
+                    name: "control plane",
+                    grace,
+                    http2_keepalive: Some((Duration::from_secs(30), Duration::from_secs(10))),
+                };
+                let served = serve_port(routes, listener, stop, settings).await;
+                reconciler.cancel();
+                let startup_failed = tokio::time::timeout(TASK_STOP_DEADLINE, background).await;
+                if let Some(store) = probes.store.get() {
+                    store.close().await;
+                }
+                served
+                    .map_err(|e| ControlPlaneError::Startup(format!("grpc server failed: {e}")))?;
+                match startup_failed {
+                    Ok(Ok(Err(error))) => return Err(error),
+                    Ok(Err(join)) if join.is_panic() => {
+                        return Err(ControlPlaneError::Startup("startup task panicked".into()));
+                    }
+                    Err(_) => tracing::warn!("reconciler did not stop in time"),
+                    _ => {}
+                }
+                tracing::info!("control plane stopped");
                 Ok(())
+            })
+        };
+        RunningControlPlane { stop, addr, task }
+    }
+}
+
+/// Startup, then the reconciler until `reconciler` is cancelled. A startup
+/// error stops the server (`stop`) and is returned; a stop during startup
+/// abandons it.
+async fn start_then_reconcile(
+    startup: Startup,
+    stop: CancellationToken,
+    reconciler: CancellationToken,
+) -> Result<(), ControlPlaneError> {
+    let service = tokio::select! {
+        result = startup.run() => match result {
+            Ok(service) => service,
+            Err(error) => {
+                tracing::error!(%error, "control plane startup failed");
+                stop.cancel();
+                return Err(error);
             }
         },
+        () = stop.cancelled() => return Ok(()),
     };
-    startup.abort();
-    if let Some(store) = probes.store.get() {
-        store.close().await;
-    }
-    served.map_err(|e| ControlPlaneError::Startup(format!("grpc server failed: {e}")))?;
-    if let Ok(error) = fatal_seen_rx.try_recv() {
-        return Err(error);
-    }
-    tracing::info!("control plane stopped");
+    reconcile_until(service, reconciler).await;
     Ok(())
+}
+
+/// A running control plane.
+pub struct RunningControlPlane {
+    stop: CancellationToken,
+    addr: SocketAddr,
+    task: JoinHandle<Result<(), ControlPlaneError>>,
+}
+
+impl RunningControlPlane {
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Cancelling it starts the shutdown, as the injected signal does.
+    pub fn stop_token(&self) -> CancellationToken {
+        self.stop.clone()
+    }
+
+    /// Waits until the control plane has stopped; a startup failure is
+    /// returned as its error.
+    pub async fn wait(self) -> Result<(), ControlPlaneError> {
+        match self.task.await {
+            Ok(result) => result,
+            Err(e) => Err(ControlPlaneError::Startup(format!(
+                "control plane task failed: {e}"
+            ))),
+        }
+    }
+
+    /// Starts the shutdown and waits for it.
+    pub async fn shutdown(self) -> Result<(), ControlPlaneError> {
+        self.stop.cancel();
+        self.wait().await
+    }
 }

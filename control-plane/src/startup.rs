@@ -1,17 +1,19 @@
 //! Startup of the control plane, after the port is bound: connect the
 //! database (retrying while it is unreachable), migrate, register the first
 //! admin token, connect the state bus, seed runtime settings, migrate legacy
-//! `[arc]` settings, open the gate, then live on as the reconciler.
+//! `[arc]` settings, open the gate. The server then starts the reconciler.
 
 use crate::auth::AdminAuth;
 use crate::bootstrap;
+use crate::domain::publish::bus::connect_bus;
 use crate::domain::{ControlPlane, Publisher};
 use crate::error::ControlPlaneError;
 use crate::grpc::Gate;
+use crate::grpc::SERVICES;
 use crate::http::Probes;
 use crate::secrets::Secrets;
-use crate::server::SERVICES;
 use crate::store::{SqlStore, Store, sql_redact_url};
+use memtrace_common::backoff::Backoff;
 use memtrace_common::bus::StateBus;
 use memtrace_common::config::MemtraceConfig;
 use memtrace_common::state::StateKeys;
@@ -21,8 +23,8 @@ use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
 
 /// Connects (retrying while the database is unreachable), migrates, runs the
-/// first-start duties, then opens the gate. Unrecoverable errors are sent to
-/// `fatal` so the process exits non-zero instead of idling unready forever.
+/// first-start duties, then opens the gate. An error is unrecoverable: the
+/// process exits non-zero instead of idling unready forever.
 pub(crate) struct Startup {
     pub config: MemtraceConfig,
     pub secrets: Secrets,
@@ -34,101 +36,93 @@ pub(crate) struct Startup {
 }
 
 impl Startup {
-    pub(crate) async fn run(self, fatal: tokio::sync::oneshot::Sender<ControlPlaneError>) {
-        if let Err(error) = try_startup(self).await {
-            tracing::error!(%error, "control plane startup failed");
-            let _ = fatal.send(error);
+    /// Runs every step; the ready service on success.
+    pub(crate) async fn run(self) -> Result<Arc<ControlPlane>, ControlPlaneError> {
+        let Startup {
+            config,
+            secrets,
+            bus,
+            gate,
+            auth,
+            probes,
+            health,
+        } = self;
+        let url = match &secrets.database_url {
+            Some(url) => url.to_string(),
+            None => SqlStore::sqlite_url(&config.auth.db_path),
+        };
+        let shown = sql_redact_url(&url);
+        let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
+        let store = loop {
+            match SqlStore::connect(&url).await {
+                Ok(store) => break store,
+                Err(crate::store::StoreError::UnsupportedUrl(u)) => {
+                    return Err(ControlPlaneError::Startup(format!(
+                        "MEMTRACE_DATABASE_URL {u:?} is not supported: use postgres://… or sqlite://PATH"
+                    )));
+                }
+                Err(error) => {
+                    let delay = backoff.next_delay();
+                    tracing::warn!(database = %shown, %error, retry_in_ms = delay.as_millis() as u64, "database unreachable; retrying");
+                    tokio::time::sleep(delay).await;
+                }
+            }
+        };
+        store.migrate().await.map_err(|e| {
+            ControlPlaneError::Startup(format!("database migration failed on {shown}: {e}"))
+        })?;
+        tracing::info!(database = %shown, backend = ?store.backend(), migration = store.latest_known_migration(), "database ready");
+        let store = Arc::new(store);
+        if let Some(token) =
+            bootstrap::ensure_admin_token(store.as_ref(), secrets.bootstrap_admin_token.as_ref())
+                .await?
+        {
+            bootstrap::announce_admin_token(&token);
         }
-    }
-}
+        let hashes = store.admin_token_hashes().await?;
+        auth.replace(
+            hashes
+                .iter()
+                .filter_map(|row| <[u8; 32]>::try_from(row.token_hash.as_slice()).ok()),
+        );
 
-async fn try_startup(startup: Startup) -> Result<(), ControlPlaneError> {
-    let Startup {
-        config,
-        secrets,
-        bus,
-        gate,
-        auth,
-        probes,
-        health,
-    } = startup;
-    let url = match &secrets.database_url {
-        Some(url) => url.to_string(),
-        None => SqlStore::sqlite_url(&config.auth.db_path),
-    };
-    let shown = sql_redact_url(&url);
-    let mut delay = Duration::from_millis(200);
-    let store = loop {
-        match SqlStore::connect(&url).await {
-            Ok(store) => break store,
-            Err(crate::store::StoreError::UnsupportedUrl(u)) => {
+        let bus = match bus {
+            Some(bus) => bus,
+            None => connect_bus(&config.etcd).await?,
+        };
+        let fleet = match secrets.fleet {
+            Some(fleet) => fleet,
+            None if config.etcd.endpoint_list().is_empty() => {
+                memtrace_common::fleet::ephemeral_keyring()
+            }
+            None => {
                 return Err(ControlPlaneError::Startup(format!(
-                    "MEMTRACE_DATABASE_URL {u:?} is not supported: use postgres://… or sqlite://PATH"
+                    "{} is required when [etcd] endpoints is set (workers open the Arc keys with it)",
+                    memtrace_common::fleet::FLEET_KEY_VAR
                 )));
             }
-            Err(error) => {
-                tracing::warn!(database = %shown, %error, retry_in_ms = delay.as_millis() as u64, "database unreachable; retrying");
-                tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(Duration::from_secs(5));
-            }
+        };
+        let publisher = Arc::new(Publisher::new(
+            bus,
+            StateKeys::new(&config.etcd.prefix),
+            Arc::new(fleet),
+        ));
+        let service = Arc::new(ControlPlane::new(
+            store.clone(),
+            Arc::new(secrets.keyring),
+            publisher,
+            Duration::from_secs(config.arc.connect_timeout.max(1)),
+        ));
+        bootstrap::migrate_legacy_arc(&service, &config.arc).await?;
+        service.seed_settings(&config).await?;
+        gate.open(service.clone());
+        let _ = probes.store.set(store);
+        for name in SERVICES.iter().chain(&[""]) {
+            health
+                .set_service_status(*name, ServingStatus::Serving)
+                .await;
         }
-    };
-    store.migrate().await.map_err(|e| {
-        ControlPlaneError::Startup(format!("database migration failed on {shown}: {e}"))
-    })?;
-    tracing::info!(database = %shown, backend = ?store.backend(), migration = store.latest_known_migration(), "database ready");
-    let store = Arc::new(store);
-    if let Some(token) =
-        bootstrap::ensure_admin_token(store.as_ref(), secrets.bootstrap_admin_token.as_ref())
-            .await?
-    {
-        bootstrap::announce_admin_token(&token);
+        tracing::info!("control plane ready");
+        Ok(service)
     }
-    let hashes = store.admin_token_hashes().await?;
-    auth.replace(
-        hashes
-            .iter()
-            .filter_map(|row| <[u8; 32]>::try_from(row.token_hash.as_slice()).ok()),
-    );
-
-    let bus = match bus {
-        Some(bus) => bus,
-        None => crate::sync::connect_bus(&config.etcd).await?,
-    };
-    let fleet = match secrets.fleet {
-        Some(fleet) => fleet,
-        None if config.etcd.endpoint_list().is_empty() => {
-            memtrace_common::fleet::ephemeral_keyring()
-        }
-        None => {
-            return Err(ControlPlaneError::Startup(format!(
-                "{} is required when [etcd] endpoints is set (workers open the Arc keys with it)",
-                memtrace_common::fleet::FLEET_KEY_VAR
-            )));
-        }
-    };
-    let publisher = Arc::new(Publisher::new(
-        bus,
-        StateKeys::new(&config.etcd.prefix),
-        Arc::new(fleet),
-    ));
-    let service = Arc::new(ControlPlane::new(
-        store.clone(),
-        Arc::new(secrets.keyring),
-        publisher,
-        Duration::from_secs(config.arc.connect_timeout.max(1)),
-    ));
-    bootstrap::migrate_legacy_arc(&service, &config.arc).await?;
-    service.seed_settings(&config).await?;
-    gate.open(service.clone());
-    let _ = probes.store.set(store);
-    for name in SERVICES.iter().chain(&[""]) {
-        health
-            .set_service_status(*name, ServingStatus::Serving)
-            .await;
-    }
-    tracing::info!("control plane ready");
-    // this task lives on as the reconciler until shutdown aborts it
-    crate::sync::reconcile_forever(service).await;
-    Ok(())
 }

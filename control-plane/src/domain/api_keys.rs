@@ -3,9 +3,10 @@
 use super::types::{ApiKeyId, ApiKeySpec, OrgId};
 use super::{ControlPlane, Published};
 use crate::auth::AdminActor;
-use crate::clock::{duration_ms, now_ms};
+use crate::clock::duration_ms;
 use crate::error::{ControlPlaneError, Result};
 use crate::store::ApiKeyRow;
+use memtrace_common::clock::now_ms;
 use memtrace_common::credentials::generate_api_key;
 use serde_json::json;
 use zeroize::Zeroizing;

@@ -4,10 +4,10 @@
 use super::types::{ArcSpec, OrgId};
 use super::{ARC_KEY_PURPOSE, ControlPlane, Published};
 use crate::auth::AdminActor;
-use crate::clock::now_ms;
 use crate::error::{ControlPlaneError, Result};
 use crate::store::ArcBindingRow;
 use memtrace_common::bus::Op;
+use memtrace_common::clock::now_ms;
 use memtrace_common::credentials::mask_secret;
 use memtrace_common::envelope::Binding;
 use memtrace_common::ids::new_id;

@@ -7,9 +7,9 @@
 
 use super::ControlPlane;
 use crate::auth::AdminActor;
-use crate::clock::now_ms;
 use crate::error::{ControlPlaneError, Result};
 use crate::store::{AuditEntry, AuditFilter, AuditRecord, ChainBreak, ChainVerifier};
+use memtrace_common::clock::now_ms;
 use serde_json::Value;
 
 /// The actor of changes the control plane makes by itself (seeding).

@@ -20,10 +20,10 @@ use super::ControlPlane;
 use super::audit::{AuditOutcome, audit_record};
 use super::types::OrgId;
 use crate::auth::AdminActor;
-use crate::clock::now_ms;
 use crate::error::{ControlPlaneError, Result};
 use crate::store::{SettingChange, SettingRow, StoreError};
 use memtrace_common::bus::Op;
+use memtrace_common::clock::now_ms;
 use memtrace_common::settings::{
     self, EffectiveSettings, MASK, SETTINGS, Setting, SettingValue, Source,
 };

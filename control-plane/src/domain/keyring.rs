@@ -3,8 +3,8 @@
 
 use super::{ARC_KEY_PURPOSE, ControlPlane};
 use crate::auth::AdminActor;
-use crate::clock::now_ms;
 use crate::error::Result;
+use memtrace_common::clock::now_ms;
 use memtrace_common::envelope::{Binding, envelope_kek_id};
 use serde_json::json;
 use std::collections::BTreeMap;

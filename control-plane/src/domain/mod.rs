@@ -10,8 +10,6 @@ pub mod config;
 mod keyring;
 mod orgs;
 pub mod publish;
-mod reconcile;
-mod records;
 pub mod types;
 
 pub use arc::{ArcBindingView, ArcProbe};
@@ -19,8 +17,8 @@ pub use audit::{AuditOutcome, VerifyReport};
 pub use cluster::{ClusterStatus, WorkerStatus};
 pub use config::{SettingUpdate, SettingView};
 pub use keyring::{KekStatus, RotationReport};
+pub use publish::ReconcileReport;
 pub use publish::{Published, Publisher};
-pub use reconcile::ReconcileReport;
 
 use crate::store::Store;
 use memtrace_common::envelope::Keyring;

@@ -3,10 +3,10 @@
 use super::types::{OrgId, OrgName};
 use super::{ControlPlane, Published};
 use crate::auth::AdminActor;
-use crate::clock::now_ms;
 use crate::error::{ControlPlaneError, Result};
 use crate::store::{OrgDeletion, OrgRow, OrgSummary, TombstoneRow};
 use memtrace_common::bus::Op;
+use memtrace_common::clock::now_ms;
 use memtrace_common::ids::new_id;
 use serde_json::json;
 

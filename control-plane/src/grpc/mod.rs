@@ -17,9 +17,75 @@ pub use config::ConfigApi;
 pub use keyring::MasterKeyApi;
 pub use orgs::OrgApi;
 
+use crate::auth::AdminAuth;
 use crate::domain::ControlPlane;
+use memtrace_proto::admin::v1 as pb;
 use std::sync::{Arc, OnceLock};
 use tonic::Status;
+use tonic::server::NamedService;
+use tonic::service::Routes;
+
+/// The admin services, by their gRPC names (for `grpc.health.v1`).
+pub const SERVICES: [&str; 7] = [
+    <pb::cluster_service_server::ClusterServiceServer<ClusterApi> as NamedService>::NAME,
+    <pb::org_service_server::OrgServiceServer<OrgApi> as NamedService>::NAME,
+    <pb::arc_binding_service_server::ArcBindingServiceServer<ArcBindingApi> as NamedService>::NAME,
+    <pb::api_key_service_server::ApiKeyServiceServer<ApiKeyApi> as NamedService>::NAME,
+    <pb::master_key_service_server::MasterKeyServiceServer<MasterKeyApi> as NamedService>::NAME,
+    <pb::config_service_server::ConfigServiceServer<ConfigApi> as NamedService>::NAME,
+    <pb::audit_service_server::AuditServiceServer<AuditApi> as NamedService>::NAME,
+];
+
+/// Adds every admin service, each behind the admin-token interceptor, to
+/// `routes`. `bus_kind` is what `status` reports the bus as.
+pub fn add_services(
+    routes: Routes,
+    gate: &Arc<Gate>,
+    auth: &AdminAuth,
+    bus_kind: &'static str,
+) -> Routes {
+    routes
+        .add_service(pb::org_service_server::OrgServiceServer::with_interceptor(
+            OrgApi(gate.clone()),
+            auth.clone(),
+        ))
+        .add_service(
+            pb::cluster_service_server::ClusterServiceServer::with_interceptor(
+                ClusterApi(gate.clone(), bus_kind),
+                auth.clone(),
+            ),
+        )
+        .add_service(
+            pb::arc_binding_service_server::ArcBindingServiceServer::with_interceptor(
+                ArcBindingApi(gate.clone()),
+                auth.clone(),
+            ),
+        )
+        .add_service(
+            pb::api_key_service_server::ApiKeyServiceServer::with_interceptor(
+                ApiKeyApi(gate.clone()),
+                auth.clone(),
+            ),
+        )
+        .add_service(
+            pb::master_key_service_server::MasterKeyServiceServer::with_interceptor(
+                MasterKeyApi(gate.clone()),
+                auth.clone(),
+            ),
+        )
+        .add_service(
+            pb::config_service_server::ConfigServiceServer::with_interceptor(
+                ConfigApi(gate.clone()),
+                auth.clone(),
+            ),
+        )
+        .add_service(
+            pb::audit_service_server::AuditServiceServer::with_interceptor(
+                AuditApi(gate.clone()),
+                auth.clone(),
+            ),
+        )
+}
 
 /// Holds the domain service once startup (database, migrations) finished;
 /// until then every RPC answers UNAVAILABLE.

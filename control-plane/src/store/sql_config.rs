@@ -14,7 +14,7 @@ use super::settings_audit::{
 };
 use super::sql::{Backend, SqlStore};
 use super::{StoreError, StoreResult};
-use crate::clock::now_ms;
+use memtrace_common::clock::now_ms;
 use sqlx::any::AnyRow;
 use sqlx::{Any, Row, Transaction};
 

@@ -16,12 +16,12 @@
 
 use super::{SEED_MARKER, audited_value, effective_from_rows, setting_target};
 use crate::auth::AdminActor;
-use crate::clock::now_ms;
 use crate::domain::ControlPlane;
 use crate::domain::audit::{AuditOutcome, audit_record};
 use crate::domain::types::OrgId;
 use crate::error::{ControlPlaneError, Result};
 use crate::store::{SettingChange, SettingRow, StoreError};
+use memtrace_common::clock::now_ms;
 use memtrace_common::config::MemtraceConfig;
 use memtrace_common::settings::{self, SettingValue, seed};
 use serde_json::{Map, Value, json};

@@ -1,14 +1,16 @@
 //! Keeping the state bus in step with the database: connecting the bus
-//! (etcd from `[etcd] endpoints`, else the in-process bus), and the
-//! reconciler loop that republishes after missed writes, an empty or wiped
+//! (etcd from `[etcd] endpoints`, else the in-process bus), and the loop
+//! that runs reconciliation passes after missed writes, an empty or wiped
 //! etcd, or a revision that went backwards.
 
 use crate::domain::ControlPlane;
 use crate::error::ControlPlaneError;
+use memtrace_common::backoff::Backoff;
 use memtrace_common::bus::StateBus;
 use memtrace_common::config::EtcdConfig;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tokio_util::sync::CancellationToken;
 
 /// How often the reconciler probes the bus revision.
 const PROBE_INTERVAL: Duration = Duration::from_secs(1);
@@ -17,7 +19,7 @@ const FULL_PASS_INTERVAL: Duration = Duration::from_secs(30);
 
 /// Connects the configured bus, retrying while etcd is unreachable.
 pub async fn connect_bus(config: &EtcdConfig) -> Result<Arc<dyn StateBus>, ControlPlaneError> {
-    let mut delay = Duration::from_millis(200);
+    let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
     loop {
         match memtrace_common::bus::connect(config).await {
             Ok(bus) => return Ok(bus),
@@ -27,18 +29,25 @@ pub async fn connect_bus(config: &EtcdConfig) -> Result<Arc<dyn StateBus>, Contr
                 )));
             }
             Err(error) => {
+                let delay = backoff.next_delay();
                 tracing::warn!(endpoints = %config.endpoints, %error, retry_in_ms = delay.as_millis() as u64, "etcd unreachable; retrying");
                 tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(Duration::from_secs(5));
             }
         }
     }
 }
 
-/// Runs forever: a full pass at start, then whenever a publication was
-/// deferred, the bus looks wiped or was unreachable, or a pass failed, and
-/// every [`FULL_PASS_INTERVAL`] regardless.
-pub async fn reconcile_forever(service: Arc<ControlPlane>) {
+/// Runs until `stop` is cancelled: a full pass at start, then whenever a
+/// publication was deferred, the bus looks wiped or was unreachable, or a
+/// pass failed, and every [`FULL_PASS_INTERVAL`] regardless.
+pub async fn reconcile_until(service: Arc<ControlPlane>, stop: CancellationToken) {
+    tokio::select! {
+        () = reconcile_forever(service) => {}
+        () = stop.cancelled() => tracing::debug!("reconciler stopped"),
+    }
+}
+
+async fn reconcile_forever(service: Arc<ControlPlane>) {
     let bus = service.publisher().bus().clone();
     let mut dirty = true;
     let mut last_pass = Instant::now();

@@ -8,6 +8,18 @@
 //! reconciliation pass reads the database inside it. A pass that read the
 //! database before a concurrent change therefore applies before that change's
 //! own publication, never after it.
+//!
+//! Pieces: [`Publisher`] (here: the bus, the key layout, the fleet key, the
+//! lock and the deferred flag), [`records`] (rows → published records, and
+//! the full desired state), [`reconcile`] (one pass: make the bus hold
+//! exactly the desired state), [`bus`] (connecting the bus, and the loop
+//! that decides when a pass runs).
+
+pub mod bus;
+mod reconcile;
+mod records;
+
+pub use reconcile::ReconcileReport;
 
 use super::ControlPlane;
 use memtrace_common::bus::{Op, StateBus};

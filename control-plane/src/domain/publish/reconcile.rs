@@ -2,7 +2,7 @@
 //! is a cache of the database — it may be empty (fresh etcd), stale (missed
 //! publications while etcd was down) or wiped (etcd restored or replaced).
 
-use super::ControlPlane;
+use crate::domain::ControlPlane;
 use crate::error::{ControlPlaneError, Result};
 use memtrace_common::bus::Op;
 use std::collections::BTreeMap;

@@ -1,7 +1,7 @@
 //! Rows → published records (`memtrace.state.v1`), and the full desired
 //! state the reconciler compares with what the bus holds.
 
-use super::{ARC_KEY_PURPOSE, ControlPlane};
+use crate::domain::{ARC_KEY_PURPOSE, ControlPlane};
 use crate::error::Result;
 use crate::store::{ApiKeyRow, ArcBindingRow, OrgRow, TombstoneRow};
 use memtrace_common::bus::Op;

@@ -6,7 +6,6 @@ use super::SqlStore;
 use super::rows::{
     API_KEY_COLUMNS, ORG_SUMMARY_SELECT, api_key, arc_binding, is_unique_violation, org_summary,
 };
-use crate::clock::now_ms;
 use crate::store::settings_audit::{
     AuditEntry, AuditFilter, AuditHead, AuditRecord, SettingChange, SettingRow,
 };
@@ -15,6 +14,7 @@ use crate::store::{
     StoreResult, TombstoneRow,
 };
 use async_trait::async_trait;
+use memtrace_common::clock::now_ms;
 use sqlx::Row;
 
 #[async_trait]
