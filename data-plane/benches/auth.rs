@@ -6,7 +6,7 @@
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use memtrace_common::credentials::{generate_api_key, hash_api_key};
-use memtrace_data_plane::auth::authenticate;
+use memtrace_data_plane::admission::auth::authenticate;
 use memtrace_data_plane::snapshot::{ApiKeyEntry, OrgEntry, Snapshot};
 use std::hint::black_box;
 use std::sync::Arc;

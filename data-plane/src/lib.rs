@@ -1,21 +1,18 @@
-//! `memtrace-data-plane` owns the stateless worker. Today: the published-state
-//! [`snapshot`] (watched from the state bus, swapped atomically, validated
-//! record by record, with a last-known-good file) and the worker's
-//! [`registration`] under a lease, and agent [`auth`]entication against the
-//! snapshot, and the [`query`] builder: every read as escaped, validated SQL
-//! for Arc (DuckDB) or the embedded SQLite store, and the [`arc`] client:
-//! memory batches as columnar MessagePack, written to and read from each
-//! tenant's Arc with bounded retries, and [`ingest`]: per-tenant group
-//! commit into Arc behind bounded queues, acknowledged only once Arc stored
-//! the batch, and the memory [`service`] behind the memtrace-compatible
-//! [`rest`] API and the `memtrace.v1` [`grpc`] API.
+//! `memtrace-data-plane` owns the stateless worker: it authenticates agent
+//! requests against the published state it watches ([`snapshot`],
+//! [`admission`]), serves the memtrace-compatible [`rest`] API and the
+//! `memtrace.v1` [`grpc`] API over one memory [`service`], and keeps each
+//! tenant's data in that tenant's store ([`store`]): its Arc ([`arcdb`],
+//! written through per-tenant group commit, [`ingest`]; read with SQL from
+//! the [`query`] builder) or, on a single node, an embedded SQLite file.
+//! [`worker`] wires the process; [`registration`] and [`probes`] are its
+//! presence in the fleet and its operator endpoints.
 
-pub mod arc;
-pub mod arc_health;
-pub mod auth;
+pub mod admission;
+pub mod arcdb;
 pub mod grpc;
 pub mod ingest;
-pub mod limits;
+pub mod probes;
 pub mod query;
 pub mod registration;
 pub mod rest;

@@ -6,12 +6,15 @@
 //! another worker.
 
 use crate::snapshot::SnapshotHandle;
+use memtrace_common::backoff::Backoff;
 use memtrace_common::bus::{LeasedKey, StateBus};
+use memtrace_common::clock::now_ms;
 use memtrace_common::state::{RECORD_SCHEMA, StateKeys};
 use memtrace_proto::state::v1::WorkerRecord;
 use prost::Message;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
 
 /// Who this worker is.
 #[derive(Debug, Clone)]
@@ -20,13 +23,6 @@ pub struct WorkerIdentity {
     pub address: String,
     pub version: String,
     pub started_at_ms: i64,
-}
-
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
 }
 
 fn record(identity: &WorkerIdentity, handle: &SnapshotHandle) -> (Vec<u8>, (i64, u64)) {
@@ -48,7 +44,7 @@ fn record(identity: &WorkerIdentity, handle: &SnapshotHandle) -> (Vec<u8>, (i64,
 /// Longest a shutdown waits for the lease to be revoked.
 const REVOKE_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// Keeps the registration alive until `stop` turns true, then revokes the
+/// Keeps the registration alive until `stop` is cancelled, then revokes the
 /// lease (so the worker leaves `memtracectl workers` and the live-worker
 /// count at once, instead of after its TTL). `tick` is how often the applied
 /// revision is checked (and at most how late a change is reported); the
@@ -60,45 +56,32 @@ pub async fn run(
     handle: Arc<SnapshotHandle>,
     ttl: Duration,
     tick: Duration,
-    mut stop: tokio::sync::watch::Receiver<bool>,
+    stop: CancellationToken,
 ) {
     let key = keys.worker(&identity.worker_id);
     let renew_every = ttl / 3;
-    let mut backoff = Duration::from_millis(200);
+    let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
     loop {
         let (value, mut reported) = record(&identity, &handle);
         let mut lease: Box<dyn LeasedKey> = match bus.lease_put(&key, value, ttl).await {
             Ok(lease) => lease,
             Err(error) => {
                 tracing::warn!(%error, "worker registration failed; retrying");
-                let stopping = *stop.borrow();
-                if stopping {
-                    return;
-                }
                 // A shutdown during the backoff ends the task at once.
                 tokio::select! {
-                    () = tokio::time::sleep(backoff) => {}
-                    changed = stop.changed() => {
-                        if changed.is_err() || *stop.borrow() {
-                            return;
-                        }
-                    }
+                    () = tokio::time::sleep(backoff.next_delay()) => {}
+                    () = stop.cancelled() => return,
                 }
-                backoff = (backoff * 2).min(Duration::from_secs(5));
                 continue;
             }
         };
-        backoff = Duration::from_millis(200);
+        backoff.reset();
         tracing::info!(worker_id = %identity.worker_id, applied_revision = reported.0, "worker registered");
         let mut last_renew = tokio::time::Instant::now();
         loop {
             tokio::select! {
                 () = tokio::time::sleep(tick.min(renew_every)) => {}
-                changed = stop.changed() => {
-                    let stopping = changed.is_err() || *stop.borrow();
-                    if !stopping {
-                        continue;
-                    }
+                () = stop.cancelled() => {
                     match tokio::time::timeout(REVOKE_TIMEOUT, lease.revoke()).await {
                         Ok(Ok(())) => tracing::info!(worker_id = %identity.worker_id, "worker registration revoked"),
                         Ok(Err(error)) => tracing::warn!(%error, "worker registration revoke failed; it lapses with its lease"),
@@ -136,7 +119,7 @@ mod tests {
     async fn a_stop_during_the_retry_backoff_ends_the_task_at_once() {
         let bus = MemoryBus::new();
         bus.set_unavailable(true);
-        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let stop = CancellationToken::new();
         let task = tokio::spawn(run(
             Arc::new(bus),
             StateKeys::new("/m/v1/"),
@@ -149,14 +132,15 @@ mod tests {
             Arc::new(SnapshotHandle::default()),
             Duration::from_secs(3),
             Duration::from_millis(100),
-            stopped,
+            stop.clone(),
         ));
-        // Failures back off 0.2, 0.4, 0.8, 1.6, 3.2 s: at 8 s the task is
-        // 1.8 s into its 5 s backoff.
+        // Failures back off (jittered) within 0.2, 0.4, 0.8, 1.6, 3.2 and
+        // then 5 s ceilings, retrying at once in between: at 8 s the task is
+        // inside one of its backoffs.
         tokio::time::sleep(Duration::from_secs(8)).await;
         assert!(!task.is_finished());
         let asked = tokio::time::Instant::now();
-        stop.send_replace(true);
+        stop.cancel();
         assert!(task.await.is_ok());
         assert!(
             asked.elapsed() < Duration::from_millis(100),

@@ -16,6 +16,7 @@ use memtrace_proto::state::v1 as state;
 use prost::Message;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tokio_util::sync::CancellationToken;
 
 fn keys() -> StateKeys {
     StateKeys::new("/test/v1/")
@@ -98,7 +99,7 @@ fn start(
         handle.clone(),
         options,
     );
-    (handle, tokio::spawn(watcher.run()))
+    (handle, tokio::spawn(watcher.run(CancellationToken::new())))
 }
 
 async fn until(what: &str, mut condition: impl FnMut() -> bool) {
@@ -318,4 +319,32 @@ async fn revision_going_backwards_reloads_from_a_new_bus() {
     })
     .await;
     task.abort();
+}
+
+#[tokio::test]
+async fn cancelling_the_stop_token_ends_the_watcher_and_keeps_the_snapshot() {
+    let bus = MemoryBus::new();
+    bus.apply(vec![org("org_a")]).await.unwrap();
+    let handle = Arc::new(SnapshotHandle::default());
+    let watcher = Watcher::new(
+        Arc::new(bus.clone()),
+        SnapshotBuilder::new(keys(), fleet()),
+        handle.clone(),
+        options(),
+    );
+    let stop = CancellationToken::new();
+    let task = tokio::spawn(watcher.run(stop.clone()));
+    until("first snapshot", || handle.is_ready()).await;
+    assert!(!task.is_finished());
+    stop.cancel();
+    tokio::time::timeout(Duration::from_secs(5), task)
+        .await
+        .expect("the watcher stops once cancelled")
+        .unwrap();
+    // a change after the stop is not applied; the last snapshot stays
+    let before = handle.load().applied_revision;
+    bus.apply(vec![org("org_b")]).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(handle.load().applied_revision, before);
+    assert!(handle.is_ready());
 }

@@ -6,7 +6,7 @@
 //! given (the benchmark passes 127.0.0.1 addresses only).
 
 use anyhow::Context;
-use memtrace_data_plane::arc::{Compression, MemoryBatch, MemoryRow, compress};
+use memtrace_data_plane::arcdb::{Compression, MemoryBatch, MemoryRow, compress};
 use memtrace_proto::v1 as pb;
 use prost::bytes::{BufMut, Bytes, BytesMut};
 use std::sync::Arc;
@@ -146,7 +146,7 @@ pub async fn direct_arc(
     let mut bodies = Vec::new();
     for seq in 0..8u64 {
         let encoded = arc_rows(0, seq, rows, now_us).encode(measurement);
-        bodies.push(memtrace_data_plane::arc::Bytes::from(compress(
+        bodies.push(memtrace_data_plane::arcdb::Bytes::from(compress(
             &encoded,
             Compression::Zstd,
         )?));

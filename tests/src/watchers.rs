@@ -68,7 +68,7 @@ impl TestWatcher {
         );
         Self {
             handle,
-            task: tokio::spawn(watcher.run()),
+            task: tokio::spawn(watcher.run(tokio_util::sync::CancellationToken::new())),
         }
     }
 

@@ -1,11 +1,11 @@
-//! The data plane's Arc client (`memtrace_data_plane::arc`) against the
+//! The data plane's Arc client (`memtrace_data_plane::arcdb`) against the
 //! in-process Arc stand-in: columnar writes in every compression read back
 //! through the SQL builder column by column, auth refusals that are not
 //! retried, bounded retries on 503, timeouts on a stalled Arc, Arc's error
 //! messages on failed queries, and the headers each call carries.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use memtrace_data_plane::arc::{
+use memtrace_data_plane::arcdb::{
     ArcClient, ArcError, ArcTarget, Compression, MemoryBatch, MemoryRow, RetryPolicy, Transport,
     compress,
 };

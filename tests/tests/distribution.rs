@@ -164,7 +164,7 @@ async fn publishes_and_workers_follow_with_no_plaintext_in_etcd() {
 
     // worker registration and cluster status
     let keys = StateKeys::new(&c.prefix);
-    let (stop_reg, reg_stop) = tokio::sync::watch::channel(false);
+    let stop_reg = tokio_util::sync::CancellationToken::new();
     let reg = tokio::spawn(registration::run(
         bus.clone(),
         keys.clone(),
@@ -177,7 +177,7 @@ async fn publishes_and_workers_follow_with_no_plaintext_in_etcd() {
         w.handle.clone(),
         Duration::from_secs(3),
         Duration::from_millis(100),
-        reg_stop,
+        stop_reg.clone(),
     ));
     let status = worker_in_sync(&c.ctl, "worker-a", "worker in sync").await;
     assert_eq!(status["bus"], "etcd");
@@ -204,7 +204,7 @@ async fn publishes_and_workers_follow_with_no_plaintext_in_etcd() {
     // a stopping worker revokes its lease: gone at once, not after its TTL
     // (checked well inside the 3 s TTL, so an expiry cannot pass for it)
     let asked = std::time::Instant::now();
-    stop_reg.send_replace(true);
+    stop_reg.cancel();
     tokio::time::timeout(Duration::from_secs(1), reg)
         .await
         .expect("registration stops promptly")

@@ -8,7 +8,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use memtrace_common::settings::{TenantLimits, WriteSettings};
-use memtrace_data_plane::arc::{ArcClient, MemoryRow, RetryPolicy};
+use memtrace_data_plane::arcdb::{ArcClient, MemoryRow, RetryPolicy};
 use memtrace_data_plane::ingest::{Ack, Batcher, IngestError};
 use memtrace_data_plane::snapshot::ArcRoute;
 use memtrace_tests::arc::{ArcStandIn, Fault, Target};

@@ -9,7 +9,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use memtrace_common::settings::{TenantLimits, WriteSettings};
-use memtrace_data_plane::arc::{ArcClient, MemoryRow, RetryPolicy};
+use memtrace_data_plane::arcdb::{ArcClient, MemoryRow, RetryPolicy};
 use memtrace_data_plane::ingest::Batcher;
 use memtrace_data_plane::query::{
     DedupKey, Ident, ListParams, ListQuery, MEMORY_COLUMNS, MemoryId, OrgId, QueryBuilder,

@@ -8,7 +8,7 @@
 //! - queries: `POST {url}/api/v1/query` with `{"sql"}` and Bearer auth but
 //!   **no** `x-arc-database` (Arc Go refuses `db.m` in the SQL when it is
 //!   set; the [`query`](crate::query) builder qualifies every table);
-//!   Arc's row-major JSON envelope becomes a [`QueryResult`].
+//!   Arc's row-major JSON envelope becomes a [`Rows`].
 //! - `GET {url}/health`.
 //!
 //! The key goes out only in a header marked sensitive, and is never logged
@@ -19,6 +19,7 @@ use super::encode::Compression;
 use super::error::{ArcError, arc_message};
 use super::retry::RetryPolicy;
 use crate::query::Sql;
+use crate::store::Rows;
 use axum::body::Bytes;
 use reqwest::header::{AUTHORIZATION, CONTENT_ENCODING, CONTENT_TYPE, HeaderValue};
 use serde::Deserialize;
@@ -58,32 +59,6 @@ impl ArcClientConfig {
             pool_idle_timeout: Duration::from_secs(90),
             max_response_bytes: 256 << 20,
         }
-    }
-}
-
-/// A query's answer: column names and row-major values as Arc rendered them
-/// (`time` as an RFC 3339 string).
-#[derive(Debug, Clone, PartialEq, Default)]
-pub struct QueryResult {
-    pub columns: Vec<String>,
-    pub rows: Vec<Vec<Value>>,
-    /// Arc's own timing, when it sent one.
-    pub execution_time_ms: Option<f64>,
-}
-
-impl QueryResult {
-    /// The position of column `name`.
-    pub fn column(&self, name: &str) -> Option<usize> {
-        self.columns.iter().position(|c| c == name)
-    }
-
-    /// Rows as column → value maps.
-    pub fn into_maps(self) -> Vec<serde_json::Map<String, Value>> {
-        let columns = self.columns;
-        self.rows
-            .into_iter()
-            .map(|row| columns.iter().cloned().zip(row).collect())
-            .collect()
     }
 }
 
@@ -199,7 +174,7 @@ impl ArcClient {
     }
 
     /// Runs one read. The SQL must name tables `db.measurement`.
-    pub async fn query(&self, target: &ArcTarget<'_>, sql: &Sql) -> Result<QueryResult, ArcError> {
+    pub async fn query(&self, target: &ArcTarget<'_>, sql: &Sql) -> Result<Rows, ArcError> {
         let started = Instant::now();
         let mut req = self
             .http
@@ -231,7 +206,7 @@ impl ArcClient {
         target: &ArcTarget<'_>,
         sql: &Sql,
         policy: &RetryPolicy,
-    ) -> Result<QueryResult, ArcError> {
+    ) -> Result<Rows, ArcError> {
         policy.run("query", || self.query(target, sql)).await
     }
 
@@ -312,7 +287,7 @@ async fn read_capped(
     Ok(out)
 }
 
-fn parse_query_reply(body: &[u8]) -> Result<QueryResult, ArcError> {
+fn parse_query_reply(body: &[u8]) -> Result<Rows, ArcError> {
     let reply: QueryReply = serde_json::from_slice(body)
         .map_err(|e| ArcError::Decode(format!("query reply is not Arc's envelope: {e}")))?;
     if !reply.success {
@@ -336,7 +311,7 @@ fn parse_query_reply(body: &[u8]) -> Result<QueryResult, ArcError> {
             "arc row_count differs from data"
         );
     }
-    Ok(QueryResult {
+    Ok(Rows {
         columns: reply.columns,
         rows: reply.data,
         execution_time_ms: reply.execution_time_ms,

@@ -5,12 +5,13 @@
 //! it per org (the original's `arc: {org_id: bool}`); it never makes the
 //! worker unready — an unreachable Arc fails only its own org's requests.
 
-use crate::arc::ArcClient;
+use crate::arcdb::ArcClient;
 use crate::snapshot::{Snapshot, SnapshotHandle};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
 
 /// Probes running at once.
 const MAX_CONCURRENT: usize = 16;
@@ -40,9 +41,22 @@ impl ArcHealth {
         *self.by_url.write().unwrap_or_else(PoisonError::into_inner) = results;
     }
 
-    /// Probes every `interval` until the task is aborted.
+    /// Probes every `interval` until `stop` is cancelled.
     pub async fn run(
         self: Arc<Self>,
+        client: ArcClient,
+        snapshot: Arc<SnapshotHandle>,
+        interval: Duration,
+        stop: CancellationToken,
+    ) {
+        tokio::select! {
+            () = self.probe_forever(client, snapshot, interval) => {}
+            () = stop.cancelled() => {}
+        }
+    }
+
+    async fn probe_forever(
+        &self,
         client: ArcClient,
         snapshot: Arc<SnapshotHandle>,
         interval: Duration,

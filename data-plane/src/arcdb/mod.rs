@@ -1,8 +1,19 @@
 //! The Arc adapter: memory rows encoded as Arc's columnar MessagePack
 //! ([`encode`]), sent and read back over Arc's HTTP API by one pooled
 //! [`ArcClient`] shared by every tenant ([`client`]), with bounded, jittered
-//! retries ([`retry`]) and one error type ([`error`]). Protocol notes:
-//! `shared/reference/arc-protocol.md` §1a–§5.
+//! retries ([`retry`]) and one error type ([`error`]); the reachability
+//! prober behind `/health` ([`health`]).
+//!
+//! What the adapter relies on from Arc's protocol: writes are `POST
+//! /api/v1/write/msgpack` with one columnar MessagePack map `{"m", "columns"}`
+//! (times in µs), the body compressed and recognised by its magic bytes
+//! (gzip `1f 8b`, zstd `28 b5 2f fd`), the database in `x-arc-database`,
+//! `Authorization: Bearer <token>`; success is 204 and means "buffered",
+//! visible to queries only after Arc's buffer flush (seconds). Reads are
+//! `POST /api/v1/query` with `{"sql"}` (at most 10,000 characters), answered
+//! `{success, columns, data: [[…]], row_count, execution_time_ms}`. Arc
+//! never answers 429; it retries nothing, and a retried columnar batch is
+//! stored twice, so de-duplication is ours.
 //!
 //! ```text
 //! let client = ArcClient::new(Duration::from_secs(2), Duration::from_secs(10))?;
@@ -16,12 +27,13 @@
 pub mod client;
 pub mod encode;
 pub mod error;
+pub mod health;
 mod msgpack;
 pub mod retry;
 pub mod state_encode;
 
 pub use axum::body::Bytes;
-pub use client::{ArcClient, ArcClientConfig, QueryResult};
+pub use client::{ArcClient, ArcClientConfig};
 pub use encode::{COLUMNS, Compression, MemoryBatch, MemoryRow, compress};
 pub use error::{ArcError, Transport};
 pub use retry::RetryPolicy;

@@ -1,7 +1,8 @@
-//! Bounded retries with jittered exponential backoff.
+//! Bounded retries of Arc calls on the shared jittered exponential
+//! schedule ([`memtrace_common::backoff`]).
 
 use super::error::ArcError;
-use rand::Rng as _;
+use memtrace_common::backoff;
 use std::future::Future;
 use std::time::Duration;
 use tokio::time::Instant;
@@ -49,16 +50,12 @@ impl RetryPolicy {
 
     /// The backoff after failed attempt `attempt` (1-based), before jitter.
     pub fn ceiling(&self, attempt: u32) -> Duration {
-        let exp = attempt.saturating_sub(1).min(30);
-        self.base.saturating_mul(1u32 << exp).min(self.max)
+        backoff::ceiling(self.base, self.max, attempt)
     }
 
     /// The jittered backoff after failed attempt `attempt`.
     pub fn backoff(&self, attempt: u32) -> Duration {
-        let ceil = self.ceiling(attempt);
-        let half = ceil / 2;
-        let spread = u64::try_from((ceil - half).as_micros()).unwrap_or(u64::MAX);
-        half + Duration::from_micros(rand::rng().random_range(0..=spread))
+        backoff::jitter(self.ceiling(attempt))
     }
 
     /// Runs `op` until it succeeds, fails non-retryably, or the policy is

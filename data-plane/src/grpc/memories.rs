@@ -1,10 +1,10 @@
 //! `MemoryService`, including the bidirectional streaming write.
 
-use super::{service, status, token};
-use crate::auth::Scope;
+use super::{Reply, admit, token};
+use crate::admission::{Admission, Scope};
 use crate::query::{ListParams, SearchParams};
-use crate::rest::{RestState, org_service};
 use crate::service::{CreateMemoryRequest, NewMemory, ServiceError};
+use memtrace_common::error::{CodedError, public_message, retry_after_ms};
 use memtrace_proto::v1 as pb;
 use pb::item_result::Outcome;
 use prost::Message;
@@ -19,16 +19,14 @@ use tonic::{Request, Response, Status, Streaming};
 /// beyond it the server stops reading the stream.
 pub const MAX_UNACKED: usize = 16;
 
-type Reply<T> = Result<Response<T>, Status>;
-
 /// `memtrace.v1.MemoryService`.
 pub struct MemoryApi {
-    state: RestState,
+    admission: Admission,
 }
 
 impl MemoryApi {
-    pub fn new(state: RestState) -> Self {
-        Self { state }
+    pub fn new(admission: Admission) -> Self {
+        Self { admission }
     }
 }
 
@@ -43,14 +41,14 @@ impl pb::memory_service_server::MemoryService for MemoryApi {
         &self,
         request: Request<pb::CreateMemoryRequest>,
     ) -> Reply<pb::CreateMemoryResponse> {
-        let svc = service(&self.state, &request, Scope::Write).await?;
+        let svc = admit(&self.admission, &request, Scope::Write).await?;
         let r = request.into_inner();
-        svc.check_payload(r.encoded_len()).map_err(|e| status(&e))?;
+        svc.check_payload(r.encoded_len())?;
         let input = r
             .memory
-            .ok_or_else(|| status(&ServiceError::BadRequest("memory is required".into())))?;
-        let new = validate(input).map_err(|e| status(&e))?;
-        let memory = svc.create_memory(new).await.map_err(|e| status(&e))?;
+            .ok_or_else(|| ServiceError::BadRequest("memory is required".into()))?;
+        let new = validate(input)?;
+        let memory = svc.create_memory(new).await?;
         Ok(Response::new(pb::CreateMemoryResponse {
             memory: Some(memory.into()),
         }))
@@ -60,17 +58,16 @@ impl pb::memory_service_server::MemoryService for MemoryApi {
         &self,
         request: Request<pb::CreateMemoriesRequest>,
     ) -> Reply<pb::CreateMemoriesResponse> {
-        let svc = service(&self.state, &request, Scope::Write).await?;
+        let svc = admit(&self.admission, &request, Scope::Write).await?;
         let r = request.into_inner();
-        svc.check_payload(r.encoded_len()).map_err(|e| status(&e))?;
+        svc.check_payload(r.encoded_len())?;
         let new = r
             .memories
             .into_iter()
             .map(validate)
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| status(&e))?;
+            .collect::<Result<Vec<_>, _>>()?;
         let total = new.len();
-        let created = svc.create_memories(new).await.map_err(|e| status(&e))?;
+        let created = svc.create_memories(new).await?;
         Ok(Response::new(pb::CreateMemoriesResponse {
             count: u32::try_from(created.len()).unwrap_or(u32::MAX),
             duplicates: u32::try_from(total - created.len()).unwrap_or(u32::MAX),
@@ -85,11 +82,11 @@ impl pb::memory_service_server::MemoryService for MemoryApi {
         request: Request<Streaming<pb::WriteBatch>>,
     ) -> Reply<Self::StreamMemoriesStream> {
         // A bad key or scope fails the call at once.
-        service(&self.state, &request, Scope::Write).await?;
+        admit(&self.admission, &request, Scope::Write).await?;
         let key: Option<Arc<str>> = token(request.metadata()).map(Arc::from);
         let inbound = request.into_inner();
         let (tx, rx) = mpsc::channel(MAX_UNACKED);
-        tokio::spawn(pump(self.state.clone(), key, inbound, tx));
+        tokio::spawn(pump(self.admission.clone(), key, inbound, tx));
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 
@@ -97,9 +94,9 @@ impl pb::memory_service_server::MemoryService for MemoryApi {
         &self,
         request: Request<pb::ListMemoriesRequest>,
     ) -> Reply<pb::MemoryList> {
-        let svc = service(&self.state, &request, Scope::Read).await?;
+        let svc = admit(&self.admission, &request, Scope::Read).await?;
         let params = ListParams::from(request.into_inner());
-        let list = svc.list_memories(&params).await.map_err(|e| status(&e))?;
+        let list = svc.list_memories(&params).await?;
         Ok(Response::new(list.into()))
     }
 
@@ -107,18 +104,15 @@ impl pb::memory_service_server::MemoryService for MemoryApi {
         &self,
         request: Request<pb::SearchMemoriesRequest>,
     ) -> Reply<pb::SearchMemoriesResponse> {
-        let svc = service(&self.state, &request, Scope::Read).await?;
+        let svc = admit(&self.admission, &request, Scope::Read).await?;
         let params = SearchParams::from(request.into_inner());
-        let found = svc.search(&params).await.map_err(|e| status(&e))?;
+        let found = svc.search(&params).await?;
         Ok(Response::new(found.into()))
     }
 
     async fn get_memory(&self, request: Request<pb::GetMemoryRequest>) -> Reply<pb::Memory> {
-        let svc = service(&self.state, &request, Scope::Read).await?;
-        let memory = svc
-            .get_memory(&request.into_inner().id)
-            .await
-            .map_err(|e| status(&e))?;
+        let svc = admit(&self.admission, &request, Scope::Read).await?;
+        let memory = svc.get_memory(&request.into_inner().id).await?;
         Ok(Response::new(memory.into()))
     }
 }
@@ -127,7 +121,7 @@ impl pb::memory_service_server::MemoryService for MemoryApi {
 /// each concurrently and sends its ack when done. Ends when the client
 /// half-closes (after the last ack), the client goes away, or a read fails.
 async fn pump(
-    state: RestState,
+    admission: Admission,
     key: Option<Arc<str>>,
     mut inbound: Streaming<pb::WriteBatch>,
     tx: mpsc::Sender<Result<pb::WriteAck, Status>>,
@@ -145,9 +139,9 @@ async fn pump(
                 break;
             }
         };
-        let (state, key, tx) = (state.clone(), key.clone(), tx.clone());
+        let (admission, key, tx) = (admission.clone(), key.clone(), tx.clone());
         tokio::spawn(async move {
-            let ack = write_batch(&state, key.as_deref(), batch).await;
+            let ack = write_batch(&admission, key.as_deref(), batch).await;
             // the client may be gone: nothing else to do with the ack
             let _ = tx.send(Ok(ack)).await;
             drop(permit);
@@ -158,7 +152,11 @@ async fn pump(
 }
 
 /// Writes one streamed batch and says what happened to each item.
-async fn write_batch(state: &RestState, key: Option<&str>, batch: pb::WriteBatch) -> pb::WriteAck {
+async fn write_batch(
+    admission: &Admission,
+    key: Option<&str>,
+    batch: pb::WriteBatch,
+) -> pb::WriteAck {
     let sequence = batch.sequence;
     let size = batch.encoded_len();
     let n = batch.memories.len();
@@ -170,7 +168,7 @@ async fn write_batch(state: &RestState, key: Option<&str>, batch: pb::WriteBatch
         })
         .collect();
     // per batch, so a key revoked mid-stream stops the next batch
-    let svc = match org_service(state, key, Scope::Write).await {
+    let svc = match admission.admit(key, Scope::Write).await {
         Ok(svc) => svc,
         Err(e) => return failed(sequence, results, &e),
     };
@@ -219,9 +217,9 @@ fn failed(sequence: u64, results: Vec<pb::ItemResult>, e: &ServiceError) -> pb::
         sequence,
         results,
         error: Some(pb::BatchError {
-            code: e.grpc_code() as i32,
-            message: e.to_string(),
-            retry_after_ms: e.retry_after_ms().unwrap_or(0),
+            code: e.code().grpc() as i32,
+            message: public_message(e).into_owned(),
+            retry_after_ms: e.retry_after().map(retry_after_ms).unwrap_or(0),
         }),
     }
 }

@@ -1,42 +1,40 @@
 //! The `memtrace.v1` gRPC adapter: thin services over the memory service.
-//! Each call authenticates from its metadata (`x-api-key` or `authorization:
-//! Bearer`) exactly as the REST adapter does (same snapshot lookup, scope
-//! check, per-org rate limit and store resolution: [`RestState`]), converts
-//! with [`convert`], and maps failures once ([`status`]).
+//! Each call reads its credential from metadata (`x-api-key` or
+//! `authorization: Bearer`), passes [`Admission`] exactly as REST calls do,
+//! converts with [`convert`], and fails with the one conversion of a
+//! [`ServiceError`] into a [`Status`] (`impl From<ServiceError> for Status`).
 //!
 //! The streaming write ([`memories`]) acknowledges each client batch once
 //! the store accepted it, with a per-item outcome; a stream holds at most
 //! [`memories::MAX_UNACKED`] batches in flight, after which it stops reading
 //! (HTTP/2 flow control pushes back on the client).
 
+mod agents;
 mod convert;
 pub mod memories;
-mod registry;
+mod sessions;
 
+pub use agents::AgentApi;
 pub use memories::MemoryApi;
-pub use registry::{AgentApi, SessionApi};
+pub use sessions::SessionApi;
 
-use crate::auth::{Scope, credential};
-use crate::rest::{RestState, org_service};
+use crate::admission::{Admission, MAX_REQUEST_BYTES, Scope, credential};
 use crate::service::{OrgService, ServiceError};
 use memtrace_proto::v1 as pb;
-use tonic::metadata::{MetadataMap, MetadataValue};
-use tonic::{Request, Status};
+use tonic::metadata::MetadataMap;
+use tonic::{Request, Response, Status};
 
-/// Largest message a client may send (the REST body limit).
-pub const MAX_MESSAGE_BYTES: usize = crate::rest::MAX_BODY_BYTES;
+/// A unary call's result.
+type Reply<T> = Result<Response<T>, Status>;
 
-/// A gRPC status for a service failure: its code, its message (which, for
-/// the no-Arc case, contains "arc instance" as the REST body does) and, for
-/// RESOURCE_EXHAUSTED with a wait, a `retry-after-ms` trailer.
-pub fn status(e: &ServiceError) -> Status {
-    let mut status = Status::new(e.grpc_code(), e.to_string());
-    if let Some(ms) = e.retry_after_ms()
-        && let Ok(v) = MetadataValue::try_from(ms.to_string())
-    {
-        status.metadata_mut().insert("retry-after-ms", v);
+/// A failure's code (from its [`ErrorCode`](memtrace_common::error::ErrorCode)),
+/// its public message (for the no-Arc case it contains "arc instance", as the
+/// REST body does) and, for RESOURCE_EXHAUSTED with a wait, a
+/// `retry-after-ms` trailer.
+impl From<ServiceError> for Status {
+    fn from(e: ServiceError) -> Self {
+        memtrace_common::error::to_status(&e)
     }
-    status
 }
 
 /// The API key of a call (`x-api-key` or `authorization: Bearer`
@@ -47,30 +45,33 @@ fn token(metadata: &MetadataMap) -> Option<&str> {
 }
 
 /// The calling org's service, for a request needing `scope`.
-async fn service<T>(
-    state: &RestState,
+async fn admit<T>(
+    admission: &Admission,
     request: &Request<T>,
     scope: Scope,
 ) -> Result<OrgService, Status> {
-    org_service(state, token(request.metadata()), scope)
-        .await
-        .map_err(|e| status(&e))
+    Ok(admission.admit(token(request.metadata()), scope).await?)
+}
+
+/// A service answer as a response of its protobuf form.
+fn reply<T, U: From<T>>(result: Result<T, ServiceError>) -> Reply<U> {
+    Ok(Response::new(U::from(result?)))
 }
 
 /// The three services, ready to add to a tonic server.
 pub fn services(
-    state: RestState,
+    admission: Admission,
 ) -> (
     pb::memory_service_server::MemoryServiceServer<MemoryApi>,
     pb::agent_service_server::AgentServiceServer<AgentApi>,
     pb::session_service_server::SessionServiceServer<SessionApi>,
 ) {
     (
-        pb::memory_service_server::MemoryServiceServer::new(MemoryApi::new(state.clone()))
-            .max_decoding_message_size(MAX_MESSAGE_BYTES),
-        pb::agent_service_server::AgentServiceServer::new(AgentApi::new(state.clone()))
-            .max_decoding_message_size(MAX_MESSAGE_BYTES),
-        pb::session_service_server::SessionServiceServer::new(SessionApi::new(state))
-            .max_decoding_message_size(MAX_MESSAGE_BYTES),
+        pb::memory_service_server::MemoryServiceServer::new(MemoryApi::new(admission.clone()))
+            .max_decoding_message_size(MAX_REQUEST_BYTES),
+        pb::agent_service_server::AgentServiceServer::new(AgentApi::new(admission.clone()))
+            .max_decoding_message_size(MAX_REQUEST_BYTES),
+        pb::session_service_server::SessionServiceServer::new(SessionApi::new(admission))
+            .max_decoding_message_size(MAX_REQUEST_BYTES),
     )
 }

@@ -3,7 +3,7 @@
 
 use super::queue::{OrgState, Pending, Waiter};
 use super::{Ack, Counters, IngestError, IngestMetrics, SubmitError};
-use crate::arc::{ArcClient, MemoryBatch, RetryPolicy};
+use crate::arcdb::{ArcClient, MemoryBatch, RetryPolicy};
 use crate::snapshot::ArcRoute;
 use memtrace_common::settings::{TenantLimits, WriteSettings};
 use std::collections::HashMap;

@@ -14,7 +14,7 @@
 use super::batcher::Shared;
 use super::queue::{Batch, OrgState, Pending, finish_all, same_route};
 use super::{Counters, IngestError};
-use crate::arc::{ArcTarget, Bytes, Compression, compress};
+use crate::arcdb::{ArcTarget, Bytes, Compression, compress};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -269,7 +269,7 @@ async fn write(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::arc::RetryPolicy;
+    use crate::arcdb::RetryPolicy;
     use memtrace_common::settings::EffectiveSettings;
 
     #[test]

@@ -33,7 +33,7 @@ pub use batcher::{Batcher, SettingsFn};
 pub use prom::IngestGauges;
 pub use queue::MAX_IN_FLIGHT;
 
-use crate::arc::ArcError;
+use crate::arcdb::ArcError;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -2,7 +2,7 @@
 //! ([`Pending`]) with their waiters, and the batch being assembled.
 
 use super::{Counters, IngestError, WriteError};
-use crate::arc::MemoryBatch;
+use crate::arcdb::MemoryBatch;
 use crate::snapshot::ArcRoute;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};

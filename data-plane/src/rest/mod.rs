@@ -1,22 +1,18 @@
 //! The memtrace-compatible REST API (`/api/v1/*`, wire-compatible with the
 //! original Go memtrace and its SDKs): an axum router of thin handlers that
-//! authenticate the key against the live snapshot, check the route's scope
-//! (reads need `read`, writes `write`; 403 otherwise) and the org's rate
-//! limit (429 + `Retry-After`), build the org's
-//! [`OrgService`] over the store a [`StoreResolver`] picks, call it, and
-//! render. Every failure is a [`ServiceError`] rendered by its one mapping
-//! (`{"error": ...}`, `hint` on the no-Arc 503, `Retry-After` on 429).
+//! pass the request's key through [`Admission`] (the route's scope: reads
+//! need `read`, writes `write`), parse the body or query into the service's
+//! types, call the org's [`OrgService`], and render. Every failure is a
+//! [`ServiceError`], rendered here once: the status of its code,
+//! `{"error": ...}` (`hint` on the no-Arc 503), `Retry-After` on 429.
 
 mod agents;
 mod memories;
 mod sessions;
 
-use crate::auth::{Scope, authenticate, credential};
-use crate::limits::RateLimiter;
+use crate::admission::{Admission, MAX_REQUEST_BYTES, Scope, credential};
 use crate::query::ListParams;
-use crate::service::{OrgService, ServiceError, ServiceShared};
-use crate::snapshot::{Snapshot, SnapshotHandle};
-use crate::store::TenantStore;
+use crate::service::{OrgService, ServiceError};
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, QueryRejection};
@@ -25,37 +21,11 @@ use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use memtrace_common::error::{CodedError, retry_after_secs};
 use serde::de::DeserializeOwned;
-use std::sync::Arc;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
-
-/// Largest request body accepted at all (an org's `max_payload_bytes`
-/// may be lower; it is checked once the org is known).
-pub const MAX_BODY_BYTES: usize = 32 << 20;
-
-/// Picks the store of an org for a request.
-#[async_trait::async_trait]
-pub trait StoreResolver: Send + Sync + 'static {
-    /// The org's store, or [`ServiceError::NoArcInstance`] when it has none.
-    async fn store(
-        &self,
-        snapshot: &Snapshot,
-        org_id: &str,
-    ) -> Result<Arc<dyn TenantStore>, ServiceError>;
-}
-
-/// What the handlers share.
-#[derive(Clone)]
-pub struct RestState {
-    pub snapshot: Arc<SnapshotHandle>,
-    /// Per-org request rate limits (this worker's share of the org's).
-    pub limiter: Arc<RateLimiter>,
-    pub stores: Arc<dyn StoreResolver>,
-    pub shared: Arc<ServiceShared>,
-}
 
 /// The `/api/v1` routes.
-pub fn router(state: RestState) -> axum::Router {
+pub fn router(state: Admission) -> axum::Router {
     axum::Router::new()
         .route(
             "/api/v1/memories",
@@ -80,20 +50,21 @@ pub fn router(state: RestState) -> axum::Router {
         )
         .route("/api/v1/sessions/{id}/memories", get(sessions::memories))
         .route("/api/v1/sessions/{id}/context", post(sessions::context))
-        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(DefaultBodyLimit::max(MAX_REQUEST_BYTES))
         .with_state(state)
 }
 
 impl IntoResponse for ServiceError {
     fn into_response(self) -> Response {
+        let code = self.code();
         let status =
-            StatusCode::from_u16(self.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            StatusCode::from_u16(code.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         if status.is_server_error() {
             tracing::warn!(status = status.as_u16(), error = %self, "request failed");
         }
         let mut response = (status, Json(self.http_body())).into_response();
-        if let Some(secs) = self.retry_after_secs()
-            && let Ok(v) = HeaderValue::from_str(&secs.to_string())
+        if let Some(wait) = self.retry_after()
+            && let Ok(v) = HeaderValue::from_str(&retry_after_secs(wait).to_string())
         {
             response.headers_mut().insert(header::RETRY_AFTER, v);
         }
@@ -104,83 +75,42 @@ impl IntoResponse for ServiceError {
 /// Handler results.
 pub(crate) type ApiResult = Result<Response, ServiceError>;
 
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
-}
-
 /// The API key of a request (`x-api-key` or `authorization: Bearer`).
 fn request_token(headers: &HeaderMap) -> Option<&str> {
     let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
     credential(header("x-api-key"), header("authorization"))
 }
 
-/// Authenticates the request's API key `token`, checks `scope` and the
-/// org's rate limit, and opens the org's service (REST and gRPC alike).
-pub(crate) async fn org_service(
-    state: &RestState,
-    token: Option<&str>,
-    scope: Scope,
-) -> Result<OrgService, ServiceError> {
-    if !state.snapshot.is_ready() {
-        return Err(ServiceError::Unavailable(
-            "worker not ready: no snapshot of published state yet".into(),
-        ));
-    }
-    let snapshot = state.snapshot.load();
-    let principal = authenticate(&snapshot, token, now_ms())?;
-    principal.require(scope)?;
-    let limits = snapshot.settings().limits(Some(&principal.org_id));
-    state
-        .limiter
-        .check(
-            &principal.org_id,
-            &limits,
-            snapshot.worker_count(),
-            1.0,
-            Instant::now(),
-        )
-        .map_err(|retry_after| ServiceError::RateLimited { retry_after })?;
-    let store = state.stores.store(&snapshot, &principal.org_id).await?;
-    OrgService::with_limits(
-        store,
-        &principal.org_id,
-        snapshot.settings(),
-        limits,
-        state.shared.clone(),
-    )
-}
-
-/// The org's service for a route that reads: extracting it authenticates
-/// the request, checks the `read` scope and the rate limit ([`org_service`]).
+/// The org's service for a route that reads: extracting it runs
+/// [`Admission::admit`] with the `read` scope.
 pub(crate) struct Reader(pub OrgService);
 
 /// The org's service for a route that writes (the `write` scope).
 pub(crate) struct Writer(pub OrgService);
 
-impl FromRequestParts<RestState> for Reader {
+impl FromRequestParts<Admission> for Reader {
     type Rejection = ServiceError;
 
     async fn from_request_parts(
         parts: &mut Parts,
-        state: &RestState,
+        state: &Admission,
     ) -> Result<Self, ServiceError> {
-        org_service(state, request_token(&parts.headers), Scope::Read)
+        state
+            .admit(request_token(&parts.headers), Scope::Read)
             .await
             .map(Self)
     }
 }
 
-impl FromRequestParts<RestState> for Writer {
+impl FromRequestParts<Admission> for Writer {
     type Rejection = ServiceError;
 
     async fn from_request_parts(
         parts: &mut Parts,
-        state: &RestState,
+        state: &Admission,
     ) -> Result<Self, ServiceError> {
-        org_service(state, request_token(&parts.headers), Scope::Write)
+        state
+            .admit(request_token(&parts.headers), Scope::Write)
             .await
             .map(Self)
     }
@@ -204,7 +134,7 @@ fn checked_body(svc: &OrgService, body: Body) -> Result<Bytes, ServiceError> {
     let body = body.map_err(|e| {
         if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
             ServiceError::TooLarge(format!(
-                "request body exceeds the limit of {MAX_BODY_BYTES} bytes"
+                "request body exceeds the limit of {MAX_REQUEST_BYTES} bytes"
             ))
         } else {
             ServiceError::BadRequest(format!("invalid request body: {}", e.body_text()))

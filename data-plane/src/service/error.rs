@@ -1,11 +1,13 @@
-//! The one error type of the memory service and its single mapping to an
-//! HTTP status + JSON body (the REST adapter) and to a gRPC code (the gRPC
-//! adapter). Bodies are `{"error": "..."}` as the original memtrace wrote
-//! them; the no-Arc 503 adds `hint`.
+//! The one error type of the memory service. Each variant carries one
+//! [`ErrorCode`] (mapped to HTTP and gRPC once, in `memtrace_common::error`,
+//! which also keeps internal causes out of what clients see); the adapters
+//! only render it. REST bodies are `{"error": "..."}` as the original
+//! memtrace wrote them; the no-Arc 503 adds `hint`.
 
-use crate::auth::AuthError;
+use crate::admission::auth::AuthError;
 use crate::query::QueryError;
 use crate::store::StoreError;
+use memtrace_common::error::{CodedError, ErrorCode, public_message};
 use serde_json::{Value, json};
 use std::time::Duration;
 
@@ -70,66 +72,38 @@ impl From<StoreError> for ServiceError {
     }
 }
 
-impl ServiceError {
-    /// The HTTP status code.
-    pub fn http_status(&self) -> u16 {
+impl CodedError for ServiceError {
+    fn code(&self) -> ErrorCode {
         match self {
-            Self::Invalid(_) | Self::BadRequest(_) => 400,
-            Self::Auth(AuthError::Missing | AuthError::Invalid) => 401,
-            Self::Auth(AuthError::MissingScope(_)) => 403,
-            Self::NotFound(_) => 404,
-            Self::Duplicate | Self::Conflict(_) => 409,
-            Self::TooLarge(_) => 413,
-            Self::Busy { .. } | Self::RateLimited { .. } => 429,
-            Self::NoArcInstance | Self::Unavailable(_) => 503,
-            Self::Backend(_) => 502,
-            Self::Internal(_) => 500,
+            Self::Invalid(_) | Self::BadRequest(_) => ErrorCode::InvalidArgument,
+            Self::Auth(AuthError::Missing | AuthError::Invalid) => ErrorCode::Unauthenticated,
+            Self::Auth(AuthError::MissingScope(_)) => ErrorCode::PermissionDenied,
+            Self::NotFound(_) => ErrorCode::NotFound,
+            Self::Duplicate | Self::Conflict(_) => ErrorCode::AlreadyExists,
+            Self::TooLarge(_) => ErrorCode::PayloadTooLarge,
+            Self::Busy { .. } | Self::RateLimited { .. } => ErrorCode::ResourceExhausted,
+            Self::NoArcInstance => ErrorCode::NotConfigured,
+            Self::Unavailable(_) => ErrorCode::Unavailable,
+            Self::Backend(_) => ErrorCode::BadGateway,
+            Self::Internal(_) => ErrorCode::Internal,
         }
     }
 
-    /// The JSON body: `{"error": "..."}` (plus `hint` for the no-Arc 503).
-    pub fn http_body(&self) -> Value {
-        match self {
-            Self::NoArcInstance => json!({"error": NO_ARC_INSTANCE, "hint": NO_ARC_HINT}),
-            other => json!({"error": other.to_string()}),
-        }
-    }
-
-    /// How long to wait before retrying, for a 429.
-    pub fn retry_after(&self) -> Option<Duration> {
+    fn retry_after(&self) -> Option<Duration> {
         match self {
             Self::Busy { retry_after } | Self::RateLimited { retry_after } => Some(*retry_after),
             _ => None,
         }
     }
+}
 
-    /// Seconds for a `Retry-After` header (at least 1), for a 429.
-    pub fn retry_after_secs(&self) -> Option<u64> {
-        self.retry_after()
-            .map(|d| (d.as_secs() + u64::from(d.subsec_nanos() > 0)).max(1))
-    }
-
-    /// Milliseconds (at least 1) for the gRPC `retry-after-ms` trailer and a
-    /// streamed batch's error, for a RESOURCE_EXHAUSTED with a wait.
-    pub fn retry_after_ms(&self) -> Option<u64> {
-        self.retry_after()
-            .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX).max(1))
-    }
-
-    /// The gRPC status code for the same failure.
-    pub fn grpc_code(&self) -> tonic::Code {
+impl ServiceError {
+    /// The REST body: `{"error": "..."}` with the public message (plus
+    /// `hint` for the no-Arc 503).
+    pub fn http_body(&self) -> Value {
         match self {
-            Self::Invalid(_) | Self::BadRequest(_) => tonic::Code::InvalidArgument,
-            Self::Auth(AuthError::Missing | AuthError::Invalid) => tonic::Code::Unauthenticated,
-            Self::Auth(AuthError::MissingScope(_)) => tonic::Code::PermissionDenied,
-            Self::NotFound(_) => tonic::Code::NotFound,
-            Self::Duplicate | Self::Conflict(_) => tonic::Code::AlreadyExists,
-            Self::TooLarge(_) | Self::Busy { .. } | Self::RateLimited { .. } => {
-                tonic::Code::ResourceExhausted
-            }
-            Self::NoArcInstance => tonic::Code::FailedPrecondition,
-            Self::Unavailable(_) => tonic::Code::Unavailable,
-            Self::Backend(_) | Self::Internal(_) => tonic::Code::Internal,
+            Self::NoArcInstance => json!({"error": NO_ARC_INSTANCE, "hint": NO_ARC_HINT}),
+            other => json!({"error": public_message(other)}),
         }
     }
 
@@ -142,10 +116,11 @@ impl ServiceError {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use memtrace_common::error::{retry_after_ms, retry_after_secs};
 
     #[test]
     fn one_mapping() {
-        assert_eq!(ServiceError::Duplicate.http_status(), 409);
+        assert_eq!(ServiceError::Duplicate.code().http_status(), 409);
         assert_eq!(
             ServiceError::Duplicate.http_body(),
             json!({"error": "duplicate memory"})
@@ -155,7 +130,7 @@ mod tests {
             json!({"error": "memory not found"})
         );
         let no_arc = ServiceError::NoArcInstance;
-        assert_eq!(no_arc.http_status(), 503);
+        assert_eq!(no_arc.code().http_status(), 503);
         assert!(
             no_arc.http_body()["error"]
                 .as_str()
@@ -165,13 +140,43 @@ mod tests {
         let busy = ServiceError::from(StoreError::Busy {
             retry_after: Duration::from_millis(200),
         });
-        assert_eq!(busy.http_status(), 429);
-        assert_eq!(busy.retry_after_secs(), Some(1));
-        assert_eq!(busy.retry_after_ms(), Some(200));
-        assert_eq!(ServiceError::Duplicate.retry_after_ms(), None);
-        assert_eq!(busy.grpc_code(), tonic::Code::ResourceExhausted);
+        assert_eq!(busy.code().http_status(), 429);
+        assert_eq!(busy.retry_after().map(retry_after_secs), Some(1));
+        assert_eq!(busy.retry_after().map(retry_after_ms), Some(200));
+        assert_eq!(ServiceError::Duplicate.retry_after(), None);
+        assert_eq!(busy.code().grpc(), tonic::Code::ResourceExhausted);
         let invalid = ServiceError::invalid("agent_id", "is required");
-        assert_eq!(invalid.http_status(), 400);
+        assert_eq!(invalid.code().http_status(), 400);
         assert_eq!(invalid.to_string(), "invalid agent_id: is required");
+    }
+
+    #[test]
+    fn internal_causes_are_not_sent_and_other_codes_map_once() {
+        let internal = ServiceError::Internal("row 3 of memories unreadable".into());
+        assert_eq!(internal.code().http_status(), 500);
+        assert_eq!(
+            internal.http_body(),
+            json!({"error": memtrace_common::error::INTERNAL_MESSAGE})
+        );
+        let status = memtrace_common::error::to_status(&internal);
+        assert!(!status.message().contains("row 3"));
+        assert_eq!(
+            ServiceError::TooLarge("big".into()).code().http_status(),
+            413
+        );
+        assert_eq!(
+            ServiceError::TooLarge("big".into()).code().grpc(),
+            tonic::Code::ResourceExhausted
+        );
+        let backend = ServiceError::Backend("arc answered 400".into());
+        assert_eq!(backend.code().http_status(), 502);
+        assert_eq!(
+            backend.http_body(),
+            json!({"error": "storage backend failed: arc answered 400"})
+        );
+        assert_eq!(
+            ServiceError::NoArcInstance.code().grpc(),
+            tonic::Code::FailedPrecondition
+        );
     }
 }

@@ -15,7 +15,7 @@ use super::lookups::KeyLookup;
 use super::rows::{self, EMPTY_OBJECT, encode_object, rfc3339};
 use super::types::{Memory, MemoryList, NewMemory, SearchResult};
 use super::{MAX_BATCH, OrgService, ServiceError, ServiceShared};
-use crate::arc::MemoryRow;
+use crate::arcdb::MemoryRow;
 use crate::query::QueryBuilder;
 use crate::query::{
     DedupKey, ListParams, ListQuery, MemoryId, SearchParams, SearchQuery, SessionId, Tag,

@@ -5,6 +5,7 @@
 use super::*;
 use crate::query::{ListParams, SearchParams};
 use crate::store::embedded::EmbeddedStores;
+use memtrace_common::error::CodedError as _;
 
 async fn service(dir: &std::path::Path, shared: Arc<ServiceShared>) -> OrgService {
     let stores = EmbeddedStores::new(dir, "events").unwrap();
@@ -87,7 +88,7 @@ async fn memories_dedup_and_read_back() {
         })
         .await
         .unwrap_err();
-    assert_eq!(bad.http_status(), 400);
+    assert_eq!(bad.code().http_status(), 400);
     assert!(bad.to_string().contains("since"), "{bad}");
 }
 
@@ -114,7 +115,7 @@ async fn agents_sessions_context_stats() {
         })
         .await
         .unwrap_err();
-    assert_eq!(again.http_status(), 409);
+    assert_eq!(again.code().http_status(), 409);
     assert_eq!(svc.get_agent("planner").await.unwrap().id, agent.id);
     assert_eq!(svc.list_agents().await.unwrap().len(), 1);
 
@@ -186,7 +187,11 @@ async fn agents_sessions_context_stats() {
     ));
     assert!(svc.list_agents().await.unwrap().is_empty());
     assert_eq!(
-        svc.agent_stats("planner").await.unwrap_err().http_status(),
+        svc.agent_stats("planner")
+            .await
+            .unwrap_err()
+            .code()
+            .http_status(),
         404
     );
 }

@@ -13,12 +13,13 @@
 //!   the bus answers.
 
 use super::{ApplyReport, Snapshot, SnapshotBuilder, SnapshotHandle, lkg};
+use memtrace_common::backoff::Backoff;
 use memtrace_common::bus::{BusError, Event, StateBus, Watch, WatchMessage};
 use memtrace_common::state::StateKey;
-use rand::Rng;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tokio_util::sync::CancellationToken;
 
 /// Tuning of a [`Watcher`].
 #[derive(Debug, Clone)]
@@ -50,7 +51,8 @@ enum Ended {
     Broken(String),
 }
 
-/// The snapshot watcher. [`Watcher::run`] never returns; abort its task to stop it.
+/// The snapshot watcher: [`Watcher::run`] keeps the handle current until
+/// its stop token is cancelled.
 pub struct Watcher {
     bus: Arc<dyn StateBus>,
     builder: SnapshotBuilder,
@@ -60,7 +62,7 @@ pub struct Watcher {
     resume: i64,
     /// The bus incarnation the snapshot was loaded from (0 = unknown).
     incarnation: u64,
-    backoff: Duration,
+    backoff: Backoff,
 }
 
 impl Watcher {
@@ -70,7 +72,7 @@ impl Watcher {
         handle: Arc<SnapshotHandle>,
         options: WatcherOptions,
     ) -> Self {
-        let backoff = options.backoff_min;
+        let backoff = Backoff::new(options.backoff_min, options.backoff_max);
         Self {
             bus,
             builder,
@@ -82,7 +84,17 @@ impl Watcher {
         }
     }
 
-    pub async fn run(mut self) {
+    /// Watches until `stop` is cancelled. Stopping between two awaits is
+    /// safe: the snapshot is swapped whole and the last-known-good file is
+    /// replaced atomically.
+    pub async fn run(self, stop: CancellationToken) {
+        tokio::select! {
+            () = self.watch_forever() => {}
+            () = stop.cancelled() => tracing::debug!("snapshot watcher stopped"),
+        }
+    }
+
+    async fn watch_forever(mut self) {
         self.load_lkg();
         let mut need_reload = true;
         loop {
@@ -207,7 +219,7 @@ impl Watcher {
         );
         self.resume = loaded.revision;
         self.incarnation = incarnation;
-        self.backoff = self.options.backoff_min;
+        self.backoff.reset();
         let changed = report.published_change || !self.handle.is_ready();
         self.handle.store(snapshot, &report, true);
         if changed {
@@ -230,7 +242,7 @@ impl Watcher {
                             if revision < self.resume {
                                 return Ended::Backwards { seen: revision, ours: self.resume };
                             }
-                            self.backoff = self.options.backoff_min;
+                            self.backoff.reset();
                             self.apply_events(events);
                         }
                         Ok(WatchMessage::Progress { revision }) => {
@@ -312,8 +324,6 @@ impl Watcher {
     }
 
     async fn sleep_backoff(&mut self) {
-        let jitter = rand::rng().random_range(0.5..1.5);
-        tokio::time::sleep(self.backoff.mul_f64(jitter)).await;
-        self.backoff = (self.backoff * 2).min(self.options.backoff_max);
+        tokio::time::sleep(self.backoff.next_delay()).await;
     }
 }

@@ -10,8 +10,8 @@
 //! stays an error.
 
 use super::{Rows, StateRow, StateTable, StoreError, TenantStore};
-use crate::arc::state_encode::StringBatch;
-use crate::arc::{
+use crate::arcdb::state_encode::StringBatch;
+use crate::arcdb::{
     ArcClient, ArcError, ArcTarget, Compression, MemoryBatch, MemoryRow, RetryPolicy, compress,
 };
 use crate::ingest::Batcher;

@@ -10,7 +10,7 @@
 //! values (INTEGER and REAL → number, TEXT → string, NULL → null).
 
 use super::{AGENTS_TABLE, Rows, SESSIONS_TABLE, StateRow, StateTable, StoreError, TenantStore};
-use crate::arc::MemoryRow;
+use crate::arcdb::MemoryRow;
 use crate::query::{Dialect, Ident, MEMORY_COLUMNS, OrgId, Sql};
 use serde_json::Value;
 use sqlx::sqlite::{

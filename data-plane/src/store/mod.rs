@@ -17,15 +17,16 @@
 //! The same behavioural suite (`tests/tests/tenant_store.rs`) runs against
 //! both adapters.
 
-use crate::arc::{ArcError, MemoryRow, QueryResult};
+use crate::arcdb::{ArcError, MemoryRow};
 use crate::ingest::IngestError;
 use crate::query::{Dialect, Sql};
+use serde_json::Value;
 use std::time::Duration;
 
-pub mod arc;
+pub mod arc_store;
 pub mod embedded;
 
-pub use self::arc::ArcStore;
+pub use arc_store::ArcStore;
 pub use embedded::{EmbeddedStore, EmbeddedStores};
 
 /// Agent state rows (one measurement / table per org).
@@ -96,7 +97,29 @@ pub struct StateRow {
 /// A read's answer: column names and row-major JSON values. `time` comes
 /// back as Arc renders it (RFC 3339 string) or as integer µs (embedded);
 /// [`time_micros`] reads both.
-pub type Rows = QueryResult;
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Rows {
+    pub columns: Vec<String>,
+    pub rows: Vec<Vec<Value>>,
+    /// The engine's own timing, when it sent one (Arc does).
+    pub execution_time_ms: Option<f64>,
+}
+
+impl Rows {
+    /// The position of column `name`.
+    pub fn column(&self, name: &str) -> Option<usize> {
+        self.columns.iter().position(|c| c == name)
+    }
+
+    /// Rows as column → value maps.
+    pub fn into_maps(self) -> Vec<serde_json::Map<String, Value>> {
+        let columns = self.columns;
+        self.rows
+            .into_iter()
+            .map(|row| columns.iter().cloned().zip(row).collect())
+            .collect()
+    }
+}
 
 /// Everything a store can fail with; mapped to HTTP/gRPC codes once, by the
 /// service layer's error type.

@@ -1,0 +1,82 @@
+//! Admission: what every agent request passes before the memory service
+//! sees it, whichever adapter it came through (REST or gRPC) — the worker
+//! has a snapshot, the API key authenticates against it ([`auth`]), the key
+//! carries the route's scope, the org is under its request rate
+//! ([`limits`]), and the org's store is resolved ([`stores`]). The result is
+//! the org's [`OrgService`]. Transport-neutral: adapters hand in the
+//! credential they read from headers or metadata.
+
+pub mod auth;
+pub mod limits;
+pub mod stores;
+
+pub use auth::{Principal, Scope, credential};
+pub use stores::{OrgStores, StoreResolver};
+
+use crate::service::{OrgService, ServiceError, ServiceShared};
+use crate::snapshot::SnapshotHandle;
+use limits::RateLimiter;
+use std::sync::Arc;
+use std::time::Instant;
+
+/// Largest request accepted at all, REST body or gRPC message (an org's
+/// `max_payload_bytes` may be lower; it is checked once the org is known).
+pub const MAX_REQUEST_BYTES: usize = 32 << 20;
+
+/// What admission needs, shared by both adapters (cheap to clone).
+#[derive(Clone)]
+pub struct Admission {
+    pub snapshot: Arc<SnapshotHandle>,
+    /// Per-org request rate limits (this worker's share of the org's).
+    pub limiter: Arc<RateLimiter>,
+    pub stores: Arc<dyn StoreResolver>,
+    pub shared: Arc<ServiceShared>,
+}
+
+impl Admission {
+    /// Admission over `snapshot`, with fresh rate limiters and shared
+    /// service state.
+    pub fn new(snapshot: Arc<SnapshotHandle>, stores: Arc<dyn StoreResolver>) -> Self {
+        Self {
+            snapshot,
+            limiter: Arc::new(RateLimiter::default()),
+            stores,
+            shared: Arc::new(ServiceShared::default()),
+        }
+    }
+
+    /// Authenticates `token`, checks `scope` and the org's rate limit, and
+    /// opens the org's service.
+    pub async fn admit(
+        &self,
+        token: Option<&str>,
+        scope: Scope,
+    ) -> Result<OrgService, ServiceError> {
+        if !self.snapshot.is_ready() {
+            return Err(ServiceError::Unavailable(
+                "worker not ready: no snapshot of published state yet".into(),
+            ));
+        }
+        let snapshot = self.snapshot.load();
+        let principal = auth::authenticate(&snapshot, token, memtrace_common::clock::now_ms())?;
+        principal.require(scope)?;
+        let limits = snapshot.settings().limits(Some(&principal.org_id));
+        self.limiter
+            .check(
+                &principal.org_id,
+                &limits,
+                snapshot.worker_count(),
+                1.0,
+                Instant::now(),
+            )
+            .map_err(|retry_after| ServiceError::RateLimited { retry_after })?;
+        let store = self.stores.store(&snapshot, &principal.org_id).await?;
+        OrgService::with_limits(
+            store,
+            &principal.org_id,
+            snapshot.settings(),
+            limits,
+            self.shared.clone(),
+        )
+    }
+}
