@@ -333,10 +333,7 @@ const NON_SETTING_VARS: &[&str] = &[
 
 /// Loads defaults → file → environment.
 pub fn load(file: &FileSource, env: &Env) -> Result<Loaded, ConfigError> {
-    let mut table = match toml::Value::try_from(MemtraceConfig::default()) {
-        Ok(toml::Value::Table(table)) => table,
-        _ => unreachable_defaults(),
-    };
+    let mut table = defaults_table()?;
     let path = match file {
         FileSource::Search => search_paths(env).into_iter().find(|p| p.is_file()),
         FileSource::Path(path) => Some(path.clone()),
@@ -379,11 +376,21 @@ pub fn load(file: &FileSource, env: &Env) -> Result<Loaded, ConfigError> {
     })
 }
 
-fn unreachable_defaults() -> toml::Table {
-    // The defaults are plain structs of strings, integers and booleans, which
-    // always serialise to a table; an empty table still yields the defaults
-    // because every section is `#[serde(default)]`.
-    toml::Table::new()
+/// The built-in defaults as a TOML table, the base the file and the
+/// environment are merged onto.
+fn defaults_table() -> Result<toml::Table, ConfigError> {
+    let invalid = |message: String| ConfigError::Invalid {
+        origin: "built-in defaults".to_owned(),
+        message,
+    };
+    match toml::Value::try_from(MemtraceConfig::default()) {
+        Ok(toml::Value::Table(table)) => Ok(table),
+        Ok(other) => Err(invalid(format!(
+            "serialised to a {} instead of a table",
+            other.type_str()
+        ))),
+        Err(e) => Err(invalid(e.to_string())),
+    }
 }
 
 fn search_paths(env: &Env) -> Vec<PathBuf> {
@@ -472,6 +479,25 @@ fn coerce(var: &str, current: &toml::Value, value: &str) -> Result<toml::Value, 
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn the_defaults_are_a_table_of_every_section() {
+        let table = super::defaults_table().expect("defaults serialise");
+        for section in [
+            "server",
+            "arc",
+            "auth",
+            "dedup",
+            "etcd",
+            "worker",
+            "control_plane",
+        ] {
+            assert!(
+                table.get(section).is_some_and(toml::Value::is_table),
+                "{section}"
+            );
+        }
+    }
+
     #[test]
     fn listen_address_brackets_ipv6_hosts() {
         let mut s = super::ServerConfig {

@@ -25,7 +25,7 @@ pub struct KeyValue {
 
 /// Every key under a prefix at one revision.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Snapshot {
+pub struct PrefixRead {
     pub kvs: Vec<KeyValue>,
     /// The store revision the read was served at (watch from `revision + 1`).
     pub revision: i64,
@@ -94,7 +94,7 @@ pub enum BusError {
 #[async_trait]
 pub trait StateBus: Send + Sync + 'static {
     /// Reads every key under `prefix` at one revision.
-    async fn load(&self, prefix: &str) -> Result<Snapshot, BusError>;
+    async fn load(&self, prefix: &str) -> Result<PrefixRead, BusError>;
 
     /// Watches every key under `prefix`, starting at `start_revision`
     /// (inclusive). A compacted start revision surfaces as

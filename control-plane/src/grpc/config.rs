@@ -4,7 +4,7 @@
 
 use super::{Gate, actor, with_revision};
 use crate::clock::to_timestamp;
-use crate::domain::config::{ImportReport, SettingUpdate, SettingView};
+use crate::domain::config::{ImportMode, ImportReport, SettingUpdate, SettingView, StaleValues};
 use crate::domain::types::OrgId;
 use crate::error::{ControlPlaneError, Result};
 use memtrace_common::settings;
@@ -170,7 +170,12 @@ impl pb::config_service_server::ConfigService for ConfigApi {
         let report = self
             .0
             .service()?
-            .import_settings(&actor, &req.document, req.dry_run, req.force)
+            .import_settings(
+                &actor,
+                &req.document,
+                ImportMode::dry_run(req.dry_run),
+                StaleValues::overwrite(req.force),
+            )
             .await?;
         let published = report.revision;
         Ok(with_revision(import_to_pb(report), published))

@@ -7,7 +7,6 @@
 
 mod settings_audit;
 mod sql;
-mod sql_config;
 
 #[cfg(any(test, feature = "conformance"))]
 pub mod conformance;

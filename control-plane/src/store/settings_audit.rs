@@ -1,6 +1,6 @@
 //! Rows of the runtime settings and of the admin audit trail, and the audit
 //! hash chain: its canonical encoding and its verification. Pure code; the
-//! SQL lives in `sql_config.rs`.
+//! SQL lives in `sql/config.rs`.
 //!
 //! # Canonical encoding (version 1, pinned by a test vector)
 //!

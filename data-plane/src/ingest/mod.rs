@@ -1,6 +1,6 @@
 //! Per-tenant group commit into Arc: a write is acknowledged only after Arc
-//! answered 2xx for the batch holding it (`shared/DESIGN.md`, "Acknowledge
-//! only what Arc accepted").
+//! answered 2xx for the batch holding it: nothing acknowledged is ever
+//! lost to a worker crash, since nothing is acknowledged from memory.
 //!
 //! - [`Batcher::submit`] admits a request's rows into its org's bounded
 //!   queue all at once (a semaphore of `max_queued_events` permits per org)

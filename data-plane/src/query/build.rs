@@ -1,11 +1,12 @@
 //! The SQL of every read. See the module docs of [`super`] for the shapes
 //! and why they are written this way.
 
+use super::OrgId;
 use super::QueryError;
 use super::dialect::{Dialect, like_contains};
 use super::params::{ContextQuery, ListQuery, MemoryFilter, SearchQuery};
 use super::time::UnixMicros;
-use super::validate::{AgentId, DedupKey, Ident, Limit, MemoryId, Order, OrgId, StateId};
+use super::validate::{AgentId, DedupKey, Ident, Limit, MemoryId, Order, StateId};
 use std::collections::HashSet;
 use std::fmt::{self, Write as _};
 use std::time::Duration;

@@ -80,10 +80,11 @@ pub use build::{
     ARC_MAX_SQL_LEN, DEDUP_BATCH_MAX_KEYS, MEMORY_COLUMNS, QueryBuilder, Sql, StateQuery,
 };
 pub use dialect::Dialect;
+pub use memtrace_common::names::OrgId;
 pub use params::{ContextQuery, ListParams, ListQuery, MemoryFilter, SearchParams, SearchQuery};
 pub use time::{TimeBound, UnixMicros};
 pub use validate::{
-    AgentId, ContentPattern, DedupKey, EventType, Ident, Limit, MemoryId, MemoryType, Order, OrgId,
+    AgentId, ContentPattern, DedupKey, EventType, Ident, Limit, MemoryId, MemoryType, Order,
     SessionId, StateId, Tag,
 };
 
@@ -100,6 +101,15 @@ pub enum QueryError {
     /// A list had more entries than one query may carry.
     #[error("too many {field}: at most {max}")]
     TooMany { field: &'static str, max: usize },
+}
+
+impl From<memtrace_common::names::NameError> for QueryError {
+    fn from(e: memtrace_common::names::NameError) -> Self {
+        Self::Invalid {
+            field: e.field,
+            rule: e.rule,
+        }
+    }
 }
 
 impl QueryError {

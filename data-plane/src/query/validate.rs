@@ -4,9 +4,10 @@
 //! render by [`Dialect`](super::Dialect) escaping alone.
 
 use super::QueryError;
+use memtrace_common::names;
 use std::fmt;
 
-/// The original's id rule (agent and session ids, org ids, state row ids).
+/// The original's id rule (agent and session ids, state row ids).
 pub const ID_RULE: &str = "must match ^[a-zA-Z][a-zA-Z0-9_-]{0,127}$";
 /// The original's type rule (event types; memory types are a closed set).
 pub const TYPE_RULE: &str = "must match ^[a-zA-Z][a-zA-Z0-9_]{0,63}$";
@@ -105,10 +106,6 @@ macro_rules! string_newtype {
 }
 
 string_newtype!(
-    /// An org id (`org_default`, `org_<hex>`), checked with the id rule.
-    OrgId, "org_id", is_id, ID_RULE
-);
-string_newtype!(
     /// A memory's `agent_id` filter.
     AgentId, "agent_id", is_id, ID_RULE
 );
@@ -186,29 +183,23 @@ impl fmt::Display for MemoryType {
 /// A SQL identifier: an Arc database, a table (Arc measurement or embedded
 /// table) or a column. Arc names may also contain `-`, but Arc's own
 /// `FROM db.m` rewriter only matches `[a-zA-Z0-9_]`, and quoting a name hides
-/// it from that rewriter, so hyphens are refused here.
+/// it from that rewriter, so hyphens are refused (by the shared rule, so the
+/// control plane refuses them too).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Ident(String);
 
 impl Ident {
-    /// An Arc database name: `^[a-zA-Z][a-zA-Z0-9_]{0,63}$`.
+    /// An Arc database name ([`memtrace_common::names`]: the rule the
+    /// control plane applies before it stores a binding).
     pub fn database(value: &str) -> Result<Self, QueryError> {
-        Self::checked(
-            value,
-            "database",
-            64,
-            "must match ^[a-zA-Z][a-zA-Z0-9_]{0,63}$",
-        )
+        names::check_arc_database(value)?;
+        Ok(Self(value.to_owned()))
     }
 
-    /// A table (Arc measurement) name: `^[a-zA-Z][a-zA-Z0-9_]{0,127}$`.
+    /// A table: an Arc measurement, or an embedded table (same rule).
     pub fn table(value: &str) -> Result<Self, QueryError> {
-        Self::checked(
-            value,
-            "measurement",
-            128,
-            "must match ^[a-zA-Z][a-zA-Z0-9_]{0,127}$",
-        )
+        names::check_arc_measurement(value)?;
+        Ok(Self(value.to_owned()))
     }
 
     /// A column name: `^[a-z_][a-z0-9_]{0,63}$`.
@@ -226,25 +217,6 @@ impl Ident {
                 "column",
                 "must match ^[a-z_][a-z0-9_]{0,63}$",
             ))
-        }
-    }
-
-    fn checked(
-        value: &str,
-        field: &'static str,
-        max: usize,
-        rule: &'static str,
-    ) -> Result<Self, QueryError> {
-        let bytes = value.as_bytes();
-        let ok = matches!(bytes.first(), Some(b) if b.is_ascii_alphabetic())
-            && bytes.len() <= max
-            && bytes
-                .iter()
-                .all(|b| b.is_ascii_alphanumeric() || *b == b'_');
-        if ok {
-            Ok(Self(value.to_owned()))
-        } else {
-            Err(QueryError::invalid(field, rule))
         }
     }
 

@@ -5,9 +5,10 @@
 //! keys a store lookup found. Bounded: at most `capacity` keys over all
 //! orgs, the oldest inserted evicted first; expired keys are dropped as met.
 //!
-//! Keys (`shared/reference/memtrace-original.md` §4): the client's
-//! `dedup_key`, else the first 32 hex digits of
-//! sha256(`agent_id|event_type|first N bytes of content`).
+//! Keys, as the original memtrace defines them: the client's `dedup_key`,
+//! else the first 32 hex digits of
+//! sha256(`agent_id|event_type|first N bytes of content`) (N = 200 by
+//! default, `dedup.key_content_bytes`).
 //!
 //! This runs for every event written, so a key costs one allocation (its
 //! text, held once) and one keyed hash per operation: per org, a hash table

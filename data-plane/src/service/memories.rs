@@ -29,6 +29,24 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Instant;
 
+/// What a write does with a duplicate input.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum OnDuplicate {
+    /// Fail the write with [`ServiceError::Duplicate`] (a single create: 409).
+    Refuse,
+    /// Leave it out and write the rest (batches, as the original).
+    Skip,
+}
+
+/// What a write answers for each stored input.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Answer {
+    /// The memory, rendered for the response.
+    Memories,
+    /// Only its id (the streaming write: cheaper per event).
+    Ids,
+}
+
 /// One stored input of a write: its id, and the memory rendered for the
 /// response when asked for.
 struct Written {
@@ -40,7 +58,7 @@ impl OrgService {
     /// Creates one memory; a duplicate (by dedup key, within the window) is
     /// refused with [`ServiceError::Duplicate`].
     pub async fn create_memory(&self, memory: NewMemory) -> Result<Memory, ServiceError> {
-        self.write_memories(vec![memory], true, true)
+        self.write_memories(vec![memory], OnDuplicate::Refuse, Answer::Memories)
             .await?
             .into_iter()
             .flatten()
@@ -54,7 +72,9 @@ impl OrgService {
         &self,
         memories: Vec<NewMemory>,
     ) -> Result<Vec<Memory>, ServiceError> {
-        let each = self.write_memories(memories, false, true).await?;
+        let each = self
+            .write_memories(memories, OnDuplicate::Skip, Answer::Memories)
+            .await?;
         Ok(each
             .into_iter()
             .flatten()
@@ -70,17 +90,20 @@ impl OrgService {
         &self,
         memories: Vec<NewMemory>,
     ) -> Result<Vec<Option<String>>, ServiceError> {
-        let each = self.write_memories(memories, false, false).await?;
+        let each = self
+            .write_memories(memories, OnDuplicate::Skip, Answer::Ids)
+            .await?;
         Ok(each.into_iter().map(|w| w.map(|w| w.id)).collect())
     }
 
     /// Writes the survivors of dedup; per input, `None` for a duplicate.
-    /// With `full`, each stored memory is also rendered for the response.
+    /// With [`Answer::Memories`], each stored memory is also rendered for
+    /// the response.
     async fn write_memories(
         &self,
         memories: Vec<NewMemory>,
-        single: bool,
-        full: bool,
+        on_duplicate: OnDuplicate,
+        answer: Answer,
     ) -> Result<Vec<Option<Written>>, ServiceError> {
         if memories.is_empty() {
             return Ok(Vec::new());
@@ -115,7 +138,7 @@ impl OrgService {
             self.dedup_keys(&keys, &mut keep, &mut reserved, now, expiry)
                 .await?;
         }
-        if single && !keep[0] {
+        if on_duplicate == OnDuplicate::Refuse && !keep[0] {
             tracing::debug!(org_id = %org, "duplicate memory refused");
             return Err(ServiceError::Duplicate);
         }
@@ -126,6 +149,7 @@ impl OrgService {
         let first_time = next_micros_n(kept);
         let mut rows = Vec::with_capacity(kept);
         // what the response renders besides the row (only when asked)
+        let full = answer == Answer::Memories;
         let mut extras = Vec::with_capacity(if full { kept } else { 0 });
         for ((m, key), keep) in memories.into_iter().zip(keys).zip(keep.iter()) {
             if !*keep {

@@ -82,7 +82,7 @@ impl OrgService {
         limits: TenantLimits,
         shared: Arc<ServiceShared>,
     ) -> Result<Self, ServiceError> {
-        let org = OrgId::parse(org_id)?;
+        let org = OrgId::parse(org_id).map_err(crate::query::QueryError::from)?;
         let memories = Ident::table(store.memories_table())
             .map_err(|e| ServiceError::Internal(format!("memories table: {e}")))?;
         let builder = QueryBuilder::new(store.dialect(), org.clone(), memories);

@@ -1,6 +1,7 @@
-//! The service's domain types with the original memtrace's JSON names
-//! (`shared/reference/memtrace-original.md` §3 "Data shapes"; optional
-//! fields omitted when empty, as Go's `omitempty`), plus `id` on memories.
+//! The service's domain types with the original memtrace's JSON names (its
+//! SDKs parse them: optional fields omitted when empty, as Go's
+//! `omitempty`; extra fields are ignored by them, so memories also carry
+//! `id`).
 //! Also the raw create/update requests and their validated forms
 //! (`TryFrom`), which refuse bad input naming the field and the rule.
 

@@ -38,7 +38,7 @@ mod watch;
 #[cfg(test)]
 mod tests;
 
-use super::{BusError, LeasedKey, Op, Snapshot, StateBus, Watch};
+use super::{BusError, LeasedKey, Op, PrefixRead, StateBus, Watch};
 use async_trait::async_trait;
 use convert::{convert_kv, header_revision, map_error};
 use etcd_client::{
@@ -200,7 +200,7 @@ fn normalize_endpoint(endpoint: &str) -> Result<String, BusError> {
 
 #[async_trait]
 impl StateBus for EtcdBus {
-    async fn load(&self, prefix: &str) -> Result<Snapshot, BusError> {
+    async fn load(&self, prefix: &str) -> Result<PrefixRead, BusError> {
         let mut kv = self
             .client
             .kv_client()
@@ -211,7 +211,7 @@ impl StateBus for EtcdBus {
             .map_err(map_error)?;
         let revision = header_revision(response.header())?;
         let kvs = response.kvs().iter().map(convert_kv).collect();
-        Ok(Snapshot { kvs, revision })
+        Ok(PrefixRead { kvs, revision })
     }
 
     async fn watch(&self, prefix: &str, start_revision: i64) -> Result<Box<dyn Watch>, BusError> {

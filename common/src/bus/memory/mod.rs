@@ -48,7 +48,7 @@ mod watch;
 #[cfg(test)]
 mod tests;
 
-use super::{BusError, KeyValue, LeasedKey, Op, Snapshot, StateBus, Watch, WatchMessage};
+use super::{BusError, KeyValue, LeasedKey, Op, PrefixRead, StateBus, Watch, WatchMessage};
 use crate::bus::etcd::validate_ops;
 use async_trait::async_trait;
 use lease::MemoryLeasedKey;
@@ -158,7 +158,7 @@ impl std::fmt::Debug for MemoryBus {
 
 #[async_trait]
 impl StateBus for MemoryBus {
-    async fn load(&self, prefix: &str) -> Result<Snapshot, BusError> {
+    async fn load(&self, prefix: &str) -> Result<PrefixRead, BusError> {
         let state = self.available()?;
         let kvs = state
             .kvs
@@ -170,7 +170,7 @@ impl StateBus for MemoryBus {
                 mod_revision: e.mod_revision,
             })
             .collect();
-        Ok(Snapshot {
+        Ok(PrefixRead {
             kvs,
             revision: state.revision,
         })

@@ -391,7 +391,7 @@ async fn export_then_import() {
     let text = export.document.to_string();
 
     let same =
-        f.cp.import_settings(&admin(), &text, true, false)
+        f.cp.import_settings(&admin(), &text, ImportMode::DryRun, StaleValues::Refuse)
             .await
             .unwrap();
     assert!(
@@ -405,9 +405,14 @@ async fn export_then_import() {
     doc["settings"]["arc.write_batch"] = json!(1);
     doc["settings"]["dedup.window_hours"] = json!("soon");
     let dry =
-        f.cp.import_settings(&admin(), &doc.to_string(), true, false)
-            .await
-            .unwrap();
+        f.cp.import_settings(
+            &admin(),
+            &doc.to_string(),
+            ImportMode::DryRun,
+            StaleValues::Refuse,
+        )
+        .await
+        .unwrap();
     assert_eq!(dry.changes.len(), 2, "{dry:?}");
     let kinds: Vec<ConflictKind> = dry.conflicts.iter().map(|c| c.kind).collect();
     assert_eq!(
@@ -426,9 +431,14 @@ async fn export_then_import() {
     let head = f.cp.verify_audit().await.unwrap().head_seq;
 
     let err =
-        f.cp.import_settings(&admin(), &doc.to_string(), false, false)
-            .await
-            .unwrap_err();
+        f.cp.import_settings(
+            &admin(),
+            &doc.to_string(),
+            ImportMode::Apply,
+            StaleValues::Refuse,
+        )
+        .await
+        .unwrap_err();
     assert_eq!(code(&err), ErrorCode::PermissionDenied, "{err}");
     assert_eq!(
         f.cp.get_setting(setting("arc.write_batch_size"), None)
@@ -448,9 +458,14 @@ async fn export_then_import() {
     obj.remove("arc.write_batch");
     obj.remove("dedup.window_hours");
     let applied =
-        f.cp.import_settings(&admin(), &doc.to_string(), false, false)
-            .await
-            .unwrap();
+        f.cp.import_settings(
+            &admin(),
+            &doc.to_string(),
+            ImportMode::Apply,
+            StaleValues::Refuse,
+        )
+        .await
+        .unwrap();
     assert!(applied.applied && applied.revision.is_some(), "{applied:?}");
     assert_eq!(
         f.cp.get_setting(setting("arc.write_batch_size"), None)
@@ -463,17 +478,17 @@ async fn export_then_import() {
     // the old export now conflicts: the value changed after it was taken
     tokio::time::sleep(Duration::from_millis(5)).await;
     let stale =
-        f.cp.import_settings(&admin(), &text, true, false)
+        f.cp.import_settings(&admin(), &text, ImportMode::DryRun, StaleValues::Refuse)
             .await
             .unwrap();
     assert_eq!(stale.conflicts.len(), 1, "{stale:?}");
     assert_eq!(stale.conflicts[0].kind, ConflictKind::ChangedSinceExport);
     let err =
-        f.cp.import_settings(&admin(), &text, false, false)
+        f.cp.import_settings(&admin(), &text, ImportMode::Apply, StaleValues::Refuse)
             .await
             .unwrap_err();
     assert_eq!(code(&err), ErrorCode::FailedPrecondition);
-    f.cp.import_settings(&admin(), &text, false, true)
+    f.cp.import_settings(&admin(), &text, ImportMode::Apply, StaleValues::Overwrite)
         .await
         .unwrap();
     assert_eq!(
@@ -491,7 +506,7 @@ async fn export_then_import() {
         r#"{"version":1,"settings":[]}"#,
     ] {
         let err =
-            f.cp.import_settings(&admin(), bad, true, false)
+            f.cp.import_settings(&admin(), bad, ImportMode::DryRun, StaleValues::Refuse)
                 .await
                 .unwrap_err();
         assert_eq!(code(&err), ErrorCode::InvalidArgument, "{bad}");

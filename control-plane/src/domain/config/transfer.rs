@@ -156,6 +156,38 @@ fn document_entries(doc: &Value) -> Result<(Vec<Entry>, Option<i64>)> {
     Ok((entries, exported_at))
 }
 
+/// Whether an import writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ImportMode {
+    /// Report the changes and conflicts only.
+    DryRun,
+    Apply,
+}
+
+/// What an import does with a value changed in the database after the
+/// document was exported.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StaleValues {
+    /// Report it as a conflict (the default).
+    Refuse,
+    /// Overwrite it (`--force`).
+    Overwrite,
+}
+
+impl ImportMode {
+    /// From the wire's `dry_run` flag.
+    pub fn dry_run(dry_run: bool) -> Self {
+        if dry_run { Self::DryRun } else { Self::Apply }
+    }
+}
+
+impl StaleValues {
+    /// From the wire's `force` flag.
+    pub fn overwrite(force: bool) -> Self {
+        if force { Self::Overwrite } else { Self::Refuse }
+    }
+}
+
 impl ControlPlane {
     /// The stored values (global and per-org) as a document, without
     /// sensitive ones.
@@ -203,16 +235,17 @@ impl ControlPlane {
         })
     }
 
-    /// Compares a document with the database; with `dry_run` only reports.
-    /// Applying refuses the whole document while any conflict remains
-    /// (`force` only overrides "changed since export"), and writes every
-    /// change with its audit entry in one transaction.
+    /// Compares a document with the database; [`ImportMode::DryRun`] only
+    /// reports. Applying refuses the whole document while any conflict
+    /// remains ([`StaleValues::Overwrite`] only overrides "changed since
+    /// export"), and writes every change with its audit entry in one
+    /// transaction.
     pub async fn import_settings(
         &self,
         actor: &AdminActor,
         document: &str,
-        dry_run: bool,
-        force: bool,
+        mode: ImportMode,
+        stale: StaleValues,
     ) -> Result<ImportReport> {
         if document.len() > MAX_DOCUMENT_BYTES {
             return Err(invalid_document(format!(
@@ -309,7 +342,8 @@ impl ControlPlane {
                     ConflictKind::Locked,
                     format!("setting {key} is locked"),
                 ));
-            } else if let (Some(row), Some(at), false) = (current, exported_at, force)
+            } else if let (Some(row), Some(at), false) =
+                (current, exported_at, stale == StaleValues::Overwrite)
                 && row.updated_at > at
             {
                 report.conflicts.push(conflict(
@@ -348,7 +382,7 @@ impl ControlPlane {
                 details,
             ));
         }
-        if dry_run {
+        if mode == ImportMode::DryRun {
             return Ok(report);
         }
         self.refuse_conflicts(actor, &report).await?;

@@ -6,8 +6,9 @@
 //! This module owns connecting (with SQLite file preparation), migrations and
 //! URL redaction; `rows` decodes result rows into store types, `queries` is
 //! the [`Store`](super::Store) impl (settings and audit delegate to
-//! `sql_config`).
+//! `config`).
 
+mod config;
 mod queries;
 mod rows;
 

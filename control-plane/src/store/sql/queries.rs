@@ -1,6 +1,6 @@
 //! [`Store`] for [`SqlStore`]: the queries and transactions for meta, admin
 //! tokens, orgs and their tombstones, arc bindings and api keys. Settings and
-//! the audit log delegate to the `cfg_*` methods in `sql_config`.
+//! the audit log delegate to the `cfg_*` methods in `config`.
 
 use super::SqlStore;
 use super::rows::{

@@ -1,5 +1,5 @@
 //! [`SqlStore`]'s runtime settings and audit trail (the `Store` impl in
-//! `sql.rs` delegates here). Same SQL subset as `sql.rs`.
+//! `sql/mod.rs` delegates here). Same SQL subset as `sql/queries.rs`.
 //!
 //! Serialising audit appends: every transaction that appends first takes a
 //! transaction-scoped advisory lock on PostgreSQL, then updates the single
@@ -9,11 +9,11 @@
 //! of waiting), and on PostgreSQL it also row-locks the head. Two appends,
 //! from any connection or replica, can therefore never read the same head.
 
-use super::settings_audit::{
+use super::{Backend, SqlStore};
+use crate::store::settings_audit::{
     AuditEntry, AuditFilter, AuditHead, AuditRecord, GENESIS_HASH, SettingChange, SettingRow,
 };
-use super::sql::{Backend, SqlStore};
-use super::{StoreError, StoreResult};
+use crate::store::{StoreError, StoreResult};
 use memtrace_common::clock::now_ms;
 use sqlx::any::AnyRow;
 use sqlx::{Any, Row, Transaction};

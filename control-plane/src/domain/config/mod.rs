@@ -14,7 +14,10 @@ mod sealed;
 mod transfer;
 
 pub use sealed::SETTING_PURPOSE;
-pub use transfer::{ConflictKind, ExportDocument, ImportConflict, ImportReport, SettingDiff};
+pub use transfer::{
+    ConflictKind, ExportDocument, ImportConflict, ImportMode, ImportReport, SettingDiff,
+    StaleValues,
+};
 
 use super::ControlPlane;
 use super::audit::{AuditOutcome, audit_record};
