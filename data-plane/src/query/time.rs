@@ -13,6 +13,7 @@
 //! - `now`, for `until` only, meaning "no upper bound" (as the original).
 
 use super::QueryError;
+use jiff::{Span, civil};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 const MICROS_PER_SEC: i64 = 1_000_000;
@@ -23,6 +24,9 @@ const MICROS_PER_DAY: i64 = 24 * MICROS_PER_HOUR;
 /// literal forms can spell.
 const MIN_MICROS: i64 = -62_135_596_800 * MICROS_PER_SEC;
 const MAX_MICROS: i64 = 253_402_300_800 * MICROS_PER_SEC - 1;
+/// Day 0 of [`UnixMicros`]; calendar arithmetic (leap years, month lengths,
+/// day numbers) is the `jiff` crate's.
+const EPOCH_DATE: civil::Date = civil::Date::constant(1970, 1, 1);
 
 const SINCE_RULE: &str = "must be Nh, Nd or Nm (N <= 8760 hours, 365 days, 525600 minutes) \
      or an RFC 3339 timestamp";
@@ -157,10 +161,16 @@ fn parse_timestamp(s: &str) -> Option<i64> {
     let (month, rest) = digits(rest, 2)?;
     let rest = rest.strip_prefix('-')?;
     let (day, rest) = digits(rest, 2)?;
-    if year < 1 || !(1..=12).contains(&month) || day < 1 || day > days_in_month(year, month) {
+    if year < 1 {
         return None;
     }
-    let date_micros = days_from_civil(year, month, day) * MICROS_PER_DAY;
+    let date = civil::Date::new(
+        i16::try_from(year).ok()?,
+        i8::try_from(month).ok()?,
+        i8::try_from(day).ok()?,
+    )
+    .ok()?;
+    let date_micros = i64::from(date.since(EPOCH_DATE).ok()?.get_days()) * MICROS_PER_DAY;
     if rest.is_empty() {
         return Some(date_micros);
     }
@@ -223,54 +233,19 @@ fn parse_offset(s: &str) -> Option<i64> {
     (hours <= 23 && minutes <= 59).then_some(sign * (hours * 60 + minutes))
 }
 
-fn is_leap(year: i64) -> bool {
-    (year % 4 == 0 && year % 100 != 0) || year % 400 == 0
-}
-
-fn days_in_month(year: i64, month: i64) -> i64 {
-    match month {
-        2 if is_leap(year) => 29,
-        2 => 28,
-        4 | 6 | 9 | 11 => 30,
-        _ => 31,
-    }
-}
-
-/// Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's
-/// `days_from_civil`).
-fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
-    let y = if month <= 2 { year - 1 } else { year };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (month + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + day - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
-}
-
-/// The inverse of [`days_from_civil`].
-fn civil_from_days(days: i64) -> (i64, i64, i64) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    (year, month, day)
-}
-
 /// `("YYYY-MM-DD", "HH:MM:SS", micros)` of a clamped instant.
 fn split(micros: i64) -> (String, String, i64) {
     let micros = micros.clamp(MIN_MICROS, MAX_MICROS);
     let days = micros.div_euclid(MICROS_PER_DAY);
     let in_day = micros.rem_euclid(MICROS_PER_DAY);
-    let (y, m, d) = civil_from_days(days);
+    // within 0001-01-01..=9999-12-31 by the clamp, so the date always exists
+    let date = Span::new()
+        .try_days(days)
+        .and_then(|span| EPOCH_DATE.checked_add(span))
+        .unwrap_or(EPOCH_DATE);
     let secs = in_day / MICROS_PER_SEC;
     (
-        format!("{y:04}-{m:02}-{d:02}"),
+        format!("{:04}-{:02}-{:02}", date.year(), date.month(), date.day()),
         format!("{:02}:{:02}:{:02}", secs / 3600, secs / 60 % 60, secs % 60),
         in_day % MICROS_PER_SEC,
     )
