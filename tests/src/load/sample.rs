@@ -48,7 +48,7 @@ impl Sampler {
     }
 
     /// Whether another turn is allowed (and takes it).
-    pub fn next(&mut self) -> bool {
+    pub fn turn(&mut self) -> bool {
         if self.left == 0 || Instant::now() >= self.deadline {
             return false;
         }

@@ -283,9 +283,9 @@ pub async fn measure(ctx: &Ctx<'_>, case: Case, bounds: Bounds) -> Outcome {
     };
     let mut sampler = Sampler::new(bounds);
     let mut turn = 0u64;
-    while sampler.next() {
+    while sampler.turn() {
         let p = ctx.pick(turn);
-        let (w, d) = if turn % 2 == 0 {
+        let (w, d) = if turn.is_multiple_of(2) {
             let w = timed(ctx.arc, &mut out.worker, ctx.worker(case, &p)).await;
             (
                 w,

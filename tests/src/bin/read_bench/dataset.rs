@@ -91,7 +91,7 @@ impl Dataset {
             memory_type: memory_type.into(),
             event_type: EVENT_TYPES[((h >> 4) % 5) as usize].into(),
             content,
-            metadata_json: if h % 4 == 0 {
+            metadata_json: if h.is_multiple_of(4) {
                 r#"{"source":"bench"}"#.into()
             } else {
                 String::new()
