@@ -3,7 +3,7 @@
 //! started on demand, each waited for until it is ready and has applied
 //! everything published so far.
 
-use crate::arc::{ArcStandIn, TokenGrant};
+use crate::arc::{ArcStandIn, CostModel, TokenGrant};
 use crate::cli::Ctl;
 use crate::control_plane::{ControlPlane, ControlPlaneSpec};
 use crate::etcd::EtcdServer;
@@ -182,9 +182,12 @@ impl Cluster {
     }
 }
 
-/// An Arc stand-in where `token` may use `database` (and only it).
+/// An Arc stand-in where `token` may use `database` (and only it),
+/// answering instantly (for behaviour tests; measure with
+/// [`CostModel::arc_like`]).
 pub async fn arc_with_token(token: &str, database: &str) -> anyhow::Result<ArcStandIn> {
     ArcStandIn::builder()
+        .cost_model(CostModel::instant())
         .token(token, TokenGrant::databases([database]))
         .start()
         .await

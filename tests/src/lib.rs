@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 pub mod arc;
+pub mod bench;
 pub mod bins;
 pub mod cli;
 pub mod cluster;

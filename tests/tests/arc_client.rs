@@ -12,7 +12,7 @@ use memtrace_data_plane::arcdb::{
 use memtrace_data_plane::query::{
     Dialect, Ident, ListParams, ListQuery, MEMORY_COLUMNS, OrgId, QueryBuilder, Sql, UnixMicros,
 };
-use memtrace_tests::arc::{ArcStandIn, Fault, Target, TokenGrant, parse_timestamp};
+use memtrace_tests::arc::{ArcStandIn, CostModel, Fault, Target, TokenGrant, parse_timestamp};
 use std::time::{Duration, Instant};
 
 const TOKEN: &str = "tok_acme_0123456789abcdefghijklmnopqrstuv";
@@ -21,8 +21,10 @@ const MEASUREMENT: &str = "memories";
 /// 2026-11-25T12:00:00Z.
 const T0: i64 = 1_795_608_000_000_000;
 
+/// Answers instantly (`CostModel::instant()`): behaviour, not time.
 async fn arc() -> ArcStandIn {
     ArcStandIn::builder()
+        .cost_model(CostModel::instant())
         .token(TOKEN, TokenGrant::databases([DB]))
         .start()
         .await

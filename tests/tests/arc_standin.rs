@@ -4,9 +4,17 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use memtrace_tests::arc::client::{RawArcClient, gzip, msgpack, zstd};
-use memtrace_tests::arc::{ArcStandIn, Fault, Limits, Target, TokenGrant};
+use memtrace_tests::arc::{
+    ArcStandIn, ArcStandInBuilder, CostModel, Fault, Limits, Target, TokenGrant,
+};
 use serde_json::{Value, json};
 use std::time::{Duration, Instant};
+
+/// A stand-in builder answering instantly (`CostModel::instant()`): these
+/// tests check behaviour, not time.
+fn instant_builder() -> ArcStandInBuilder {
+    ArcStandIn::builder().cost_model(CostModel::instant())
+}
 
 /// 2025-01-01T00:00:00Z in microseconds.
 const T0: i64 = 1_735_689_600_000_000;
@@ -46,7 +54,7 @@ fn memories(agent: &str, base: i64) -> Value {
 
 #[tokio::test]
 async fn columnar_writes_raw_gzip_zstd_read_back_with_sql() {
-    let arc = ArcStandIn::start().await.unwrap();
+    let arc = instant_builder().start().await.unwrap();
     let c = Client::new(&arc);
     let raws: Vec<Vec<u8>> = ["a1", "a2", "a3"]
         .iter()
@@ -145,7 +153,7 @@ async fn columnar_writes_raw_gzip_zstd_read_back_with_sql() {
 
 #[tokio::test]
 async fn time_unit_is_detected_from_the_first_element() {
-    let arc = ArcStandIn::start().await.unwrap();
+    let arc = instant_builder().start().await.unwrap();
     let c = Client::new(&arc);
     for (unit, t) in [
         ("1s", 1_735_689_600_i64),
@@ -191,7 +199,7 @@ async fn malformed_writes_are_refused_like_arc() {
         max_decompressed_bytes: 16 << 10,
         ..Limits::default()
     };
-    let arc = ArcStandIn::builder().limits(limits).start().await.unwrap();
+    let arc = instant_builder().limits(limits).start().await.unwrap();
     let c = Client::new(&arc);
     let error = |body: &str| -> String {
         serde_json::from_str::<Value>(body).unwrap()["error"]
@@ -266,7 +274,7 @@ async fn malformed_writes_are_refused_like_arc() {
 
 #[tokio::test]
 async fn tokens_are_checked_like_arc() {
-    let arc = ArcStandIn::builder()
+    let arc = instant_builder()
         .token("tok-any", TokenGrant::any())
         .token("tok-acme", TokenGrant::databases(["acme"]))
         .token("tok-ro", TokenGrant::any().read_only())
@@ -327,7 +335,7 @@ async fn tokens_are_checked_like_arc() {
 
 #[tokio::test]
 async fn query_rules_follow_arc() {
-    let arc = ArcStandIn::start().await.unwrap();
+    let arc = instant_builder().start().await.unwrap();
     let c = Client::new(&arc);
     assert_eq!(
         c.write(Some("acme"), msgpack(&memories("a1", T0))).await.0,
@@ -401,7 +409,7 @@ async fn query_rules_follow_arc() {
 
 #[tokio::test]
 async fn status_and_auth_faults() {
-    let arc = ArcStandIn::start().await.unwrap();
+    let arc = instant_builder().start().await.unwrap();
     let c = Client::new(&arc);
     let faults = arc.faults();
     let body = || msgpack(&json!({"m": "m", "columns": {"time": [T0], "v": [1]}}));
@@ -440,7 +448,7 @@ async fn status_and_auth_faults() {
 
 #[tokio::test]
 async fn slow_stall_and_dropped_connection_faults() {
-    let arc = ArcStandIn::start().await.unwrap();
+    let arc = instant_builder().start().await.unwrap();
     let c = Client::new(&arc);
     let faults = arc.faults();
     let body = || msgpack(&json!({"m": "m", "columns": {"time": [T0], "v": [1]}}));
@@ -493,7 +501,7 @@ async fn slow_stall_and_dropped_connection_faults() {
         stall_max: Duration::from_millis(200),
         ..Limits::default()
     };
-    let short = ArcStandIn::builder().limits(limits).start().await.unwrap();
+    let short = instant_builder().limits(limits).start().await.unwrap();
     short.faults().inject(Fault::stall());
     let (status, _) = Client::new(&short).write(Some("acme"), body()).await;
     assert_eq!(status, 503);
@@ -522,11 +530,7 @@ async fn slow_stall_and_dropped_connection_faults() {
 
 #[tokio::test]
 async fn counting_only_mode_and_row_cap() {
-    let arc = ArcStandIn::builder()
-        .counting_only(true)
-        .start()
-        .await
-        .unwrap();
+    let arc = instant_builder().counting_only(true).start().await.unwrap();
     let c = Client::new(&arc);
     let n = 1_000;
     let times: Vec<i64> = (0..n).map(|i| T0 + i).collect();
@@ -540,7 +544,7 @@ async fn counting_only_mode_and_row_cap() {
         max_rows: 5,
         ..Limits::default()
     };
-    let arc = ArcStandIn::builder().limits(limits).start().await.unwrap();
+    let arc = instant_builder().limits(limits).start().await.unwrap();
     let c = Client::new(&arc);
     let three = msgpack(&json!({"m": "m", "columns": {"time": [T0, T0 + 1, T0 + 2]}}));
     assert_eq!(c.write(Some("acme"), three.clone()).await.0, 204);

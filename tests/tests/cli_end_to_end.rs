@@ -19,6 +19,7 @@ async fn full_cli_session_and_no_secret_at_rest_or_in_logs() {
         server: cp.url(),
         token: cp.admin_token().unwrap(),
     };
+    // instant answers (CostModel::instant): behaviour, not time
     let arc = ArcStandIn::start().await.unwrap();
     let arc_url = arc.url();
 

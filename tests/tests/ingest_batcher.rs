@@ -11,12 +11,18 @@ use memtrace_common::settings::{TenantLimits, WriteSettings};
 use memtrace_data_plane::arcdb::{ArcClient, MemoryRow, RetryPolicy};
 use memtrace_data_plane::ingest::{Ack, Batcher, IngestError};
 use memtrace_data_plane::snapshot::ArcRoute;
-use memtrace_tests::arc::{ArcStandIn, Fault, Target};
+use memtrace_tests::arc::{ArcStandIn, ArcStandInBuilder, CostModel, Fault, Target};
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 use tokio::time::timeout;
+
+/// A stand-in builder answering instantly (`CostModel::instant()`): these
+/// tests check behaviour, not time.
+fn instant_builder() -> ArcStandInBuilder {
+    ArcStandIn::builder().cost_model(CostModel::instant())
+}
 
 const DB: &str = "acme";
 const MEASUREMENT: &str = "memories";
@@ -113,7 +119,7 @@ async fn outcomes(acks: Vec<Ack>) -> Vec<Result<(), IngestError>> {
 
 #[tokio::test]
 async fn concurrent_submits_share_arc_requests_and_are_stored_once() {
-    let arc = ArcStandIn::start().await.unwrap();
+    let arc = instant_builder().start().await.unwrap();
     let b = batcher(&knobs(100, 20, 1_000));
     let r = route(&arc);
     let mut tasks = tokio::task::JoinSet::new();
@@ -145,7 +151,7 @@ async fn concurrent_submits_share_arc_requests_and_are_stored_once() {
 
 #[tokio::test]
 async fn ack_waits_for_arc_to_answer() {
-    let arc = ArcStandIn::start().await.unwrap();
+    let arc = instant_builder().start().await.unwrap();
     let b = batcher(&knobs(100, 5, 100));
     arc.faults()
         .inject(Fault::stall().on(Target::Writes).times(1));
@@ -160,7 +166,7 @@ async fn ack_waits_for_arc_to_answer() {
 
 #[tokio::test]
 async fn a_refused_batch_fails_every_waiter_and_stores_nothing() {
-    let arc = ArcStandIn::start().await.unwrap();
+    let arc = instant_builder().start().await.unwrap();
     let b = batcher(&knobs(100, 100, 100));
     arc.faults()
         .inject(Fault::status(400).on(Target::Writes).times(1));
@@ -179,7 +185,7 @@ async fn a_refused_batch_fails_every_waiter_and_stores_nothing() {
 
 #[tokio::test]
 async fn server_errors_are_retried_then_acked_once() {
-    let arc = ArcStandIn::start().await.unwrap();
+    let arc = instant_builder().start().await.unwrap();
     let b = batcher(&knobs(100, 5, 100));
     arc.faults()
         .inject(Fault::status(503).on(Target::Writes).times(2));
@@ -195,7 +201,7 @@ async fn server_errors_are_retried_then_acked_once() {
 
 #[tokio::test]
 async fn a_full_queue_refuses_at_once_and_loses_nothing() {
-    let arc = ArcStandIn::start().await.unwrap();
+    let arc = instant_builder().start().await.unwrap();
     let b = batcher(&knobs(4, 5, 10));
     let r = route(&arc);
     arc.faults().inject(Fault::stall().on(Target::Writes));
@@ -239,7 +245,7 @@ async fn a_full_queue_refuses_at_once_and_loses_nothing() {
 
 #[tokio::test]
 async fn close_flushes_queued_rows_without_waiting_for_linger() {
-    let arc = ArcStandIn::start().await.unwrap();
+    let arc = instant_builder().start().await.unwrap();
     let b = batcher(&knobs(1_000, 60_000, 100));
     let r = route(&arc);
     let acks = submit_each(&b, &r, 0, 5);
@@ -256,7 +262,7 @@ async fn close_flushes_queued_rows_without_waiting_for_linger() {
 
 #[tokio::test]
 async fn close_fails_what_arc_did_not_take_within_grace() {
-    let arc = ArcStandIn::start().await.unwrap();
+    let arc = instant_builder().start().await.unwrap();
     let b = batcher(&knobs(2, 5, 100));
     arc.faults().inject(Fault::stall().on(Target::Writes));
     let acks = submit_each(&b, &route(&arc), 0, 7);
@@ -273,7 +279,7 @@ async fn close_fails_what_arc_did_not_take_within_grace() {
 
 #[tokio::test]
 async fn batch_size_changes_apply_to_the_next_batch() {
-    let arc = ArcStandIn::start().await.unwrap();
+    let arc = instant_builder().start().await.unwrap();
     let k = knobs(5, 500, 100);
     let b = batcher(&k);
     let r = route(&arc);
@@ -305,7 +311,7 @@ async fn batch_size_changes_apply_to_the_next_batch() {
 
 #[tokio::test]
 async fn a_closed_org_fails_its_queue() {
-    let arc = ArcStandIn::start().await.unwrap();
+    let arc = instant_builder().start().await.unwrap();
     let b = batcher(&knobs(100, 60_000, 100));
     let acks = submit_each(&b, &route(&arc), 0, 3);
     assert!(b.close_org(ORG));
@@ -318,7 +324,7 @@ async fn a_closed_org_fails_its_queue() {
 
 #[tokio::test]
 async fn idle_flushers_exit_and_come_back() {
-    let arc = ArcStandIn::start().await.unwrap();
+    let arc = instant_builder().start().await.unwrap();
     let b = batcher(&knobs(100, 5, 100)).with_idle_timeout(Duration::from_millis(50));
     let r = route(&arc);
     timeout(WAIT, b.submit(ORG, r.clone(), vec![row(1)].into()).unwrap())
@@ -339,7 +345,7 @@ async fn idle_flushers_exit_and_come_back() {
 
 #[tokio::test]
 async fn an_idle_orgs_write_goes_out_at_once_and_busy_slots_gather_the_next_batch() {
-    let arc = ArcStandIn::start().await.unwrap();
+    let arc = instant_builder().start().await.unwrap();
     // a linger of a minute: only the adaptive close can answer quickly
     let b = batcher(&knobs(1_000, 60_000, 1_000));
     let r = route(&arc);
@@ -373,7 +379,7 @@ async fn an_idle_orgs_write_goes_out_at_once_and_busy_slots_gather_the_next_batc
 
 #[tokio::test]
 async fn a_batch_stays_open_no_longer_than_the_flush_interval() {
-    let arc = ArcStandIn::start().await.unwrap();
+    let arc = instant_builder().start().await.unwrap();
     // linger of a minute, flush interval 1 s (the knobs' fixed value)
     let b = batcher(&knobs(1_000, 60_000, 1_000));
     let r = route(&arc);
@@ -405,7 +411,7 @@ async fn a_batch_stays_open_no_longer_than_the_flush_interval() {
 
 #[tokio::test]
 async fn orgs_whose_route_is_gone_are_closed_and_others_kept() {
-    let arc = ArcStandIn::start().await.unwrap();
+    let arc = instant_builder().start().await.unwrap();
     let b = batcher(&knobs(100, 60_000, 100));
     let acks = submit_each(&b, &route(&arc), 0, 3);
     assert_eq!(
@@ -423,7 +429,7 @@ async fn orgs_whose_route_is_gone_are_closed_and_others_kept() {
 
 #[tokio::test]
 async fn a_large_batch_is_encoded_off_the_async_threads_and_stored() {
-    let arc = ArcStandIn::start().await.unwrap();
+    let arc = instant_builder().start().await.unwrap();
     let b = batcher(&knobs(1_000, 5, 1_000));
     let rows: Vec<MemoryRow> = (0..600).map(row).collect();
     let ack = b.submit(ORG, route(&arc), rows.into()).unwrap();

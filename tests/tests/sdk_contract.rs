@@ -73,6 +73,7 @@ async fn python_sdk_against_an_org_bound_to_arc() {
     // The venv first: a missing Python or a failed pip fails here, loudly.
     let python = sdk_python().await.unwrap();
     let c = Cluster::start(PREFIX).await.unwrap();
+    // instant answers (arc_with_token): behaviour, not time
     let arc = arc_with_token(ARC_TOKEN, ARC_DATABASE).await.unwrap();
     let key = org_with_key(&c, "sdk-arc", Some(&arc)).await;
     let worker = c.worker("sdk-arc", &[]).await.unwrap();

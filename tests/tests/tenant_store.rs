@@ -58,6 +58,7 @@ enum Harness {
 
 impl Harness {
     async fn arc() -> Self {
+        // instant answers (CostModel::instant): behaviour, not time
         let arc = ArcStandIn::start().await.unwrap();
         let client = ArcClient::new(Duration::from_secs(2), Duration::from_secs(10)).unwrap();
         let settings = |_org: &str| {

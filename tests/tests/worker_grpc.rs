@@ -57,6 +57,7 @@ async fn bound_org(c: &Cluster, arc: &ArcStandIn, name: &str) -> (String, String
     (org, key)
 }
 
+/// Answers instantly (see `arc_with_token`): behaviour, not time.
 async fn arc() -> ArcStandIn {
     arc_with_token(ARC_TOKEN, DB).await.unwrap()
 }

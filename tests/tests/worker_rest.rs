@@ -370,6 +370,7 @@ async fn every_route_on_the_embedded_store() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn arc_bound_org_and_unbound_org_without_embedded_store() {
     let c = Cluster::start(PREFIX).await.unwrap();
+    // instant answers (arc_with_token): behaviour, not time
     let arc = arc_with_token(ARC_TOKEN, ARC_DATABASE).await.unwrap();
     let bound = c.org("rest-arc").await.unwrap();
     c.add_arc(&bound, &arc.url(), ARC_DATABASE, Some(ARC_TOKEN))

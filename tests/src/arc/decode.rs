@@ -48,9 +48,10 @@ pub struct Decoded {
     pub skipped: Vec<String>,
 }
 
-/// Decompresses `body` by its first bytes (gzip `1f 8b`, zstd `28 b5 2f fd`,
-/// else raw), refusing output larger than `cap` bytes. Errors read like Arc's.
-pub fn decompress(body: &[u8], cap: usize) -> Result<Cow<'_, [u8]>, String> {
+/// Decompresses `body` by its first bytes (gzip `1f 8b`, zstd `28 b5 2f fd`
+/// unless `zstd` is false — a gzip-only build reads it as raw —, else raw),
+/// refusing output larger than `cap` bytes. Errors read like Arc's.
+pub fn decompress(body: &[u8], cap: usize, zstd: bool) -> Result<Cow<'_, [u8]>, String> {
     let limit = u64::try_from(cap).unwrap_or(u64::MAX).saturating_add(1);
     let mut out = Vec::new();
     if body.starts_with(&[0x1f, 0x8b]) {
@@ -64,7 +65,7 @@ pub fn decompress(body: &[u8], cap: usize) -> Result<Cow<'_, [u8]>, String> {
             ));
         }
         Ok(Cow::Owned(out))
-    } else if body.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
+    } else if zstd && body.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
         zstd::stream::read::Decoder::new(body)
             .and_then(|d| d.take(limit).read_to_end(&mut out))
             .map_err(|e| format!("Invalid zstd compression: {e}"))?;

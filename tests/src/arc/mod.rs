@@ -1,7 +1,9 @@
 //! An in-process stand-in for an Arc instance (Basekick Labs' time-series
-//! database), speaking Arc Go's HTTP protocol as documented in
-//! `shared/reference/arc-protocol.md`, for tests and benchmarks of the Arc
-//! adapter. Not Arc's code: a re-implementation of its observable contract.
+//! database: an HTTP API in front of DuckDB SQL over Parquet files), for
+//! tests and benchmarks of the Arc adapter. Not Arc's code: a
+//! re-implementation of the contract Arc Go shows its clients, as this
+//! module describes it; the repository's adapter (`data-plane/src/arcdb/`) is
+//! the other side of it.
 //!
 //! - `POST /api/v1/write/msgpack` — body gunzipped/unzstd'ed by magic bytes
 //!   (capped), ONE MessagePack value: columnar `{"m", "columns"}`, legacy row
@@ -11,18 +13,48 @@
 //!   `x-arc-database` (default `default`); names checked like Arc's. 204.
 //! - `POST /api/v1/query` — `{"sql"}`, Arc's guard and table-name rules (see
 //!   [`query`]), run for real on SQLite over the stored rows (see [`store`]),
-//!   answered with Arc's JSON envelope (`time` as RFC 3339 with `Z`).
-//!   `SHOW DATABASES` / `SHOW TABLES [FROM db]` are answered from the store.
+//!   answered with Arc's JSON envelope `{"success", "columns", "data",
+//!   "row_count", "execution_time_ms", "timestamp"}` (`time` as RFC 3339
+//!   with `Z`). `SHOW DATABASES` / `SHOW TABLES [FROM db]` are answered from
+//!   the store. Errors: `{"success": false, "error", "timestamp"}`.
 //! - `GET /health`, `GET /ready` — public, like Arc.
 //! - Auth: `Authorization: Bearer|Token <t>`, a bare `Authorization`, or
 //!   `x-api-key`, checked against the tokens configured here; none
-//!   configured = auth off (Arc's no-auth deployment).
-//! - [`Faults`]: runtime fault switches; [`Stats`]: per-database counters.
+//!   configured = auth off (Arc's no-auth deployment). 401 for a missing or
+//!   unknown token, 403 for a token without the permission or database.
+//!
+//! How it behaves like a real Arc, each switchable at start
+//! ([`ArcStandInBuilder`]) and at runtime ([`ArcStandIn`]):
+//! - [`CostModel`]: answers held as long as Arc would take (per statement,
+//!   per scanned row and column, per chunk; per write and row).
+//!   [`ArcStandIn::start`] answers instantly; anything that measures uses
+//!   `builder().cost_model(CostModel::arc_like())`, calibrated against a
+//!   real Arc on loopback (the fit and its arithmetic are in [`cost`]):
+//!   - ≈ 50 ms per statement, whatever it reads (planning, file listing);
+//!   - ≈ 100 ms for a plain recall (`SELECT * … WHERE org_id, agent_id …
+//!     LIMIT 20`) at ~1 M rows;
+//!   - ≈ 110 ms for a `content LIKE '%…%'` search at 930 K rows;
+//!   - ≈ 150 ms for one dedup lookup (`dedup_key IN (…270 keys…)`) on 6 M
+//!     rows — it reads 3 columns, hence the per-column term;
+//!   - ≈ 200 K rows/s of columnar MessagePack ingest from one client
+//!     (1,000-row gzip batches).
+//! - Visibility delay ([`buffer`]): rows readable only once Arc's buffer
+//!   for their measurement flushed (~5 s: 5 s or 50,000 rows by default),
+//!   and [`ArcStandIn::crash_unflushed`] loses what was not flushed. Off by
+//!   default (writes readable at once).
+//! - Gzip-only builds ([`ArcStandIn::set_gzip_only`]): some Arc builds do
+//!   not recognise zstd and read a zstd body as raw MessagePack, answering
+//!   400 `{"error":"Invalid MessagePack payload: expected a map or an array
+//!   at the top level"}` (the decoder's reason after the prefix).
+//! - [`Faults`]: error statuses, stalls, slowness, dropped connections.
+//! - [`Stats`]: per-database counters, statements run, rows scanned,
+//!   modelled and real engine time.
 //!
 //! Files: `server` (accept loop with a per-connection kill switch, health,
 //! fault application), `write` + `decode` (write path), `read` + `query` +
-//! `store` (query path on SQLite), `auth`, `faults`, `timefmt`, and `client`
-//! (body encoders and a raw HTTP client for tests).
+//! `scan` + `store` (query path on SQLite), `cost` and `buffer` (the Arc
+//! model), `auth`, `faults`, `timefmt`, and `client` (body encoders and a
+//! raw HTTP client for tests).
 //!
 //! ```ignore
 //! let arc = ArcStandIn::builder().token("t", TokenGrant::databases(["acme"])).start().await?;
@@ -33,26 +65,33 @@
 //! ```
 //!
 //! Where Arc answers differently from what one might expect:
-//! - a query on a table that does not exist yet fails: 500
-//!   `{"success":false,"error":"Query execution failed: IO Error: No files
-//!   found that match the pattern \"…/db/m/**/*.parquet\""}` (DuckDB finds
-//!   no Parquet files for the measurement);
+//! - a query on a table that does not exist yet (or whose rows are all
+//!   still buffered) fails: 500 `{"success":false,"error":"Query execution
+//!   failed: IO Error: No files found that match the pattern
+//!   \"…/db/m/**/*.parquet\""}` (DuckDB finds no Parquet files for the
+//!   measurement);
 //! - a decompressed body over the cap is a 400 (`Invalid gzip compression: …`),
 //!   only an oversized *wire* body is a 413 — as in Arc Go's handler;
-//! - the write is visible to queries at once (Arc: after its buffer flush,
-//!   by default up to 5 s later).
+//! - a write is readable only after its buffer flush (by default up to
+//!   7.5 s later); the stand-in shows it at once unless the visibility delay
+//!   is on.
 
 mod auth;
+pub mod buffer;
 pub mod client;
+pub mod cost;
 mod decode;
 mod faults;
 pub mod query;
 mod read;
+pub mod scan;
 mod server;
 pub mod store;
 mod timefmt;
 mod write;
 
+pub use buffer::Buffering;
+pub use cost::CostModel;
 pub use faults::{Fault, FaultKind, Faults, Target};
 pub use store::QueryOutput;
 pub use timefmt::{parse_timestamp, rfc3339_nano};
@@ -60,8 +99,9 @@ pub use timefmt::{parse_timestamp, rfc3339_nano};
 use axum::http::HeaderMap;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// What a token may do.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -162,6 +202,22 @@ pub struct Stats {
     pub write_requests: u64,
     /// Query requests received, whatever their outcome.
     pub query_requests: u64,
+    /// Statements that reached the engine (failed ones included).
+    pub statements: u64,
+    /// Rows of the tables those statements scanned, per scan (a self-join
+    /// counts its table twice).
+    pub rows_scanned: u64,
+    /// Their modelled time (each answer was held at least this long).
+    pub modelled_query_time: Duration,
+    /// The time SQLite actually spent on them.
+    pub engine_query_time: Duration,
+    /// Statements on which SQLite took longer than the model: their answer
+    /// came as late as SQLite's, not the model's.
+    pub engine_bound_statements: u64,
+    /// Modelled time of the accepted writes.
+    pub modelled_write_time: Duration,
+    /// Rows lost by [`ArcStandIn::crash_unflushed`].
+    pub rows_lost: u64,
 }
 
 impl Stats {
@@ -193,8 +249,10 @@ pub(crate) struct Shared {
     faults: Faults,
     last: Mutex<Option<RecordedRequest>>,
     health_calls: Mutex<Vec<HeaderMap>>,
-    ready: std::sync::atomic::AtomicBool,
-    started: std::time::Instant,
+    ready: AtomicBool,
+    started: Instant,
+    cost: RwLock<CostModel>,
+    gzip_only: AtomicBool,
 }
 
 /// Health calls kept for [`ArcStandIn::health_calls`].
@@ -204,13 +262,41 @@ impl Shared {
     fn stats_mut<R>(&self, f: impl FnOnce(&mut Stats) -> R) -> Option<R> {
         self.stats.lock().ok().map(|mut s| f(&mut s))
     }
+
+    fn cost_model(&self) -> CostModel {
+        self.cost
+            .read()
+            .map(|c| *c)
+            .unwrap_or_else(|_| CostModel::instant())
+    }
 }
 
 /// Configures and starts an [`ArcStandIn`].
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct ArcStandInBuilder {
     tokens: HashMap<String, TokenGrant>,
     limits: Limits,
+    cost: CostModel,
+    buffering: Buffering,
+    visibility_delay: bool,
+    gzip_only: bool,
+    indexes: Vec<String>,
+}
+
+impl Default for ArcStandInBuilder {
+    /// Auth off, default limits, instant answers, writes readable at once,
+    /// gzip and zstd accepted.
+    fn default() -> Self {
+        Self {
+            tokens: HashMap::new(),
+            limits: Limits::default(),
+            cost: CostModel::instant(),
+            buffering: Buffering::arc_default(),
+            visibility_delay: false,
+            gzip_only: false,
+            indexes: Vec::new(),
+        }
+    }
 }
 
 impl ArcStandInBuilder {
@@ -231,6 +317,39 @@ impl ArcStandInBuilder {
         self
     }
 
+    /// How long answers are held ([`CostModel::instant`] by default; use
+    /// [`CostModel::arc_like`] wherever something is measured).
+    pub fn cost_model(mut self, model: CostModel) -> Self {
+        self.cost = model;
+        self
+    }
+
+    /// When buffers flush (chunking, and visibility with the delay on).
+    pub fn buffering(mut self, buffering: Buffering) -> Self {
+        self.buffering = buffering;
+        self
+    }
+
+    /// On: rows become readable only once their buffer flushed.
+    pub fn visibility_delay(mut self, on: bool) -> Self {
+        self.visibility_delay = on;
+        self
+    }
+
+    /// On: zstd bodies are not recognised (a gzip-only Arc build).
+    pub fn gzip_only(mut self, on: bool) -> Self {
+        self.gzip_only = on;
+        self
+    }
+
+    /// SQLite indexes on these columns (of every table that has them), to
+    /// keep the stand-in's own engine under the modelled cost on big tables.
+    /// They change no answer and no modelled cost (Arc has no indexes).
+    pub fn engine_indexes<I: IntoIterator<Item = S>, S: Into<String>>(mut self, cols: I) -> Self {
+        self.indexes = cols.into_iter().map(Into::into).collect();
+        self
+    }
+
     /// Binds `127.0.0.1:0` and serves.
     pub async fn start(self) -> anyhow::Result<ArcStandIn> {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
@@ -240,7 +359,13 @@ impl ArcStandInBuilder {
     /// Serves on a listener the caller bound.
     pub fn serve(self, listener: tokio::net::TcpListener) -> anyhow::Result<ArcStandIn> {
         let addr = listener.local_addr()?;
-        let store = store::Store::open(self.limits.max_rows).map_err(anyhow::Error::msg)?;
+        let store = store::Store::open(
+            self.limits.max_rows,
+            &self.indexes,
+            self.buffering,
+            self.visibility_delay,
+        )
+        .map_err(anyhow::Error::msg)?;
         let shared = Arc::new(Shared {
             limits: self.limits,
             tokens: RwLock::new(self.tokens),
@@ -249,8 +374,10 @@ impl ArcStandInBuilder {
             faults: Faults::default(),
             last: Mutex::new(None),
             health_calls: Mutex::new(Vec::new()),
-            ready: std::sync::atomic::AtomicBool::new(true),
-            started: std::time::Instant::now(),
+            ready: AtomicBool::new(true),
+            started: Instant::now(),
+            cost: RwLock::new(self.cost),
+            gzip_only: AtomicBool::new(self.gzip_only),
         });
         let task = tokio::spawn(server::serve(listener, server::router(shared.clone())));
         Ok(ArcStandIn { shared, addr, task })
@@ -271,7 +398,9 @@ impl Drop for ArcStandIn {
 }
 
 impl ArcStandIn {
-    /// Default limits, auth off, on `127.0.0.1:0`.
+    /// Default limits, auth off, on `127.0.0.1:0`; instant answers and
+    /// writes readable at once (for tests that check behaviour only —
+    /// anything that measures starts one with [`CostModel::arc_like`]).
     pub async fn start() -> anyhow::Result<Self> {
         Self::builder().start().await
     }
@@ -318,9 +447,77 @@ impl ArcStandIn {
 
     /// `GET /ready` answers 503 `not_ready` while false.
     pub fn set_ready(&self, ready: bool) {
+        self.shared.ready.store(ready, Ordering::SeqCst);
+    }
+
+    /// The cost model in force.
+    pub fn cost_model(&self) -> CostModel {
+        self.shared.cost_model()
+    }
+
+    /// Replaces the cost model (requests already held keep their hold).
+    pub fn set_cost_model(&self, model: CostModel) {
+        if let Ok(mut c) = self.shared.cost.write() {
+            *c = model;
+        }
+    }
+
+    /// Turns gzip-only mode on or off.
+    pub fn set_gzip_only(&self, on: bool) {
+        self.shared.gzip_only.store(on, Ordering::SeqCst);
+    }
+
+    /// Changes the flush policy and the visibility delay; every buffer is
+    /// flushed first. Returns the rows that flush made readable.
+    pub fn set_buffering(
+        &self,
+        buffering: Buffering,
+        visibility_delay: bool,
+    ) -> anyhow::Result<u64> {
+        self.with_store(|s| s.set_buffering(buffering, visibility_delay))
+    }
+
+    /// Turns the visibility delay on or off (the flush policy stays).
+    pub fn set_visibility_delay(&self, on: bool) -> anyhow::Result<u64> {
+        self.with_store(|s| {
+            let (buffering, _) = s.buffering();
+            s.set_buffering(buffering, on)
+        })
+    }
+
+    /// Flushes every buffer now; returns the rows made readable.
+    pub fn flush_buffers(&self) -> anyhow::Result<u64> {
+        self.with_store(store::Store::flush_all)
+    }
+
+    /// Loses every row not flushed yet, as Arc without its WAL does when it
+    /// crashes or restarts; returns how many. Rows whose buffer was due
+    /// are flushed first and survive.
+    pub fn crash_unflushed(&self) -> anyhow::Result<u64> {
+        let lost = self.with_store(|s| s.crash_unflushed(Instant::now()))?;
+        self.shared.stats_mut(|st| st.rows_lost += lost);
+        Ok(lost)
+    }
+
+    /// Rows of `database`.`measurement` accepted but not readable yet.
+    pub fn buffered_rows(&self, database: &str, measurement: &str) -> u64 {
         self.shared
-            .ready
-            .store(ready, std::sync::atomic::Ordering::SeqCst);
+            .store
+            .lock()
+            .map(|s| s.held_rows(database, measurement))
+            .unwrap_or(0)
+    }
+
+    fn with_store<R>(
+        &self,
+        f: impl FnOnce(&mut store::Store) -> Result<R, store::StoreError>,
+    ) -> anyhow::Result<R> {
+        let mut s = self
+            .shared
+            .store
+            .lock()
+            .map_err(|_| anyhow::anyhow!("stand-in store poisoned"))?;
+        f(&mut s).map_err(|e| anyhow::anyhow!("stand-in store: {e:?}"))
     }
 
     /// Adds or replaces a token (auth turns on with the first one).
@@ -337,16 +534,21 @@ impl ArcStandIn {
         }
     }
 
-    /// Rows stored in `database`.`measurement`.
+    /// Readable rows of `database`.`measurement` (flushed, when the
+    /// visibility delay is on; buffers due by now count as flushed).
     pub fn row_count(&self, database: &str, measurement: &str) -> u64 {
         self.shared
             .store
             .lock()
-            .map(|s| s.row_count(database, measurement))
+            .ok()
+            .and_then(|mut s| {
+                s.settle(Instant::now()).ok()?;
+                Some(s.row_count(database, measurement))
+            })
             .unwrap_or(0)
     }
 
-    /// Every stored row of `database`.`measurement` by time, as column →
+    /// Every readable row of `database`.`measurement` by time, as column →
     /// value maps rendered as the query endpoint renders them.
     pub async fn rows(
         &self,
@@ -367,7 +569,8 @@ impl ArcStandIn {
     }
 
     /// Runs `sql` as a query with `x-arc-database: database` would run
-    /// (same guard, rewrite and rendering; no auth, faults or counters).
+    /// (same guard, rewrite, rendering and visibility; no auth, faults,
+    /// counters or modelled hold).
     pub async fn query(&self, database: &str, sql: &str) -> anyhow::Result<QueryOutput> {
         read::run_query(&self.shared, Some(database), sql)
             .await

@@ -303,7 +303,7 @@ fn time_literals(masked: &str) -> Result<HashSet<usize>, Refusal> {
 /// Replaces each single-quoted literal with `\u{1}<n>\u{1}` (its index in the
 /// returned list, which keeps the literal with its quotes) and drops
 /// comments; double-quoted identifiers are copied as they are.
-fn mask(sql: &str) -> (String, Vec<String>) {
+pub(super) fn mask(sql: &str) -> (String, Vec<String>) {
     let mut out = String::with_capacity(sql.len());
     let mut lits = Vec::new();
     let mut it = sql.char_indices().peekable();

@@ -1,8 +1,13 @@
 //! `POST /api/v1/query`: faults, auth, Arc's SQL checks, the rewrite, the
 //! run on SQLite, and Arc's JSON envelope; `SHOW DATABASES|TABLES` too.
+//! A statement that reaches the engine is charged by the [`CostModel`]
+//! (its scans as the store counts them) and its answer held until
+//! `max(actual time, modelled cost)`, counted from the end of the fault
+//! handling.
 
 use super::Shared;
 use super::auth::{authenticate, authorize, header_db};
+use super::cost::{CostModel, ScanShape};
 use super::faults::Target;
 use super::query::{self, Refusal, Rewritten};
 use super::server::{
@@ -18,7 +23,7 @@ use axum::response::Response;
 use regex::Regex;
 use serde_json::{Value, json};
 use std::sync::{Arc, LazyLock};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// Largest query request body.
 const MAX_QUERY_BODY: usize = 1 << 20;
@@ -41,11 +46,11 @@ async fn query_inner(
     headers: &HeaderMap,
     body: Body,
 ) -> Response {
-    let started = Instant::now();
     let after = match apply_faults(s, conn, Target::Queries).await {
         Ok(after) => after,
         Err(resp) => return resp,
     };
+    let started = Instant::now();
     let grant = match authenticate(s, headers) {
         Ok(g) => g,
         Err(f) => return auth_failure(f),
@@ -85,7 +90,21 @@ async fn query_inner(
         return auth_failure(f);
     }
     let dbs: Vec<String> = dbs.into_iter().map(str::to_string).collect();
-    let out = match execute(s, prepared).await {
+    let model = s.cost_model();
+    let (out, charge) = execute(s, prepared, model).await;
+    if let Some(c) = &charge {
+        s.stats_mut(|st| {
+            st.statements += 1;
+            st.rows_scanned += c.rows;
+            st.modelled_query_time += c.modelled;
+            st.engine_query_time += c.engine;
+            if c.engine > c.modelled {
+                st.engine_bound_statements += 1;
+            }
+        });
+        hold(started, c.modelled).await;
+    }
+    let out = match out {
         Ok(out) => out,
         Err(f) => return query_error(f),
     };
@@ -149,44 +168,92 @@ fn prepare(header_db: Option<&str>, sql: &str) -> Result<Prepared, Failure> {
         })
 }
 
-async fn execute(s: &Arc<Shared>, prepared: Prepared) -> Result<QueryOutput, Failure> {
+/// What one statement cost: its modelled time, the real engine time and
+/// the rows of the tables it scanned.
+struct Charge {
+    modelled: Duration,
+    engine: Duration,
+    rows: u64,
+}
+
+/// Sleeps until `started + modelled` (nothing if that has passed).
+pub(super) async fn hold(started: Instant, modelled: Duration) {
+    let until = started + modelled;
+    if until > Instant::now() {
+        tokio::time::sleep_until(until.into()).await;
+    }
+}
+
+/// Runs the statement on the store; the charge is `None` when it did not
+/// reach the engine (refused before, or the store is unusable).
+async fn execute(
+    s: &Arc<Shared>,
+    prepared: Prepared,
+    model: CostModel,
+) -> (Result<QueryOutput, Failure>, Option<Charge>) {
     let internal = |m: String| (StatusCode::INTERNAL_SERVER_ERROR, m);
     let store = s.store.clone();
     let max_rows = s.limits.max_query_rows;
     let job = move || {
-        let store = store
-            .lock()
-            .map_err(|_| internal("store poisoned".into()))?;
+        let Ok(mut store) = store.lock() else {
+            return (Err(internal("store poisoned".into())), None);
+        };
+        if let Err(e) = store.settle(Instant::now()) {
+            return (Err(internal(format!("buffer flush failed: {e:?}"))), None);
+        }
         let tables = || store.tables().into_iter();
+        let metadata = Charge {
+            modelled: model.statement_cost(&[]),
+            engine: Duration::ZERO,
+            rows: 0,
+        };
         match prepared {
             Prepared::ShowDatabases => {
                 let mut dbs: Vec<String> = tables().map(|(db, _)| db).collect();
                 dbs.dedup();
-                Ok(QueryOutput {
+                let out = QueryOutput {
                     columns: vec!["database".into()],
                     data: dbs.into_iter().map(|d| vec![Value::from(d)]).collect(),
-                })
+                };
+                (Ok(out), Some(metadata))
             }
-            Prepared::ShowTables(db) => Ok(QueryOutput {
-                columns: [
-                    "database",
-                    "table_name",
-                    "storage_path",
-                    "file_count",
-                    "total_size_mb",
-                ]
-                .map(String::from)
-                .to_vec(),
-                data: tables()
-                    .filter(|(d, _)| *d == db)
-                    .map(|(d, m)| {
-                        let path = format!("standin://{d}/{m}/");
-                        vec![d.into(), m.into(), path.into(), 1.into(), 0.into()]
-                    })
-                    .collect(),
-            }),
+            Prepared::ShowTables(db) => {
+                let out = QueryOutput {
+                    columns: [
+                        "database",
+                        "table_name",
+                        "storage_path",
+                        "file_count",
+                        "total_size_mb",
+                    ]
+                    .map(String::from)
+                    .to_vec(),
+                    data: tables()
+                        .filter(|(d, _)| *d == db)
+                        .map(|(d, m)| {
+                            let path = format!("standin://{d}/{m}/");
+                            vec![d.into(), m.into(), path.into(), 1.into(), 0.into()]
+                        })
+                        .collect(),
+                };
+                (Ok(out), Some(metadata))
+            }
             Prepared::Select(r) => {
-                store
+                let mut shapes = Vec::new();
+                for scan in super::scan::scans(&r.sql) {
+                    match store.scan_shape(&scan) {
+                        // every row still buffered: no Parquet file yet
+                        Some(shape) if shape.rows == 0 => {
+                            let missing =
+                                format!("no such table: {}.{}", scan.database, scan.measurement);
+                            return (Err(internal(engine_failure(&missing))), Some(metadata));
+                        }
+                        Some(shape) => shapes.push(shape),
+                        None => {}
+                    }
+                }
+                let ran = Instant::now();
+                let out = store
                     .query(&r.sql, max_rows, &r.time_aliases)
                     .map_err(|e| match e {
                         QueryError::Engine(m) => internal(engine_failure(&m)),
@@ -196,13 +263,20 @@ async fn execute(s: &Arc<Shared>, prepared: Prepared) -> Result<QueryOutput, Fai
                         QueryError::TooLarge(n) => internal(format!(
                             "Query execution failed: result exceeds the stand-in's {n}-row cap"
                         )),
-                    })
+                    });
+                let charge = Charge {
+                    modelled: model.statement_cost(&shapes),
+                    engine: ran.elapsed(),
+                    rows: shapes.iter().map(|s: &ScanShape| s.rows).sum(),
+                };
+                (out, Some(charge))
             }
         }
     };
-    tokio::task::spawn_blocking(job)
-        .await
-        .map_err(|e| internal(e.to_string()))?
+    match tokio::task::spawn_blocking(job).await {
+        Ok(done) => done,
+        Err(e) => (Err(internal(e.to_string())), None),
+    }
 }
 
 /// The query pipeline without HTTP, auth, faults or counters.
@@ -212,7 +286,7 @@ pub(crate) async fn run_query(
     sql: &str,
 ) -> Result<QueryOutput, Failure> {
     let prepared = prepare(header_db, sql)?;
-    execute(s, prepared).await
+    execute(s, prepared, CostModel::instant()).await.0
 }
 
 /// Arc's message for an engine failure. A table the store does not have is

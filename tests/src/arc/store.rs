@@ -10,13 +10,25 @@
 //! other type mismatch is refused with 400, which is stricter than Arc (Arc
 //! would write a second Parquet file with the other type and may fail at
 //! query time instead).
+//!
+//! Rows pass through each table's buffer ([`super::buffer`]): with the
+//! visibility delay on they are inserted only when it flushes; counts and
+//! listings (`row_count`, `tables`) show readable rows only. A table whose
+//! rows are all still buffered reads as missing, as in Arc (no Parquet file
+//! yet). Optional SQLite indexes ([`Store::open`]'s `indexes`) make the
+//! stand-in's own engine faster on big tables; they change no answer and
+//! no modelled cost.
 
+use super::buffer::{Buffering, Chunks};
+use super::cost::ScanShape;
 use super::decode::{Batch, Cell};
+use super::scan::{Columns, Scan};
 use super::timefmt::rfc3339_nano;
 use rusqlite::Connection;
 use rusqlite::types::{ToSqlOutput, ValueRef};
 use serde_json::Value;
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::time::Instant;
 
 /// Declared type of the `time` column; result columns with this declared
 /// type are rendered as RFC 3339 strings.
@@ -79,7 +91,9 @@ impl ColType {
 struct Table {
     /// lower-cased name → (name as first written, type)
     cols: HashMap<String, (String, ColType)>,
+    /// Readable (inserted) rows.
     rows: u64,
+    chunks: Chunks,
 }
 
 /// Why an insert failed, mapped to an HTTP status by the caller.
@@ -103,9 +117,19 @@ pub struct QueryOutput {
 pub struct Store {
     conn: Connection,
     tables: BTreeMap<(String, String), Table>,
+    /// Readable rows over all tables.
     total_rows: u64,
     max_rows: u64,
+    /// Lower-cased column names that get a SQLite index.
+    indexes: HashSet<String>,
+    buffering: Buffering,
+    /// Visibility delay: rows readable only once their buffer flushed.
+    hold: bool,
+    /// Where flush ticks are counted from.
+    epoch: Instant,
 }
+
+type Key = (String, String);
 
 /// `"name"` with embedded quotes doubled.
 pub fn quote_ident(name: &str) -> String {
@@ -118,7 +142,14 @@ pub fn table_ident(database: &str, measurement: &str) -> String {
 }
 
 impl Store {
-    pub fn open(max_rows: u64) -> Result<Self, String> {
+    /// An empty store capped at `max_rows` rows; columns named in `indexes`
+    /// get a SQLite index when they first appear.
+    pub fn open(
+        max_rows: u64,
+        indexes: &[String],
+        buffering: Buffering,
+        hold: bool,
+    ) -> Result<Self, String> {
         let conn = Connection::open_in_memory().map_err(|e| e.to_string())?;
         // DuckDB's LIKE is case-sensitive; SQLite's is not unless asked.
         conn.execute_batch("PRAGMA case_sensitive_like = ON;")
@@ -135,6 +166,10 @@ impl Store {
             tables: BTreeMap::new(),
             total_rows: 0,
             max_rows,
+            indexes: indexes.iter().map(|c| c.to_ascii_lowercase()).collect(),
+            buffering,
+            hold,
+            epoch: Instant::now(),
         })
     }
 
@@ -142,30 +177,118 @@ impl Store {
         self.total_rows
     }
 
+    /// Readable rows of `database`.`measurement`.
     pub fn row_count(&self, database: &str, measurement: &str) -> u64 {
+        self.table(database, measurement).map_or(0, |t| t.rows)
+    }
+
+    /// Rows of `database`.`measurement` still held in its buffer.
+    pub fn held_rows(&self, database: &str, measurement: &str) -> u64 {
+        self.table(database, measurement)
+            .map_or(0, |t| t.chunks.held_rows())
+    }
+
+    fn table(&self, database: &str, measurement: &str) -> Option<&Table> {
         self.tables
             .get(&(database.to_string(), measurement.to_string()))
-            .map_or(0, |t| t.rows)
     }
 
-    /// (database, measurement) pairs that hold rows.
+    /// (database, measurement) pairs that hold readable rows.
     pub fn tables(&self) -> Vec<(String, String)> {
-        self.tables.keys().cloned().collect()
+        self.tables
+            .iter()
+            .filter(|(_, t)| t.rows > 0)
+            .map(|(k, _)| k.clone())
+            .collect()
     }
 
-    /// Appends `batch` to `database`; all or nothing.
-    pub fn insert(&mut self, database: &str, batch: &Batch) -> Result<(), StoreError> {
+    pub fn buffering(&self) -> (Buffering, bool) {
+        (self.buffering, self.hold)
+    }
+
+    /// Changes the flush policy and the visibility delay; every buffer is
+    /// flushed first, so no row changes mode half-way.
+    pub fn set_buffering(&mut self, buffering: Buffering, hold: bool) -> Result<u64, StoreError> {
+        let flushed = self.flush_all()?;
+        self.buffering = buffering;
+        self.hold = hold;
+        Ok(flushed)
+    }
+
+    /// Writes out every buffer that is due at `now`.
+    pub fn settle(&mut self, now: Instant) -> Result<(), StoreError> {
+        let due: Vec<(Key, Vec<Batch>)> = self
+            .tables
+            .iter_mut()
+            .filter_map(|(k, t)| t.chunks.take_due(now).map(|b| (k.clone(), b)))
+            .collect();
+        for (key, batches) in due {
+            self.append_all(&key, &batches)?;
+        }
+        Ok(())
+    }
+
+    /// Writes out every buffer now; returns the rows that became readable.
+    pub fn flush_all(&mut self) -> Result<u64, StoreError> {
+        let open: Vec<(Key, Vec<Batch>)> = self
+            .tables
+            .iter_mut()
+            .filter_map(|(k, t)| t.chunks.close().map(|b| (k.clone(), b)))
+            .collect();
+        let mut rows = 0;
+        for (key, batches) in open {
+            rows += batches.iter().map(|b| b.rows() as u64).sum::<u64>();
+            self.append_all(&key, &batches)?;
+        }
+        Ok(rows)
+    }
+
+    /// Drops every held (unflushed) row, as Arc without WAL loses them in a
+    /// crash; buffers due before `now` were flushed and survive. Returns the
+    /// rows lost.
+    pub fn crash_unflushed(&mut self, now: Instant) -> Result<u64, StoreError> {
+        self.settle(now)?;
+        Ok(self.tables.values_mut().map(|t| t.chunks.crash()).sum())
+    }
+
+    /// Accepts `batch` into `database`: its types are checked (and new
+    /// columns added) now; its rows are inserted now or, with the
+    /// visibility delay on, when its buffer flushes. All or nothing.
+    pub fn write(&mut self, database: &str, batch: Batch, now: Instant) -> Result<(), StoreError> {
+        self.settle(now)?;
         let rows = batch.rows() as u64;
-        if self.total_rows.saturating_add(rows) > self.max_rows {
+        let held: u64 = self.tables.values().map(|t| t.chunks.held_rows()).sum();
+        let stored = self.total_rows + held;
+        if stored.saturating_add(rows) > self.max_rows {
             return Err(StoreError::Full(format!(
-                "stand-in row cap reached ({} rows stored, cap {})",
-                self.total_rows, self.max_rows
+                "stand-in row cap reached ({stored} rows stored, cap {})",
+                self.max_rows
             )));
         }
         let key = (database.to_string(), batch.measurement.clone());
-        let existing = self.tables.get(&key);
+        self.declare(&key, &batch)?;
+        let (epoch, policy) = (self.epoch, self.buffering);
+        let flush = if self.hold {
+            let chunks = &mut self.tables.entry(key.clone()).or_default().chunks;
+            chunks.add(epoch, now, policy, rows, Some(batch))
+        } else {
+            self.append_all(&key, std::slice::from_ref(&batch))?;
+            let chunks = &mut self.tables.entry(key.clone()).or_default().chunks;
+            chunks.add(epoch, now, policy, rows, None)
+        };
+        if let Some(batches) = flush {
+            self.append_all(&key, &batches)?;
+        }
+        Ok(())
+    }
+
+    /// Checks `batch` against the table's column types and creates the
+    /// table and any new column (the schema exists before rows are
+    /// readable, so held batches are checked when they are accepted).
+    fn declare(&mut self, key: &Key, batch: &Batch) -> Result<(), StoreError> {
+        let (database, measurement) = (&key.0, &key.1);
+        let existing = self.tables.get(key);
         // Types per batch column: the table's, else the first non-nil value's.
-        let mut types = Vec::with_capacity(batch.columns.len());
         let mut new_cols = Vec::new();
         for (name, values) in &batch.columns {
             let lower = name.to_ascii_lowercase();
@@ -183,25 +306,69 @@ impl Store {
                     ty.decl()
                 )));
             }
-            types.push(ty);
         }
-        let table = table_ident(database, &batch.measurement);
+        let table = table_ident(database, measurement);
         let internal = |e: rusqlite::Error| StoreError::Internal(e.to_string());
+        let create = existing.is_none();
+        if create || !new_cols.is_empty() {
+            let tx = self.conn.transaction().map_err(internal)?;
+            if create {
+                tx.execute_batch(&format!(
+                    "CREATE TABLE {table} (\"time\" {TIME_DECL} NOT NULL)"
+                ))
+                .map_err(internal)?;
+            }
+            let index = |column: &str| {
+                let name = quote_ident(&format!("{database}.{measurement}.{column}"));
+                format!("CREATE INDEX {name} ON {table} ({})", quote_ident(column))
+            };
+            if create && self.indexes.contains("time") {
+                tx.execute_batch(&index("time")).map_err(internal)?;
+            }
+            for (lower, name, ty) in &new_cols {
+                tx.execute_batch(&format!(
+                    "ALTER TABLE {table} ADD COLUMN {} {}",
+                    quote_ident(name),
+                    ty.decl()
+                ))
+                .map_err(internal)?;
+                if self.indexes.contains(lower) {
+                    tx.execute_batch(&index(name)).map_err(internal)?;
+                }
+            }
+            tx.commit().map_err(internal)?;
+        }
+        let t = self.tables.entry(key.clone()).or_default();
+        for (lower, name, ty) in new_cols {
+            t.cols.insert(lower, (name, ty));
+        }
+        Ok(())
+    }
+
+    fn append_all(&mut self, key: &Key, batches: &[Batch]) -> Result<(), StoreError> {
+        for b in batches {
+            self.append(key, b)?;
+        }
+        Ok(())
+    }
+
+    /// Inserts the rows of a declared `batch`; all or nothing.
+    fn append(&mut self, key: &Key, batch: &Batch) -> Result<(), StoreError> {
+        let internal = |e: rusqlite::Error| StoreError::Internal(e.to_string());
+        let Some(t) = self.tables.get(key) else {
+            return Err(StoreError::Internal("append to an undeclared table".into()));
+        };
+        let types: Vec<ColType> = batch
+            .columns
+            .iter()
+            .map(|(name, _)| {
+                t.cols
+                    .get(&name.to_ascii_lowercase())
+                    .map_or(ColType::Text, |(_, ty)| *ty)
+            })
+            .collect();
+        let table = table_ident(&key.0, &key.1);
         let tx = self.conn.transaction().map_err(internal)?;
-        if existing.is_none() {
-            tx.execute_batch(&format!(
-                "CREATE TABLE {table} (\"time\" {TIME_DECL} NOT NULL)"
-            ))
-            .map_err(internal)?;
-        }
-        for (_, name, ty) in &new_cols {
-            tx.execute_batch(&format!(
-                "ALTER TABLE {table} ADD COLUMN {} {}",
-                quote_ident(name),
-                ty.decl()
-            ))
-            .map_err(internal)?;
-        }
         let names: Vec<String> = std::iter::once("\"time\"".to_string())
             .chain(batch.columns.iter().map(|(n, _)| quote_ident(n)))
             .collect();
@@ -225,13 +392,33 @@ impl Store {
             }
         }
         tx.commit().map_err(internal)?;
-        let t = self.tables.entry(key).or_default();
-        for (lower, name, ty) in new_cols {
-            t.cols.insert(lower, (name, ty));
+        let rows = batch.rows() as u64;
+        if let Some(t) = self.tables.get_mut(key) {
+            t.rows += rows;
         }
-        t.rows += rows;
         self.total_rows += rows;
         Ok(())
+    }
+
+    /// What `scan` reads, or `None` for a table the store does not know.
+    /// `Some` with zero rows: the table's rows are all still buffered.
+    pub fn scan_shape(&self, scan: &Scan) -> Option<ScanShape> {
+        let t = self.table(&scan.database, &scan.measurement)?;
+        let all = t.cols.len() as u64 + 1; // + time
+        let columns = match &scan.columns {
+            Columns::All => all,
+            Columns::Named(words) => {
+                let time = u64::from(words.contains("time"));
+                let named = t.cols.keys().filter(|c| words.contains(*c)).count() as u64;
+                (named + time).max(1)
+            }
+        };
+        Some(ScanShape {
+            rows: t.rows,
+            columns,
+            patterns: u64::from(scan.patterns),
+            chunks: t.chunks.readable(),
+        })
     }
 
     /// Runs one read-only statement (already rewritten to internal table

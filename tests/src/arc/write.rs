@@ -1,9 +1,15 @@
 //! `POST /api/v1/write/msgpack`: faults, auth, body, decode, store, 204.
+//! An accepted write is held until `max(actual time, modelled cost)`
+//! ([`super::CostModel::write_cost`]), counted from the end of the fault
+//! handling. On a gzip-only build ([`super::ArcStandIn::set_gzip_only`]) a
+//! zstd body is not recognised: it is read as raw MessagePack and fails
+//! decoding with `Invalid MessagePack payload: …` (400), as such builds do.
 
 use super::Shared;
 use super::auth::{authenticate, authorize, header_db, valid_name};
 use super::decode::{decode, decompress};
 use super::faults::Target;
+use super::read::hold;
 use super::server::{
     ConnKill, Failure, WRITE_PATH, apply_faults, auth_failure, injected, read_body, write_error,
 };
@@ -14,6 +20,8 @@ use axum::extract::{Extension, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Instant;
 
 pub(super) async fn write(
     State(s): State<Arc<Shared>>,
@@ -43,6 +51,7 @@ async fn write_inner(
         Ok(after) => after,
         Err(resp) => return resp,
     };
+    let started = Instant::now();
     let grant = match authenticate(s, headers) {
         Ok(g) => g,
         Err(f) => return auth_failure(f),
@@ -69,6 +78,9 @@ async fn write_inner(
         Ok(Err(f)) => return write_error(f),
         Err(e) => return write_error((StatusCode::INTERNAL_SERVER_ERROR, e.to_string())),
     };
+    let modelled = s.cost_model().write_cost(ingested.rows);
+    s.stats_mut(|st| st.modelled_write_time += modelled);
+    hold(started, modelled).await;
     s.stats_mut(|st| {
         let d = st.databases.entry(db).or_default();
         d.write_requests += 1;
@@ -86,7 +98,8 @@ async fn write_inner(
 /// Decompress, decode, validate names, store (unless counting only).
 fn ingest(s: &Shared, db: &str, body: &[u8]) -> Result<Ingested, Failure> {
     let bad = |m: String| (StatusCode::BAD_REQUEST, m);
-    let payload = decompress(body, s.limits.max_decompressed_bytes).map_err(bad)?;
+    let zstd = !s.gzip_only.load(Ordering::SeqCst);
+    let payload = decompress(body, s.limits.max_decompressed_bytes, zstd).map_err(bad)?;
     let decoded =
         decode(&payload, now_us()).map_err(|e| bad(format!("Invalid MessagePack payload: {e}")))?;
     for b in &decoded.batches {
@@ -98,6 +111,8 @@ fn ingest(s: &Shared, db: &str, body: &[u8]) -> Result<Ingested, Failure> {
             )));
         }
     }
+    let rows = decoded.batches.iter().map(|b| b.rows() as u64).sum();
+    let skipped = decoded.skipped.len() as u64;
     if !s.limits.counting_only {
         let mut store = s.store.lock().map_err(|_| {
             (
@@ -105,8 +120,9 @@ fn ingest(s: &Shared, db: &str, body: &[u8]) -> Result<Ingested, Failure> {
                 "store poisoned".to_string(),
             )
         })?;
-        for b in &decoded.batches {
-            store.insert(db, b).map_err(|e| match e {
+        let now = Instant::now();
+        for b in decoded.batches {
+            store.write(db, b, now).map_err(|e| match e {
                 StoreError::Full(m) => (StatusCode::INSUFFICIENT_STORAGE, m),
                 StoreError::Mismatch(m) => bad(format!("Failed to write records: {m}")),
                 StoreError::Internal(m) => (
@@ -117,8 +133,8 @@ fn ingest(s: &Shared, db: &str, body: &[u8]) -> Result<Ingested, Failure> {
         }
     }
     Ok(Ingested {
-        rows: decoded.batches.iter().map(|b| b.rows() as u64).sum(),
+        rows,
         decoded_bytes: payload.len() as u64,
-        skipped: decoded.skipped.len() as u64,
+        skipped,
     })
 }

@@ -1,29 +1,44 @@
 //! Ingest benchmark of the worker (issue 4's figures). Real etcd, the real
-//! control-plane and worker binaries (release), an in-process Arc stand-in
-//! that decodes and counts every write. Phases, all bounded in time and
+//! control-plane and worker binaries (release), and an in-process Arc
+//! stand-in that decodes and counts every write, its answers held by the
+//! calibrated cost model (`--cost-model arc`, the default; `instant` is
+//! the stand-in without it) — or an Arc already running on loopback
+//! (`--arc-url URL --arc-token-file FILE`). Phases, all bounded in time and
 //! count and aimed at 127.0.0.1 only:
 //!
 //! 1. direct: the load generator posts pre-encoded batches straight to the
-//!    stand-in: the ceiling of this machine and stand-in;
-//! 2. grpc: `StreamMemories` into the worker, which batches into the
-//!    stand-in; reported as events/s and as a ratio of the direct rate;
+//!    Arc: with the stand-in, once answered instantly (the ceiling of this
+//!    machine and stand-in) and once under the cost model (the ceiling a
+//!    real Arc allows, ≈ 200 K rows/s per client);
+//! 2. grpc: `StreamMemories` into the worker, which batches into the Arc;
+//!    reported as events/s and as a ratio of the direct rate under the same
+//!    model;
 //! 3. rest: single-memory POSTs shaped like the SDK's `remember` at
 //!    concurrency 64: req/s, p50/p99;
 //! 4. rss: the worker's resident set idle, and while Arc stalls every write
 //!    (gRPC streams fill the org's bounded queue and get RESOURCE_EXHAUSTED),
-//!    then after the stall is released.
+//!    then after the stall is released (stand-in only: it needs the
+//!    stand-in's fault switch).
 //!
 //! Run with `scripts/bench.sh ingest` (release build).
 
 use anyhow::{Context, bail};
-use memtrace_tests::arc::{ArcStandIn, Fault, Target};
+use memtrace_data_plane::arcdb::Compression;
+use memtrace_tests::arc::{ArcStandIn, CostModel, Fault, Target};
+use memtrace_tests::bench::{ArcUnderTest, ExternalArcFlags, mib};
 use memtrace_tests::cluster::{Cluster, eventually};
-use memtrace_tests::load::{self, Bounds, Run, cpu_time, rss_kib};
+use memtrace_tests::load::{self, Bounds, DirectTarget, Run, cpu_time, rss_kib};
 use std::time::{Duration, Instant};
 
 const USAGE: &str = "usage: ingest-bench [--seconds N (10)] [--rows N per batch (1000)] \
 [--streams N (4)] [--window N unacknowledged batches per stream (8)] \
-[--concurrency N REST clients (64)] [--dedup on|off (on)]";
+[--concurrency N REST clients (64)] [--dedup on|off (on)] \
+[--cost-model arc|instant (arc)] [--compression zstd|gzip of the direct phase (zstd)] \
+[--arc-url URL --arc-token-file FILE (an Arc already running on loopback instead of the stand-in)]";
+
+/// The measurement the worker writes memories to (the control plane's
+/// default for a binding).
+const MEASUREMENT: &str = "events";
 
 struct Args {
     seconds: u64,
@@ -32,6 +47,9 @@ struct Args {
     window: usize,
     concurrency: usize,
     dedup: bool,
+    model: CostModel,
+    compression: Compression,
+    external: Option<(String, String)>,
 }
 
 fn args() -> anyhow::Result<Args> {
@@ -42,7 +60,11 @@ fn args() -> anyhow::Result<Args> {
         window: 8,
         concurrency: 64,
         dedup: true,
+        model: CostModel::arc_like(),
+        compression: Compression::Zstd,
+        external: None,
     };
+    let mut external = ExternalArcFlags::default();
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
         if flag == "--help" || flag == "-h" {
@@ -52,17 +74,39 @@ fn args() -> anyhow::Result<Args> {
         let value = it
             .next()
             .with_context(|| format!("{flag} needs a value\n{USAGE}"))?;
-        if flag == "--dedup" {
-            a.dedup = match value.as_str() {
-                "on" => true,
-                "off" => false,
-                other => bail!("--dedup takes on or off, got {other}"),
-            };
+        if external.take(&flag, &value) {
             continue;
+        }
+        match flag.as_str() {
+            "--dedup" => {
+                a.dedup = match value.as_str() {
+                    "on" => true,
+                    "off" => false,
+                    other => bail!("--dedup takes on or off, got {other}\n{USAGE}"),
+                };
+                continue;
+            }
+            "--cost-model" => {
+                a.model = match value.as_str() {
+                    "arc" => CostModel::arc_like(),
+                    "instant" => CostModel::instant(),
+                    other => bail!("--cost-model takes arc or instant, got {other}\n{USAGE}"),
+                };
+                continue;
+            }
+            "--compression" => {
+                a.compression = match value.as_str() {
+                    "zstd" => Compression::Zstd,
+                    "gzip" => Compression::Gzip,
+                    other => bail!("--compression takes zstd or gzip, got {other}\n{USAGE}"),
+                };
+                continue;
+            }
+            _ => {}
         }
         let n: u64 = value
             .parse()
-            .with_context(|| format!("{flag} takes a number"))?;
+            .with_context(|| format!("{flag} takes a number\n{USAGE}"))?;
         match flag.as_str() {
             "--seconds" => a.seconds = n,
             "--rows" => a.rows = n as usize,
@@ -80,6 +124,7 @@ fn args() -> anyhow::Result<Args> {
         (1..=1024).contains(&a.concurrency),
         "--concurrency must be 1..=1024"
     );
+    a.external = external.resolve()?;
     Ok(a)
 }
 
@@ -117,10 +162,6 @@ fn worker_cpu(name: &str, run: &Run, before: Option<Duration>, after: Option<Dur
     }
 }
 
-fn mib(kib: Option<u64>) -> String {
-    kib.map_or("n/a".into(), |k| format!("{:.1} MiB", k as f64 / 1024.0))
-}
-
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = args()?;
@@ -129,25 +170,78 @@ async fn main() -> anyhow::Result<()> {
         duration: phase,
         max_requests,
     };
-    let arc = ArcStandIn::builder().counting_only(true).start().await?;
-    let database = "bench";
+    let (arc, database) = match &args.external {
+        None => {
+            let stand_in = ArcStandIn::builder()
+                .counting_only(true)
+                .cost_model(args.model)
+                .start()
+                .await?;
+            (ArcUnderTest::stand_in(stand_in), "bench".to_owned())
+        }
+        Some((url, token)) => {
+            let unique = memtrace_data_plane::query::UnixMicros::now().0 / 1_000_000;
+            let arc = ArcUnderTest::external(url, token)?;
+            (arc, format!("bench_ingest_{unique}"))
+        }
+    };
+    println!("arc: {}; database {database}", arc.describe());
+    let target = DirectTarget {
+        url: &arc.url(),
+        database: &database,
+        token: arc.token(),
+        compression: args.compression,
+    };
 
-    // 1. direct ceiling
-    let mut direct = load::direct_arc(
-        &arc.url(),
-        database,
-        "events",
-        args.rows,
-        args.streams,
-        bounded(1_000_000),
-    )
-    .await?;
+    // 1. direct ceilings: this machine's (instant stand-in), then Arc's
+    let mut direct = match arc.as_stand_in() {
+        Some(stand_in) if !args.model.is_instant() => {
+            stand_in.set_cost_model(CostModel::instant());
+            let mut ceiling = load::direct_arc(
+                target,
+                "direct",
+                args.rows,
+                args.streams,
+                bounded(1_000_000),
+            )
+            .await?;
+            line("direct-instant", &mut ceiling);
+            stand_in.set_cost_model(args.model);
+            load::direct_arc(
+                target,
+                "direct",
+                args.rows,
+                args.streams,
+                bounded(1_000_000),
+            )
+            .await?
+        }
+        _ => {
+            load::direct_arc(
+                target,
+                "direct",
+                args.rows,
+                args.streams,
+                bounded(1_000_000),
+            )
+            .await?
+        }
+    };
     line("direct", &mut direct);
+    println!(
+        "direct   per client: {:.0} rows/s over {} clients ({} model)",
+        direct.events_per_sec() / args.streams as f64,
+        args.streams,
+        arc.as_stand_in()
+            .map_or("external arc", |a| a.cost_model().name()),
+    );
 
     // the system under test
     let cluster = Cluster::start("/memtrace-ingest-bench/v1/").await?;
     let org_id = cluster.org("bench").await?;
-    cluster.add_arc(&org_id, &arc.url(), database, None).await?;
+    cluster
+        .add_arc(&org_id, &arc.url(), &database, arc.token())
+        .await?;
     let (key, _) = cluster.key(&org_id, "read,write").await?;
     for (setting, value) in [
         ("arc.write_batch_size", "5000"),
@@ -175,8 +269,7 @@ async fn main() -> anyhow::Result<()> {
     let idle = rss_kib(pid);
 
     // 2. gRPC streaming
-    let stored_rows = || arc.stats().db(database).rows;
-    let before = stored_rows();
+    let mut stored = Stored::new(&arc, &database).await?;
     let cpu_before = cpu_time(pid);
     let grpc = load::grpc_stream(
         "grpc",
@@ -190,28 +283,68 @@ async fn main() -> anyhow::Result<()> {
     let mut grpc = within_bound("grpc", phase, grpc).await?;
     line("grpc", &mut grpc);
     worker_cpu("grpc", &grpc, cpu_before, cpu_time(pid));
-    acknowledged_were_stored("grpc", &grpc, stored_rows() - before, true)?;
+    stored.check("grpc", &grpc, true).await?;
     let ratio = grpc.events_per_sec() / direct.events_per_sec().max(1.0);
     println!("grpc/direct ratio = {ratio:.2}");
     let after_grpc = rss_kib(pid);
 
     // 3. REST single writes
-    let before = stored_rows();
     let cpu_before = cpu_time(pid);
     let rest = load::rest_single(&url, &key, args.concurrency, bounded(5_000_000));
     let mut rest = within_bound("rest", phase, rest).await?;
     line("rest", &mut rest);
     worker_cpu("rest", &rest, cpu_before, cpu_time(pid));
-    acknowledged_were_stored("rest", &rest, stored_rows() - before, true)?;
+    stored.check("rest", &rest, true).await?;
 
     // 4. Arc stalls every write: the org's queue (bounded at 10,000 events
     // here) fills, writers get RESOURCE_EXHAUSTED, memory stays bounded
+    match arc.as_stand_in() {
+        Some(stand_in) => {
+            let peak =
+                stalled_phase(&cluster, stand_in, &mut stored, (&url, &key, pid), &args).await?;
+            println!(
+                "worker rss: idle={} after-grpc={} stalled-peak={} after-stall={}",
+                mib(idle),
+                mib(after_grpc),
+                mib(Some(peak)),
+                mib(rss_kib(pid)),
+            );
+        }
+        None => {
+            println!("stalled  not run: it needs the stand-in's fault switch");
+            println!(
+                "worker rss: idle={} after-grpc={} now={}",
+                mib(idle),
+                mib(after_grpc),
+                mib(rss_kib(pid)),
+            );
+        }
+    }
+    worker.stop().await?;
+    let Cluster {
+        mut etcd,
+        control_plane,
+        ..
+    } = cluster;
+    control_plane.stop().await?;
+    etcd.stop()?;
+    Ok(())
+}
+
+/// Phase 4; returns the worker's peak RSS in KiB during the stall.
+async fn stalled_phase(
+    cluster: &Cluster,
+    stand_in: &ArcStandIn,
+    stored: &mut Stored<'_>,
+    (url, key, pid): (&str, &str, u32),
+    args: &Args,
+) -> anyhow::Result<u64> {
+    let phase = Duration::from_secs(args.seconds);
     let revision = cluster
         .set_config("limits.max_queued_events", "10000")
         .await?;
     cluster.wait_applied(revision).await?;
-    let before = stored_rows();
-    arc.faults().inject(Fault::stall().on(Target::Writes));
+    stand_in.faults().inject(Fault::stall().on(Target::Writes));
     let sampler = {
         let stop_at = Instant::now() + phase;
         tokio::spawn(async move {
@@ -225,41 +358,29 @@ async fn main() -> anyhow::Result<()> {
     };
     let stalled = load::grpc_stream(
         "stalled",
-        &url,
-        &key,
+        url,
+        key,
         args.rows,
         args.streams,
         args.window,
-        bounded(1_000_000),
+        Bounds {
+            duration: phase,
+            max_requests: 1_000_000,
+        },
     );
     let stalled = within_bound("stalled", phase, stalled);
     let release = async {
         tokio::time::sleep(phase).await;
-        arc.faults().clear(); // also releases the stalled writes
+        stand_in.faults().clear(); // also releases the stalled writes
     };
     let (stalled, ()) = tokio::join!(stalled, release);
     let peak = sampler.await.unwrap_or(0);
     let mut stalled_run = stalled?;
     line("stalled", &mut stalled_run);
     // writes Arc held may land after their writer gave up: at least, not equal
-    acknowledged_were_stored("stalled", &stalled_run, stored_rows() - before, false)?;
+    stored.check("stalled", &stalled_run, false).await?;
     tokio::time::sleep(Duration::from_secs(2)).await;
-    println!(
-        "worker rss: idle={} after-grpc={} stalled-peak={} after-stall={}",
-        mib(idle),
-        mib(after_grpc),
-        mib(Some(peak)),
-        mib(rss_kib(pid)),
-    );
-    worker.stop().await?;
-    let Cluster {
-        mut etcd,
-        control_plane,
-        ..
-    } = cluster;
-    control_plane.stop().await?;
-    etcd.stop()?;
-    Ok(())
+    Ok(peak)
 }
 
 /// Runs one load phase, failing when it outlives its bound by a minute
@@ -274,19 +395,63 @@ async fn within_bound(
         .with_context(|| format!("the {name} phase did not finish within its bound"))?
 }
 
-/// Nothing acknowledged is lost: the stand-in stored at least every
-/// acknowledged event. With `exact`, and no request of the phase failed
-/// (a failed one may still have been stored), it stored exactly those.
-fn acknowledged_were_stored(name: &str, run: &Run, stored: u64, exact: bool) -> anyhow::Result<()> {
-    let acked = run.events;
-    if stored < acked {
-        bail!("{name}: {acked} events acknowledged but the stand-in stored only {stored}");
+/// Counts what the Arc stored of the worker's writes, phase by phase: the
+/// stand-in's row counter, or a `COUNT(*)` of the measurement on an
+/// external Arc (waiting for its buffer flush).
+struct Stored<'a> {
+    arc: &'a ArcUnderTest,
+    database: &'a str,
+    before: u64,
+}
+
+impl<'a> Stored<'a> {
+    async fn new(arc: &'a ArcUnderTest, database: &'a str) -> anyhow::Result<Self> {
+        let mut s = Self {
+            arc,
+            database,
+            before: 0,
+        };
+        s.before = s.now(0).await?;
+        Ok(s)
     }
-    if exact && run.errors == 0 && stored != acked {
-        bail!("{name}: {acked} events acknowledged but the stand-in stored {stored}");
+
+    /// Rows stored so far; on an external Arc, waits (bounded) until at
+    /// least `expect` are readable.
+    async fn now(&self, expect: u64) -> anyhow::Result<u64> {
+        match self.arc.as_stand_in() {
+            Some(a) => Ok(a.stats().db(self.database).rows),
+            None => {
+                let within = Duration::from_secs(30);
+                match self
+                    .arc
+                    .wait_readable(self.database, MEASUREMENT, expect, within)
+                    .await
+                {
+                    Ok((_, n)) => Ok(n),
+                    Err(_) => self.arc.count(self.database, MEASUREMENT).await,
+                }
+            }
+        }
     }
-    println!("{name:<8} acknowledged={acked} stored={stored}");
-    Ok(())
+
+    /// Nothing acknowledged is lost: the Arc stored at least every
+    /// acknowledged event. With `exact`, and no request of the phase
+    /// failed (a failed one may still have been stored), it stored exactly
+    /// those.
+    async fn check(&mut self, name: &str, run: &Run, exact: bool) -> anyhow::Result<()> {
+        let acked = run.events;
+        let total = self.now(self.before + acked).await?;
+        let stored = total - self.before;
+        self.before = total;
+        if stored < acked {
+            bail!("{name}: {acked} events acknowledged but the arc stored only {stored}");
+        }
+        if exact && run.errors == 0 && stored != acked {
+            bail!("{name}: {acked} events acknowledged but the arc stored {stored}");
+        }
+        println!("{name:<8} acknowledged={acked} stored={stored}");
+        Ok(())
+    }
 }
 
 /// Retries one REST write until the worker has the org's route (bounded).
