@@ -1,52 +1,32 @@
 //! Timestamps as Arc's JSON shows them and as SQL literals write them:
 //! microseconds since the Unix epoch ⇄ RFC 3339 text (UTC).
 
+use jiff::{Timestamp, civil};
+
 const US_PER_DAY: i64 = 86_400_000_000;
 
-/// Days since 1970-01-01 for a proleptic Gregorian date.
-fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
-}
-
-fn civil_from_days(z: i64) -> (i64, i64, i64) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    (yoe + era * 400 + i64::from(m <= 2), m, d)
+/// Days since 1970-01-01 of a valid proleptic Gregorian date (calendar
+/// arithmetic is the `jiff` crate's); `None` for a date that does not exist.
+fn days_from_civil(y: i64, m: i64, d: i64) -> Option<i64> {
+    let date = civil::Date::new(
+        i16::try_from(y).ok()?,
+        i8::try_from(m).ok()?,
+        i8::try_from(d).ok()?,
+    )
+    .ok()?;
+    let epoch = civil::Date::constant(1970, 1, 1);
+    Some(i64::from(date.since(epoch).ok()?.get_days()))
 }
 
 /// Go's `time.RFC3339Nano` in UTC, as Arc Go writes timestamps: fractional
 /// digits with trailing zeros trimmed (none at all on a whole second) and a
 /// `Z`. Example: 1_735_689_600_001_500 → `2025-01-01T00:00:00.0015Z`.
 pub fn rfc3339_nano(us: i64) -> String {
-    let (days, rem) = (us.div_euclid(US_PER_DAY), us.rem_euclid(US_PER_DAY));
-    let (y, mo, d) = civil_from_days(days);
-    let secs = rem / 1_000_000;
-    let frac = rem % 1_000_000;
-    let mut s = format!(
-        "{y:04}-{mo:02}-{d:02}T{:02}:{:02}:{:02}",
-        secs / 3600,
-        secs / 60 % 60,
-        secs % 60
-    );
-    if frac != 0 {
-        let digits = format!("{frac:06}");
-        s.push('.');
-        s.push_str(digits.trim_end_matches('0'));
+    // jiff writes RFC 3339 in UTC with as many fractional digits as needed
+    match Timestamp::from_microsecond(us) {
+        Ok(t) => t.to_string(),
+        Err(_) => format!("out-of-range timestamp {us}"),
     }
-    s.push('Z');
-    s
 }
 
 /// Go's `time.RFC3339` (whole seconds, `Z`) for a `SystemTime`.
@@ -83,7 +63,7 @@ pub fn parse_timestamp(s: &str) -> Option<i64> {
     if !(1..=12).contains(&mo) || !(1..=31).contains(&d) {
         return None;
     }
-    let mut us = days_from_civil(y, mo, d) * US_PER_DAY;
+    let mut us = days_from_civil(y, mo, d)? * US_PER_DAY;
     let mut i = 10;
     if i < b.len() && (b[i] == b'T' || b[i] == b't' || b[i] == b' ') {
         if b.len() < i + 9 || b[i + 3] != b':' || b[i + 6] != b':' {
@@ -149,6 +129,8 @@ mod tests {
             Some(1_735_689_600_500_000)
         );
         assert_eq!(parse_timestamp("not a time"), None);
+        assert_eq!(parse_timestamp("2025-02-29"), None, "not a leap year");
+        assert_eq!(parse_timestamp("2024-02-29"), Some(1_709_164_800_000_000));
         assert_eq!(rfc3339_nano(-1), "1969-12-31T23:59:59.999999Z");
     }
 }
