@@ -2,13 +2,17 @@
 //! against an in-memory SQLite table shaped like the embedded store
 //! (`time` INTEGER microseconds): duplicates collapse, tags match whole,
 //! content search ignores case and wildcards, bounds and paging hold, stats
-//! count, dedup lookups find, state rows resolve to their latest version.
+//! count, state rows resolve to their latest version. Every memory page is
+//! read both ways — collapsed in SQL, and as a newest-first prefix
+//! collapsed by the worker's code — and the two must agree.
 #![allow(clippy::unwrap_used)]
 
 use memtrace_data_plane::query::{
-    AgentId, ContextQuery, DedupKey, Dialect, Ident, Limit, ListParams, ListQuery, MemoryId, OrgId,
-    QueryBuilder, SearchParams, SearchQuery, Sql, StateId, StateQuery, UnixMicros,
+    AgentId, ContextQuery, Dialect, Ident, Limit, ListParams, ListQuery, MemoryId, MemoryPage,
+    Order, OrgId, QueryBuilder, SearchParams, SearchQuery, Sql, StateId, StateQuery, UnixMicros,
 };
+use memtrace_data_plane::service::Memory;
+use memtrace_data_plane::service::collapse::{ReadMemory, importance_ties, newest_first};
 use sqlx::sqlite::{SqlitePool, SqlitePoolOptions, SqliteRow};
 use sqlx::{AssertSqlSafe, Row};
 use std::time::Duration;
@@ -129,28 +133,98 @@ async fn ids(pool: &SqlitePool, sql: Sql) -> Vec<String> {
         .collect()
 }
 
+/// The dedup window of these tests.
+const WINDOW: Duration = Duration::from_secs(86_400);
+
+/// A memory row as the collapse reads it.
+fn read(r: &SqliteRow) -> ReadMemory {
+    ReadMemory {
+        micros: r.get("time"),
+        memory: Memory {
+            id: r.get("id"),
+            time: String::new(),
+            org_id: r.get("org_id"),
+            agent_id: r.get("agent_id"),
+            session_id: r.get("session_id"),
+            memory_type: r.get("memory_type"),
+            event_type: r.get("event_type"),
+            content: r.get("content"),
+            metadata: None,
+            tags: Vec::new(),
+            dedup_key: r.get("dedup_key"),
+            importance: r.get("importance"),
+            parent_id: r.get("parent_id"),
+        },
+    }
+}
+
+/// The ids of `page`, read both ways, which must agree: collapsed in SQL,
+/// and as newest-first prefixes of `fetch` rows collapsed in the worker
+/// (each prefix either settles the page or is reported short). Also
+/// whether more follow the page.
+async fn page_ids(
+    pool: &SqlitePool,
+    b: &QueryBuilder,
+    page: &MemoryPage,
+    window: Option<Duration>,
+) -> (Vec<String>, bool) {
+    let sql = rows(pool, b.collapsed_page(page, window, NOW)).await;
+    let mut exact: Vec<String> = sql.iter().map(|r| r.get::<String, _>("id")).collect();
+    let limit = page.limit as usize;
+    let has_more = exact.len() > limit;
+    exact.truncate(limit);
+    let offset = page.offset as usize;
+    let wanted = offset + limit + 1;
+    let micros = window.map(|w| w.as_micros() as i64);
+    for fetch in [wanted + 1, 3, 1000] {
+        let prefix = rows(pool, b.newest_memories(&page.filter, fetch as u32, NOW)).await;
+        let mut c = newest_first(prefix.iter().map(read).collect(), fetch, micros);
+        if !c.complete && c.visible.len() < wanted {
+            continue; // a short prefix: the service reads a longer one
+        }
+        if page.importance_tiebreak {
+            importance_ties(&mut c.visible);
+        }
+        if page.order == Order::Asc {
+            // an oldest-first page is the whole collapsed read, reversed
+            if !c.complete {
+                continue;
+            }
+            c.visible.reverse();
+        }
+        let ids: Vec<String> = c.visible.iter().map(|r| r.memory.id.clone()).collect();
+        assert_eq!(
+            ids.len() > offset + limit,
+            has_more,
+            "has_more, fetch {fetch}"
+        );
+        let got: Vec<String> = ids.into_iter().skip(offset).take(limit).collect();
+        assert_eq!(got, exact, "prefix of {fetch} vs collapsed in SQL");
+    }
+    (exact, has_more)
+}
+
 async fn list(pool: &SqlitePool, p: ListParams) -> Vec<String> {
-    ids(
-        pool,
-        builder("org_default").list(&ListQuery::parse(&p).unwrap(), NOW),
-    )
-    .await
+    let q = ListQuery::parse(&p).unwrap();
+    page_ids(pool, &builder("org_default"), &q.page(), Some(WINDOW))
+        .await
+        .0
 }
 
 async fn search(pool: &SqlitePool, p: SearchParams) -> Vec<String> {
-    ids(
-        pool,
-        builder("org_default").search(&SearchQuery::parse(&p).unwrap(), NOW),
-    )
-    .await
+    let q = SearchQuery::parse(&p).unwrap();
+    page_ids(pool, &builder("org_default"), &q.page(), Some(WINDOW))
+        .await
+        .0
 }
 
 #[tokio::test]
 async fn list_collapses_duplicates_and_filters() {
     let pool = store().await;
+    let page = ListQuery::parse(&ListParams::default()).unwrap().page();
     let all = rows(
         &pool,
-        builder("org_default").list(&ListQuery::parse(&ListParams::default()).unwrap(), NOW),
+        builder("org_default").collapsed_page(&page, Some(WINDOW), NOW),
     )
     .await;
     let got: Vec<(String, i64)> = all.iter().map(|r| (r.get("id"), r.get("time"))).collect();
@@ -237,24 +311,25 @@ async fn list_collapses_duplicates_and_filters() {
         p.offset = Some(1);
     }))
     .unwrap();
-    let got = ids(&pool, builder("org_default").list(&page, NOW)).await;
-    assert_eq!(got, ["m1", "m7", "m2"]);
-    assert!(page.has_more(got.len()));
+    let (got, more) = page_ids(&pool, &builder("org_default"), &page.page(), Some(WINDOW)).await;
+    assert_eq!(got, ["m1", "m7"]);
+    assert!(more);
     let last = ListQuery::parse(&p(|p| {
         p.limit = Some(2);
         p.offset = Some(4);
     }))
     .unwrap();
-    let got = ids(&pool, builder("org_default").list(&last, NOW)).await;
+    let (got, more) = page_ids(&pool, &builder("org_default"), &last.page(), Some(WINDOW)).await;
     assert_eq!(got, ["m6", "m3"]);
-    assert!(!last.has_more(got.len()));
+    assert!(!more);
     assert_eq!(
         list(&pool, p(|p| p.order = Some("asc".into()))).await,
         ["m3", "m6", "m2", "m7", "m1", "m4"]
     );
     // Another org sees only its own rows.
-    let other = builder("org_other").list(&ListQuery::parse(&ListParams::default()).unwrap(), NOW);
-    assert_eq!(ids(&pool, other).await, ["m5"]);
+    let all = ListQuery::parse(&ListParams::default()).unwrap().page();
+    let (other, _) = page_ids(&pool, &builder("org_other"), &all, Some(WINDOW)).await;
+    assert_eq!(other, ["m5"]);
 }
 
 #[tokio::test]
@@ -296,7 +371,7 @@ async fn search_is_case_insensitive_and_literal() {
 }
 
 #[tokio::test]
-async fn get_context_stats_dedup_and_state() {
+async fn get_context_stats_and_state() {
     let pool = store().await;
     let b = builder("org_default");
     let get = |id: &str| b.get(&MemoryId::parse(id).unwrap());
@@ -315,15 +390,18 @@ async fn get_context_stats_dedup_and_state() {
 
     let ctx = ContextQuery::parse("sess_1", None, &[]).unwrap();
     assert_eq!(
-        ids(&pool, b.session_context(&ctx, NOW)).await,
+        page_ids(&pool, &b, &ctx.page(), Some(WINDOW)).await.0,
         ["m1", "m2", "m6"]
     );
     let ctx = ContextQuery::parse("sess_1", Some("150m"), &["episodic".into()]).unwrap();
-    assert_eq!(ids(&pool, b.session_context(&ctx, NOW)).await, ["m1"]);
+    assert_eq!(
+        page_ids(&pool, &b, &ctx.page(), Some(WINDOW)).await.0,
+        ["m1"]
+    );
 
     let stats = rows(
         &pool,
-        b.agent_stats(&AgentId::parse("agent_1").unwrap(), NOW),
+        b.agent_stats(&AgentId::parse("agent_1").unwrap(), Some(WINDOW), NOW),
     )
     .await;
     let got: Vec<(String, i64, i64, i64, i64)> = stats
@@ -350,34 +428,10 @@ async fn get_context_stats_dedup_and_state() {
     assert!(
         rows(
             &pool,
-            b.agent_stats(&AgentId::parse("nobody").unwrap(), NOW)
+            b.agent_stats(&AgentId::parse("nobody").unwrap(), Some(WINDOW), NOW)
         )
         .await
         .is_empty()
-    );
-
-    let keys: Vec<DedupKey> = ["k1", "k2", "it's", "k5", "nope", "k1"]
-        .iter()
-        .map(|k| DedupKey::parse(k).unwrap())
-        .collect();
-    let found = |window: Duration| {
-        let batches = b.dedup_lookup(&keys, window, NOW);
-        let pool = pool.clone();
-        async move {
-            let mut found = Vec::new();
-            for sql in batches {
-                for r in rows(&pool, sql).await {
-                    found.push(r.get::<String, _>("dedup_key"));
-                }
-            }
-            found.sort();
-            found
-        }
-    };
-    assert_eq!(found(Duration::from_secs(86_400)).await, ["k1", "k2"]);
-    assert_eq!(
-        found(Duration::from_secs(7 * 86_400)).await,
-        ["it's", "k1", "k2"]
     );
 
     let status = Ident::column("status").unwrap();

@@ -101,7 +101,11 @@ fn list_sql(org: &str) -> Sql {
         ..ListParams::default()
     })
     .unwrap();
-    builder.list(&q, UnixMicros(T0 + 3_600_000_000))
+    builder.collapsed_page(
+        &q.page(),
+        Some(Duration::from_secs(86_400)),
+        UnixMicros(T0 + 3_600_000_000),
+    )
 }
 
 /// A `time` value as µs: Arc (and the stand-in) render `TIMESTAMP`s as

@@ -12,9 +12,10 @@ use memtrace_common::settings::{TenantLimits, WriteSettings};
 use memtrace_data_plane::arcdb::{ArcClient, MemoryRow, RetryPolicy};
 use memtrace_data_plane::ingest::Batcher;
 use memtrace_data_plane::query::{
-    DedupKey, Ident, ListParams, ListQuery, MEMORY_COLUMNS, MemoryId, OrgId, QueryBuilder,
-    SearchParams, SearchQuery, StateId, StateQuery, UnixMicros,
+    AgentId, Ident, ListParams, ListQuery, MEMORY_COLUMNS, MemoryId, OrgId, QueryBuilder,
+    SearchParams, SearchQuery, Sql, StateId, StateQuery, UnixMicros,
 };
+use memtrace_data_plane::service::collapse::{ReadMemory, newest_first};
 use memtrace_data_plane::snapshot::ArcRoute;
 use memtrace_data_plane::store::{
     ArcStore, EmbeddedStores, Rows, StateRow, StateTable, StoreError, TenantStore, time_micros,
@@ -22,7 +23,6 @@ use memtrace_data_plane::store::{
 use memtrace_tests::arc::client::RawArcClient;
 use memtrace_tests::arc::{ArcStandIn, Fault, Target};
 use serde_json::{Value, json};
-use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -178,6 +178,21 @@ fn ids(rows: &Rows) -> Vec<String> {
         .collect()
 }
 
+/// The dedup window the reads of these tests collapse keys with.
+pub(crate) const DEDUP_WINDOW: Duration = Duration::from_secs(3600);
+
+/// A list as the SQL-collapsed page (the shape oldest-first and deep pages
+/// use; the newest-first prefix is checked against it in
+/// `duplicate_keys_read_once_in_both_shapes`).
+pub(crate) fn list_sql(b: &QueryBuilder, q: &ListQuery, now: UnixMicros) -> Sql {
+    b.collapsed_page(&q.page(), Some(DEDUP_WINDOW), now)
+}
+
+/// A search as the SQL-collapsed page.
+pub(crate) fn search_sql(b: &QueryBuilder, q: &SearchQuery, now: UnixMicros) -> Sql {
+    b.collapsed_page(&q.page(), Some(DEDUP_WINDOW), now)
+}
+
 fn list_params(f: impl FnOnce(&mut ListParams)) -> ListQuery {
     let mut p = ListParams::default();
     f(&mut p);
@@ -198,7 +213,7 @@ async fn memories_read_back_through_the_builder(h: &Harness) {
     store.append_memories(&fixture()).await.unwrap();
     let b = builder(store, ORG_A);
     let list = |q: ListQuery| {
-        let sql = b.list(&q, NOW);
+        let sql = list_sql(&b, &q, NOW);
         async move { store.query(&sql).await.unwrap() }
     };
 
@@ -248,7 +263,7 @@ async fn memories_read_back_through_the_builder(h: &Harness) {
 
     // Search: content (case-insensitive, literal % and '), importance.
     let search = |q: SearchQuery| {
-        let sql = b.search(&q, NOW);
+        let sql = search_sql(&b, &q, NOW);
         async move { store.query(&sql).await.unwrap() }
     };
     let found = search(search_params(|p| {
@@ -292,12 +307,13 @@ async fn other_orgs_rows_are_never_read(h: &Harness) {
         .unwrap();
     let for_a = builder(a.as_ref(), ORG_A);
     let all = a
-        .query(&for_a.list(&list_params(|_| {}), NOW))
+        .query(&list_sql(&for_a, &list_params(|_| {}), NOW))
         .await
         .unwrap();
     assert_eq!(ids(&all), ["m1", "m2", "m3", "m4"]);
     let found = a
-        .query(&for_a.search(
+        .query(&search_sql(
+            &for_a,
             &search_params(|p| p.content_contains = Some("payment".into())),
             NOW,
         ))
@@ -314,7 +330,7 @@ async fn other_orgs_rows_are_never_read(h: &Harness) {
     // Org B's builder sees only org B's rows of its own store.
     let for_b = builder(b_store.as_ref(), ORG_B);
     let b_rows = b_store
-        .query(&for_b.list(&list_params(|_| {}), NOW))
+        .query(&list_sql(&for_b, &list_params(|_| {}), NOW))
         .await
         .unwrap();
     let b_ids = ids(&b_rows);
@@ -342,7 +358,7 @@ async fn a_memory_written_twice_reads_once(h: &Harness) {
         .unwrap();
     let b = builder(store.as_ref(), ORG_A);
     let all = store
-        .query(&b.list(&list_params(|_| {}), NOW))
+        .query(&list_sql(&b, &list_params(|_| {}), NOW))
         .await
         .unwrap();
     assert_eq!(ids(&all), ["m1"]);
@@ -497,16 +513,14 @@ async fn never_written_tables_read_empty(h: &Harness) {
     };
     let agents = state_query(StateTable::Agents, &["name"]);
     let sessions = state_query(StateTable::Sessions, &["status"]);
-    let key = DedupKey::parse("k1").unwrap();
     let reads = [
-        ("list", b.list(&list_params(|_| {}), NOW)),
+        ("list", list_sql(&b, &list_params(|_| {}), NOW)),
         ("get", b.get(&MemoryId::parse("m1").unwrap())),
         ("agents", b.latest_state(&agents)),
         ("sessions", b.latest_state(&sessions)),
         (
-            "dedup",
-            b.dedup_lookup(&[key], Duration::from_secs(3600), NOW)
-                .remove(0),
+            "stats",
+            b.agent_stats(&AgentId::parse("agent_1").unwrap(), Some(DEDUP_WINDOW), NOW),
         ),
     ];
     for (what, sql) in &reads {
@@ -525,49 +539,97 @@ async fn never_written_tables_read_empty(h: &Harness) {
     assert_eq!(store.query(&reads[0].1).await.unwrap().rows.len(), 4);
 }
 
-async fn dedup_lookup_finds_written_keys(h: &Harness) {
+/// Duplicates by dedup key (different ids, as two workers or an index
+/// that forgot the key would store them): each read shows the later of two
+/// within the window, keeps a repeat from beyond it, and the newest-first
+/// prefix collapsed by the worker agrees with the collapse in SQL.
+async fn duplicate_keys_read_once_in_both_shapes(h: &Harness) {
     let store = h.store(ORG_A).await;
-    store.append_memories(&fixture()).await.unwrap();
+    let rows = [
+        // k1 written three times: at -50 and -40 min (duplicates), and at
+        // -170 min, more than the one-hour window before them
+        mem(
+            170, "d1", ORG_A, "agent_1", "", "episodic", "general", "same", "", "k1", 0.0,
+        ),
+        mem(
+            50, "d2", ORG_A, "agent_1", "", "episodic", "general", "same", "", "k1", 0.0,
+        ),
+        mem(
+            40, "d3", ORG_A, "agent_1", "", "episodic", "general", "same", "", "k1", 0.0,
+        ),
+        // d3 retried: same id, later time
+        mem(
+            30, "d3", ORG_A, "agent_1", "", "episodic", "general", "same", "", "k1", 0.0,
+        ),
+        mem(
+            45, "e1", ORG_A, "agent_1", "", "episodic", "general", "other", "", "k2", 0.0,
+        ),
+        // no key: never collapsed by key
+        mem(
+            20, "f1", ORG_A, "agent_1", "", "episodic", "general", "x", "", "", 0.0,
+        ),
+        mem(
+            20, "f2", ORG_A, "agent_1", "", "episodic", "general", "x", "", "", 0.0,
+        ),
+    ];
+    store.append_memories(&rows).await.unwrap();
     let b = builder(store.as_ref(), ORG_A);
-    let keys: Vec<DedupKey> = ["k1", "k2", "k3", "k_old", "k_never", "k1"]
-        .iter()
-        .map(|k| DedupKey::parse(k).unwrap())
-        .collect();
-    let lookup = |window: Duration| {
-        let sqls = b.dedup_lookup(&keys, window, NOW);
-        let store = store.clone();
-        async move {
-            let mut found = BTreeSet::new();
-            for sql in sqls {
-                let rows = store.query(&sql).await.unwrap();
-                for r in rows.into_maps() {
-                    found.insert(r["dedup_key"].as_str().unwrap().to_owned());
-                }
-            }
-            found
-        }
-    };
-    // Two hours: k_old (3 h ago) is outside; org B's k1 does not count twice.
-    let found = lookup(Duration::from_secs(2 * 3600)).await;
-    assert_eq!(
-        found,
-        BTreeSet::from(["k1".into(), "k2".into(), "k3".into()])
-    );
-    let found = lookup(Duration::from_secs(4 * 3600)).await;
-    assert_eq!(found.len(), 4, "{found:?}");
-    // Org B's key only: not found for org A.
-    let only_b = b.dedup_lookup(
-        &[DedupKey::parse("kb").unwrap()],
-        Duration::from_secs(3600),
-        NOW,
-    );
-    store
-        .append_memories(&[mem(
-            1, "b9", ORG_B, "agent_1", "", "episodic", "general", "x", "", "kb", 0.0,
-        )])
+    let all = list_params(|_| {});
+    let got = store.query(&list_sql(&b, &all, NOW)).await.unwrap();
+    assert_eq!(ids(&got), ["f2", "f1", "d3", "e1", "d1"]);
+    // d3 at its newest version
+    assert_eq!(time_micros(&got.rows[2][0]), Some(rows[3].time));
+    // dedup off: ids only
+    let ids_only = store
+        .query(&b.collapsed_page(&all.page(), None, NOW))
         .await
         .unwrap();
-    assert!(store.query(&only_b[0]).await.unwrap().rows.is_empty());
+    assert_eq!(ids(&ids_only), ["f2", "f1", "d3", "e1", "d2", "d1"]);
+    // oldest first: the same memories, reversed
+    let asc = list_params(|p| p.order = Some("asc".into()));
+    let got = store.query(&list_sql(&b, &asc, NOW)).await.unwrap();
+    assert_eq!(ids(&got), ["d1", "e1", "d3", "f1", "f2"]);
+    // the newest-first prefix, collapsed by the worker's code, agrees
+    let prefix = store
+        .query(&b.newest_memories(&all.page().filter, 100, NOW))
+        .await
+        .unwrap();
+    let read: Vec<ReadMemory> = prefix
+        .clone()
+        .into_maps()
+        .iter()
+        .map(|m| ReadMemory {
+            micros: time_micros(&m["time"]).unwrap(),
+            memory: memtrace_data_plane::service::Memory {
+                id: m["id"].as_str().unwrap().into(),
+                time: String::new(),
+                org_id: ORG_A.into(),
+                agent_id: String::new(),
+                session_id: String::new(),
+                memory_type: String::new(),
+                event_type: String::new(),
+                content: String::new(),
+                metadata: None,
+                tags: Vec::new(),
+                dedup_key: m["dedup_key"].as_str().unwrap().into(),
+                importance: 0.0,
+                parent_id: String::new(),
+            },
+        })
+        .collect();
+    let window = i64::try_from(DEDUP_WINDOW.as_micros()).unwrap();
+    let c = newest_first(read, 100, Some(window));
+    assert!(c.complete);
+    let shown: Vec<&str> = c.visible.iter().map(|r| r.memory.id.as_str()).collect();
+    assert_eq!(shown, ["f2", "f1", "d3", "e1", "d1"]);
+    // agent stats count what reads show
+    let stats = store
+        .query(&b.agent_stats(&AgentId::parse("agent_1").unwrap(), Some(DEDUP_WINDOW), NOW))
+        .await
+        .unwrap();
+    let count = stats.column("memory_count").unwrap();
+    assert_eq!(stats.rows.len(), 1);
+    assert_eq!(stats.rows[0][count].as_i64(), Some(5));
 }
 
 macro_rules! on_both_engines {
@@ -598,7 +660,7 @@ on_both_engines!(
     state_rows_latest_version_wins,
     a_state_row_of_the_wrong_width_is_refused,
     never_written_tables_read_empty,
-    dedup_lookup_finds_written_keys,
+    duplicate_keys_read_once_in_both_shapes,
     concurrent_appends_all_land,
 );
 

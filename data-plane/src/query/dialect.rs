@@ -42,6 +42,16 @@ impl Dialect {
         }
     }
 
+    /// `expr` (a `time` value) as integer microseconds since the epoch, for
+    /// arithmetic: DuckDB's `epoch_us(TIMESTAMP)`; the embedded store's
+    /// `time` already is one.
+    pub fn micros(&self, expr: &str) -> String {
+        match self {
+            Self::Arc { .. } => format!("epoch_us({expr})"),
+            Self::Embedded => expr.to_owned(),
+        }
+    }
+
     /// A string-valued SQL expression equal to `value` with NULs removed.
     ///
     /// Both engines: single quotes are doubled and backslashes are ordinary
@@ -57,7 +67,7 @@ impl Dialect {
     ///   a cut point is moved before a backslash run, and backslashes ending
     ///   the value are written `chr(92)`.
     pub fn string_literal(&self, value: &str) -> String {
-        // ids, keys and types (every dedup lookup renders ~270 keys): no
+        // ids, keys and types, the common case: no
         // NUL, quote, backslash or whitespace, so one piece, as it is
         if is_plain(value) {
             let mut out = String::with_capacity(value.len() + 2);

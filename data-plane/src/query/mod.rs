@@ -76,12 +76,12 @@ mod tests;
 #[cfg(test)]
 mod tokenize;
 
-pub use build::{
-    ARC_MAX_SQL_LEN, DEDUP_BATCH_MAX_KEYS, MEMORY_COLUMNS, QueryBuilder, Sql, StateQuery,
-};
+pub use build::{ARC_MAX_SQL_LEN, MEMORY_COLUMNS, PREFIX_MAX_ROWS, QueryBuilder, Sql, StateQuery};
 pub use dialect::Dialect;
 pub use memtrace_common::names::OrgId;
-pub use params::{ContextQuery, ListParams, ListQuery, MemoryFilter, SearchParams, SearchQuery};
+pub use params::{
+    ContextQuery, ListParams, ListQuery, MemoryFilter, MemoryPage, SearchParams, SearchQuery,
+};
 pub use time::{TimeBound, UnixMicros};
 pub use validate::{
     AgentId, ContentPattern, DedupKey, EventType, Ident, Limit, MemoryId, MemoryType, Order,

@@ -35,6 +35,19 @@ pub struct MemoryFilter {
     pub until: Option<TimeBound>,
 }
 
+/// One page of a memory read: which memories, in which order, and which
+/// slice of the result once duplicates are collapsed (see
+/// [`QueryBuilder`](super::QueryBuilder)'s read shapes).
+#[derive(Debug, Clone, PartialEq)]
+pub struct MemoryPage {
+    pub filter: MemoryFilter,
+    pub order: Order,
+    /// Break ties on `time` by higher importance first (search).
+    pub importance_tiebreak: bool,
+    pub limit: u32,
+    pub offset: u64,
+}
+
 /// `GET /api/v1/memories` (and the agent/session memory lists) as received.
 /// `tags` is the comma-separated query value. The agent memory list defaults
 /// `since` to `24h`; that default belongs to the caller.
@@ -90,11 +103,16 @@ impl ListQuery {
         })
     }
 
-    /// Whether a further page exists. The list query asks for `limit + 1`
-    /// rows (the original guessed `rows >= limit`); the caller returns at
-    /// most `limit` of them.
-    pub fn has_more(&self, rows_returned: usize) -> bool {
-        rows_returned > self.limit.get() as usize
+    /// The page this list reads. `has_more` is exact: the read looks one
+    /// memory past the page (the original guessed `rows >= limit`).
+    pub fn page(&self) -> MemoryPage {
+        MemoryPage {
+            filter: self.filter.clone(),
+            order: self.order,
+            importance_tiebreak: false,
+            limit: self.limit.get(),
+            offset: self.offset,
+        }
     }
 }
 
@@ -167,6 +185,17 @@ impl SearchQuery {
             importance_tiebreak: true,
         })
     }
+
+    /// The page this search reads (always the first).
+    pub fn page(&self) -> MemoryPage {
+        MemoryPage {
+            filter: self.filter.clone(),
+            order: self.order,
+            importance_tiebreak: self.importance_tiebreak,
+            limit: self.limit.get(),
+            offset: 0,
+        }
+    }
 }
 
 /// A session's context window: its newest memories (at most
@@ -196,12 +225,19 @@ impl ContextQuery {
         })
     }
 
-    pub(crate) fn filter(&self) -> MemoryFilter {
-        MemoryFilter {
-            session_id: Some(self.session_id.clone()),
-            memory_types: self.include_types.clone(),
-            since: Some(self.since),
-            ..MemoryFilter::default()
+    /// The newest [`Limit::CONTEXT`] memories of the session in the window.
+    pub fn page(&self) -> MemoryPage {
+        MemoryPage {
+            filter: MemoryFilter {
+                session_id: Some(self.session_id.clone()),
+                memory_types: self.include_types.clone(),
+                since: Some(self.since),
+                ..MemoryFilter::default()
+            },
+            order: Order::Desc,
+            importance_tiebreak: false,
+            limit: Limit::CONTEXT.get(),
+            offset: 0,
         }
     }
 }

@@ -99,12 +99,14 @@ fn same_shape(b: &QueryBuilder, benign: &Sql, sql: &Sql) -> Vec<String> {
     strings(&actual)
 }
 
+/// A search as its newest-first prefix.
 fn search(b: &QueryBuilder, p: &SearchParams) -> Result<Sql, QueryError> {
-    SearchQuery::parse(p).map(|q| b.search(&q, NOW))
+    SearchQuery::parse(p).map(|q| b.newest_memories(&q.page().filter, 52, NOW))
 }
 
+/// A list as its collapsed-in-SQL page (the other shape).
 fn list(b: &QueryBuilder, p: &ListParams) -> Result<Sql, QueryError> {
-    ListQuery::parse(p).map(|q| b.list(&q, NOW))
+    ListQuery::parse(p).map(|q| b.collapsed_page(&q.page(), Some(Duration::from_secs(60)), NOW))
 }
 
 proptest! {
@@ -128,22 +130,6 @@ proptest! {
                     prop_assert!(values.contains(&like_contains(&stripped)));
                 }
                 Err(e) => prop_assert_eq!(e.field(), "content_contains"),
-            }
-        }
-    }
-
-    #[test]
-    fn dedup_keys_are_always_one_literal(value in nasty()) {
-        for b in builders() {
-            let benign = &b.dedup_lookup(&[DedupKey::parse("k").unwrap()], Duration::from_secs(60), NOW)[0];
-            match DedupKey::parse(&value) {
-                Ok(key) => {
-                    let sql = b.dedup_lookup(&[key], Duration::from_secs(60), NOW);
-                    prop_assert_eq!(sql.len(), 1);
-                    let values = same_shape(&b, benign, &sql[0]);
-                    prop_assert_eq!(values.last(), Some(&strip_nul(&value)));
-                }
-                Err(e) => prop_assert_eq!(e.field(), "dedup_key"),
             }
         }
     }

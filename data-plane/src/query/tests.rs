@@ -6,12 +6,14 @@ use std::time::Duration;
 /// 2026-11-25T12:00:00Z.
 const NOW: UnixMicros = UnixMicros(1_795_608_000_000_000);
 
-const SELECT: &str = "SELECT latest.max_time AS time, m.id AS id, MAX(m.org_id) AS org_id, \
-    MAX(m.agent_id) AS agent_id, MAX(m.session_id) AS session_id, \
-    MAX(m.memory_type) AS memory_type, MAX(m.event_type) AS event_type, \
-    MAX(m.content) AS content, MAX(m.metadata_json) AS metadata_json, \
-    MAX(m.tags_csv) AS tags_csv, MAX(m.dedup_key) AS dedup_key, \
-    MAX(m.importance) AS importance, MAX(m.parent_id) AS parent_id";
+/// The memory columns as every memory read selects them (alias `a`).
+fn columns(a: &str) -> String {
+    MEMORY_COLUMNS
+        .iter()
+        .map(|c| format!("{a}.{c} AS {c}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
 
 fn arc() -> QueryBuilder {
     QueryBuilder::new(
@@ -31,17 +33,8 @@ fn embedded() -> QueryBuilder {
     )
 }
 
-/// `FROM <t> AS m JOIN (... WHERE <inner> ...) ... WHERE <outer> GROUP BY`.
-fn dedup_from(table: &str, inner: &str, outer: &str) -> String {
-    format!(
-        " FROM {table} AS m JOIN (SELECT v.id AS id, MAX(v.time) AS max_time FROM {table} AS v \
-         WHERE {inner} GROUP BY v.id) AS latest ON m.id = latest.id AND m.time = latest.max_time \
-         WHERE {outer} GROUP BY m.id, latest.max_time"
-    )
-}
-
 #[test]
-fn list_with_every_filter_embedded() {
+fn newest_prefix_with_every_list_filter_embedded() {
     let q = ListQuery::parse(&ListParams {
         agent_id: Some("agent_1".into()),
         session_id: Some("sess_1".into()),
@@ -52,40 +45,45 @@ fn list_with_every_filter_embedded() {
         until: Some("2026-11-25T11:00:00Z".into()),
         limit: Some(10),
         offset: Some(20),
-        order: Some("asc".into()),
+        order: Some("desc".into()),
     })
     .unwrap();
-    let scan = "org_id = 'org_default' AND m.agent_id = 'agent_1' AND m.session_id = 'sess_1' \
-        AND m.time > 1795521600000000 AND m.time < 1795604400000000";
-    let inner = "v.org_id = 'org_default' AND v.agent_id = 'agent_1' AND v.session_id = 'sess_1' \
-        AND v.time > 1795521600000000 AND v.time < 1795604400000000 \
-        AND v.memory_type = 'episodic' AND v.event_type = 'tool_call' \
-        AND instr(',' || v.tags_csv || ',', ',ab,') > 0 \
-        AND instr(',' || v.tags_csv || ',', ',c.d,') > 0";
+    let page = q.page();
+    assert_eq!((page.limit, page.offset, page.order), (10, 20, Order::Desc));
     let expected = format!(
-        "{SELECT}{} ORDER BY latest.max_time ASC, m.id ASC LIMIT 11 OFFSET 20",
-        dedup_from("\"memories\"", inner, &format!("m.{scan}"))
+        "SELECT {} FROM \"memories\" AS v WHERE v.org_id = 'org_default' AND v.id <> '' \
+         AND v.agent_id = 'agent_1' AND v.session_id = 'sess_1' \
+         AND v.time > 1795521600000000 AND v.time < 1795604400000000 \
+         AND v.memory_type = 'episodic' AND v.event_type = 'tool_call' \
+         AND instr(',' || v.tags_csv || ',', ',ab,') > 0 \
+         AND instr(',' || v.tags_csv || ',', ',c.d,') > 0 \
+         ORDER BY v.time DESC LIMIT 32",
+        columns("v")
     );
-    assert_eq!(embedded().list(&q, NOW).as_str(), expected);
-    assert!(q.has_more(11) && !q.has_more(10));
+    assert_eq!(
+        embedded().newest_memories(&page.filter, 32, NOW).as_str(),
+        expected
+    );
 }
 
 #[test]
-fn list_defaults_arc() {
+fn newest_prefix_defaults_arc() {
     let q = ListQuery::parse(&ListParams::default()).unwrap();
+    let page = q.page();
+    assert_eq!((page.limit, page.offset, page.order), (100, 0, Order::Desc));
     let expected = format!(
-        "{SELECT}{} ORDER BY latest.max_time DESC, m.id DESC LIMIT 101 OFFSET 0",
-        dedup_from(
-            "tenant_db.events",
-            "v.org_id = 'org_default'",
-            "m.org_id = 'org_default'"
-        )
+        "SELECT {} FROM tenant_db.events AS v WHERE v.org_id = 'org_default' AND v.id <> '' \
+         ORDER BY v.time DESC LIMIT 102",
+        columns("v")
     );
-    assert_eq!(arc().list(&q, NOW).as_str(), expected);
+    assert_eq!(
+        arc().newest_memories(&page.filter, 102, NOW).as_str(),
+        expected
+    );
 }
 
 #[test]
-fn search_arc() {
+fn search_filters_arc() {
     let q = SearchQuery::parse(&SearchParams {
         memory_types: vec!["decision".into(), "entity".into(), "decision".into()],
         event_types: vec!["error".into()],
@@ -96,72 +94,155 @@ fn search_arc() {
         ..SearchParams::default()
     })
     .unwrap();
-    let inner = "v.org_id = 'org_default' AND v.time > '2026-11-25 09:00:00.000000' \
-        AND v.memory_type IN ('decision', 'entity') AND v.event_type = 'error' \
-        AND instr(',' || v.tags_csv || ',', ',x,') > 0 \
-        AND lower(v.content) LIKE lower('%50!%' || ' of' || ' O''Brien''s!_data' || ' drop' \
-        || ' table%') ESCAPE '!' AND v.importance >= 0.5";
-    let outer = "m.org_id = 'org_default' AND m.time > '2026-11-25 09:00:00.000000'";
+    let page = q.page();
+    assert!(page.importance_tiebreak);
+    assert_eq!((page.limit, page.offset), (50, 0));
     let expected = format!(
-        "{SELECT}{} ORDER BY latest.max_time DESC, MAX(m.importance) DESC, m.id DESC LIMIT 50",
-        dedup_from("tenant_db.events", inner, outer)
+        "SELECT {} FROM tenant_db.events AS v WHERE v.org_id = 'org_default' AND v.id <> '' \
+         AND v.time > '2026-11-25 09:00:00.000000' \
+         AND v.memory_type IN ('decision', 'entity') AND v.event_type = 'error' \
+         AND instr(',' || v.tags_csv || ',', ',x,') > 0 \
+         AND lower(v.content) LIKE lower('%50!%' || ' of' || ' O''Brien''s!_data' || ' drop' \
+         || ' table%') ESCAPE '!' AND v.importance >= 0.5 ORDER BY v.time DESC LIMIT 52",
+        columns("v")
     );
-    assert_eq!(arc().search(&q, NOW).as_str(), expected);
+    assert_eq!(
+        arc().newest_memories(&page.filter, 52, NOW).as_str(),
+        expected
+    );
 }
 
 #[test]
 fn get_by_id_both_dialects() {
     let id = MemoryId::parse("0190a0b2-7c3d-7e4f-8a1b-2c3d4e5f6a7b").unwrap();
-    let pred = "id = '0190a0b2-7c3d-7e4f-8a1b-2c3d4e5f6a7b'";
     for (builder, table) in [(embedded(), "\"memories\""), (arc(), "tenant_db.events")] {
         let expected = format!(
-            "{SELECT}{} ORDER BY latest.max_time DESC, m.id DESC LIMIT 1",
-            dedup_from(
-                table,
-                &format!("v.org_id = 'org_default' AND v.{pred}"),
-                &format!("m.org_id = 'org_default' AND m.{pred}")
-            )
+            "SELECT {} FROM {table} AS v WHERE v.org_id = 'org_default' \
+             AND v.id = '0190a0b2-7c3d-7e4f-8a1b-2c3d4e5f6a7b' ORDER BY v.time DESC LIMIT 1",
+            columns("v")
         );
         assert_eq!(builder.get(&id).as_str(), expected);
     }
 }
 
 #[test]
-fn session_context_arc() {
+fn session_context_reads_the_newest_hundred_of_the_window() {
     let q = ContextQuery::parse("sess_1", None, &["episodic".into(), "decision".into()]).unwrap();
-    let bound = "time > '2026-11-24 12:00:00.000000'";
-    let expected = format!(
-        "{SELECT}{} ORDER BY latest.max_time DESC, m.id DESC LIMIT 100",
-        dedup_from(
-            "tenant_db.events",
-            &format!(
-                "v.org_id = 'org_default' AND v.session_id = 'sess_1' AND v.{bound} \
-                 AND v.memory_type IN ('episodic', 'decision')"
-            ),
-            &format!("m.org_id = 'org_default' AND m.session_id = 'sess_1' AND m.{bound}")
-        )
+    let page = q.page();
+    assert_eq!((page.limit, page.offset, page.order), (100, 0, Order::Desc));
+    let sql = arc().newest_memories(&page.filter, 102, NOW);
+    assert!(
+        sql.as_str().contains(
+            "AND v.session_id = 'sess_1' AND v.time > '2026-11-24 12:00:00.000000' \
+             AND v.memory_type IN ('episodic', 'decision') ORDER BY v.time DESC LIMIT 102"
+        ),
+        "{sql}"
     );
-    assert_eq!(arc().session_context(&q, NOW).as_str(), expected);
     let absolute = ContextQuery::parse("sess_1", Some("2026-11-01"), &[]).unwrap();
     assert!(
         arc()
-            .session_context(&absolute, NOW)
+            .newest_memories(&absolute.page().filter, 102, NOW)
             .as_str()
-            .contains("v.time > '2026-11-01 00:00:00.000000' GROUP BY v.id")
+            .contains("v.time > '2026-11-01 00:00:00.000000' ORDER BY")
+    );
+}
+
+/// The collapse in SQL over `columns`, filtered by `predicates`.
+fn collapsed_rows(table: &str, cols: &[&str], predicates: &str, window: Option<&str>) -> String {
+    let list = |a: &str| {
+        cols.iter()
+            .map(|c| format!("{a}.{c} AS {c}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let versions = format!(
+        "SELECT {}, ROW_NUMBER() OVER (PARTITION BY v.id ORDER BY v.time DESC) AS version \
+         FROM {table} AS v WHERE v.org_id = 'org_default' AND v.id <> ''{predicates}",
+        list("v")
+    );
+    match window {
+        None => format!(
+            "SELECT {} FROM ({versions}) AS versions WHERE versions.version = 1",
+            list("versions")
+        ),
+        Some(w) => format!(
+            "SELECT {} FROM (SELECT {}, LEAD(versions.time) OVER (PARTITION BY \
+             versions.dedup_key ORDER BY versions.time, versions.id) AS next_time \
+             FROM ({versions}) AS versions WHERE versions.version = 1) AS latest \
+             WHERE latest.dedup_key = '' OR latest.next_time IS NULL OR {w} >= 86400000000",
+            list("latest"),
+            list("versions")
+        ),
+    }
+}
+
+#[test]
+fn collapsed_page_oldest_first_both_dialects() {
+    let q = ListQuery::parse(&ListParams {
+        agent_id: Some("agent_1".into()),
+        limit: Some(10),
+        offset: Some(5000),
+        order: Some("asc".into()),
+        ..ListParams::default()
+    })
+    .unwrap();
+    let day = Some(Duration::from_secs(86_400));
+    let rows = collapsed_rows(
+        "tenant_db.events",
+        &MEMORY_COLUMNS,
+        " AND v.agent_id = 'agent_1'",
+        Some("epoch_us(latest.next_time) - epoch_us(latest.time)"),
+    );
+    let expected = format!(
+        "SELECT {} FROM ({rows}) AS kept ORDER BY kept.time ASC, kept.id ASC LIMIT 11 OFFSET 5000",
+        columns("kept")
+    );
+    assert_eq!(arc().collapsed_page(&q.page(), day, NOW).as_str(), expected);
+    let rows = collapsed_rows(
+        "\"memories\"",
+        &MEMORY_COLUMNS,
+        " AND v.agent_id = 'agent_1'",
+        Some("latest.next_time - latest.time"),
+    );
+    assert!(
+        embedded()
+            .collapsed_page(&q.page(), day, NOW)
+            .as_str()
+            .contains(&rows)
+    );
+    // dedup off: retried ids only
+    let ids_only = collapsed_rows(
+        "\"memories\"",
+        &MEMORY_COLUMNS,
+        " AND v.agent_id = 'agent_1'",
+        None,
+    );
+    assert!(
+        embedded()
+            .collapsed_page(&q.page(), None, NOW)
+            .as_str()
+            .contains(&ids_only)
+    );
+    // a search keeps its importance tiebreak
+    let search = SearchQuery::parse(&SearchParams::default()).unwrap();
+    assert!(
+        arc()
+            .collapsed_page(&search.page(), day, NOW)
+            .as_str()
+            .ends_with(
+                "ORDER BY kept.time DESC, kept.importance DESC, kept.id DESC LIMIT 51 OFFSET 0"
+            )
     );
 }
 
 #[test]
 fn agent_stats_arc() {
     let day = "'2026-11-24 12:00:00.000000'";
-    let rows = format!(
-        "SELECT latest.max_time AS time, m.id AS id, MAX(m.memory_type) AS memory_type, \
-         MAX(m.event_type) AS event_type{}",
-        dedup_from(
-            "tenant_db.events",
-            "v.org_id = 'org_default' AND v.agent_id = 'agent_1'",
-            "m.org_id = 'org_default' AND m.agent_id = 'agent_1'"
-        )
+    let rows = collapsed_rows(
+        "tenant_db.events",
+        &["time", "id", "dedup_key", "memory_type", "event_type"],
+        " AND v.agent_id = 'agent_1'",
+        Some("epoch_us(latest.next_time) - epoch_us(latest.time)"),
     );
     let expected = format!(
         "SELECT d.memory_type AS memory_type, COUNT(*) AS memory_count, \
@@ -171,64 +252,12 @@ fn agent_stats_arc() {
          ORDER BY d.memory_type"
     );
     let agent = AgentId::parse("agent_1").unwrap();
-    assert_eq!(arc().agent_stats(&agent, NOW).as_str(), expected);
-}
-
-#[test]
-fn dedup_lookup_exact_and_batched() {
-    let keys: Vec<DedupKey> = ["k1", "k2", "k1", "it's"]
-        .iter()
-        .map(|k| DedupKey::parse(k).unwrap())
-        .collect();
-    let day = Duration::from_secs(86_400);
-    let sql = embedded().dedup_lookup(&keys, day, NOW);
     assert_eq!(
-        sql.iter().map(Sql::as_str).collect::<Vec<_>>(),
-        [
-            "SELECT DISTINCT v.dedup_key AS dedup_key FROM \"memories\" AS v \
-          WHERE v.org_id = 'org_default' AND v.time > 1795521600000000 \
-          AND v.dedup_key IN ('k1','k2','it''s')"
-        ]
+        arc()
+            .agent_stats(&agent, Some(Duration::from_secs(86_400)), NOW)
+            .as_str(),
+        expected
     );
-    assert!(arc().dedup_lookup(&[], day, NOW).is_empty());
-
-    // 450 automatic-size keys: as many per statement as Arc's SQL length
-    // cap allows (about 270), every key once.
-    let many: Vec<DedupKey> = (0..450)
-        .map(|i| DedupKey::parse(&format!("{i:032x}")).unwrap())
-        .collect();
-    let batches = arc().dedup_lookup(&many, day, NOW);
-    let counts: Vec<usize> = batches
-        .iter()
-        .map(|s| s.as_str().matches("','").count() + 1)
-        .collect();
-    assert_eq!(counts.len(), 2, "{counts:?}");
-    assert!(counts[0] >= 260, "{counts:?}");
-    assert_eq!(counts.iter().sum::<usize>(), 450);
-    assert!(batches.iter().all(|s| s.as_str().len() <= ARC_MAX_SQL_LEN));
-    // the count cap still applies to tiny keys
-    let tiny: Vec<DedupKey> = (0..1_500)
-        .map(|i| DedupKey::parse(&format!("k{i}")).unwrap())
-        .collect();
-    let batches = arc().dedup_lookup(&tiny, day, NOW);
-    let first = batches[0].as_str().matches("','").count() + 1;
-    assert_eq!(first, DEDUP_BATCH_MAX_KEYS);
-    assert!(batches.iter().all(|s| s.as_str().len() <= ARC_MAX_SQL_LEN));
-    // Long, quote-heavy keys: split by size, every query within Arc's limit,
-    // every key asked exactly once.
-    let long: Vec<DedupKey> = (0..100)
-        .map(|i| DedupKey::parse(&format!("{i:03}{}", "' ".repeat(126))).unwrap())
-        .collect();
-    let batches = arc().dedup_lookup(&long, day, NOW);
-    assert!(batches.len() > 1);
-    assert!(batches.iter().all(|s| s.as_str().len() <= ARC_MAX_SQL_LEN));
-    for i in 0..100 {
-        let hits = batches
-            .iter()
-            .map(|s| s.as_str().matches(&format!("'{i:03}''")).count())
-            .sum::<usize>();
-        assert_eq!(hits, 1, "key {i}");
-    }
 }
 
 #[test]
@@ -250,15 +279,13 @@ fn latest_state_arc() {
     .with_equal(Ident::column("status").unwrap(), "active")
     .unwrap()
     .with_limit(Limit::list(Some(5)));
-    let expected = format!(
-        "SELECT latest.max_time AS time, m.id AS id, MAX(m.agent_id) AS agent_id, \
-         MAX(m.status) AS status{} ORDER BY latest.max_time DESC, m.id DESC LIMIT 5",
-        dedup_from(
-            "tenant_db.sessions",
-            "v.org_id = 'org_default' AND v.id IN ('sess_1', 'sess_2')",
-            "m.org_id = 'org_default' AND m.id IN ('sess_1', 'sess_2') AND m.status = 'active'"
-        )
-    );
+    let expected = "SELECT latest.time AS time, latest.id AS id, latest.agent_id AS agent_id, \
+         latest.status AS status FROM (SELECT v.time AS time, v.id AS id, \
+         v.agent_id AS agent_id, v.status AS status, ROW_NUMBER() OVER (PARTITION BY v.id \
+         ORDER BY v.time DESC) AS version FROM tenant_db.sessions AS v \
+         WHERE v.org_id = 'org_default' AND v.id <> '' AND v.id IN ('sess_1', 'sess_2')) AS latest \
+         WHERE latest.version = 1 AND latest.status = 'active' \
+         ORDER BY latest.time DESC, latest.id DESC LIMIT 5";
     assert_eq!(arc().latest_state(&q).as_str(), expected);
     let time = Ident::column("time").unwrap();
     assert!(StateQuery::new(Ident::table("agents").unwrap(), vec![time]).is_err());
@@ -438,10 +465,16 @@ fn worst_case_search_fits_arc_limit() {
         min_importance: Some(f64::MIN_POSITIVE),
         ..SearchParams::default()
     };
-    let sql = arc().search(&SearchQuery::parse(&p).unwrap(), NOW);
-    assert!(
-        sql.as_str().len() <= ARC_MAX_SQL_LEN,
-        "{} bytes",
-        sql.as_str().len()
-    );
+    let page = SearchQuery::parse(&p).unwrap().page();
+    let day = Some(Duration::from_secs(86_400));
+    for sql in [
+        arc().newest_memories(&page.filter, PREFIX_MAX_ROWS, NOW),
+        arc().collapsed_page(&page, day, NOW),
+    ] {
+        assert!(
+            sql.as_str().len() <= ARC_MAX_SQL_LEN,
+            "{} bytes",
+            sql.as_str().len()
+        );
+    }
 }

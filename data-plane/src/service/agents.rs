@@ -126,17 +126,39 @@ impl OrgService {
         Ok(())
     }
 
-    /// An agent's figures; 404 when unknown.
+    /// An agent's figures. The agent is a registered one (by id or name)
+    /// or any `agent_id` memories carry (the SDKs' `remember("agent_x", …)`
+    /// registers nothing); 404 only when neither exists. The registry
+    /// lookup and the counts run concurrently: one statement's latency.
     pub async fn agent_stats(&self, id_or_name: &str) -> Result<AgentStats, ServiceError> {
-        let agent = self.get_agent(id_or_name).await?;
-        let id = AgentId::parse(&agent.id)?;
-        let now = UnixMicros::now();
-        let result = self
-            .store
-            .query(&self.builder.agent_stats(&id, now))
-            .await?;
+        let (agent, figures) =
+            tokio::join!(self.find_agent(id_or_name), self.agent_figures(id_or_name));
+        match agent? {
+            Some(row) if row.id == id_or_name => figures,
+            // a name: count the id it names
+            Some(row) => self.agent_figures(&row.id).await,
+            None => match figures {
+                Ok(stats) if stats.memory_count > 0 => Ok(stats),
+                Ok(_) => Err(ServiceError::NotFound("agent")),
+                // not even an agent id (a name that names nothing)
+                Err(ServiceError::Invalid(_)) => Err(ServiceError::NotFound("agent")),
+                Err(e) => Err(e),
+            },
+        }
+    }
+
+    /// The counts of the memories and sessions carrying `agent_id`.
+    async fn agent_figures(&self, agent_id: &str) -> Result<AgentStats, ServiceError> {
+        let id = AgentId::parse(agent_id)?;
+        let key_window = self.dedup.enabled.then_some(self.dedup.window);
+        let sql = self.builder.agent_stats(&id, key_window, UnixMicros::now());
+        let of_agent = [("agent_id", agent_id)];
+        let (result, sessions) = tokio::join!(
+            self.store.query(&sql),
+            self.read_state(StateTable::Sessions, &[], &of_agent)
+        );
         let mut stats = AgentStats {
-            agent_id: agent.id.clone(),
+            agent_id: agent_id.to_owned(),
             memory_count: 0,
             memories_24h: 0,
             errors_24h: 0,
@@ -146,7 +168,7 @@ impl OrgService {
             memory_types: BTreeMap::new(),
         };
         let mut last: Option<i64> = None;
-        for m in result.into_maps() {
+        for m in result?.into_maps() {
             let n = count(m.get("memory_count"));
             stats.memory_count += n;
             stats.memories_24h += count(m.get("memories_24h"));
@@ -159,13 +181,7 @@ impl OrgService {
             }
         }
         stats.last_active_at = last.map(rfc3339);
-        let sessions = self
-            .read_state(
-                StateTable::Sessions,
-                &[],
-                &[("agent_id", agent.id.as_str())],
-            )
-            .await?;
+        let sessions = sessions?;
         stats.session_count = sessions.len() as u64;
         stats.active_sessions = sessions
             .iter()
@@ -174,18 +190,25 @@ impl OrgService {
         Ok(stats)
     }
 
-    /// An agent's memories (`since` defaults to 24h); 404 when unknown.
+    /// An agent's memories (`since` defaults to 24h); 404 when unknown. The
+    /// registry lookup and the read run concurrently; a name is resolved
+    /// and read again.
     pub async fn agent_memories(
         &self,
         id_or_name: &str,
         params: &ListParams,
     ) -> Result<MemoryList, ServiceError> {
-        let agent = self.get_agent(id_or_name).await?;
         let mut params = params.clone();
-        params.agent_id = Some(agent.id);
         if params.since.as_deref().is_none_or(str::is_empty) {
             params.since = Some("24h".into());
         }
+        params.agent_id = Some(id_or_name.to_owned());
+        let (agent, list) = tokio::join!(self.get_agent(id_or_name), self.list_memories(&params));
+        let agent = agent?;
+        if agent.id == id_or_name {
+            return list;
+        }
+        params.agent_id = Some(agent.id);
         self.list_memories(&params).await
     }
 }

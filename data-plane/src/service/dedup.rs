@@ -1,9 +1,12 @@
-//! The dedup index: recently seen dedup keys per org, so most duplicate
-//! checks never reach the store. Entries are keys this worker wrote (or is
-//! writing: a key is reserved before its write and released if the write
-//! fails, which closes the race of two concurrent writes of one key) and
-//! keys a store lookup found. Bounded: at most `capacity` keys over all
-//! orgs, the oldest inserted evicted first; expired keys are dropped as met.
+//! The dedup index: recently written dedup keys per org, the worker's early
+//! answer to a duplicate (409 / DUPLICATE) without any store round trip.
+//! Entries are keys this worker wrote (or is writing: a key is reserved
+//! before its write and released if the write fails, which closes the race
+//! of two concurrent writes of one key). Best effort by design: what it
+//! does not hold (another worker's writes, evicted keys, a restart) is
+//! stored and collapsed by every read. Bounded: at most `capacity` keys over
+//! all orgs, the oldest inserted evicted first; expired keys are dropped as
+//! met.
 //!
 //! Keys, as the original memtrace defines them: the client's `dedup_key`,
 //! else the first 32 hex digits of
@@ -136,16 +139,9 @@ impl Inner {
     }
 
     /// Sets `key`'s expiry, inserting it if absent (evicting the oldest
-    /// beyond `capacity`). With `unless_live_at`, a key still live then is
-    /// left as it is and `false` returned (a reservation that lost).
-    fn upsert(
-        &mut self,
-        org: &str,
-        key: &str,
-        expiry: i64,
-        capacity: usize,
-        unless_live_at: Option<i64>,
-    ) -> bool {
+    /// beyond `capacity`); a key still live at `now` is left as it is and
+    /// `false` returned (a reservation that lost).
+    fn upsert(&mut self, org: &str, key: &str, expiry: i64, capacity: usize, now: i64) -> bool {
         let hash = self.hash(key);
         let org_arc = match self.live.get_key_value(org) {
             Some((o, _)) => o.clone(),
@@ -160,7 +156,7 @@ impl Inner {
             return false;
         };
         if let Some(e) = keys.find_mut(hash, |e| e.key.is(key)) {
-            if unless_live_at.is_some_and(|now| e.expiry > now) {
+            if e.expiry > now {
                 return false;
             }
             e.expiry = expiry;
@@ -255,15 +251,7 @@ impl DedupIndex {
             if !*kept {
                 continue;
             }
-            *kept = inner.upsert(org, k, expiry, self.capacity, Some(now));
-        }
-    }
-
-    /// Records keys found in the store (known duplicates).
-    pub fn remember(&self, org: &str, keys: &[String], expiry: i64) {
-        let mut inner = self.lock();
-        for k in keys {
-            inner.upsert(org, k, expiry, self.capacity, None);
+            *kept = inner.upsert(org, k, expiry, self.capacity, now);
         }
     }
 
@@ -313,7 +301,7 @@ mod tests {
         assert_eq!(idx.reserve("o", &k("a"), 100, 200), vec![true], "expired");
         idx.release("o", &k("a"));
         assert!(!idx.contains("o", "a", 0));
-        idx.remember("o", &["b".into(), "c".into()], 100);
+        idx.reserve("o", &["b".into(), "c".into()], 0, 100);
         assert!(idx.len() <= 2, "bounded");
         assert!(idx.contains("o", "c", 0));
     }
@@ -380,7 +368,7 @@ mod tests {
     fn known_and_reserve_kept_skip_what_is_already_refused() {
         let idx = DedupIndex::new(10);
         let keys: Vec<String> = ["a", "b", "c"].map(String::from).to_vec();
-        idx.remember("o", &keys[..1], 100);
+        idx.reserve("o", &keys[..1], 0, 100);
         let mut keep = vec![true, false, true];
         idx.known("o", &keys, 50, &mut keep);
         assert_eq!(keep, [false, false, true], "a known, b already refused");

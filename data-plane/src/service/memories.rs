@@ -1,27 +1,31 @@
 //! Memories: create (single or batch, deduplicated), list, search, get.
 //!
-//! Dedup per request: keys already in the in-memory index are duplicates;
-//! the rest are looked up in the store in one batched read
-//! ([`QueryBuilder::dedup_lookup`](crate::query::QueryBuilder::dedup_lookup),
-//! fail-open as the original if the store cannot answer); survivors are
-//! reserved in the index before the write (so a concurrent request with the
-//! same key is a duplicate even while this write is pending) and released
-//! if the write fails. A write holding reservations runs in its own task,
-//! so a cancelled request cannot leave them held for a write that failed.
+//! Writes make no store round trip. Dedup per request is the in-memory
+//! index only: keys it holds are duplicates (409 for a single create,
+//! skipped in a batch, DUPLICATE when streamed); survivors are reserved in
+//! the index before the write (so a concurrent request with the same key is
+//! a duplicate even while this write is pending) and released if the write
+//! fails. A write holding reservations runs in its own task, so a cancelled
+//! request cannot leave them held for a write that failed. What the index
+//! cannot see (another worker's writes, keys it evicted, a restart) is
+//! stored and collapsed by every read ([`super::collapse`]).
+//!
+//! Reads: a newest-first page is one plain top-N statement collapsed here;
+//! should collapsing leave the page short while more rows exist, a longer
+//! prefix is read (rare: only duplicates shorten it). Oldest-first pages
+//! and pages past [`PREFIX_MAX_ROWS`] rows are collapsed in SQL.
 
 use super::dedup::auto_key;
 use super::ids::{memory_id, next_micros_n};
-use super::lookups::KeyLookup;
 use super::rows::{self, EMPTY_OBJECT, encode_object, rfc3339};
 use super::types::{Memory, MemoryList, NewMemory, SearchResult};
-use super::{MAX_BATCH, OrgService, ServiceError, ServiceShared};
+use super::{MAX_BATCH, OrgService, ServiceError, ServiceShared, collapse};
 use crate::arcdb::MemoryRow;
-use crate::query::QueryBuilder;
 use crate::query::{
-    DedupKey, ListParams, ListQuery, MemoryId, SearchParams, SearchQuery, SessionId, Tag,
-    UnixMicros,
+    ListParams, ListQuery, MemoryId, MemoryPage, Order, PREFIX_MAX_ROWS, SearchParams, SearchQuery,
+    SessionId, Tag, UnixMicros,
 };
-use crate::store::{StoreError, TenantStore};
+use crate::store::StoreError;
 use serde_json::{Map, Value};
 use std::borrow::Cow;
 use std::collections::HashSet;
@@ -135,8 +139,7 @@ impl OrgService {
         let mut keep = vec![true; memories.len()];
         let mut reserved: Vec<String> = Vec::new();
         if self.dedup.enabled {
-            self.dedup_keys(&keys, &mut keep, &mut reserved, now, expiry)
-                .await?;
+            self.dedup_keys(&keys, &mut keep, &mut reserved, now, expiry);
         }
         if on_duplicate == OnDuplicate::Refuse && !keep[0] {
             tracing::debug!(org_id = %org, "duplicate memory refused");
@@ -245,45 +248,26 @@ impl OrgService {
     }
 
     /// Marks in `keep` the inputs that are duplicates: of an earlier input
-    /// of the request, of a key in the index, or of one the store holds
-    /// (one coalesced lookup for the keys the index does not know). The
-    /// survivors' keys are reserved in the index (into `reserved`) so a
-    /// concurrent write of the same key is a duplicate while this one is
-    /// pending.
-    async fn dedup_keys(
+    /// of the request, or of a key in the index. The survivors' keys are
+    /// reserved in the index (into `reserved`) so a concurrent write of the
+    /// same key is a duplicate while this one is pending.
+    fn dedup_keys(
         &self,
         keys: &[String],
         keep: &mut [bool],
         reserved: &mut Vec<String>,
         now: i64,
         expiry: i64,
-    ) -> Result<(), ServiceError> {
+    ) {
         let org = self.org.as_str();
         let index = &self.shared.dedup;
         let mut seen: HashSet<&str> = HashSet::with_capacity(keys.len());
-        let mut unknown: Vec<DedupKey> = Vec::new();
         for (i, k) in keys.iter().enumerate() {
             if !seen.insert(k) {
                 keep[i] = false;
             }
         }
         index.known(org, keys, now, keep);
-        for (k, kept) in keys.iter().zip(keep.iter()) {
-            if *kept {
-                unknown.push(DedupKey::parse(k)?);
-            }
-        }
-        let found = self.lookup_keys(unknown).await;
-        if !found.is_empty() {
-            let found: Vec<String> = found.into_iter().collect();
-            index.remember(org, &found, expiry);
-            let found: HashSet<&str> = found.iter().map(String::as_str).collect();
-            for (k, kept) in keys.iter().zip(keep.iter_mut()) {
-                if found.contains(k.as_str()) {
-                    *kept = false;
-                }
-            }
-        }
         index.reserve_kept(org, keys, keep, now, expiry);
         reserved.extend(
             keys.iter()
@@ -291,36 +275,12 @@ impl OrgService {
                 .filter(|(_, kept)| **kept)
                 .map(|(k, _)| k.clone()),
         );
-        Ok(())
-    }
-
-    /// The keys among `keys` the store already holds within the window,
-    /// looked up together with the concurrent writes of this org
-    /// ([`LookupCoalescer`](super::lookups::LookupCoalescer)); empty when
-    /// the store cannot answer (fail-open, as the original).
-    async fn lookup_keys(&self, keys: Vec<DedupKey>) -> HashSet<String> {
-        if keys.is_empty() {
-            return HashSet::new();
-        }
-        let runner = Arc::new(StoreLookup {
-            store: self.store.clone(),
-            builder: self.builder.clone(),
-            window: self.dedup.window,
-            org: self.org.as_str().to_owned(),
-        });
-        self.shared
-            .lookups
-            .lookup(self.org.as_str(), keys, runner)
-            .await
     }
 
     /// One page of memories (`GET /api/v1/memories`).
     pub async fn list_memories(&self, params: &ListParams) -> Result<MemoryList, ServiceError> {
         let q = ListQuery::parse(params)?;
-        let sql = self.builder.list(&q, UnixMicros::now());
-        let mut memories = rows::memories(self.store.query(&sql).await?)?;
-        let has_more = q.has_more(memories.len());
-        memories.truncate(q.limit.get() as usize);
+        let (memories, has_more) = self.read_page(&q.page()).await?;
         Ok(MemoryList {
             count: memories.len(),
             memories,
@@ -332,13 +292,62 @@ impl OrgService {
     pub async fn search(&self, params: &SearchParams) -> Result<SearchResult, ServiceError> {
         let q = SearchQuery::parse(params)?;
         let started = Instant::now();
-        let sql = self.builder.search(&q, UnixMicros::now());
-        let results = rows::memories(self.store.query(&sql).await?)?;
+        let (results, _) = self.read_page(&q.page()).await?;
         Ok(SearchResult {
             count: results.len(),
             results,
             query_time_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
         })
+    }
+
+    /// The visible memories of `page` and whether more follow it.
+    pub(super) async fn read_page(
+        &self,
+        page: &MemoryPage,
+    ) -> Result<(Vec<Memory>, bool), ServiceError> {
+        let key_window = self.dedup.enabled.then_some(self.dedup.window);
+        let window_micros = key_window.map(|w| i64::try_from(w.as_micros()).unwrap_or(i64::MAX));
+        let offset = usize::try_from(page.offset).unwrap_or(usize::MAX);
+        let limit = page.limit as usize;
+        // the page, one more to know whether a next exists, one more for a
+        // final tie in time that a full prefix leaves undecided
+        let wanted = offset.saturating_add(limit).saturating_add(1);
+        let now = UnixMicros::now();
+        let max = PREFIX_MAX_ROWS as usize;
+        let mut fetch = wanted.saturating_add(1);
+        while page.order == Order::Desc && fetch <= max {
+            let sql = self
+                .builder
+                .newest_memories(&page.filter, fetch as u32, now);
+            let rows = rows::read_memories(self.store.query(&sql).await?)?;
+            let mut c = collapse::newest_first(rows, fetch, window_micros);
+            if c.complete || c.visible.len() >= wanted {
+                if page.importance_tiebreak {
+                    collapse::importance_ties(&mut c.visible);
+                }
+                let has_more = c.visible.len() > offset + limit;
+                let memories = c
+                    .visible
+                    .into_iter()
+                    .skip(offset)
+                    .take(limit)
+                    .map(|r| r.memory)
+                    .collect();
+                return Ok((memories, has_more));
+            }
+            // duplicates (or a long tie) shortened the page: read further
+            tracing::debug!(org_id = %self.org, fetch, visible = c.visible.len(), "collapsed prefix short; reading a longer one");
+            fetch = if fetch == max {
+                max + 1
+            } else {
+                (fetch * 4).min(max)
+            };
+        }
+        let sql = self.builder.collapsed_page(page, key_window, now);
+        let mut memories = rows::memories(self.store.query(&sql).await?)?;
+        let has_more = memories.len() > limit;
+        memories.truncate(limit);
+        Ok((memories, has_more))
     }
 
     /// One memory by id; 404 when unknown.
@@ -413,55 +422,6 @@ fn render(row: MemoryRow, metadata: Map<String, Value>, tags: Vec<Tag>) -> Memor
         dedup_key: row.dedup_key,
         importance: row.importance,
         parent_id: row.parent_id,
-    }
-}
-
-/// One org's store as a dedup key lookup: the builder's batched lookup
-/// statements (about 270 keys each: Arc's SQL length limit), fail-open.
-struct StoreLookup {
-    store: Arc<dyn TenantStore>,
-    builder: QueryBuilder,
-    window: std::time::Duration,
-    org: String,
-}
-
-impl KeyLookup for StoreLookup {
-    fn find(
-        &self,
-        keys: Vec<DedupKey>,
-    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = HashSet<String>> + Send + '_>> {
-        Box::pin(async move {
-            // the statements of one round run concurrently
-            let mut queries = tokio::task::JoinSet::new();
-            for sql in self
-                .builder
-                .dedup_lookup(&keys, self.window, UnixMicros::now())
-            {
-                let store = self.store.clone();
-                queries.spawn(async move { store.query(&sql).await });
-            }
-            let mut found = HashSet::new();
-            while let Some(done) = queries.join_next().await {
-                match done {
-                    Ok(Ok(rows)) => {
-                        let col = rows.column("dedup_key");
-                        for row in &rows.rows {
-                            if let Some(serde_json::Value::String(k)) = col.and_then(|c| row.get(c))
-                            {
-                                found.insert(k.clone());
-                            }
-                        }
-                    }
-                    Ok(Err(e)) => {
-                        tracing::warn!(org_id = %self.org, error = %e, "dedup lookup failed; writing without the store check");
-                    }
-                    Err(e) => {
-                        tracing::error!(org_id = %self.org, error = %e, "dedup lookup task failed; writing without the store check");
-                    }
-                }
-            }
-            found
-        })
     }
 }
 

@@ -10,11 +10,11 @@
 //! [`ServiceShared`] (dedup index, state cache).
 
 mod agents;
+pub mod collapse;
 mod context;
 pub mod dedup;
 mod error;
 pub mod ids;
-pub mod lookups;
 mod memories;
 mod rows;
 mod sessions;
@@ -40,8 +40,6 @@ use std::sync::Arc;
 #[derive(Debug, Default)]
 pub struct ServiceShared {
     pub dedup: dedup::DedupIndex,
-    /// Concurrent dedup lookups of one org share store queries.
-    pub lookups: Arc<lookups::LookupCoalescer>,
     pub state: state::StateCache,
     /// Serializes agent registrations on this worker (unique names).
     pub(crate) register_lock: tokio::sync::Mutex<()>,

@@ -3,6 +3,7 @@
 //! decoded), and agent/session state rows in both directions.
 
 use super::ServiceError;
+use super::collapse::ReadMemory;
 use super::state::value;
 use super::types::{Agent, Memory, Session};
 use crate::query::UnixMicros;
@@ -40,6 +41,11 @@ pub fn rfc3339(micros: i64) -> String {
 
 /// Memory rows (builder column order) as memories.
 pub fn memories(rows: Rows) -> Result<Vec<Memory>, ServiceError> {
+    Ok(read_memories(rows)?.into_iter().map(|r| r.memory).collect())
+}
+
+/// Memory rows as memories with their times in µs.
+pub fn read_memories(rows: Rows) -> Result<Vec<ReadMemory>, ServiceError> {
     rows.into_maps()
         .into_iter()
         .map(|m| {
@@ -51,7 +57,7 @@ pub fn memories(rows: Rows) -> Result<Vec<Memory>, ServiceError> {
                 Some(Value::String(s)) => s.parse().unwrap_or(0.0),
                 _ => 0.0,
             };
-            Ok(Memory {
+            let memory = Memory {
                 id: text(&m, "id"),
                 time: rfc3339(time),
                 org_id: text(&m, "org_id"),
@@ -69,6 +75,10 @@ pub fn memories(rows: Rows) -> Result<Vec<Memory>, ServiceError> {
                 dedup_key: text(&m, "dedup_key"),
                 importance,
                 parent_id: text(&m, "parent_id"),
+            };
+            Ok(ReadMemory {
+                micros: time,
+                memory,
             })
         })
         .collect()

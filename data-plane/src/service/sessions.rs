@@ -99,19 +99,22 @@ impl OrgService {
         Ok(session)
     }
 
-    /// A session's memories; 404 when the session is unknown.
+    /// A session's memories; 404 when the session is unknown. The check
+    /// and the read run concurrently: one statement's latency.
     pub async fn session_memories(
         &self,
         id: &str,
         params: &ListParams,
     ) -> Result<MemoryList, ServiceError> {
-        let session = self.get_session(id).await?;
         let mut params = params.clone();
-        params.session_id = Some(session.id);
-        self.list_memories(&params).await
+        params.session_id = Some(id.to_owned());
+        let (session, list) = tokio::join!(self.get_session(id), self.list_memories(&params));
+        session?;
+        list
     }
 
-    /// The session's context as markdown; 404 when the session is unknown.
+    /// The session's context as markdown; 404 when the session is unknown
+    /// (checked concurrently with the read).
     pub async fn session_context(
         &self,
         id: &str,
@@ -129,9 +132,10 @@ impl OrgService {
             }
             Some(n) => Some(u64::try_from(n).unwrap_or(u64::MAX)),
         };
-        let session = self.get_session(id).await?;
-        let sql = self.builder.session_context(&q, UnixMicros::now());
-        let memories = rows::memories(self.store.query(&sql).await?)?;
+        let page = q.page();
+        let (session, page) = tokio::join!(self.get_session(id), self.read_page(&page));
+        let session = session?;
+        let (memories, _) = page?;
         let (context, memory_count) = render(&session.id, &memories, max_tokens);
         Ok(SessionContext {
             session_id: session.id,

@@ -1,5 +1,6 @@
-//! The service over a real embedded store: ids, dedup (index and store
-//! lookup), list/get, agents, sessions, context and stats.
+//! The service over a real embedded store: ids, dedup (the index at write
+//! time, the collapse at read time), list/get, agents, sessions, context
+//! and stats.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use super::*;
@@ -38,12 +39,15 @@ async fn memories_dedup_and_read_back() {
         svc.create_memory(new_memory("agent_x", "hello")).await,
         Err(ServiceError::Duplicate)
     ));
-    // a fresh index (another worker) still finds the key in the store
+    // a fresh index (another worker) cannot see the key: no store round
+    // trip on the write, so the duplicate is stored, and reads show it once
     let other = service(dir.path(), Arc::default()).await;
-    assert!(matches!(
-        other.create_memory(new_memory("agent_x", "hello")).await,
-        Err(ServiceError::Duplicate)
-    ));
+    let dup = other
+        .create_memory(new_memory("agent_x", "hello"))
+        .await
+        .unwrap();
+    assert_ne!(dup.id, m.id);
+    assert_eq!(dup.dedup_key, m.dedup_key);
     let batch = other
         .create_memories(vec![
             new_memory("agent_x", "hello"),
@@ -81,6 +85,11 @@ async fn memories_dedup_and_read_back() {
         .await
         .unwrap();
     assert_eq!(found.count, 1);
+    assert_eq!(found.results[0].id, dup.id, "the later duplicate is shown");
+    let all = svc.list_memories(&ListParams::default()).await.unwrap();
+    let contents: Vec<&str> = all.memories.iter().map(|m| m.content.as_str()).collect();
+    assert_eq!(contents, ["c", "b", "hello"]);
+    assert!(!all.has_more);
     let bad = svc
         .list_memories(&ListParams {
             since: Some("yesterday".into()),
@@ -194,4 +203,54 @@ async fn agents_sessions_context_stats() {
             .http_status(),
         404
     );
+}
+
+#[tokio::test]
+async fn a_page_shortened_by_duplicates_reads_a_longer_prefix() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = service(dir.path(), Arc::default()).await;
+    let old = first
+        .create_memory(new_memory("agent_x", "old"))
+        .await
+        .unwrap();
+    // twelve workers (each its own index) store the same memory: every
+    // newest-first prefix of four rows holds only that one memory
+    let mut last = None;
+    for _ in 0..12 {
+        let worker = service(dir.path(), Arc::default()).await;
+        last = Some(
+            worker
+                .create_memory(new_memory("agent_x", "same"))
+                .await
+                .unwrap(),
+        );
+    }
+    let page = first
+        .list_memories(&ListParams {
+            agent_id: Some("agent_x".into()),
+            limit: Some(2),
+            ..ListParams::default()
+        })
+        .await
+        .unwrap();
+    let ids: Vec<&str> = page.memories.iter().map(|m| m.id.as_str()).collect();
+    assert_eq!(ids, [last.unwrap().id.as_str(), old.id.as_str()]);
+    assert!(!page.has_more);
+    // an oldest-first page, collapsed in SQL, shows the same two
+    let asc = first
+        .list_memories(&ListParams {
+            agent_id: Some("agent_x".into()),
+            order: Some("asc".into()),
+            ..ListParams::default()
+        })
+        .await
+        .unwrap();
+    let contents: Vec<&str> = asc.memories.iter().map(|m| m.content.as_str()).collect();
+    assert_eq!(contents, ["old", "same"]);
+    let stats = first.agent_stats("agent_x").await.unwrap();
+    assert_eq!(stats.memory_count, 2, "free-form agent id, duplicates counted once");
+    assert!(matches!(
+        first.agent_stats("agent_nobody").await,
+        Err(ServiceError::NotFound("agent"))
+    ));
 }

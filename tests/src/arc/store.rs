@@ -154,6 +154,22 @@ impl Store {
         // DuckDB's LIKE is case-sensitive; SQLite's is not unless asked.
         conn.execute_batch("PRAGMA case_sensitive_like = ON;")
             .map_err(|e| e.to_string())?;
+        // DuckDB's epoch_us(TIMESTAMP): the µs since the epoch, which is
+        // what `time` columns hold here already.
+        conn.create_scalar_function(
+            "epoch_us",
+            1,
+            rusqlite::functions::FunctionFlags::SQLITE_UTF8
+                | rusqlite::functions::FunctionFlags::SQLITE_DETERMINISTIC,
+            |ctx| match ctx.get_raw(0) {
+                rusqlite::types::ValueRef::Integer(us) => Ok(Some(us)),
+                rusqlite::types::ValueRef::Null => Ok(None),
+                _ => Err(rusqlite::Error::UserFunctionError(
+                    "epoch_us: expects a TIMESTAMP".into(),
+                )),
+            },
+        )
+        .map_err(|e| e.to_string())?;
         // No "double-quoted string literal" fallback: "x" is an identifier.
         for cfg in [
             rusqlite::config::DbConfig::SQLITE_DBCONFIG_DQS_DML,

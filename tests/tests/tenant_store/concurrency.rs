@@ -34,7 +34,15 @@ pub(super) async fn concurrent_appends_all_land(h: &Harness) {
     }
     let b = builder(store.as_ref(), ORG_A);
     let q = list_params(|p| p.limit = Some(1000));
-    assert_eq!(store.query(&b.list(&q, NOW)).await.unwrap().rows.len(), 80);
+    assert_eq!(
+        store
+            .query(&list_sql(&b, &q, NOW))
+            .await
+            .unwrap()
+            .rows
+            .len(),
+        80
+    );
     let latest = state_query(StateTable::Agents, &["name"]);
     let rows = store.query(&b.latest_state(&latest)).await.unwrap();
     assert_eq!(rows.rows.len(), 16);

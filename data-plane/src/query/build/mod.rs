@@ -1,0 +1,236 @@
+//! The SQL of every read. See the module docs of [`super`] for the shapes
+//! and why they are written this way. Memory reads are in [`memories`];
+//! here: the builder, the statement type and the state-row reads.
+
+mod memories;
+
+pub use memories::PREFIX_MAX_ROWS;
+
+use super::OrgId;
+use super::QueryError;
+use super::dialect::Dialect;
+use super::validate::{Ident, Limit, StateId};
+use std::collections::HashSet;
+use std::fmt::{self, Write as _};
+
+/// The columns of a memory row, in the order every memory read returns them.
+pub const MEMORY_COLUMNS: [&str; 13] = [
+    "time",
+    "id",
+    "org_id",
+    "agent_id",
+    "session_id",
+    "memory_type",
+    "event_type",
+    "content",
+    "metadata_json",
+    "tags_csv",
+    "dedup_key",
+    "importance",
+    "parent_id",
+];
+
+/// Arc refuses SQL longer than this many bytes (400).
+pub const ARC_MAX_SQL_LEN: usize = 10_000;
+
+/// A finished SQL statement, built only by [`QueryBuilder`].
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Sql(String);
+
+impl Sql {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    pub fn into_string(self) -> String {
+        self.0
+    }
+}
+
+impl AsRef<str> for Sql {
+    fn as_ref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for Sql {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Builds the reads of one org against one store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueryBuilder {
+    dialect: Dialect,
+    org: OrgId,
+    memories: Ident,
+}
+
+impl QueryBuilder {
+    /// `memories` is the configured measurement (Arc) or table (embedded);
+    /// every query also filters `org_id = org`.
+    pub fn new(dialect: Dialect, org: OrgId, memories: Ident) -> Self {
+        Self {
+            dialect,
+            org,
+            memories,
+        }
+    }
+
+    pub fn dialect(&self) -> &Dialect {
+        &self.dialect
+    }
+
+    /// The latest row per id of an agent or session state table, newest
+    /// first. Columns: `time, id`, then `q`'s columns. One scan: the
+    /// newest version of each id is picked by a window over the org's rows
+    /// (narrowed by `ids`); `equals` then filters those latest rows.
+    pub fn latest_state(&self, q: &StateQuery) -> Sql {
+        let mut columns = vec!["time", "id"];
+        columns.extend(q.columns.iter().map(Ident::as_str));
+        let mut narrow = Vec::new();
+        if !q.ids.is_empty() {
+            let lits: Vec<String> = q.ids.iter().map(|id| self.lit(id.as_str())).collect();
+            narrow.push(in_list("v", "id", &lits));
+        }
+        let mut sql = format!(
+            "SELECT {} FROM ({}) AS latest WHERE latest.version = 1",
+            qualified("latest", &columns),
+            self.versions(&q.table, &columns, &narrow),
+        );
+        for (column, value) in &q.equals {
+            let _ = write!(sql, " AND latest.{column} = {}", self.lit(value));
+        }
+        let _ = write!(sql, " ORDER BY latest.time DESC, latest.id DESC");
+        if let Some(limit) = q.limit {
+            let _ = write!(sql, " LIMIT {}", limit.get());
+        }
+        Sql(sql)
+    }
+
+    fn lit(&self, value: &str) -> String {
+        self.dialect.string_literal(value)
+    }
+
+    /// The org's rows of `table` matching `predicates` (alias `v`), each
+    /// with `version`: 1 for the newest row of its id (ties, identical
+    /// retried rows, broken arbitrarily), 2 for the next, and so on. Rows
+    /// without an id are left out. One scan.
+    fn versions(&self, table: &Ident, columns: &[&str], predicates: &[String]) -> String {
+        let mut sql = format!(
+            "SELECT {}, ROW_NUMBER() OVER (PARTITION BY v.id ORDER BY v.time DESC) AS version \
+             FROM {} AS v WHERE v.org_id = {} AND v.id <> ''",
+            qualified("v", columns),
+            self.dialect.table_ref(table),
+            self.lit(self.org.as_str()),
+        );
+        for p in predicates {
+            let _ = write!(sql, " AND {p}");
+        }
+        sql
+    }
+}
+
+/// `a.c AS c, …`: every expression aliased, as both engines need.
+fn qualified(alias: &str, columns: &[&str]) -> String {
+    columns
+        .iter()
+        .map(|c| format!("{alias}.{c} AS {c}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn in_list(a: &str, column: &str, lits: &[String]) -> String {
+    match lits {
+        [one] => format!("{a}.{column} = {one}"),
+        _ => format!("{a}.{column} IN ({})", lits.join(", ")),
+    }
+}
+
+/// The latest row per id of an agent or session state table (columns
+/// `time`, `id`, `org_id` required). `ids` narrow both scans; `equals`
+/// filters apply to the latest row only, so a session whose newest row says
+/// `closed` never matches `status = 'active'` through an older row.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StateQuery {
+    table: Ident,
+    columns: Vec<Ident>,
+    ids: Vec<StateId>,
+    equals: Vec<(Ident, String)>,
+    limit: Option<Limit>,
+}
+
+impl StateQuery {
+    pub const MAX_COLUMNS: usize = 32;
+    pub const MAX_IDS: usize = 100;
+    pub const MAX_EQUALS: usize = 8;
+    /// Longest `equals` value, in bytes.
+    pub const MAX_VALUE_BYTES: usize = 1024;
+
+    /// Reads `columns` (besides `time` and `id`, always returned first).
+    pub fn new(table: Ident, columns: Vec<Ident>) -> Result<Self, QueryError> {
+        let mut seen = HashSet::new();
+        for c in &columns {
+            if matches!(c.as_str(), "time" | "id") || !seen.insert(c.as_str()) {
+                return Err(QueryError::invalid(
+                    "column",
+                    "must be unique and not time or id (always returned)",
+                ));
+            }
+        }
+        if columns.len() > Self::MAX_COLUMNS {
+            return Err(QueryError::TooMany {
+                field: "columns",
+                max: Self::MAX_COLUMNS,
+            });
+        }
+        Ok(Self {
+            table,
+            columns,
+            ids: Vec::new(),
+            equals: Vec::new(),
+            limit: None,
+        })
+    }
+
+    /// Only these ids.
+    pub fn with_ids(mut self, ids: impl IntoIterator<Item = StateId>) -> Result<Self, QueryError> {
+        for id in ids {
+            if !self.ids.contains(&id) {
+                self.ids.push(id);
+            }
+        }
+        if self.ids.len() > Self::MAX_IDS {
+            return Err(QueryError::TooMany {
+                field: StateId::FIELD,
+                max: Self::MAX_IDS,
+            });
+        }
+        Ok(self)
+    }
+
+    /// Only ids whose latest row has `column = value`.
+    pub fn with_equal(mut self, column: Ident, value: &str) -> Result<Self, QueryError> {
+        if value.len() > Self::MAX_VALUE_BYTES {
+            return Err(QueryError::invalid(
+                "filter",
+                "value must be at most 1024 bytes",
+            ));
+        }
+        if self.equals.len() == Self::MAX_EQUALS {
+            return Err(QueryError::TooMany {
+                field: "filters",
+                max: Self::MAX_EQUALS,
+            });
+        }
+        self.equals.push((column, value.to_owned()));
+        Ok(self)
+    }
+
+    /// At most `limit` rows.
+    pub fn with_limit(mut self, limit: Limit) -> Self {
+        self.limit = Some(limit);
+        self
+    }
+}
