@@ -3,6 +3,7 @@
 //! to 0 (or probed free) so tests can run in parallel.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+pub mod api;
 pub mod arc;
 pub mod bench;
 pub mod bins;

@@ -7,13 +7,14 @@
 //! flushers exit.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use memtrace_common::settings::{TenantLimits, WriteSettings};
+use memtrace_common::settings::{TenantLimits, WriteCompression, WriteSettings};
 use memtrace_data_plane::arcdb::{ArcClient, MemoryRow, RetryPolicy};
 use memtrace_data_plane::ingest::{Ack, Batcher, IngestError};
 use memtrace_data_plane::snapshot::ArcRoute;
 use memtrace_tests::arc::{ArcStandIn, ArcStandInBuilder, CostModel, Fault, Target};
 use std::collections::HashSet;
 use std::sync::Arc;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 use tokio::time::timeout;
@@ -36,6 +37,7 @@ struct Knobs {
     batch_size: AtomicU64,
     linger_ms: AtomicU64,
     max_queued: AtomicU64,
+    compression: Mutex<WriteCompression>,
 }
 
 fn knobs(batch_size: u64, linger_ms: u64, max_queued: u64) -> Arc<Knobs> {
@@ -43,6 +45,7 @@ fn knobs(batch_size: u64, linger_ms: u64, max_queued: u64) -> Arc<Knobs> {
         batch_size: AtomicU64::new(batch_size),
         linger_ms: AtomicU64::new(linger_ms),
         max_queued: AtomicU64::new(max_queued),
+        compression: Mutex::new(WriteCompression::Zstd),
     })
 }
 
@@ -57,6 +60,7 @@ fn batcher(knobs: &Arc<Knobs>) -> Batcher {
             // 3 retries: the policy's 4 attempts
             retry_max_attempts: 3,
             query_timeout: Duration::from_secs(5),
+            compression: *k.compression.lock().unwrap(),
         };
         let limits = TenantLimits {
             requests_per_second: 0,
@@ -437,4 +441,43 @@ async fn a_large_batch_is_encoded_off_the_async_threads_and_stored() {
     let stats = arc.stats().db(DB);
     assert_eq!((stats.write_requests, stats.rows), (1, 600));
     assert_eq!(arc.row_count(DB, MEASUREMENT), 600);
+}
+
+#[tokio::test]
+async fn a_gzip_only_arc_names_the_compression_setting_and_takes_gzip_once_set() {
+    let arc = instant_builder().gzip_only(true).start().await.unwrap();
+    let k = knobs(10, 1, 1_000);
+    let b = batcher(&k);
+    let r = route(&arc);
+    // zstd (the default) is refused as not MessagePack: the error names the
+    // setting and how to change it, and nothing is stored
+    let refused = outcomes(submit_each(&b, &r, 0, 3)).await;
+    for outcome in &refused {
+        let e = outcome.as_ref().unwrap_err();
+        assert!(
+            matches!(
+                e,
+                IngestError::BodyRefused {
+                    compression: "zstd",
+                    ..
+                }
+            ),
+            "{e:?}"
+        );
+        let text = e.to_string();
+        assert!(text.contains("arc.write_compression"), "{text}");
+        assert!(text.contains("--org org_acme"), "{text}");
+    }
+    assert_eq!(arc.stats().db(DB).rows, 0);
+    // the setting is hot: the next batch goes out gzip-compressed, with the header
+    *k.compression.lock().unwrap() = WriteCompression::Gzip;
+    for outcome in outcomes(submit_each(&b, &r, 3, 6)).await {
+        outcome.unwrap();
+    }
+    // and uncompressed bodies are taken too
+    *k.compression.lock().unwrap() = WriteCompression::None;
+    for outcome in outcomes(submit_each(&b, &r, 6, 8)).await {
+        outcome.unwrap();
+    }
+    assert_eq!(arc.stats().db(DB).rows, 5);
 }

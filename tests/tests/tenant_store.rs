@@ -8,7 +8,7 @@
 //! retried) and the embedded opener (org ids as file names, bounded cache).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use memtrace_common::settings::{TenantLimits, WriteSettings};
+use memtrace_common::settings::{TenantLimits, WriteCompression, WriteSettings};
 use memtrace_data_plane::arcdb::{ArcClient, MemoryRow, RetryPolicy};
 use memtrace_data_plane::ingest::Batcher;
 use memtrace_data_plane::query::{
@@ -70,6 +70,7 @@ impl Harness {
                 // 3 retries: the policy's 4 attempts
                 retry_max_attempts: 3,
                 query_timeout: Duration::from_secs(5),
+                compression: WriteCompression::Zstd,
             };
             let limits = TenantLimits {
                 requests_per_second: 0,

@@ -7,9 +7,9 @@
 //! unbound org (503 "no arc instance" with a hint).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+use memtrace_tests::api::{Api, error_of};
 use memtrace_tests::cluster::{self, Cluster, Probe, arc_with_token};
-use memtrace_tests::worker::Worker;
-use serde_json::{Value, json};
+use serde_json::json;
 use std::time::Duration;
 
 const PREFIX: &str = "/memtrace-rest/v1/";
@@ -20,50 +20,6 @@ async fn eventually<P: Probe>(what: &str, probe: impl AsyncFnMut() -> P) -> P::V
     cluster::eventually(what, Duration::from_secs(20), probe)
         .await
         .unwrap()
-}
-
-/// A tiny client: every call returns (status, JSON body or Null).
-struct Api {
-    http: reqwest::Client,
-    base: String,
-    key: Option<String>,
-}
-
-impl Api {
-    fn new(worker: &Worker, key: Option<&str>) -> Self {
-        Self {
-            http: memtrace_tests::http_client(),
-            base: worker.url(),
-            key: key.map(str::to_owned),
-        }
-    }
-
-    async fn call(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
-        let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
-        let mut req = self.http.request(method, format!("{}{path}", self.base));
-        if let Some(key) = &self.key {
-            req = req.header("x-api-key", key);
-        }
-        if let Some(body) = body {
-            req = req.json(&body);
-        }
-        let resp = req.send().await.unwrap();
-        let status = resp.status().as_u16();
-        let text = resp.text().await.unwrap();
-        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
-    }
-
-    async fn get(&self, path: &str) -> (u16, Value) {
-        self.call("GET", path, None).await
-    }
-
-    async fn post(&self, path: &str, body: Value) -> (u16, Value) {
-        self.call("POST", path, Some(body)).await
-    }
-}
-
-fn error_of(body: &Value) -> &str {
-    body["error"].as_str().unwrap_or_default()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -180,6 +180,7 @@ impl EffectiveSettings {
             retry_max_attempts: u32::try_from(self.int(None, "arc.retry_max_attempts"))
                 .unwrap_or(0),
             query_timeout: Duration::from_millis(self.int(None, "arc.query_timeout_ms")),
+            compression: WriteCompression::from_name(&self.text(org_id, "arc.write_compression")),
         }
     }
 
@@ -218,6 +219,47 @@ pub struct WriteSettings {
     pub max_batch_bytes: u64,
     pub retry_max_attempts: u32,
     pub query_timeout: Duration,
+    pub compression: WriteCompression,
+}
+
+/// How write bodies to an org's Arc are compressed (`arc.write_compression`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum WriteCompression {
+    /// Zstandard (what Arc's own docs recommend; the default).
+    #[default]
+    Zstd,
+    /// Gzip, for Arc builds that refuse zstd bodies.
+    Gzip,
+    /// Raw MessagePack.
+    None,
+}
+
+impl WriteCompression {
+    /// The `Content-Encoding` header value, if any.
+    pub fn content_encoding(self) -> Option<&'static str> {
+        match self {
+            Self::Gzip => Some("gzip"),
+            Self::Zstd => Some("zstd"),
+            Self::None => None,
+        }
+    }
+
+    /// The setting's value for it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Zstd => "zstd",
+            Self::Gzip => "gzip",
+            Self::None => "none",
+        }
+    }
+
+    fn from_name(name: &str) -> Self {
+        match name {
+            "gzip" => Self::Gzip,
+            "none" => Self::None,
+            _ => Self::Zstd,
+        }
+    }
 }
 
 /// Deduplication of writes.

@@ -22,7 +22,8 @@ pub use registry::SETTINGS;
 pub(crate) use registry::{KIB, LOG_LEVELS, MIB};
 
 pub use effective::{
-    DedupSettings, EffectiveSettings, Resolved, Source, TenantLimits, WriteSettings,
+    DedupSettings, EffectiveSettings, Resolved, Source, TenantLimits, WriteCompression,
+    WriteSettings,
 };
 
 use crate::error::{CodedError, ErrorCode};

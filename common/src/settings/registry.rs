@@ -5,6 +5,7 @@
 use super::{Category, DefaultValue, Setting, SettingType};
 
 pub(crate) const LOG_LEVELS: &[&str] = &["trace", "debug", "info", "warn", "error"];
+pub(crate) const WRITE_COMPRESSIONS: &[&str] = &["zstd", "gzip", "none"];
 pub(crate) const KIB: i64 = 1024;
 pub(crate) const MIB: i64 = 1024 * 1024;
 
@@ -74,6 +75,14 @@ pub static SETTINGS: &[Setting] = &[
         DefaultValue::Int(100),
     ),
     hot(
+        "arc.write_compression",
+        "how write bodies to the org's arc are compressed: zstd, gzip (for arc builds that refuse zstd bodies with 'Invalid MessagePack payload') or none",
+        SettingType::Enum {
+            values: WRITE_COMPRESSIONS,
+        },
+        DefaultValue::Str("zstd"),
+    ),
+    hot(
         "arc.write_flush_interval_ms",
         "the longest a row waits in an open batch (the original's flush interval); a batch stays open for the smaller of this and arc.write_linger_ms",
         SettingType::DurationMs {
@@ -90,7 +99,7 @@ pub static SETTINGS: &[Setting] = &[
     ),
     hot(
         "dedup.enabled",
-        "collapse writes with the same dedup key within the window",
+        "writes with the same dedup key within the window are duplicates: refused by the worker that knows the key (409), collapsed by every read",
         SettingType::Boolean,
         DefaultValue::Bool(true),
     ),
@@ -110,7 +119,7 @@ pub static SETTINGS: &[Setting] = &[
     },
     hot(
         "dedup.window_hours",
-        "how far back a write looks for an earlier write with the same dedup key",
+        "two writes with the same dedup key less than this apart are one memory (reads show the later)",
         SettingType::Integer {
             min: 1,
             max: 8760,

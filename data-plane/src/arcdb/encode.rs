@@ -241,30 +241,11 @@ impl From<Vec<MemoryRow>> for MemoryBatch {
     }
 }
 
-/// How a write body is compressed. Arc Go detects the format from the
-/// body's magic bytes; the header from [`Compression::content_encoding`] is
-/// for the Python build and proxies.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Compression {
-    /// Gzip, fastest level.
-    Gzip,
-    /// Zstandard, level 1 (what Arc's own docs recommend).
-    #[default]
-    Zstd,
-    /// Raw MessagePack.
-    None,
-}
-
-impl Compression {
-    /// The `Content-Encoding` value, if any.
-    pub fn content_encoding(self) -> Option<&'static str> {
-        match self {
-            Self::Gzip => Some("gzip"),
-            Self::Zstd => Some("zstd"),
-            Self::None => None,
-        }
-    }
-}
+/// How a write body is compressed: the org's `arc.write_compression`
+/// (gzip at the fastest level, zstd at level 1, or raw MessagePack). Arc Go
+/// detects the format from the body's magic bytes; the header from
+/// [`Compression::content_encoding`] is for the Python build and proxies.
+pub use memtrace_common::settings::WriteCompression as Compression;
 
 /// Compresses an encoded body (in memory; cannot fail short of OOM).
 pub fn compress(body: &[u8], compression: Compression) -> std::io::Result<Vec<u8>> {

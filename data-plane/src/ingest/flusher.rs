@@ -14,7 +14,7 @@
 use super::batcher::Shared;
 use super::queue::{Batch, OrgState, Pending, finish_all, same_route};
 use super::{Counters, IngestError};
-use crate::arcdb::{ArcTarget, Bytes, Compression, compress};
+use crate::arcdb::{ArcError, ArcTarget, Bytes, Compression, compress};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -138,7 +138,7 @@ pub(crate) async fn run(shared: Arc<Shared>, org: Arc<OrgState>, mut rx: Queue) 
             shared.clone(),
             org.clone(),
             batch,
-            ws.retry_max_attempts,
+            (ws.retry_max_attempts, ws.compression),
             permit,
             cancel.clone(),
         ));
@@ -200,12 +200,13 @@ pub(crate) fn attempts(retries: u32) -> u32 {
     retries.saturating_add(1)
 }
 
-/// Encodes, sends (with retries) and answers one batch's waiters.
+/// Encodes, sends (with `retries` and `compression`) and answers one
+/// batch's waiters.
 async fn write(
     shared: Arc<Shared>,
     org: Arc<OrgState>,
     mut batch: Batch,
-    retries: u32,
+    (retries, compression): (u32, Compression),
     _in_flight: OwnedSemaphorePermit,
     mut cancel: watch::Receiver<bool>,
 ) {
@@ -216,11 +217,11 @@ async fn write(
     let encoded = if batch.rows > BLOCKING_ENCODE_ROWS {
         let data = std::mem::take(&mut batch.data);
         let measurement = route.measurement.clone();
-        tokio::task::spawn_blocking(move || compress(&data.encode(&measurement), Compression::Zstd))
+        tokio::task::spawn_blocking(move || compress(&data.encode(&measurement), compression))
             .await
             .unwrap_or_else(|e| Err(std::io::Error::other(format!("encode task failed: {e}"))))
     } else {
-        compress(&batch.data.encode(&route.measurement), Compression::Zstd)
+        compress(&batch.data.encode(&route.measurement), compression)
     };
     let body = match encoded {
         Ok(b) => Bytes::from(b),
@@ -236,8 +237,8 @@ async fn write(
     let result = tokio::select! {
         biased;
         _ = cancel.wait_for(|c| *c) => Err(IngestError::Unflushed),
-        r = shared.client.write_with_retry(&target, body, Compression::Zstd, &policy) => {
-            r.map_err(IngestError::from)
+        r = shared.client.write_with_retry(&target, body, compression, &policy) => {
+            r.map_err(|e| refused_body(&org.org_id, compression, e))
         }
     };
     let elapsed_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
@@ -264,6 +265,22 @@ async fn write(
         }
     }
     batch.finish(counters, result);
+}
+
+/// Names `arc.write_compression` when Arc says a body is not MessagePack
+/// (what a build that cannot read the compression answers).
+fn refused_body(org_id: &str, compression: Compression, e: ArcError) -> IngestError {
+    match e {
+        ArcError::Rejected {
+            status: 400,
+            message,
+        } if message.to_ascii_lowercase().contains("messagepack") => IngestError::BodyRefused {
+            org_id: org_id.to_owned(),
+            compression: compression.name(),
+            message,
+        },
+        other => IngestError::Arc(other),
+    }
 }
 
 #[cfg(test)]

@@ -67,6 +67,19 @@ pub enum IngestError {
     /// Arc refused the batch, or failed after the retries.
     #[error(transparent)]
     Arc(#[from] ArcError),
+    /// Arc answered that the body is not valid MessagePack: the usual cause
+    /// is an Arc build that cannot decompress the org's
+    /// `arc.write_compression` (builds before zstd bodies refuse them).
+    #[error(
+        "arc refused the {compression}-compressed write body ({message}); if this arc build \
+         does not accept {compression} bodies, set arc.write_compression for the org \
+         (e.g. 'memtracectl config set arc.write_compression gzip --org {org_id}')"
+    )]
+    BodyRefused {
+        org_id: String,
+        compression: &'static str,
+        message: String,
+    },
     /// The batch body could not be built.
     #[error("write batch could not be encoded: {0}")]
     Encode(String),

@@ -248,7 +248,10 @@ async fn a_page_shortened_by_duplicates_reads_a_longer_prefix() {
     let contents: Vec<&str> = asc.memories.iter().map(|m| m.content.as_str()).collect();
     assert_eq!(contents, ["old", "same"]);
     let stats = first.agent_stats("agent_x").await.unwrap();
-    assert_eq!(stats.memory_count, 2, "free-form agent id, duplicates counted once");
+    assert_eq!(
+        stats.memory_count, 2,
+        "free-form agent id, duplicates counted once"
+    );
     assert!(matches!(
         first.agent_stats("agent_nobody").await,
         Err(ServiceError::NotFound("agent"))

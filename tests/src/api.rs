@@ -1,0 +1,51 @@
+//! A small client of a worker's REST API for end-to-end tests: every call
+//! returns the status and the JSON body (`Null` when the body is not JSON).
+
+use crate::worker::Worker;
+use serde_json::Value;
+
+/// Calls one worker with one API key (or none).
+pub struct Api {
+    http: reqwest::Client,
+    base: String,
+    key: Option<String>,
+}
+
+impl Api {
+    pub fn new(worker: &Worker, key: Option<&str>) -> Self {
+        Self {
+            http: crate::http_client(),
+            base: worker.url(),
+            key: key.map(str::to_owned),
+        }
+    }
+
+    /// `method path` with an optional JSON body.
+    pub async fn call(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
+        let method = reqwest::Method::from_bytes(method.as_bytes()).expect("an HTTP method");
+        let mut req = self.http.request(method, format!("{}{path}", self.base));
+        if let Some(key) = &self.key {
+            req = req.header("x-api-key", key);
+        }
+        if let Some(body) = body {
+            req = req.json(&body);
+        }
+        let resp = req.send().await.expect("the worker answers");
+        let status = resp.status().as_u16();
+        let text = resp.text().await.expect("a readable body");
+        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+    }
+
+    pub async fn get(&self, path: &str) -> (u16, Value) {
+        self.call("GET", path, None).await
+    }
+
+    pub async fn post(&self, path: &str, body: Value) -> (u16, Value) {
+        self.call("POST", path, Some(body)).await
+    }
+}
+
+/// The `error` text of an error body.
+pub fn error_of(body: &Value) -> &str {
+    body["error"].as_str().unwrap_or_default()
+}
