@@ -1,5 +1,7 @@
-//! The command-line grammar of `memtracectl` (clap derive), compatible with the
-//! original `memtrace org …`, `memtrace key …` and `memtrace keygen master`.
+//! The command-line grammar of `memtracectl` (clap derive) above the command
+//! groups: the global flags and the list of groups. Each group's own
+//! arguments live with its command in [`crate::commands`]. Compatible with
+//! the original `memtrace org …`, `memtrace key …` and `memtrace keygen master`.
 //!
 //! The server address and the admin token are resolved against an injected
 //! [`Env`](memtrace_common::config::Env) by the caller, not by clap, so parsing
@@ -73,16 +75,16 @@ pub enum OutputFormat {
 pub enum Command {
     /// generate key material offline (no server needed)
     #[command(subcommand)]
-    Keygen(KeygenCommand),
+    Keygen(crate::commands::keygen::KeygenCommand),
     /// manage organizations and their arc bindings
     #[command(subcommand)]
-    Org(OrgCommand),
+    Org(crate::commands::org::OrgCommand),
     /// manage data-plane api keys (mtk_…)
     #[command(subcommand)]
-    Key(KeyCommand),
-    /// inspect and rotate the master key ring
-    #[command(subcommand)]
-    Keys(KeysCommand),
+    Key(crate::commands::key::KeyCommand),
+    /// inspect and rotate the master key ring (formerly `keys`)
+    #[command(subcommand, name = "master-key", alias = "keys")]
+    MasterKey(crate::commands::master_key::MasterKeyCommand),
     /// runtime settings: list, get, set, reset, export, import, audit, rollback
     #[command(subcommand)]
     Config(crate::commands::config::ConfigCommand),
@@ -95,169 +97,4 @@ pub enum Command {
     Status,
     /// run everything (control plane, in-process bus, worker) in one process for development
     Dev(crate::commands::dev::DevArgs),
-}
-
-#[derive(Debug, Subcommand)]
-pub enum KeygenCommand {
-    /// print a fresh base64 32-byte key for MEMTRACE_MASTER_KEY
-    Master,
-}
-
-#[derive(Debug, Subcommand)]
-pub enum OrgCommand {
-    /// create an organization
-    Create {
-        /// display name of the org
-        name: String,
-    },
-    /// list organizations
-    List,
-    /// show one organization
-    Get {
-        /// id of the org (see 'memtracectl org list')
-        #[arg(value_name = "ORG_ID")]
-        org_id: String,
-    },
-    /// delete an organization with its arc binding and api keys
-    Delete {
-        /// id of the org (see 'memtracectl org list')
-        #[arg(value_name = "ORG_ID")]
-        org_id: String,
-    },
-    /// bind the arc instance that stores the org's memories
-    AddArc(AddArcArgs),
-    /// show the org's arc binding (the api key masked)
-    ShowArc {
-        /// id of the org (see 'memtracectl org list')
-        #[arg(value_name = "ORG_ID")]
-        org_id: String,
-    },
-    /// remove the org's arc binding
-    RemoveArc {
-        /// id of the org (see 'memtracectl org list')
-        #[arg(value_name = "ORG_ID")]
-        org_id: String,
-    },
-    /// check that the control plane can reach the org's arc (GET <url>/health)
-    TestArc {
-        /// id of the org (see 'memtracectl org list')
-        #[arg(value_name = "ORG_ID")]
-        org_id: String,
-    },
-}
-
-#[derive(Debug, Args)]
-pub struct AddArcArgs {
-    /// id of the org (see 'memtracectl org list')
-    #[arg(value_name = "ORG_ID")]
-    pub org_id: String,
-    /// base url of the arc instance, e.g. http://arc:8000
-    #[arg(long)]
-    pub url: String,
-    /// arc database that holds the org's memories
-    #[arg(long)]
-    pub database: String,
-    /// arc api key (stored envelope-encrypted, never shown again)
-    #[arg(long, value_name = "KEY")]
-    pub api_key: Option<String>,
-    /// arc measurement for memory rows [server default: events]
-    #[arg(long)]
-    pub measurement: Option<String>,
-    /// replace an existing binding instead of failing
-    #[arg(long)]
-    pub replace: bool,
-}
-
-#[derive(Debug, Subcommand)]
-pub enum KeyCommand {
-    /// create an api key; the secret is printed once
-    Create(CreateKeyArgs),
-    /// list an org's api keys (never their secrets)
-    List {
-        /// the org whose keys to list
-        #[arg(long, value_name = "ORG_ID")]
-        org: String,
-        /// include revoked keys
-        #[arg(long)]
-        all: bool,
-    },
-    /// revoke an api key
-    Revoke {
-        /// id of the key (see 'memtracectl key list --org ORG_ID')
-        #[arg(value_name = "KEY_ID")]
-        key_id: String,
-    },
-}
-
-#[derive(Debug, Args)]
-pub struct CreateKeyArgs {
-    /// the org the key belongs to
-    #[arg(long, value_name = "ORG_ID")]
-    pub org: String,
-    /// name of the key, e.g. the agent that uses it
-    #[arg(long)]
-    pub name: String,
-    /// comma-separated scopes [server default: read,write]
-    #[arg(
-        long,
-        visible_alias = "permissions",
-        value_enum,
-        value_delimiter = ',',
-        value_name = "SCOPES"
-    )]
-    pub scopes: Vec<Scope>,
-    /// lifetime of the key, e.g. 30d, 12h (default: never expires)
-    #[arg(long, value_name = "DURATION", value_parser = parse_expires_in)]
-    pub expires_in: Option<u64>,
-}
-
-impl CreateKeyArgs {
-    /// The scopes as sent on the wire, deduplicated, in the order given.
-    /// Empty means the server default.
-    pub fn scope_names(&self) -> Vec<String> {
-        let mut names: Vec<String> = Vec::with_capacity(self.scopes.len());
-        for scope in &self.scopes {
-            let name = scope.as_str();
-            if !names.iter().any(|n| n == name) {
-                names.push(name.to_owned());
-            }
-        }
-        names
-    }
-}
-
-/// What an api key may do.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum Scope {
-    Read,
-    Write,
-    Admin,
-}
-
-impl Scope {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Scope::Read => "read",
-            Scope::Write => "write",
-            Scope::Admin => "admin",
-        }
-    }
-}
-
-#[derive(Debug, Subcommand)]
-pub enum KeysCommand {
-    /// show the master key versions and how many records each wraps
-    Status,
-    /// rewrap every data key with the active master key
-    RotateMaster,
-}
-
-/// Parses a humantime duration (`30d`, `12h`, `1h 30m`) into whole seconds.
-pub fn parse_expires_in(value: &str) -> Result<u64, String> {
-    let duration = humantime::parse_duration(value.trim())
-        .map_err(|err| format!("expected a duration like 30d or 12h ({err})"))?;
-    match duration.as_secs() {
-        0 => Err("must be at least one second".to_owned()),
-        secs => Ok(secs),
-    }
 }

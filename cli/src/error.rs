@@ -2,7 +2,9 @@
 //!
 //! gRPC statuses are mapped here, once: transport failures name the address
 //! that could not be reached, auth failures point at the token, not-found
-//! failures point at the command that lists valid ids.
+//! failures and malformed ids point at the command that lists valid ids.
+//! The control plane's messages say what is wrong and the rule broken; the
+//! commands to run are suggested here only (the admin API has other clients).
 
 use crate::args::{SERVER_ENV, TOKEN_ENV};
 use std::error::Error as StdError;
@@ -115,6 +117,13 @@ pub fn from_status(status: &Status, ctx: &CallContext, subject: Subject) -> CliE
             "api keys (mtk_…) cannot be used as admin tokens; pass an admin token (mta_…) \
              with --token or MEMTRACE_ADMIN_TOKEN",
         ),
+        // the server names the field first: "invalid org_id: …"
+        Code::InvalidArgument if message.starts_with("invalid org_id") => {
+            error.with_hint("run 'memtracectl org list' to see org ids")
+        }
+        Code::InvalidArgument if message.starts_with("invalid key_id") => {
+            error.with_hint("run 'memtracectl key list --org ORG_ID' to see key ids")
+        }
         Code::NotFound => match subject {
             Subject::Org => error.with_hint("run 'memtracectl org list' to see org ids"),
             Subject::ArcBinding => error.with_hint(
@@ -331,6 +340,34 @@ mod tests {
             Subject::ArcBinding,
         );
         assert!(arc.hint().unwrap().contains("--replace"));
+    }
+
+    #[test]
+    fn malformed_ids_point_at_the_listing() {
+        let org = from_status(
+            &Status::invalid_argument(
+                "invalid org_id: \"x\" is not an org id (org_ followed by letters, digits or _)",
+            ),
+            &ctx(),
+            Subject::Org,
+        );
+        assert!(org.hint().unwrap().contains("memtracectl org list"));
+        let key = from_status(
+            &Status::invalid_argument("invalid key_id: \"k\" is not an api key id"),
+            &ctx(),
+            Subject::Key,
+        );
+        assert!(key.hint().unwrap().contains("memtracectl key list --org"));
+        let name = from_status(
+            &Status::invalid_argument("invalid name: must not be empty"),
+            &ctx(),
+            Subject::Org,
+        );
+        assert_eq!(
+            name.hint(),
+            None,
+            "other invalid fields get no listing hint"
+        );
     }
 
     #[test]

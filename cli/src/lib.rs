@@ -47,9 +47,9 @@ pub async fn run(
             let admin = Admin::connect(&cli.global, env).await?;
             commands::key::run(command, &admin, &mut output).await
         }
-        Command::Keys(command) => {
+        Command::MasterKey(command) => {
             let admin = Admin::connect(&cli.global, env).await?;
-            commands::keys::run(command, &admin, &mut output).await
+            commands::master_key::run(command, &admin, &mut output).await
         }
         Command::Config(command) => {
             let admin = Admin::connect(&cli.global, env).await?;

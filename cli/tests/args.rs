@@ -6,6 +6,10 @@ use clap::CommandFactory;
 use clap::Parser;
 use clap::error::ErrorKind;
 use memtrace_cli::args::*;
+use memtrace_cli::commands::key::{CreateKeyArgs, KeyCommand, Scope, parse_expires_in};
+use memtrace_cli::commands::keygen::KeygenCommand;
+use memtrace_cli::commands::master_key::MasterKeyCommand;
+use memtrace_cli::commands::org::OrgCommand;
 use std::time::Duration;
 
 fn parse(args: &[&str]) -> Cli {
@@ -189,7 +193,12 @@ fn key_list_all_and_revoke() {
         matches!(cli.command, Command::Key(KeyCommand::Revoke { ref key_id }) if key_id == "key_1")
     );
     assert!(matches!(
+        parse(&["master-key", "rotate"]).command,
+        Command::MasterKey(MasterKeyCommand::Rotate)
+    ));
+    // the former names keep working
+    assert!(matches!(
         parse(&["keys", "rotate-master"]).command,
-        Command::Keys(KeysCommand::RotateMaster)
+        Command::MasterKey(MasterKeyCommand::Rotate)
     ));
 }

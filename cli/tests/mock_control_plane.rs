@@ -299,7 +299,7 @@ async fn statuses_become_errors_with_hints() {
     );
     assert!(denied.err.contains("MEMTRACE_ADMIN_TOKEN"));
 
-    let unimplemented = run(&url, TOKEN, &["keys", "status"]).await;
+    let unimplemented = run(&url, TOKEN, &["master-key", "status"]).await;
     assert!(
         unimplemented.err.contains("does not implement this call"),
         "{}",

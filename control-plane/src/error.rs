@@ -10,13 +10,11 @@ use memtrace_common::settings::SettingError;
 pub enum ControlPlaneError {
     #[error("invalid {field}: {rule}")]
     InvalidArgument { field: &'static str, rule: String },
-    #[error("org {0} not found; list orgs with 'memtracectl org list'")]
+    #[error("org {0} not found")]
     OrgNotFound(String),
-    #[error(
-        "org {0} has no arc binding; add one with 'memtracectl org add-arc {0} --url URL --database DB'"
-    )]
+    #[error("org {0} has no arc binding")]
     ArcBindingNotFound(String),
-    #[error("api key {0} not found; list keys with 'memtracectl key list --org ORG_ID --all'")]
+    #[error("api key {0} not found")]
     ApiKeyNotFound(String),
     #[error("{0}")]
     AlreadyExists(String),
@@ -38,7 +36,7 @@ pub enum ControlPlaneError {
         "setting {0} is locked by [control_plane] locked_settings (MEMTRACE_CONTROL_PLANE_LOCKED_SETTINGS); the attempt was audited"
     )]
     SettingLocked(String),
-    #[error("audit entry {0} not found; list entries with 'memtracectl audit list'")]
+    #[error("audit entry {0} not found")]
     AuditEntryNotFound(i64),
     #[error("{0}")]
     Startup(String),

@@ -154,13 +154,13 @@ async fn full_cli_session_and_no_secret_at_rest_or_in_logs() {
     assert_eq!(all["keys"].as_array().unwrap().len(), 2);
 
     // keyring status counts the one sealed arc key under the active master key
-    let status = ctl.json(&["keys", "status"]).await.unwrap();
+    let status = ctl.json(&["master-key", "status"]).await.unwrap();
     let text = status.to_string();
     assert!(
         text.contains("\"records\":1") || text.contains("\"records\": 1"),
         "{status}"
     );
-    let rotated = ctl.json(&["keys", "rotate-master"]).await.unwrap();
+    let rotated = ctl.json(&["master-key", "rotate"]).await.unwrap();
     assert_eq!(
         rotated["rewrapped"], 0,
         "nothing to rewrap under one key: {rotated}"

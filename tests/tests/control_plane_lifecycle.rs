@@ -312,9 +312,9 @@ async fn master_key_rotation_rewraps_while_serving() {
         ctl.json(&["org", "show-arc", &org_id]).await.unwrap()["api_key_masked"],
         "rota***3456"
     );
-    let rotated = ctl.json(&["keys", "rotate-master"]).await.unwrap();
+    let rotated = ctl.json(&["master-key", "rotate"]).await.unwrap();
     assert_eq!(rotated["rewrapped"], 1, "{rotated}");
-    let rotated = ctl.json(&["keys", "rotate-master"]).await.unwrap();
+    let rotated = ctl.json(&["master-key", "rotate"]).await.unwrap();
     assert_eq!(
         (
             rotated["rewrapped"].clone(),

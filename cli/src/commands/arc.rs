@@ -2,7 +2,8 @@
 //! instance bound to an org. The arc api key goes in once and only its masked
 //! form ever comes back.
 
-use crate::args::{AddArcArgs, OutputFormat};
+use super::org::AddArcArgs;
+use crate::args::OutputFormat;
 use crate::client::Admin;
 use crate::error::{CliError, Subject, one_line};
 use crate::output::{Output, Render, cell, fields, rfc3339};

@@ -1,14 +1,100 @@
 //! `memtracectl key …`: data-plane api keys. The secret appears only in the
 //! output of `key create`; listings never carry it.
 
-use crate::args::{CreateKeyArgs, KeyCommand};
 use crate::client::Admin;
 use crate::error::{CliError, Subject};
 use crate::output::{Output, Render, cell, fields, rfc3339, table};
+use clap::{Args, Subcommand, ValueEnum};
 use memtrace_proto::admin::v1 as pb;
 use serde::Serialize;
 use std::io::{self, Write};
 use std::time::SystemTime;
+
+#[derive(Debug, Subcommand)]
+pub enum KeyCommand {
+    /// create an api key; the secret is printed once
+    Create(CreateKeyArgs),
+    /// list an org's api keys (never their secrets)
+    List {
+        /// the org whose keys to list
+        #[arg(long, value_name = "ORG_ID")]
+        org: String,
+        /// include revoked keys
+        #[arg(long)]
+        all: bool,
+    },
+    /// revoke an api key
+    Revoke {
+        /// id of the key (see 'memtracectl key list --org ORG_ID')
+        #[arg(value_name = "KEY_ID")]
+        key_id: String,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct CreateKeyArgs {
+    /// the org the key belongs to
+    #[arg(long, value_name = "ORG_ID")]
+    pub org: String,
+    /// name of the key, e.g. the agent that uses it
+    #[arg(long)]
+    pub name: String,
+    /// comma-separated scopes [server default: read,write]
+    #[arg(
+        long,
+        visible_alias = "permissions",
+        value_enum,
+        value_delimiter = ',',
+        value_name = "SCOPES"
+    )]
+    pub scopes: Vec<Scope>,
+    /// lifetime of the key, e.g. 30d, 12h (default: never expires)
+    #[arg(long, value_name = "DURATION", value_parser = parse_expires_in)]
+    pub expires_in: Option<u64>,
+}
+
+impl CreateKeyArgs {
+    /// The scopes as sent on the wire, deduplicated, in the order given.
+    /// Empty means the server default.
+    pub fn scope_names(&self) -> Vec<String> {
+        let mut names: Vec<String> = Vec::with_capacity(self.scopes.len());
+        for scope in &self.scopes {
+            let name = scope.as_str();
+            if !names.iter().any(|n| n == name) {
+                names.push(name.to_owned());
+            }
+        }
+        names
+    }
+}
+
+/// What an api key may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Scope {
+    Read,
+    Write,
+    Admin,
+}
+
+impl Scope {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Scope::Read => "read",
+            Scope::Write => "write",
+            Scope::Admin => "admin",
+        }
+    }
+}
+
+/// Parses a humantime duration (`30d`, `12h`, `1h 30m`) into whole seconds.
+pub fn parse_expires_in(value: &str) -> Result<u64, String> {
+    let duration = humantime::parse_duration(value.trim())
+        .map_err(|err| format!("expected a duration like 30d or 12h ({err})"))?;
+    match duration.as_secs() {
+        0 => Err("must be at least one second".to_owned()),
+        secs => Ok(secs),
+    }
+}
 
 pub async fn run(command: KeyCommand, admin: &Admin, out: &mut Output<'_>) -> anyhow::Result<()> {
     match command {

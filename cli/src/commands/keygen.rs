@@ -1,9 +1,16 @@
 //! `memtracectl keygen …`: key material generated locally, no server needed.
 
-use crate::args::{KeygenCommand, OutputFormat};
+use crate::args::OutputFormat;
 use crate::output::{Output, Render};
+use clap::Subcommand;
 use serde::Serialize;
 use std::io::{self, Write};
+
+#[derive(Debug, Subcommand)]
+pub enum KeygenCommand {
+    /// print a fresh base64 32-byte key for MEMTRACE_MASTER_KEY
+    Master,
+}
 
 pub fn run(command: KeygenCommand, out: &mut Output<'_>) -> anyhow::Result<()> {
     match command {

@@ -8,5 +8,5 @@ pub mod config;
 pub mod dev;
 pub mod key;
 pub mod keygen;
-pub mod keys;
+pub mod master_key;
 pub mod org;

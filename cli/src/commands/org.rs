@@ -1,13 +1,78 @@
 //! `memtracectl org …`: organizations (their arc bindings are in [`super::arc`]).
 
 use super::arc;
-use crate::args::OrgCommand;
 use crate::client::Admin;
 use crate::error::Subject;
 use crate::output::{Output, Render, cell, fields, rfc3339, table, yes_no};
+use clap::{Args, Subcommand};
 use memtrace_proto::admin::v1 as pb;
 use serde::Serialize;
 use std::io::{self, Write};
+
+#[derive(Debug, Subcommand)]
+pub enum OrgCommand {
+    /// create an organization
+    Create {
+        /// display name of the org
+        name: String,
+    },
+    /// list organizations
+    List,
+    /// show one organization
+    Get {
+        /// id of the org (see 'memtracectl org list')
+        #[arg(value_name = "ORG_ID")]
+        org_id: String,
+    },
+    /// delete an organization with its arc binding and api keys
+    Delete {
+        /// id of the org (see 'memtracectl org list')
+        #[arg(value_name = "ORG_ID")]
+        org_id: String,
+    },
+    /// bind the arc instance that stores the org's memories
+    AddArc(AddArcArgs),
+    /// show the org's arc binding (the api key masked)
+    ShowArc {
+        /// id of the org (see 'memtracectl org list')
+        #[arg(value_name = "ORG_ID")]
+        org_id: String,
+    },
+    /// remove the org's arc binding
+    RemoveArc {
+        /// id of the org (see 'memtracectl org list')
+        #[arg(value_name = "ORG_ID")]
+        org_id: String,
+    },
+    /// check that the control plane can reach the org's arc (GET <url>/health)
+    TestArc {
+        /// id of the org (see 'memtracectl org list')
+        #[arg(value_name = "ORG_ID")]
+        org_id: String,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct AddArcArgs {
+    /// id of the org (see 'memtracectl org list')
+    #[arg(value_name = "ORG_ID")]
+    pub org_id: String,
+    /// base url of the arc instance, e.g. http://arc:8000
+    #[arg(long)]
+    pub url: String,
+    /// arc database that holds the org's memories
+    #[arg(long)]
+    pub database: String,
+    /// arc api key (stored envelope-encrypted, never shown again)
+    #[arg(long, value_name = "KEY")]
+    pub api_key: Option<String>,
+    /// arc measurement for memory rows [server default: events]
+    #[arg(long)]
+    pub measurement: Option<String>,
+    /// replace an existing binding instead of failing
+    #[arg(long)]
+    pub replace: bool,
+}
 
 pub async fn run(command: OrgCommand, admin: &Admin, out: &mut Output<'_>) -> anyhow::Result<()> {
     match command {

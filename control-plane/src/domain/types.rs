@@ -16,9 +16,7 @@ impl OrgId {
         if !is_valid_id("org", value) {
             return Err(ControlPlaneError::invalid(
                 "org_id",
-                format!(
-                    "{value:?} is not an org id (org_ followed by letters, digits or _, e.g. from 'memtracectl org list')"
-                ),
+                format!("{value:?} is not an org id (org_ followed by letters, digits or _)"),
             ));
         }
         Ok(Self(value.to_owned()))
@@ -68,9 +66,7 @@ impl ApiKeyId {
         if !ok {
             return Err(ControlPlaneError::invalid(
                 "key_id",
-                format!(
-                    "{value:?} is not an api key id (key_ followed by 16 hex digits, as shown by 'memtracectl key list')"
-                ),
+                format!("{value:?} is not an api key id (key_ followed by 16 hex digits)"),
             ));
         }
         Ok(Self(value.to_ascii_lowercase()))

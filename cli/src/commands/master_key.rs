@@ -1,16 +1,30 @@
-//! `memtracectl keys …`: the master key ring of the control plane.
+//! `memtracectl master-key …` (alias `keys`): the master key ring of the
+//! control plane.
 
-use crate::args::KeysCommand;
 use crate::client::Admin;
 use crate::error::Subject;
 use crate::output::{Output, Render, table, yes_no};
+use clap::Subcommand;
 use memtrace_proto::admin::v1 as pb;
 use serde::Serialize;
 use std::io::{self, Write};
 
-pub async fn run(command: KeysCommand, admin: &Admin, out: &mut Output<'_>) -> anyhow::Result<()> {
+#[derive(Debug, Subcommand)]
+pub enum MasterKeyCommand {
+    /// show the master key versions and how many records each wraps
+    Status,
+    /// rewrap every data key with the active master key
+    #[command(alias = "rotate-master")]
+    Rotate,
+}
+
+pub async fn run(
+    command: MasterKeyCommand,
+    admin: &Admin,
+    out: &mut Output<'_>,
+) -> anyhow::Result<()> {
     match command {
-        KeysCommand::Status => {
+        MasterKeyCommand::Status => {
             let status = admin
                 .master_keys()
                 .get_keyring_status(admin.request(pb::GetKeyringStatusRequest {}))
@@ -19,7 +33,7 @@ pub async fn run(command: KeysCommand, admin: &Admin, out: &mut Output<'_>) -> a
                 .into_inner();
             out.emit(&KeyringView::from(&status))
         }
-        KeysCommand::RotateMaster => {
+        MasterKeyCommand::Rotate => {
             let rotated = admin
                 .master_keys()
                 .rotate_master(admin.request(pb::RotateMasterRequest {}))
@@ -35,7 +49,7 @@ pub async fn run(command: KeysCommand, admin: &Admin, out: &mut Output<'_>) -> a
     }
 }
 
-/// `keys status` result.
+/// `master-key status` result.
 #[derive(Debug, Serialize)]
 pub struct KeyringView {
     pub versions: Vec<MasterKeyView>,
@@ -95,14 +109,14 @@ impl Render for KeyringView {
             writeln!(
                 w,
                 "\n{stranded} records are wrapped by master keys this control plane does not hold; \
-                 configure those keys, then run 'memtracectl keys rotate-master'"
+                 configure those keys, then run 'memtracectl master-key rotate'"
             )?;
         }
         Ok(())
     }
 }
 
-/// `keys rotate-master` result.
+/// `master-key rotate` result.
 #[derive(Debug, Serialize)]
 pub struct RotationView {
     pub active_kek_id: String,
