@@ -3,7 +3,7 @@
 # builds; every load is bounded and targets only 127.0.0.1.
 #   scripts/bench.sh propagation [--changes N] [--watchers N]
 #   scripts/bench.sh ingest [--seconds N] [--rows N] [--streams N] [--window N] [--concurrency N] [--dedup on|off]
-#                           [--cost-model arc|instant] [--compression zstd|gzip] [--arc-url URL --arc-token-file FILE]
+#                           [--cost-model arc|instant] [--compression zstd|gzip|none] [--arc-url URL --arc-token-file FILE]
 #   scripts/bench.sh reads  [--memories N] [--agents N] [--sessions N] [--requests N] [--seconds N]
 #                           [--cost-model arc|instant] [--visibility-delay on|off] [--arc-url URL --arc-token-file FILE]
 #   (each bench's --help lists every flag and its default)

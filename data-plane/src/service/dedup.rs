@@ -18,9 +18,9 @@
 //! of entries; for eviction, a FIFO of (org, hash, insertion number) that
 //! finds its entry again without holding another copy of the key.
 
-use hashbrown::{DefaultHashBuilder, HashTable};
+use hashbrown::{DefaultHashBuilder, HashMap, HashTable};
 use sha2::{Digest, Sha256};
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::hash::BuildHasher;
 use std::sync::{Arc, Mutex};
 
@@ -86,6 +86,14 @@ struct Entry {
     seq: u64,
 }
 
+/// A key reserved by [`DedupIndex::reserve_kept`]: enough to release it
+/// again ([`DedupIndex::release`]) without holding another copy of its text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Reserved {
+    hash: u64,
+    seq: u64,
+}
+
 /// Recently seen keys; see the module docs.
 #[derive(Debug)]
 pub struct DedupIndex {
@@ -97,7 +105,7 @@ pub struct DedupIndex {
 struct Inner {
     hasher: DefaultHashBuilder,
     /// org → its keys (an org with no key has no table).
-    live: HashMap<Arc<str>, HashTable<Entry>>,
+    live: HashMap<Arc<str>, HashTable<Entry>, DefaultHashBuilder>,
     /// Keys held over all orgs.
     count: usize,
     next_seq: u64,
@@ -117,12 +125,12 @@ impl Inner {
         keys.find(hash, |e| e.key.is(key)).map(|e| e.expiry)
     }
 
-    /// Removes the entry of `org` with `hash` matching `is`.
-    fn remove_where(&mut self, org: &str, hash: u64, is: impl Fn(&Entry) -> bool) -> bool {
+    /// Removes the entry of `org` with `hash` and insertion number `seq`.
+    fn remove(&mut self, org: &str, hash: u64, seq: u64) -> bool {
         let Some(keys) = self.live.get_mut(org) else {
             return false;
         };
-        let Ok(entry) = keys.find_entry(hash, is) else {
+        let Ok(entry) = keys.find_entry(hash, |e| e.seq == seq) else {
             return false;
         };
         entry.remove();
@@ -133,53 +141,71 @@ impl Inner {
         true
     }
 
-    fn remove(&mut self, org: &str, key: &str) -> bool {
-        let hash = self.hash(key);
-        self.remove_where(org, hash, |e| e.key.is(key))
-    }
-
-    /// Sets `key`'s expiry, inserting it if absent (evicting the oldest
-    /// beyond `capacity`); a key still live at `now` is left as it is and
-    /// `false` returned (a reservation that lost).
-    fn upsert(&mut self, org: &str, key: &str, expiry: i64, capacity: usize, now: i64) -> bool {
-        let hash = self.hash(key);
-        let org_arc = match self.live.get_key_value(org) {
-            Some((o, _)) => o.clone(),
+    /// For each key whose `keep` is set: sets its expiry, inserting it if
+    /// absent, and returns its reservation; a key still live at `now`
+    /// clears its `keep` instead (a duplicate). The org's table is looked
+    /// up once; the oldest keys beyond `capacity` are evicted afterwards.
+    fn reserve(
+        &mut self,
+        org: &str,
+        keys: &[String],
+        keep: &mut [bool],
+        (now, expiry): (i64, i64),
+        capacity: usize,
+    ) -> Vec<Reserved> {
+        let mut reserved = Vec::with_capacity(keys.len());
+        let Inner {
+            hasher,
+            live,
+            count,
+            next_seq,
+            order,
+        } = self;
+        let (org_arc, table) = match live.get_key_value_mut(org) {
+            Some((o, t)) => (o.clone(), t),
             None => {
                 let o: Arc<str> = Arc::from(org);
-                self.live.insert(o.clone(), HashTable::new());
-                o
+                let t = live.entry(o.clone()).or_insert_with(HashTable::new);
+                (o, t)
             }
         };
-        let hasher = &self.hasher;
-        let Some(keys) = self.live.get_mut(org) else {
-            return false;
-        };
-        if let Some(e) = keys.find_mut(hash, |e| e.key.is(key)) {
-            if e.expiry > now {
-                return false;
+        for (key, kept) in keys.iter().zip(keep.iter_mut()) {
+            if !*kept {
+                continue;
             }
-            e.expiry = expiry;
-            return true;
+            let hash = hasher.hash_one(key.as_bytes());
+            if let Some(e) = table.find_mut(hash, |e| e.key.is(key)) {
+                if e.expiry > now {
+                    *kept = false;
+                } else {
+                    e.expiry = expiry;
+                    reserved.push(Reserved { hash, seq: e.seq });
+                }
+                continue;
+            }
+            let seq = *next_seq;
+            *next_seq += 1;
+            table.insert_unique(
+                hash,
+                Entry {
+                    key: KeyText::new(key),
+                    expiry,
+                    seq,
+                },
+                |e| hasher.hash_one(e.key.as_bytes()),
+            );
+            *count += 1;
+            order.push_back((org_arc.clone(), hash, seq));
+            reserved.push(Reserved { hash, seq });
         }
-        let seq = self.next_seq;
-        self.next_seq += 1;
-        keys.insert_unique(
-            hash,
-            Entry {
-                key: KeyText::new(key),
-                expiry,
-                seq,
-            },
-            |e| hasher.hash_one(e.key.as_bytes()),
-        );
-        self.count += 1;
-        self.order.push_back((org_arc, hash, seq));
+        if table.is_empty() {
+            live.remove(org);
+        }
         while self.count > capacity {
             let Some((o, h, seq)) = self.order.pop_front() else {
                 break;
             };
-            self.remove_where(&o, h, |e| e.seq == seq);
+            self.remove(&o, h, seq);
         }
         // drop the FIFO slots of keys released long ago
         if self.order.len() > capacity.saturating_mul(2) {
@@ -189,7 +215,7 @@ impl Inner {
                     .is_some_and(|keys| keys.find(*h, |e| e.seq == *seq).is_some())
             });
         }
-        true
+        reserved
     }
 }
 
@@ -222,22 +248,10 @@ impl DedupIndex {
         reserved
     }
 
-    /// Clears `keep[i]` for each key known (not expired at `now`) for
-    /// `org`; one lock for the whole list.
-    pub fn known(&self, org: &str, keys: &[String], now: i64, keep: &mut [bool]) {
-        let inner = self.lock();
-        if !inner.live.contains_key(org) {
-            return;
-        }
-        for (k, kept) in keys.iter().zip(keep.iter_mut()) {
-            if *kept && inner.expiry(org, k).is_some_and(|exp| exp > now) {
-                *kept = false;
-            }
-        }
-    }
-
-    /// Reserves the keys whose `keep` is set; a key already known clears
-    /// its `keep` instead (a duplicate). Atomic over the list.
+    /// Reserves the keys whose `keep` is set (until `expiry`); a key already
+    /// known (not expired at `now`) clears its `keep` instead (a duplicate).
+    /// Returns the reservations of the kept keys, in order. One lock for the
+    /// whole list, so it is atomic over it.
     pub fn reserve_kept(
         &self,
         org: &str,
@@ -245,21 +259,17 @@ impl DedupIndex {
         keep: &mut [bool],
         now: i64,
         expiry: i64,
-    ) {
-        let mut inner = self.lock();
-        for (k, kept) in keys.iter().zip(keep.iter_mut()) {
-            if !*kept {
-                continue;
-            }
-            *kept = inner.upsert(org, k, expiry, self.capacity, now);
-        }
+    ) -> Vec<Reserved> {
+        self.lock()
+            .reserve(org, keys, keep, (now, expiry), self.capacity)
     }
 
-    /// Forgets reservations whose write failed.
-    pub fn release(&self, org: &str, keys: &[String]) {
+    /// Forgets reservations whose write failed (those evicted meanwhile are
+    /// already gone).
+    pub fn release(&self, org: &str, reserved: &[Reserved]) {
         let mut inner = self.lock();
-        for k in keys {
-            inner.remove(org, k);
+        for r in reserved {
+            inner.remove(org, r.hash, r.seq);
         }
     }
 
@@ -283,6 +293,14 @@ impl Default for DedupIndex {
 mod tests {
     use super::*;
 
+    /// Reserves `keys` of `org`, returning their reservations.
+    fn take(idx: &DedupIndex, org: &str, keys: &[String], now: i64, expiry: i64) -> Vec<Reserved> {
+        let mut keep = vec![true; keys.len()];
+        let r = idx.reserve_kept(org, keys, &mut keep, now, expiry);
+        assert_eq!(keep, vec![true; keys.len()], "all reserved");
+        r
+    }
+
     #[test]
     fn auto_key_is_32_hex_and_uses_the_first_bytes_only() {
         let a = auto_key("a", "general", &"x".repeat(300), 200);
@@ -298,8 +316,8 @@ mod tests {
         assert_eq!(idx.reserve("o", &k("a"), 0, 100), vec![true]);
         assert_eq!(idx.reserve("o", &k("a"), 50, 100), vec![false]);
         assert_eq!(idx.reserve("p", &k("a"), 50, 100), vec![true], "per org");
-        assert_eq!(idx.reserve("o", &k("a"), 100, 200), vec![true], "expired");
-        idx.release("o", &k("a"));
+        let expired = take(&idx, "o", &k("a"), 100, 200);
+        idx.release("o", &expired);
         assert!(!idx.contains("o", "a", 0));
         idx.reserve("o", &["b".into(), "c".into()], 0, 100);
         assert!(idx.len() <= 2, "bounded");
@@ -316,10 +334,11 @@ mod tests {
     fn eviction_is_oldest_first_and_skips_released_keys() {
         let idx = DedupIndex::new(3);
         let one = |s: &str| vec![s.to_owned()];
-        for k in ["a", "b", "c"] {
+        let a = take(&idx, "o", &one("a"), 0, 100);
+        for k in ["b", "c"] {
             assert_eq!(idx.reserve("o", &one(k), 0, 100), [true]);
         }
-        idx.release("o", &one("a"));
+        idx.release("o", &a);
         assert_eq!(idx.len(), 2);
         // room for one more without evicting; the next evicts the oldest live
         assert_eq!(idx.reserve("p", &one("d"), 0, 100), [true]);
@@ -342,11 +361,11 @@ mod tests {
         let long = "k".repeat(200);
         let near = format!("{}x", "k".repeat(199));
         let keys = vec![long.clone(), "a".repeat(32), "a".repeat(33)];
-        assert_eq!(idx.reserve("o", &keys, 0, 100), [true, true, true]);
+        let reserved = take(&idx, "o", &keys, 0, 100);
         assert!(idx.contains("o", &long, 0));
         assert!(!idx.contains("o", &near, 0), "same length, other text");
         assert!(!idx.contains("o", &"a".repeat(31), 0));
-        idx.release("o", &keys[..1]);
+        idx.release("o", &reserved[..1]);
         assert!(!idx.contains("o", &long, 0));
         assert_eq!(idx.len(), 2);
     }
@@ -356,8 +375,8 @@ mod tests {
         let idx = DedupIndex::new(4);
         for i in 0..1_000 {
             let k = vec![format!("k{i}")];
-            idx.reserve("o", &k, 0, 100);
-            idx.release("o", &k);
+            let r = take(&idx, "o", &k, 0, 100);
+            idx.release("o", &r);
         }
         assert_eq!(idx.len(), 0);
         assert!(idx.lock().order.len() <= 8 + 1, "compacted");
@@ -365,24 +384,26 @@ mod tests {
     }
 
     #[test]
-    fn known_and_reserve_kept_skip_what_is_already_refused() {
+    fn reserve_kept_skips_what_is_already_refused() {
         let idx = DedupIndex::new(10);
         let keys: Vec<String> = ["a", "b", "c"].map(String::from).to_vec();
         idx.reserve("o", &keys[..1], 0, 100);
         let mut keep = vec![true, false, true];
-        idx.known("o", &keys, 50, &mut keep);
+        let reserved = idx.reserve_kept("o", &keys, &mut keep, 50, 100);
         assert_eq!(keep, [false, false, true], "a known, b already refused");
-        idx.known("o", &keys, 150, &mut keep);
-        assert_eq!(keep, [false, false, true], "never sets keep back");
-        idx.reserve_kept("o", &keys, &mut keep, 50, 100);
-        assert_eq!(keep, [false, false, true]);
+        assert_eq!(reserved.len(), 1, "only c");
         assert!(idx.contains("o", "c", 50), "c reserved");
         assert!(!idx.contains("o", "b", 50), "b was not kept: not reserved");
         let mut again = vec![true, true, true];
         idx.reserve_kept("o", &keys, &mut again, 50, 100);
         assert_eq!(again, [false, true, false], "a and c known; b reserved now");
         let mut other_org = vec![true; 3];
-        idx.known("p", &keys, 50, &mut other_org);
+        idx.reserve_kept("p", &keys, &mut other_org, 50, 100);
         assert_eq!(other_org, [true; 3], "per org");
+        // a released reservation frees its key; one evicted meanwhile is a no-op
+        idx.release("o", &reserved);
+        assert!(!idx.contains("o", "c", 50));
+        idx.release("o", &reserved);
+        assert!(idx.contains("o", "a", 50) && idx.contains("o", "b", 50));
     }
 }

@@ -15,7 +15,7 @@
 //! prefix is read (rare: only duplicates shorten it). Oldest-first pages
 //! and pages past [`PREFIX_MAX_ROWS`] rows are collapsed in SQL.
 
-use super::dedup::auto_key;
+use super::dedup::{Reserved, auto_key};
 use super::ids::{memory_id, next_micros_n};
 use super::rows::{self, EMPTY_OBJECT, encode_object, rfc3339};
 use super::types::{Memory, MemoryList, NewMemory, SearchResult};
@@ -26,9 +26,9 @@ use crate::query::{
     SessionId, Tag, UnixMicros,
 };
 use crate::store::StoreError;
+use hashbrown::HashSet;
 use serde_json::{Map, Value};
 use std::borrow::Cow;
-use std::collections::HashSet;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Instant;
@@ -137,10 +137,11 @@ impl OrgService {
 
         // per input: still to be written (not a duplicate)
         let mut keep = vec![true; memories.len()];
-        let mut reserved: Vec<String> = Vec::new();
-        if self.dedup.enabled {
-            self.dedup_keys(&keys, &mut keep, &mut reserved, now, expiry);
-        }
+        let reserved = if self.dedup.enabled {
+            self.dedup_keys(&keys, &mut keep, now, expiry)
+        } else {
+            Vec::new()
+        };
         if on_duplicate == OnDuplicate::Refuse && !keep[0] {
             tracing::debug!(org_id = %org, "duplicate memory refused");
             return Err(ServiceError::Duplicate);
@@ -206,7 +207,7 @@ impl OrgService {
             let release = Release {
                 shared: self.shared.clone(),
                 org: org.to_owned(),
-                keys: reserved,
+                reserved,
             };
             let (rows, result) = write_reserved(release, async move {
                 let result = store.append_memories(&rows).await;
@@ -249,32 +250,26 @@ impl OrgService {
 
     /// Marks in `keep` the inputs that are duplicates: of an earlier input
     /// of the request, or of a key in the index. The survivors' keys are
-    /// reserved in the index (into `reserved`) so a concurrent write of the
-    /// same key is a duplicate while this one is pending.
+    /// reserved in the index (returned) so a concurrent write of the same
+    /// key is a duplicate while this one is pending.
     fn dedup_keys(
         &self,
         keys: &[String],
         keep: &mut [bool],
-        reserved: &mut Vec<String>,
         now: i64,
         expiry: i64,
-    ) {
-        let org = self.org.as_str();
-        let index = &self.shared.dedup;
-        let mut seen: HashSet<&str> = HashSet::with_capacity(keys.len());
-        for (i, k) in keys.iter().enumerate() {
-            if !seen.insert(k) {
-                keep[i] = false;
+    ) -> Vec<Reserved> {
+        if keys.len() > 1 {
+            let mut seen: HashSet<&str> = HashSet::with_capacity(keys.len());
+            for (i, k) in keys.iter().enumerate() {
+                if !seen.insert(k) {
+                    keep[i] = false;
+                }
             }
         }
-        index.known(org, keys, now, keep);
-        index.reserve_kept(org, keys, keep, now, expiry);
-        reserved.extend(
-            keys.iter()
-                .zip(keep.iter())
-                .filter(|(_, kept)| **kept)
-                .map(|(k, _)| k.clone()),
-        );
+        self.shared
+            .dedup
+            .reserve_kept(self.org.as_str(), keys, keep, now, expiry)
     }
 
     /// One page of memories (`GET /api/v1/memories`).
@@ -365,13 +360,13 @@ impl OrgService {
 struct Release {
     shared: Arc<ServiceShared>,
     org: String,
-    keys: Vec<String>,
+    reserved: Vec<Reserved>,
 }
 
 impl Drop for Release {
     fn drop(&mut self) {
-        if !self.keys.is_empty() {
-            self.shared.dedup.release(&self.org, &self.keys);
+        if !self.reserved.is_empty() {
+            self.shared.dedup.release(&self.org, &self.reserved);
         }
     }
 }
@@ -390,7 +385,7 @@ where
     let task = tokio::spawn(async move {
         let (back, result) = write.await;
         if result.is_ok() {
-            release.keys.clear();
+            release.reserved.clear();
         }
         drop(release);
         (back, result)
@@ -433,11 +428,15 @@ mod tests {
 
     fn reserved(shared: &Arc<ServiceShared>, key: &str) -> Release {
         let keys = vec![key.to_owned()];
-        assert_eq!(shared.dedup.reserve("org_a", &keys, 0, i64::MAX), [true]);
+        let mut keep = vec![true];
+        let reserved = shared
+            .dedup
+            .reserve_kept("org_a", &keys, &mut keep, 0, i64::MAX);
+        assert_eq!(keep, [true]);
         Release {
             shared: shared.clone(),
             org: "org_a".into(),
-            keys,
+            reserved,
         }
     }
 

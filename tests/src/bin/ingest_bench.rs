@@ -1,4 +1,4 @@
-//! Ingest benchmark of the worker (issue 4's figures). Real etcd, the real
+//! Ingest benchmark of the worker (docs/PERFORMANCE.md). Real etcd, the real
 //! control-plane and worker binaries (release), and an in-process Arc
 //! stand-in that decodes and counts every write, its answers held by the
 //! calibrated cost model (`--cost-model arc`, the default; `instant` is
@@ -33,7 +33,7 @@ use std::time::{Duration, Instant};
 const USAGE: &str = "usage: ingest-bench [--seconds N (10)] [--rows N per batch (1000)] \
 [--streams N (4)] [--window N unacknowledged batches per stream (8)] \
 [--concurrency N REST clients (64)] [--dedup on|off (on)] \
-[--cost-model arc|instant (arc)] [--compression zstd|gzip of the direct phase (zstd)] \
+[--cost-model arc|instant (arc)] [--compression zstd|gzip|none of the direct phase and the worker's writes (zstd)] \
 [--arc-url URL --arc-token-file FILE (an Arc already running on loopback instead of the stand-in)]";
 
 /// The measurement the worker writes memories to (the control plane's
@@ -98,7 +98,8 @@ fn args() -> anyhow::Result<Args> {
                 a.compression = match value.as_str() {
                     "zstd" => Compression::Zstd,
                     "gzip" => Compression::Gzip,
-                    other => bail!("--compression takes zstd or gzip, got {other}\n{USAGE}"),
+                    "none" => Compression::None,
+                    other => bail!("--compression takes zstd, gzip or none, got {other}\n{USAGE}"),
                 };
                 continue;
             }
@@ -249,6 +250,7 @@ async fn main() -> anyhow::Result<()> {
         ("dedup.enabled", if args.dedup { "true" } else { "false" }),
         ("arc.write_linger_ms", "5"),
         ("limits.max_queued_events", "200000"),
+        ("arc.write_compression", args.compression.name()),
     ] {
         cluster.set_config(setting, value).await?;
     }

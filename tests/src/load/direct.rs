@@ -51,11 +51,7 @@ pub async fn direct_arc(
     let url = target.url;
     ensure_loopback(url)?;
     let http = crate::http_client();
-    let encoding = match target.compression {
-        Compression::Gzip => Some("gzip"),
-        Compression::Zstd => Some("zstd"),
-        Compression::None => None,
-    };
+    let encoding = target.compression.content_encoding();
     let auth = target.token.map(|t| format!("Bearer {t}"));
     let now_us = memtrace_data_plane::query::UnixMicros::now().0;
     let mut bodies = Vec::new();
