@@ -1,15 +1,28 @@
 //! The gRPC codec of every generated service and client: prost's, with a
-//! guard in front of the two messages whose repeated fields amplify memory.
-//! An empty `MemoryInput` is 2 bytes on the wire and ~250 bytes decoded, an
-//! empty tag 2 bytes and 24, so one 32 MiB `WriteBatch` or
-//! `CreateMemoriesRequest` of empty items would decode into gigabytes before
-//! any rule of the service could refuse it. Their encoded form is counted
-//! first (no allocation) and refused with RESOURCE_EXHAUSTED past
-//! [`MAX_DECODED_MEMORIES`] memories or [`MAX_DECODED_TAGS`] tags; the
-//! service's own, smaller limits (1,000 memories a batch, 64 tags a memory)
-//! then apply as before, with their usual answers.
+//! guard in front of the `memtrace.v1` requests, whose repeated fields
+//! amplify memory. An empty `MemoryInput` is 2 bytes on the wire and ~250
+//! bytes decoded, an empty string 2 bytes and 24, so one 32 MiB message of
+//! empty items would decode into gigabytes before any rule of the service
+//! could refuse it. So, before decoding and without allocating:
+//!
+//! - the messages that carry memories (`WriteBatch`,
+//!   `CreateMemoriesRequest`, `CreateMemoryRequest`) are counted and
+//!   refused with RESOURCE_EXHAUSTED past [`MAX_DECODED_MEMORIES`] memories
+//!   or [`MAX_DECODED_TAGS`] tags (the service's own, smaller limits — 1,000
+//!   memories a batch, 64 tags a memory — then apply with their usual
+//!   answers);
+//! - every other `memtrace.v1` request (reads, agents, sessions) is refused
+//!   past [`MAX_SMALL_REQUEST_BYTES`], which bounds what all of its
+//!   repeated fields together can decode into.
+//!
+//! The worker also checks the API key before a body is read at all.
 
-use crate::v1::{CreateMemoriesRequest, WriteBatch};
+use crate::v1::{
+    AgentMemoriesRequest, AgentRef, CreateMemoriesRequest, CreateMemoryRequest,
+    CreateSessionRequest, GetMemoryRequest, ListAgentsRequest, ListMemoriesRequest,
+    ListSessionsRequest, RegisterAgentRequest, SearchMemoriesRequest, SessionContextRequest,
+    SessionMemoriesRequest, SessionRef, UpdateSessionRequest, WriteBatch,
+};
 use prost::Message;
 use prost::bytes::Buf as _;
 use std::any::TypeId;
@@ -22,6 +35,8 @@ use tonic_prost::ProstEncoder;
 pub const MAX_DECODED_MEMORIES: usize = 10_000;
 /// Most tags (over all its memories) one message may carry.
 pub const MAX_DECODED_TAGS: usize = 100_000;
+/// Largest encoded `memtrace.v1` request that carries no memories.
+pub const MAX_SMALL_REQUEST_BYTES: usize = 256 * 1024;
 
 /// `MemoryInput.tags` is field 8.
 const TAGS_FIELD: u64 = 8;
@@ -67,19 +82,66 @@ where
     type Error = Status;
 
     fn decode(&mut self, buf: &mut DecodeBuf<'_>) -> Result<Option<U>, Status> {
-        let memories_field = if TypeId::of::<U>() == TypeId::of::<WriteBatch>() {
-            Some(2)
-        } else if TypeId::of::<U>() == TypeId::of::<CreateMemoriesRequest>() {
-            Some(1)
-        } else {
-            None
-        };
-        if let Some(field) = memories_field {
-            check_batch(buf.chunk(), field).map_err(Status::resource_exhausted)?;
-        }
+        guard::<U>(buf.chunk())?;
         U::decode(buf)
             .map(Some)
             .map_err(|e| Status::internal(e.to_string()))
+    }
+}
+
+/// The checks of the module docs for one encoded message of type `U`,
+/// before it is decoded.
+pub fn guard<U: 'static>(message: &[u8]) -> Result<(), Status> {
+    match guard_of(TypeId::of::<U>()) {
+        Guard::Memories { field } => {
+            check_batch(message, field).map_err(Status::resource_exhausted)
+        }
+        Guard::Small if message.len() > MAX_SMALL_REQUEST_BYTES => {
+            Err(Status::resource_exhausted(format!(
+                "request of {} bytes is too large: at most {MAX_SMALL_REQUEST_BYTES} bytes \
+                 for a request that carries no memories",
+                message.len()
+            )))
+        }
+        Guard::Small | Guard::None => Ok(()),
+    }
+}
+
+/// What is checked before a message of some type is decoded.
+enum Guard {
+    /// Memories in field `field`: counted with their tags.
+    Memories { field: u64 },
+    /// A `memtrace.v1` request without memories: bounded in size.
+    Small,
+    /// Anything else (responses, the admin API): as prost decodes it.
+    None,
+}
+
+fn guard_of(t: TypeId) -> Guard {
+    let small = [
+        TypeId::of::<ListMemoriesRequest>(),
+        TypeId::of::<SearchMemoriesRequest>(),
+        TypeId::of::<GetMemoryRequest>(),
+        TypeId::of::<RegisterAgentRequest>(),
+        TypeId::of::<ListAgentsRequest>(),
+        TypeId::of::<AgentRef>(),
+        TypeId::of::<AgentMemoriesRequest>(),
+        TypeId::of::<CreateSessionRequest>(),
+        TypeId::of::<ListSessionsRequest>(),
+        TypeId::of::<SessionRef>(),
+        TypeId::of::<UpdateSessionRequest>(),
+        TypeId::of::<SessionContextRequest>(),
+        TypeId::of::<SessionMemoriesRequest>(),
+    ];
+    if t == TypeId::of::<WriteBatch>() {
+        Guard::Memories { field: 2 }
+    } else if t == TypeId::of::<CreateMemoriesRequest>() || t == TypeId::of::<CreateMemoryRequest>()
+    {
+        Guard::Memories { field: 1 }
+    } else if small.contains(&t) {
+        Guard::Small
+    } else {
+        Guard::None
     }
 }
 
@@ -198,6 +260,53 @@ mod tests {
             memories: vec![MemoryInput::default(); MAX_DECODED_MEMORIES + 1],
         };
         assert!(check_batch(&unary.encode_to_vec(), 1).is_err());
+    }
+
+    /// What the decoder does: the guard, then prost.
+    fn decode<U: Message + Default + 'static>(bytes: &[u8]) -> Result<U, Status> {
+        guard::<U>(bytes)?;
+        Ok(U::decode(bytes).unwrap())
+    }
+
+    #[test]
+    fn requests_without_memories_are_bounded_in_size() {
+        use crate::v1::{Memory, SearchMemoriesRequest, SessionContextRequest};
+        let within = SearchMemoriesRequest {
+            tags: vec![String::new(); MAX_SMALL_REQUEST_BYTES / 2],
+            ..SearchMemoriesRequest::default()
+        };
+        assert!(within.encoded_len() <= MAX_SMALL_REQUEST_BYTES);
+        assert!(decode::<SearchMemoriesRequest>(&within.encode_to_vec()).is_ok());
+        let past = SessionContextRequest {
+            include_types: vec![String::new(); MAX_SMALL_REQUEST_BYTES / 2 + 1],
+            ..SessionContextRequest::default()
+        };
+        let err = decode::<SessionContextRequest>(&past.encode_to_vec()).unwrap_err();
+        assert_eq!(err.code(), tonic::Code::ResourceExhausted);
+        assert!(err.message().contains("at most 262144 bytes"), "{err}");
+        // responses (and the admin API) are not bounded here
+        let reply = Memory {
+            tags: vec![String::new(); MAX_SMALL_REQUEST_BYTES],
+            ..Memory::default()
+        };
+        assert!(decode::<Memory>(&reply.encode_to_vec()).is_ok());
+    }
+
+    #[test]
+    fn one_memory_is_counted_like_a_batch() {
+        let one = CreateMemoryRequest {
+            memory: Some(memory(MAX_DECODED_TAGS + 1)),
+        };
+        let err = decode::<CreateMemoryRequest>(&one.encode_to_vec()).unwrap_err();
+        assert_eq!(err.code(), tonic::Code::ResourceExhausted);
+        assert!(err.message().contains("too many tags"), "{err}");
+        let fine = CreateMemoryRequest {
+            memory: Some(memory(3)),
+        };
+        assert_eq!(
+            decode::<CreateMemoryRequest>(&fine.encode_to_vec()).unwrap(),
+            fine
+        );
     }
 
     #[test]

@@ -45,6 +45,19 @@ impl Admission {
         }
     }
 
+    /// Authenticates `token` against the current snapshot (no I/O): what
+    /// a transport can check before it reads a request's body.
+    pub fn authenticate(&self, token: Option<&str>) -> Result<Principal, ServiceError> {
+        if !self.snapshot.is_ready() {
+            return Err(not_ready());
+        }
+        Ok(auth::authenticate(
+            &self.snapshot.load(),
+            token,
+            memtrace_common::clock::now_ms(),
+        )?)
+    }
+
     /// Authenticates `token`, checks `scope` and the org's rate limit, and
     /// opens the org's service.
     pub async fn admit(
@@ -53,9 +66,7 @@ impl Admission {
         scope: Scope,
     ) -> Result<OrgService, ServiceError> {
         if !self.snapshot.is_ready() {
-            return Err(ServiceError::Unavailable(
-                "worker not ready: no snapshot of published state yet".into(),
-            ));
+            return Err(not_ready());
         }
         let snapshot = self.snapshot.load();
         let principal = auth::authenticate(&snapshot, token, memtrace_common::clock::now_ms())?;
@@ -79,4 +90,8 @@ impl Admission {
             self.shared.clone(),
         )
     }
+}
+
+fn not_ready() -> ServiceError {
+    ServiceError::Unavailable("worker not ready: no snapshot of published state yet".into())
 }

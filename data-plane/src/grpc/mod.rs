@@ -10,6 +10,7 @@
 //! (HTTP/2 flow control pushes back on the client).
 
 mod agents;
+pub mod authn;
 mod convert;
 pub mod memories;
 mod sessions;
@@ -20,6 +21,7 @@ pub use sessions::SessionApi;
 
 use crate::admission::{Admission, MAX_REQUEST_BYTES, Scope, credential};
 use crate::service::{OrgService, ServiceError};
+pub use authn::AuthenticateFirst;
 use memtrace_proto::v1 as pb;
 use tonic::metadata::MetadataMap;
 use tonic::{Request, Response, Status};
@@ -41,7 +43,12 @@ impl From<ServiceError> for Status {
 /// metadata), read in place.
 fn token(metadata: &MetadataMap) -> Option<&str> {
     let value = |name: &str| metadata.get(name).and_then(|v| v.to_str().ok());
-    credential(value("x-api-key"), value("authorization"))
+    token_of(value("x-api-key"), value("authorization"))
+}
+
+/// The API key among a call's `x-api-key` and `authorization` values.
+fn token_of<'a>(api_key: Option<&'a str>, authorization: Option<&'a str>) -> Option<&'a str> {
+    credential(api_key, authorization)
 }
 
 /// The calling org's service, for a request needing `scope`.
@@ -58,20 +65,35 @@ fn reply<T, U: From<T>>(result: Result<T, ServiceError>) -> Reply<U> {
     Ok(Response::new(U::from(result?)))
 }
 
-/// The three services, ready to add to a tonic server.
-pub fn services(
-    admission: Admission,
-) -> (
-    pb::memory_service_server::MemoryServiceServer<MemoryApi>,
-    pb::agent_service_server::AgentServiceServer<AgentApi>,
-    pb::session_service_server::SessionServiceServer<SessionApi>,
-) {
+/// The memory service as served.
+pub type MemoryGrpc = AuthenticateFirst<pb::memory_service_server::MemoryServiceServer<MemoryApi>>;
+/// The agent service as served.
+pub type AgentGrpc = AuthenticateFirst<pb::agent_service_server::AgentServiceServer<AgentApi>>;
+/// The session service as served.
+pub type SessionGrpc =
+    AuthenticateFirst<pb::session_service_server::SessionServiceServer<SessionApi>>;
+
+/// The three services, each behind [`AuthenticateFirst`], ready to add to
+/// a tonic server. Messages are bounded by [`MAX_REQUEST_BYTES`] here and,
+/// per message type, by the codec (`memtrace_proto::codec`).
+pub fn services(admission: Admission) -> (MemoryGrpc, AgentGrpc, SessionGrpc) {
     (
-        pb::memory_service_server::MemoryServiceServer::new(MemoryApi::new(admission.clone()))
+        AuthenticateFirst::new(
+            pb::memory_service_server::MemoryServiceServer::new(MemoryApi::new(admission.clone()))
+                .max_decoding_message_size(MAX_REQUEST_BYTES),
+            admission.clone(),
+        ),
+        AuthenticateFirst::new(
+            pb::agent_service_server::AgentServiceServer::new(AgentApi::new(admission.clone()))
+                .max_decoding_message_size(MAX_REQUEST_BYTES),
+            admission.clone(),
+        ),
+        AuthenticateFirst::new(
+            pb::session_service_server::SessionServiceServer::new(SessionApi::new(
+                admission.clone(),
+            ))
             .max_decoding_message_size(MAX_REQUEST_BYTES),
-        pb::agent_service_server::AgentServiceServer::new(AgentApi::new(admission.clone()))
-            .max_decoding_message_size(MAX_REQUEST_BYTES),
-        pb::session_service_server::SessionServiceServer::new(SessionApi::new(admission))
-            .max_decoding_message_size(MAX_REQUEST_BYTES),
+            admission,
+        ),
     )
 }

@@ -12,6 +12,13 @@ use super::validate::{
 pub const MAX_TAGS: usize = 16;
 /// Most event types one query may list.
 pub const MAX_EVENT_TYPES: usize = 16;
+/// Most values a list field may carry as sent (duplicates and empty values
+/// included), checked as they are read: a request's parsing work stays
+/// bounded and linear whatever its size.
+pub const MAX_LIST_VALUES: usize = 256;
+/// The rule broken past [`MAX_LIST_VALUES`].
+const LIST_VALUES_RULE: &str =
+    "at most 256 values may be sent, duplicates and empty values included";
 
 /// The filters shared by list, search and session context. Each field is
 /// already validated; an empty list means "no filter".
@@ -154,19 +161,12 @@ impl SearchQuery {
             Some(x) if x > 0.0 => Some(x),
             _ => None,
         };
-        let event_types = p
-            .event_types
-            .iter()
-            .filter(|s| !s.is_empty())
-            .map(|s| EventType::parse(s).map_err(|e| e.in_field("event_types")))
-            .collect::<Result<Vec<_>, _>>()?;
-        let event_types = dedup(event_types);
-        if event_types.len() > MAX_EVENT_TYPES {
-            return Err(QueryError::TooMany {
-                field: "event_types",
-                max: MAX_EVENT_TYPES,
-            });
-        }
+        let event_types = distinct(
+            p.event_types.iter().map(String::as_str),
+            "event_types",
+            MAX_EVENT_TYPES,
+            EventType::parse,
+        )?;
         let filter = MemoryFilter {
             agent_id: opt(p.agent_id.as_deref(), AgentId::parse)?,
             session_id: opt(p.session_id.as_deref(), SessionId::parse)?,
@@ -253,36 +253,46 @@ fn opt<T>(
     }
 }
 
-fn dedup<T: PartialEq>(values: Vec<T>) -> Vec<T> {
-    let mut out: Vec<T> = Vec::with_capacity(values.len());
-    for v in values {
-        if !out.contains(&v) {
-            out.push(v);
+/// The distinct non-empty values of a list field, in the order first sent,
+/// each parsed once: refused past [`MAX_LIST_VALUES`] values as sent, or
+/// past `max` distinct ones, as soon as the limit is crossed (one set
+/// insertion per value, so linear in the request).
+fn distinct<'a, T: Eq + std::hash::Hash + Clone>(
+    raw: impl Iterator<Item = &'a str>,
+    field: &'static str,
+    max: usize,
+    parse: impl Fn(&str) -> Result<T, QueryError>,
+) -> Result<Vec<T>, QueryError> {
+    let mut seen: hashbrown::HashSet<T> = hashbrown::HashSet::new();
+    let mut out = Vec::new();
+    for (n, value) in raw.enumerate() {
+        if n >= MAX_LIST_VALUES {
+            return Err(QueryError::invalid(field, LIST_VALUES_RULE));
+        }
+        if value.is_empty() {
+            continue;
+        }
+        let value = parse(value).map_err(|e| e.in_field(field))?;
+        if seen.insert(value.clone()) {
+            out.push(value);
+            if out.len() > max {
+                return Err(QueryError::TooMany { field, max });
+            }
         }
     }
-    out
+    Ok(out)
 }
 
 fn parse_tags<'a>(raw: impl Iterator<Item = &'a str>) -> Result<Vec<Tag>, QueryError> {
-    let tags = raw
-        .filter(|s| !s.is_empty())
-        .map(Tag::parse)
-        .collect::<Result<Vec<_>, _>>()?;
-    let tags = dedup(tags);
-    if tags.len() > MAX_TAGS {
-        return Err(QueryError::TooMany {
-            field: Tag::FIELD,
-            max: MAX_TAGS,
-        });
-    }
-    Ok(tags)
+    distinct(raw, Tag::FIELD, MAX_TAGS, Tag::parse)
 }
 
 fn parse_memory_types(raw: &[String], field: &'static str) -> Result<Vec<MemoryType>, QueryError> {
-    let types = raw
-        .iter()
-        .filter(|s| !s.is_empty())
-        .map(|s| MemoryType::parse(s).map_err(|e| e.in_field(field)))
-        .collect::<Result<Vec<_>, _>>()?;
-    Ok(dedup(types))
+    // a closed set of four: `max` never binds
+    distinct(
+        raw.iter().map(String::as_str),
+        field,
+        usize::MAX,
+        MemoryType::parse,
+    )
 }

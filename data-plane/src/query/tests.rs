@@ -388,6 +388,70 @@ fn validation_names_field_and_rule() {
             max: 16
         }
     );
+    // duplicates collapse before the distinct count; the count as sent is
+    // bounded before anything else, so a huge list is refused after at most
+    // MAX_LIST_VALUES values were looked at (was: a quadratic de-duplication
+    // of every value first)
+    let tags = SearchQuery::parse(&SearchParams {
+        tags: ["a", "b", "a", "", "b"].map(String::from).to_vec(),
+        ..SearchParams::default()
+    })
+    .unwrap()
+    .filter
+    .tags;
+    assert_eq!(
+        tags.iter().map(|t| t.as_str()).collect::<Vec<_>>(),
+        ["a", "b"]
+    );
+    // distinct values: refused at the 17th
+    assert_eq!(
+        search(SearchParams {
+            tags: (0..300_000).map(|i| format!("t{i}")).collect(),
+            ..SearchParams::default()
+        }),
+        QueryError::TooMany {
+            field: "tags",
+            max: 16
+        }
+    );
+    // the same few values many times: refused at the 257th
+    for (field, huge) in [
+        (
+            "tags",
+            SearchParams {
+                tags: vec!["same".into(); 300_000],
+                ..SearchParams::default()
+            },
+        ),
+        (
+            "event_types",
+            SearchParams {
+                event_types: vec!["general".into(); 40_000],
+                ..SearchParams::default()
+            },
+        ),
+        (
+            "memory_types",
+            SearchParams {
+                memory_types: vec!["episodic".into(); 40_000],
+                ..SearchParams::default()
+            },
+        ),
+    ] {
+        let e = search(huge);
+        assert_eq!(e.field(), field);
+        assert!(
+            e.to_string().contains("at most 256 values may be sent"),
+            "{e}"
+        );
+    }
+    let csv = vec!["x"; 10_000].join(",");
+    let e = ListQuery::parse(&ListParams {
+        tags: Some(csv),
+        ..ListParams::default()
+    })
+    .unwrap_err();
+    assert!(e.to_string().contains("at most 256 values"), "{e}");
     assert_eq!(
         search(SearchParams {
             min_importance: Some(f64::NAN),

@@ -192,19 +192,19 @@ impl TryFrom<CreateMemoryRequest> for NewMemory {
         let session_id = non_empty(r.session_id)
             .map(SessionId::parse_owned)
             .transpose()?;
-        let tags = r
-            .tags
-            .unwrap_or_default()
-            .iter()
-            .map(|t| Tag::parse(t))
-            .collect::<Result<Vec<_>, QueryError>>()?;
-        if tags.len() > MAX_MEMORY_TAGS {
+        let raw_tags = r.tags.unwrap_or_default();
+        // counted before any is parsed: the work stays bounded
+        if raw_tags.len() > MAX_MEMORY_TAGS {
             return Err(QueryError::TooMany {
                 field: "tags",
                 max: MAX_MEMORY_TAGS,
             }
             .into());
         }
+        let tags = raw_tags
+            .iter()
+            .map(|t| Tag::parse(t))
+            .collect::<Result<Vec<_>, QueryError>>()?;
         let importance = r.importance.unwrap_or(0.0);
         if !importance.is_finite() || !(0.0..=1.0).contains(&importance) {
             return Err(ServiceError::invalid(
