@@ -4,9 +4,16 @@
 //! master key never leaves the control plane; etcd alone reveals nothing.
 //!
 //! Layout (format 1): `0x01 | nonce (24) | ciphertext+tag`. The associated data
-//! binds the org, the record, the purpose and the fleet key's fingerprint, so a
-//! sealed value moved to another org or record, or claimed for another key,
-//! fails to open.
+//! binds the org, the record, the purpose, the fleet key's fingerprint and a
+//! context the caller names (for an Arc key: the route's URL and database),
+//! so a sealed value moved to another org or record, claimed for another
+//! key, or sent to another Arc than the one it was sealed for, fails to open.
+//!
+//! The fleet key also authenticates every published record
+//! ([`FleetKey::record_tag`], checked by [`FleetKeyring::verify_record`]):
+//! an HMAC-SHA256, under a key derived from the fleet key, of the record's
+//! key path and bytes. Write access to etcd then grants nothing: a record a
+//! worker cannot verify is refused.
 //!
 //! The nonce is synthetic (SIV-style): an HMAC, under a key derived from the
 //! fleet key, of the associated data and the plaintext. Sealing the same value
@@ -30,6 +37,25 @@ pub struct FleetKey {
     id: String,
     cipher: XChaCha20Poly1305,
     nonce_key: Zeroizing<[u8; 32]>,
+    record_key: Zeroizing<[u8; 32]>,
+}
+
+/// HMAC-SHA256 of `label` under `key`: a key derived for one purpose.
+fn derive(key: &[u8], label: &[u8]) -> Zeroizing<[u8; 32]> {
+    let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(key).expect("hmac accepts any key length");
+    mac.update(label);
+    let mut out = Zeroizing::new([0u8; 32]);
+    out.copy_from_slice(&mac.finalize().into_bytes());
+    out
+}
+
+/// Length-prefixed parts (4-byte big-endian lengths), so no two lists of
+/// parts encode alike.
+fn put_parts(out: &mut Vec<u8>, parts: &[&str]) {
+    for part in parts {
+        out.extend_from_slice(&(part.len() as u32).to_be_bytes());
+        out.extend_from_slice(part.as_bytes());
+    }
 }
 
 impl std::fmt::Debug for FleetKey {
@@ -42,19 +68,12 @@ impl std::fmt::Debug for FleetKey {
 
 impl FleetKey {
     pub fn new(key: &[u8; 32]) -> Self {
-        let mut mac =
-            <Hmac<Sha256> as Mac>::new_from_slice(key).expect("hmac accepts any key length");
-        mac.update(b"memtrace/fleet-key-id/v1");
-        let digest = mac.finalize().into_bytes();
-        let mut nonce_mac =
-            <Hmac<Sha256> as Mac>::new_from_slice(key).expect("hmac accepts any key length");
-        nonce_mac.update(b"memtrace/fleet-nonce-key/v1");
-        let mut nonce_key = Zeroizing::new([0u8; 32]);
-        nonce_key.copy_from_slice(&nonce_mac.finalize().into_bytes());
+        let digest = derive(key, b"memtrace/fleet-key-id/v1");
         Self {
             id: format!("fleet-{}", hex::encode(&digest[..8])),
             cipher: XChaCha20Poly1305::new(key.into()),
-            nonce_key,
+            nonce_key: derive(key, b"memtrace/fleet-nonce-key/v1"),
+            record_key: derive(key, b"memtrace/fleet-record-key/v1"),
         }
     }
 
@@ -63,22 +82,42 @@ impl FleetKey {
         &self.id
     }
 
-    fn aad(&self, binding: Binding<'_>) -> Vec<u8> {
-        let mut aad = b"memtrace/fleet/v1".to_vec();
-        for part in [
-            self.id.as_str(),
-            binding.org_id,
-            binding.record_id,
-            binding.purpose,
-        ] {
-            aad.extend_from_slice(&(part.len() as u32).to_be_bytes());
-            aad.extend_from_slice(part.as_bytes());
-        }
+    fn aad(&self, binding: Binding<'_>, context: &[&str]) -> Vec<u8> {
+        let mut aad = b"memtrace/fleet/v2".to_vec();
+        put_parts(
+            &mut aad,
+            &[
+                self.id.as_str(),
+                binding.org_id,
+                binding.record_id,
+                binding.purpose,
+            ],
+        );
+        aad.extend_from_slice(&(context.len() as u32).to_be_bytes());
+        put_parts(&mut aad, context);
         aad
     }
 
-    pub fn seal(&self, binding: Binding<'_>, plaintext: &[u8]) -> Vec<u8> {
-        let aad = self.aad(binding);
+    /// The authentication tag of the record stored at `path` (the key
+    /// relative to the state prefix) with bytes `record`.
+    pub fn record_tag(&self, path: &str, record: &[u8]) -> [u8; 32] {
+        self.record_mac(path, record).finalize().into_bytes().into()
+    }
+
+    fn record_mac(&self, path: &str, record: &[u8]) -> Hmac<Sha256> {
+        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(self.record_key.as_ref())
+            .expect("hmac accepts any key length");
+        let mut head = b"memtrace/record/v1".to_vec();
+        put_parts(&mut head, &[self.id.as_str(), path]);
+        mac.update(&head);
+        mac.update(&(record.len() as u64).to_be_bytes());
+        mac.update(record);
+        mac
+    }
+
+    /// Seals `plaintext` for `binding` and `context` (see the module docs).
+    pub fn seal(&self, binding: Binding<'_>, context: &[&str], plaintext: &[u8]) -> Vec<u8> {
+        let aad = self.aad(binding, context);
         let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(self.nonce_key.as_ref())
             .expect("hmac accepts any key length");
         mac.update(&(aad.len() as u64).to_be_bytes());
@@ -106,6 +145,7 @@ impl FleetKey {
     fn open_with(
         &self,
         binding: Binding<'_>,
+        context: &[&str],
         sealed: &[u8],
     ) -> Result<Zeroizing<Vec<u8>>, EnvelopeError> {
         if sealed.len() < 1 + NONCE_LEN + 16 {
@@ -122,7 +162,7 @@ impl FleetKey {
                 &XNonce::from(nonce),
                 Payload {
                     msg: &sealed[1 + NONCE_LEN..],
-                    aad: &self.aad(binding),
+                    aad: &self.aad(binding, context),
                 },
             )
             .map(Zeroizing::new)
@@ -146,18 +186,38 @@ impl FleetKeyring {
         &self.active
     }
 
-    /// Opens a value sealed by the key with fingerprint `key_id`.
+    fn key(&self, key_id: &str) -> Result<&FleetKey, EnvelopeError> {
+        std::iter::once(&self.active)
+            .chain(&self.previous)
+            .find(|k| k.id == key_id)
+            .ok_or_else(|| EnvelopeError::UnknownKey(key_id.to_owned()))
+    }
+
+    /// Opens a value sealed by the key with fingerprint `key_id` for
+    /// `binding` and `context`.
     pub fn open(
         &self,
         key_id: &str,
         binding: Binding<'_>,
+        context: &[&str],
         sealed: &[u8],
     ) -> Result<Zeroizing<Vec<u8>>, EnvelopeError> {
-        std::iter::once(&self.active)
-            .chain(&self.previous)
-            .find(|k| k.id == key_id)
-            .ok_or_else(|| EnvelopeError::UnknownKey(key_id.to_owned()))?
-            .open_with(binding, sealed)
+        self.key(key_id)?.open_with(binding, context, sealed)
+    }
+
+    /// Checks `tag` against the record at `path` with bytes `record`, under
+    /// the key with fingerprint `key_id` (constant time).
+    pub fn verify_record(
+        &self,
+        key_id: &str,
+        path: &str,
+        record: &[u8],
+        tag: &[u8],
+    ) -> Result<(), EnvelopeError> {
+        self.key(key_id)?
+            .record_mac(path, record)
+            .verify_slice(tag)
+            .map_err(|_| EnvelopeError::Authentication)
     }
 }
 
@@ -219,20 +279,22 @@ mod tests {
         record_id: "arc_1",
         purpose: "arc.api_key",
     };
+    /// The route a key was sealed for.
+    const C: &[&str] = &["http://arc:8000", "acme"];
 
     #[test]
     fn seal_open_and_bindings() {
         let ring = FleetKeyring::new(FleetKey::new(&[7; 32]), vec![]);
         let id = ring.active().id().to_owned();
-        let sealed = ring.active().seal(B, b"arc-key");
+        let sealed = ring.active().seal(B, C, b"arc-key");
         assert!(!sealed.windows(7).any(|w| w == b"arc-key"));
         assert_eq!(
-            ring.active().seal(B, b"arc-key"),
+            ring.active().seal(B, C, b"arc-key"),
             sealed,
             "deterministic for the same record and value"
         );
         assert_ne!(
-            ring.active().seal(B, b"arc-kez")[1..25],
+            ring.active().seal(B, C, b"arc-kez")[1..25],
             sealed[1..25],
             "another value gets another nonce"
         );
@@ -242,11 +304,27 @@ mod tests {
                     record_id: "arc_9",
                     ..B
                 },
+                C,
                 b"arc-key"
             )[1..25],
             sealed[1..25]
         );
-        assert_eq!(ring.open(&id, B, &sealed).unwrap().as_slice(), b"arc-key");
+        assert_eq!(
+            ring.open(&id, B, C, &sealed).unwrap().as_slice(),
+            b"arc-key"
+        );
+        // another Arc (URL or database) than the one the key was sealed for
+        for context in [
+            &["http://evil:8000", "acme"][..],
+            &["http://arc:8000", "other"][..],
+            &["http://arc:8000"][..],
+            &[][..],
+        ] {
+            assert_eq!(
+                ring.open(&id, B, context, &sealed).unwrap_err(),
+                EnvelopeError::Authentication
+            );
+        }
         for other in [
             Binding {
                 org_id: "org_b",
@@ -259,16 +337,16 @@ mod tests {
             Binding { purpose: "x", ..B },
         ] {
             assert_eq!(
-                ring.open(&id, other, &sealed).unwrap_err(),
+                ring.open(&id, other, C, &sealed).unwrap_err(),
                 EnvelopeError::Authentication
             );
         }
         let mut tampered = sealed.clone();
         let last = tampered.len() - 1;
         tampered[last] ^= 1;
-        assert!(ring.open(&id, B, &tampered).is_err());
+        assert!(ring.open(&id, B, C, &tampered).is_err());
         assert!(matches!(
-            ring.open("fleet-nope", B, &sealed),
+            ring.open("fleet-nope", B, C, &sealed),
             Err(EnvelopeError::UnknownKey(_))
         ));
     }
@@ -276,12 +354,54 @@ mod tests {
     #[test]
     fn previous_keys_open_and_claimed_ids_are_bound() {
         let old = FleetKey::new(&[1; 32]);
-        let sealed = old.seal(B, b"v");
+        let sealed = old.seal(B, C, b"v");
         let old_id = old.id().to_owned();
+        let tag = old.record_tag("keys/key_1", b"record");
         let ring = FleetKeyring::new(FleetKey::new(&[2; 32]), vec![old]);
-        assert_eq!(ring.open(&old_id, B, &sealed).unwrap().as_slice(), b"v");
+        assert_eq!(ring.open(&old_id, B, C, &sealed).unwrap().as_slice(), b"v");
+        assert_eq!(
+            ring.verify_record(&old_id, "keys/key_1", b"record", &tag),
+            Ok(())
+        );
         // claiming the active key for a value the old key sealed fails
         let active_id = ring.active().id().to_owned();
-        assert!(ring.open(&active_id, B, &sealed).is_err());
+        assert!(ring.open(&active_id, B, C, &sealed).is_err());
+        assert!(
+            ring.verify_record(&active_id, "keys/key_1", b"record", &tag)
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn record_tags_bind_the_path_and_the_bytes() {
+        let ring = FleetKeyring::new(FleetKey::new(&[3; 32]), vec![]);
+        let key = ring.active();
+        let id = key.id().to_owned();
+        let tag = key.record_tag("keys/key_1", b"record");
+        assert_eq!(
+            tag,
+            key.record_tag("keys/key_1", b"record"),
+            "deterministic"
+        );
+        assert_eq!(
+            ring.verify_record(&id, "keys/key_1", b"record", &tag),
+            Ok(())
+        );
+        for (path, record) in [("keys/key_2", &b"record"[..]), ("keys/key_1", b"recorD")] {
+            assert_eq!(
+                ring.verify_record(&id, path, record, &tag),
+                Err(EnvelopeError::Authentication)
+            );
+        }
+        assert!(
+            ring.verify_record(&id, "keys/key_1", b"record", &tag[..31])
+                .is_err()
+        );
+        // another fleet key's tag does not verify
+        let other = FleetKey::new(&[4; 32]).record_tag("keys/key_1", b"record");
+        assert!(
+            ring.verify_record(&id, "keys/key_1", b"record", &other)
+                .is_err()
+        );
     }
 }

@@ -1,13 +1,79 @@
 //! The layout of published state: which key under the `[etcd] prefix` holds
-//! which record (see `proto/protos/memtrace/state/v1/state.proto`). Both the
-//! control plane (writer) and the workers (readers) use these functions, so
-//! the layout is written once.
+//! which record (see `proto/protos/memtrace/state/v1/state.proto`), and how
+//! a record is stored there: authenticated under the fleet key
+//! ([`sign_record`], [`open_record`]). Both the control plane (writer) and
+//! the workers (readers) use these functions, so the layout is written once.
+//!
+//! A stored value is `0xA1 | n (1 byte) | fleet key id (n bytes) | tag (32
+//! bytes) | record`, the tag being [`FleetKey::record_tag`] of the key's
+//! path relative to the prefix (e.g. `keys/key_0123…`) and the record's
+//! bytes. A record copied to another key, altered, or written by anyone
+//! without the fleet key does not open. The published marker
+//! (`meta/published`) and worker registrations carry no authority and are
+//! not signed.
+
+use crate::envelope::EnvelopeError;
+use crate::fleet::{FleetKey, FleetKeyring};
 
 /// Schema version of the records this build writes and understands.
 pub const RECORD_SCHEMA: u32 = 1;
 
 /// The default `[etcd] prefix`.
 pub const DEFAULT_PREFIX: &str = "/memtrace/v1/";
+
+/// First byte of a stored record (format 1).
+const SIGNED_V1: u8 = 0xA1;
+const TAG_LEN: usize = 32;
+
+/// Why a stored value does not open as a record.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub enum RecordAuthError {
+    #[error("not an authenticated record: {0}")]
+    Malformed(&'static str),
+    #[error("record failed authentication: {0}")]
+    Unauthenticated(#[from] EnvelopeError),
+}
+
+/// The stored form of `record` at `path` (the key relative to the prefix),
+/// authenticated under `fleet`.
+pub fn sign_record(fleet: &FleetKey, path: &str, record: &[u8]) -> Vec<u8> {
+    let id = fleet.id().as_bytes();
+    let id_len = u8::try_from(id.len()).expect("fleet key ids are short");
+    let mut out = Vec::with_capacity(2 + id.len() + TAG_LEN + record.len());
+    out.push(SIGNED_V1);
+    out.push(id_len);
+    out.extend_from_slice(id);
+    out.extend_from_slice(&fleet.record_tag(path, record));
+    out.extend_from_slice(record);
+    out
+}
+
+/// The record stored as `value` at `path`, once its tag verified under one
+/// of `fleet`'s keys.
+pub fn open_record<'a>(
+    fleet: &FleetKeyring,
+    path: &str,
+    value: &'a [u8],
+) -> Result<&'a [u8], RecordAuthError> {
+    let (&format, rest) = value
+        .split_first()
+        .ok_or(RecordAuthError::Malformed("empty"))?;
+    if format != SIGNED_V1 {
+        return Err(RecordAuthError::Malformed("unknown format"));
+    }
+    let (&id_len, rest) = rest
+        .split_first()
+        .ok_or(RecordAuthError::Malformed("truncated"))?;
+    let id_len = usize::from(id_len);
+    if rest.len() < id_len + TAG_LEN {
+        return Err(RecordAuthError::Malformed("truncated"));
+    }
+    let (id, rest) = rest.split_at(id_len);
+    let (tag, record) = rest.split_at(TAG_LEN);
+    let id = std::str::from_utf8(id).map_err(|_| RecordAuthError::Malformed("bad key id"))?;
+    fleet.verify_record(id, path, record, tag)?;
+    Ok(record)
+}
 
 /// A parsed state key.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -90,6 +156,12 @@ impl StateKeys {
 
     pub fn worker(&self, worker_id: &str) -> String {
         format!("{}workers/{worker_id}", self.prefix)
+    }
+
+    /// `key` relative to the prefix (what a record's tag binds), `None`
+    /// outside it.
+    pub fn relative<'a>(&self, key: &'a str) -> Option<&'a str> {
+        key.strip_prefix(&self.prefix)
     }
 
     /// Parses a full key; `None` for keys outside the layout.
@@ -192,5 +264,38 @@ mod tests {
         ] {
             assert_eq!(keys.parse(bad), None, "{bad}");
         }
+    }
+
+    #[test]
+    fn records_open_only_where_and_as_they_were_signed() {
+        use crate::fleet::{FleetKey, FleetKeyring};
+        let ring = FleetKeyring::new(FleetKey::new(&[9; 32]), vec![]);
+        let value = sign_record(ring.active(), "keys/key_1", b"record bytes");
+        assert_eq!(
+            open_record(&ring, "keys/key_1", &value),
+            Ok(&b"record bytes"[..])
+        );
+        // moved to another key
+        assert!(matches!(
+            open_record(&ring, "keys/key_2", &value),
+            Err(RecordAuthError::Unauthenticated(_))
+        ));
+        // altered
+        let mut altered = value.clone();
+        let last = altered.len() - 1;
+        altered[last] ^= 1;
+        assert!(open_record(&ring, "keys/key_1", &altered).is_err());
+        // written by someone with another key, or unsigned
+        let forged = sign_record(&FleetKey::new(&[8; 32]), "keys/key_1", b"record bytes");
+        assert!(open_record(&ring, "keys/key_1", &forged).is_err());
+        for raw in [&b""[..], b"record bytes", &[0xA1], &[0xA1, 40, b'x']] {
+            assert!(matches!(
+                open_record(&ring, "keys/key_1", raw),
+                Err(RecordAuthError::Malformed(_))
+            ));
+        }
+        let keys = StateKeys::new("/mt/v1");
+        assert_eq!(keys.relative("/mt/v1/keys/key_1"), Some("keys/key_1"));
+        assert_eq!(keys.relative("/other/keys/key_1"), None);
     }
 }

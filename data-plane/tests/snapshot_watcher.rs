@@ -9,7 +9,7 @@ use memtrace_common::bus::memory::MemoryBus;
 use memtrace_common::bus::{Op, StateBus};
 use memtrace_common::envelope::Binding;
 use memtrace_common::fleet::{FleetKey, FleetKeyring};
-use memtrace_common::state::{RECORD_SCHEMA, StateKeys};
+use memtrace_common::state::{RECORD_SCHEMA, StateKeys, sign_record};
 use memtrace_data_plane::snapshot::watcher::{Watcher, WatcherOptions};
 use memtrace_data_plane::snapshot::{SnapshotBuilder, SnapshotHandle};
 use memtrace_proto::state::v1 as state;
@@ -26,10 +26,20 @@ fn fleet() -> Arc<FleetKeyring> {
     Arc::new(FleetKeyring::new(FleetKey::new(&[3; 32]), vec![]))
 }
 
-fn org(id: &str) -> Op {
+/// `record` as the control plane stores it at `key`: signed under the
+/// fleet key.
+fn put(key: String, record: Vec<u8>) -> Op {
+    let path = keys().relative(&key).unwrap().to_owned();
     Op::Put {
-        key: keys().org(id),
-        value: state::OrgRecord {
+        value: sign_record(fleet().active(), &path, &record),
+        key,
+    }
+}
+
+fn org(id: &str) -> Op {
+    put(
+        keys().org(id),
+        state::OrgRecord {
             schema: RECORD_SCHEMA,
             org_id: id.into(),
             name: format!("name of {id}"),
@@ -37,45 +47,58 @@ fn org(id: &str) -> Op {
             changed_at_ms: 1,
         }
         .encode_to_vec(),
-    }
+    )
 }
 
 fn api_key(id: &str, org_id: &str, revoked: bool) -> Op {
-    Op::Put {
-        key: keys().api_key(id),
-        value: state::ApiKeyRecord {
+    api_key_with_scopes(id, org_id, revoked, &["read", "write"])
+}
+
+fn api_key_with_scopes(id: &str, org_id: &str, revoked: bool, scopes: &[&str]) -> Op {
+    put(
+        keys().api_key(id),
+        state::ApiKeyRecord {
             schema: RECORD_SCHEMA,
             key_id: id.into(),
             org_id: org_id.into(),
             key_hash: vec![7; 32],
-            scopes: vec!["read".into(), "write".into()],
+            scopes: scopes.iter().map(|s| (*s).to_owned()).collect(),
             expires_at_ms: 0,
             revoked,
         }
         .encode_to_vec(),
-    }
+    )
 }
 
+const ARC_URL: &str = "http://127.0.0.1:8000";
+
 fn route(org_id: &str, secret: &str, fleet: &FleetKeyring) -> Op {
+    route_record(org_id, secret, fleet, ARC_URL)
+}
+
+/// A route to `url` whose key was sealed for [`ARC_URL`].
+fn route_record(org_id: &str, secret: &str, fleet: &FleetKeyring, url: &str) -> Op {
     let binding = Binding {
         org_id,
         record_id: "arc_1",
         purpose: "arc.api_key",
     };
-    Op::Put {
-        key: keys().arc_route(org_id),
-        value: state::ArcRouteRecord {
+    put(
+        keys().arc_route(org_id),
+        state::ArcRouteRecord {
             schema: RECORD_SCHEMA,
             org_id: org_id.into(),
             binding_id: "arc_1".into(),
-            url: "http://127.0.0.1:8000".into(),
+            url: url.into(),
             database: "db".into(),
             measurement: "events".into(),
-            sealed_api_key: fleet.active().seal(binding, secret.as_bytes()),
+            sealed_api_key: fleet
+                .active()
+                .seal(binding, &[ARC_URL, "db"], secret.as_bytes()),
             fleet_key_id: fleet.active().id().into(),
         }
         .encode_to_vec(),
-    }
+    )
 }
 
 fn options() -> WatcherOptions {
@@ -157,15 +180,15 @@ async fn bootstrap_live_update_delete_and_invalid_records() {
                 key: keys().org("org_a"),
                 value: b"garbage".to_vec(),
             },
-            Op::Put {
-                key: keys().org("org_b"),
-                value: state::OrgRecord {
+            put(
+                keys().org("org_b"),
+                state::OrgRecord {
                     schema: 99,
                     org_id: "org_b".into(),
                     ..Default::default()
                 }
                 .encode_to_vec(),
-            },
+            ),
             org("org_c"),
         ])
         .await
@@ -189,20 +212,20 @@ async fn bootstrap_live_update_delete_and_invalid_records() {
     // settings: validated against the registry, layered global < per-org
     let setting = |org: &str, key: &str, json: &str| {
         let keys = keys();
-        Op::Put {
-            key: if org.is_empty() {
+        put(
+            if org.is_empty() {
                 keys.global_setting(key)
             } else {
                 keys.org_setting(org, key)
             },
-            value: state::SettingRecord {
+            state::SettingRecord {
                 schema: RECORD_SCHEMA,
                 key: key.into(),
                 org_id: org.into(),
                 value_json: json.into(),
             }
             .encode_to_vec(),
-        }
+        )
     };
     let rejected = handle.rejected_total();
     let w = bus
@@ -347,4 +370,121 @@ async fn cancelling_the_stop_token_ends_the_watcher_and_keeps_the_snapshot() {
     tokio::time::sleep(Duration::from_millis(100)).await;
     assert_eq!(handle.load().applied_revision, before);
     assert!(handle.is_ready());
+}
+
+/// What someone with write access to etcd but without the fleet key can do:
+/// nothing. Unsigned, re-keyed, altered or foreign-signed records are
+/// refused and counted (the previous good value stays); a route pointed at
+/// another Arc cannot carry the tenant's key there; and an API key whose
+/// authentic record this worker cannot read is refused, not left as it was.
+#[tokio::test]
+async fn records_without_the_fleet_keys_authentication_are_refused() {
+    let bus = MemoryBus::new();
+    let ring = fleet();
+    bus.apply(vec![
+        org("org_a"),
+        org("org_b"),
+        api_key("key_a", "org_a", false),
+        api_key("key_r", "org_a", true),
+        route("org_a", "arc-secret", &ring),
+    ])
+    .await
+    .unwrap();
+    let (handle, task) = start(&bus, options());
+    until("first snapshot", || handle.is_ready()).await;
+    assert_eq!(handle.unauthenticated_total(), 0);
+
+    // 1. an unsigned record granting key_a to org_b
+    let unsigned = state::ApiKeyRecord {
+        schema: RECORD_SCHEMA,
+        key_id: "key_a".into(),
+        org_id: "org_b".into(),
+        key_hash: vec![7; 32],
+        scopes: vec!["read".into(), "write".into(), "admin".into()],
+        expires_at_ms: 0,
+        revoked: false,
+    }
+    .encode_to_vec();
+    // 2. the signed record of revoked key_r copied over key_a's … and
+    // key_a's own signed record copied over revoked key_r (un-revoking it)
+    let copy_of = |key: String| {
+        let snapshot = handle.load();
+        snapshot.raw[&key].clone()
+    };
+    let revoked_record = copy_of(keys().api_key("key_r"));
+    let active_record = copy_of(keys().api_key("key_a"));
+    // 3. a record signed with a fleet key the workers do not hold
+    let foreign = sign_record(
+        &FleetKey::new(&[4; 32]),
+        "orgs/org_b",
+        &state::OrgRecord {
+            schema: RECORD_SCHEMA,
+            org_id: "org_b".into(),
+            name: "renamed".into(),
+            deleted: true,
+            changed_at_ms: 2,
+        }
+        .encode_to_vec(),
+    );
+    let w = bus
+        .apply(vec![
+            Op::Put {
+                key: keys().api_key("key_a"),
+                value: unsigned,
+            },
+            Op::Put {
+                key: keys().api_key("key_x"),
+                value: revoked_record,
+            },
+            Op::Put {
+                key: keys().api_key("key_r"),
+                value: active_record,
+            },
+            Op::Put {
+                key: keys().org("org_b"),
+                value: foreign,
+            },
+        ])
+        .await
+        .unwrap();
+    until("forged batch seen", || handle.load().revision >= w).await;
+    let snap = handle.load();
+    assert_eq!(snap.api_key("key_a").unwrap().org_id, "org_a");
+    assert!(!snap.api_key("key_a").unwrap().admin);
+    assert!(snap.api_key("key_r").unwrap().revoked, "still revoked");
+    assert!(snap.api_key("key_x").is_none());
+    assert!(!snap.orgs["org_b"].deleted);
+    assert_eq!(handle.unauthenticated_total(), 4);
+
+    // a route pointed at another host: the record is authentic (the
+    // control plane's own seal), but the key was sealed for ARC_URL only
+    let w = bus
+        .apply(vec![route_record(
+            "org_a",
+            "arc-secret",
+            &ring,
+            "http://evil:8000",
+        )])
+        .await
+        .unwrap();
+    until("moved route seen", || handle.load().revision >= w).await;
+    let r = handle.load().route("org_a").unwrap().clone();
+    assert_eq!(r.url, ARC_URL, "the route to the original Arc stays");
+
+    // an authentic key record this worker cannot read (a scope from a
+    // newer control plane) drops the key instead of keeping its old entry
+    let rejected = handle.rejected_total();
+    let w = bus
+        .apply(vec![api_key_with_scopes(
+            "key_a",
+            "org_a",
+            false,
+            &["read", "time-travel"],
+        )])
+        .await
+        .unwrap();
+    until("unreadable key record seen", || handle.load().revision >= w).await;
+    assert!(handle.load().api_key("key_a").is_none(), "fails closed");
+    assert_eq!(handle.rejected_total(), rejected + 1);
+    task.abort();
 }

@@ -1,19 +1,20 @@
 //! The worker's view of published state: an immutable [`Snapshot`] swapped
 //! atomically behind a [`SnapshotHandle`] (readers never lock), built from
 //! the bus records by [`SnapshotBuilder`] and kept current by the
-//! [`watcher`]. Invalid records are skipped and counted, never fatal: the
-//! previous good value of that key stays.
+//! [`watcher`]. Records must authenticate under the fleet key; refused
+//! records are counted, never fatal: the previous good value of that key
+//! stays (an API key whose record cannot be read is refused instead).
 
 pub mod lkg;
 mod records;
 pub mod watcher;
 
-pub use records::{ApiKeyEntry, ArcRoute, OrgEntry, Record};
+pub use records::{ApiKeyEntry, ArcRoute, OrgEntry, Record, Rejected};
 
 use arc_swap::ArcSwap;
 use memtrace_common::fleet::FleetKeyring;
 use memtrace_common::settings::EffectiveSettings;
-use memtrace_common::state::{StateKey, StateKeys};
+use memtrace_common::state::{StateKey, StateKeys, open_record};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
@@ -78,7 +79,10 @@ pub struct SnapshotBuilder {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ApplyReport {
     pub applied: usize,
+    /// Records not applied (unauthenticated ones included).
     pub rejected: usize,
+    /// Records that failed authentication under the fleet key.
+    pub unauthenticated: usize,
     /// Whether any published (non-worker) key changed.
     pub published_change: bool,
 }
@@ -92,26 +96,55 @@ impl SnapshotBuilder {
         &self.keys
     }
 
-    /// Puts one pair; an invalid record is logged, counted and skipped (the
-    /// previous value of that key stays).
+    /// Puts one pair. A record that does not authenticate under the fleet
+    /// key is refused and counted, and the previous good value of its key
+    /// stays; an authentic record this worker cannot read is counted too and
+    /// keeps the previous value — except an API key's, which fails closed:
+    /// the key is dropped (refused) until a record this worker can read
+    /// arrives, since its previous entry may be the one that record revoked.
     pub fn put(&self, snapshot: &mut Snapshot, key: &str, value: &[u8], report: &mut ApplyReport) {
+        self.put_pair(snapshot, key, value, report);
+    }
+
+    fn put_pair(
+        &self,
+        snapshot: &mut Snapshot,
+        key: &str,
+        value: &[u8],
+        report: &mut ApplyReport,
+    ) -> Put {
         let Some(parsed) = self.keys.parse(key) else {
-            return;
+            return Put::Applied;
         };
         if let StateKey::Worker { worker_id } = parsed {
             snapshot.live_workers.insert(worker_id);
-            return;
+            return Put::Applied;
         }
         report.published_change = true;
-        match records::decode(&parsed, value, &self.fleet) {
+        let path = self.keys.relative(key).unwrap_or(key);
+        match records::decode(&parsed, path, value, &self.fleet) {
             Ok(record) => {
                 snapshot.raw.insert(key.to_owned(), value.to_vec());
                 apply_record(snapshot, parsed, record);
                 report.applied += 1;
+                Put::Applied
             }
-            Err(reason) => {
-                tracing::warn!(key, %reason, "invalid published record skipped; keeping the previous value");
+            Err(Rejected::Invalid(reason)) if matches!(parsed, StateKey::ApiKey { .. }) => {
+                tracing::warn!(key, %reason, "unreadable api key record: the key is refused until a readable record arrives");
+                if let StateKey::ApiKey { key_id } = &parsed {
+                    snapshot.api_keys.remove(key_id);
+                }
+                snapshot.raw.remove(key);
                 report.rejected += 1;
+                Put::Dropped
+            }
+            Err(rejected) => {
+                tracing::warn!(key, reason = %rejected, "published record refused; keeping the previous value");
+                report.rejected += 1;
+                if matches!(rejected, Rejected::Unauthenticated(_)) {
+                    report.unauthenticated += 1;
+                }
+                Put::KeptPrevious
             }
         }
     }
@@ -164,14 +197,12 @@ impl SnapshotBuilder {
         let mut report = ApplyReport::default();
         for (key, value) in pairs {
             if previous.raw.get(key) == Some(value) {
-                copy_entry(previous, &mut next, &self.keys, key);
+                self.copy_entry(previous, &mut next, key);
                 continue;
             }
-            let rejected_before = report.rejected;
-            self.put(&mut next, key, value, &mut report);
-            if report.rejected > rejected_before {
-                // an invalid new record: keep the last good value of that key
-                copy_entry(previous, &mut next, &self.keys, key);
+            if self.put_pair(&mut next, key, value, &mut report) == Put::KeptPrevious {
+                // a refused new record: keep the last good value of that key
+                self.copy_entry(previous, &mut next, key);
             }
         }
         report.published_change = previous.raw != next.raw;
@@ -204,38 +235,64 @@ fn apply_record(snapshot: &mut Snapshot, key: StateKey, record: Record) {
     }
 }
 
-/// Copies the decoded entry for `key` from `from` (when it has one).
-fn copy_entry(from: &Snapshot, to: &mut Snapshot, keys: &StateKeys, key: &str) {
-    let Some(raw) = from.raw.get(key) else {
-        return;
-    };
-    let copied = match keys.parse(key) {
-        Some(StateKey::Org { org_id }) => from.orgs.get(&org_id).map(|o| {
-            to.orgs.insert(org_id, o.clone());
-        }),
-        Some(StateKey::ArcRoute { org_id }) => from.routes.get(&org_id).map(|r| {
-            to.routes.insert(org_id, r.clone());
-        }),
-        Some(StateKey::ApiKey { key_id }) => from.api_keys.get(&key_id).map(|k| {
-            to.api_keys.insert(key_id, k.clone());
-        }),
-        Some(StateKey::GlobalSetting { key: name }) => copy_setting(to, None, &name, raw),
-        Some(StateKey::OrgSetting { org_id, key: name }) => {
-            copy_setting(to, Some(&org_id), &name, raw)
-        }
-        Some(StateKey::PublishedMarker) => Some(()),
-        _ => None,
-    };
-    if copied.is_some() {
-        to.raw.insert(key.to_owned(), raw.clone());
-    }
+/// What [`SnapshotBuilder::put`] did with a pair.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Put {
+    Applied,
+    /// Refused; the key's previous good value stands.
+    KeptPrevious,
+    /// Refused and the key's entry removed (fail closed).
+    Dropped,
 }
 
-/// Re-applies a setting from its (previously validated) published bytes.
-fn copy_setting(to: &mut Snapshot, org_id: Option<&str>, key: &str, raw: &[u8]) -> Option<()> {
-    use prost::Message;
-    let record = memtrace_proto::state::v1::SettingRecord::decode(raw).ok()?;
-    to.settings.apply_json(org_id, key, &record.value_json).ok()
+impl SnapshotBuilder {
+    /// Copies the decoded entry for `key` from `from` (when it has one).
+    fn copy_entry(&self, from: &Snapshot, to: &mut Snapshot, key: &str) {
+        let Some(raw) = from.raw.get(key) else {
+            return;
+        };
+        let copied = match self.keys.parse(key) {
+            Some(StateKey::Org { org_id }) => from.orgs.get(&org_id).map(|o| {
+                to.orgs.insert(org_id, o.clone());
+            }),
+            Some(StateKey::ArcRoute { org_id }) => from.routes.get(&org_id).map(|r| {
+                to.routes.insert(org_id, r.clone());
+            }),
+            Some(StateKey::ApiKey { key_id }) => from.api_keys.get(&key_id).map(|k| {
+                to.api_keys.insert(key_id, k.clone());
+            }),
+            Some(StateKey::GlobalSetting { key: name }) => {
+                self.copy_setting(to, None, key, &name, raw)
+            }
+            Some(StateKey::OrgSetting { org_id, key: name }) => {
+                self.copy_setting(to, Some(&org_id), key, &name, raw)
+            }
+            Some(StateKey::PublishedMarker) => Some(()),
+            _ => None,
+        };
+        if copied.is_some() {
+            to.raw.insert(key.to_owned(), raw.clone());
+        }
+    }
+
+    /// Re-applies a setting from its (previously verified and validated)
+    /// stored bytes.
+    fn copy_setting(
+        &self,
+        to: &mut Snapshot,
+        org_id: Option<&str>,
+        key: &str,
+        name: &str,
+        raw: &[u8],
+    ) -> Option<()> {
+        use prost::Message;
+        let path = self.keys.relative(key).unwrap_or(key);
+        let record = open_record(&self.fleet, path, raw).ok()?;
+        let record = memtrace_proto::state::v1::SettingRecord::decode(record).ok()?;
+        to.settings
+            .apply_json(org_id, name, &record.value_json)
+            .ok()
+    }
 }
 
 /// The live snapshot plus the freshness figures health and metrics report.
@@ -257,6 +314,8 @@ struct SnapshotMetrics {
     snapshot_reloads: Counter,
     /// Published records skipped as invalid.
     rejected_records: Counter,
+    /// Of those, records that failed authentication under the fleet key.
+    unauthenticated_records: Counter,
     /// Revision of the newest published change applied.
     applied_revision: Gauge,
     /// Seconds since the last change or progress notification was applied.
@@ -292,6 +351,11 @@ impl SnapshotHandle {
         self.metrics.rejected_records.get()
     }
 
+    /// Records refused because they did not authenticate.
+    pub fn unauthenticated_total(&self) -> u64 {
+        self.metrics.unauthenticated_records.get()
+    }
+
     pub fn reloads_total(&self) -> u64 {
         self.metrics.snapshot_reloads.get()
     }
@@ -319,6 +383,11 @@ impl SnapshotHandle {
             "snapshot_rejected_records",
             "published records skipped as invalid",
             m.rejected_records.clone(),
+        );
+        sub.register(
+            "snapshot_unauthenticated_records",
+            "published records refused because they did not authenticate under the fleet key",
+            m.unauthenticated_records.clone(),
         );
         sub.register(
             "snapshot_applied_revision",
@@ -354,6 +423,9 @@ impl SnapshotHandle {
 
     pub(crate) fn store(&self, snapshot: Snapshot, report: &ApplyReport, full: bool) {
         self.metrics.rejected_records.inc_by(report.rejected as u64);
+        self.metrics
+            .unauthenticated_records
+            .inc_by(report.unauthenticated as u64);
         if full {
             self.metrics.snapshot_reloads.inc();
         }
@@ -395,6 +467,7 @@ mod tests {
         let report = ApplyReport {
             applied: 1,
             rejected: 2,
+            unauthenticated: 1,
             published_change: true,
         };
         handle.store(snapshot, &report, true);
@@ -406,6 +479,7 @@ mod tests {
             "memtrace_config_reloads_total 1",
             "memtrace_snapshot_reloads_total 1",
             "memtrace_snapshot_rejected_records_total 2",
+            "memtrace_snapshot_unauthenticated_records_total 1",
             "memtrace_snapshot_applied_revision 42",
             "memtrace_snapshot_ready 1",
         ] {

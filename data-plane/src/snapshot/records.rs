@@ -1,10 +1,12 @@
-//! Decoding and validating published records (`memtrace.state.v1`) into the
-//! worker's entries. Arc keys are opened with the fleet key here, once per
+//! Authenticating, decoding and validating published records
+//! (`memtrace.state.v1`) into the worker's entries. Every record must verify
+//! under the fleet key first (`memtrace_common::state::open_record`): etcd
+//! is not trusted. Arc keys are opened with the fleet key here, once per
 //! change, never per request.
 
 use memtrace_common::envelope::Binding;
 use memtrace_common::fleet::FleetKeyring;
-use memtrace_common::state::{RECORD_SCHEMA, StateKey};
+use memtrace_common::state::{RECORD_SCHEMA, StateKey, open_record};
 use memtrace_proto::state::v1 as state;
 use prost::Message;
 use zeroize::Zeroizing;
@@ -70,6 +72,26 @@ pub enum Record {
     Marker,
 }
 
+/// Why a stored value was not applied.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Rejected {
+    /// Not written by a holder of the fleet key (or altered, or moved):
+    /// ignored, the previous good value stays.
+    Unauthenticated(String),
+    /// Authentic, but this worker cannot use it (a newer schema, an unknown
+    /// scope, a malformed field).
+    Invalid(String),
+}
+
+impl std::fmt::Display for Rejected {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Unauthenticated(reason) => write!(f, "unauthenticated: {reason}"),
+            Self::Invalid(reason) => write!(f, "invalid: {reason}"),
+        }
+    }
+}
+
 fn check_schema(schema: u32) -> Result<(), String> {
     if schema == RECORD_SCHEMA {
         Ok(())
@@ -80,8 +102,24 @@ fn check_schema(schema: u32) -> Result<(), String> {
     }
 }
 
-/// Decodes the record stored at `key`.
-pub fn decode(key: &StateKey, value: &[u8], fleet: &FleetKeyring) -> Result<Record, String> {
+/// Authenticates and decodes the value stored at `key`, whose path relative
+/// to the state prefix is `path`.
+pub fn decode(
+    key: &StateKey,
+    path: &str,
+    value: &[u8],
+    fleet: &FleetKeyring,
+) -> Result<Record, Rejected> {
+    if matches!(key, StateKey::PublishedMarker) {
+        return Ok(Record::Marker);
+    }
+    let record =
+        open_record(fleet, path, value).map_err(|e| Rejected::Unauthenticated(e.to_string()))?;
+    decode_record(key, record, fleet).map_err(Rejected::Invalid)
+}
+
+/// Decodes an authenticated record.
+fn decode_record(key: &StateKey, value: &[u8], fleet: &FleetKeyring) -> Result<Record, String> {
     let bad = |e: prost::DecodeError| format!("not a valid record: {e}");
     match key {
         StateKey::Org { org_id } => {
@@ -118,8 +156,15 @@ pub fn decode(key: &StateKey, value: &[u8], fleet: &FleetKeyring) -> Result<Reco
                     record_id: &record.binding_id,
                     purpose: ARC_KEY_PURPOSE,
                 };
+                // sealed for this URL and database only
+                let route = [record.url.as_str(), record.database.as_str()];
                 let plain = fleet
-                    .open(&record.fleet_key_id, binding, &record.sealed_api_key)
+                    .open(
+                        &record.fleet_key_id,
+                        binding,
+                        &route,
+                        &record.sealed_api_key,
+                    )
                     .map_err(|e| format!("arc key cannot be opened with the fleet key: {e}"))?;
                 let text = String::from_utf8(plain.to_vec())
                     .map_err(|_| "arc key is not utf-8".to_owned())?;

@@ -51,10 +51,16 @@ fn setting(key: &str) -> &'static Setting {
     settings::lookup(key).expect("registered")
 }
 
-async fn published(bus: &MemoryBus, key: &str) -> Option<String> {
-    let snapshot = bus.load(key).await.expect("load");
+/// The value published at `key`, once its record verified as signed by
+/// this control plane.
+async fn published(f: &Fixture, key: &str) -> Option<String> {
+    let snapshot = f.bus.load(key).await.expect("load");
     let kv = snapshot.kvs.into_iter().find(|kv| kv.key == key)?;
-    let record = state::SettingRecord::decode(kv.value.as_slice()).expect("record");
+    let publisher = f.cp.publisher();
+    let path = publisher.keys().relative(key).expect("under the prefix");
+    let record = memtrace_common::state::open_record(publisher.fleet(), path, &kv.value)
+        .expect("authenticated");
+    let record = state::SettingRecord::decode(record).expect("record");
     Some(record.value_json)
 }
 
@@ -79,7 +85,7 @@ async fn set_get_reset_publish_and_audit() {
         ("500".into(), Source::Global)
     );
     let key = f.cp.state_keys().global_setting("arc.write_batch_size");
-    assert_eq!(published(&f.bus, &key).await.as_deref(), Some("500"));
+    assert_eq!(published(&f, &key).await.as_deref(), Some("500"));
 
     let again =
         f.cp.set_setting(&admin(), batch, None, "500")
@@ -95,11 +101,7 @@ async fn set_get_reset_publish_and_audit() {
         (reset.after.shown(), reset.after.source),
         ("100".into(), Source::Default)
     );
-    assert_eq!(
-        published(&f.bus, &key).await,
-        None,
-        "reset deletes the record"
-    );
+    assert_eq!(published(&f, &key).await, None, "reset deletes the record");
 
     let entries = f.cp.list_audit(AuditFilter::default()).await.unwrap();
     let actions: Vec<&str> = entries.iter().map(|e| e.action.as_str()).collect();
@@ -229,7 +231,7 @@ async fn org_overrides_layer_over_global_values() {
             .unwrap();
     assert_eq!(update.before.source, Source::Global);
     let key = f.cp.state_keys().org_setting(org_id.as_str(), rps.key);
-    assert_eq!(published(&f.bus, &key).await.as_deref(), Some("5"));
+    assert_eq!(published(&f, &key).await.as_deref(), Some("5"));
     let views = f.cp.list_settings(Some(&org_id)).await.unwrap();
     let view = views.iter().find(|v| v.setting.key == rps.key).unwrap();
     assert_eq!((view.shown(), view.source), ("5".into(), Source::Org));
@@ -316,7 +318,7 @@ async fn rollback_restores_the_previous_value() {
     assert_eq!(update.after.shown(), MASK);
     let key = f.cp.state_keys().global_setting(headers.key);
     assert_eq!(
-        published(&f.bus, &key).await,
+        published(&f, &key).await,
         None,
         "sensitive values are never published in clear"
     );
@@ -527,7 +529,7 @@ async fn seeding_happens_on_the_first_start_only() {
     assert_eq!(f.cp.get_setting(batch, None).await.unwrap().shown(), "250");
     assert!(f.cp.is_locked("dedup.enabled") && !f.cp.is_locked("dedup.key_content_bytes"));
     let key = f.cp.state_keys().global_setting(batch.key);
-    assert_eq!(published(&f.bus, &key).await.as_deref(), Some("250"));
+    assert_eq!(published(&f, &key).await.as_deref(), Some("250"));
     let seeded = f.cp.list_audit(AuditFilter::default()).await.unwrap();
     assert_eq!(
         (seeded[0].action.as_str(), seeded[0].actor.as_str()),

@@ -24,7 +24,7 @@ pub use reconcile::ReconcileReport;
 use super::ControlPlane;
 use memtrace_common::bus::{Op, StateBus};
 use memtrace_common::fleet::FleetKeyring;
-use memtrace_common::state::StateKeys;
+use memtrace_common::state::{StateKeys, sign_record};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -72,6 +72,14 @@ impl Publisher {
         &self.fleet
     }
 
+    /// The stored form of `record` at `key`: authenticated under the
+    /// active fleet key (`memtrace_common::state::sign_record`), so workers
+    /// trust nothing in the bus that this control plane did not write.
+    pub fn sign(&self, key: &str, record: &[u8]) -> Vec<u8> {
+        let path = self.keys.relative(key).unwrap_or(key);
+        sign_record(self.fleet.active(), path, record)
+    }
+
     /// Whether a publication failed since the last call (and clears it).
     pub fn take_deferred(&self) -> bool {
         self.deferred.swap(false, Ordering::AcqRel)
@@ -81,8 +89,10 @@ impl Publisher {
         self.lock.lock().await
     }
 
-    /// Applies `ops` (in transactions of at most [`MAX_OPS_PER_TXN`], each
-    /// also touching the published marker) while holding the publication lock; the last revision produced, or `None`
+    /// Applies `ops` (records as encoded; each put is stored
+    /// [signed](Self::sign)), in transactions of at most
+    /// [`MAX_OPS_PER_TXN`], each also touching the published marker, while
+    /// holding the publication lock; the last revision produced, or `None`
     /// when the bus refused or was unreachable (logged; the reconciler repairs).
     pub async fn apply(&self, ops: Vec<Op>) -> Option<i64> {
         let _guard = self.lock.lock().await;
@@ -96,7 +106,16 @@ impl Publisher {
         let count = ops.len();
         let mut revision = None;
         for chunk in ops.chunks(MAX_OPS_PER_TXN - 1) {
-            let mut txn = chunk.to_vec();
+            let mut txn: Vec<Op> = chunk
+                .iter()
+                .map(|op| match op {
+                    Op::Put { key, value } => Op::Put {
+                        key: key.clone(),
+                        value: self.sign(key, value),
+                    },
+                    other => other.clone(),
+                })
+                .collect();
             txn.push(Op::Put {
                 key: self.keys.published_marker(),
                 value: Vec::new(),

@@ -31,7 +31,7 @@ impl ControlPlane {
         }
         let mut ops = Vec::new();
         for (key, value) in &desired {
-            if actual.get(key) != Some(value) {
+            if actual.get(key) != Some(&self.publisher.sign(key, value)) {
                 ops.push(Op::Put {
                     key: key.clone(),
                     value: value.clone(),

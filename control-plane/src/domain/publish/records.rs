@@ -49,10 +49,12 @@ impl ControlPlane {
             purpose: ARC_KEY_PURPOSE,
         };
         let fleet = self.publisher.fleet().active();
+        // the seal names the Arc it is for: a route pointed elsewhere in the
+        // bus cannot carry this key there
         let sealed_api_key = match &row.api_key_envelope {
             Some(envelope) => {
                 let plain = self.keyring.open(binding, envelope)?;
-                fleet.seal(binding, &plain)
+                fleet.seal(binding, &[&row.url, &row.database], &plain)
             }
             None => Vec::new(),
         };
