@@ -4,6 +4,7 @@
 #   protoc               (Debian: protobuf-compiler)  tonic/prost code generation
 #   google/protobuf/*.proto (Debian: libprotobuf-dev) well-known types etcd-client imports
 #   etcd                 (Debian: etcd-server)        coordination tests
+#   openssl              (Debian: openssl)            certificates for the TLS tests
 #   initdb, pg_ctl, psql (Debian: postgresql)         real PostgreSQL in tests
 #   python3 -m venv      (Debian: python3-venv)       Python tooling
 #
@@ -65,6 +66,10 @@ _memtrace_detect() {
     if ! command -v etcd >/dev/null; then
         _memtrace_missing+=(etcd)
         _memtrace_pkgs+=(etcd-server)
+    fi
+    if ! command -v openssl >/dev/null; then
+        _memtrace_missing+=("openssl (test certificates)")
+        _memtrace_pkgs+=(openssl)
     fi
     if ! _memtrace_have_pg initdb pg_ctl postgres; then
         _memtrace_missing+=("postgres server (initdb, pg_ctl, postgres)")

@@ -255,6 +255,16 @@ pub struct EtcdConfig {
     /// HTTP/2 keepalive: always on; a silent etcd is detected within interval + timeout.
     pub keepalive_interval_ms: u64,
     pub keepalive_timeout_ms: u64,
+    /// PEM file of the CA that signed etcd's server certificate; set (or
+    /// `https://` endpoints) means TLS.
+    pub ca_file: String,
+    /// PEM client certificate and key, for etcd's `--client-cert-auth`.
+    pub cert_file: String,
+    pub key_file: String,
+    /// etcd user, when etcd authentication is enabled; its password is read
+    /// from `password_file` (never from the configuration itself).
+    pub user: String,
+    pub password_file: String,
 }
 
 impl Default for EtcdConfig {
@@ -266,6 +276,11 @@ impl Default for EtcdConfig {
             request_timeout_ms: 5000,
             keepalive_interval_ms: 5000,
             keepalive_timeout_ms: 3000,
+            ca_file: String::new(),
+            cert_file: String::new(),
+            key_file: String::new(),
+            user: String::new(),
+            password_file: String::new(),
         }
     }
 }

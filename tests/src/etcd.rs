@@ -14,6 +14,10 @@
 //! [`EtcdServer::thaw`] (SIGSTOP/SIGCONT) make etcd hang without closing any
 //! connection, as a black-holed peer does.
 //!
+//! [`EtcdServer::start_tls`] runs it with TLS on the client port and
+//! `--client-cert-auth` (certificates from [`crate::pki`]); its health is
+//! then polled on a plain-HTTP metrics port.
+//!
 //! A missing `etcd` binary is an error that says what to install, never a
 //! skip. Dropping the server kills it and removes the directory; a small
 //! watchdog shell process does the same if the test process dies without
@@ -29,6 +33,7 @@ use std::process::{Child, Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use crate::pki::TestPki;
 use anyhow::{Context, Result, anyhow, bail};
 use tempfile::TempDir;
 
@@ -44,6 +49,9 @@ pub struct EtcdServer {
     bin: PathBuf,
     client_port: u16,
     peer_port: u16,
+    /// Plain-HTTP `/health` and `/metrics` (TLS servers only).
+    metrics_port: u16,
+    tls: Option<TestPki>,
     data_dir: PathBuf,
     pid_file: PathBuf,
     log_file: PathBuf,
@@ -69,15 +77,33 @@ impl std::fmt::Debug for EtcdServer {
 impl EtcdServer {
     /// Start a fresh etcd on free loopback ports and wait until it is healthy.
     pub fn start() -> Result<EtcdServer> {
+        Self::start_with(false)
+    }
+
+    /// [`start`](Self::start) with TLS on the client port: etcd presents a
+    /// certificate for 127.0.0.1 from a fresh test CA and accepts only
+    /// clients with a certificate from that CA ([`tls`](Self::tls)).
+    pub fn start_tls() -> Result<EtcdServer> {
+        Self::start_with(true)
+    }
+
+    fn start_with(tls: bool) -> Result<EtcdServer> {
         let bin = find_etcd(&std::env::var_os("PATH").unwrap_or_default())?;
         let dir = tempfile::Builder::new()
             .prefix("memtrace-etcd-")
             .tempdir()
             .context("creating a temporary directory for etcd")?;
+        let tls = if tls {
+            Some(TestPki::create(dir.path(), "root")?)
+        } else {
+            None
+        };
         let mut server = EtcdServer {
             bin,
             client_port: 0,
             peer_port: 0,
+            metrics_port: 0,
+            tls,
             data_dir: dir.path().join("data"),
             pid_file: dir.path().join("etcd.pid"),
             log_file: dir.path().join("etcd-0.log"),
@@ -91,7 +117,7 @@ impl EtcdServer {
         server.watchdog = Some(server.spawn_watchdog()?);
         let mut last_err = None;
         for _ in 0..START_ATTEMPTS {
-            (server.client_port, server.peer_port) = free_port_pair()?;
+            [server.client_port, server.peer_port, server.metrics_port] = free_ports()?;
             match server.launch() {
                 Ok(()) => return Ok(server),
                 // Someone took a port between probing and binding: new ports.
@@ -102,9 +128,15 @@ impl EtcdServer {
         Err(last_err.unwrap_or_else(|| anyhow!("could not start etcd")))
     }
 
-    /// `http://127.0.0.1:<client port>`.
+    /// `http://127.0.0.1:<client port>` (`https://` with TLS).
     pub fn endpoint(&self) -> String {
-        format!("http://127.0.0.1:{}", self.client_port)
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        format!("{scheme}://127.0.0.1:{}", self.client_port)
+    }
+
+    /// The CA and client certificate of a TLS server.
+    pub fn tls(&self) -> Option<&TestPki> {
+        self.tls.as_ref()
     }
 
     /// The client port (on 127.0.0.1 only).
@@ -190,7 +222,7 @@ impl EtcdServer {
         self.log_file = self.dir.path().join(format!("etcd-{}.log", self.starts));
         self.starts += 1;
         let log = File::create(&self.log_file).context("creating the etcd log file")?;
-        let client = format!("http://127.0.0.1:{}", self.client_port);
+        let client = self.endpoint();
         let peer = format!("http://127.0.0.1:{}", self.peer_port);
         let mut cmd = Command::new(&self.bin);
         cmd.arg("--name")
@@ -209,8 +241,21 @@ impl EtcdServer {
                 "--initial-advertise-peer-urls",
                 &peer,
             ])
-            .args(["--initial-cluster", &format!("t={peer}")])
-            .current_dir(self.dir.path())
+            .args(["--initial-cluster", &format!("t={peer}")]);
+        if let Some(pki) = &self.tls {
+            cmd.arg("--cert-file")
+                .arg(&pki.server_cert)
+                .arg("--key-file")
+                .arg(&pki.server_key)
+                .arg("--trusted-ca-file")
+                .arg(&pki.ca)
+                .arg("--client-cert-auth")
+                .args([
+                    "--listen-metrics-urls",
+                    &format!("http://127.0.0.1:{}", self.metrics_port),
+                ]);
+        }
+        cmd.current_dir(self.dir.path())
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log);
@@ -235,7 +280,12 @@ impl EtcdServer {
     /// exits.
     fn wait_ready(&mut self) -> Result<()> {
         let deadline = Instant::now() + READY_TIMEOUT;
-        let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, self.client_port));
+        let health_port = if self.tls.is_some() {
+            self.metrics_port
+        } else {
+            self.client_port
+        };
+        let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, health_port));
         loop {
             if let Some(child) = self.child.as_mut()
                 && let Some(status) = child.try_wait()?
@@ -288,7 +338,8 @@ impl Drop for EtcdServer {
     }
 }
 
-/// GET /health over plain HTTP/1.1 (etcd serves it on the client port).
+/// GET /health over plain HTTP/1.1 (etcd serves it on the client port, and
+/// on the metrics port).
 fn health_ok(addr: &SocketAddr) -> bool {
     let Ok(mut stream) = TcpStream::connect_timeout(addr, Duration::from_millis(500)) else {
         return false;
@@ -345,11 +396,16 @@ fn unsupported_arch() -> Option<&'static str> {
     }
 }
 
-/// Two distinct free loopback ports (bind `127.0.0.1:0` twice, release).
-fn free_port_pair() -> Result<(u16, u16)> {
-    let a = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).context("binding 127.0.0.1:0")?;
-    let b = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).context("binding 127.0.0.1:0")?;
-    Ok((a.local_addr()?.port(), b.local_addr()?.port()))
+/// Distinct free loopback ports (bind `127.0.0.1:0` N times, release).
+fn free_ports<const N: usize>() -> Result<[u16; N]> {
+    let listeners = (0..N)
+        .map(|_| TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).context("binding 127.0.0.1:0"))
+        .collect::<Result<Vec<_>>>()?;
+    let mut ports = [0u16; N];
+    for (port, l) in ports.iter_mut().zip(&listeners) {
+        *port = l.local_addr()?.port();
+    }
+    Ok(ports)
 }
 
 #[cfg(test)]
@@ -365,8 +421,8 @@ mod tests {
 
     #[test]
     fn port_pairs_are_distinct() {
-        let (a, b) = free_port_pair().unwrap();
-        assert_ne!(a, b);
-        assert!(a > 0 && b > 0);
+        let [a, b, c] = free_ports::<3>().unwrap();
+        assert!(a != b && b != c && a != c);
+        assert!(a > 0 && b > 0 && c > 0);
     }
 }

@@ -12,6 +12,7 @@ pub mod cluster;
 pub mod control_plane;
 pub mod etcd;
 pub mod load;
+pub mod pki;
 pub mod postgres;
 pub mod process;
 pub mod python;

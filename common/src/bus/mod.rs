@@ -180,9 +180,76 @@ pub async fn connect(
         request_timeout: Duration::from_millis(config.request_timeout_ms.max(1)),
         keep_alive_interval: Duration::from_millis(config.keepalive_interval_ms.max(1)),
         keep_alive_timeout: Duration::from_millis(config.keepalive_timeout_ms.max(1)),
+        user: etcd_user(config)?,
+        tls: etcd_tls(config, &endpoints)?,
         ..etcd::EtcdOptions::default()
     };
     Ok(std::sync::Arc::new(
         etcd::EtcdBus::connect(&endpoints, options).await?,
     ))
+}
+
+/// Reads one file a `[etcd]` setting names; the error names the setting.
+fn read_setting_file(setting: &str, path: &str) -> Result<Vec<u8>, BusError> {
+    std::fs::read(path).map_err(|e| {
+        BusError::Rejected(format!(
+            "cannot read [etcd] {setting} ({path}): {e}; set it to a readable file (MEMTRACE_ETCD_{})",
+            setting.to_ascii_uppercase()
+        ))
+    })
+}
+
+/// `[etcd] user` with the password read from `password_file`.
+fn etcd_user(config: &crate::config::EtcdConfig) -> Result<Option<(String, String)>, BusError> {
+    match (config.user.is_empty(), config.password_file.is_empty()) {
+        (true, true) => Ok(None),
+        (false, false) => {
+            let password = read_setting_file("password_file", &config.password_file)?;
+            let password = String::from_utf8(password).map_err(|_| {
+                BusError::Rejected("[etcd] password_file is not UTF-8 text".into())
+            })?;
+            Ok(Some((
+                config.user.clone(),
+                password.trim_end_matches(['\r', '\n']).to_owned(),
+            )))
+        }
+        _ => Err(BusError::Rejected(
+            "[etcd] user and password_file go together: set both (MEMTRACE_ETCD_USER, MEMTRACE_ETCD_PASSWORD_FILE) or neither".into(),
+        )),
+    }
+}
+
+/// TLS when `ca_file` is set or an endpoint is `https://`; a client
+/// certificate when `cert_file` and `key_file` are set.
+fn etcd_tls(
+    config: &crate::config::EtcdConfig,
+    endpoints: &[String],
+) -> Result<Option<etcd::EtcdTls>, BusError> {
+    let https = endpoints.iter().any(|e| e.starts_with("https://"));
+    let identity = match (config.cert_file.is_empty(), config.key_file.is_empty()) {
+        (true, true) => None,
+        (false, false) => Some((
+            read_setting_file("cert_file", &config.cert_file)?,
+            read_setting_file("key_file", &config.key_file)?,
+        )),
+        _ => {
+            return Err(BusError::Rejected(
+                "[etcd] cert_file and key_file go together: set both (MEMTRACE_ETCD_CERT_FILE, MEMTRACE_ETCD_KEY_FILE) or neither".into(),
+            ));
+        }
+    };
+    if !https && config.ca_file.is_empty() && identity.is_none() {
+        return Ok(None);
+    }
+    if !https {
+        return Err(BusError::Rejected(
+            "[etcd] ca_file, cert_file and key_file need https:// endpoints (MEMTRACE_ETCD_ENDPOINTS)".into(),
+        ));
+    }
+    let ca_pem = if config.ca_file.is_empty() {
+        None
+    } else {
+        Some(read_setting_file("ca_file", &config.ca_file)?)
+    };
+    Ok(Some(etcd::EtcdTls { ca_pem, identity }))
 }

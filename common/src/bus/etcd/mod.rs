@@ -76,6 +76,17 @@ pub struct EtcdOptions {
     pub require_leader: bool,
     /// etcd user and password, when etcd authentication is enabled.
     pub user: Option<(String, String)>,
+    /// TLS to etcd (`https://` endpoints), when set.
+    pub tls: Option<EtcdTls>,
+}
+
+/// TLS material for the etcd connection, as PEM.
+#[derive(Clone, Default)]
+pub struct EtcdTls {
+    /// The CA that signed etcd's certificate (else the TLS stack's defaults).
+    pub ca_pem: Option<Vec<u8>>,
+    /// Client certificate and key, for etcd's `--client-cert-auth`.
+    pub identity: Option<(Vec<u8>, Vec<u8>)>,
 }
 
 impl Default for EtcdOptions {
@@ -87,6 +98,7 @@ impl Default for EtcdOptions {
             keep_alive_timeout: Duration::from_secs(3),
             require_leader: true,
             user: None,
+            tls: None,
         }
     }
 }
@@ -100,6 +112,15 @@ impl std::fmt::Debug for EtcdOptions {
             .field("keep_alive_timeout", &self.keep_alive_timeout)
             .field("require_leader", &self.require_leader)
             .field("user", &self.user.as_ref().map(|(name, _)| name))
+            .field(
+                "tls",
+                &self.tls.as_ref().map(|t| {
+                    (
+                        t.ca_pem.as_ref().map(|_| "ca"),
+                        t.identity.as_ref().map(|_| "client certificate"),
+                    )
+                }),
+            )
             .finish()
     }
 }
@@ -130,7 +151,7 @@ impl EtcdBus {
         }
         let endpoints = endpoints
             .iter()
-            .map(|e| normalize_endpoint(e))
+            .map(|e| normalize_endpoint(e, options.tls.is_some()))
             .collect::<Result<Vec<_>, _>>()?;
         if options.keep_alive_interval < ETCD_MIN_PING_INTERVAL {
             tracing::warn!(
@@ -149,6 +170,17 @@ impl EtcdBus {
             connect = connect
                 .with_user(name.clone(), password.clone())
                 .with_auto_token_refresh(true);
+        }
+        if let Some(tls) = &options.tls {
+            crate::tls::install_crypto_provider();
+            let mut config = etcd_client::TlsOptions::new();
+            if let Some(ca) = &tls.ca_pem {
+                config = config.ca_certificate(etcd_client::Certificate::from_pem(ca));
+            }
+            if let Some((cert, key)) = &tls.identity {
+                config = config.identity(etcd_client::Identity::from_pem(cert, key));
+            }
+            connect = connect.with_tls(config);
         }
         let client = Client::connect(&endpoints, Some(connect))
             .await
@@ -181,21 +213,28 @@ impl EtcdBus {
     }
 }
 
-/// `host:port` → `http://host:port`; `http://` kept; other schemes refused.
-fn normalize_endpoint(endpoint: &str) -> Result<String, BusError> {
+/// `host:port` → `http://host:port` (`https://` with `tls`); a scheme
+/// that does not match `tls` is refused (no endpoint silently skips TLS).
+fn normalize_endpoint(endpoint: &str, tls: bool) -> Result<String, BusError> {
     let endpoint = endpoint.trim().trim_end_matches('/');
     if endpoint.is_empty() {
         return Err(BusError::Rejected("empty etcd endpoint".into()));
     }
-    if endpoint.starts_with("http://") {
+    let scheme = if tls { "https://" } else { "http://" };
+    if endpoint.starts_with(scheme) {
         return Ok(endpoint.to_string());
     }
     if endpoint.contains("://") {
         return Err(BusError::Rejected(format!(
-            "unsupported etcd endpoint {endpoint:?}: use http://host:port (TLS is not built in)"
+            "unsupported etcd endpoint {endpoint:?}: use {scheme}host:port{}",
+            if tls {
+                " (TLS is configured: every endpoint uses it)"
+            } else {
+                " (https:// needs [etcd] TLS settings)"
+            }
         )));
     }
-    Ok(format!("http://{endpoint}"))
+    Ok(format!("{scheme}{endpoint}"))
 }
 
 #[async_trait]

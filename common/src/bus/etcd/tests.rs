@@ -8,18 +8,34 @@ use super::*;
 #[test]
 fn endpoints_are_normalised() {
     assert_eq!(
-        normalize_endpoint("127.0.0.1:2379"),
+        normalize_endpoint("127.0.0.1:2379", false),
         Ok("http://127.0.0.1:2379".into())
     );
     assert_eq!(
-        normalize_endpoint(" http://etcd:2379/ "),
+        normalize_endpoint(" http://etcd:2379/ ", false),
         Ok("http://etcd:2379".into())
     );
     assert!(matches!(
-        normalize_endpoint("https://etcd:2379"),
+        normalize_endpoint("https://etcd:2379", false),
         Err(BusError::Rejected(_))
     ));
-    assert!(matches!(normalize_endpoint(""), Err(BusError::Rejected(_))));
+    assert!(matches!(
+        normalize_endpoint("", false),
+        Err(BusError::Rejected(_))
+    ));
+    // with TLS every endpoint is https
+    assert_eq!(
+        normalize_endpoint("etcd:2379", true),
+        Ok("https://etcd:2379".into())
+    );
+    assert_eq!(
+        normalize_endpoint("https://etcd:2379", true),
+        Ok("https://etcd:2379".into())
+    );
+    assert!(matches!(
+        normalize_endpoint("http://etcd:2379", true),
+        Err(BusError::Rejected(_))
+    ));
 }
 
 #[test]
