@@ -11,12 +11,63 @@
 //! check on the first deviation — no test framework needed, only a tokio
 //! runtime (for timeouts). Every wait is bounded by [`WAIT`].
 
-use super::{BusError, Event, KeyValue, Op, StateBus, Watch, WatchMessage};
+use super::{BusError, Event, Guard, KeyValue, Op, StateBus, Watch, WatchMessage};
 use std::time::Duration;
 use tokio::time::{Instant, timeout};
 
 /// Longest wait for any one expected message.
 pub const WAIT: Duration = Duration::from_secs(10);
+
+/// A guarded apply writes only when every guarded key is still at the
+/// revision it was read at (absent: 0), and then atomically.
+pub async fn guarded_apply(bus: &dyn StateBus, p: &str) {
+    let check = "guarded apply";
+    let (a, b) = (format!("{p}a"), format!("{p}b"));
+    let first = apply(bus, vec![put(&a, "1")], check).await;
+    let guard = |key: &str, mod_revision| Guard {
+        key: key.to_owned(),
+        mod_revision,
+    };
+    // a and b as read: a at `first`, b absent
+    let written = bus
+        .apply_guarded(
+            &[guard(&a, first), guard(&b, 0)],
+            vec![put(&a, "2"), put(&b, "1")],
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{check}: {e}"));
+    let Some(second) = written else {
+        panic!("{check}: guards that hold must write");
+    };
+    assert!(second > first, "{check}: a new revision");
+    // a stale guard (a changed since `first`): nothing is written
+    let stale = bus
+        .apply_guarded(&[guard(&a, first)], vec![put(&a, "3"), put(&b, "3")])
+        .await
+        .unwrap_or_else(|e| panic!("{check}: {e}"));
+    assert_eq!(stale, None, "{check}: a failed guard writes nothing");
+    // a key guarded as absent that exists
+    let exists = bus
+        .apply_guarded(&[guard(&b, 0)], vec![put(&b, "4")])
+        .await
+        .unwrap_or_else(|e| panic!("{check}: {e}"));
+    assert_eq!(
+        exists, None,
+        "{check}: an absent-guard on a present key fails"
+    );
+    let read = bus.load(p).await.unwrap_or_else(|e| panic!("{check}: {e}"));
+    let values: Vec<(&str, &[u8])> = read
+        .kvs
+        .iter()
+        .map(|kv| (kv.key.as_str(), kv.value.as_slice()))
+        .collect();
+    assert_eq!(
+        values,
+        [(a.as_str(), &b"2"[..]), (b.as_str(), &b"1"[..])],
+        "{check}: only the guarded apply that held is visible"
+    );
+    assert!(read.kvs.iter().all(|kv| kv.mod_revision == second));
+}
 
 /// Runs every check of this module except [`lease_expiry`].
 pub async fn run_all(bus: &dyn StateBus, prefix: &str) {
@@ -27,6 +78,7 @@ pub async fn run_all(bus: &dyn StateBus, prefix: &str) {
     request_progress(bus, &format!("{prefix}progress/")).await;
     empty_apply(bus).await;
     too_many_ops_rejected(bus, &format!("{prefix}too-many/")).await;
+    guarded_apply(bus, &format!("{prefix}guarded/")).await;
     lease_put_update_revoke(bus, &format!("{prefix}lease/")).await;
     compaction(bus, &format!("{prefix}compaction/")).await;
 }

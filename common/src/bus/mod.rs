@@ -71,6 +71,14 @@ pub enum Op {
     Delete { key: String },
 }
 
+/// A condition of [`StateBus::apply_guarded`]: `key` was last changed at
+/// `mod_revision` (0: the key does not exist).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Guard {
+    pub key: String,
+    pub mod_revision: i64,
+}
+
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 pub enum BusError {
     /// The watch start revision is older than the oldest kept revision.
@@ -104,6 +112,12 @@ pub trait StateBus: Send + Sync + 'static {
     /// Applies all ops atomically (one etcd transaction); returns the
     /// revision it produced. An empty op list returns the current revision.
     async fn apply(&self, ops: Vec<Op>) -> Result<i64, BusError>;
+
+    /// Applies all ops atomically only if every guard holds (one etcd
+    /// transaction: compare, then write). `Ok(None)` when a guard failed
+    /// (someone changed a guarded key since it was read): nothing was
+    /// written. Bounded like [`apply`](Self::apply), guards counting as ops.
+    async fn apply_guarded(&self, guards: &[Guard], ops: Vec<Op>) -> Result<Option<i64>, BusError>;
 
     /// The current revision of the key space.
     async fn current_revision(&self) -> Result<i64, BusError>;

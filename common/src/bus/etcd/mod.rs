@@ -38,11 +38,12 @@ mod watch;
 #[cfg(test)]
 mod tests;
 
-use super::{BusError, LeasedKey, Op, PrefixRead, StateBus, Watch};
+use super::{BusError, Guard, LeasedKey, Op, PrefixRead, StateBus, Watch};
 use async_trait::async_trait;
 use convert::{convert_kv, header_revision, map_error};
 use etcd_client::{
-    Client, CompactionOptions, ConnectOptions, GetOptions, ResponseHeader, Txn, TxnOp, WatchOptions,
+    Client, CompactionOptions, Compare, CompareOp, ConnectOptions, GetOptions, ResponseHeader, Txn,
+    TxnOp, WatchOptions,
 };
 use lease::{EtcdLeasedKey, ttl_seconds};
 use std::collections::HashSet;
@@ -311,6 +312,38 @@ impl StateBus for EtcdBus {
             .await
             .map_err(map_error)?;
         header_revision(response.header())
+    }
+
+    async fn apply_guarded(&self, guards: &[Guard], ops: Vec<Op>) -> Result<Option<i64>, BusError> {
+        if guards.len() + ops.len() > MAX_TXN_OPS {
+            return Err(BusError::Rejected(format!(
+                "{} guards and {} ops exceed etcd's {MAX_TXN_OPS} per transaction",
+                guards.len(),
+                ops.len()
+            )));
+        }
+        validate_ops(&ops)?;
+        let compares: Vec<Compare> = guards
+            .iter()
+            .map(|g| Compare::mod_revision(g.key.clone(), CompareOp::Equal, g.mod_revision))
+            .collect();
+        let ops: Vec<TxnOp> = ops
+            .into_iter()
+            .map(|op| match op {
+                Op::Put { key, value } => TxnOp::put(key, value, None),
+                Op::Delete { key } => TxnOp::delete(key, None),
+            })
+            .collect();
+        let response = self
+            .client
+            .kv_client()
+            .txn(Txn::new().when(compares).and_then(ops))
+            .await
+            .map_err(map_error)?;
+        if !response.succeeded() {
+            return Ok(None);
+        }
+        header_revision(response.header()).map(Some)
     }
 
     async fn current_revision(&self) -> Result<i64, BusError> {

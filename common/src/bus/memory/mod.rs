@@ -48,7 +48,7 @@ mod watch;
 #[cfg(test)]
 mod tests;
 
-use super::{BusError, KeyValue, LeasedKey, Op, PrefixRead, StateBus, Watch, WatchMessage};
+use super::{BusError, Guard, KeyValue, LeasedKey, Op, PrefixRead, StateBus, Watch, WatchMessage};
 use crate::bus::etcd::validate_ops;
 use async_trait::async_trait;
 use lease::MemoryLeasedKey;
@@ -233,6 +233,33 @@ impl StateBus for MemoryBus {
             })
             .collect();
         Ok(state.commit(changes))
+    }
+
+    async fn apply_guarded(&self, guards: &[Guard], ops: Vec<Op>) -> Result<Option<i64>, BusError> {
+        if guards.len() + ops.len() > crate::bus::etcd::MAX_TXN_OPS {
+            return Err(BusError::Rejected(format!(
+                "{} guards and {} ops exceed {} per transaction",
+                guards.len(),
+                ops.len(),
+                crate::bus::etcd::MAX_TXN_OPS
+            )));
+        }
+        validate_ops(&ops)?;
+        let mut state = self.available()?;
+        let holds = guards
+            .iter()
+            .all(|g| state.kvs.get(&g.key).map_or(0, |e| e.mod_revision) == g.mod_revision);
+        if !holds {
+            return Ok(None);
+        }
+        let changes = ops
+            .into_iter()
+            .map(|op| match op {
+                Op::Put { key, value } => (key, Some((value, None))),
+                Op::Delete { key } => (key, None),
+            })
+            .collect();
+        Ok(Some(state.commit(changes)))
     }
 
     async fn current_revision(&self) -> Result<i64, BusError> {

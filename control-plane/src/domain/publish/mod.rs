@@ -18,11 +18,14 @@
 pub mod bus;
 mod reconcile;
 mod records;
+#[cfg(test)]
+mod tests;
 
 pub use reconcile::ReconcileReport;
 
 use super::ControlPlane;
-use memtrace_common::bus::{Op, StateBus};
+use crate::error::ControlPlaneError;
+use memtrace_common::bus::{Guard, Op, StateBus};
 use memtrace_common::fleet::FleetKeyring;
 use memtrace_common::state::{StateKeys, sign_record};
 use std::sync::Arc;
@@ -106,16 +109,7 @@ impl Publisher {
         let count = ops.len();
         let mut revision = None;
         for chunk in ops.chunks(MAX_OPS_PER_TXN - 1) {
-            let mut txn: Vec<Op> = chunk
-                .iter()
-                .map(|op| match op {
-                    Op::Put { key, value } => Op::Put {
-                        key: key.clone(),
-                        value: self.sign(key, value),
-                    },
-                    other => other.clone(),
-                })
-                .collect();
+            let mut txn: Vec<Op> = chunk.iter().map(|op| self.signed(op)).collect();
             txn.push(Op::Put {
                 key: self.keys.published_marker(),
                 value: Vec::new(),
@@ -130,6 +124,55 @@ impl Publisher {
             }
         }
         revision
+    }
+}
+
+impl Publisher {
+    /// Applies `ops`, each only if its guard holds (see the reconciler), in
+    /// guarded transactions (each with the published marker); the last
+    /// revision. A guard that failed is a [`ControlPlaneError::Unavailable`]
+    /// "changed concurrently": the caller's next pass starts over; the
+    /// transactions before it stay applied (each was consistent).
+    pub(crate) async fn apply_guarded_locked(
+        &self,
+        ops: Vec<(Guard, Op)>,
+    ) -> Result<Option<i64>, ControlPlaneError> {
+        let mut revision = None;
+        // a guard per op, and the marker
+        for chunk in ops.chunks((MAX_OPS_PER_TXN - 1) / 2) {
+            let guards: Vec<Guard> = chunk.iter().map(|(g, _)| g.clone()).collect();
+            let mut txn: Vec<Op> = chunk.iter().map(|(_, op)| self.signed(op)).collect();
+            txn.push(Op::Put {
+                key: self.keys.published_marker(),
+                value: Vec::new(),
+            });
+            match self.bus.apply_guarded(&guards, txn).await {
+                Ok(Some(r)) => revision = Some(r),
+                Ok(None) => {
+                    return Err(ControlPlaneError::Unavailable(
+                        "the state bus changed concurrently (another replica published); reconciling again".into(),
+                    ));
+                }
+                Err(error) => {
+                    self.deferred.store(true, Ordering::Release);
+                    return Err(ControlPlaneError::Unavailable(format!(
+                        "state bus refused the reconciliation writes: {error}"
+                    )));
+                }
+            }
+        }
+        Ok(revision)
+    }
+
+    /// `op` with its record [signed](Self::sign).
+    fn signed(&self, op: &Op) -> Op {
+        match op {
+            Op::Put { key, value } => Op::Put {
+                key: key.clone(),
+                value: self.sign(key, value),
+            },
+            other => other.clone(),
+        }
     }
 }
 

@@ -1,10 +1,18 @@
 //! Reconciliation: make the bus hold exactly what the database says. The bus
 //! is a cache of the database — it may be empty (fresh etcd), stale (missed
 //! publications while etcd was down) or wiped (etcd restored or replaced).
+//!
+//! Several control-plane replicas may reconcile and publish at once; their
+//! locks are per process. A pass therefore reads the bus first, then the
+//! database, and writes each key only if it is unchanged since that bus
+//! read (a guarded transaction). A change another replica commits after this
+//! pass read the database is published after it too, so it fails this
+//! pass's guard instead of being overwritten with the state read before it
+//! (which could, for instance, undo a revocation).
 
 use crate::domain::ControlPlane;
 use crate::error::{ControlPlaneError, Result};
-use memtrace_common::bus::Op;
+use memtrace_common::bus::{Guard, Op};
 use std::collections::BTreeMap;
 
 /// What one reconciliation pass changed.
@@ -20,40 +28,46 @@ impl ControlPlane {
     /// One full pass under the publication lock.
     pub async fn reconcile(&self) -> Result<ReconcileReport> {
         let _guard = self.publisher.lock().await;
-        let (desired, keep) = self.desired_state().await?;
+        // the bus before the database (module docs)
         let bus = self.publisher.bus();
-        let mut actual: BTreeMap<String, Vec<u8>> = BTreeMap::new();
+        let mut actual: BTreeMap<String, (Vec<u8>, i64)> = BTreeMap::new();
         for prefix in self.reconciled_prefixes() {
             let snapshot = bus.load(&prefix).await.map_err(|e| {
                 ControlPlaneError::Unavailable(format!("cannot read the state bus: {e}"))
             })?;
-            actual.extend(snapshot.kvs.into_iter().map(|kv| (kv.key, kv.value)));
+            actual.extend(
+                snapshot
+                    .kvs
+                    .into_iter()
+                    .map(|kv| (kv.key, (kv.value, kv.mod_revision))),
+            );
         }
+        let (desired, keep) = self.desired_state().await?;
+        let as_read = |key: &str| Guard {
+            key: key.to_owned(),
+            mod_revision: actual.get(key).map_or(0, |(_, r)| *r),
+        };
         let mut ops = Vec::new();
         for (key, value) in &desired {
-            if actual.get(key) != Some(&self.publisher.sign(key, value)) {
-                ops.push(Op::Put {
+            if actual.get(key).map(|(v, _)| v) != Some(&self.publisher.sign(key, value)) {
+                let put = Op::Put {
                     key: key.clone(),
                     value: value.clone(),
-                });
+                };
+                ops.push((as_read(key), put));
             }
         }
         let puts = ops.len();
         for key in actual.keys() {
             if !desired.contains_key(key) && !keep.contains(key) {
-                ops.push(Op::Delete { key: key.clone() });
+                ops.push((as_read(key), Op::Delete { key: key.clone() }));
             }
         }
         let deletes = ops.len() - puts;
         if ops.is_empty() {
             return Ok(ReconcileReport::default());
         }
-        let revision = self.publisher.apply_locked(ops).await;
-        if revision.is_none() {
-            return Err(ControlPlaneError::Unavailable(
-                "state bus refused the reconciliation writes".into(),
-            ));
-        }
+        let revision = self.publisher.apply_guarded_locked(ops).await?;
         tracing::info!(puts, deletes, revision = ?revision, "state bus reconciled with the database");
         Ok(ReconcileReport {
             puts,
