@@ -138,6 +138,7 @@ impl Worker {
         let ingest = IngestGauges::default();
         ingest.register(&mut registry);
         let arc_health = Arc::new(ArcHealth::default());
+        arc_health.register_metrics(&mut registry);
         let admission = Admission::new(
             handle.clone(),
             Arc::new(OrgStores {
