@@ -405,6 +405,31 @@ async fn grpc_auth_scopes_no_arc_revocation_agents_and_sessions() {
         .unwrap_err();
     assert_eq!(invalid.code(), Code::InvalidArgument);
     assert!(invalid.message().contains("agent_id"), "{invalid:?}");
+    // a huge offset is refused before Arc sees it (it came back as an Arc
+    // error); the deepest page allowed is an ordinary read from Arc
+    let page = |offset: i64| {
+        req(
+            &key,
+            pb::ListMemoriesRequest {
+                offset,
+                ..pb::ListMemoriesRequest::default()
+            },
+        )
+    };
+    for offset in [100_001, i64::MAX] {
+        let deep = memories.list_memories(page(offset)).await.unwrap_err();
+        assert_eq!(deep.code(), Code::InvalidArgument, "{deep:?}");
+        assert_eq!(
+            deep.message(),
+            "invalid offset: must be between 0 and 100000"
+        );
+    }
+    let deepest = memories
+        .list_memories(page(100_000))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!((deepest.count, deepest.has_more), (0, false), "{deepest:?}");
 
     // agents and sessions
     let mut agents = AgentServiceClient::new(ch.clone());

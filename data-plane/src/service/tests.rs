@@ -257,3 +257,39 @@ async fn a_page_shortened_by_duplicates_reads_a_longer_prefix() {
         Err(ServiceError::NotFound("agent"))
     ));
 }
+
+#[tokio::test]
+async fn pages_down_to_the_offset_bound() {
+    let dir = tempfile::tempdir().unwrap();
+    let svc = service(dir.path(), Arc::default()).await;
+    for content in ["a", "b", "c"] {
+        svc.create_memory(new_memory("agent_x", content))
+            .await
+            .unwrap();
+    }
+    let page = |offset: i64, order: &str| ListParams {
+        limit: Some(1),
+        offset: Some(offset),
+        order: Some(order.into()),
+        ..ListParams::default()
+    };
+    for (order, last) in [("desc", "a"), ("asc", "c")] {
+        let list = svc.list_memories(&page(2, order)).await.unwrap();
+        assert_eq!(list.memories[0].content, last, "{order}");
+        assert!(!list.has_more, "{order}");
+        let deepest = svc
+            .list_memories(&page(crate::query::MAX_OFFSET as i64, order))
+            .await
+            .unwrap();
+        assert_eq!((deepest.count, deepest.has_more), (0, false), "{order}");
+    }
+    let past = svc
+        .list_memories(&page(crate::query::MAX_OFFSET as i64 + 1, "desc"))
+        .await
+        .unwrap_err();
+    assert_eq!(past.code().http_status(), 400);
+    assert_eq!(
+        past.to_string(),
+        "invalid offset: must be between 0 and 100000"
+    );
+}
