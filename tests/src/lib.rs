@@ -15,6 +15,7 @@ pub mod load;
 pub mod postgres;
 pub mod process;
 pub mod python;
+pub mod reflection;
 pub mod watchers;
 pub mod worker;
 
