@@ -7,6 +7,7 @@ use super::*;
 use crate::query::{ListParams, SearchParams};
 use crate::store::embedded::EmbeddedStores;
 use memtrace_common::error::CodedError as _;
+use std::time::Duration;
 
 async fn service(dir: &std::path::Path, shared: Arc<ServiceShared>) -> OrgService {
     let stores = EmbeddedStores::new(dir, "events").unwrap();
@@ -291,5 +292,36 @@ async fn pages_down_to_the_offset_bound() {
     assert_eq!(
         past.to_string(),
         "invalid offset: must be between 0 and 100000"
+    );
+}
+
+#[tokio::test]
+async fn a_registration_in_flight_holds_up_only_its_own_org() {
+    let dir = tempfile::tempdir().unwrap();
+    let stores = EmbeddedStores::new(dir.path(), "events").unwrap();
+    let shared = Arc::new(ServiceShared::default());
+    let settings = EffectiveSettings::new();
+    let mut orgs = Vec::new();
+    for org in ["org_a", "org_b"] {
+        let store = stores.open(org).await.unwrap();
+        orgs.push(OrgService::new(store, org, &settings, shared.clone()).unwrap());
+    }
+    let agent = || NewAgent {
+        name: "planner".into(),
+        description: String::new(),
+        config: Default::default(),
+    };
+    // org A's registration is in flight (say, over a slow Arc)
+    let held = shared.register_locks.lock("org_a").await;
+    let b = tokio::time::timeout(Duration::from_secs(5), orgs[1].register_agent(agent()))
+        .await
+        .expect("org B's registration waited on org A's");
+    assert_eq!(b.unwrap().org_id, "org_b");
+    let a = tokio::time::timeout(Duration::from_millis(200), orgs[0].register_agent(agent())).await;
+    assert!(a.is_err(), "org A's registrations stay one at a time");
+    drop(held);
+    assert_eq!(
+        orgs[0].register_agent(agent()).await.unwrap().org_id,
+        "org_a"
     );
 }
