@@ -23,6 +23,7 @@
 //! (record, value) pairs, which the record's key already implies.
 
 use crate::envelope::{Binding, EnvelopeError};
+use crate::keys::{KeyError, NamedKey, parse_key, parse_key_list};
 use chacha20poly1305::aead::{Aead, KeyInit, Payload};
 use chacha20poly1305::{XChaCha20Poly1305, XNonce};
 use hmac::{Hmac, Mac};
@@ -226,38 +227,29 @@ pub const FLEET_KEY_VAR: &str = "MEMTRACE_FLEET_KEY";
 /// `MEMTRACE_FLEET_KEYS_PREVIOUS`: comma-separated older fleet keys (open only).
 pub const PREVIOUS_FLEET_KEYS_VAR: &str = "MEMTRACE_FLEET_KEYS_PREVIOUS";
 
-/// A fleet keyring read from the environment, with the raw active key.
-pub type FromEnv = (FleetKeyring, Zeroizing<[u8; 32]>);
+/// A fleet keyring read from the environment, with every raw key in it
+/// (the active one first), so the control plane can refuse a fleet key
+/// that is also one of its master keys.
+pub type FromEnv = (FleetKeyring, Vec<NamedKey>);
 
 /// The fleet keyring from the environment, `None` when `MEMTRACE_FLEET_KEY`
-/// is unset. The raw active key is returned too, so the control plane can
-/// refuse a fleet key equal to its master key.
-pub fn keyring_from_env(
-    env: &crate::config::Env,
-) -> Result<Option<FromEnv>, crate::keys::KeyError> {
-    use crate::keys::parse_key;
+/// is unset.
+pub fn keyring_from_env(env: &crate::config::Env) -> Result<Option<FromEnv>, KeyError> {
     let Some(value) = env.get(FLEET_KEY_VAR) else {
         return Ok(None);
     };
-    let active = parse_key(FLEET_KEY_VAR, Some(value))?;
-    let mut previous = Vec::new();
-    for (i, item) in env
-        .get(PREVIOUS_FLEET_KEYS_VAR)
-        .unwrap_or_default()
-        .split(',')
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .enumerate()
-    {
-        let key = parse_key(
-            &format!("{PREVIOUS_FLEET_KEYS_VAR} (entry {})", i + 1),
-            Some(item),
-        )?;
-        previous.push(FleetKey::new(&key));
-    }
+    let active = NamedKey {
+        var: FLEET_KEY_VAR.to_owned(),
+        key: parse_key(FLEET_KEY_VAR, Some(value))?,
+    };
+    let previous = parse_key_list(PREVIOUS_FLEET_KEYS_VAR, env.get(PREVIOUS_FLEET_KEYS_VAR))?;
+    let ring = FleetKeyring::new(
+        FleetKey::new(&active.key),
+        previous.iter().map(|k| FleetKey::new(&k.key)).collect(),
+    );
     Ok(Some((
-        FleetKeyring::new(FleetKey::new(&active), previous),
-        active,
+        ring,
+        std::iter::once(active).chain(previous).collect(),
     )))
 }
 

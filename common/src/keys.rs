@@ -44,6 +44,39 @@ pub fn parse_key(var: &str, value: Option<&str>) -> Result<Zeroizing<[u8; 32]>, 
     Ok(Zeroizing::new(key))
 }
 
+/// A key read from the environment, with the variable (and entry) it came
+/// from, so a rule broken by two keys can name both.
+pub struct NamedKey {
+    /// `MEMTRACE_…`, or `MEMTRACE_…_PREVIOUS (entry n)` for a list entry.
+    pub var: String,
+    pub key: Zeroizing<[u8; 32]>,
+}
+
+impl std::fmt::Debug for NamedKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NamedKey")
+            .field("var", &self.var)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Parses `value`, a comma-separated list of keys (blank entries skipped),
+/// each named `{var} (entry n)`, n counted from 1.
+pub fn parse_key_list(var: &str, value: Option<&str>) -> Result<Vec<NamedKey>, KeyError> {
+    value
+        .unwrap_or_default()
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .enumerate()
+        .map(|(i, item)| {
+            let var = format!("{var} (entry {})", i + 1);
+            let key = parse_key(&var, Some(item))?;
+            Ok(NamedKey { var, key })
+        })
+        .collect()
+}
+
 /// A fresh random 32-byte key, base64 (standard alphabet, padded).
 pub fn generate_key_b64() -> String {
     use rand::RngCore;
@@ -70,6 +103,23 @@ mod tests {
         assert_eq!(parse_key("K", Some(&key)).map(|k| k.len()), Ok(32));
         let unpadded = key.trim_end_matches('=');
         assert!(parse_key("K", Some(unpadded)).is_ok());
+    }
+
+    #[test]
+    fn key_lists_name_each_entry() {
+        let (a, b) = (generate_key_b64(), generate_key_b64());
+        assert!(parse_key_list("K", None).unwrap().is_empty());
+        let keys = parse_key_list("K", Some(&format!(" {a}, ,{b} "))).unwrap();
+        let vars: Vec<&str> = keys.iter().map(|k| k.var.as_str()).collect();
+        assert_eq!(vars, ["K (entry 1)", "K (entry 2)"]);
+        assert_eq!(keys[0].key, parse_key("K", Some(&a)).unwrap());
+        let bad = parse_key_list("K", Some(&format!("{a},not base64 !!"))).unwrap_err();
+        assert_eq!(
+            bad,
+            KeyError::NotBase64 {
+                var: "K (entry 2)".into()
+            }
+        );
     }
 
     #[test]

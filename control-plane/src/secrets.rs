@@ -5,8 +5,8 @@ use crate::error::ControlPlaneError;
 use memtrace_common::config::Env;
 use memtrace_common::credentials::MIN_ADMIN_TOKEN_LEN;
 use memtrace_common::envelope::{Keyring, MasterKey};
-use memtrace_common::fleet::{FLEET_KEY_VAR, FleetKeyring};
-use memtrace_common::keys::parse_key;
+use memtrace_common::fleet::{FLEET_KEY_VAR, FleetKeyring, PREVIOUS_FLEET_KEYS_VAR};
+use memtrace_common::keys::{NamedKey, parse_key, parse_key_list};
 use zeroize::Zeroizing;
 
 pub const MASTER_KEY_VAR: &str = "MEMTRACE_MASTER_KEY";
@@ -46,20 +46,12 @@ impl Secrets {
     pub fn from_env(env: &Env) -> Result<Self, ControlPlaneError> {
         let startup =
             |e: memtrace_common::keys::KeyError| ControlPlaneError::Startup(e.to_string());
-        let active = parse_key(MASTER_KEY_VAR, env.get(MASTER_KEY_VAR)).map_err(startup)?;
-        let mut previous = Vec::new();
-        for (i, item) in env
-            .get(PREVIOUS_MASTER_KEYS_VAR)
-            .unwrap_or_default()
-            .split(',')
-            .map(str::trim)
-            .filter(|s| !s.is_empty())
-            .enumerate()
-        {
-            let name = format!("{PREVIOUS_MASTER_KEYS_VAR} (entry {})", i + 1);
-            let key = parse_key(&name, Some(item)).map_err(startup)?;
-            previous.push(MasterKey::new(&key));
-        }
+        let active = NamedKey {
+            var: MASTER_KEY_VAR.to_owned(),
+            key: parse_key(MASTER_KEY_VAR, env.get(MASTER_KEY_VAR)).map_err(startup)?,
+        };
+        let previous = parse_key_list(PREVIOUS_MASTER_KEYS_VAR, env.get(PREVIOUS_MASTER_KEYS_VAR))
+            .map_err(startup)?;
         let bootstrap_admin_token = match env.get(BOOTSTRAP_TOKEN_VAR).map(str::trim) {
             None => None,
             Some(token) if token.chars().count() < MIN_ADMIN_TOKEN_LEN => {
@@ -85,17 +77,19 @@ impl Secrets {
             })
             .transpose()?;
         let fleet = match memtrace_common::fleet::keyring_from_env(env).map_err(startup)? {
-            Some((_, fleet_key)) if fleet_key.as_ref() == active.as_ref() => {
-                return Err(ControlPlaneError::Startup(format!(
-                    "{FLEET_KEY_VAR} must differ from {MASTER_KEY_VAR}: the master key never leaves the control plane"
-                )));
+            Some((ring, fleet_keys)) => {
+                let master: Vec<&NamedKey> = std::iter::once(&active).chain(&previous).collect();
+                refuse_shared_keys(&fleet_keys, &master)?;
+                Some(ring)
             }
-            Some((ring, _)) => Some(ring),
             None => None,
         };
         Ok(Self {
             fleet,
-            keyring: Keyring::new(MasterKey::new(&active), previous),
+            keyring: Keyring::new(
+                MasterKey::new(&active.key),
+                previous.iter().map(|k| MasterKey::new(&k.key)).collect(),
+            ),
             bootstrap_admin_token,
             database_url: env
                 .get(DATABASE_URL_VAR)
@@ -103,6 +97,23 @@ impl Secrets {
             expected_migration,
         })
     }
+}
+
+/// Refuses a fleet key (active or previous) equal to any master key held
+/// (active or previous). Every worker holds the fleet keys, and a retired
+/// master key still opens the envelopes not yet re-wrapped (and every
+/// backup made before the rotation), so it must not leave the control
+/// plane as a fleet key any more than the active one.
+fn refuse_shared_keys(fleet: &[NamedKey], master: &[&NamedKey]) -> Result<(), ControlPlaneError> {
+    for f in fleet {
+        if let Some(m) = master.iter().find(|m| m.key == f.key) {
+            return Err(ControlPlaneError::Startup(format!(
+                "{} must differ from {}: a fleet key ({FLEET_KEY_VAR} or {PREVIOUS_FLEET_KEYS_VAR}) must differ from every master key ({MASTER_KEY_VAR} and {PREVIOUS_MASTER_KEYS_VAR}); master keys never leave the control plane",
+                f.var, m.var
+            )));
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -145,6 +156,65 @@ mod tests {
             (FLEET_KEY_VAR, other.as_str()),
         ]);
         assert!(Secrets::from_env(&ok).unwrap().fleet.is_some());
+    }
+
+    #[test]
+    fn no_fleet_key_may_be_a_master_key_active_or_retired() {
+        let (master, retired, fleet, old_fleet) = (
+            generate_key_b64(),
+            generate_key_b64(),
+            generate_key_b64(),
+            generate_key_b64(),
+        );
+        let env = |fleet_key: &str, previous_fleet: &str| {
+            Env::from_pairs([
+                (MASTER_KEY_VAR, master.as_str()),
+                (PREVIOUS_MASTER_KEYS_VAR, retired.as_str()),
+                (FLEET_KEY_VAR, fleet_key),
+                (PREVIOUS_FLEET_KEYS_VAR, previous_fleet),
+            ])
+        };
+        let refused = |fleet_key: &str, previous_fleet: &str| {
+            Secrets::from_env(&env(fleet_key, previous_fleet))
+                .unwrap_err()
+                .to_string()
+        };
+        // a retired master key as the fleet key
+        let err = refused(&retired, "");
+        assert!(
+            err.starts_with(
+                "MEMTRACE_FLEET_KEY must differ from MEMTRACE_MASTER_KEYS_PREVIOUS (entry 1)"
+            ),
+            "{err}"
+        );
+        // the active or a retired master key among the previous fleet keys
+        let err = refused(&fleet, &format!("{old_fleet},{master}"));
+        assert!(
+            err.starts_with(
+                "MEMTRACE_FLEET_KEYS_PREVIOUS (entry 2) must differ from MEMTRACE_MASTER_KEY:"
+            ),
+            "{err}"
+        );
+        let err = refused(&fleet, &retired);
+        assert!(
+            err.starts_with(
+                "MEMTRACE_FLEET_KEYS_PREVIOUS (entry 1) must differ from MEMTRACE_MASTER_KEYS_PREVIOUS (entry 1)"
+            ),
+            "{err}"
+        );
+        for var in [
+            FLEET_KEY_VAR,
+            PREVIOUS_FLEET_KEYS_VAR,
+            MASTER_KEY_VAR,
+            PREVIOUS_MASTER_KEYS_VAR,
+        ] {
+            assert!(err.contains(var), "{var} named: {err}");
+        }
+        for key in [&master, &retired, &fleet] {
+            assert!(!err.contains(key.as_str()), "no key value in {err}");
+        }
+        let ok = Secrets::from_env(&env(&fleet, &old_fleet)).unwrap();
+        assert!(ok.fleet.is_some());
     }
 
     #[test]

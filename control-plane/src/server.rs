@@ -97,15 +97,15 @@ impl ControlPlaneServer {
                 .set_service_status(*service, ServingStatus::NotServing)
                 .await;
         }
-        let reflection = tonic_reflection::server::Builder::configure()
-            .register_encoded_file_descriptor_set(memtrace_proto::FILE_DESCRIPTOR_SET)
-            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-            .build_v1()
-            .map_err(|e| ControlPlaneError::Startup(format!("reflection service: {e}")))?;
-        let routes = tonic::service::Routes::from(http::router(probes.clone()))
-            .add_service(health_service)
-            .add_service(reflection);
+        let routes =
+            tonic::service::Routes::from(http::router(probes.clone())).add_service(health_service);
         let routes = add_services(routes, &gate, &auth, bus_kind(&config, bus.is_some()));
+        let routes = memtrace_common::reflection::add_reflection(
+            routes,
+            memtrace_proto::FILE_DESCRIPTOR_SET,
+            &SERVICES,
+        )
+        .map_err(|e| ControlPlaneError::Startup(format!("reflection service: {e}")))?;
         Ok(Self {
             grace: Duration::from_secs(config.server.shutdown_timeout),
             listener,

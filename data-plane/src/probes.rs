@@ -1,8 +1,13 @@
 //! The worker's operator endpoints on its one port: `GET /health` (the
-//! original's shape: status, uptime, per-org Arc reachability), `GET
-//! /ready` (503 until the first full snapshot; then the applied revision,
-//! its staleness and Arc reachability, never fatal) and `GET /metrics`
-//! (OpenMetrics: snapshot and ingest figures).
+//! original's shape: status, uptime, Arc reachability), `GET /ready` (503
+//! until the first full snapshot; then the applied revision, its staleness
+//! and Arc reachability, never fatal) and `GET /metrics` (OpenMetrics:
+//! snapshot, ingest and Arc reachability figures).
+//!
+//! They need no key and share the API's port, so they report counts and
+//! never an org id: Arc reachability is `arc: {reachable: n, unreachable:
+//! m}` (the original listed `arc: {org_id: bool}`, which told any caller who
+//! the tenants are).
 
 use crate::arcdb::health::ArcHealth;
 use crate::ingest::{Batcher, IngestGauges};
@@ -40,7 +45,7 @@ pub fn router(probes: Arc<Probes>) -> axum::Router {
 async fn health(State(probes): State<Arc<Probes>>) -> Json<serde_json::Value> {
     let uptime =
         humantime::format_duration(Duration::from_secs(probes.started.elapsed().as_secs()));
-    let arc = probes.arc_health.per_org(&probes.snapshot.load());
+    let arc = probes.arc_health.counts(&probes.snapshot.load());
     Json(json!({
         "status": "ok",
         "service": "memtrace",
@@ -66,13 +71,14 @@ async fn ready(State(probes): State<Arc<Probes>>) -> (StatusCode, Json<serde_jso
             "staleness_ms": probes.snapshot.staleness_ms(),
             "orgs": snapshot.orgs.len(),
             // reported, never fatal: an unreachable Arc fails only its org
-            "arc": probes.arc_health.per_org(&snapshot),
+            "arc": probes.arc_health.counts(&snapshot),
         })),
     )
 }
 
 async fn metrics(State(probes): State<Arc<Probes>>) -> impl IntoResponse {
     probes.snapshot.refresh_metrics();
+    probes.arc_health.refresh_metrics(&probes.snapshot.load());
     probes.ingest.refresh(&probes.batcher.metrics());
     let mut body = String::new();
     match prometheus_client::encoding::text::encode(&mut body, &probes.registry) {

@@ -5,10 +5,11 @@
 //!
 //! One port serves the probes ([`crate::probes`]), the REST API
 //! ([`crate::rest`]), `memtrace.v1` gRPC ([`crate::grpc`]),
-//! `grpc.health.v1` and reflection. Background tasks: the snapshot watcher,
-//! the registration under a lease, the readiness flip of `grpc.health.v1`,
-//! the Arc reachability prober, and the closer of queues whose org lost its
-//! Arc route.
+//! `grpc.health.v1` and reflection (v1 and v1alpha, listing exactly these:
+//! [`memtrace_common::reflection`]). Background tasks: the snapshot
+//! watcher, the registration under a lease, the readiness flip of
+//! `grpc.health.v1`, the Arc reachability prober, and the closer of queues
+//! whose org lost its Arc route.
 //!
 //! Shutdown (SIGTERM, or [`RunningWorker::shutdown`]): stop accepting
 //! connections and new writes at once, flush queued batches to Arc and let
@@ -138,6 +139,7 @@ impl Worker {
         let ingest = IngestGauges::default();
         ingest.register(&mut registry);
         let arc_health = Arc::new(ArcHealth::default());
+        arc_health.register_metrics(&mut registry);
         let admission = Admission::new(
             handle.clone(),
             Arc::new(OrgStores {
@@ -161,17 +163,18 @@ impl Worker {
             .set_service_status("", ServingStatus::NotServing)
             .await;
         let (memories_grpc, agents_grpc, sessions_grpc) = crate::grpc::services(admission.clone());
-        let reflection = tonic_reflection::server::Builder::configure()
-            .register_encoded_file_descriptor_set(memtrace_proto::FILE_DESCRIPTOR_SET)
-            .build_v1()
-            .map_err(|e| WorkerError::Startup(format!("grpc reflection: {e}")))?;
         let router = crate::probes::router(probes).merge(crate::rest::router(admission));
         let routes = tonic::service::Routes::from(router)
             .add_service(health_service)
-            .add_service(reflection)
             .add_service(memories_grpc)
             .add_service(agents_grpc)
             .add_service(sessions_grpc);
+        let routes = memtrace_common::reflection::add_reflection(
+            routes,
+            memtrace_proto::FILE_DESCRIPTOR_SET,
+            &crate::grpc::SERVICES,
+        )
+        .map_err(|e| WorkerError::Startup(format!("grpc reflection: {e}")))?;
         Ok(Self {
             config,
             bus,

@@ -16,6 +16,7 @@ pub mod pki;
 pub mod postgres;
 pub mod process;
 pub mod python;
+pub mod reflection;
 pub mod watchers;
 pub mod worker;
 

@@ -124,6 +124,35 @@ async fn every_route_on_the_embedded_store() {
     let (s, b) = api.get("/api/v1/memories?limit=ten").await;
     assert_eq!(s, 400);
     assert!(error_of(&b).contains("limit"), "{b}");
+    // offsets are bounded up front (a huge one reached the store: 502);
+    // the deepest page allowed is an ordinary, empty page
+    for offset in ["100001", "9223372036854775807"] {
+        let (s, b) = api.get(&format!("/api/v1/memories?offset={offset}")).await;
+        assert_eq!(
+            (s, b),
+            (
+                400,
+                json!({"error": "invalid offset: must be between 0 and 100000"})
+            ),
+            "{offset}"
+        );
+    }
+    for order in ["desc", "asc"] {
+        let (s, deepest) = api
+            .get(&format!("/api/v1/memories?offset=100000&order={order}"))
+            .await;
+        assert_eq!(s, 200, "{deepest}");
+        assert_eq!(
+            (deepest["count"].clone(), deepest["has_more"].clone()),
+            (json!(0), json!(false)),
+            "{deepest}"
+        );
+    }
+    let (s, second) = api
+        .get("/api/v1/memories?agent_id=agent_a&limit=1&offset=1")
+        .await;
+    assert_eq!(s, 200, "{second}");
+    assert_eq!(second["memories"][0]["content"], "walked in", "{second}");
     let (s, got) = api.get(&format!("/api/v1/memories/{id}")).await;
     assert_eq!(s, 200);
     assert_eq!(got, m, "read back as created");

@@ -24,6 +24,7 @@ use crate::service::{OrgService, ServiceError};
 pub use authn::AuthenticateFirst;
 use memtrace_proto::v1 as pb;
 use tonic::metadata::MetadataMap;
+use tonic::server::NamedService;
 use tonic::{Request, Response, Status};
 
 /// A unary call's result.
@@ -72,6 +73,14 @@ pub type AgentGrpc = AuthenticateFirst<pb::agent_service_server::AgentServiceSer
 /// The session service as served.
 pub type SessionGrpc =
     AuthenticateFirst<pb::session_service_server::SessionServiceServer<SessionApi>>;
+
+/// The services [`services`] returns, by their gRPC names (what reflection
+/// lists, with health and reflection).
+pub const SERVICES: [&str; 3] = [
+    <MemoryGrpc as NamedService>::NAME,
+    <AgentGrpc as NamedService>::NAME,
+    <SessionGrpc as NamedService>::NAME,
+];
 
 /// The three services, each behind [`AuthenticateFirst`], ready to add to
 /// a tonic server. Messages are bounded by [`MAX_REQUEST_BYTES`] here and,

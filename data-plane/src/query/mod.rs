@@ -84,8 +84,8 @@ pub use params::{
 };
 pub use time::{TimeBound, UnixMicros};
 pub use validate::{
-    AgentId, ContentPattern, DedupKey, EventType, Ident, Limit, MemoryId, MemoryType, Order,
-    SessionId, StateId, Tag,
+    AgentId, ContentPattern, DedupKey, EventType, Ident, Limit, MAX_OFFSET, MemoryId, MemoryType,
+    Order, SessionId, StateId, Tag,
 };
 
 /// Why a read request was refused: the field and the rule it broke. Every

@@ -296,6 +296,38 @@ fn invalid(field: &'static str, rule: &'static str) -> QueryError {
 }
 
 #[test]
+fn offset_is_bounded_before_any_store_sees_it() {
+    let offset = |n: i64| {
+        ListQuery::parse(&ListParams {
+            offset: Some(n),
+            ..ListParams::default()
+        })
+    };
+    assert_eq!(offset(0).unwrap().offset, 0);
+    assert_eq!(offset(100_000).unwrap().offset, MAX_OFFSET);
+    for refused in [-1, 100_001, i64::MAX] {
+        let err = offset(refused).unwrap_err();
+        assert_eq!(
+            err,
+            invalid("offset", "must be between 0 and 100000"),
+            "{refused}"
+        );
+        assert_eq!(
+            err.to_string(),
+            "invalid offset: must be between 0 and 100000"
+        );
+    }
+    // the deepest page still renders its OFFSET
+    let deepest = offset(100_000).unwrap().page();
+    let sql = arc().collapsed_page(&deepest, None, NOW);
+    assert!(
+        sql.as_str().ends_with("LIMIT 101 OFFSET 100000"),
+        "{}",
+        sql.as_str()
+    );
+}
+
+#[test]
 fn validation_names_field_and_rule() {
     let list = |p: ListParams| ListQuery::parse(&p).unwrap_err();
     assert_eq!(
@@ -362,6 +394,13 @@ fn validation_names_field_and_rule() {
         (
             ListParams {
                 offset: Some(-1),
+                ..ListParams::default()
+            },
+            "offset",
+        ),
+        (
+            ListParams {
+                offset: Some(100_001),
                 ..ListParams::default()
             },
             "offset",

@@ -330,11 +330,21 @@ impl Limit {
     }
 }
 
-/// Parses an `offset`: absent is 0, negative is refused.
+/// The deepest `offset` a read accepts. A page that deep already costs the
+/// store a scan of every row ahead of it (reads collapse duplicates over
+/// them), and a huge offset used to reach the store and come back as a 502;
+/// deeper reads narrow `since`/`until` instead.
+pub const MAX_OFFSET: u64 = 100_000;
+/// The rule an `offset` must follow.
+const OFFSET_RULE: &str = "must be between 0 and 100000";
+
+/// Parses an `offset`: absent is 0; negative or past [`MAX_OFFSET`] is
+/// refused before any store sees it.
 pub fn parse_offset(requested: Option<i64>) -> Result<u64, QueryError> {
-    match requested {
+    match requested.map(u64::try_from) {
         None => Ok(0),
-        Some(n) => u64::try_from(n).map_err(|_| QueryError::invalid("offset", "must be >= 0")),
+        Some(Ok(n)) if n <= MAX_OFFSET => Ok(n),
+        Some(_) => Err(QueryError::invalid("offset", OFFSET_RULE)),
     }
 }
 

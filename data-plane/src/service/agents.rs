@@ -72,8 +72,11 @@ impl OrgService {
     }
 
     /// Registers an agent; 409 if a live agent of the org has that name.
+    /// The name check and the append of one org's registrations run one at
+    /// a time on this worker; other orgs' registrations never wait on them
+    /// (each is two round trips to the org's own store, slow or not).
     pub async fn register_agent(&self, new: NewAgent) -> Result<Agent, ServiceError> {
-        let _serial = self.shared.register_lock.lock().await;
+        let _serial = self.shared.register_locks.lock(self.org.as_str()).await;
         if self
             .find_agent(&new.name)
             .await?

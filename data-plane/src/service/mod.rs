@@ -16,6 +16,7 @@ pub mod dedup;
 mod error;
 pub mod ids;
 mod memories;
+mod org_locks;
 mod rows;
 mod sessions;
 pub mod state;
@@ -41,8 +42,9 @@ use std::sync::Arc;
 pub struct ServiceShared {
     pub dedup: dedup::DedupIndex,
     pub state: state::StateCache,
-    /// Serializes agent registrations on this worker (unique names).
-    pub(crate) register_lock: tokio::sync::Mutex<()>,
+    /// Serializes agent registrations of one org on this worker (unique
+    /// names); other orgs' registrations never wait on it.
+    pub(crate) register_locks: org_locks::OrgLocks,
 }
 
 /// The service of one org over its store.

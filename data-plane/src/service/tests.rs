@@ -7,6 +7,7 @@ use super::*;
 use crate::query::{ListParams, SearchParams};
 use crate::store::embedded::EmbeddedStores;
 use memtrace_common::error::CodedError as _;
+use std::time::Duration;
 
 async fn service(dir: &std::path::Path, shared: Arc<ServiceShared>) -> OrgService {
     let stores = EmbeddedStores::new(dir, "events").unwrap();
@@ -256,4 +257,71 @@ async fn a_page_shortened_by_duplicates_reads_a_longer_prefix() {
         first.agent_stats("agent_nobody").await,
         Err(ServiceError::NotFound("agent"))
     ));
+}
+
+#[tokio::test]
+async fn pages_down_to_the_offset_bound() {
+    let dir = tempfile::tempdir().unwrap();
+    let svc = service(dir.path(), Arc::default()).await;
+    for content in ["a", "b", "c"] {
+        svc.create_memory(new_memory("agent_x", content))
+            .await
+            .unwrap();
+    }
+    let page = |offset: i64, order: &str| ListParams {
+        limit: Some(1),
+        offset: Some(offset),
+        order: Some(order.into()),
+        ..ListParams::default()
+    };
+    for (order, last) in [("desc", "a"), ("asc", "c")] {
+        let list = svc.list_memories(&page(2, order)).await.unwrap();
+        assert_eq!(list.memories[0].content, last, "{order}");
+        assert!(!list.has_more, "{order}");
+        let deepest = svc
+            .list_memories(&page(crate::query::MAX_OFFSET as i64, order))
+            .await
+            .unwrap();
+        assert_eq!((deepest.count, deepest.has_more), (0, false), "{order}");
+    }
+    let past = svc
+        .list_memories(&page(crate::query::MAX_OFFSET as i64 + 1, "desc"))
+        .await
+        .unwrap_err();
+    assert_eq!(past.code().http_status(), 400);
+    assert_eq!(
+        past.to_string(),
+        "invalid offset: must be between 0 and 100000"
+    );
+}
+
+#[tokio::test]
+async fn a_registration_in_flight_holds_up_only_its_own_org() {
+    let dir = tempfile::tempdir().unwrap();
+    let stores = EmbeddedStores::new(dir.path(), "events").unwrap();
+    let shared = Arc::new(ServiceShared::default());
+    let settings = EffectiveSettings::new();
+    let mut orgs = Vec::new();
+    for org in ["org_a", "org_b"] {
+        let store = stores.open(org).await.unwrap();
+        orgs.push(OrgService::new(store, org, &settings, shared.clone()).unwrap());
+    }
+    let agent = || NewAgent {
+        name: "planner".into(),
+        description: String::new(),
+        config: Default::default(),
+    };
+    // org A's registration is in flight (say, over a slow Arc)
+    let held = shared.register_locks.lock("org_a").await;
+    let b = tokio::time::timeout(Duration::from_secs(5), orgs[1].register_agent(agent()))
+        .await
+        .expect("org B's registration waited on org A's");
+    assert_eq!(b.unwrap().org_id, "org_b");
+    let a = tokio::time::timeout(Duration::from_millis(200), orgs[0].register_agent(agent())).await;
+    assert!(a.is_err(), "org A's registrations stay one at a time");
+    drop(held);
+    assert_eq!(
+        orgs[0].register_agent(agent()).await.unwrap().org_id,
+        "org_a"
+    );
 }
