@@ -171,8 +171,10 @@ async fn a_write_is_held_for_its_modelled_cost() {
 
 #[tokio::test]
 async fn writes_become_readable_when_their_buffer_flushes() {
-    // instant model; visibility delay on with a 400 ms flush age
-    let age = Duration::from_millis(400);
+    // instant model; visibility delay on with a 1.5 s flush age (long
+    // enough that the checks right after the write run before it passes,
+    // even on a loaded machine)
+    let age = Duration::from_millis(1500);
     let arc = ArcStandIn::builder()
         .buffering(Buffering {
             max_age: age,
@@ -200,7 +202,7 @@ async fn writes_become_readable_when_their_buffer_flushes() {
     let (_, tables) = c.query(None, "SHOW TABLES FROM acme").await.unwrap();
     assert_eq!(tables["data"], json!([]), "{tables}");
 
-    let deadline = written + Duration::from_secs(5);
+    let deadline = written + Duration::from_secs(10);
     let readable_at = loop {
         let (status, out) = count(&c, "late").await;
         if status == 200 {

@@ -224,3 +224,101 @@ async fn huge_tag_lists_over_rest_are_refused_after_bounded_parsing() {
     let (s, b) = api.post("/api/v1/search", json!({"tags": ["door"]})).await;
     assert_eq!(s, 200, "{b}");
 }
+
+/// One tenant asking for a page of big memories cannot push the worker
+/// past its bound: 1,000 memories of 250 KB (250 MB if read at once) asked
+/// for with `limit=1000` are refused with 413 naming what to do, while the
+/// worker's peak memory stays bounded; a page that fits is served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_page_of_huge_memories_is_refused_within_the_reply_bound() {
+    use memtrace_data_plane::arcdb::{
+        ArcClient, ArcTarget, Compression, MemoryBatch, MemoryRow, RetryPolicy, compress,
+    };
+    const DB: &str = "hugereads";
+    const TOKEN: &str = "arc-huge-reads-token-0123456789";
+    let c = Cluster::start(PREFIX).await.unwrap();
+    // instant answers: behaviour, not time
+    let arc = memtrace_tests::cluster::arc_with_token(TOKEN, DB)
+        .await
+        .unwrap();
+    let org = c.org("hostile-huge").await.unwrap();
+    c.add_arc(&org, &arc.url(), DB, Some(TOKEN)).await.unwrap();
+    let (reader, _) = c.key(&org, "read").await.unwrap();
+    let worker = c.worker("hostile-huge", &[]).await.unwrap();
+
+    // 1,000 memories of 250 KB written straight to the tenant's Arc
+    let client = ArcClient::new(Duration::from_secs(5), Duration::from_secs(60)).unwrap();
+    let target = ArcTarget {
+        url: &arc.url(),
+        database: DB,
+        measurement: "events",
+        api_key: Some(TOKEN),
+    };
+    let now = memtrace_data_plane::query::UnixMicros::now().0;
+    for chunk in 0..20i64 {
+        let mut batch = MemoryBatch::with_capacity(50);
+        for i in 0..50i64 {
+            let n = chunk * 50 + i;
+            batch.push(&MemoryRow {
+                time: now - 1_000_000 + n,
+                id: format!("mem_huge_{n:05}"),
+                org_id: org.as_str().into(),
+                agent_id: "big".into(),
+                memory_type: "episodic".into(),
+                event_type: "general".into(),
+                content: format!("{n:05}{}", "x".repeat(250_000)),
+                metadata_json: "{}".into(),
+                ..MemoryRow::default()
+            });
+        }
+        let body = compress(&batch.encode("events"), Compression::Zstd).unwrap();
+        client
+            .write_with_retry(
+                &target,
+                body.into(),
+                Compression::Zstd,
+                &RetryPolicy::default(),
+            )
+            .await
+            .unwrap();
+    }
+    assert_eq!(arc.row_count(DB, "events"), 1000);
+
+    let pid = worker.pid().unwrap();
+    let api = Api::new(&worker, Some(&reader));
+    let peak_before = peak_rss_kib(pid).unwrap();
+    for (what, path, body) in [
+        ("list", "/api/v1/memories?agent_id=big&limit=1000", None),
+        (
+            "search",
+            "/api/v1/search",
+            Some(json!({"agent_id": "big", "limit": 1000})),
+        ),
+    ] {
+        // the stand-in (this process, a debug build) takes its time to
+        // render a 250 MB reply; the worker stops reading it at its bound
+        let (s, b) = tokio::time::timeout(Duration::from_secs(120), async {
+            match &body {
+                Some(body) => api.post(path, body.clone()).await,
+                None => api.get(path).await,
+            }
+        })
+        .await
+        .expect("answered");
+        assert_eq!(s, 413, "{what}: {b}");
+        assert!(
+            error_of(&b).contains("ask for fewer memories"),
+            "{what}: {b}"
+        );
+    }
+    let grown_mib = peak_rss_kib(pid).unwrap().saturating_sub(peak_before) / 1024;
+    assert!(
+        grown_mib < 96,
+        "the worker's peak RSS grew by {grown_mib} MiB refusing 250 MB pages"
+    );
+    // a page within the bound is served
+    let (s, b) = api.get("/api/v1/memories?agent_id=big&limit=40").await;
+    assert_eq!(s, 200);
+    assert_eq!(b["count"], 40);
+    assert_eq!(b["has_more"], true);
+}

@@ -67,6 +67,7 @@ fn batcher(knobs: &Arc<Knobs>) -> Batcher {
             burst: 0,
             max_payload_bytes: 1 << 20,
             max_queued_events: k.max_queued.load(Ordering::SeqCst),
+            max_concurrent_reads: 8,
         };
         (ws, limits)
     };

@@ -77,6 +77,7 @@ impl Harness {
                 burst: 0,
                 max_payload_bytes: 1 << 20,
                 max_queued_events: 10_000,
+                max_concurrent_reads: 8,
             };
             (ws, limits)
         };

@@ -201,6 +201,7 @@ impl EffectiveSettings {
             burst: self.int(org_id, "limits.burst"),
             max_payload_bytes: self.int(org_id, "limits.max_payload_bytes"),
             max_queued_events: self.int(org_id, "limits.max_queued_events"),
+            max_concurrent_reads: self.int(org_id, "limits.max_concurrent_reads"),
         }
     }
 
@@ -278,4 +279,6 @@ pub struct TenantLimits {
     pub burst: u64,
     pub max_payload_bytes: u64,
     pub max_queued_events: u64,
+    /// Reads of the org one worker serves at once.
+    pub max_concurrent_reads: u64,
 }

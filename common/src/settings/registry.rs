@@ -138,6 +138,16 @@ pub static SETTINGS: &[Setting] = &[
         DefaultValue::Int(2000),
     ),
     hot(
+        "limits.max_concurrent_reads",
+        "reads of an org one worker serves at once; more get 429 with Retry-After (bounds what one tenant holds of a worker's memory and its Arc)",
+        SettingType::Integer {
+            min: 1,
+            max: 1024,
+            unit: "reads",
+        },
+        DefaultValue::Int(8),
+    ),
+    hot(
         "limits.max_payload_bytes",
         "largest request body a worker accepts for an org",
         SettingType::Integer {

@@ -114,6 +114,55 @@ impl RateLimiter {
     }
 }
 
+/// Reads of each org in flight on this worker (`limits.max_concurrent_reads`,
+/// hot): a read takes a [`ReadSlot`] for as long as it runs. Orgs with no
+/// read in flight have no entry.
+#[derive(Debug, Default)]
+pub struct ReadSlots {
+    inflight: std::sync::Arc<Mutex<HashMap<String, u64>>>,
+}
+
+/// One read of an org in flight; given back when dropped.
+#[derive(Debug)]
+pub struct ReadSlot {
+    inflight: std::sync::Arc<Mutex<HashMap<String, u64>>>,
+    org: String,
+}
+
+impl ReadSlots {
+    /// A slot for a read of `org`, or `None` when `max` are in flight.
+    pub fn try_take(&self, org: &str, max: u64) -> Option<ReadSlot> {
+        let mut inflight = self.inflight.lock().unwrap_or_else(PoisonError::into_inner);
+        let n = inflight.entry(org.to_owned()).or_insert(0);
+        if *n >= max.max(1) {
+            return None;
+        }
+        *n += 1;
+        Some(ReadSlot {
+            inflight: self.inflight.clone(),
+            org: org.to_owned(),
+        })
+    }
+
+    /// Reads of `org` in flight.
+    pub fn in_flight(&self, org: &str) -> u64 {
+        let inflight = self.inflight.lock().unwrap_or_else(PoisonError::into_inner);
+        inflight.get(org).copied().unwrap_or(0)
+    }
+}
+
+impl Drop for ReadSlot {
+    fn drop(&mut self) {
+        let mut inflight = self.inflight.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(n) = inflight.get_mut(&self.org) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                inflight.remove(&self.org);
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -124,6 +173,7 @@ mod tests {
             burst,
             max_payload_bytes: 0,
             max_queued_events: 0,
+            max_concurrent_reads: 8,
         }
     }
 
@@ -184,5 +234,21 @@ mod tests {
         let much_later = t + IDLE + SWEEP_EVERY + Duration::from_secs(1);
         assert!(r.check("org_b", &limits(5, 5), 1, 1.0, much_later).is_ok());
         assert_eq!(r.active(), 1, "org_a's idle bucket is gone");
+    }
+
+    #[test]
+    fn reads_in_flight_are_bounded_per_org_and_given_back() {
+        let slots = ReadSlots::default();
+        let a1 = slots.try_take("org_a", 2).expect("first");
+        let _a2 = slots.try_take("org_a", 2).expect("second");
+        assert!(slots.try_take("org_a", 2).is_none(), "at the bound");
+        assert!(
+            slots.try_take("org_b", 2).is_some(),
+            "other orgs unaffected"
+        );
+        drop(a1);
+        assert_eq!(slots.in_flight("org_a"), 1);
+        assert!(slots.try_take("org_a", 2).is_some(), "a slot came back");
+        assert_eq!(slots.in_flight("org_b"), 0, "idle orgs leave no entry");
     }
 }

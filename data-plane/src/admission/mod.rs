@@ -15,7 +15,7 @@ pub use stores::{OrgStores, StoreResolver};
 
 use crate::service::{OrgService, ServiceError, ServiceShared};
 use crate::snapshot::SnapshotHandle;
-use limits::RateLimiter;
+use limits::{RateLimiter, ReadSlots};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -29,6 +29,8 @@ pub struct Admission {
     pub snapshot: Arc<SnapshotHandle>,
     /// Per-org request rate limits (this worker's share of the org's).
     pub limiter: Arc<RateLimiter>,
+    /// Per-org reads in flight on this worker.
+    pub reads: Arc<ReadSlots>,
     pub stores: Arc<dyn StoreResolver>,
     pub shared: Arc<ServiceShared>,
 }
@@ -40,6 +42,7 @@ impl Admission {
         Self {
             snapshot,
             limiter: Arc::new(RateLimiter::default()),
+            reads: Arc::new(ReadSlots::default()),
             stores,
             shared: Arc::new(ServiceShared::default()),
         }
@@ -81,14 +84,29 @@ impl Admission {
                 Instant::now(),
             )
             .map_err(|retry_after| ServiceError::RateLimited { retry_after })?;
+        // a read holds one of the org's read slots for as long as it runs
+        let slot = match scope {
+            Scope::Read => Some(
+                self.reads
+                    .try_take(&principal.org_id, limits.max_concurrent_reads)
+                    .ok_or(ServiceError::ReadsBusy {
+                        max: limits.max_concurrent_reads,
+                    })?,
+            ),
+            _ => None,
+        };
         let store = self.stores.store(&snapshot, &principal.org_id).await?;
-        OrgService::with_limits(
+        let svc = OrgService::with_limits(
             store,
             &principal.org_id,
             snapshot.settings(),
             limits,
             self.shared.clone(),
-        )
+        )?;
+        Ok(match slot {
+            Some(slot) => svc.holding(slot),
+            None => svc,
+        })
     }
 }
 

@@ -24,7 +24,9 @@ use axum::body::Bytes;
 use reqwest::header::{AUTHORIZATION, CONTENT_ENCODING, CONTENT_TYPE, HeaderValue};
 use serde::Deserialize;
 use serde_json::Value;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use zeroize::Zeroizing;
 
 const WRITE_PATH: &str = "/api/v1/write/msgpack";
@@ -45,9 +47,21 @@ pub struct ArcClientConfig {
     pub pool_max_idle_per_host: usize,
     /// Idle connections are closed after this long.
     pub pool_idle_timeout: Duration,
-    /// Largest query reply read (larger → [`ArcError::Decode`]).
+    /// Largest query reply read (larger → [`ArcError::ReplyTooLarge`]).
     pub max_response_bytes: usize,
+    /// Reply bytes all queries of this client may hold at once. A query
+    /// whose reply finds no room fails at once with
+    /// [`ArcError::ReplyBudget`] (a retryable 429 for the client) instead
+    /// of waiting while it holds part of the budget, which could deadlock
+    /// concurrent large reads.
+    pub reply_budget_bytes: usize,
 }
+
+/// Largest reply of one read: bounds what one request can make the worker
+/// hold (a page of memories at the content limit still fits 64 of them).
+pub const MAX_REPLY_BYTES: usize = 16 << 20;
+/// Reply bytes the worker's reads hold at once, over all orgs.
+pub const REPLY_BUDGET_BYTES: usize = 64 << 20;
 
 impl ArcClientConfig {
     pub fn new(connect_timeout: Duration, request_timeout: Duration) -> Self {
@@ -57,7 +71,8 @@ impl ArcClientConfig {
             pool_max_idle_per_host: 32,
             // Arc closes idle connections after 120 s; leave first.
             pool_idle_timeout: Duration::from_secs(90),
-            max_response_bytes: 256 << 20,
+            max_response_bytes: MAX_REPLY_BYTES,
+            reply_budget_bytes: REPLY_BUDGET_BYTES,
         }
     }
 }
@@ -88,6 +103,8 @@ fn yes() -> bool {
 pub struct ArcClient {
     http: reqwest::Client,
     max_response_bytes: usize,
+    /// In KiB permits; see [`ArcClientConfig::reply_budget_bytes`].
+    reply_budget: Arc<Semaphore>,
 }
 
 impl ArcClient {
@@ -110,6 +127,10 @@ impl ArcClient {
         Ok(Self {
             http,
             max_response_bytes: cfg.max_response_bytes,
+            reply_budget: Arc::new(Semaphore::new(kib(cfg
+                .reply_budget_bytes
+                .max(cfg.max_response_bytes))
+                as usize)),
         })
     }
 
@@ -189,8 +210,18 @@ impl ArcClient {
             tracing::debug!(database = target.database, error = %e, "arc query failed");
             return Err(e);
         }
-        let body = read_capped(resp, self.max_response_bytes, Overflow::Fail).await?;
+        // the reply's bytes count against the budget until it is parsed
+        let mut held = Vec::new();
+        let body = read_capped(
+            resp,
+            self.max_response_bytes,
+            Overflow::Fail,
+            Some((&self.reply_budget, &mut held)),
+        )
+        .await?;
         let result = parse_query_reply(&body)?;
+        drop(body);
+        drop(held);
         tracing::debug!(
             database = target.database,
             rows = result.rows.len(),
@@ -250,7 +281,7 @@ fn bearer(key: Option<&str>) -> Result<Option<HeaderValue>, ArcError> {
 /// The error for a non-2xx reply, with Arc's message.
 async fn failure(resp: reqwest::Response) -> ArcError {
     let status = resp.status().as_u16();
-    let message = match read_capped(resp, MAX_ERROR_BODY, Overflow::Truncate).await {
+    let message = match read_capped(resp, MAX_ERROR_BODY, Overflow::Truncate, None).await {
         Ok(body) => arc_message(&body),
         Err(e) => format!("(body unreadable: {e})"),
     };
@@ -271,6 +302,7 @@ async fn read_capped(
     mut resp: reqwest::Response,
     max: usize,
     overflow: Overflow,
+    mut budget: Option<(&Arc<Semaphore>, &mut Vec<OwnedSemaphorePermit>)>,
 ) -> Result<Vec<u8>, ArcError> {
     let mut out = Vec::new();
     while let Some(chunk) = resp.chunk().await.map_err(ArcError::from_reqwest)? {
@@ -280,11 +312,23 @@ async fn read_capped(
                 out.extend_from_slice(&chunk[..room]);
                 return Ok(out);
             }
-            return Err(ArcError::Decode(format!("reply larger than {max} bytes")));
+            return Err(ArcError::ReplyTooLarge { max });
+        }
+        if let Some((semaphore, held)) = budget.as_mut() {
+            let permits = semaphore
+                .clone()
+                .try_acquire_many_owned(kib(chunk.len()))
+                .map_err(|_| ArcError::ReplyBudget)?;
+            held.push(permits);
         }
         out.extend_from_slice(&chunk);
     }
     Ok(out)
+}
+
+/// Whole KiB covering `bytes` (at least one), as semaphore permits.
+fn kib(bytes: usize) -> u32 {
+    u32::try_from(bytes.div_ceil(1024).max(1)).unwrap_or(u32::MAX)
 }
 
 fn parse_query_reply(body: &[u8]) -> Result<Rows, ArcError> {

@@ -27,6 +27,15 @@ pub enum ArcError {
     /// The target cannot be addressed (bad URL, key not a header value).
     #[error("arc target invalid: {0}")]
     InvalidTarget(String),
+    /// A query's reply is larger than one read may be: the request asked
+    /// for too much at once.
+    #[error(
+        "the reply to this read exceeds {max} bytes; ask for fewer memories (limit) or narrower filters"
+    )]
+    ReplyTooLarge { max: usize },
+    /// The worker's reads hold as many reply bytes as it allows; retry.
+    #[error("the worker is reading as much as it may hold at once; retry shortly")]
+    ReplyBudget,
 }
 
 /// Why there was no HTTP answer.
@@ -54,7 +63,11 @@ impl ArcError {
     pub fn retryable(&self) -> bool {
         match self {
             Self::Unreachable { .. } | Self::Server { .. } => true,
-            Self::Rejected { .. } | Self::Decode(_) | Self::InvalidTarget(_) => false,
+            Self::Rejected { .. }
+            | Self::Decode(_)
+            | Self::InvalidTarget(_)
+            | Self::ReplyTooLarge { .. }
+            | Self::ReplyBudget => false,
         }
     }
 

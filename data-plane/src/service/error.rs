@@ -46,6 +46,12 @@ pub enum ServiceError {
     /// 429 with `Retry-After`: the org is over its request rate.
     #[error("rate limit of the org exceeded, retry later")]
     RateLimited { retry_after: Duration },
+    /// 429 with `Retry-After`: the org has `max` reads in flight on this
+    /// worker (`limits.max_concurrent_reads`).
+    #[error(
+        "the org has {max} reads in flight on this worker (limits.max_concurrent_reads); retry shortly"
+    )]
+    ReadsBusy { max: u64 },
     /// 503 with a hint: the org has no Arc binding and no embedded store.
     #[error("{NO_ARC_INSTANCE}")]
     NoArcInstance,
@@ -81,7 +87,9 @@ impl CodedError for ServiceError {
             Self::NotFound(_) => ErrorCode::NotFound,
             Self::Duplicate | Self::Conflict(_) => ErrorCode::AlreadyExists,
             Self::TooLarge(_) => ErrorCode::PayloadTooLarge,
-            Self::Busy { .. } | Self::RateLimited { .. } => ErrorCode::ResourceExhausted,
+            Self::Busy { .. } | Self::RateLimited { .. } | Self::ReadsBusy { .. } => {
+                ErrorCode::ResourceExhausted
+            }
             Self::NoArcInstance => ErrorCode::NotConfigured,
             Self::Unavailable(_) => ErrorCode::Unavailable,
             Self::Backend(_) => ErrorCode::BadGateway,
@@ -92,6 +100,7 @@ impl CodedError for ServiceError {
     fn retry_after(&self) -> Option<Duration> {
         match self {
             Self::Busy { retry_after } | Self::RateLimited { retry_after } => Some(*retry_after),
+            Self::ReadsBusy { .. } => Some(Duration::from_secs(1)),
             _ => None,
         }
     }

@@ -55,6 +55,8 @@ pub struct OrgService {
     shared: Arc<ServiceShared>,
     dedup: DedupSettings,
     limits: TenantLimits,
+    /// The org's read slot this request holds, if it is a read.
+    _slot: Option<crate::admission::limits::ReadSlot>,
 }
 
 /// Most memories in one batch create.
@@ -93,7 +95,14 @@ impl OrgService {
             dedup: settings.dedup(Some(org_id)),
             limits,
             org,
+            _slot: None,
         })
+    }
+
+    /// This service, holding `slot` until it is dropped.
+    pub fn holding(mut self, slot: crate::admission::limits::ReadSlot) -> Self {
+        self._slot = Some(slot);
+        self
     }
 
     /// The org this service acts for.

@@ -129,6 +129,12 @@ pub struct CreateMemoryRequest {
 
 /// Most tags on one memory.
 pub const MAX_MEMORY_TAGS: usize = 64;
+/// Longest memory `content`, in bytes: what a page of memories can hold
+/// within a read's reply bound (`arcdb::MAX_REPLY_BYTES`) stays useful.
+pub const MAX_CONTENT_BYTES: usize = 256 * 1024;
+/// Longest JSON object field (memory and session `metadata`, agent
+/// `config`), encoded, in bytes.
+pub const MAX_OBJECT_BYTES: usize = 64 * 1024;
 /// Longest `parent_id`, in bytes.
 pub const MAX_PARENT_ID_BYTES: usize = 256;
 
@@ -153,14 +159,25 @@ fn non_empty(v: Option<String>) -> Option<String> {
     v.filter(|s| !s.is_empty())
 }
 
-/// `null`/absent → empty; an object → itself; anything else → 400.
+/// `null`/absent → empty; an object of at most [`MAX_OBJECT_BYTES`]
+/// encoded → itself; anything else → 400.
 pub(crate) fn object_field(
     value: Option<Value>,
     field: &'static str,
 ) -> Result<Map<String, Value>, ServiceError> {
     match value {
         None | Some(Value::Null) => Ok(Map::new()),
-        Some(Value::Object(m)) => Ok(m),
+        Some(Value::Object(m)) if m.is_empty() => Ok(m),
+        Some(Value::Object(m)) => {
+            let encoded = serde_json::to_vec(&m).map_or(usize::MAX, |v| v.len());
+            if encoded > MAX_OBJECT_BYTES {
+                return Err(ServiceError::invalid(
+                    field,
+                    "must be at most 65536 bytes of JSON",
+                ));
+            }
+            Ok(m)
+        }
         Some(_) => Err(ServiceError::invalid(field, "must be a JSON object")),
     }
 }
@@ -183,6 +200,12 @@ impl TryFrom<CreateMemoryRequest> for NewMemory {
             })
             .filter(|c| !c.is_empty())
             .ok_or(ServiceError::invalid("content", "is required"))?;
+        if content.len() > MAX_CONTENT_BYTES {
+            return Err(ServiceError::invalid(
+                "content",
+                "must be at most 262144 bytes",
+            ));
+        }
         let memory_type = match non_empty(r.memory_type) {
             Some(t) => MemoryType::parse(&t)?,
             None => MemoryType::Episodic,

@@ -106,7 +106,10 @@ pub fn is_missing_table(e: &ArcError) -> bool {
             message.contains(MISSING_TABLE_MESSAGE)
         }
         ArcError::Decode(message) => message.contains(MISSING_TABLE_MESSAGE),
-        ArcError::Unreachable { .. } | ArcError::InvalidTarget(_) => false,
+        ArcError::Unreachable { .. }
+        | ArcError::InvalidTarget(_)
+        | ArcError::ReplyTooLarge { .. }
+        | ArcError::ReplyBudget => false,
     }
 }
 

@@ -159,6 +159,14 @@ impl From<IngestError> for StoreError {
 
 impl From<ArcError> for StoreError {
     fn from(e: ArcError) -> Self {
+        if let ArcError::ReplyTooLarge { .. } = e {
+            return Self::TooLarge(e.to_string());
+        }
+        if let ArcError::ReplyBudget = e {
+            return Self::Busy {
+                retry_after: Duration::from_secs(1),
+            };
+        }
         if e.retryable() {
             Self::Unavailable(e.to_string())
         } else {
