@@ -5,8 +5,9 @@
 //! of two concurrent writes of one key). Best effort by design: what it
 //! does not hold (another worker's writes, evicted keys, a restart) is
 //! stored and collapsed by every read. Bounded: at most `capacity` keys over
-//! all orgs, the oldest inserted evicted first; expired keys are dropped as
-//! met.
+//! all orgs, the oldest inserted evicted first, and at most a quarter of
+//! them for one org (a busy org evicts its own oldest keys, never a quiet
+//! org's); expired keys are replaced as met.
 //!
 //! Keys, as the original memtrace defines them: the client's `dedup_key`,
 //! else the first 32 hex digits of
@@ -15,7 +16,7 @@
 //!
 //! This runs for every event written, so a key costs one allocation (its
 //! text, held once) and one keyed hash per operation: per org, a hash table
-//! of entries; for eviction, a FIFO of (org, hash, insertion number) that
+//! of entries and, for eviction, a FIFO of (hash, insertion number) that
 //! finds its entry again without holding another copy of the key.
 
 use hashbrown::{DefaultHashBuilder, HashMap, HashTable};
@@ -98,20 +99,67 @@ pub struct Reserved {
 #[derive(Debug)]
 pub struct DedupIndex {
     capacity: usize,
+    org_quota: usize,
     inner: Mutex<Inner>,
 }
 
 #[derive(Debug, Default)]
 struct Inner {
     hasher: DefaultHashBuilder,
-    /// org → its keys (an org with no key has no table).
-    live: HashMap<Arc<str>, HashTable<Entry>, DefaultHashBuilder>,
+    /// org → its keys (an org with no key has no entry).
+    live: HashMap<Arc<str>, OrgKeys, DefaultHashBuilder>,
     /// Keys held over all orgs.
     count: usize,
     next_seq: u64,
-    /// Insertion order, for eviction: (org, hash of the key, seq). Slots of
+}
+
+/// One org's keys and their insertion order.
+#[derive(Debug, Default)]
+struct OrgKeys {
+    table: HashTable<Entry>,
+    /// (hash of the key, seq) in insertion order, for eviction. Slots of
     /// released keys go stale and are skipped (and compacted when many).
-    order: VecDeque<(Arc<str>, u64, u64)>,
+    order: VecDeque<(u64, u64)>,
+}
+
+impl OrgKeys {
+    fn holds(&self, hash: u64, seq: u64) -> bool {
+        self.table.find(hash, |e| e.seq == seq).is_some()
+    }
+
+    /// The insertion number of the oldest live key (stale slots dropped).
+    fn oldest(&mut self) -> Option<u64> {
+        while let Some(&(hash, seq)) = self.order.front() {
+            if self.holds(hash, seq) {
+                return Some(seq);
+            }
+            self.order.pop_front();
+        }
+        None
+    }
+
+    /// Evicts the oldest live key; false when there is none.
+    fn evict_oldest(&mut self) -> bool {
+        if self.oldest().is_none() {
+            return false;
+        }
+        let Some((hash, seq)) = self.order.pop_front() else {
+            return false;
+        };
+        self.table
+            .find_entry(hash, |e| e.seq == seq)
+            .map(|entry| entry.remove())
+            .is_ok()
+    }
+
+    /// Drops stale slots once they outnumber live keys.
+    fn compact(&mut self) {
+        if self.order.len() > 2 * self.table.len() + 16 {
+            let table = &self.table;
+            self.order
+                .retain(|(hash, seq)| table.find(*hash, |e| e.seq == *seq).is_some());
+        }
+    }
 }
 
 impl Inner {
@@ -122,7 +170,7 @@ impl Inner {
     fn expiry(&self, org: &str, key: &str) -> Option<i64> {
         let hash = self.hash(key);
         let keys = self.live.get(org)?;
-        keys.find(hash, |e| e.key.is(key)).map(|e| e.expiry)
+        keys.table.find(hash, |e| e.key.is(key)).map(|e| e.expiry)
     }
 
     /// Removes the entry of `org` with `hash` and insertion number `seq`.
@@ -130,13 +178,15 @@ impl Inner {
         let Some(keys) = self.live.get_mut(org) else {
             return false;
         };
-        let Ok(entry) = keys.find_entry(hash, |e| e.seq == seq) else {
+        let Ok(entry) = keys.table.find_entry(hash, |e| e.seq == seq) else {
             return false;
         };
         entry.remove();
         self.count -= 1;
-        if keys.is_empty() {
+        if keys.table.is_empty() {
             self.live.remove(org);
+        } else {
+            keys.compact();
         }
         true
     }
@@ -144,14 +194,15 @@ impl Inner {
     /// For each key whose `keep` is set: sets its expiry, inserting it if
     /// absent, and returns its reservation; a key still live at `now`
     /// clears its `keep` instead (a duplicate). The org's table is looked
-    /// up once; the oldest keys beyond `capacity` are evicted afterwards.
+    /// up once. Beyond `quota` keys the org's own oldest are evicted; beyond
+    /// `capacity` over all orgs, the oldest key of any org.
     fn reserve(
         &mut self,
         org: &str,
         keys: &[String],
         keep: &mut [bool],
         (now, expiry): (i64, i64),
-        capacity: usize,
+        (capacity, quota): (usize, usize),
     ) -> Vec<Reserved> {
         let mut reserved = Vec::with_capacity(keys.len());
         let Inner {
@@ -159,22 +210,17 @@ impl Inner {
             live,
             count,
             next_seq,
-            order,
         } = self;
-        let (org_arc, table) = match live.get_key_value_mut(org) {
-            Some((o, t)) => (o.clone(), t),
-            None => {
-                let o: Arc<str> = Arc::from(org);
-                let t = live.entry(o.clone()).or_insert_with(HashTable::new);
-                (o, t)
-            }
+        let org_keys = match live.get_mut(org) {
+            Some(k) => k,
+            None => live.entry(Arc::from(org)).or_default(),
         };
         for (key, kept) in keys.iter().zip(keep.iter_mut()) {
             if !*kept {
                 continue;
             }
             let hash = hasher.hash_one(key.as_bytes());
-            if let Some(e) = table.find_mut(hash, |e| e.key.is(key)) {
+            if let Some(e) = org_keys.table.find_mut(hash, |e| e.key.is(key)) {
                 if e.expiry > now {
                     *kept = false;
                 } else {
@@ -185,7 +231,7 @@ impl Inner {
             }
             let seq = *next_seq;
             *next_seq += 1;
-            table.insert_unique(
+            org_keys.table.insert_unique(
                 hash,
                 Entry {
                     key: KeyText::new(key),
@@ -194,28 +240,42 @@ impl Inner {
                 },
                 |e| hasher.hash_one(e.key.as_bytes()),
             );
+            org_keys.order.push_back((hash, seq));
             *count += 1;
-            order.push_back((org_arc.clone(), hash, seq));
             reserved.push(Reserved { hash, seq });
+            if org_keys.table.len() > quota && org_keys.evict_oldest() {
+                *count -= 1;
+            }
         }
-        if table.is_empty() {
+        org_keys.compact();
+        if org_keys.table.is_empty() {
             live.remove(org);
         }
-        while self.count > capacity {
-            let Some((o, h, seq)) = self.order.pop_front() else {
-                break;
-            };
-            self.remove(&o, h, seq);
-        }
-        // drop the FIFO slots of keys released long ago
-        if self.order.len() > capacity.saturating_mul(2) {
-            let live = &self.live;
-            self.order.retain(|(o, h, seq)| {
-                live.get(o)
-                    .is_some_and(|keys| keys.find(*h, |e| e.seq == *seq).is_some())
-            });
-        }
+        while self.count > capacity && self.evict_oldest_of_all() {}
         reserved
+    }
+
+    /// Evicts the oldest live key over all orgs; false when none is held.
+    fn evict_oldest_of_all(&mut self) -> bool {
+        let oldest = self
+            .live
+            .iter_mut()
+            .filter_map(|(org, keys)| keys.oldest().map(|seq| (seq, org.clone())))
+            .min_by_key(|(seq, _)| *seq);
+        let Some((_, org)) = oldest else {
+            return false;
+        };
+        let Some(keys) = self.live.get_mut(&org) else {
+            return false;
+        };
+        let evicted = keys.evict_oldest();
+        if evicted {
+            self.count -= 1;
+        }
+        if keys.table.is_empty() {
+            self.live.remove(&org);
+        }
+        evicted
     }
 }
 
@@ -224,9 +284,20 @@ impl DedupIndex {
     /// its table entry and its FIFO slot).
     pub const DEFAULT_CAPACITY: usize = 250_000;
 
+    /// The default share one org may hold: a quarter, so a busy org evicts
+    /// its own oldest keys, not the others'.
+    pub const DEFAULT_ORG_QUOTA: usize = Self::DEFAULT_CAPACITY / 4;
+
+    /// An index of at most `capacity` keys, any org holding any share.
     pub fn new(capacity: usize) -> Self {
+        Self::with_org_quota(capacity, capacity)
+    }
+
+    /// At most `capacity` keys, and `org_quota` of one org.
+    pub fn with_org_quota(capacity: usize, org_quota: usize) -> Self {
         Self {
             capacity: capacity.max(1),
+            org_quota: org_quota.clamp(1, capacity.max(1)),
             inner: Mutex::new(Inner::default()),
         }
     }
@@ -260,8 +331,13 @@ impl DedupIndex {
         now: i64,
         expiry: i64,
     ) -> Vec<Reserved> {
-        self.lock()
-            .reserve(org, keys, keep, (now, expiry), self.capacity)
+        self.lock().reserve(
+            org,
+            keys,
+            keep,
+            (now, expiry),
+            (self.capacity, self.org_quota),
+        )
     }
 
     /// Forgets reservations whose write failed (those evicted meanwhile are
@@ -285,7 +361,7 @@ impl DedupIndex {
 
 impl Default for DedupIndex {
     fn default() -> Self {
-        Self::new(Self::DEFAULT_CAPACITY)
+        Self::with_org_quota(Self::DEFAULT_CAPACITY, Self::DEFAULT_ORG_QUOTA)
     }
 }
 
@@ -379,8 +455,10 @@ mod tests {
             idx.release("o", &r);
         }
         assert_eq!(idx.len(), 0);
-        assert!(idx.lock().order.len() <= 8 + 1, "compacted");
-        assert!(idx.lock().live.is_empty(), "empty orgs dropped");
+        assert!(
+            idx.lock().live.is_empty(),
+            "empty orgs dropped, with their slots"
+        );
     }
 
     #[test]
@@ -405,5 +483,35 @@ mod tests {
         assert!(!idx.contains("o", "c", 50));
         idx.release("o", &reserved);
         assert!(idx.contains("o", "a", 50) && idx.contains("o", "b", 50));
+    }
+
+    #[test]
+    fn a_busy_org_evicts_its_own_keys_not_another_orgs() {
+        let idx = DedupIndex::with_org_quota(100, 25);
+        let quiet: Vec<String> = (0..10).map(|i| format!("q{i}")).collect();
+        idx.reserve("quiet", &quiet, 0, 1_000);
+        for i in 0..1_000 {
+            idx.reserve("busy", &[format!("b{i}")], 0, 1_000);
+        }
+        for k in &quiet {
+            assert!(idx.contains("quiet", k, 0), "{k} kept");
+        }
+        assert!(idx.contains("busy", "b999", 0), "the newest kept");
+        assert!(
+            !idx.contains("busy", "b974", 0),
+            "beyond the quota: evicted"
+        );
+        assert_eq!(idx.len(), 10 + 25);
+        // many orgs together stay within the capacity, oldest first
+        for o in 0..10 {
+            let keys: Vec<String> = (0..20).map(|i| format!("k{i}")).collect();
+            idx.reserve(&format!("org{o}"), &keys, 0, 1_000);
+        }
+        assert_eq!(idx.len(), 100);
+        assert!(
+            !idx.contains("quiet", "q0", 0),
+            "the oldest key of all went first"
+        );
+        assert!(idx.contains("org9", "k19", 0));
     }
 }

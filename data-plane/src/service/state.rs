@@ -5,9 +5,11 @@
 //! flushed (up to a few seconds). So that a client that just created or
 //! closed a session reads it back through the same worker, every state row
 //! this worker appends is also kept in a small cache (per org and table,
-//! [`StateCache::CAPACITY`] rows over all orgs, oldest evicted first, each
-//! kept [`StateCache::TTL_MICROS`]); reads merge store and cache, newest row
-//! per id winning. The window that remains: a write made through another
+//! bounded in rows and bytes over all orgs — [`StateCache::CAPACITY`],
+//! [`StateCache::CAPACITY_BYTES`] — and per org to a quarter of each, so a
+//! busy org evicts its own oldest rows, not another org's; each row kept
+//! [`StateCache::TTL_MICROS`]); reads merge store and cache, newest row per
+//! id winning. The window that remains: a write made through another
 //! worker is seen here only after Arc flushed it.
 
 use super::{OrgService, ServiceError};
@@ -15,8 +17,6 @@ use crate::query::{Ident, QueryBuilder, StateId, StateQuery, UnixMicros};
 use crate::store::{Rows, StateRow, StateTable, TenantStore, time_micros};
 use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
-
-type Key = (String, StateTable, String);
 
 /// Rows this worker appended recently; see the module docs.
 #[derive(Debug, Default)]
@@ -26,40 +26,92 @@ pub struct StateCache {
 
 #[derive(Debug, Default)]
 struct CacheInner {
-    /// org → table → id → newest row (nested, so a read touches only its
-    /// own org's rows and looks them up by `&str`).
-    rows: HashMap<String, HashMap<StateTable, HashMap<String, StateRow>>>,
-    /// Rows held over all orgs.
+    /// org → its rows (so a read touches only its own org's rows).
+    orgs: HashMap<String, OrgRows>,
+    /// Rows and bytes held over all orgs.
     count: usize,
-    /// Insertion order with each row's time, for eviction.
-    order: VecDeque<(Key, i64)>,
+    bytes: usize,
+}
+
+/// One org's cached rows, with their insertion order for eviction.
+#[derive(Debug, Default)]
+struct OrgRows {
+    /// table → id → newest row.
+    tables: HashMap<StateTable, HashMap<String, StateRow>>,
+    /// (table, id, time) in insertion order; entries of rows since replaced
+    /// go stale (their time no longer matches) and are skipped.
+    order: VecDeque<(StateTable, String, i64)>,
+    count: usize,
+    bytes: usize,
+}
+
+/// What a row costs the cache (its text, plus a fixed overhead).
+fn row_bytes(row: &StateRow) -> usize {
+    64 + row.id.len() + row.values.iter().map(|v| v.len() + 24).sum::<usize>()
+}
+
+impl OrgRows {
+    /// Evicts this org's oldest live row; the bytes and rows freed.
+    fn evict_oldest(&mut self) -> Option<(usize, usize)> {
+        while let Some((table, id, time)) = self.order.pop_front() {
+            let Some(ids) = self.tables.get_mut(&table) else {
+                continue;
+            };
+            if ids.get(&id).is_some_and(|r| r.time == time) {
+                let row = ids.remove(&id)?;
+                if ids.is_empty() {
+                    self.tables.remove(&table);
+                }
+                let freed = row_bytes(&row);
+                self.count -= 1;
+                self.bytes -= freed;
+                return Some((freed, 1));
+            }
+        }
+        None
+    }
 }
 
 impl CacheInner {
-    /// Removes the row of `key` if it is still the one written at `time`.
-    fn evict(&mut self, (org, table, id): &Key, time: i64) {
-        let Some(tables) = self.rows.get_mut(org) else {
-            return;
+    /// Evicts the oldest row of `org`; false when it has none.
+    fn evict_from(&mut self, org: &str) -> bool {
+        let Some(rows) = self.orgs.get_mut(org) else {
+            return false;
         };
-        let Some(ids) = tables.get_mut(table) else {
-            return;
-        };
-        if ids.get(id).is_some_and(|r| r.time == time) {
-            ids.remove(id);
-            self.count -= 1;
-            if ids.is_empty() {
-                tables.remove(table);
-                if tables.is_empty() {
-                    self.rows.remove(org);
-                }
-            }
+        let freed = rows.evict_oldest();
+        let empty = rows.count == 0;
+        if empty {
+            self.orgs.remove(org);
         }
+        match freed {
+            Some((bytes, n)) => {
+                self.bytes -= bytes;
+                self.count -= n;
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// The org holding the most bytes (evicted from when the whole cache
+    /// is over its bounds, so a quiet org keeps its rows).
+    fn largest(&self) -> Option<String> {
+        self.orgs
+            .iter()
+            .max_by_key(|(_, rows)| rows.bytes)
+            .map(|(org, _)| org.clone())
     }
 }
 
 impl StateCache {
     /// Most rows kept over all orgs.
     pub const CAPACITY: usize = 10_000;
+    /// Most bytes kept over all orgs.
+    pub const CAPACITY_BYTES: usize = 16 << 20;
+    /// What one org may hold: a quarter of each bound, so one busy org
+    /// cannot evict the others' rows.
+    pub const ORG_CAPACITY: usize = Self::CAPACITY / 4;
+    pub const ORG_CAPACITY_BYTES: usize = Self::CAPACITY_BYTES / 4;
     /// How long a row is kept: well past Arc's flush interval.
     pub const TTL_MICROS: i64 = 5 * 60 * 1_000_000;
 
@@ -70,22 +122,49 @@ impl StateCache {
     /// Keeps a row just appended.
     pub fn put(&self, org: &str, table: StateTable, row: StateRow) {
         let mut inner = self.lock();
-        let key = (org.to_owned(), table, row.id.clone());
-        inner.order.push_back((key, row.time));
-        let ids = inner
-            .rows
-            .entry(org.to_owned())
-            .or_default()
+        let size = row_bytes(&row);
+        let rows = inner.orgs.entry(org.to_owned()).or_default();
+        rows.order.push_back((table, row.id.clone(), row.time));
+        let (mut added_rows, mut added_bytes) = (1isize, size as isize);
+        if let Some(old) = rows
+            .tables
             .entry(table)
-            .or_default();
-        if ids.insert(row.id.clone(), row).is_none() {
-            inner.count += 1;
+            .or_default()
+            .insert(row.id.clone(), row)
+        {
+            added_rows -= 1;
+            added_bytes -= row_bytes(&old) as isize;
         }
-        while inner.count > Self::CAPACITY || inner.order.len() > 2 * Self::CAPACITY {
-            let Some((old, time)) = inner.order.pop_front() else {
+        rows.count = rows.count.saturating_add_signed(added_rows);
+        rows.bytes = rows.bytes.saturating_add_signed(added_bytes);
+        // the org's own quota first: its oldest rows go
+        while rows.count > Self::ORG_CAPACITY || rows.bytes > Self::ORG_CAPACITY_BYTES {
+            let Some((bytes, n)) = rows.evict_oldest() else {
                 break;
             };
-            inner.evict(&old, time);
+            added_bytes -= bytes as isize;
+            added_rows -= n as isize;
+        }
+        // stale order entries stay bounded
+        if rows.order.len() > 2 * rows.count + 16 {
+            let tables = &rows.tables;
+            rows.order.retain(|(t, id, time)| {
+                tables
+                    .get(t)
+                    .and_then(|ids| ids.get(id))
+                    .is_some_and(|r| r.time == *time)
+            });
+        }
+        inner.count = inner.count.saturating_add_signed(added_rows);
+        inner.bytes = inner.bytes.saturating_add_signed(added_bytes);
+        // then the whole cache: from whichever org holds the most
+        while inner.count > Self::CAPACITY || inner.bytes > Self::CAPACITY_BYTES {
+            let Some(largest) = inner.largest() else {
+                break;
+            };
+            if !inner.evict_from(&largest) {
+                break;
+            }
         }
     }
 
@@ -93,9 +172,9 @@ impl StateCache {
     pub fn rows(&self, org: &str, table: StateTable, now: i64) -> Vec<StateRow> {
         let inner = self.lock();
         inner
-            .rows
+            .orgs
             .get(org)
-            .and_then(|tables| tables.get(&table))
+            .and_then(|rows| rows.tables.get(&table))
             .map(|ids| {
                 ids.values()
                     .filter(|r| r.time > now - Self::TTL_MICROS)
@@ -108,6 +187,11 @@ impl StateCache {
     /// Rows held (expired ones included until evicted).
     pub fn len(&self) -> usize {
         self.lock().count
+    }
+
+    /// Bytes held (as [`row_bytes`] counts them).
+    pub fn bytes(&self) -> usize {
+        self.lock().bytes
     }
 
     pub fn is_empty(&self) -> bool {
@@ -251,29 +335,72 @@ mod tests {
         assert_eq!(cache.len(), 1, "a newer row of an id replaces the older");
     }
 
+    fn session(i: usize, values: Vec<String>) -> StateRow {
+        StateRow {
+            time: i as i64 + 1,
+            id: format!("sess_{i}"),
+            values,
+        }
+    }
+
     #[test]
     fn cache_is_bounded_over_all_orgs() {
         let cache = StateCache::default();
+        // eight orgs, more rows than the cache holds
         for i in 0..StateCache::CAPACITY + 50 {
-            let org = if i % 2 == 0 { "o" } else { "p" };
-            let row = StateRow {
-                time: i as i64 + 1,
-                id: format!("sess_{i}"),
-                values: Vec::new(),
-            };
-            cache.put(org, StateTable::Sessions, row);
+            let org = format!("o{}", i % 8);
+            cache.put(&org, StateTable::Sessions, session(i, Vec::new()));
         }
         assert_eq!(cache.len(), StateCache::CAPACITY);
         let now = StateCache::CAPACITY as i64;
-        let held = cache.rows("o", StateTable::Sessions, now).len()
-            + cache.rows("p", StateTable::Sessions, now).len();
+        let held: usize = (0..8)
+            .map(|o| {
+                cache
+                    .rows(&format!("o{o}"), StateTable::Sessions, now)
+                    .len()
+            })
+            .sum();
         assert_eq!(held, StateCache::CAPACITY, "the oldest were evicted");
         assert!(
             cache
-                .rows("o", StateTable::Sessions, now)
+                .rows("o0", StateTable::Sessions, now)
                 .iter()
                 .all(|r| r.id != "sess_0"),
             "the oldest row went first"
+        );
+        assert!(cache.bytes() <= StateCache::CAPACITY_BYTES);
+    }
+
+    #[test]
+    fn a_busy_org_evicts_its_own_rows_not_another_orgs() {
+        let cache = StateCache::default();
+        for i in 0..10 {
+            cache.put("quiet", StateTable::Agents, session(i, vec!["q".into()]));
+        }
+        // one org writes far past its row quota, then past its byte quota
+        for i in 10..StateCache::CAPACITY * 2 {
+            cache.put("busy", StateTable::Sessions, session(i, Vec::new()));
+        }
+        let big = vec!["x".repeat(64 * 1024)];
+        for i in 0..200 {
+            cache.put(
+                "busy",
+                StateTable::Agents,
+                session(100_000 + i, big.clone()),
+            );
+        }
+        assert_eq!(
+            cache.rows("quiet", StateTable::Agents, 20).len(),
+            10,
+            "the quiet org keeps its rows"
+        );
+        let busy = cache.rows("busy", StateTable::Agents, 20).len()
+            + cache.rows("busy", StateTable::Sessions, 20).len();
+        assert!(busy <= StateCache::ORG_CAPACITY, "{busy}");
+        assert!(cache.bytes() <= StateCache::ORG_CAPACITY_BYTES + 10 * 256);
+        assert!(
+            cache.bytes() >= StateCache::ORG_CAPACITY_BYTES / 2,
+            "the busy org's newest big rows are kept"
         );
     }
 }
