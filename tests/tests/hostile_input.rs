@@ -244,7 +244,17 @@ async fn a_page_of_huge_memories_is_refused_within_the_reply_bound() {
     let org = c.org("hostile-huge").await.unwrap();
     c.add_arc(&org, &arc.url(), DB, Some(TOKEN)).await.unwrap();
     let (reader, _) = c.key(&org, "read").await.unwrap();
-    let worker = c.worker("hostile-huge", &[]).await.unwrap();
+    // the stand-in (this process, a debug build) may take longer than the
+    // default 30 s to render a 250 MB reply on a loaded machine
+    let revision = c
+        .set_config("arc.query_timeout_ms", "150000")
+        .await
+        .unwrap();
+    let worker = c
+        .worker("hostile-huge", &[("MEMTRACE_ARC_QUERY_TIMEOUT", "150")])
+        .await
+        .unwrap();
+    c.wait_applied(revision).await.unwrap();
 
     // 1,000 memories of 250 KB written straight to the tenant's Arc
     let client = ArcClient::new(Duration::from_secs(5), Duration::from_secs(60)).unwrap();
@@ -297,7 +307,7 @@ async fn a_page_of_huge_memories_is_refused_within_the_reply_bound() {
     ] {
         // the stand-in (this process, a debug build) takes its time to
         // render a 250 MB reply; the worker stops reading it at its bound
-        let (s, b) = tokio::time::timeout(Duration::from_secs(120), async {
+        let (s, b) = tokio::time::timeout(Duration::from_secs(180), async {
             match &body {
                 Some(body) => api.post(path, body.clone()).await,
                 None => api.get(path).await,

@@ -78,20 +78,25 @@ impl ApiKeyId {
 }
 
 /// Arc database and measurement names follow Arc's own rule.
+/// An Arc database or measurement name, by the one rule the workers use
+/// too (`memtrace_common::names`): a name every worker would refuse is
+/// refused here, not accepted and then failing every request of the org.
 fn arc_name(field: &'static str, value: &str) -> Result<String> {
     let value = value.trim();
-    let mut bytes = value.bytes();
-    let ok = value.len() <= 64
-        && bytes.next().is_some_and(|b| b.is_ascii_alphabetic())
-        && bytes.all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
-    if !ok {
-        return Err(ControlPlaneError::invalid(
-            field,
+    let check = if field == "database" {
+        memtrace_common::names::check_arc_database
+    } else {
+        memtrace_common::names::check_arc_measurement
+    };
+    check(value).map_err(|e| {
+        ControlPlaneError::invalid(
+            e.field,
             format!(
-                "{value:?} must start with a letter, then letters, digits, _ or -, at most 64 characters (Arc's naming rule)"
+                "{value:?} {} (names appear unquoted in memtrace's SQL)",
+                e.rule
             ),
-        ));
-    }
+        )
+    })?;
     Ok(value.to_owned())
 }
 
@@ -347,6 +352,21 @@ mod tests {
         assert_eq!(
             field_of(ApiKeySpec::parse("org_x", "ci", &["read"], u64::MAX).unwrap_err()),
             "expires_in_seconds"
+        );
+    }
+
+    #[test]
+    fn arc_names_follow_the_workers_rule() {
+        for bad in ["my-db", "1db", "", "a b", &"d".repeat(65)] {
+            let e = ArcSpec::parse("http://arc:8000", bad, "", "").expect_err(bad);
+            assert_eq!(field_of(e), "database", "{bad:?}");
+        }
+        let e = ArcSpec::parse("http://arc:8000", "acme", "ev-ents", "").expect_err("-");
+        assert_eq!(field_of(e), "measurement");
+        let ok = ArcSpec::parse("http://arc:8000", "acme_1", "", "").expect("valid");
+        assert_eq!(
+            (ok.database.as_str(), ok.measurement.as_str()),
+            ("acme_1", "events")
         );
     }
 }
