@@ -28,3 +28,6 @@ pub mod shutdown;
 pub mod state;
 pub mod telemetry;
 pub mod tls;
+
+#[cfg(test)]
+mod fuzz_tests;

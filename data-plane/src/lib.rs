@@ -20,3 +20,6 @@ pub mod service;
 pub mod snapshot;
 pub mod store;
 pub mod worker;
+
+#[cfg(test)]
+mod fuzz_tests;

@@ -31,3 +31,6 @@ pub mod v1 {
 
 /// Encoded `FileDescriptorSet` of every memtrace proto, for gRPC reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("memtrace_descriptor");
+
+#[cfg(test)]
+mod fuzz_tests;

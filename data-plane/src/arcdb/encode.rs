@@ -503,4 +503,47 @@ mod tests {
         assert_eq!(v["columns"]["id"], json!([]));
         assert_eq!(b.encode("memories").len(), b.encoded_len(8));
     }
+
+    proptest::proptest! {
+        /// Fuzzing the hand-written encoder against the general one: any
+        /// rows (any text, any time, any finite importance) encode to the
+        /// same bytes.
+        #[test]
+        fn any_rows_encode_as_a_general_encoder_does(
+            rows in proptest::collection::vec(
+                (
+                    proptest::prelude::any::<i64>(),
+                    ".{0,40}",
+                    ".{0,300}",
+                    "[a-z,]{0,20}",
+                    -1.0e9f64..1.0e9,
+                ),
+                0..12,
+            ),
+        ) {
+            let rows: Vec<MemoryRow> = rows
+                .into_iter()
+                .enumerate()
+                .map(|(i, (time, text, content, tags, importance))| MemoryRow {
+                    time,
+                    id: format!("mem_{i}"),
+                    agent_id: text.clone(),
+                    session_id: text.clone(),
+                    event_type: text.clone(),
+                    content,
+                    tags_csv: tags,
+                    dedup_key: text,
+                    importance,
+                    ..row(i as i64)
+                })
+                .collect();
+            let mut batch = MemoryBatch::new();
+            for r in &rows {
+                batch.push(r);
+            }
+            let bytes = batch.encode("memories");
+            proptest::prop_assert_eq!(bytes.len(), batch.encoded_len("memories".len()));
+            proptest::prop_assert_eq!(bytes, reference(&rows, "memories"));
+        }
+    }
 }
