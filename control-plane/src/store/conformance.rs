@@ -2,7 +2,16 @@
 //! uses fresh random ids, so checks can share a database.
 
 use super::{AdminTokenRow, ApiKeyRow, ArcBindingRow, OrgRow, Store, StoreError};
+use memtrace_common::envelope::{AuditKey, Keyring, MasterKey};
 use memtrace_common::ids::new_id;
+use std::sync::LazyLock;
+
+/// The master keys the suite chains and verifies its audit entries with.
+pub static KEYS: LazyLock<Keyring> =
+    LazyLock::new(|| Keyring::new(MasterKey::new(&[0x5a; 32]), Vec::new()));
+
+/// The key new entries are chained under: [`KEYS`]' active one.
+pub static AUDIT_KEY: LazyLock<AuditKey> = LazyLock::new(|| KEYS.audit_key());
 
 /// Runs every check; panics naming the first that fails.
 pub async fn run_all(store: &dyn Store) {

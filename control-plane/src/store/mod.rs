@@ -5,6 +5,7 @@
 //! one migration set per backend. The behaviour every backend must show is
 //! pinned by one suite, [`conformance`], run against each.
 
+mod audit_chain;
 mod settings_audit;
 mod sql;
 
@@ -13,13 +14,15 @@ pub mod conformance;
 #[cfg(any(test, feature = "conformance"))]
 pub mod conformance_config;
 
-pub use settings_audit::{
-    AuditEntry, AuditFilter, AuditHead, AuditRecord, ChainBreak, ChainVerifier, GENESIS_HASH,
-    SettingChange, SettingRow,
+pub use audit_chain::{
+    AuditEntry, AuditHead, AuditRecord, ChainBreak, ChainVerifier, GENESIS_HASH, KEYED_VERSION,
+    UNKEYED_VERSION, Unverifiable, head_mac,
 };
+pub use settings_audit::{AuditFilter, SettingChange, SettingRow};
 pub use sql::{Backend, SqlStore, redact_url as sql_redact_url};
 
 use async_trait::async_trait;
+use memtrace_common::envelope::AuditKey;
 
 /// Storage failures. `Conflict` is the only one callers branch on.
 #[derive(Debug, thiserror::Error)]
@@ -165,14 +168,15 @@ pub trait Store: Send + Sync + 'static {
     async fn list_settings(&self) -> StoreResult<Vec<SettingRow>>;
     /// One stored value; `org_id` empty for the global value.
     async fn get_setting(&self, key: &str, org_id: &str) -> StoreResult<Option<SettingRow>>;
-    /// Applies `changes` and appends `audit` to the chain (in order), in one
-    /// transaction serialised with every other audit append. When a stored
-    /// value is no longer a change's `expected`, fails with `Conflict` and
-    /// writes nothing. Returns the chained entries.
+    /// Applies `changes` and appends `audit` to the chain (in order, keyed
+    /// under `key`), in one transaction serialised with every other audit
+    /// append. When a stored value is no longer a change's `expected`, fails
+    /// with `Conflict` and writes nothing. Returns the chained entries.
     async fn apply_setting_changes(
         &self,
         changes: &[SettingChange],
         audit: &[AuditRecord],
+        key: &AuditKey,
     ) -> StoreResult<Vec<AuditEntry>>;
     /// First-start seeding, at most once per database: when the meta key
     /// `marker` is absent, sets it, applies `changes` and appends `audit` in
@@ -183,20 +187,22 @@ pub trait Store: Send + Sync + 'static {
         marker: &str,
         changes: &[SettingChange],
         audit: &[AuditRecord],
+        key: &AuditKey,
     ) -> StoreResult<bool>;
     /// Deletes every override of an org; returns the removed rows.
     async fn delete_org_settings(&self, org_id: &str) -> StoreResult<Vec<SettingRow>>;
 
-    /// Appends one entry to the audit chain. Appends are serialised across
-    /// connections and replicas (advisory lock on PostgreSQL, the write lock
-    /// on SQLite), so the chain never forks.
-    async fn append_audit(&self, record: &AuditRecord) -> StoreResult<AuditEntry>;
+    /// Appends one entry to the audit chain, keyed under `key`. Appends are
+    /// serialised across connections and replicas (advisory lock on
+    /// PostgreSQL, the write lock on SQLite), so the chain never forks.
+    async fn append_audit(&self, record: &AuditRecord, key: &AuditKey) -> StoreResult<AuditEntry>;
     /// One entry by sequence number.
     async fn get_audit(&self, seq: i64) -> StoreResult<Option<AuditEntry>>;
     /// Entries matching `filter`, newest first, at most `filter.limit`.
     async fn list_audit(&self, filter: &AuditFilter) -> StoreResult<Vec<AuditEntry>>;
     /// Entries with `seq > after_seq`, oldest first, at most `limit`.
     async fn audit_range(&self, after_seq: i64, limit: u32) -> StoreResult<Vec<AuditEntry>>;
-    /// The recorded head of the chain (seq 0 and [`GENESIS_HASH`] when empty).
+    /// The recorded head of the chain (seq 0, [`GENESIS_HASH`] and no MAC
+    /// when empty).
     async fn audit_head(&self) -> StoreResult<AuditHead>;
 }

@@ -446,7 +446,11 @@ impl ControlPlane {
                 new: new.as_ref().map(|v| self.stored_json(setting, org_id, v)),
                 at_ms: now_ms(),
             };
-            match self.store.apply_setting_changes(&[change], &[record]).await {
+            match self
+                .store
+                .apply_setting_changes(&[change], &[record], &self.audit_key())
+                .await
+            {
                 Ok(entries) => {
                     audit_seq = entries.first().map(|e| e.seq);
                     changed = true;

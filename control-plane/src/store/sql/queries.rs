@@ -6,15 +6,15 @@ use super::SqlStore;
 use super::rows::{
     API_KEY_COLUMNS, ORG_SUMMARY_SELECT, api_key, arc_binding, is_unique_violation, org_summary,
 };
-use crate::store::settings_audit::{
-    AuditEntry, AuditFilter, AuditHead, AuditRecord, SettingChange, SettingRow,
-};
+use crate::store::audit_chain::{AuditEntry, AuditHead, AuditRecord};
+use crate::store::settings_audit::{AuditFilter, SettingChange, SettingRow};
 use crate::store::{
     AdminTokenRow, ApiKeyRow, ArcBindingRow, OrgDeletion, OrgRow, OrgSummary, Store, StoreError,
     StoreResult, TombstoneRow,
 };
 use async_trait::async_trait;
 use memtrace_common::clock::now_ms;
+use memtrace_common::envelope::AuditKey;
 use sqlx::Row;
 
 #[async_trait]
@@ -402,8 +402,9 @@ impl Store for SqlStore {
         &self,
         changes: &[SettingChange],
         audit: &[AuditRecord],
+        key: &AuditKey,
     ) -> StoreResult<Vec<AuditEntry>> {
-        self.cfg_apply_setting_changes(changes, audit).await
+        self.cfg_apply_setting_changes(changes, audit, key).await
     }
 
     async fn seed_settings(
@@ -411,16 +412,17 @@ impl Store for SqlStore {
         marker: &str,
         changes: &[SettingChange],
         audit: &[AuditRecord],
+        key: &AuditKey,
     ) -> StoreResult<bool> {
-        self.cfg_seed_settings(marker, changes, audit).await
+        self.cfg_seed_settings(marker, changes, audit, key).await
     }
 
     async fn delete_org_settings(&self, org_id: &str) -> StoreResult<Vec<SettingRow>> {
         self.cfg_delete_org_settings(org_id).await
     }
 
-    async fn append_audit(&self, record: &AuditRecord) -> StoreResult<AuditEntry> {
-        self.cfg_append_audit(record).await
+    async fn append_audit(&self, record: &AuditRecord, key: &AuditKey) -> StoreResult<AuditEntry> {
+        self.cfg_append_audit(record, key).await
     }
 
     async fn get_audit(&self, seq: i64) -> StoreResult<Option<AuditEntry>> {
