@@ -3,9 +3,11 @@
 //! chained by the store under a MAC key derived from the active master key
 //! (see `store::audit_chain` for the encodings); `verify_audit` walks the
 //! chain with the keys of every master key held, which is why verification
-//! happens here and not in the CLI. Entries hold metadata only: the actor
-//! is a credential fingerprint, and details are scrubbed of anything that
-//! looks like a secret before they are written.
+//! happens here and not in the CLI. A change's entry is appended in the
+//! change's own transaction (the store's `AuditWith`), so a change is never
+//! committed without its entry. Entries hold metadata only: the actor is a
+//! credential fingerprint, and details are scrubbed of anything that looks
+//! like a secret before they are written.
 
 use super::ControlPlane;
 use crate::auth::AdminActor;
@@ -139,9 +141,12 @@ impl ControlPlane {
         self.keyring.audit_key()
     }
 
-    /// Records a completed change. The change is already committed, so a
-    /// failed append cannot undo it: it is logged as an error (with the
-    /// action and target) instead of failing the caller's request.
+    /// Records the summary of changes that each committed in their own
+    /// transaction (a master-key rotation rewraps record by record), so no
+    /// one transaction could carry the entry. A failed append cannot undo
+    /// them: it is logged as an error (with the action and target) instead
+    /// of failing the caller's request. A change of one org, key, binding or
+    /// setting appends its entry in its own transaction instead.
     pub(crate) async fn audit_change(
         &self,
         actor: &AdminActor,

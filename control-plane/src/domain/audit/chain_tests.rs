@@ -1,5 +1,6 @@
 //! The audit trail through the domain: the keyed chain against forgery and
-//! across master-key rotation and the unkeyed boundary.
+//! across master-key rotation and the unkeyed boundary, and changes that
+//! commit only with their entries.
 
 use crate::auth::AdminActor;
 use crate::domain::types::{ApiKeySpec, ArcSpec, OrgId, OrgName};
@@ -142,4 +143,52 @@ async fn entries_verify_across_rotation_and_are_unverifiable_without_their_key()
         range.to_string(),
         format!("unverifiable: key {old_kek} not held (3 entries, 1–3)")
     );
+}
+
+/// An org, key or binding change whose audit entry cannot be appended is
+/// not made: before, the change committed first and a failed append only
+/// logged an error. The append fails for real: the chain's head row is
+/// gone.
+#[tokio::test]
+async fn a_change_whose_entry_cannot_be_appended_is_not_made() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = store(&dir).await;
+    let cp = control_plane(&store, Keyring::new(key(7), Vec::new()));
+    let org_id = changes(&cp, "kept").await;
+    store
+        .execute_raw_for_tests("DELETE FROM audit_head")
+        .await
+        .expect("break the head");
+
+    let created = cp
+        .create_org(&admin(), &OrgName::parse("lost").expect("name"))
+        .await;
+    assert!(created.is_err(), "{created:?}");
+    assert_eq!(
+        cp.list_orgs().await.expect("orgs").len(),
+        1,
+        "no org without its entry"
+    );
+    let spec = ApiKeySpec::parse(org_id.as_str(), "second", &["read"], 0).expect("spec");
+    assert!(cp.create_api_key(&admin(), &spec).await.is_err());
+    let keys = cp.list_api_keys(&org_id, true).await.expect("keys");
+    assert_eq!(keys.len(), 1, "no key without its entry");
+    let key_id = crate::domain::types::ApiKeyId::parse(&keys[0].id).expect("key id");
+    assert!(cp.revoke_api_key(&admin(), &key_id).await.is_err());
+    assert_eq!(
+        cp.list_api_keys(&org_id, false).await.expect("keys").len(),
+        1,
+        "no revocation without its entry"
+    );
+    assert!(cp.remove_arc_binding(&admin(), &org_id).await.is_err());
+    assert!(
+        cp.get_arc_binding(&org_id).await.is_ok(),
+        "no unbinding without its entry"
+    );
+    assert!(cp.delete_org(&admin(), &org_id).await.is_err());
+    assert!(
+        cp.get_org(&org_id).await.is_ok(),
+        "no delete without its entry"
+    );
+    assert_eq!(store.audit_range(0, 100).await.expect("range").len(), 3);
 }

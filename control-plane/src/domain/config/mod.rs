@@ -563,12 +563,17 @@ impl ControlPlane {
     /// the bus deletes for the caller's publication.
     pub async fn delete_org_settings(&self, org: &OrgId) -> Result<Vec<Op>> {
         let removed = self.store.delete_org_settings(org.as_str()).await?;
-        Ok(removed
+        Ok(self.setting_deletes(&removed))
+    }
+
+    /// The bus deletes of removed setting rows.
+    pub(crate) fn setting_deletes(&self, removed: &[SettingRow]) -> Vec<Op> {
+        removed
             .iter()
             .map(|row| Op::Delete {
                 key: self.setting_state_key(&row.key, &row.org_id),
             })
-            .collect())
+            .collect()
     }
 }
 

@@ -8,6 +8,8 @@
 //! transaction that read first could fail with SQLITE_BUSY_SNAPSHOT instead
 //! of waiting), and on PostgreSQL it also row-locks the head. Two appends,
 //! from any connection or replica, can therefore never read the same head.
+//! Changes of orgs, keys and bindings (`sql/queries.rs`) take the same lock
+//! and append their entry in their own transaction.
 
 use super::{Backend, SqlStore};
 use crate::store::audit_chain::{AuditEntry, AuditHead, AuditRecord, GENESIS_HASH, head_mac};
@@ -70,7 +72,7 @@ enum Param {
 impl SqlStore {
     /// Serialises this transaction with every other audit append (see the
     /// module docs). Must be the transaction's first statement.
-    async fn lock_audit(&self, tx: &mut Transaction<'static, Any>) -> StoreResult<()> {
+    pub(super) async fn lock_audit(&self, tx: &mut Transaction<'static, Any>) -> StoreResult<()> {
         if self.backend == Backend::Postgres {
             sqlx::query("SELECT 1 AS locked FROM (SELECT pg_advisory_xact_lock($1)) AS l")
                 .bind(AUDIT_LOCK_KEY)
@@ -91,7 +93,7 @@ impl SqlStore {
     /// Chains `records` keyed under `key` after the current head, inserts
     /// them and moves the head (with its MAC). Requires [`Self::lock_audit`]
     /// earlier in the same transaction.
-    async fn append_locked(
+    pub(super) async fn append_locked(
         tx: &mut Transaction<'static, Any>,
         records: &[AuditRecord],
         key: &AuditKey,
@@ -272,17 +274,26 @@ impl SqlStore {
             return Ok(Vec::new());
         }
         let mut tx = self.begin_write().await?;
+        let rows = Self::delete_org_settings_in(&mut tx, org_id).await?;
+        tx.commit().await?;
+        Ok(rows)
+    }
+
+    /// Deletes every override of `org_id` inside `tx`; returns the removed rows.
+    pub(super) async fn delete_org_settings_in(
+        tx: &mut Transaction<'static, Any>,
+        org_id: &str,
+    ) -> StoreResult<Vec<SettingRow>> {
         let rows = sqlx::query(
             "SELECT key, org_id, value_json, updated_at FROM settings WHERE org_id = $1 ORDER BY key",
         )
         .bind(org_id)
-        .fetch_all(&mut *tx)
+        .fetch_all(&mut **tx)
         .await?;
         sqlx::query("DELETE FROM settings WHERE org_id = $1")
             .bind(org_id)
-            .execute(&mut *tx)
+            .execute(&mut **tx)
             .await?;
-        tx.commit().await?;
         rows.iter().map(setting_row).collect()
     }
 
