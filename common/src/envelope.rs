@@ -10,6 +10,10 @@
 //!
 //! Layout (format 1):
 //! `0x01 | kek_id (8, BE) | dek nonce (12) | sealed dek (48) | nonce (12) | sealed payload`.
+//!
+//! Each master key also yields an [`AuditKey`], which keys the control
+//! plane's admin audit chain: without the master key, nobody can write an
+//! entry that verifies.
 
 use aes_gcm::aead::{Aead, KeyInit, Payload};
 use aes_gcm::{Aes256Gcm, Nonce};
@@ -65,19 +69,58 @@ impl Binding<'_> {
 pub struct MasterKey {
     id: u64,
     cipher: Aes256Gcm,
+    audit_key: Zeroizing<[u8; 32]>,
 }
+
+/// Label of the audit-chain key derived from a master key.
+const AUDIT_KEY_LABEL: &[u8] = b"memtrace/audit-chain-key/v1";
 
 impl MasterKey {
     pub fn new(key: &[u8; 32]) -> Self {
         Self {
             id: fingerprint(key),
             cipher: Aes256Gcm::new(key.into()),
+            audit_key: derive(key, AUDIT_KEY_LABEL),
         }
     }
 
     /// The public fingerprint, as shown to operators.
     pub fn kek_id(&self) -> String {
         format_kek_id(self.id)
+    }
+}
+
+/// The key of the admin audit chain derived from one master key:
+/// HMAC-SHA256(master key, `memtrace/audit-chain-key/v1`). It is a separate
+/// key, not the master key itself, so a MAC can never be confused with an
+/// envelope and the master key is used for one purpose only. It names the
+/// master key it came from, so every entry records which key can check it
+/// and entries written before a rotation verify while that key is held.
+pub struct AuditKey {
+    kek_id: String,
+    key: Zeroizing<[u8; 32]>,
+}
+
+impl std::fmt::Debug for AuditKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuditKey")
+            .field("kek_id", &self.kek_id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl AuditKey {
+    /// The fingerprint of the master key this key was derived from.
+    pub fn kek_id(&self) -> &str {
+        &self.kek_id
+    }
+
+    /// HMAC-SHA256 of `message` under this key.
+    pub fn mac(&self, message: &[u8]) -> [u8; 32] {
+        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(self.key.as_ref())
+            .expect("hmac accepts any key length");
+        mac.update(message);
+        mac.finalize().into_bytes().into()
     }
 }
 
@@ -119,6 +162,20 @@ impl Keyring {
             .chain(&self.previous)
             .map(MasterKey::kek_id)
             .collect()
+    }
+
+    /// The audit-chain key of the active master key: new entries use it.
+    pub fn audit_key(&self) -> AuditKey {
+        audit_key_of(&self.active)
+    }
+
+    /// The audit-chain key of the held master key `kek_id` (`kek-…`), to
+    /// check entries written under it; `None` when that key is not held.
+    pub fn audit_key_for(&self, kek_id: &str) -> Option<AuditKey> {
+        std::iter::once(&self.active)
+            .chain(&self.previous)
+            .find(|k| k.kek_id() == kek_id)
+            .map(audit_key_of)
     }
 
     fn find(&self, id: u64) -> Option<&MasterKey> {
@@ -279,6 +336,22 @@ fn random_nonce() -> [u8; NONCE_LEN] {
     nonce
 }
 
+fn audit_key_of(master: &MasterKey) -> AuditKey {
+    AuditKey {
+        kek_id: master.kek_id(),
+        key: master.audit_key.clone(),
+    }
+}
+
+/// HMAC-SHA256 of `label` under `key`: a key derived for one purpose.
+fn derive(key: &[u8; 32], label: &[u8]) -> Zeroizing<[u8; 32]> {
+    let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(key).expect("hmac accepts any key length");
+    mac.update(label);
+    let mut out = Zeroizing::new([0u8; 32]);
+    out.copy_from_slice(&mac.finalize().into_bytes());
+    out
+}
+
 fn fingerprint(key: &[u8; 32]) -> u64 {
     let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(key).expect("hmac accepts any key length");
     mac.update(b"memtrace/master-key-id/v1");
@@ -381,6 +454,31 @@ mod tests {
             retired.open(A, &sealed).unwrap_err(),
             EnvelopeError::UnknownKey(key(1).kek_id())
         );
+    }
+
+    #[test]
+    fn audit_keys_are_derived_per_master_key_and_found_by_id() {
+        let ring = Keyring::new(key(2), vec![key(1)]);
+        let active = ring.audit_key();
+        assert_eq!(active.kek_id(), key(2).kek_id());
+        let old = ring
+            .audit_key_for(&key(1).kek_id())
+            .expect("a previous key is held");
+        assert_eq!(old.kek_id(), key(1).kek_id());
+        assert_ne!(active.mac(b"m"), old.mac(b"m"), "one key per master key");
+        assert_ne!(
+            *active.key, [2u8; 32],
+            "derived, never the master key itself"
+        );
+        assert!(ring.audit_key_for("kek-0000000000000000").is_none());
+        // HMAC-SHA256(master, label): stable across processes
+        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&[2u8; 32]).expect("key");
+        mac.update(AUDIT_KEY_LABEL);
+        assert_eq!(
+            active.key.as_slice(),
+            mac.finalize().into_bytes().as_slice()
+        );
+        assert!(!format!("{active:?}").contains("key: "), "{active:?}");
     }
 
     #[test]

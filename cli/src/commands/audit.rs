@@ -33,7 +33,8 @@ pub enum AuditCommand {
         #[arg(long, value_name = "SEQ")]
         before: Option<u64>,
     },
-    /// check the hash chain of the whole trail; exits 1 when it is broken
+    /// check the keyed chain of the whole trail (in the control plane, which
+    /// holds the keys); exits 1 when it is broken or partly unverifiable
     Verify,
 }
 
@@ -71,19 +72,33 @@ pub async fn run(command: AuditCommand, admin: &Admin, out: &mut Output<'_>) -> 
                 .into_inner();
             let view = VerifyView::from(report);
             out.emit(&view)?;
-            if view.ok {
-                return Ok(());
+            match view.status {
+                VerifyStatus::Ok => Ok(()),
+                VerifyStatus::Broken => Err(CliError::new(format!(
+                    "audit chain broken at entry {}: {}",
+                    view.broken_seq.unwrap_or(0),
+                    view.problem.clone().unwrap_or_default()
+                ))
+                .with_hint(
+                    "the audit_log table was changed outside memtrace; keep this database for \
+                     investigation and compare it with a backup",
+                )
+                .into()),
+                VerifyStatus::Unverifiable => Err(CliError::new(format!(
+                    "audit chain not fully verifiable: {}",
+                    view.unverifiable
+                        .iter()
+                        .map(UnverifiableView::problem)
+                        .collect::<Vec<_>>()
+                        .join("; ")
+                ))
+                .with_hint(
+                    "no tampering was found, but these entries were keyed under master keys the \
+                     control plane does not hold; configure those keys as previous master keys \
+                     (MEMTRACE_MASTER_KEYS_PREVIOUS) and verify again",
+                )
+                .into()),
             }
-            Err(CliError::new(format!(
-                "audit chain broken at entry {}: {}",
-                view.broken_seq.unwrap_or(0),
-                view.problem.clone().unwrap_or_default()
-            ))
-            .with_hint(
-                "the audit_log table was changed outside memtrace; keep this database for \
-                 investigation and compare it with a backup",
-            )
-            .into())
         }
     }
 }
@@ -113,6 +128,8 @@ pub struct AuditEntryView {
     pub outcome: String,
     pub details: Value,
     pub hash: String,
+    /// The master key of the entry's MAC; `None` for unkeyed (version 1) entries.
+    pub kek_id: Option<String>,
 }
 
 impl From<pb::AuditEntry> for AuditEntryView {
@@ -126,6 +143,7 @@ impl From<pb::AuditEntry> for AuditEntryView {
             target: e.target,
             outcome: e.outcome,
             hash: e.hash,
+            kek_id: (!e.kek_id.is_empty()).then_some(e.kek_id),
         }
     }
 }
@@ -200,47 +218,117 @@ impl Render for AuditListView {
     }
 }
 
+/// What `audit verify` found: tampering ("broken") and entries that could
+/// not be checked ("unverifiable") are different findings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum VerifyStatus {
+    Ok,
+    Unverifiable,
+    Broken,
+}
+
+/// Entries keyed under a master key the control plane does not hold.
+#[derive(Debug, Serialize)]
+pub struct UnverifiableView {
+    pub kek_id: String,
+    pub entries: u64,
+    pub first_seq: u64,
+    pub last_seq: u64,
+}
+
+impl UnverifiableView {
+    fn problem(&self) -> String {
+        format!(
+            "entries {}–{} ({}) unverifiable: key {} not held",
+            self.first_seq, self.last_seq, self.entries, self.kek_id
+        )
+    }
+}
+
 /// `audit verify` result.
 #[derive(Debug, Serialize)]
 pub struct VerifyView {
     pub ok: bool,
+    pub status: VerifyStatus,
     pub entries: u64,
     pub head_seq: u64,
     pub head_hash: String,
     pub broken_seq: Option<u64>,
     pub problem: Option<String>,
+    /// Entries 1..=this are unkeyed (checked with plain SHA-256 only).
+    pub unkeyed_entries: u64,
+    pub unverifiable: Vec<UnverifiableView>,
 }
 
 impl From<pb::VerifyAuditResponse> for VerifyView {
     fn from(r: pb::VerifyAuditResponse) -> Self {
+        let broken = !r.ok && r.broken_seq > 0;
+        let status = if r.ok {
+            VerifyStatus::Ok
+        } else if broken {
+            VerifyStatus::Broken
+        } else {
+            VerifyStatus::Unverifiable
+        };
         Self {
             ok: r.ok,
+            status,
             entries: r.entries,
             head_seq: r.head_seq,
             head_hash: r.head_hash,
-            broken_seq: (!r.ok).then_some(r.broken_seq),
-            problem: (!r.ok).then_some(r.problem),
+            broken_seq: broken.then_some(r.broken_seq),
+            problem: broken.then_some(r.problem),
+            unkeyed_entries: r.unkeyed_entries,
+            unverifiable: r
+                .unverifiable
+                .into_iter()
+                .map(|u| UnverifiableView {
+                    kek_id: u.kek_id,
+                    entries: u.entries,
+                    first_seq: u.first_seq,
+                    last_seq: u.last_seq,
+                })
+                .collect(),
         }
     }
 }
 
 impl Render for VerifyView {
     fn table(&self, w: &mut dyn Write) -> io::Result<()> {
-        if self.ok {
-            writeln!(
+        match self.status {
+            VerifyStatus::Ok => writeln!(
                 w,
                 "audit chain ok: {} entries, head entry {}, head hash {}",
                 self.entries, self.head_seq, self.head_hash
-            )
-        } else {
-            writeln!(
+            )?,
+            VerifyStatus::Broken => writeln!(
                 w,
                 "audit chain BROKEN at entry {}: {} ({} entries verified before it)",
                 self.broken_seq.unwrap_or(0),
                 self.problem.as_deref().unwrap_or_default(),
                 self.entries
-            )
+            )?,
+            VerifyStatus::Unverifiable => {
+                writeln!(
+                    w,
+                    "audit chain UNVERIFIABLE in part (no tampering found in {} entries checked, head entry {}):",
+                    self.entries, self.head_seq
+                )?;
+                for range in &self.unverifiable {
+                    writeln!(w, "  {}", range.problem())?;
+                }
+            }
         }
+        if self.unkeyed_entries > 0 {
+            writeln!(
+                w,
+                "note: entries 1–{} were written before the chain was keyed and are checked with \
+                 plain SHA-256 only, which anyone able to write the database can recompute",
+                self.unkeyed_entries
+            )?;
+        }
+        Ok(())
     }
 }
 
@@ -266,6 +354,54 @@ mod tests {
         assert_eq!(
             serde_json::to_value(&denied).unwrap()["details"]["reason"],
             "locked"
+        );
+    }
+
+    fn render(view: &VerifyView) -> String {
+        let mut out = Vec::new();
+        view.table(&mut out).unwrap();
+        String::from_utf8(out).unwrap()
+    }
+
+    /// Tampering and entries under a key not held read differently.
+    #[test]
+    fn verify_tells_broken_from_unverifiable() {
+        let broken = VerifyView::from(pb::VerifyAuditResponse {
+            ok: false,
+            entries: 2,
+            broken_seq: 3,
+            problem: "its content does not match its MAC".into(),
+            unkeyed_entries: 1,
+            ..pb::VerifyAuditResponse::default()
+        });
+        assert_eq!(broken.status, VerifyStatus::Broken);
+        let text = render(&broken);
+        assert!(text.starts_with("audit chain BROKEN at entry 3"), "{text}");
+        assert!(text.contains("entries 1–1 were written before"), "{text}");
+
+        let unverifiable = VerifyView::from(pb::VerifyAuditResponse {
+            ok: false,
+            entries: 9,
+            head_seq: 9,
+            unverifiable: vec![pb::UnverifiableAuditEntries {
+                kek_id: "kek-00000000000000aa".into(),
+                entries: 4,
+                first_seq: 2,
+                last_seq: 5,
+            }],
+            ..pb::VerifyAuditResponse::default()
+        });
+        assert_eq!(unverifiable.status, VerifyStatus::Unverifiable);
+        assert_eq!(unverifiable.broken_seq, None);
+        let text = render(&unverifiable);
+        assert!(
+            text.contains("entries 2–5 (4) unverifiable: key kek-00000000000000aa not held"),
+            "{text}"
+        );
+        assert!(!text.contains("BROKEN"), "{text}");
+        assert_eq!(
+            serde_json::to_value(&unverifiable).unwrap()["status"],
+            "unverifiable"
         );
     }
 }

@@ -1,11 +1,12 @@
 //! Data-plane API keys: generated here, shown once, stored as hashes.
 
+use super::audit::{AuditOutcome, audit_record};
 use super::types::{ApiKeyId, ApiKeySpec, OrgId};
 use super::{ControlPlane, Published};
 use crate::auth::AdminActor;
 use crate::clock::duration_ms;
 use crate::error::{ControlPlaneError, Result};
-use crate::store::ApiKeyRow;
+use crate::store::{ApiKeyRow, AuditWith};
 use memtrace_common::clock::now_ms;
 use memtrace_common::credentials::generate_api_key;
 use serde_json::json;
@@ -32,15 +33,15 @@ impl ControlPlane {
             last_used_at: None,
             revoked_at: None,
         };
-        self.store.insert_api_key(&row).await?;
+        let audit = |row: &ApiKeyRow| {
+            let details = json!({"org_id": row.org_id, "name": row.name, "scopes": row.scopes, "expires_at_ms": row.expires_at});
+            audit_record(actor, "key.create", &row.id, AuditOutcome::Ok, details)
+        };
+        let audit_key = self.audit_key();
+        self.store
+            .insert_api_key(&row, AuditWith::new(&audit_key, &audit))
+            .await?;
         tracing::info!(key_id = %row.id, org_id = %row.org_id, scopes = %row.scopes, "api key created");
-        self.audit_change(
-            actor,
-            "key.create",
-            &row.id,
-            json!({"org_id": row.org_id, "name": row.name, "scopes": row.scopes, "expires_at_ms": row.expires_at}),
-        )
-        .await;
         let revision = self.publish(vec![self.api_key_put(&row)]).await;
         Ok(Published {
             value: (row, key.token),
@@ -65,19 +66,17 @@ impl ControlPlane {
         actor: &AdminActor,
         id: &ApiKeyId,
     ) -> Result<Published<ApiKeyRow>> {
+        let audit = |row: &ApiKeyRow| {
+            let details = json!({"org_id": row.org_id, "name": row.name});
+            audit_record(actor, "key.revoke", &row.id, AuditOutcome::Ok, details)
+        };
+        let key = self.audit_key();
         let row = self
             .store
-            .revoke_api_key(id.as_str(), now_ms())
+            .revoke_api_key(id.as_str(), now_ms(), AuditWith::new(&key, &audit))
             .await?
             .ok_or_else(|| ControlPlaneError::ApiKeyNotFound(id.as_str().to_owned()))?;
         tracing::info!(key_id = %row.id, org_id = %row.org_id, "api key revoked");
-        self.audit_change(
-            actor,
-            "key.revoke",
-            &row.id,
-            json!({"org_id": row.org_id, "name": row.name}),
-        )
-        .await;
         let revision = self.publish(vec![self.api_key_put(&row)]).await;
         Ok(Published {
             value: row,

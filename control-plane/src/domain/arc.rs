@@ -1,11 +1,12 @@
 //! Arc bindings: where each org's memories live. The Arc API key is stored
 //! only as an envelope bound to (org, binding id, purpose).
 
+use super::audit::{AuditOutcome, audit_record};
 use super::types::{ArcSpec, OrgId};
 use super::{ARC_KEY_PURPOSE, ControlPlane, Published};
 use crate::auth::AdminActor;
 use crate::error::{ControlPlaneError, Result};
-use crate::store::ArcBindingRow;
+use crate::store::{ArcBindingRow, AuditWith};
 use memtrace_common::bus::Op;
 use memtrace_common::clock::now_ms;
 use memtrace_common::credentials::mask_secret;
@@ -61,30 +62,31 @@ impl ControlPlane {
             created_at: now,
             updated_at: now,
         };
-        self.store.put_arc_binding(&row, replace).await?;
-        tracing::info!(org_id = %row.org_id, arc_id = %row.id, url = %row.url, "arc binding stored");
         let api_key_masked = spec
             .api_key
             .as_deref()
             .map(|k| mask_secret(k))
             .unwrap_or_default();
-        self.audit_change(
-            actor,
-            if replace {
-                "arc.bind_replace"
-            } else {
-                "arc.bind"
-            },
-            &row.org_id,
-            json!({
+        let action = if replace {
+            "arc.bind_replace"
+        } else {
+            "arc.bind"
+        };
+        let audit = |row: &ArcBindingRow| {
+            let details = json!({
                 "arc_id": row.id,
                 "url": row.url,
                 "database": row.database,
                 "measurement": row.measurement,
                 "api_key": api_key_masked,
-            }),
-        )
-        .await;
+            });
+            audit_record(actor, action, &row.org_id, AuditOutcome::Ok, details)
+        };
+        let key = self.audit_key();
+        self.store
+            .put_arc_binding(&row, replace, AuditWith::new(&key, &audit))
+            .await?;
+        tracing::info!(org_id = %row.org_id, arc_id = %row.id, url = %row.url, "arc binding stored");
         let revision = match self.arc_route_put(&row) {
             Ok(op) => self.publish(vec![op]).await,
             Err(error) => {
@@ -142,14 +144,18 @@ impl ControlPlane {
         actor: &AdminActor,
         org: &OrgId,
     ) -> Result<Published<()>> {
-        if !self.store.delete_arc_binding(org.as_str()).await? {
+        let audit = |row: &ArcBindingRow| {
+            let details = json!({"arc_id": row.id, "url": row.url});
+            audit_record(actor, "arc.remove", &row.org_id, AuditOutcome::Ok, details)
+        };
+        let key = self.audit_key();
+        let audit = AuditWith::new(&key, &audit);
+        if !self.store.delete_arc_binding(org.as_str(), audit).await? {
             return Err(ControlPlaneError::ArcBindingNotFound(
                 org.as_str().to_owned(),
             ));
         }
         tracing::info!(org_id = %org.as_str(), "arc binding removed");
-        self.audit_change(actor, "arc.remove", org.as_str(), json!({}))
-            .await;
         let revision = self
             .publish(vec![Op::Delete {
                 key: self.state_keys().arc_route(org.as_str()),

@@ -1,15 +1,20 @@
 //! The admin audit trail: who changed what, when, with which outcome —
 //! config changes, org/key/arc changes, and refused attempts. Append-only and
-//! hash-chained by the store (see `store::settings_audit` for the canonical
-//! encoding); `verify_audit` walks the chain. Entries hold metadata only:
-//! the actor is a credential fingerprint, and details are scrubbed of
-//! anything that looks like a secret before they are written.
+//! chained by the store under a MAC key derived from the active master key
+//! (see `store::audit_chain` for the encodings); `verify_audit` walks the
+//! chain with the keys of every master key held, which is why verification
+//! happens here and not in the CLI. A change's entry is appended in the
+//! change's own transaction (the store's `AuditWith`), so a change is never
+//! committed without its entry. Entries hold metadata only: the actor is a
+//! credential fingerprint, and details are scrubbed of anything that looks
+//! like a secret before they are written.
 
 use super::ControlPlane;
 use crate::auth::AdminActor;
 use crate::error::{ControlPlaneError, Result};
-use crate::store::{AuditEntry, AuditFilter, AuditRecord, ChainBreak, ChainVerifier};
+use crate::store::{AuditEntry, AuditFilter, AuditRecord, ChainBreak, ChainVerifier, Unverifiable};
 use memtrace_common::clock::now_ms;
+use memtrace_common::envelope::AuditKey;
 use serde_json::Value;
 
 /// The actor of changes the control plane makes by itself (seeding).
@@ -55,19 +60,27 @@ impl AdminActor {
 /// The result of walking the chain.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VerifyReport {
-    /// Entries verified before the end or the break.
+    /// Entries checked before the end or the break.
     pub entries: u64,
     pub head_seq: i64,
     /// Hex of the head hash; operators may record it to detect a rewritten
     /// chain later.
     pub head_hash: String,
-    /// Where the chain broke, if it did.
+    /// Where the chain broke (was tampered with), if it did.
     pub broken: Option<ChainBreak>,
+    /// Entries 1..=this are unkeyed (written before the chain was keyed)
+    /// and were checked with the weaker SHA-256 rule, which anyone who can
+    /// write the database can recompute.
+    pub unkeyed_entries: u64,
+    /// Keyed entries whose master key this control plane does not hold:
+    /// linked into the chain, their own content unchecked.
+    pub unverifiable: Vec<Unverifiable>,
 }
 
 impl VerifyReport {
+    /// Every entry checked, and none broken.
     pub fn ok(&self) -> bool {
-        self.broken.is_none()
+        self.broken.is_none() && self.unverifiable.is_empty()
     }
 }
 
@@ -122,9 +135,18 @@ impl ControlPlane {
             .map(|_| ())
     }
 
-    /// Records a completed change. The change is already committed, so a
-    /// failed append cannot undo it: it is logged as an error (with the
-    /// action and target) instead of failing the caller's request.
+    /// The key new audit entries are chained under: the active master
+    /// key's audit key.
+    pub(crate) fn audit_key(&self) -> AuditKey {
+        self.keyring.audit_key()
+    }
+
+    /// Records the summary of changes that each committed in their own
+    /// transaction (a master-key rotation rewraps record by record), so no
+    /// one transaction could carry the entry. A failed append cannot undo
+    /// them: it is logged as an error (with the action and target) instead
+    /// of failing the caller's request. A change of one org, key, binding or
+    /// setting appends its entry in its own transaction instead.
     pub(crate) async fn audit_change(
         &self,
         actor: &AdminActor,
@@ -150,7 +172,7 @@ impl ControlPlane {
         details: Value,
     ) -> Result<AuditEntry> {
         let record = audit_record(actor, action, target, outcome, details);
-        let entry = self.store.append_audit(&record).await?;
+        let entry = self.store.append_audit(&record, &self.audit_key()).await?;
         tracing::debug!(
             seq = entry.seq,
             action,
@@ -171,11 +193,13 @@ impl ControlPlane {
         Ok(self.store.list_audit(&filter).await?)
     }
 
-    /// Walks the whole chain from the first entry and checks it ends at the
-    /// recorded head. A broken chain is a report, not an error.
+    /// Walks the whole chain from the first entry, checking each entry with
+    /// the rule of its version under the master keys held, and checks it
+    /// ends at the recorded head. A broken or unverifiable chain is a
+    /// report, not an error.
     pub async fn verify_audit(&self) -> Result<VerifyReport> {
         let head = self.store.audit_head().await?;
-        let mut verifier = ChainVerifier::default();
+        let mut verifier = ChainVerifier::new(&self.keyring);
         let mut after = 0;
         let broken = 'walk: loop {
             let page = self.store.audit_range(after, VERIFY_PAGE).await?;
@@ -189,12 +213,19 @@ impl ControlPlane {
                 }
             }
         };
+        let unverifiable = verifier.unverifiable();
         match &broken {
             Some(error) => {
                 tracing::error!(seq = error.seq, reason = %error.reason, "audit chain verification failed")
             }
+            None if !unverifiable.is_empty() => {
+                for range in &unverifiable {
+                    tracing::warn!(kek_id = %range.kek_id, entries = range.entries, first_seq = range.first_seq, last_seq = range.last_seq, "audit entries unverifiable: their master key is not held");
+                }
+            }
             None => tracing::info!(
                 entries = verifier.verified(),
+                unkeyed_entries = verifier.unkeyed(),
                 head_seq = head.seq,
                 "audit chain verified"
             ),
@@ -204,6 +235,8 @@ impl ControlPlane {
             head_seq: head.seq,
             head_hash: hex::encode(&head.hash),
             broken,
+            unkeyed_entries: verifier.unkeyed(),
+            unverifiable,
         })
     }
 
@@ -237,6 +270,9 @@ pub(crate) fn audit_record(
         details_json: details.to_string(),
     }
 }
+
+#[cfg(test)]
+mod chain_tests;
 
 #[cfg(test)]
 mod tests {

@@ -1,10 +1,11 @@
 //! Organizations.
 
+use super::audit::{AuditOutcome, audit_record};
 use super::types::{OrgId, OrgName};
 use super::{ControlPlane, Published};
 use crate::auth::AdminActor;
 use crate::error::{ControlPlaneError, Result};
-use crate::store::{OrgDeletion, OrgRow, OrgSummary, TombstoneRow};
+use crate::store::{AuditWith, OrgDeletion, OrgRow, OrgSummary, TombstoneRow};
 use memtrace_common::bus::Op;
 use memtrace_common::clock::now_ms;
 use memtrace_common::ids::new_id;
@@ -31,10 +32,15 @@ impl ControlPlane {
             name: name.as_str().to_owned(),
             created_at: now_ms(),
         };
-        self.store.insert_org(&row).await?;
+        let audit = |row: &OrgRow| {
+            let details = json!({"name": row.name});
+            audit_record(actor, "org.create", &row.id, AuditOutcome::Ok, details)
+        };
+        let key = self.audit_key();
+        self.store
+            .insert_org(&row, AuditWith::new(&key, &audit))
+            .await?;
         tracing::info!(org_id = %row.id, "org created");
-        self.audit_change(actor, "org.create", &row.id, json!({"name": row.name}))
-            .await;
         let revision = self.publish(vec![self.org_put(&row)]).await;
         Ok(Published {
             value: OrgSummary {
@@ -57,37 +63,43 @@ impl ControlPlane {
             .ok_or_else(|| ControlPlaneError::OrgNotFound(id.as_str().to_owned()))
     }
 
-    /// Deletes the org with its Arc binding and API keys; leaves a tombstone.
+    /// Deletes the org with its Arc binding, API keys and setting
+    /// overrides; leaves a tombstone.
     pub async fn delete_org(
         &self,
         actor: &AdminActor,
         id: &OrgId,
     ) -> Result<Published<OrgDeletion>> {
         let deleted_at = now_ms();
+        let audit = |deletion: &OrgDeletion| {
+            let details = json!({
+                "name": deletion.org.name,
+                "arc_binding_removed": deletion.arc_binding_removed,
+                "api_keys_removed": deletion.api_key_ids,
+                "settings_removed": deletion.settings_removed.len(),
+            });
+            audit_record(
+                actor,
+                "org.delete",
+                &deletion.org.id,
+                AuditOutcome::Ok,
+                details,
+            )
+        };
+        let key = self.audit_key();
         let deletion = self
             .store
-            .delete_org(id.as_str(), deleted_at)
+            .delete_org(id.as_str(), deleted_at, AuditWith::new(&key, &audit))
             .await?
             .ok_or_else(|| ControlPlaneError::OrgNotFound(id.as_str().to_owned()))?;
         tracing::info!(
             org_id = %deletion.org.id,
             arc_binding_removed = deletion.arc_binding_removed,
             api_keys_removed = deletion.api_keys_removed,
+            settings_removed = deletion.settings_removed.len(),
             "org deleted"
         );
-        let setting_deletes = self.delete_org_settings(id).await?;
-        self.audit_change(
-            actor,
-            "org.delete",
-            &deletion.org.id,
-            json!({
-                "name": deletion.org.name,
-                "arc_binding_removed": deletion.arc_binding_removed,
-                "api_keys_removed": deletion.api_key_ids,
-                "settings_removed": setting_deletes.len(),
-            }),
-        )
-        .await;
+        let setting_deletes = self.setting_deletes(&deletion.settings_removed);
         let keys = self.state_keys();
         let mut ops = vec![self.tombstone_put(&TombstoneRow {
             org_id: deletion.org.id.clone(),

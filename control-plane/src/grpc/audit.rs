@@ -1,5 +1,6 @@
 //! `memtrace.admin.v1.AuditService`: list (filtered, newest first) and
-//! verify the hash-chained admin audit trail.
+//! verify the keyed admin audit chain (verification needs the master keys,
+//! so it runs here, never in the CLI).
 
 use super::Gate;
 use crate::clock::to_timestamp;
@@ -31,6 +32,8 @@ pub(crate) fn entry_to_pb(entry: AuditEntry) -> pb::AuditEntry {
         details_json: entry.details_json,
         prev_hash: hex::encode(entry.prev_hash),
         hash: hex::encode(entry.hash),
+        version: u32::try_from(entry.version).unwrap_or(0),
+        kek_id: entry.kek_id.unwrap_or_default(),
     }
 }
 
@@ -82,6 +85,17 @@ impl pb::audit_service_server::AuditService for AuditApi {
             head_hash: report.head_hash,
             broken_seq: report.broken.as_ref().map(|b| seq(b.seq)).unwrap_or(0),
             problem: report.broken.map(|b| b.reason).unwrap_or_default(),
+            unkeyed_entries: report.unkeyed_entries,
+            unverifiable: report
+                .unverifiable
+                .into_iter()
+                .map(|u| pb::UnverifiableAuditEntries {
+                    kek_id: u.kek_id,
+                    entries: u.entries,
+                    first_seq: seq(u.first_seq),
+                    last_seq: seq(u.last_seq),
+                })
+                .collect(),
         }))
     }
 }

@@ -1,8 +1,38 @@
 //! The one behavioural suite every [`Store`] backend must pass. Each check
 //! uses fresh random ids, so checks can share a database.
 
-use super::{AdminTokenRow, ApiKeyRow, ArcBindingRow, OrgRow, Store, StoreError};
+use super::{
+    AdminTokenRow, ApiKeyRow, ArcBindingRow, AuditRecord, AuditWith, OrgRow, Store, StoreError,
+};
+use memtrace_common::envelope::{AuditKey, Keyring, MasterKey};
 use memtrace_common::ids::new_id;
+use std::sync::LazyLock;
+
+/// The master keys the suite chains and verifies its audit entries with.
+pub static KEYS: LazyLock<Keyring> =
+    LazyLock::new(|| Keyring::new(MasterKey::new(&[0x5a; 32]), Vec::new()));
+
+/// The key new entries are chained under: [`KEYS`]' active one.
+pub static AUDIT_KEY: LazyLock<AuditKey> = LazyLock::new(|| KEYS.audit_key());
+
+fn suite_record<T>(_: &T) -> AuditRecord {
+    AuditRecord {
+        at_ms: 1_700_000_000_000,
+        actor: "fp-conformance".into(),
+        action: "test.change".into(),
+        target: "conformance".into(),
+        outcome: "ok".into(),
+        details_json: "{}".into(),
+    }
+}
+
+/// The audit entry of a change in checks that are not about auditing.
+pub fn audited<T: 'static>() -> AuditWith<'static, T> {
+    AuditWith {
+        key: &AUDIT_KEY,
+        record: &suite_record::<T>,
+    }
+}
 
 /// Runs every check; panics naming the first that fails.
 pub async fn run_all(store: &dyn Store) {
@@ -15,8 +45,10 @@ pub async fn run_all(store: &dyn Store) {
     seeding_happens_once(store).await;
     audit_trail(store).await;
     concurrent_appends_never_fork(store).await;
+    changes_commit_with_their_audit_entries(store).await;
 }
 
+pub use super::conformance_audit::changes_commit_with_their_audit_entries;
 pub use super::conformance_config::{
     audit_trail, concurrent_appends_never_fork, seeding_happens_once, settings_compare_and_swap,
 };
@@ -63,7 +95,7 @@ fn is_conflict<T: std::fmt::Debug>(result: Result<T, StoreError>) -> bool {
 /// Orgs: insert, get, list, name and id uniqueness.
 pub async fn orgs(store: &dyn Store) {
     let a = org("alpha");
-    store.insert_org(&a).await.expect("orgs: insert");
+    store.insert_org(&a, audited()).await.expect("orgs: insert");
     let got = store
         .get_org(&a.id)
         .await
@@ -79,7 +111,7 @@ pub async fn orgs(store: &dyn Store) {
         ..a.clone()
     };
     assert!(
-        is_conflict(store.insert_org(&same_name).await),
+        is_conflict(store.insert_org(&same_name, audited()).await),
         "orgs: duplicate name is a conflict"
     );
     let same_id = OrgRow {
@@ -87,7 +119,7 @@ pub async fn orgs(store: &dyn Store) {
         ..a.clone()
     };
     assert!(
-        is_conflict(store.insert_org(&same_id).await),
+        is_conflict(store.insert_org(&same_id, audited()).await),
         "orgs: duplicate id is a conflict"
     );
     let listed = store.list_orgs().await.expect("orgs: list");
@@ -108,14 +140,17 @@ pub async fn orgs(store: &dyn Store) {
 pub async fn arc_bindings(store: &dyn Store) {
     let orphan = binding("org_nonexistent_for_binding", None);
     assert!(
-        is_conflict(store.put_arc_binding(&orphan, false).await),
+        is_conflict(store.put_arc_binding(&orphan, false, audited()).await),
         "arc: org must exist"
     );
     let o = org("arc");
-    store.insert_org(&o).await.expect("arc: insert org");
+    store
+        .insert_org(&o, audited())
+        .await
+        .expect("arc: insert org");
     let first = binding(&o.id, Some(vec![1, 2, 3]));
     store
-        .put_arc_binding(&first, false)
+        .put_arc_binding(&first, false, audited())
         .await
         .expect("arc: bind");
     assert_eq!(
@@ -124,11 +159,11 @@ pub async fn arc_bindings(store: &dyn Store) {
     );
     let second = binding(&o.id, None);
     assert!(
-        is_conflict(store.put_arc_binding(&second, false).await),
+        is_conflict(store.put_arc_binding(&second, false, audited()).await),
         "arc: one binding per org"
     );
     store
-        .put_arc_binding(&second, true)
+        .put_arc_binding(&second, true, audited())
         .await
         .expect("arc: replace");
     assert_eq!(
@@ -140,7 +175,7 @@ pub async fn arc_bindings(store: &dyn Store) {
     );
     let third = binding(&o.id, Some(vec![9, 9]));
     store
-        .put_arc_binding(&third, true)
+        .put_arc_binding(&third, true, audited())
         .await
         .expect("arc: replace again");
     assert!(
@@ -183,10 +218,15 @@ pub async fn arc_bindings(store: &dyn Store) {
         summary.has_arc_binding,
         "arc: org summary shows the binding"
     );
-    assert!(store.delete_arc_binding(&o.id).await.expect("arc: delete"));
+    assert!(
+        store
+            .delete_arc_binding(&o.id, audited())
+            .await
+            .expect("arc: delete")
+    );
     assert!(
         !store
-            .delete_arc_binding(&o.id)
+            .delete_arc_binding(&o.id, audited())
             .await
             .expect("arc: delete again")
     );
@@ -204,23 +244,29 @@ pub async fn api_keys(store: &dyn Store) {
     assert!(
         is_conflict(
             store
-                .insert_api_key(&key("org_nonexistent_for_key", "k"))
+                .insert_api_key(&key("org_nonexistent_for_key", "k"), audited())
                 .await
         ),
         "keys: org must exist"
     );
     let o = org("keys");
-    store.insert_org(&o).await.expect("keys: insert org");
+    store
+        .insert_org(&o, audited())
+        .await
+        .expect("keys: insert org");
     let k1 = key(&o.id, "ci");
-    store.insert_api_key(&k1).await.expect("keys: insert");
+    store
+        .insert_api_key(&k1, audited())
+        .await
+        .expect("keys: insert");
     assert!(
-        is_conflict(store.insert_api_key(&key(&o.id, "ci")).await),
+        is_conflict(store.insert_api_key(&key(&o.id, "ci"), audited()).await),
         "keys: active names are unique per org"
     );
     let mut expired = key(&o.id, "old");
     expired.expires_at = Some(1);
     store
-        .insert_api_key(&expired)
+        .insert_api_key(&expired, audited())
         .await
         .expect("keys: insert expired");
     assert_eq!(
@@ -236,13 +282,13 @@ pub async fn api_keys(store: &dyn Store) {
     assert_eq!(count, 1, "keys: expired keys are not active");
 
     let revoked = store
-        .revoke_api_key(&k1.id, 50)
+        .revoke_api_key(&k1.id, 50, audited())
         .await
         .expect("keys: revoke")
         .expect("keys: found");
     assert_eq!(revoked.revoked_at, Some(50));
     let again = store
-        .revoke_api_key(&k1.id, 60)
+        .revoke_api_key(&k1.id, 60, audited())
         .await
         .expect("keys: revoke again")
         .expect("keys: found");
@@ -253,7 +299,7 @@ pub async fn api_keys(store: &dyn Store) {
     );
     assert!(
         store
-            .revoke_api_key("key_missing", 1)
+            .revoke_api_key("key_missing", 1, audited())
             .await
             .expect("keys: revoke missing")
             .is_none()
@@ -273,7 +319,7 @@ pub async fn api_keys(store: &dyn Store) {
         .expect("keys: list all");
     assert_eq!(all.len(), 2);
     store
-        .insert_api_key(&key(&o.id, "ci"))
+        .insert_api_key(&key(&o.id, "ci"), audited())
         .await
         .expect("keys: a revoked key's name can be reused");
 
@@ -281,10 +327,10 @@ pub async fn api_keys(store: &dyn Store) {
     // conflicts (not two active keys, not a raw database error)
     let racers: Vec<ApiKeyRow> = (0..4).map(|_| key(&o.id, "raced")).collect();
     let (a, b, c, d) = tokio::join!(
-        store.insert_api_key(&racers[0]),
-        store.insert_api_key(&racers[1]),
-        store.insert_api_key(&racers[2]),
-        store.insert_api_key(&racers[3]),
+        store.insert_api_key(&racers[0], audited()),
+        store.insert_api_key(&racers[1], audited()),
+        store.insert_api_key(&racers[2], audited()),
+        store.insert_api_key(&racers[3], audited()),
     );
     let results = [a, b, c, d];
     assert_eq!(
@@ -303,19 +349,25 @@ pub async fn api_keys(store: &dyn Store) {
 /// Deleting an org removes its binding and keys and leaves a tombstone.
 pub async fn delete_org_cascades(store: &dyn Store) {
     let o = org("doomed");
-    store.insert_org(&o).await.expect("delete: insert org");
     store
-        .put_arc_binding(&binding(&o.id, Some(vec![1])), false)
+        .insert_org(&o, audited())
+        .await
+        .expect("delete: insert org");
+    store
+        .put_arc_binding(&binding(&o.id, Some(vec![1])), false, audited())
         .await
         .expect("delete: bind");
     let k1 = key(&o.id, "a");
-    store.insert_api_key(&k1).await.expect("delete: key a");
     store
-        .insert_api_key(&key(&o.id, "b"))
+        .insert_api_key(&k1, audited())
+        .await
+        .expect("delete: key a");
+    store
+        .insert_api_key(&key(&o.id, "b"), audited())
         .await
         .expect("delete: key b");
     let deletion = store
-        .delete_org(&o.id, 99)
+        .delete_org(&o.id, 99, audited())
         .await
         .expect("delete: delete")
         .expect("delete: org existed");
@@ -358,24 +410,30 @@ pub async fn delete_org_cascades(store: &dyn Store) {
     );
     assert!(
         store
-            .delete_org(&o.id, 100)
+            .delete_org(&o.id, 100, audited())
             .await
             .expect("delete: again")
             .is_none()
     );
     // the name is free again, and re-creating the id clears its tombstone
     store
-        .insert_org(&OrgRow {
-            id: new_id("org"),
-            ..o.clone()
-        })
+        .insert_org(
+            &OrgRow {
+                id: new_id("org"),
+                ..o.clone()
+            },
+            audited(),
+        )
         .await
         .expect("delete: name reusable");
     store
-        .insert_org(&OrgRow {
-            name: format!("again-{}", new_id("n")),
-            ..o.clone()
-        })
+        .insert_org(
+            &OrgRow {
+                name: format!("again-{}", new_id("n")),
+                ..o.clone()
+            },
+            audited(),
+        )
         .await
         .expect("delete: id reusable");
     let tombstones = store.list_tombstones().await.expect("delete: tombstones");

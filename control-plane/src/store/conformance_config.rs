@@ -2,6 +2,7 @@
 //! [`super::conformance::run_all`]. Keys, orgs and markers are random, so the
 //! checks can share a database with each other and with a second run.
 
+use super::conformance::{AUDIT_KEY, KEYS};
 use super::{
     AuditFilter, AuditRecord, ChainVerifier, SettingChange, Store, StoreError, StoreResult,
 };
@@ -54,9 +55,9 @@ async fn join_all<T>(mut futures: Vec<Pin<Box<dyn Future<Output = T> + Send + '_
     results.into_iter().flatten().collect()
 }
 
-/// Verifies the whole stored chain.
+/// Verifies the whole stored chain under [`KEYS`].
 pub async fn verify_whole_chain(store: &dyn Store) -> u64 {
-    let mut verifier = ChainVerifier::default();
+    let mut verifier = ChainVerifier::new(&KEYS);
     let mut after = 0;
     loop {
         let page = store.audit_range(after, 500).await.expect("audit: range");
@@ -94,6 +95,7 @@ pub async fn settings_compare_and_swap(store: &dyn Store) {
                 record("config.set", &key, "ok"),
                 record("config.set", &format!("{org}/{key}"), "ok"),
             ],
+            &AUDIT_KEY,
         )
         .await
         .expect("settings: first write");
@@ -128,6 +130,7 @@ pub async fn settings_compare_and_swap(store: &dyn Store) {
                 change(&key, "", Some("4"), Some("6")),
             ],
             &[record("config.import", &key, "ok")],
+            &AUDIT_KEY,
         )
         .await;
     assert!(
@@ -150,7 +153,7 @@ pub async fn settings_compare_and_swap(store: &dyn Store) {
     );
 
     store
-        .apply_setting_changes(&[change(&key, "", Some("5"), None)], &[])
+        .apply_setting_changes(&[change(&key, "", Some("5"), None)], &[], &AUDIT_KEY)
         .await
         .expect("settings: delete");
     assert_eq!(
@@ -194,6 +197,7 @@ pub async fn seeding_happens_once(store: &dyn Store) {
             &marker,
             &[change(&key, "", None, Some("1"))],
             &[record("config.seed", &key, "ok")],
+            &AUDIT_KEY,
         )
         .await
         .expect("seed: first");
@@ -211,6 +215,7 @@ pub async fn seeding_happens_once(store: &dyn Store) {
             &marker,
             &[change(&key, "", Some("1"), Some("2"))],
             &[record("config.seed", &key, "ok")],
+            &AUDIT_KEY,
         )
         .await
         .expect("seed: second");
@@ -231,15 +236,18 @@ pub async fn audit_trail(store: &dyn Store) {
     let org = new_id("org");
     let key = format!("{}.x_y", new_id("k"));
     let a = store
-        .append_audit(&record("config.set", &key, "ok"))
+        .append_audit(&record("config.set", &key, "ok"), &AUDIT_KEY)
         .await
         .expect("audit: append");
     let b = store
-        .append_audit(&record("config.set", &format!("{org}/{key}"), "denied"))
+        .append_audit(
+            &record("config.set", &format!("{org}/{key}"), "denied"),
+            &AUDIT_KEY,
+        )
         .await
         .expect("audit: append");
     let c = store
-        .append_audit(&record("org.create", &org, "ok"))
+        .append_audit(&record("org.create", &org, "ok"), &AUDIT_KEY)
         .await
         .expect("audit: append");
     assert_eq!((b.seq, c.seq), (a.seq + 1, a.seq + 2));
@@ -320,7 +328,7 @@ pub async fn concurrent_appends_never_fork(store: &dyn Store) {
     let appends = (0..N)
         .map(|_| {
             let record = record("test.concurrent", &target, "ok");
-            Box::pin(async move { store.append_audit(&record).await })
+            Box::pin(async move { store.append_audit(&record, &AUDIT_KEY).await })
                 as Pin<Box<dyn Future<Output = StoreResult<super::AuditEntry>> + Send + '_>>
         })
         .collect();
@@ -344,7 +352,11 @@ pub async fn concurrent_appends_never_fork(store: &dyn Store) {
         .map(|i| {
             let change = change(&key, "", None, Some(&i.to_string()));
             let audit = record("config.set", &key, "ok");
-            Box::pin(async move { store.apply_setting_changes(&[change], &[audit]).await })
+            Box::pin(async move {
+                store
+                    .apply_setting_changes(&[change], &[audit], &AUDIT_KEY)
+                    .await
+            })
                 as Pin<Box<dyn Future<Output = StoreResult<Vec<super::AuditEntry>>> + Send + '_>>
         })
         .collect();

@@ -5,21 +5,40 @@
 //! one migration set per backend. The behaviour every backend must show is
 //! pinned by one suite, [`conformance`], run against each.
 
+mod audit_chain;
 mod settings_audit;
 mod sql;
 
 #[cfg(any(test, feature = "conformance"))]
 pub mod conformance;
 #[cfg(any(test, feature = "conformance"))]
+pub mod conformance_audit;
+#[cfg(any(test, feature = "conformance"))]
 pub mod conformance_config;
 
-pub use settings_audit::{
-    AuditEntry, AuditFilter, AuditHead, AuditRecord, ChainBreak, ChainVerifier, GENESIS_HASH,
-    SettingChange, SettingRow,
+pub use audit_chain::{
+    AuditEntry, AuditHead, AuditRecord, ChainBreak, ChainVerifier, GENESIS_HASH, KEYED_VERSION,
+    UNKEYED_VERSION, Unverifiable, head_mac,
 };
+pub use settings_audit::{AuditFilter, SettingChange, SettingRow};
 pub use sql::{Backend, SqlStore, redact_url as sql_redact_url};
 
 use async_trait::async_trait;
+use memtrace_common::envelope::AuditKey;
+
+/// The audit entry of a change, appended in the change's own transaction so
+/// the two commit or fail together: `record` builds it from what the change
+/// did (`T`, known only inside the transaction), `key` chains it.
+pub struct AuditWith<'a, T> {
+    pub key: &'a AuditKey,
+    pub record: &'a (dyn Fn(&T) -> AuditRecord + Send + Sync),
+}
+
+impl<'a, T> AuditWith<'a, T> {
+    pub fn new(key: &'a AuditKey, record: &'a (dyn Fn(&T) -> AuditRecord + Send + Sync)) -> Self {
+        Self { key, record }
+    }
+}
 
 /// Storage failures. `Conflict` is the only one callers branch on.
 #[derive(Debug, thiserror::Error)]
@@ -61,6 +80,8 @@ pub struct OrgDeletion {
     pub api_keys_removed: u32,
     /// Ids of the removed keys, so their published records can be deleted.
     pub api_key_ids: Vec<String>,
+    /// The org's removed setting overrides, for the same reason.
+    pub settings_removed: Vec<SettingRow>,
 }
 
 /// A deleted org.
@@ -121,13 +142,23 @@ pub trait Store: Send + Sync + 'static {
     async fn insert_admin_token(&self, row: &AdminTokenRow) -> StoreResult<()>;
     async fn admin_token_hashes(&self) -> StoreResult<Vec<AdminTokenRow>>;
 
+    // Audited changes (`audit: AuditWith`) append their entry in their own
+    // transaction: a change that fails appends nothing, an entry that cannot
+    // be appended undoes its change.
+
     /// Fails with `Conflict` when the id or the name is taken.
-    async fn insert_org(&self, row: &OrgRow) -> StoreResult<()>;
+    async fn insert_org(&self, row: &OrgRow, audit: AuditWith<'_, OrgRow>) -> StoreResult<()>;
     async fn get_org(&self, id: &str) -> StoreResult<Option<OrgSummary>>;
     async fn list_orgs(&self) -> StoreResult<Vec<OrgSummary>>;
-    /// Deletes the org, its Arc binding and its API keys, and records a
-    /// tombstone, in one transaction. `None` when the org does not exist.
-    async fn delete_org(&self, id: &str, deleted_at: i64) -> StoreResult<Option<OrgDeletion>>;
+    /// Deletes the org, its Arc binding, its API keys and its setting
+    /// overrides, and records a tombstone, in one transaction. `None` (and
+    /// no entry) when the org does not exist.
+    async fn delete_org(
+        &self,
+        id: &str,
+        deleted_at: i64,
+        audit: AuditWith<'_, OrgDeletion>,
+    ) -> StoreResult<Option<OrgDeletion>>;
     /// Deleted orgs (a re-created id removes its tombstone).
     async fn list_tombstones(&self) -> StoreResult<Vec<TombstoneRow>>;
     /// Every API key of every org, revoked ones included.
@@ -135,9 +166,19 @@ pub trait Store: Send + Sync + 'static {
 
     /// Inserts, or replaces when `replace` is set; `Conflict` when a binding
     /// exists and `replace` is not set. The org must exist (`Conflict` otherwise).
-    async fn put_arc_binding(&self, row: &ArcBindingRow, replace: bool) -> StoreResult<()>;
+    async fn put_arc_binding(
+        &self,
+        row: &ArcBindingRow,
+        replace: bool,
+        audit: AuditWith<'_, ArcBindingRow>,
+    ) -> StoreResult<()>;
     async fn get_arc_binding(&self, org_id: &str) -> StoreResult<Option<ArcBindingRow>>;
-    async fn delete_arc_binding(&self, org_id: &str) -> StoreResult<bool>;
+    /// Removes the org's binding; `false` (and no entry) when it had none.
+    async fn delete_arc_binding(
+        &self,
+        org_id: &str,
+        audit: AuditWith<'_, ArcBindingRow>,
+    ) -> StoreResult<bool>;
     async fn list_arc_bindings(&self) -> StoreResult<Vec<ArcBindingRow>>;
     /// Compare-and-swap of the envelope: writes `new` only if the stored
     /// envelope is still `old`. Returns whether it wrote.
@@ -150,29 +191,41 @@ pub trait Store: Send + Sync + 'static {
     ) -> StoreResult<bool>;
 
     /// `Conflict` when the org is missing or an active key of the org has the same name.
-    async fn insert_api_key(&self, row: &ApiKeyRow) -> StoreResult<()>;
+    async fn insert_api_key(
+        &self,
+        row: &ApiKeyRow,
+        audit: AuditWith<'_, ApiKeyRow>,
+    ) -> StoreResult<()>;
     async fn get_api_key(&self, id: &str) -> StoreResult<Option<ApiKeyRow>>;
     async fn list_api_keys(
         &self,
         org_id: &str,
         include_revoked: bool,
     ) -> StoreResult<Vec<ApiKeyRow>>;
-    /// Sets `revoked_at` if not yet revoked; returns the row after the change.
-    async fn revoke_api_key(&self, id: &str, revoked_at: i64) -> StoreResult<Option<ApiKeyRow>>;
+    /// Sets `revoked_at` if not yet revoked; returns the row after the change
+    /// (audited also when it was revoked already). `None` (and no entry)
+    /// when the key does not exist.
+    async fn revoke_api_key(
+        &self,
+        id: &str,
+        revoked_at: i64,
+        audit: AuditWith<'_, ApiKeyRow>,
+    ) -> StoreResult<Option<ApiKeyRow>>;
 
     /// Every stored setting value, global (`org_id` empty) and per org,
     /// ordered by key, then org.
     async fn list_settings(&self) -> StoreResult<Vec<SettingRow>>;
     /// One stored value; `org_id` empty for the global value.
     async fn get_setting(&self, key: &str, org_id: &str) -> StoreResult<Option<SettingRow>>;
-    /// Applies `changes` and appends `audit` to the chain (in order), in one
-    /// transaction serialised with every other audit append. When a stored
-    /// value is no longer a change's `expected`, fails with `Conflict` and
-    /// writes nothing. Returns the chained entries.
+    /// Applies `changes` and appends `audit` to the chain (in order, keyed
+    /// under `key`), in one transaction serialised with every other audit
+    /// append. When a stored value is no longer a change's `expected`, fails
+    /// with `Conflict` and writes nothing. Returns the chained entries.
     async fn apply_setting_changes(
         &self,
         changes: &[SettingChange],
         audit: &[AuditRecord],
+        key: &AuditKey,
     ) -> StoreResult<Vec<AuditEntry>>;
     /// First-start seeding, at most once per database: when the meta key
     /// `marker` is absent, sets it, applies `changes` and appends `audit` in
@@ -183,20 +236,22 @@ pub trait Store: Send + Sync + 'static {
         marker: &str,
         changes: &[SettingChange],
         audit: &[AuditRecord],
+        key: &AuditKey,
     ) -> StoreResult<bool>;
     /// Deletes every override of an org; returns the removed rows.
     async fn delete_org_settings(&self, org_id: &str) -> StoreResult<Vec<SettingRow>>;
 
-    /// Appends one entry to the audit chain. Appends are serialised across
-    /// connections and replicas (advisory lock on PostgreSQL, the write lock
-    /// on SQLite), so the chain never forks.
-    async fn append_audit(&self, record: &AuditRecord) -> StoreResult<AuditEntry>;
+    /// Appends one entry to the audit chain, keyed under `key`. Appends are
+    /// serialised across connections and replicas (advisory lock on
+    /// PostgreSQL, the write lock on SQLite), so the chain never forks.
+    async fn append_audit(&self, record: &AuditRecord, key: &AuditKey) -> StoreResult<AuditEntry>;
     /// One entry by sequence number.
     async fn get_audit(&self, seq: i64) -> StoreResult<Option<AuditEntry>>;
     /// Entries matching `filter`, newest first, at most `filter.limit`.
     async fn list_audit(&self, filter: &AuditFilter) -> StoreResult<Vec<AuditEntry>>;
     /// Entries with `seq > after_seq`, oldest first, at most `limit`.
     async fn audit_range(&self, after_seq: i64, limit: u32) -> StoreResult<Vec<AuditEntry>>;
-    /// The recorded head of the chain (seq 0 and [`GENESIS_HASH`] when empty).
+    /// The recorded head of the chain (seq 0, [`GENESIS_HASH`] and no MAC
+    /// when empty).
     async fn audit_head(&self) -> StoreResult<AuditHead>;
 }

@@ -446,7 +446,11 @@ impl ControlPlane {
                 new: new.as_ref().map(|v| self.stored_json(setting, org_id, v)),
                 at_ms: now_ms(),
             };
-            match self.store.apply_setting_changes(&[change], &[record]).await {
+            match self
+                .store
+                .apply_setting_changes(&[change], &[record], &self.audit_key())
+                .await
+            {
                 Ok(entries) => {
                     audit_seq = entries.first().map(|e| e.seq);
                     changed = true;
@@ -559,12 +563,17 @@ impl ControlPlane {
     /// the bus deletes for the caller's publication.
     pub async fn delete_org_settings(&self, org: &OrgId) -> Result<Vec<Op>> {
         let removed = self.store.delete_org_settings(org.as_str()).await?;
-        Ok(removed
+        Ok(self.setting_deletes(&removed))
+    }
+
+    /// The bus deletes of removed setting rows.
+    pub(crate) fn setting_deletes(&self, removed: &[SettingRow]) -> Vec<Op> {
+        removed
             .iter()
             .map(|row| Op::Delete {
                 key: self.setting_state_key(&row.key, &row.org_id),
             })
-            .collect())
+            .collect()
     }
 }
 

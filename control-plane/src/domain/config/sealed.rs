@@ -115,7 +115,11 @@ impl ControlPlane {
                         new: Some(sealed_json(&new)),
                         at_ms: row.updated_at,
                     };
-                    match self.store.apply_setting_changes(&[change], &[]).await {
+                    match self
+                        .store
+                        .apply_setting_changes(&[change], &[], &self.audit_key())
+                        .await
+                    {
                         Ok(_) => rewrapped += 1,
                         // changed meanwhile: the new value is sealed with the active key
                         Err(StoreError::Conflict(_)) => current += 1,

@@ -401,7 +401,11 @@ impl ControlPlane {
                 (change, record)
             })
             .unzip();
-        match self.store.apply_setting_changes(&changes, &records).await {
+        match self
+            .store
+            .apply_setting_changes(&changes, &records, &self.audit_key())
+            .await
+        {
             Ok(_) => {}
             Err(StoreError::Conflict(_)) => {
                 return Err(ControlPlaneError::FailedPrecondition(
@@ -520,7 +524,7 @@ impl ControlPlane {
         }
         let seeded = self
             .store
-            .seed_settings(SEED_MARKER, &changes, &records)
+            .seed_settings(SEED_MARKER, &changes, &records, &self.audit_key())
             .await?;
         if seeded {
             let targets: Vec<(String, String)> = changes

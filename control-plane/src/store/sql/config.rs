@@ -8,13 +8,15 @@
 //! transaction that read first could fail with SQLITE_BUSY_SNAPSHOT instead
 //! of waiting), and on PostgreSQL it also row-locks the head. Two appends,
 //! from any connection or replica, can therefore never read the same head.
+//! Changes of orgs, keys and bindings (`sql/queries.rs`) take the same lock
+//! and append their entry in their own transaction.
 
 use super::{Backend, SqlStore};
-use crate::store::settings_audit::{
-    AuditEntry, AuditFilter, AuditHead, AuditRecord, GENESIS_HASH, SettingChange, SettingRow,
-};
+use crate::store::audit_chain::{AuditEntry, AuditHead, AuditRecord, GENESIS_HASH, head_mac};
+use crate::store::settings_audit::{AuditFilter, SettingChange, SettingRow};
 use crate::store::{StoreError, StoreResult};
 use memtrace_common::clock::now_ms;
+use memtrace_common::envelope::AuditKey;
 use sqlx::any::AnyRow;
 use sqlx::{Any, Row, Transaction};
 
@@ -23,7 +25,7 @@ use sqlx::{Any, Row, Transaction};
 pub const AUDIT_LOCK_KEY: i64 = 0x6d65_6d74_7261_6365;
 
 const AUDIT_COLUMNS: &str =
-    "seq, at_ms, actor, action, target, outcome, details_json, prev_hash, hash";
+    "seq, at_ms, actor, action, target, outcome, details_json, prev_hash, hash, version, kek_id";
 
 fn setting_row(row: &AnyRow) -> StoreResult<SettingRow> {
     Ok(SettingRow {
@@ -45,6 +47,8 @@ fn audit_entry(row: &AnyRow) -> StoreResult<AuditEntry> {
         details_json: row.try_get("details_json")?,
         prev_hash: row.try_get("prev_hash")?,
         hash: row.try_get("hash")?,
+        version: row.try_get("version")?,
+        kek_id: row.try_get("kek_id")?,
     })
 }
 
@@ -68,7 +72,7 @@ enum Param {
 impl SqlStore {
     /// Serialises this transaction with every other audit append (see the
     /// module docs). Must be the transaction's first statement.
-    async fn lock_audit(&self, tx: &mut Transaction<'static, Any>) -> StoreResult<()> {
+    pub(super) async fn lock_audit(&self, tx: &mut Transaction<'static, Any>) -> StoreResult<()> {
         if self.backend == Backend::Postgres {
             sqlx::query("SELECT 1 AS locked FROM (SELECT pg_advisory_xact_lock($1)) AS l")
                 .bind(AUDIT_LOCK_KEY)
@@ -86,11 +90,23 @@ impl SqlStore {
         Ok(())
     }
 
-    /// Chains and inserts `records` after the current head. Requires
-    /// [`Self::lock_audit`] earlier in the same transaction.
-    async fn append_locked(
+    /// Chains `records` keyed under `key` after the current head, inserts
+    /// them and moves the head (with its MAC). Requires [`Self::lock_audit`]
+    /// earlier in the same transaction.
+    pub(super) async fn append_locked(
         tx: &mut Transaction<'static, Any>,
         records: &[AuditRecord],
+        key: &AuditKey,
+    ) -> StoreResult<Vec<AuditEntry>> {
+        Self::append_entries(tx, records, Some(key)).await
+    }
+
+    /// [`Self::append_locked`]; `key` is `None` only for tests that write
+    /// unkeyed entries the way control planes before version 2 did.
+    async fn append_entries(
+        tx: &mut Transaction<'static, Any>,
+        records: &[AuditRecord],
+        key: Option<&AuditKey>,
     ) -> StoreResult<Vec<AuditEntry>> {
         if records.is_empty() {
             return Ok(Vec::new());
@@ -103,10 +119,13 @@ impl SqlStore {
         let mut entries = Vec::with_capacity(records.len());
         for record in records {
             seq += 1;
-            let entry = AuditEntry::chain(seq, prev, record);
+            let entry = match key {
+                Some(key) => AuditEntry::chain(seq, prev, record, key),
+                None => AuditEntry::chain_unkeyed(seq, prev, record),
+            };
             sqlx::query(
-                "INSERT INTO audit_log (seq, at_ms, actor, action, target, outcome, details_json, prev_hash, hash) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+                "INSERT INTO audit_log (seq, at_ms, actor, action, target, outcome, details_json, prev_hash, hash, version, kek_id) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
             )
             .bind(entry.seq)
             .bind(entry.at_ms)
@@ -117,16 +136,23 @@ impl SqlStore {
             .bind(entry.details_json.clone())
             .bind(entry.prev_hash.clone())
             .bind(entry.hash.clone())
+            .bind(entry.version)
+            .bind(entry.kek_id.clone())
             .execute(&mut **tx)
             .await?;
             prev = entry.hash.clone();
             entries.push(entry);
         }
-        sqlx::query("UPDATE audit_head SET seq = $1, hash = $2 WHERE id = 1")
-            .bind(seq)
-            .bind(prev)
-            .execute(&mut **tx)
-            .await?;
+        let mac = key.map(|key| head_mac(key, seq, &prev).to_vec());
+        sqlx::query(
+            "UPDATE audit_head SET seq = $1, hash = $2, kek_id = $3, mac = $4 WHERE id = 1",
+        )
+        .bind(seq)
+        .bind(prev)
+        .bind(key.map(|k| k.kek_id().to_owned()))
+        .bind(mac)
+        .execute(&mut **tx)
+        .await?;
         Ok(entries)
     }
 
@@ -203,11 +229,12 @@ impl SqlStore {
         &self,
         changes: &[SettingChange],
         audit: &[AuditRecord],
+        key: &AuditKey,
     ) -> StoreResult<Vec<AuditEntry>> {
         let mut tx = self.begin_write().await?;
         self.lock_audit(&mut tx).await?;
         Self::apply_changes_locked(&mut tx, changes).await?;
-        let entries = Self::append_locked(&mut tx, audit).await?;
+        let entries = Self::append_locked(&mut tx, audit, key).await?;
         tx.commit().await?;
         Ok(entries)
     }
@@ -217,6 +244,7 @@ impl SqlStore {
         marker: &str,
         changes: &[SettingChange],
         audit: &[AuditRecord],
+        key: &AuditKey,
     ) -> StoreResult<bool> {
         let mut tx = self.begin_write().await?;
         self.lock_audit(&mut tx).await?;
@@ -233,7 +261,7 @@ impl SqlStore {
             return Ok(false);
         }
         Self::apply_changes_locked(&mut tx, changes).await?;
-        Self::append_locked(&mut tx, audit).await?;
+        Self::append_locked(&mut tx, audit, key).await?;
         tx.commit().await?;
         Ok(true)
     }
@@ -246,24 +274,37 @@ impl SqlStore {
             return Ok(Vec::new());
         }
         let mut tx = self.begin_write().await?;
+        let rows = Self::delete_org_settings_in(&mut tx, org_id).await?;
+        tx.commit().await?;
+        Ok(rows)
+    }
+
+    /// Deletes every override of `org_id` inside `tx`; returns the removed rows.
+    pub(super) async fn delete_org_settings_in(
+        tx: &mut Transaction<'static, Any>,
+        org_id: &str,
+    ) -> StoreResult<Vec<SettingRow>> {
         let rows = sqlx::query(
             "SELECT key, org_id, value_json, updated_at FROM settings WHERE org_id = $1 ORDER BY key",
         )
         .bind(org_id)
-        .fetch_all(&mut *tx)
+        .fetch_all(&mut **tx)
         .await?;
         sqlx::query("DELETE FROM settings WHERE org_id = $1")
             .bind(org_id)
-            .execute(&mut *tx)
+            .execute(&mut **tx)
             .await?;
-        tx.commit().await?;
         rows.iter().map(setting_row).collect()
     }
 
-    pub(super) async fn cfg_append_audit(&self, record: &AuditRecord) -> StoreResult<AuditEntry> {
+    pub(super) async fn cfg_append_audit(
+        &self,
+        record: &AuditRecord,
+        key: &AuditKey,
+    ) -> StoreResult<AuditEntry> {
         let mut tx = self.begin_write().await?;
         self.lock_audit(&mut tx).await?;
-        let entry = Self::append_locked(&mut tx, std::slice::from_ref(record))
+        let entry = Self::append_locked(&mut tx, std::slice::from_ref(record), key)
             .await?
             .pop()
             .ok_or_else(|| StoreError::Corrupt("audit append produced no entry".into()))?;
@@ -359,19 +400,86 @@ impl SqlStore {
     }
 
     pub(super) async fn cfg_audit_head(&self) -> StoreResult<AuditHead> {
-        let row = sqlx::query("SELECT seq, hash FROM audit_head WHERE id = 1")
+        let row = sqlx::query("SELECT seq, hash, kek_id, mac FROM audit_head WHERE id = 1")
             .fetch_optional(&self.pool)
             .await?;
         Ok(match row {
             Some(row) => AuditHead {
                 seq: row.try_get("seq")?,
                 hash: row.try_get("hash")?,
+                kek_id: row.try_get("kek_id")?,
+                mac: row.try_get("mac")?,
             },
             None => AuditHead {
                 seq: 0,
                 hash: GENESIS_HASH.to_vec(),
+                kek_id: None,
+                mac: None,
             },
         })
+    }
+
+    /// Appends `records` as unkeyed (version 1) entries, the way control
+    /// planes before the keyed chain did: for tests of databases from then.
+    #[cfg(any(test, feature = "conformance"))]
+    pub async fn append_unkeyed_for_tests(
+        &self,
+        records: &[AuditRecord],
+    ) -> StoreResult<Vec<AuditEntry>> {
+        let mut tx = self.begin_write().await?;
+        self.lock_audit(&mut tx).await?;
+        let entries = Self::append_entries(&mut tx, records, None).await?;
+        tx.commit().await?;
+        Ok(entries)
+    }
+
+    /// Rewrites stored audit entries (by seq) and the head in place, after
+    /// dropping the append-only triggers: what an attacker with write access
+    /// to the database can do, for tests that check verification finds it.
+    #[cfg(any(test, feature = "conformance"))]
+    pub async fn overwrite_audit_for_tests(
+        &self,
+        entries: &[AuditEntry],
+        head: &AuditHead,
+    ) -> StoreResult<()> {
+        let drop_triggers = match self.backend {
+            Backend::Sqlite => {
+                "DROP TRIGGER IF EXISTS audit_log_no_update; DROP TRIGGER IF EXISTS audit_log_no_delete"
+            }
+            Backend::Postgres => "DROP TRIGGER IF EXISTS audit_log_no_update ON audit_log",
+        };
+        self.execute_raw_for_tests(drop_triggers).await?;
+        let mut tx = self.begin_write().await?;
+        for e in entries {
+            sqlx::query(
+                "UPDATE audit_log SET at_ms = $1, actor = $2, action = $3, target = $4, outcome = $5, \
+                 details_json = $6, prev_hash = $7, hash = $8, version = $9, kek_id = $10 WHERE seq = $11",
+            )
+            .bind(e.at_ms)
+            .bind(e.actor.clone())
+            .bind(e.action.clone())
+            .bind(e.target.clone())
+            .bind(e.outcome.clone())
+            .bind(e.details_json.clone())
+            .bind(e.prev_hash.clone())
+            .bind(e.hash.clone())
+            .bind(e.version)
+            .bind(e.kek_id.clone())
+            .bind(e.seq)
+            .execute(&mut *tx)
+            .await?;
+        }
+        sqlx::query(
+            "UPDATE audit_head SET seq = $1, hash = $2, kek_id = $3, mac = $4 WHERE id = 1",
+        )
+        .bind(head.seq)
+        .bind(head.hash.clone())
+        .bind(head.kek_id.clone())
+        .bind(head.mac.clone())
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
     }
 
     /// Runs raw SQL against the database, for tests that tamper with rows
@@ -386,87 +494,4 @@ impl SqlStore {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::store::{ChainVerifier, Store};
-
-    fn record(n: usize) -> AuditRecord {
-        AuditRecord {
-            at_ms: 1_700_000_000_000,
-            actor: "fp-test".into(),
-            action: "config.set".into(),
-            target: format!("k{n}"),
-            outcome: "ok".into(),
-            details_json: format!(r#"{{"n":{n}}}"#),
-        }
-    }
-
-    async fn verify(store: &SqlStore) -> Result<u64, crate::store::ChainBreak> {
-        let mut verifier = ChainVerifier::default();
-        for entry in store.audit_range(0, 10_000).await.expect("range") {
-            verifier.push(&entry)?;
-        }
-        verifier.finish(&store.audit_head().await.expect("head"))
-    }
-
-    /// Tampering with a row through SQL (after dropping the append-only
-    /// trigger, as an attacker with database access could) is found and the
-    /// broken entry named.
-    #[tokio::test]
-    async fn tampering_through_sql_is_detected() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let url = SqlStore::sqlite_url(dir.path().join("cp.db").to_str().expect("utf-8"));
-        let store = SqlStore::connect(&url).await.expect("connect");
-        store.migrate().await.expect("migrate");
-        for n in 0..5 {
-            store.append_audit(&record(n)).await.expect("append");
-        }
-        assert_eq!(verify(&store).await, Ok(5));
-
-        let refused = store
-            .execute_raw_for_tests("UPDATE audit_log SET outcome = 'denied' WHERE seq = 3")
-            .await;
-        assert!(refused.is_err(), "the trigger keeps the log append-only");
-        let refused = store
-            .execute_raw_for_tests("DELETE FROM audit_log WHERE seq = 5")
-            .await;
-        assert!(refused.is_err(), "the trigger keeps the log append-only");
-
-        store
-            .execute_raw_for_tests(
-                "DROP TRIGGER audit_log_no_update; \
-                 UPDATE audit_log SET details_json = '{\"n\":99}' WHERE seq = 3",
-            )
-            .await
-            .expect("tamper");
-        let broken = verify(&store).await.expect_err("tampering found");
-        assert_eq!(broken.seq, 3, "{broken}");
-        assert!(broken.to_string().contains("entry 3"), "{broken}");
-
-        // removing the newest entries is found through the head
-        let dir = tempfile::tempdir().expect("tempdir");
-        let url = SqlStore::sqlite_url(dir.path().join("cp2.db").to_str().expect("utf-8"));
-        let store = SqlStore::connect(&url).await.expect("connect");
-        store.migrate().await.expect("migrate");
-        for n in 0..3 {
-            store.append_audit(&record(n)).await.expect("append");
-        }
-        store
-            .execute_raw_for_tests(
-                "DROP TRIGGER audit_log_no_delete; DELETE FROM audit_log WHERE seq = 3",
-            )
-            .await
-            .expect("truncate");
-        let broken = verify(&store).await.expect_err("truncation found");
-        assert_eq!(broken.seq, 3, "{broken}");
-    }
-
-    #[test]
-    fn like_patterns_are_escaped() {
-        assert_eq!(
-            like_escape("arc.write_batch_size"),
-            "arc.write\\_batch\\_size"
-        );
-        assert_eq!(like_escape("100%\\"), "100\\%\\\\");
-    }
-}
+mod tests;

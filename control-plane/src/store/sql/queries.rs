@@ -1,21 +1,29 @@
 //! [`Store`] for [`SqlStore`]: the queries and transactions for meta, admin
 //! tokens, orgs and their tombstones, arc bindings and api keys. Settings and
 //! the audit log delegate to the `cfg_*` methods in `config`.
+//!
+//! Every change of an org, a key or a binding is one transaction that first
+//! takes the audit lock (`lock_audit`, which must be its first statement),
+//! makes the change and appends its audit entry (`append_locked`): the change
+//! and its entry commit together or not at all.
 
 use super::SqlStore;
 use super::rows::{
-    API_KEY_COLUMNS, ORG_SUMMARY_SELECT, api_key, arc_binding, is_unique_violation, org_summary,
+    API_KEY_COLUMNS, ARC_BINDING_COLUMNS, ORG_SUMMARY_SELECT, api_key, arc_binding,
+    is_unique_violation, org_summary,
 };
-use crate::store::settings_audit::{
-    AuditEntry, AuditFilter, AuditHead, AuditRecord, SettingChange, SettingRow,
-};
+use crate::store::audit_chain::{AuditEntry, AuditHead, AuditRecord};
+use crate::store::settings_audit::{AuditFilter, SettingChange, SettingRow};
 use crate::store::{
-    AdminTokenRow, ApiKeyRow, ArcBindingRow, OrgDeletion, OrgRow, OrgSummary, Store, StoreError,
-    StoreResult, TombstoneRow,
+    AdminTokenRow, ApiKeyRow, ArcBindingRow, AuditWith, OrgDeletion, OrgRow, OrgSummary, Store,
+    StoreError, StoreResult, TombstoneRow,
 };
 use async_trait::async_trait;
 use memtrace_common::clock::now_ms;
-use sqlx::Row;
+use memtrace_common::envelope::AuditKey;
+use sqlx::{Any, Row, Transaction};
+
+type Tx = Transaction<'static, Any>;
 
 #[async_trait]
 impl Store for SqlStore {
@@ -95,8 +103,8 @@ impl Store for SqlStore {
             .collect()
     }
 
-    async fn insert_org(&self, row: &OrgRow) -> StoreResult<()> {
-        let mut tx = self.begin_write().await?;
+    async fn insert_org(&self, row: &OrgRow, audit: AuditWith<'_, OrgRow>) -> StoreResult<()> {
+        let mut tx = self.begin_audited().await?;
         let result = sqlx::query("INSERT INTO orgs (id, name, created_at) VALUES ($1, $2, $3)")
             .bind(row.id.clone())
             .bind(row.name.clone())
@@ -109,8 +117,7 @@ impl Store for SqlStore {
                     .bind(row.id.clone())
                     .execute(&mut *tx)
                     .await?;
-                tx.commit().await?;
-                Ok(())
+                commit_audited(tx, audit, row).await
             }
             Err(e) if is_unique_violation(&e) => Err(StoreError::Conflict(format!(
                 "an org with id {:?} or name {:?} already exists",
@@ -139,8 +146,13 @@ impl Store for SqlStore {
         rows.iter().map(org_summary).collect()
     }
 
-    async fn delete_org(&self, id: &str, deleted_at: i64) -> StoreResult<Option<OrgDeletion>> {
-        let mut tx = self.begin_write().await?;
+    async fn delete_org(
+        &self,
+        id: &str,
+        deleted_at: i64,
+        audit: AuditWith<'_, OrgDeletion>,
+    ) -> StoreResult<Option<OrgDeletion>> {
+        let mut tx = self.begin_audited().await?;
         let Some(row) = sqlx::query("SELECT id, name, created_at FROM orgs WHERE id = $1")
             .bind(id)
             .fetch_optional(&mut *tx)
@@ -170,6 +182,7 @@ impl Store for SqlStore {
             .bind(id)
             .execute(&mut *tx)
             .await?;
+        let settings_removed = Self::delete_org_settings_in(&mut tx, id).await?;
         sqlx::query("DELETE FROM orgs WHERE id = $1")
             .bind(id)
             .execute(&mut *tx)
@@ -183,13 +196,15 @@ impl Store for SqlStore {
         .bind(deleted_at)
         .execute(&mut *tx)
         .await?;
-        tx.commit().await?;
-        Ok(Some(OrgDeletion {
+        let deletion = OrgDeletion {
             org,
             arc_binding_removed: arc > 0,
             api_keys_removed: u32::try_from(api_key_ids.len()).unwrap_or(u32::MAX),
             api_key_ids,
-        }))
+            settings_removed,
+        };
+        commit_audited(tx, audit, &deletion).await?;
+        Ok(Some(deletion))
     }
 
     async fn list_tombstones(&self) -> StoreResult<Vec<TombstoneRow>> {
@@ -216,8 +231,13 @@ impl Store for SqlStore {
         rows.iter().map(api_key).collect()
     }
 
-    async fn put_arc_binding(&self, row: &ArcBindingRow, replace: bool) -> StoreResult<()> {
-        let mut tx = self.begin_write().await?;
+    async fn put_arc_binding(
+        &self,
+        row: &ArcBindingRow,
+        replace: bool,
+        audit: AuditWith<'_, ArcBindingRow>,
+    ) -> StoreResult<()> {
+        let mut tx = self.begin_audited().await?;
         require_org(&mut tx, &row.org_id).await?;
         let existing = sqlx::query("SELECT id FROM arc_bindings WHERE org_id = $1")
             .bind(row.org_id.clone())
@@ -249,37 +269,46 @@ impl Store for SqlStore {
         .bind(row.updated_at)
         .execute(&mut *tx)
         .await?;
-        tx.commit().await?;
-        Ok(())
+        commit_audited(tx, audit, row).await
     }
 
     async fn get_arc_binding(&self, org_id: &str) -> StoreResult<Option<ArcBindingRow>> {
-        let row = sqlx::query(
-            "SELECT id, org_id, url, database_name, measurement, api_key_envelope, created_at, updated_at \
-             FROM arc_bindings WHERE org_id = $1",
-        )
-        .bind(org_id)
-        .fetch_optional(&self.pool)
-        .await?;
+        let sql = format!("SELECT {ARC_BINDING_COLUMNS} FROM arc_bindings WHERE org_id = $1");
+        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(org_id)
+            .fetch_optional(&self.pool)
+            .await?;
         row.as_ref().map(arc_binding).transpose()
     }
 
-    async fn delete_arc_binding(&self, org_id: &str) -> StoreResult<bool> {
-        let n = sqlx::query("DELETE FROM arc_bindings WHERE org_id = $1")
+    async fn delete_arc_binding(
+        &self,
+        org_id: &str,
+        audit: AuditWith<'_, ArcBindingRow>,
+    ) -> StoreResult<bool> {
+        let mut tx = self.begin_audited().await?;
+        let sql = format!("SELECT {ARC_BINDING_COLUMNS} FROM arc_bindings WHERE org_id = $1");
+        let Some(row) = sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(org_id)
-            .execute(&self.pool)
+            .fetch_optional(&mut *tx)
             .await?
-            .rows_affected();
-        Ok(n > 0)
+        else {
+            return Ok(false);
+        };
+        let removed = arc_binding(&row)?;
+        sqlx::query("DELETE FROM arc_bindings WHERE org_id = $1")
+            .bind(org_id)
+            .execute(&mut *tx)
+            .await?;
+        commit_audited(tx, audit, &removed).await?;
+        Ok(true)
     }
 
     async fn list_arc_bindings(&self) -> StoreResult<Vec<ArcBindingRow>> {
-        let rows = sqlx::query(
-            "SELECT id, org_id, url, database_name, measurement, api_key_envelope, created_at, updated_at \
-             FROM arc_bindings ORDER BY org_id",
-        )
-        .fetch_all(&self.pool)
-        .await?;
+        let sql = format!("SELECT {ARC_BINDING_COLUMNS} FROM arc_bindings ORDER BY org_id");
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .fetch_all(&self.pool)
+            .await?;
         rows.iter().map(arc_binding).collect()
     }
 
@@ -304,8 +333,12 @@ impl Store for SqlStore {
         Ok(n == 1)
     }
 
-    async fn insert_api_key(&self, row: &ApiKeyRow) -> StoreResult<()> {
-        let mut tx = self.begin_write().await?;
+    async fn insert_api_key(
+        &self,
+        row: &ApiKeyRow,
+        audit: AuditWith<'_, ApiKeyRow>,
+    ) -> StoreResult<()> {
+        let mut tx = self.begin_audited().await?;
         require_org(&mut tx, &row.org_id).await?;
         let same_name: i64 = sqlx::query(
             "SELECT COUNT(*) AS n FROM api_keys WHERE org_id = $1 AND name = $2 AND revoked_at IS NULL",
@@ -347,8 +380,7 @@ impl Store for SqlStore {
                 e.into()
             }
         })?;
-        tx.commit().await?;
-        Ok(())
+        commit_audited(tx, audit, row).await
     }
 
     async fn get_api_key(&self, id: &str) -> StoreResult<Option<ApiKeyRow>> {
@@ -381,13 +413,29 @@ impl Store for SqlStore {
         rows.iter().map(api_key).collect()
     }
 
-    async fn revoke_api_key(&self, id: &str, revoked_at: i64) -> StoreResult<Option<ApiKeyRow>> {
+    async fn revoke_api_key(
+        &self,
+        id: &str,
+        revoked_at: i64,
+        audit: AuditWith<'_, ApiKeyRow>,
+    ) -> StoreResult<Option<ApiKeyRow>> {
+        let mut tx = self.begin_audited().await?;
         sqlx::query("UPDATE api_keys SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL")
             .bind(revoked_at)
             .bind(id)
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await?;
-        self.get_api_key(id).await
+        let sql = format!("SELECT {API_KEY_COLUMNS} FROM api_keys WHERE id = $1");
+        let Some(row) = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(id)
+            .fetch_optional(&mut *tx)
+            .await?
+        else {
+            return Ok(None);
+        };
+        let row = api_key(&row)?;
+        commit_audited(tx, audit, &row).await?;
+        Ok(Some(row))
     }
 
     async fn list_settings(&self) -> StoreResult<Vec<SettingRow>> {
@@ -402,8 +450,9 @@ impl Store for SqlStore {
         &self,
         changes: &[SettingChange],
         audit: &[AuditRecord],
+        key: &AuditKey,
     ) -> StoreResult<Vec<AuditEntry>> {
-        self.cfg_apply_setting_changes(changes, audit).await
+        self.cfg_apply_setting_changes(changes, audit, key).await
     }
 
     async fn seed_settings(
@@ -411,16 +460,17 @@ impl Store for SqlStore {
         marker: &str,
         changes: &[SettingChange],
         audit: &[AuditRecord],
+        key: &AuditKey,
     ) -> StoreResult<bool> {
-        self.cfg_seed_settings(marker, changes, audit).await
+        self.cfg_seed_settings(marker, changes, audit, key).await
     }
 
     async fn delete_org_settings(&self, org_id: &str) -> StoreResult<Vec<SettingRow>> {
         self.cfg_delete_org_settings(org_id).await
     }
 
-    async fn append_audit(&self, record: &AuditRecord) -> StoreResult<AuditEntry> {
-        self.cfg_append_audit(record).await
+    async fn append_audit(&self, record: &AuditRecord, key: &AuditKey) -> StoreResult<AuditEntry> {
+        self.cfg_append_audit(record, key).await
     }
 
     async fn get_audit(&self, seq: i64) -> StoreResult<Option<AuditEntry>> {
@@ -440,11 +490,27 @@ impl Store for SqlStore {
     }
 }
 
+impl SqlStore {
+    /// A write transaction that holds the audit lock, for a change that
+    /// appends its audit entry before it commits.
+    async fn begin_audited(&self) -> StoreResult<Tx> {
+        let mut tx = self.begin_write().await?;
+        self.lock_audit(&mut tx).await?;
+        Ok(tx)
+    }
+}
+
+/// Appends the change's audit entry (built from `done`) and commits the
+/// change with it; an entry that cannot be appended rolls the change back.
+async fn commit_audited<T>(mut tx: Tx, audit: AuditWith<'_, T>, done: &T) -> StoreResult<()> {
+    let record = (audit.record)(done);
+    SqlStore::append_locked(&mut tx, std::slice::from_ref(&record), audit.key).await?;
+    tx.commit().await?;
+    Ok(())
+}
+
 /// Refuses (Conflict) a row for an org that does not exist, inside `tx`.
-async fn require_org(
-    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
-    org_id: &str,
-) -> StoreResult<()> {
+async fn require_org(tx: &mut Tx, org_id: &str) -> StoreResult<()> {
     let n: i64 = sqlx::query("SELECT COUNT(*) AS n FROM orgs WHERE id = $1")
         .bind(org_id.to_owned())
         .fetch_one(&mut **tx)

@@ -59,3 +59,6 @@ pub(super) const ORG_SUMMARY_SELECT: &str = "SELECT o.id, o.name, o.created_at, 
 
 pub(super) const API_KEY_COLUMNS: &str =
     "id, org_id, name, key_hash, scopes, created_at, expires_at, last_used_at, revoked_at";
+
+pub(super) const ARC_BINDING_COLUMNS: &str =
+    "id, org_id, url, database_name, measurement, api_key_envelope, created_at, updated_at";
