@@ -22,7 +22,7 @@ pub const DEFAULT_SERVER: &str = "http://127.0.0.1:9200";
 #[command(
     name = "memtracectl",
     version,
-    about = "operate a memtrace control plane: orgs, arc bindings, api keys, master keys, runtime config, audit",
+    about = "operate a memtrace control plane: orgs, arc bindings, api keys, admin tokens, master keys, runtime config, audit",
     propagate_version = true
 )]
 pub struct Cli {
@@ -82,6 +82,9 @@ pub enum Command {
     /// manage data-plane api keys (mtk_…)
     #[command(subcommand)]
     Key(crate::commands::key::KeyCommand),
+    /// manage admin tokens (mta_…): create with a role, list, revoke
+    #[command(subcommand, name = "admin-token")]
+    AdminToken(crate::commands::admin_token::AdminTokenCommand),
     /// inspect and rotate the master key ring (formerly `keys`)
     #[command(subcommand, name = "master-key", alias = "keys")]
     MasterKey(crate::commands::master_key::MasterKeyCommand),

@@ -5,6 +5,7 @@
 use crate::args::{DEFAULT_SERVER, GlobalArgs, SERVER_ENV, TOKEN_ENV};
 use crate::error::{self, CallContext, CliError, Subject};
 use memtrace_common::config::Env;
+use memtrace_proto::admin::v1::admin_token_service_client::AdminTokenServiceClient;
 use memtrace_proto::admin::v1::api_key_service_client::ApiKeyServiceClient;
 use memtrace_proto::admin::v1::arc_binding_service_client::ArcBindingServiceClient;
 use memtrace_proto::admin::v1::audit_service_client::AuditServiceClient;
@@ -172,6 +173,10 @@ impl Admin {
 
     pub fn api_keys(&self) -> ApiKeyServiceClient<Channel> {
         ApiKeyServiceClient::new(self.channel.clone())
+    }
+
+    pub fn admin_tokens(&self) -> AdminTokenServiceClient<Channel> {
+        AdminTokenServiceClient::new(self.channel.clone())
     }
 
     pub fn master_keys(&self) -> MasterKeyServiceClient<Channel> {

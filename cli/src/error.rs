@@ -67,6 +67,8 @@ pub enum Subject {
     ArcBinding,
     /// An api key id given on the command line.
     Key,
+    /// An admin token id given on the command line.
+    AdminToken,
     /// A runtime setting key (and maybe an org).
     Setting,
     /// An audit entry's sequence number.
@@ -109,6 +111,11 @@ pub fn from_status(status: &Status, ctx: &CallContext, subject: Subject) -> CliE
         Code::Unauthenticated => error.with_hint(format!(
             "pass a valid admin token with --token or {TOKEN_ENV}"
         )),
+        // the server names the role and the role the call needs
+        Code::PermissionDenied if message.contains("needs role") => error.with_hint(
+            "this admin token may only make calls that change nothing; use an admin-role token \
+             (an admin creates one with 'memtracectl admin-token create --name NAME --role admin')",
+        ),
         Code::PermissionDenied if subject == Subject::Setting => error.with_hint(
             "locked settings are listed in [control_plane] locked_settings \
              (MEMTRACE_CONTROL_PLANE_LOCKED_SETTINGS); change that list and restart to unlock",
@@ -124,6 +131,13 @@ pub fn from_status(status: &Status, ctx: &CallContext, subject: Subject) -> CliE
         Code::InvalidArgument if message.starts_with("invalid key_id") => {
             error.with_hint("run 'memtracectl key list --org ORG_ID' to see key ids")
         }
+        Code::InvalidArgument if message.starts_with("invalid token_id") => {
+            error.with_hint("run 'memtracectl admin-token list --all' to see admin token ids")
+        }
+        Code::FailedPrecondition if subject == Subject::AdminToken => error.with_hint(
+            "create another admin-role token first ('memtracectl admin-token create --name NAME \
+             --role admin'), or pass --force to revoke it anyway",
+        ),
         Code::NotFound => match subject {
             Subject::Org => error.with_hint("run 'memtracectl org list' to see org ids"),
             Subject::ArcBinding => error.with_hint(
@@ -132,6 +146,9 @@ pub fn from_status(status: &Status, ctx: &CallContext, subject: Subject) -> CliE
             ),
             Subject::Key => {
                 error.with_hint("run 'memtracectl key list --org ORG_ID' to see key ids")
+            }
+            Subject::AdminToken => {
+                error.with_hint("run 'memtracectl admin-token list --all' to see admin token ids")
             }
             Subject::Setting => error.with_hint(
                 "run 'memtracectl config list' to see setting keys (and 'memtracectl org list' for org ids)",
@@ -321,6 +338,64 @@ mod tests {
             Subject::None,
         );
         assert!(err.hint().unwrap().contains("mtk_"));
+    }
+
+    #[test]
+    fn admin_token_refusals_point_at_what_to_do() {
+        let reader = from_status(
+            &Status::permission_denied(
+                "admin token adm_0123456789abcdef has role reader, which may not call \
+                 memtrace.admin.v1.OrgService/CreateOrg (needs role admin)",
+            ),
+            &ctx(),
+            Subject::Org,
+        );
+        assert!(reader.message().contains("has role reader"));
+        assert!(
+            reader
+                .hint()
+                .unwrap()
+                .contains("memtracectl admin-token create --name NAME --role admin")
+        );
+        let locked = from_status(
+            &Status::permission_denied(
+                "admin token adm_x has role reader, which may not call x (needs role admin)",
+            ),
+            &ctx(),
+            Subject::Setting,
+        );
+        assert!(
+            locked.hint().unwrap().contains("--role admin"),
+            "the role, not the lock"
+        );
+        let last = from_status(
+            &Status::failed_precondition("admin token adm_x is the last active admin-role token"),
+            &ctx(),
+            Subject::AdminToken,
+        );
+        assert!(last.hint().unwrap().contains("--force"));
+        let missing = from_status(
+            &Status::not_found("admin token adm_x not found"),
+            &ctx(),
+            Subject::AdminToken,
+        );
+        assert!(
+            missing
+                .hint()
+                .unwrap()
+                .contains("memtracectl admin-token list")
+        );
+        let malformed = from_status(
+            &Status::invalid_argument("invalid token_id: \"x\" is not an admin token id"),
+            &ctx(),
+            Subject::AdminToken,
+        );
+        assert!(
+            malformed
+                .hint()
+                .unwrap()
+                .contains("memtracectl admin-token list")
+        );
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! `memtrace-cli` owns `memtracectl`, the operator CLI of memtrace: the
 //! command-line grammar ([`args`]), the gRPC client of the control plane's
-//! `memtrace.admin.v1` services (orgs, arc bindings, api keys, master keys,
-//! runtime settings, the audit trail),
+//! `memtrace.admin.v1` services (orgs, arc bindings, api keys, admin tokens,
+//! master keys, runtime settings, the audit trail),
 //! the rendering of results as tables or json, and the mapping of failures to
 //! one `error:` line with a hint ([`error`]). It owns no domain logic: the
 //! control plane validates and decides; this crate only asks and shows.
@@ -46,6 +46,10 @@ pub async fn run(
         Command::Key(command) => {
             let admin = Admin::connect(&cli.global, env).await?;
             commands::key::run(command, &admin, &mut output).await
+        }
+        Command::AdminToken(command) => {
+            let admin = Admin::connect(&cli.global, env).await?;
+            commands::admin_token::run(command, &admin, &mut output).await
         }
         Command::MasterKey(command) => {
             let admin = Admin::connect(&cli.global, env).await?;

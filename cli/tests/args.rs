@@ -6,6 +6,7 @@ use clap::CommandFactory;
 use clap::Parser;
 use clap::error::ErrorKind;
 use memtrace_cli::args::*;
+use memtrace_cli::commands::admin_token::{AdminTokenCommand, Role};
 use memtrace_cli::commands::key::{CreateKeyArgs, KeyCommand, Scope, parse_expires_in};
 use memtrace_cli::commands::keygen::KeygenCommand;
 use memtrace_cli::commands::master_key::MasterKeyCommand;
@@ -200,5 +201,53 @@ fn key_list_all_and_revoke() {
     assert!(matches!(
         parse(&["keys", "rotate-master"]).command,
         Command::MasterKey(MasterKeyCommand::Rotate)
+    ));
+}
+
+#[test]
+fn admin_token_create_needs_a_role_and_takes_an_expiry() {
+    let cli = parse(&[
+        "admin-token",
+        "create",
+        "--name",
+        "ci",
+        "--role",
+        "reader",
+        "--expires-in",
+        "12h",
+    ]);
+    match cli.command {
+        Command::AdminToken(AdminTokenCommand::Create(args)) => {
+            assert_eq!(
+                (args.name.as_str(), args.role, args.expires_in),
+                ("ci", Role::Reader, Some(12 * 3600))
+            );
+        }
+        other => panic!("expected admin-token create, got {other:?}"),
+    }
+    assert_eq!(
+        parse_err(&["admin-token", "create", "--name", "ci"]).kind(),
+        ErrorKind::MissingRequiredArgument
+    );
+    assert_eq!(
+        parse_err(&["admin-token", "create", "--name", "ci", "--role", "root"]).kind(),
+        ErrorKind::InvalidValue
+    );
+}
+
+#[test]
+fn admin_token_list_all_and_revoke_with_force() {
+    assert!(matches!(
+        parse(&["admin-token", "list", "--all"]).command,
+        Command::AdminToken(AdminTokenCommand::List { all: true })
+    ));
+    let cli = parse(&["admin-token", "revoke", "adm_1", "--force"]);
+    assert!(matches!(
+        cli.command,
+        Command::AdminToken(AdminTokenCommand::Revoke { ref token_id, force: true }) if token_id == "adm_1"
+    ));
+    assert!(matches!(
+        parse(&["admin-token", "revoke", "adm_1"]).command,
+        Command::AdminToken(AdminTokenCommand::Revoke { force: false, .. })
     ));
 }

@@ -5,9 +5,14 @@
 //!   leaves the response that created it; the CRC32 lets a malformed or
 //!   mistyped key be refused without any lookup. Only a SHA-256 hash of the
 //!   whole key is stored or distributed.
-//! * Admin tokens (control plane): `mta_<secret: 64 hex><crc32: 8 hex>` when
-//!   generated, or any operator-chosen string of at least 32 characters
-//!   (`MEMTRACE_BOOTSTRAP_ADMIN_TOKEN`). Stored as a SHA-256 hash.
+//! * Admin tokens (control plane): `mta_<token id: 16 hex><secret: 64 hex><crc32: 8 hex>`
+//!   when generated, the same design as API keys: the id (`adm_<16 hex>`) is
+//!   public and indexes the token, only a SHA-256 hash of the whole token is
+//!   stored. Tokens of other shapes stay valid: an operator-chosen bootstrap
+//!   string of at least 32 characters (`MEMTRACE_BOOTSTRAP_ADMIN_TOKEN`) and
+//!   the earlier generated form `mta_<64 hex><8 hex>` carry no id, so theirs
+//!   is derived from their hash (`adm_` + the first 8 bytes in hex), which is
+//!   what the database migration gave the tokens stored before ids existed.
 
 use rand::RngCore;
 use sha2::{Digest, Sha256};
@@ -20,6 +25,9 @@ const KEY_ID_HEX: usize = 16;
 const SECRET_HEX: usize = 64;
 const CRC_HEX: usize = 8;
 const API_KEY_LEN: usize = API_KEY_PREFIX.len() + KEY_ID_HEX + SECRET_HEX + CRC_HEX;
+const ADMIN_TOKEN_LEN: usize = ADMIN_TOKEN_PREFIX.len() + KEY_ID_HEX + SECRET_HEX + CRC_HEX;
+/// Prefix of the public id of an admin token.
+pub const ADMIN_TOKEN_ID_PREFIX: &str = "adm_";
 /// The shortest admin token an operator may choose.
 pub const MIN_ADMIN_TOKEN_LEN: usize = 32;
 
@@ -112,19 +120,88 @@ pub fn hashes_match(a: &[u8], b: &[u8]) -> bool {
     a.ct_eq(b).into()
 }
 
-/// Generates a new admin token.
-pub fn generate_admin_token() -> Zeroizing<String> {
-    let mut secret = Zeroizing::new([0u8; 32]);
+/// A freshly generated admin token. `token` is the full secret, shown once.
+pub struct NewAdminToken {
+    pub token_id: String,
+    pub token: Zeroizing<String>,
+    pub hash: [u8; 32],
+}
+
+/// Why a presented admin token was refused before any lookup.
+#[derive(Debug, Clone, Copy, thiserror::Error, PartialEq, Eq)]
+pub enum AdminTokenFormatError {
+    #[error("admin token checksum does not match (mistyped or truncated token)")]
+    Checksum,
+}
+
+/// A presented admin token: the id to look it up by and its hash.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PresentedAdminToken {
+    pub token_id: String,
+    pub hash: [u8; 32],
+}
+
+/// Generates a new admin token with its id.
+pub fn new_admin_token() -> NewAdminToken {
+    let mut id = [0u8; KEY_ID_HEX / 2];
+    let mut secret = Zeroizing::new([0u8; SECRET_HEX / 2]);
+    rand::rng().fill_bytes(&mut id);
     rand::rng().fill_bytes(secret.as_mut());
+    let id_hex = hex::encode(id);
     let body = Zeroizing::new(format!(
-        "{ADMIN_TOKEN_PREFIX}{}",
+        "{ADMIN_TOKEN_PREFIX}{id_hex}{}",
         hex::encode(secret.as_ref())
     ));
-    Zeroizing::new(format!(
+    let token = Zeroizing::new(format!(
         "{}{:08x}",
         body.as_str(),
         crc32fast::hash(body.as_bytes())
-    ))
+    ));
+    NewAdminToken {
+        token_id: format!("{ADMIN_TOKEN_ID_PREFIX}{id_hex}"),
+        hash: hash_admin_token(&token),
+        token,
+    }
+}
+
+/// Generates a new admin token (the string only).
+pub fn generate_admin_token() -> Zeroizing<String> {
+    new_admin_token().token
+}
+
+/// The id and hash of a presented admin token. A token of the generated
+/// shape carries its id (and is refused offline when its checksum does not
+/// match); any other string gets the id derived from its hash (module docs).
+pub fn identify_admin_token(token: &str) -> Result<PresentedAdminToken, AdminTokenFormatError> {
+    let hash = hash_admin_token(token);
+    let generated_shape = token.len() == ADMIN_TOKEN_LEN
+        && token.strip_prefix(ADMIN_TOKEN_PREFIX).is_some_and(|rest| {
+            rest.bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        });
+    let token_id = if generated_shape {
+        let (body, crc) = token.split_at(ADMIN_TOKEN_LEN - CRC_HEX);
+        if format!("{:08x}", crc32fast::hash(body.as_bytes())) != crc {
+            return Err(AdminTokenFormatError::Checksum);
+        }
+        let start = ADMIN_TOKEN_PREFIX.len();
+        format!(
+            "{ADMIN_TOKEN_ID_PREFIX}{}",
+            &token[start..start + KEY_ID_HEX]
+        )
+    } else {
+        legacy_admin_token_id(&hash)
+    };
+    Ok(PresentedAdminToken { token_id, hash })
+}
+
+/// The id of a token that carries none: `adm_` + the first 8 bytes of its
+/// hash in hex (the database migration computes the same in SQL).
+pub fn legacy_admin_token_id(hash: &[u8; 32]) -> String {
+    format!(
+        "{ADMIN_TOKEN_ID_PREFIX}{}",
+        hex::encode(&hash[..KEY_ID_HEX / 2])
+    )
 }
 
 /// SHA-256 of an admin token, domain separated.
@@ -200,6 +277,43 @@ mod tests {
         assert!(fp.starts_with("fp-") && !token.contains(&fp[3..]));
         assert_eq!(fp, credential_fingerprint(&token));
         assert_ne!(hash_admin_token(&token), hash_api_key(&token));
+    }
+
+    #[test]
+    fn generated_admin_tokens_carry_their_id() {
+        let new = new_admin_token();
+        assert!(new.token.starts_with("mta_"));
+        assert_eq!(new.token.len(), ADMIN_TOKEN_LEN);
+        assert!(new.token_id.starts_with("adm_") && new.token_id.len() == 20);
+        let presented = identify_admin_token(&new.token).unwrap();
+        assert_eq!(presented.token_id, new.token_id);
+        assert!(hashes_match(&presented.hash, &new.hash));
+        assert_ne!(new_admin_token().token_id, new.token_id);
+    }
+
+    #[test]
+    fn other_admin_tokens_get_an_id_from_their_hash() {
+        // the earlier generated form and an operator-chosen bootstrap string
+        let earlier = format!("mta_{}", "ab".repeat(32) + "0badc0de");
+        let chosen = "operator-chosen-bootstrap-token-0123456789";
+        for token in [earlier.as_str(), chosen] {
+            let presented = identify_admin_token(token).unwrap();
+            let hash = hash_admin_token(token);
+            assert_eq!(presented.token_id, legacy_admin_token_id(&hash));
+            assert_eq!(
+                presented.token_id,
+                format!("adm_{}", hex::encode(&hash[..8]))
+            );
+        }
+        // a mistyped generated token is refused before any lookup
+        let token = new_admin_token().token;
+        let mut chars: Vec<char> = token.chars().collect();
+        chars[40] = if chars[40] == '0' { '1' } else { '0' };
+        let typo: String = chars.into_iter().collect();
+        assert_eq!(
+            identify_admin_token(&typo),
+            Err(AdminTokenFormatError::Checksum)
+        );
     }
 
     proptest! {

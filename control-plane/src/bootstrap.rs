@@ -3,27 +3,34 @@
 
 use crate::auth::AdminActor;
 use crate::domain::ControlPlane;
-use crate::domain::types::{ArcSpec, OrgId, OrgName};
+use crate::domain::types::{AdminRole, ArcSpec, OrgId, OrgName};
 use crate::error::{ControlPlaneError, Result};
 use crate::store::{AdminTokenRow, Store, StoreError};
 use memtrace_common::config::ArcConfig;
 use memtrace_common::credentials::{
-    credential_fingerprint, generate_admin_token, hash_admin_token,
+    credential_fingerprint, generate_admin_token, identify_admin_token,
 };
 use zeroize::Zeroizing;
 
 /// The id the original memtrace gives its first org.
 pub const DEFAULT_ORG_ID: &str = "org_default";
 
-/// Makes sure at least one admin token exists. Returns the token when this
+/// Makes sure an active admin-role token exists. Returns the token when this
 /// call generated it (the caller prints it once); `None` otherwise.
+///
+/// When none is active (first start, or every admin token was revoked with
+/// `--force` or has expired), the bootstrap token is registered, or one is
+/// generated: restarting with a new `MEMTRACE_BOOTSTRAP_ADMIN_TOKEN` is how
+/// operators get back in. A bootstrap token that was revoked is never
+/// registered again.
 pub async fn ensure_admin_token(
     store: &dyn Store,
     bootstrap: Option<&Zeroizing<String>>,
 ) -> Result<Option<Zeroizing<String>>> {
-    if store.admin_token_count().await? > 0 {
+    let now = memtrace_common::clock::now_ms();
+    if store.active_admin_count(now).await? > 0 {
         if bootstrap.is_some() {
-            tracing::info!("bootstrap admin token ignored: admin tokens already exist");
+            tracing::info!("bootstrap admin token ignored: an active admin token exists");
         }
         return Ok(None);
     }
@@ -31,19 +38,35 @@ pub async fn ensure_admin_token(
         Some(token) => (token.clone(), false),
         None => (generate_admin_token(), true),
     };
+    let presented = identify_admin_token(&token).map_err(|e| {
+        ControlPlaneError::Startup(format!("MEMTRACE_BOOTSTRAP_ADMIN_TOKEN is not usable: {e}"))
+    })?;
     let row = AdminTokenRow {
-        token_hash: hash_admin_token(&token).to_vec(),
+        id: presented.token_id,
+        token_hash: presented.hash.to_vec(),
         fingerprint: credential_fingerprint(&token),
-        label: if generated { "generated" } else { "bootstrap" }.to_owned(),
-        created_at: memtrace_common::clock::now_ms(),
+        name: if generated { "generated" } else { "bootstrap" }.to_owned(),
+        role: AdminRole::Admin.as_str().to_owned(),
+        created_at: now,
+        expires_at: None,
+        last_used_at: None,
+        revoked_at: None,
     };
     match store.insert_admin_token(&row).await {
         Ok(()) => {
-            tracing::info!(fingerprint = %row.fingerprint, source = %row.label, "admin token registered");
+            tracing::info!(token_id = %row.id, fingerprint = %row.fingerprint, source = %row.name, "admin token registered");
             Ok(generated.then_some(token))
         }
-        // another replica registered the same bootstrap token first
-        Err(StoreError::Conflict(_)) => Ok(None),
+        // another replica registered the same bootstrap token first, or it
+        // was registered before and has since been revoked
+        Err(StoreError::Conflict(_)) => {
+            if let Some(stored) = store.get_admin_token(&row.id).await?
+                && stored.revoked_at.is_some()
+            {
+                tracing::warn!(token_id = %row.id, "MEMTRACE_BOOTSTRAP_ADMIN_TOKEN was revoked and is not registered again; set a different one to regain admin access");
+            }
+            Ok(None)
+        }
         Err(e) => Err(e.into()),
     }
 }

@@ -16,6 +16,21 @@ pub enum ControlPlaneError {
     ArcBindingNotFound(String),
     #[error("api key {0} not found")]
     ApiKeyNotFound(String),
+    #[error("admin token {0} not found")]
+    AdminTokenNotFound(String),
+    #[error(
+        "admin token {0} is the last active admin-role token: revoking it would leave no token that can make changes"
+    )]
+    LastAdminToken(String),
+    #[error(
+        "admin token {token_id} has role {role}, which may not call {method} (needs role {required})"
+    )]
+    RoleDenied {
+        token_id: String,
+        role: &'static str,
+        method: String,
+        required: &'static str,
+    },
     #[error("{0}")]
     AlreadyExists(String),
     #[error("{0}")]
@@ -66,9 +81,12 @@ impl CodedError for ControlPlaneError {
     fn code(&self) -> ErrorCode {
         match self {
             Self::InvalidArgument { .. } => ErrorCode::InvalidArgument,
-            Self::OrgNotFound(_) | Self::ArcBindingNotFound(_) | Self::ApiKeyNotFound(_) => {
-                ErrorCode::NotFound
-            }
+            Self::OrgNotFound(_)
+            | Self::ArcBindingNotFound(_)
+            | Self::ApiKeyNotFound(_)
+            | Self::AdminTokenNotFound(_) => ErrorCode::NotFound,
+            Self::LastAdminToken(_) => ErrorCode::FailedPrecondition,
+            Self::RoleDenied { .. } => ErrorCode::PermissionDenied,
             Self::AlreadyExists(_) => ErrorCode::AlreadyExists,
             Self::Unauthenticated(_) => ErrorCode::Unauthenticated,
             Self::PermissionDenied(_) => ErrorCode::PermissionDenied,

@@ -1,5 +1,5 @@
 //! Wiring, in three steps: [`ControlPlaneServer::build`] assembles the
-//! port's routes (the gRPC admin API behind the admin-token interceptor,
+//! port's routes (the gRPC admin API, each service behind the admin guard,
 //! `grpc.health.v1`, reflection and the HTTP probes; nothing runs yet),
 //! [`ControlPlaneServer::spawn`] starts serving and the startup task, and
 //! the returned [`RunningControlPlane`] stops it through one cancellation
@@ -7,13 +7,15 @@
 //!
 //! Until startup finishes (database connected and migrated, first admin
 //! token, state bus, settings seeded) every RPC answers UNAVAILABLE and
-//! `/ready` is 503; then the server starts the reconciler. A startup error
-//! is unrecoverable: the server stops and [`RunningControlPlane::wait`]
-//! returns it. Shutdown: stop accepting, drain in-flight calls for
-//! `[server] shutdown_timeout` seconds, stop the reconciler, close the pool.
+//! `/ready` is 503; then the server starts the reconciler and the admin
+//! token refresh. A startup error is unrecoverable: the server stops and
+//! [`RunningControlPlane::wait`] returns it. Shutdown: stop accepting,
+//! drain in-flight calls for `[server] shutdown_timeout` seconds, stop the
+//! reconciler and the refresh, close the pool.
 
 use crate::auth::AdminAuth;
 use crate::domain::publish::bus::reconcile_until;
+use crate::domain::refresh_admin_tokens_until;
 use crate::error::ControlPlaneError;
 use crate::grpc::{Gate, SERVICES, add_services};
 use crate::http::{self, Probes};
@@ -182,9 +184,9 @@ impl ControlPlaneServer {
     }
 }
 
-/// Startup, then the reconciler until `reconciler` is cancelled. A startup
-/// error stops the server (`stop`) and is returned; a stop during startup
-/// abandons it.
+/// Startup, then the reconciler and the admin token refresh until
+/// `reconciler` is cancelled. A startup error stops the server (`stop`) and
+/// is returned; a stop during startup abandons it.
 async fn start_then_reconcile(
     startup: Startup,
     stop: CancellationToken,
@@ -201,7 +203,10 @@ async fn start_then_reconcile(
         },
         () = stop.cancelled() => return Ok(()),
     };
-    reconcile_until(service, reconciler).await;
+    tokio::join!(
+        reconcile_until(service.clone(), reconciler.clone()),
+        refresh_admin_tokens_until(service, reconciler)
+    );
     Ok(())
 }
 

@@ -1,7 +1,9 @@
 //! Startup of the control plane, after the port is bound: connect the
 //! database (retrying while it is unreachable), migrate, register the first
-//! admin token, connect the state bus, seed runtime settings, migrate legacy
-//! `[arc]` settings, open the gate. The server then starts the reconciler.
+//! admin token (or the bootstrap one whenever no admin token is active) and
+//! load the admin tokens, connect the state bus, seed runtime settings,
+//! migrate legacy `[arc]` settings, open the gate. The server then starts
+//! the reconciler and the admin token refresh.
 
 use crate::auth::AdminAuth;
 use crate::bootstrap;
@@ -79,12 +81,7 @@ impl Startup {
         {
             bootstrap::announce_admin_token(&token);
         }
-        let hashes = store.admin_token_hashes().await?;
-        auth.replace(
-            hashes
-                .iter()
-                .filter_map(|row| <[u8; 32]>::try_from(row.token_hash.as_slice()).ok()),
-        );
+        auth.load(&store.list_admin_tokens().await?);
 
         let bus = match bus {
             Some(bus) => bus,
@@ -107,12 +104,15 @@ impl Startup {
             StateKeys::new(&config.etcd.prefix),
             Arc::new(fleet),
         ));
-        let service = Arc::new(ControlPlane::new(
-            store.clone(),
-            Arc::new(secrets.keyring),
-            publisher,
-            Duration::from_secs(config.arc.connect_timeout.max(1)),
-        ));
+        let service = Arc::new(
+            ControlPlane::new(
+                store.clone(),
+                Arc::new(secrets.keyring),
+                publisher,
+                Duration::from_secs(config.arc.connect_timeout.max(1)),
+            )
+            .with_admin_auth(auth),
+        );
         bootstrap::migrate_legacy_arc(&service, &config.arc).await?;
         service.seed_settings(&config).await?;
         gate.open(service.clone());

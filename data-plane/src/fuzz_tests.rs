@@ -72,13 +72,14 @@ fn create_body() -> impl Strategy<Value = Value> {
 proptest! {
     #[test]
     fn create_bodies_are_accepted_within_bounds_or_refused(body in create_body()) {
-        if let Ok(request) = serde_json::from_value::<CreateMemoryRequest>(body) {
-            if let Ok(memory) = NewMemory::try_from(request) {
-                prop_assert!(!memory.content.is_empty());
-                prop_assert!(memory.content.len() <= MAX_CONTENT_BYTES);
-                prop_assert!(memory.tags.len() <= MAX_MEMORY_TAGS);
-                prop_assert!((0.0..=1.0).contains(&memory.importance));
-            }
+        let accepted = serde_json::from_value::<CreateMemoryRequest>(body)
+            .ok()
+            .and_then(|request| NewMemory::try_from(request).ok());
+        if let Some(memory) = accepted {
+            prop_assert!(!memory.content.is_empty());
+            prop_assert!(memory.content.len() <= MAX_CONTENT_BYTES);
+            prop_assert!(memory.tags.len() <= MAX_MEMORY_TAGS);
+            prop_assert!((0.0..=1.0).contains(&memory.importance));
         }
     }
 

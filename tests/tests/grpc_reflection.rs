@@ -40,6 +40,7 @@ async fn each_process_lists_exactly_what_it_serves_under_both_versions() {
         "memtrace.admin.v1.OrgService",
         "memtrace.admin.v1.ArcBindingService",
         "memtrace.admin.v1.ApiKeyService",
+        "memtrace.admin.v1.AdminTokenService",
         "memtrace.admin.v1.MasterKeyService",
         "memtrace.admin.v1.ConfigService",
         "memtrace.admin.v1.AuditService",

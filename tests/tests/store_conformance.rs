@@ -30,6 +30,25 @@ async fn postgres_backend() {
 }
 
 #[tokio::test]
+async fn sqlite_admin_tokens_stored_before_ids_keep_working() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = SqlStore::sqlite_url(dir.path().join("legacy.db").to_str().unwrap());
+    let store = SqlStore::connect(&url).await.unwrap();
+    conformance::legacy_admin_tokens_keep_working(&store).await;
+}
+
+#[tokio::test]
+async fn postgres_admin_tokens_stored_before_ids_keep_working() {
+    let pg = tokio::task::spawn_blocking(PgServer::start)
+        .await
+        .unwrap()
+        .unwrap();
+    let url = pg.fresh_database("legacy").unwrap();
+    let store = SqlStore::connect(&url).await.unwrap();
+    conformance::legacy_admin_tokens_keep_working(&store).await;
+}
+
+#[tokio::test]
 async fn control_plane_on_postgres_survives_restart_and_shares_state() {
     use memtrace_tests::cli::Ctl;
     use memtrace_tests::control_plane::{ControlPlane, ControlPlaneSpec};

@@ -1,6 +1,7 @@
 //! One module per command group; each maps arguments to one RPC and the
 //! answer to a view that renders as json or a table.
 
+pub mod admin_token;
 pub mod arc;
 pub mod audit;
 pub mod cluster;

@@ -1,7 +1,8 @@
-//! The control plane's domain: orgs, Arc bindings, API keys and the master
-//! key ring, behind [`ControlPlane`]. Adapters (gRPC, bootstrap) call these
+//! The control plane's domain: orgs, Arc bindings, API keys, admin tokens
+//! and the master key ring, behind [`ControlPlane`]. Adapters (gRPC, bootstrap) call these
 //! methods with validated [`types`]; nothing here knows about the wire.
 
+pub mod admin_tokens;
 mod api_keys;
 mod arc;
 pub mod audit;
@@ -12,6 +13,7 @@ mod orgs;
 pub mod publish;
 pub mod types;
 
+pub use admin_tokens::{ADMIN_TOKEN_RELOAD_INTERVAL, refresh_admin_tokens_until};
 pub use arc::{ArcBindingView, ArcProbe};
 pub use audit::{AuditOutcome, VerifyReport};
 pub use cluster::{ClusterStatus, WorkerStatus};
@@ -20,6 +22,7 @@ pub use keyring::{KekStatus, RotationReport};
 pub use publish::ReconcileReport;
 pub use publish::{Published, Publisher};
 
+use crate::auth::AdminAuth;
 use crate::store::Store;
 use memtrace_common::envelope::Keyring;
 use std::sync::Arc;
@@ -35,6 +38,8 @@ pub struct ControlPlane {
     publisher: Arc<Publisher>,
     http: reqwest::Client,
     config_policy: config::ConfigPolicy,
+    /// The admin tokens the guard checks; see [`ControlPlane::with_admin_auth`].
+    admin_auth: AdminAuth,
 }
 
 impl ControlPlane {
@@ -60,6 +65,7 @@ impl ControlPlane {
             publisher,
             http,
             config_policy: config::ConfigPolicy::default(),
+            admin_auth: AdminAuth::default(),
         }
     }
 

@@ -3,6 +3,7 @@
 //! changes nothing.
 
 use crate::error::{ControlPlaneError, Result};
+use memtrace_common::credentials::ADMIN_TOKEN_ID_PREFIX;
 use memtrace_common::ids::is_valid_id;
 use std::time::Duration;
 use zeroize::Zeroizing;
@@ -74,6 +75,95 @@ impl ApiKeyId {
 
     pub fn as_str(&self) -> &str {
         &self.0
+    }
+}
+
+/// The public id of an admin token (`adm_` and 16 hex digits).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AdminTokenId(String);
+
+impl AdminTokenId {
+    pub fn parse(value: &str) -> Result<Self> {
+        let value = value.trim();
+        let ok = value
+            .strip_prefix(ADMIN_TOKEN_ID_PREFIX)
+            .is_some_and(|hex| hex.len() == 16 && hex.bytes().all(|b| b.is_ascii_hexdigit()));
+        if !ok {
+            return Err(ControlPlaneError::invalid(
+                "token_id",
+                format!("{value:?} is not an admin token id (adm_ followed by 16 hex digits)"),
+            ));
+        }
+        Ok(Self(value.to_ascii_lowercase()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// What an admin token may do. Roles are ordered: a role may call whatever
+/// a lower one may.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum AdminRole {
+    /// Calls that change nothing: lists, gets, status, export, audit.
+    Reader,
+    /// Everything.
+    Admin,
+}
+
+impl AdminRole {
+    pub const ALL: [AdminRole; 2] = [AdminRole::Admin, AdminRole::Reader];
+
+    pub fn parse(value: &str) -> Result<Self> {
+        match value.trim().to_ascii_lowercase().as_str() {
+            "admin" => Ok(Self::Admin),
+            "reader" => Ok(Self::Reader),
+            "" => Err(ControlPlaneError::invalid(
+                "role",
+                "is required: admin or reader",
+            )),
+            other => Err(ControlPlaneError::invalid(
+                "role",
+                format!("unknown role {other:?}; allowed: admin, reader"),
+            )),
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Admin => "admin",
+            Self::Reader => "reader",
+        }
+    }
+
+    /// Whether a token of this role may make a call that needs `required`.
+    pub fn allows(self, required: AdminRole) -> bool {
+        self >= required
+    }
+}
+
+impl std::fmt::Display for AdminRole {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A validated admin token request.
+#[derive(Debug, Clone)]
+pub struct AdminTokenSpec {
+    pub name: String,
+    pub role: AdminRole,
+    pub expires_in: Option<Duration>,
+}
+
+impl AdminTokenSpec {
+    pub fn parse(name: &str, role: &str, expires_in_seconds: u64) -> Result<Self> {
+        Ok(Self {
+            name: credential_name(name)?,
+            role: AdminRole::parse(role)?,
+            expires_in: expiry(expires_in_seconds)?,
+        })
     }
 }
 
@@ -246,30 +336,37 @@ impl ApiKeySpec {
         scopes: &[S],
         expires_in_seconds: u64,
     ) -> Result<Self> {
-        let name = name.trim();
-        let len = name.chars().count();
-        if len == 0 || len > 64 || name.chars().any(char::is_control) {
-            return Err(ControlPlaneError::invalid(
-                "name",
-                "must be 1 to 64 characters without control characters",
-            ));
-        }
-        let expires_in = match expires_in_seconds {
-            0 => None,
-            s if Duration::from_secs(s) > MAX_EXPIRY => {
-                return Err(ControlPlaneError::invalid(
-                    "expires_in_seconds",
-                    "must be at most 10 years",
-                ));
-            }
-            s => Some(Duration::from_secs(s)),
-        };
         Ok(Self {
             org_id: OrgId::parse(org_id)?,
-            name: name.to_owned(),
+            name: credential_name(name)?,
             scopes: Scopes::parse(scopes)?,
-            expires_in,
+            expires_in: expiry(expires_in_seconds)?,
         })
+    }
+}
+
+/// The name of an api key or admin token.
+fn credential_name(name: &str) -> Result<String> {
+    let name = name.trim();
+    let len = name.chars().count();
+    if len == 0 || len > 64 || name.chars().any(char::is_control) {
+        return Err(ControlPlaneError::invalid(
+            "name",
+            "must be 1 to 64 characters without control characters",
+        ));
+    }
+    Ok(name.to_owned())
+}
+
+/// A lifetime in seconds; 0 means none.
+fn expiry(expires_in_seconds: u64) -> Result<Option<Duration>> {
+    match expires_in_seconds {
+        0 => Ok(None),
+        s if Duration::from_secs(s) > MAX_EXPIRY => Err(ControlPlaneError::invalid(
+            "expires_in_seconds",
+            "must be at most 10 years",
+        )),
+        s => Ok(Some(Duration::from_secs(s))),
     }
 }
 
@@ -294,6 +391,54 @@ mod tests {
         assert_eq!(OrgName::parse(" Acme ").unwrap().as_str(), "Acme");
         assert!(ApiKeyId::parse("key_0123456789abcdef").is_ok());
         assert_eq!(field_of(ApiKeyId::parse("7").unwrap_err()), "key_id");
+    }
+
+    #[test]
+    fn admin_token_ids_roles_and_specs() {
+        assert_eq!(
+            AdminTokenId::parse(" adm_0123456789ABCDEF ")
+                .unwrap()
+                .as_str(),
+            "adm_0123456789abcdef"
+        );
+        for bad in [
+            "",
+            "adm_",
+            "key_0123456789abcdef",
+            "adm_0123456789abcdeg",
+            "mta_x",
+        ] {
+            assert_eq!(
+                field_of(AdminTokenId::parse(bad).unwrap_err()),
+                "token_id",
+                "{bad}"
+            );
+        }
+        assert_eq!(AdminRole::parse(" Reader ").unwrap(), AdminRole::Reader);
+        assert_eq!(AdminRole::parse("admin").unwrap().as_str(), "admin");
+        assert_eq!(field_of(AdminRole::parse("").unwrap_err()), "role");
+        assert_eq!(field_of(AdminRole::parse("root").unwrap_err()), "role");
+        assert!(AdminRole::Admin.allows(AdminRole::Reader));
+        assert!(AdminRole::Admin.allows(AdminRole::Admin));
+        assert!(AdminRole::Reader.allows(AdminRole::Reader));
+        assert!(!AdminRole::Reader.allows(AdminRole::Admin));
+        let spec = AdminTokenSpec::parse(" ops ", "reader", 60).unwrap();
+        assert_eq!(
+            (spec.name.as_str(), spec.role, spec.expires_in),
+            ("ops", AdminRole::Reader, Some(Duration::from_secs(60)))
+        );
+        assert_eq!(
+            AdminTokenSpec::parse("ops", "admin", 0).unwrap().expires_in,
+            None
+        );
+        assert_eq!(
+            field_of(AdminTokenSpec::parse("", "admin", 0).unwrap_err()),
+            "name"
+        );
+        assert_eq!(
+            field_of(AdminTokenSpec::parse("ops", "admin", u64::MAX).unwrap_err()),
+            "expires_in_seconds"
+        );
     }
 
     #[test]

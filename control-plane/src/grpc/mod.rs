@@ -1,19 +1,26 @@
 //! Thin tonic adapters for `memtrace.admin.v1`: take the request, validate it
 //! into domain types, call [`ControlPlane`], convert the result. No logic.
+//! Every service is served behind [`AdminGuard`] (authentication and the
+//! role table of [`roles`]).
 
+mod admin_tokens;
 mod api_keys;
 mod arc;
 mod audit;
 mod cluster;
 mod config;
+mod guard;
 mod keyring;
 mod orgs;
+pub mod roles;
 
+pub use admin_tokens::AdminTokenApi;
 pub use api_keys::ApiKeyApi;
 pub use arc::ArcBindingApi;
 pub use audit::AuditApi;
 pub use cluster::ClusterApi;
 pub use config::ConfigApi;
+pub use guard::AdminGuard;
 pub use keyring::MasterKeyApi;
 pub use orgs::OrgApi;
 
@@ -26,18 +33,19 @@ use tonic::server::NamedService;
 use tonic::service::Routes;
 
 /// The admin services, by their gRPC names (for `grpc.health.v1`).
-pub const SERVICES: [&str; 7] = [
+pub const SERVICES: [&str; 8] = [
     <pb::cluster_service_server::ClusterServiceServer<ClusterApi> as NamedService>::NAME,
     <pb::org_service_server::OrgServiceServer<OrgApi> as NamedService>::NAME,
     <pb::arc_binding_service_server::ArcBindingServiceServer<ArcBindingApi> as NamedService>::NAME,
     <pb::api_key_service_server::ApiKeyServiceServer<ApiKeyApi> as NamedService>::NAME,
+    <pb::admin_token_service_server::AdminTokenServiceServer<AdminTokenApi> as NamedService>::NAME,
     <pb::master_key_service_server::MasterKeyServiceServer<MasterKeyApi> as NamedService>::NAME,
     <pb::config_service_server::ConfigServiceServer<ConfigApi> as NamedService>::NAME,
     <pb::audit_service_server::AuditServiceServer<AuditApi> as NamedService>::NAME,
 ];
 
-/// Adds every admin service, each behind the admin-token interceptor, to
-/// `routes`. `bus_kind` is what `status` reports the bus as.
+/// Adds every admin service, each behind the [`AdminGuard`], to `routes`.
+/// `bus_kind` is what `status` reports the bus as.
 pub fn add_services(
     routes: Routes,
     gate: &Arc<Gate>,
@@ -45,46 +53,53 @@ pub fn add_services(
     bus_kind: &'static str,
 ) -> Routes {
     routes
-        .add_service(pb::org_service_server::OrgServiceServer::with_interceptor(
-            OrgApi(gate.clone()),
+        .add_service(AdminGuard::new(
+            pb::org_service_server::OrgServiceServer::new(OrgApi(gate.clone())),
+            gate.clone(),
             auth.clone(),
         ))
-        .add_service(
-            pb::cluster_service_server::ClusterServiceServer::with_interceptor(
-                ClusterApi(gate.clone(), bus_kind),
-                auth.clone(),
-            ),
-        )
-        .add_service(
-            pb::arc_binding_service_server::ArcBindingServiceServer::with_interceptor(
-                ArcBindingApi(gate.clone()),
-                auth.clone(),
-            ),
-        )
-        .add_service(
-            pb::api_key_service_server::ApiKeyServiceServer::with_interceptor(
-                ApiKeyApi(gate.clone()),
-                auth.clone(),
-            ),
-        )
-        .add_service(
-            pb::master_key_service_server::MasterKeyServiceServer::with_interceptor(
-                MasterKeyApi(gate.clone()),
-                auth.clone(),
-            ),
-        )
-        .add_service(
-            pb::config_service_server::ConfigServiceServer::with_interceptor(
-                ConfigApi(gate.clone()),
-                auth.clone(),
-            ),
-        )
-        .add_service(
-            pb::audit_service_server::AuditServiceServer::with_interceptor(
-                AuditApi(gate.clone()),
-                auth.clone(),
-            ),
-        )
+        .add_service(AdminGuard::new(
+            pb::cluster_service_server::ClusterServiceServer::new(ClusterApi(
+                gate.clone(),
+                bus_kind,
+            )),
+            gate.clone(),
+            auth.clone(),
+        ))
+        .add_service(AdminGuard::new(
+            pb::arc_binding_service_server::ArcBindingServiceServer::new(ArcBindingApi(
+                gate.clone(),
+            )),
+            gate.clone(),
+            auth.clone(),
+        ))
+        .add_service(AdminGuard::new(
+            pb::api_key_service_server::ApiKeyServiceServer::new(ApiKeyApi(gate.clone())),
+            gate.clone(),
+            auth.clone(),
+        ))
+        .add_service(AdminGuard::new(
+            pb::admin_token_service_server::AdminTokenServiceServer::new(AdminTokenApi(
+                gate.clone(),
+            )),
+            gate.clone(),
+            auth.clone(),
+        ))
+        .add_service(AdminGuard::new(
+            pb::master_key_service_server::MasterKeyServiceServer::new(MasterKeyApi(gate.clone())),
+            gate.clone(),
+            auth.clone(),
+        ))
+        .add_service(AdminGuard::new(
+            pb::config_service_server::ConfigServiceServer::new(ConfigApi(gate.clone())),
+            gate.clone(),
+            auth.clone(),
+        ))
+        .add_service(AdminGuard::new(
+            pb::audit_service_server::AuditServiceServer::new(AuditApi(gate.clone())),
+            gate.clone(),
+            auth.clone(),
+        ))
 }
 
 /// Holds the domain service once startup (database, migrations) finished;
@@ -125,7 +140,7 @@ impl Gate {
     }
 }
 
-/// The admin the auth interceptor identified (a fingerprint, never the
+/// The admin the admin guard identified (a fingerprint, never the
 /// token); `unknown` if a request somehow arrives without one.
 pub(crate) fn actor<T>(request: &tonic::Request<T>) -> crate::auth::AdminActor {
     request

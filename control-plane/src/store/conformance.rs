@@ -1,9 +1,7 @@
 //! The one behavioural suite every [`Store`] backend must pass. Each check
 //! uses fresh random ids, so checks can share a database.
 
-use super::{
-    AdminTokenRow, ApiKeyRow, ArcBindingRow, AuditRecord, AuditWith, OrgRow, Store, StoreError,
-};
+use super::{ApiKeyRow, ArcBindingRow, AuditRecord, AuditWith, OrgRow, Store, StoreError};
 use memtrace_common::envelope::{AuditKey, Keyring, MasterKey};
 use memtrace_common::ids::new_id;
 use std::sync::LazyLock;
@@ -40,7 +38,8 @@ pub async fn run_all(store: &dyn Store) {
     arc_bindings(store).await;
     api_keys(store).await;
     delete_org_cascades(store).await;
-    meta_and_admin_tokens(store).await;
+    meta(store).await;
+    admin_tokens(store).await;
     settings_compare_and_swap(store).await;
     seeding_happens_once(store).await;
     audit_trail(store).await;
@@ -48,6 +47,7 @@ pub async fn run_all(store: &dyn Store) {
     changes_commit_with_their_audit_entries(store).await;
 }
 
+pub use super::conformance_admin::{admin_tokens, legacy_admin_tokens_keep_working};
 pub use super::conformance_audit::changes_commit_with_their_audit_entries;
 pub use super::conformance_config::{
     audit_trail, concurrent_appends_never_fork, seeding_happens_once, settings_compare_and_swap,
@@ -443,8 +443,8 @@ pub async fn delete_org_cascades(store: &dyn Store) {
     );
 }
 
-/// Meta values upsert; admin tokens are unique by hash.
-pub async fn meta_and_admin_tokens(store: &dyn Store) {
+/// Meta values upsert; the database answers and is migrated.
+pub async fn meta(store: &dyn Store) {
     let k = new_id("meta");
     assert_eq!(store.meta_get(&k).await.expect("meta: get missing"), None);
     store.meta_put(&k, "1").await.expect("meta: put");
@@ -452,33 +452,6 @@ pub async fn meta_and_admin_tokens(store: &dyn Store) {
     assert_eq!(
         store.meta_get(&k).await.expect("meta: get").as_deref(),
         Some("2")
-    );
-
-    let before = store.admin_token_count().await.expect("admin: count");
-    let token = AdminTokenRow {
-        token_hash: new_id("t").into_bytes(),
-        fingerprint: "fp-test".into(),
-        label: "test".into(),
-        created_at: 1,
-    };
-    store
-        .insert_admin_token(&token)
-        .await
-        .expect("admin: insert");
-    assert!(
-        is_conflict(store.insert_admin_token(&token).await),
-        "admin: duplicate hash"
-    );
-    assert_eq!(
-        store.admin_token_count().await.expect("admin: count"),
-        before + 1
-    );
-    assert!(
-        store
-            .admin_token_hashes()
-            .await
-            .expect("admin: list")
-            .contains(&token)
     );
     assert!(store.ping().await.is_ok());
     assert!(
@@ -514,5 +487,15 @@ mod tests {
                 & 0o777;
             assert_eq!(mode, 0o600, "the database file is private to its owner");
         }
+    }
+
+    #[tokio::test]
+    async fn sqlite_admin_tokens_stored_before_ids_keep_working() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("legacy.db");
+        let store = SqlStore::connect(&SqlStore::sqlite_url(path.to_str().expect("utf-8 path")))
+            .await
+            .expect("connect");
+        super::legacy_admin_tokens_keep_working(&store).await;
     }
 }

@@ -11,6 +11,7 @@ mod sql;
 
 #[cfg(any(test, feature = "conformance"))]
 pub mod conformance;
+pub mod conformance_admin;
 #[cfg(any(test, feature = "conformance"))]
 pub mod conformance_audit;
 #[cfg(any(test, feature = "conformance"))]
@@ -119,12 +120,34 @@ pub struct ApiKeyRow {
     pub revoked_at: Option<i64>,
 }
 
+/// An admin token: its public id, the hash of the whole token (never the
+/// token), and its lifecycle.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AdminTokenRow {
+    /// `adm_<16 hex>` (see `memtrace_common::credentials`).
+    pub id: String,
     pub token_hash: Vec<u8>,
     pub fingerprint: String,
-    pub label: String,
+    pub name: String,
+    /// `admin` or `reader`.
+    pub role: String,
     pub created_at: i64,
+    pub expires_at: Option<i64>,
+    pub last_used_at: Option<i64>,
+    pub revoked_at: Option<i64>,
+}
+
+/// What [`Store::revoke_admin_token`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AdminTokenRevocation {
+    /// Revoked now; the row after the change.
+    Revoked(AdminTokenRow),
+    /// It was revoked before; nothing changed.
+    AlreadyRevoked(AdminTokenRow),
+    /// Refused: it is the last active admin-role token and `force` was not
+    /// set; nothing changed.
+    LastAdmin(AdminTokenRow),
+    NotFound,
 }
 
 /// Everything the control plane persists.
@@ -138,9 +161,25 @@ pub trait Store: Send + Sync + 'static {
     async fn meta_get(&self, key: &str) -> StoreResult<Option<String>>;
     async fn meta_put(&self, key: &str, value: &str) -> StoreResult<()>;
 
-    async fn admin_token_count(&self) -> StoreResult<u64>;
+    /// Admin-role tokens neither revoked nor expired at `now`.
+    async fn active_admin_count(&self, now: i64) -> StoreResult<u64>;
+    /// `Conflict` when the id or the hash is taken (also by a revoked token).
     async fn insert_admin_token(&self, row: &AdminTokenRow) -> StoreResult<()>;
-    async fn admin_token_hashes(&self) -> StoreResult<Vec<AdminTokenRow>>;
+    async fn get_admin_token(&self, id: &str) -> StoreResult<Option<AdminTokenRow>>;
+    /// Every admin token, revoked ones included, oldest first.
+    async fn list_admin_tokens(&self) -> StoreResult<Vec<AdminTokenRow>>;
+    /// Sets `revoked_at` if not yet revoked, unless the token is the last
+    /// active admin-role token and `force` is not set. Revocations are
+    /// serialised across connections and replicas, so two revoking the last
+    /// two admin tokens at once cannot both succeed.
+    async fn revoke_admin_token(
+        &self,
+        id: &str,
+        revoked_at: i64,
+        force: bool,
+    ) -> StoreResult<AdminTokenRevocation>;
+    /// Raises each token's `last_used_at` to the given time (never lowers it).
+    async fn touch_admin_tokens(&self, used: &[(String, i64)]) -> StoreResult<()>;
 
     // Audited changes (`audit: AuditWith`) append their entry in their own
     // transaction: a change that fails appends nothing, an entry that cannot

@@ -5,9 +5,10 @@
 //!
 //! This module owns connecting (with SQLite file preparation), migrations and
 //! URL redaction; `rows` decodes result rows into store types, `queries` is
-//! the [`Store`](super::Store) impl (settings and audit delegate to
-//! `config`).
+//! the [`Store`](super::Store) impl (admin tokens delegate to
+//! `admin_tokens`, settings and audit to `config`).
 
+mod admin_tokens;
 mod config;
 mod queries;
 mod rows;
@@ -110,6 +111,17 @@ impl SqlStore {
         match self.backend {
             Backend::Sqlite => SQLITE_MIGRATIONS.run(&self.pool).await?,
             Backend::Postgres => POSTGRES_MIGRATIONS.run(&self.pool).await?,
+        }
+        Ok(())
+    }
+
+    /// Applies pending migrations up to `version` only, so a test can write
+    /// rows as an older release did and then migrate them.
+    #[cfg(any(test, feature = "conformance"))]
+    pub async fn migrate_to(&self, version: i64) -> StoreResult<()> {
+        match self.backend {
+            Backend::Sqlite => SQLITE_MIGRATIONS.run_to(version, &self.pool).await?,
+            Backend::Postgres => POSTGRES_MIGRATIONS.run_to(version, &self.pool).await?,
         }
         Ok(())
     }

@@ -1,6 +1,7 @@
-//! [`Store`] for [`SqlStore`]: the queries and transactions for meta, admin
-//! tokens, orgs and their tombstones, arc bindings and api keys. Settings and
-//! the audit log delegate to the `cfg_*` methods in `config`.
+//! [`Store`] for [`SqlStore`]: the queries and transactions for meta, orgs
+//! and their tombstones, arc bindings and api keys. Admin tokens delegate to
+//! the `adm_*` methods in `admin_tokens`, settings and the audit log to the
+//! `cfg_*` methods in `config`.
 //!
 //! Every change of an org, a key or a binding is one transaction that first
 //! takes the audit lock (`lock_audit`, which must be its first statement),
@@ -15,8 +16,8 @@ use super::rows::{
 use crate::store::audit_chain::{AuditEntry, AuditHead, AuditRecord};
 use crate::store::settings_audit::{AuditFilter, SettingChange, SettingRow};
 use crate::store::{
-    AdminTokenRow, ApiKeyRow, ArcBindingRow, AuditWith, OrgDeletion, OrgRow, OrgSummary, Store,
-    StoreError, StoreResult, TombstoneRow,
+    AdminTokenRevocation, AdminTokenRow, ApiKeyRow, ArcBindingRow, AuditWith, OrgDeletion, OrgRow,
+    OrgSummary, Store, StoreError, StoreResult, TombstoneRow,
 };
 use async_trait::async_trait;
 use memtrace_common::clock::now_ms;
@@ -59,48 +60,33 @@ impl Store for SqlStore {
         Ok(())
     }
 
-    async fn admin_token_count(&self) -> StoreResult<u64> {
-        let row = sqlx::query("SELECT COUNT(*) AS n FROM admin_tokens")
-            .fetch_one(&self.pool)
-            .await?;
-        Ok(u64::try_from(row.try_get::<i64, _>("n")?).unwrap_or_default())
+    async fn active_admin_count(&self, now: i64) -> StoreResult<u64> {
+        self.adm_active_count(now).await
     }
 
     async fn insert_admin_token(&self, row: &AdminTokenRow) -> StoreResult<()> {
-        sqlx::query(
-            "INSERT INTO admin_tokens (token_hash, fingerprint, label, created_at) VALUES ($1, $2, $3, $4)",
-        )
-        .bind(row.token_hash.clone())
-        .bind(row.fingerprint.clone())
-        .bind(row.label.clone())
-        .bind(row.created_at)
-        .execute(&self.pool)
-        .await
-        .map_err(|e| {
-            if is_unique_violation(&e) {
-                StoreError::Conflict("admin token already registered".into())
-            } else {
-                e.into()
-            }
-        })?;
-        Ok(())
+        self.adm_insert(row).await
     }
 
-    async fn admin_token_hashes(&self) -> StoreResult<Vec<AdminTokenRow>> {
-        let rows =
-            sqlx::query("SELECT token_hash, fingerprint, label, created_at FROM admin_tokens")
-                .fetch_all(&self.pool)
-                .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(AdminTokenRow {
-                    token_hash: r.try_get("token_hash")?,
-                    fingerprint: r.try_get("fingerprint")?,
-                    label: r.try_get("label")?,
-                    created_at: r.try_get("created_at")?,
-                })
-            })
-            .collect()
+    async fn get_admin_token(&self, id: &str) -> StoreResult<Option<AdminTokenRow>> {
+        self.adm_get(id).await
+    }
+
+    async fn list_admin_tokens(&self) -> StoreResult<Vec<AdminTokenRow>> {
+        self.adm_list().await
+    }
+
+    async fn revoke_admin_token(
+        &self,
+        id: &str,
+        revoked_at: i64,
+        force: bool,
+    ) -> StoreResult<AdminTokenRevocation> {
+        self.adm_revoke(id, revoked_at, force).await
+    }
+
+    async fn touch_admin_tokens(&self, used: &[(String, i64)]) -> StoreResult<()> {
+        self.adm_touch(used).await
     }
 
     async fn insert_org(&self, row: &OrgRow, audit: AuditWith<'_, OrgRow>) -> StoreResult<()> {

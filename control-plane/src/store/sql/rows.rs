@@ -1,8 +1,10 @@
 //! Decoding of [`SqlStore`](super::SqlStore) result rows into store types
-//! (org summaries, arc bindings, api keys), the column lists and select
+//! (org summaries, arc bindings, api keys, admin tokens), the column lists and select
 //! shared by several queries, and unique-violation detection.
 
-use crate::store::{ApiKeyRow, ArcBindingRow, OrgRow, OrgSummary, StoreError, StoreResult};
+use crate::store::{
+    AdminTokenRow, ApiKeyRow, ArcBindingRow, OrgRow, OrgSummary, StoreError, StoreResult,
+};
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
@@ -51,6 +53,20 @@ pub(super) fn api_key(row: &AnyRow) -> StoreResult<ApiKeyRow> {
     })
 }
 
+pub(super) fn admin_token(row: &AnyRow) -> StoreResult<AdminTokenRow> {
+    Ok(AdminTokenRow {
+        id: row.try_get("id")?,
+        token_hash: row.try_get("token_hash")?,
+        fingerprint: row.try_get("fingerprint")?,
+        name: row.try_get("name")?,
+        role: row.try_get("role")?,
+        created_at: row.try_get("created_at")?,
+        expires_at: row.try_get("expires_at")?,
+        last_used_at: row.try_get("last_used_at")?,
+        revoked_at: row.try_get("revoked_at")?,
+    })
+}
+
 pub(super) const ORG_SUMMARY_SELECT: &str = "SELECT o.id, o.name, o.created_at, \
      (SELECT COUNT(*) FROM arc_bindings a WHERE a.org_id = o.id) AS arc_count, \
      (SELECT COUNT(*) FROM api_keys k WHERE k.org_id = o.id AND k.revoked_at IS NULL \
@@ -62,3 +78,5 @@ pub(super) const API_KEY_COLUMNS: &str =
 
 pub(super) const ARC_BINDING_COLUMNS: &str =
     "id, org_id, url, database_name, measurement, api_key_envelope, created_at, updated_at";
+pub(super) const ADMIN_TOKEN_COLUMNS: &str =
+    "id, token_hash, fingerprint, name, role, created_at, expires_at, last_used_at, revoked_at";
