@@ -199,6 +199,30 @@ async fn every_route_on_the_embedded_store() {
     assert_eq!(api.get("/api/v1/agents/door%20bot").await.1, agent);
     let (_, agents) = api.get("/api/v1/agents").await;
     assert_eq!(agents["count"], 1);
+    assert_eq!(agents["has_more"], false);
+    // lists are paged: limit and offset, bounded
+    let (s, b) = api
+        .post("/api/v1/agents", json!({"name": "window bot"}))
+        .await;
+    assert_eq!(s, 201, "{b}");
+    let (_, first) = api.get("/api/v1/agents?limit=1").await;
+    assert_eq!(
+        (first["count"].clone(), first["has_more"].clone()),
+        (json!(1), json!(true))
+    );
+    assert_eq!(first["agents"][0]["name"], "window bot", "newest first");
+    let (_, second) = api.get("/api/v1/agents?limit=1&offset=1").await;
+    assert_eq!(second["agents"][0]["name"], "door bot");
+    assert_eq!(second["has_more"], false);
+    let (s, b) = api.get("/api/v1/agents?limit=5000").await;
+    assert_eq!(s, 400, "{b}");
+    assert!(error_of(&b).contains("limit"), "{b}");
+    // back to one agent, as the rest of this test expects
+    let window = first["agents"][0]["id"].as_str().unwrap().to_owned();
+    let (s, _) = api
+        .call("DELETE", &format!("/api/v1/agents/{window}"), None)
+        .await;
+    assert_eq!(s, 204);
     let (s, b) = api.get("/api/v1/agents/nobody").await;
     assert_eq!((s, b), (404, json!({"error": "agent not found"})));
     assert_eq!(api.get("/api/v1/agents/nobody/stats").await.0, 404);

@@ -3,6 +3,7 @@
 use super::{Reply, admit, reply};
 use crate::admission::{Admission, Scope};
 use crate::query::ListParams;
+use crate::service::types::RegistryPage;
 use crate::service::{NewAgent, RegisterAgentRequest};
 use memtrace_proto::v1 as pb;
 use tonic::{Request, Response};
@@ -29,10 +30,13 @@ impl pb::agent_service_server::AgentService for AgentApi {
 
     async fn list_agents(&self, request: Request<pb::ListAgentsRequest>) -> Reply<pb::AgentList> {
         let svc = admit(&self.admission, &request, Scope::Read).await?;
-        let agents = svc.list_agents().await?;
+        let r = request.into_inner();
+        let page = RegistryPage::parse(Some(r.limit), Some(r.offset))?;
+        let (agents, has_more) = svc.list_agents(page).await?;
         Ok(Response::new(pb::AgentList {
             count: u32::try_from(agents.len()).unwrap_or(u32::MAX),
             agents: agents.into_iter().map(Into::into).collect(),
+            has_more,
         }))
     }
 

@@ -3,6 +3,7 @@
 use super::{Reply, admit, reply};
 use crate::admission::{Admission, Scope};
 use crate::query::ListParams;
+use crate::service::types::RegistryPage;
 use crate::service::{
     ContextRequest, CreateSessionRequest, NewSession, SessionUpdate, UpdateSessionRequest,
 };
@@ -37,12 +38,14 @@ impl pb::session_service_server::SessionService for SessionApi {
         request: Request<pb::ListSessionsRequest>,
     ) -> Reply<pb::SessionList> {
         let svc = admit(&self.admission, &request, Scope::Read).await?;
-        let agent = request.into_inner().agent_id;
-        let agent = (!agent.is_empty()).then_some(agent.as_str());
-        let sessions = svc.list_sessions(agent).await?;
+        let r = request.into_inner();
+        let page = RegistryPage::parse(Some(r.limit), Some(r.offset))?;
+        let agent = (!r.agent_id.is_empty()).then_some(r.agent_id.as_str());
+        let (sessions, has_more) = svc.list_sessions(agent, page).await?;
         Ok(Response::new(pb::SessionList {
             count: u32::try_from(sessions.len()).unwrap_or(u32::MAX),
             sessions: sessions.into_iter().map(Into::into).collect(),
+            has_more,
         }))
     }
 

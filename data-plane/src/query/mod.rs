@@ -85,7 +85,7 @@ pub use params::{
 pub use time::{TimeBound, UnixMicros};
 pub use validate::{
     AgentId, ContentPattern, DedupKey, EventType, Ident, Limit, MAX_OFFSET, MemoryId, MemoryType,
-    Order, SessionId, StateId, Tag,
+    Order, SessionId, StateId, Tag, parse_offset,
 };
 
 /// Why a read request was refused: the field and the rule it broke. Every

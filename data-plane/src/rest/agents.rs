@@ -1,7 +1,9 @@
 //! `/api/v1/agents`: register, list, get / delete by id or name, an
 //! agent's memories and stats.
 
-use super::{ApiResult, Body, Pairs, Reader, Writer, list_params, parse_body, reply};
+use super::{
+    ApiResult, Body, Pairs, Reader, Writer, list_params, parse_body, registry_query, reply,
+};
 use crate::service::{NewAgent, RegisterAgentRequest};
 use axum::extract::Path;
 use axum::http::StatusCode;
@@ -14,11 +16,12 @@ pub(super) async fn register(Writer(svc): Writer, body: Body) -> ApiResult {
     reply(StatusCode::CREATED, &agent)
 }
 
-pub(super) async fn list(Reader(svc): Reader) -> ApiResult {
-    let agents = svc.list_agents().await?;
+pub(super) async fn list(query: Pairs, Reader(svc): Reader) -> ApiResult {
+    let (_, page) = registry_query(query)?;
+    let (agents, has_more) = svc.list_agents(page).await?;
     reply(
         StatusCode::OK,
-        &json!({"count": agents.len(), "agents": agents}),
+        &json!({"count": agents.len(), "agents": agents, "has_more": has_more}),
     )
 }
 

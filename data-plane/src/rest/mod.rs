@@ -12,6 +12,7 @@ mod sessions;
 
 use crate::admission::{Admission, MAX_REQUEST_BYTES, Scope, credential};
 use crate::query::ListParams;
+use crate::service::types::RegistryPage;
 use crate::service::{OrgService, ServiceError};
 use axum::Json;
 use axum::body::Bytes;
@@ -198,13 +199,19 @@ pub(crate) fn list_params(q: Pairs) -> Result<ListParams, ServiceError> {
     Ok(p)
 }
 
-/// One query value by name.
-pub(crate) fn query_value(q: Pairs, name: &str) -> Result<Option<String>, ServiceError> {
-    Ok(pairs(q)?
-        .into_iter()
-        .rev()
-        .find(|(k, _)| k == name)
-        .map(|(_, v)| v))
+/// The `agent_id` (the last, when repeated), `limit` and `offset` of an
+/// agent or session list.
+pub(crate) fn registry_query(q: Pairs) -> Result<(Option<String>, RegistryPage), ServiceError> {
+    let (mut agent, mut limit, mut offset) = (None, None, None);
+    for (k, v) in pairs(q)? {
+        match k.as_str() {
+            "agent_id" => agent = Some(v),
+            "limit" if !v.is_empty() => limit = Some(int_param(&v, "limit")?),
+            "offset" if !v.is_empty() => offset = Some(int_param(&v, "offset")?),
+            _ => {}
+        }
+    }
+    Ok((agent, RegistryPage::parse(limit, offset)?))
 }
 
 /// A JSON response with `status`.

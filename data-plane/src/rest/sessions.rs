@@ -1,7 +1,9 @@
 //! `/api/v1/sessions`: create, list (optionally by agent), get, update
 //! (status / metadata replacement), a session's memories and its context.
 
-use super::{ApiResult, Body, Pairs, Reader, Writer, list_params, parse_body, query_value, reply};
+use super::{
+    ApiResult, Body, Pairs, Reader, Writer, list_params, parse_body, registry_query, reply,
+};
 use crate::service::{
     ContextRequest, CreateSessionRequest, NewSession, SessionUpdate, UpdateSessionRequest,
 };
@@ -16,11 +18,11 @@ pub(super) async fn create(Writer(svc): Writer, body: Body) -> ApiResult {
 }
 
 pub(super) async fn list(query: Pairs, Reader(svc): Reader) -> ApiResult {
-    let agent = query_value(query, "agent_id")?;
-    let sessions = svc.list_sessions(agent.as_deref()).await?;
+    let (agent, page) = registry_query(query)?;
+    let (sessions, has_more) = svc.list_sessions(agent.as_deref(), page).await?;
     reply(
         StatusCode::OK,
-        &json!({"count": sessions.len(), "sessions": sessions}),
+        &json!({"count": sessions.len(), "sessions": sessions, "has_more": has_more}),
     )
 }
 

@@ -6,7 +6,7 @@
 use super::ids::{agent_id, next_micros};
 use super::rows::{self, rfc3339};
 use super::state::value;
-use super::types::{Agent, AgentStats, MemoryList, NewAgent};
+use super::types::{Agent, AgentStats, MemoryList, NewAgent, RegistryPage};
 use super::{OrgService, ServiceError};
 use crate::query::{AgentId, ListParams, StateId, StateQuery, UnixMicros};
 use crate::store::{StateRow, StateTable, time_micros};
@@ -104,13 +104,17 @@ impl OrgService {
     }
 
     /// Every live agent, newest first.
-    pub async fn list_agents(&self) -> Result<Vec<Agent>, ServiceError> {
+    /// A page of the org's agents, newest first, and whether more follow.
+    pub async fn list_agents(
+        &self,
+        page: RegistryPage,
+    ) -> Result<(Vec<Agent>, bool), ServiceError> {
         let rows = self
             .read_state(StateTable::Agents, &[], &[("deleted", "0")])
             .await?;
         let mut agents: Vec<Agent> = rows.iter().map(rows::agent).collect();
         agents.sort_by_key(|a| std::cmp::Reverse(created_micros(a)));
-        Ok(agents)
+        Ok(page.take(agents))
     }
 
     /// Deletes (tombstones) the agent named by id or name; 404 when unknown.

@@ -7,7 +7,7 @@ use super::context::render;
 use super::ids::{next_micros, session_id};
 use super::rows::{self, rfc3339};
 use super::types::{
-    ContextRequest, MemoryList, NewSession, Session, SessionContext, SessionUpdate,
+    ContextRequest, MemoryList, NewSession, RegistryPage, Session, SessionContext, SessionUpdate,
 };
 use super::{OrgService, ServiceError};
 use crate::query::{ContextQuery, ListParams, StateId, UnixMicros};
@@ -38,7 +38,13 @@ impl OrgService {
     }
 
     /// Sessions, newest first; `agent` (id or name) narrows to one agent's.
-    pub async fn list_sessions(&self, agent: Option<&str>) -> Result<Vec<Session>, ServiceError> {
+    /// A page of the org's sessions (of one agent when given), newest
+    /// first, and whether more follow.
+    pub async fn list_sessions(
+        &self,
+        agent: Option<&str>,
+        page: RegistryPage,
+    ) -> Result<(Vec<Session>, bool), ServiceError> {
         let agent_id = match agent.filter(|a| !a.is_empty()) {
             None => None,
             Some(key) => match self.find_agent(key).await? {
@@ -55,14 +61,14 @@ impl OrgService {
             .as_ref()
             .is_some_and(|a| a.len() > crate::query::StateQuery::MAX_VALUE_BYTES)
         {
-            return Ok(Vec::new());
+            return Ok((Vec::new(), false));
         }
         let rows = self.read_state(StateTable::Sessions, &[], &equals).await?;
         let mut sessions: Vec<Session> = rows.iter().map(rows::session).collect();
         sessions.sort_by_key(|s| {
             std::cmp::Reverse(UnixMicros::parse_rfc3339(&s.created_at).map_or(0, |t| t.0))
         });
-        Ok(sessions)
+        Ok(page.take(sessions))
     }
 
     /// One session; 404 when unknown.

@@ -127,7 +127,7 @@ async fn agents_sessions_context_stats() {
         .unwrap_err();
     assert_eq!(again.code().http_status(), 409);
     assert_eq!(svc.get_agent("planner").await.unwrap().id, agent.id);
-    assert_eq!(svc.list_agents().await.unwrap().len(), 1);
+    assert_eq!(svc.list_agents(all()).await.unwrap().0.len(), 1);
 
     let session = svc
         .create_session(NewSession {
@@ -188,14 +188,21 @@ async fn agents_sessions_context_stats() {
             .count,
         3
     );
-    assert_eq!(svc.list_sessions(Some("planner")).await.unwrap().len(), 1);
+    assert_eq!(
+        svc.list_sessions(Some("planner"), all())
+            .await
+            .unwrap()
+            .0
+            .len(),
+        1
+    );
 
     svc.delete_agent("planner").await.unwrap();
     assert!(matches!(
         svc.get_agent(&agent.id).await,
         Err(ServiceError::NotFound("agent"))
     ));
-    assert!(svc.list_agents().await.unwrap().is_empty());
+    assert!(svc.list_agents(all()).await.unwrap().0.is_empty());
     assert_eq!(
         svc.agent_stats("planner")
             .await
@@ -324,4 +331,28 @@ async fn a_registration_in_flight_holds_up_only_its_own_org() {
         orgs[0].register_agent(agent()).await.unwrap().org_id,
         "org_a"
     );
+}
+
+/// Every agent or session up to the page bound.
+fn all() -> crate::service::types::RegistryPage {
+    crate::service::types::RegistryPage::parse(None, None).unwrap()
+}
+
+#[test]
+fn registry_pages_are_bounded_and_say_whether_more_follow() {
+    use crate::service::types::RegistryPage;
+    let page = RegistryPage::parse(Some(2), Some(1)).unwrap();
+    assert_eq!(page.take(vec![1, 2, 3, 4]), (vec![2, 3], true));
+    assert_eq!(page.take(vec![1, 2, 3]), (vec![2, 3], false));
+    assert_eq!(all().limit, RegistryPage::MAX_LIMIT);
+    assert_eq!(RegistryPage::parse(Some(0), None).unwrap().limit, 1000);
+    for (limit, offset, field) in [
+        (Some(1001), None, "limit"),
+        (Some(-1), None, "limit"),
+        (None, Some(100_001), "offset"),
+        (None, Some(-1), "offset"),
+    ] {
+        let e = RegistryPage::parse(limit, offset).unwrap_err();
+        assert!(e.to_string().contains(field), "{e}");
+    }
 }

@@ -127,6 +127,44 @@ pub struct CreateMemoryRequest {
     pub parent_id: Option<String>,
 }
 
+/// A page of an agent or session list: newest first, `limit` 1 to
+/// [`RegistryPage::MAX_LIMIT`] (absent or 0: the maximum, so a client that
+/// never pages sees what the original's unpaged list showed up to it), and
+/// an `offset` within the query offset bound.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RegistryPage {
+    pub limit: usize,
+    pub offset: usize,
+}
+
+impl RegistryPage {
+    /// Most agents or sessions in one page.
+    pub const MAX_LIMIT: usize = 1000;
+
+    pub fn parse(limit: Option<i64>, offset: Option<i64>) -> Result<Self, ServiceError> {
+        let limit = match limit {
+            None | Some(0) => Self::MAX_LIMIT,
+            Some(n) if (1..=Self::MAX_LIMIT as i64).contains(&n) => n as usize,
+            Some(_) => {
+                return Err(ServiceError::invalid("limit", "must be between 1 and 1000"));
+            }
+        };
+        let offset = crate::query::parse_offset(offset)? as usize;
+        Ok(Self { limit, offset })
+    }
+
+    /// The page of `items` (already newest first) and whether more follow.
+    pub fn take<T>(&self, items: Vec<T>) -> (Vec<T>, bool) {
+        let has_more = items.len() > self.offset.saturating_add(self.limit);
+        let page = items
+            .into_iter()
+            .skip(self.offset)
+            .take(self.limit)
+            .collect();
+        (page, has_more)
+    }
+}
+
 /// Most tags on one memory.
 pub const MAX_MEMORY_TAGS: usize = 64;
 /// Longest memory `content`, in bytes: what a page of memories can hold
