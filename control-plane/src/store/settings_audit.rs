@@ -1,6 +1,6 @@
 //! Rows of the runtime settings and the admin audit trail's listing filter.
 //! The audit chain itself (entries, encodings, verification) is
-//! `audit_chain`; the SQL lives in `sql/config.rs`.
+//! `audit_chain`; the SQL lives in `sql/config/`.
 
 /// A stored runtime setting value.
 #[derive(Debug, Clone, PartialEq, Eq)]

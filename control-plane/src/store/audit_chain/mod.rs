@@ -1,5 +1,5 @@
 //! The admin audit chain: its entries, their canonical encodings, and
-//! verification. Pure code; the SQL lives in `sql/config.rs`.
+//! verification. Pure code; the SQL lives in `sql/config/`.
 //!
 //! # Canonical encodings (pinned by test vectors)
 //!
