@@ -15,14 +15,14 @@ use memtrace_proto::v1 as pb;
 use memtrace_tests::api::Api;
 use memtrace_tests::arc::{ArcStandIn, CostModel, TokenGrant};
 use memtrace_tests::cluster::Cluster;
+use memtrace_tests::grpc::{channel, with_key};
 use pb::item_result::Outcome;
 use pb::memory_service_client::MemoryServiceClient;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, BTreeSet};
-use tonic::transport::Channel;
-use tonic::{Code, Request};
+use tonic::Code;
 
 const PREFIX: &str = "/memtrace-tenants/v1/";
 const STEPS: usize = 120;
@@ -36,18 +36,8 @@ struct Tenant {
     written: BTreeMap<String, (String, String)>,
 }
 
-fn req<T>(key: &str, message: T) -> Request<T> {
-    let mut r = Request::new(message);
-    r.metadata_mut().insert("x-api-key", key.parse().unwrap());
-    r
-}
-
-async fn channel(url: &str) -> Channel {
-    tonic::transport::Endpoint::from_shared(url.to_owned())
-        .unwrap()
-        .connect()
-        .await
-        .unwrap()
+fn req<T>(key: &str, message: T) -> tonic::Request<T> {
+    with_key(Some(key), message)
 }
 
 /// Every memory of a REST answer belongs to `org` and carries its marker.

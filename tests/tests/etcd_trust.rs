@@ -13,6 +13,7 @@ use memtrace_proto::state::v1 as state;
 use memtrace_tests::api::Api;
 use memtrace_tests::arc::{ArcStandIn, CostModel};
 use memtrace_tests::cluster::{Cluster, arc_with_token, eventually};
+use memtrace_tests::grpc::{get_text, metric};
 use memtrace_tests::watchers::etcd_bus;
 use prost::Message;
 use serde_json::json;
@@ -39,18 +40,8 @@ fn with_record(value: &[u8], record: &[u8]) -> Vec<u8> {
 }
 
 async fn unauthenticated_total(url: &str) -> u64 {
-    let text = memtrace_tests::http_client()
-        .get(format!("{url}/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    text.lines()
-        .find_map(|l| l.strip_prefix("memtrace_snapshot_unauthenticated_records_total "))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(0)
+    let text = get_text(url, "/metrics").await;
+    metric(&text, "memtrace_snapshot_unauthenticated_records_total").unwrap_or(0.0) as u64
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

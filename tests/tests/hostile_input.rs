@@ -14,13 +14,13 @@
 use memtrace_proto::v1 as pb;
 use memtrace_tests::api::{Api, error_of};
 use memtrace_tests::cluster::Cluster;
+use memtrace_tests::grpc::{channel, with_key};
 use memtrace_tests::load::peak_rss_kib;
 use pb::memory_service_client::MemoryServiceClient;
 use pb::session_service_client::SessionServiceClient;
 use serde_json::json;
 use std::time::Duration;
-use tonic::transport::Channel;
-use tonic::{Code, Request};
+use tonic::Code;
 
 const PREFIX: &str = "/memtrace-hostile/v1/";
 /// Longest any refusal below may take (a stalled worker is a failure, not
@@ -28,22 +28,6 @@ const PREFIX: &str = "/memtrace-hostile/v1/";
 const ANSWER_WITHIN: Duration = Duration::from_secs(10);
 /// 4 M empty strings: 8 MB on the wire, ≥ 96 MB once decoded.
 const EMPTY_STRINGS: usize = 4_000_000;
-
-fn with_key<T>(key: Option<&str>, message: T) -> Request<T> {
-    let mut r = Request::new(message);
-    if let Some(key) = key {
-        r.metadata_mut().insert("x-api-key", key.parse().unwrap());
-    }
-    r
-}
-
-async fn channel(url: &str) -> Channel {
-    tonic::transport::Endpoint::from_shared(url.to_owned())
-        .unwrap()
-        .connect()
-        .await
-        .unwrap()
-}
 
 /// Runs `call` within [`ANSWER_WITHIN`] and returns its status code and
 /// message (a success is a failure of the test).

@@ -10,6 +10,7 @@
 use memtrace_proto::v1 as pb;
 use memtrace_tests::arc::{ArcStandIn, Fault, Target};
 use memtrace_tests::cluster::{Cluster, arc_with_token, eventually};
+use memtrace_tests::grpc::{channel, with_key};
 use pb::agent_service_client::AgentServiceClient;
 use pb::item_result::Outcome;
 use pb::memory_service_client::MemoryServiceClient;
@@ -18,24 +19,13 @@ use serde_json::{Value, json};
 use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
-use tonic::transport::Channel;
 use tonic::{Code, Request};
 
 const ARC_TOKEN: &str = "arc-grpc-test-token-0123456789";
 const DB: &str = "grpctest";
 
 fn req<T>(key: &str, message: T) -> Request<T> {
-    let mut r = Request::new(message);
-    r.metadata_mut().insert("x-api-key", key.parse().unwrap());
-    r
-}
-
-async fn channel(url: &str) -> Channel {
-    tonic::transport::Endpoint::from_shared(url.to_owned())
-        .unwrap()
-        .connect()
-        .await
-        .unwrap()
+    with_key(Some(key), message)
 }
 
 fn input(agent: &str, content: &str) -> pb::MemoryInput {
@@ -317,22 +307,8 @@ async fn grpc_auth_scopes_no_arc_revocation_agents_and_sessions() {
         "the unbound org counts in neither: {}",
         ready.1
     );
-    let health = memtrace_tests::http_client()
-        .get(format!("{}/health", worker.url()))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let metrics = memtrace_tests::http_client()
-        .get(format!("{}/metrics", worker.url()))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let health = memtrace_tests::grpc::get_text(&worker.url(), "/health").await;
+    let metrics = memtrace_tests::grpc::get_text(&worker.url(), "/metrics").await;
     let health: Value = serde_json::from_str(&health).unwrap();
     assert_eq!(health["arc"], ready.1["arc"], "{health}");
     assert!(

@@ -214,6 +214,16 @@ impl EtcdBus {
     }
 }
 
+/// Our ops as etcd transaction ops.
+fn txn_ops(ops: Vec<Op>) -> Vec<TxnOp> {
+    ops.into_iter()
+        .map(|op| match op {
+            Op::Put { key, value } => TxnOp::put(key, value, None),
+            Op::Delete { key } => TxnOp::delete(key, None),
+        })
+        .collect()
+}
+
 /// `host:port` → `http://host:port` (`https://` with `tls`); a scheme
 /// that does not match `tls` is refused (no endpoint silently skips TLS).
 fn normalize_endpoint(endpoint: &str, tls: bool) -> Result<String, BusError> {
@@ -298,13 +308,7 @@ impl StateBus for EtcdBus {
             return self.current_revision().await;
         }
         validate_ops(&ops)?;
-        let ops: Vec<TxnOp> = ops
-            .into_iter()
-            .map(|op| match op {
-                Op::Put { key, value } => TxnOp::put(key, value, None),
-                Op::Delete { key } => TxnOp::delete(key, None),
-            })
-            .collect();
+        let ops = txn_ops(ops);
         let response = self
             .client
             .kv_client()
@@ -327,13 +331,7 @@ impl StateBus for EtcdBus {
             .iter()
             .map(|g| Compare::mod_revision(g.key.clone(), CompareOp::Equal, g.mod_revision))
             .collect();
-        let ops: Vec<TxnOp> = ops
-            .into_iter()
-            .map(|op| match op {
-                Op::Put { key, value } => TxnOp::put(key, value, None),
-                Op::Delete { key } => TxnOp::delete(key, None),
-            })
-            .collect();
+        let ops = txn_ops(ops);
         let response = self
             .client
             .kv_client()

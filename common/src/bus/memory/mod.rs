@@ -225,13 +225,7 @@ impl StateBus for MemoryBus {
     async fn apply(&self, ops: Vec<Op>) -> Result<i64, BusError> {
         validate_ops(&ops)?;
         let mut state = self.available()?;
-        let changes = ops
-            .into_iter()
-            .map(|op| match op {
-                Op::Put { key, value } => (key, Some((value, None))),
-                Op::Delete { key } => (key, None),
-            })
-            .collect();
+        let changes = changes_of(ops);
         Ok(state.commit(changes))
     }
 
@@ -252,13 +246,7 @@ impl StateBus for MemoryBus {
         if !holds {
             return Ok(None);
         }
-        let changes = ops
-            .into_iter()
-            .map(|op| match op {
-                Op::Put { key, value } => (key, Some((value, None))),
-                Op::Delete { key } => (key, None),
-            })
-            .collect();
+        let changes = changes_of(ops);
         Ok(Some(state.commit(changes)))
     }
 
@@ -313,4 +301,14 @@ impl StateBus for MemoryBus {
             revoked: false,
         }))
     }
+}
+
+/// Our ops as the in-process state's changes (puts without a lease).
+fn changes_of(ops: Vec<Op>) -> Vec<state::Change> {
+    ops.into_iter()
+        .map(|op| match op {
+            Op::Put { key, value } => (key, Some((value, None))),
+            Op::Delete { key } => (key, None),
+        })
+        .collect()
 }
