@@ -11,6 +11,7 @@
 //! variable that names a known section but an unknown key is reported back as
 //! ignored so the binary can warn about it.
 
+use crate::tls::{TlsError, TlsFiles};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -83,6 +84,11 @@ pub struct ServerConfig {
     pub write_timeout: u64,
     /// Seconds a process waits for in-flight work on SIGTERM.
     pub shutdown_timeout: u64,
+    /// PEM certificate chain and key the worker's port serves TLS with
+    /// (both or neither; empty: plaintext, e.g. behind a TLS-terminating
+    /// ingress). Re-read when they change.
+    pub tls_cert_file: String,
+    pub tls_key_file: String,
 }
 
 impl ServerConfig {
@@ -95,6 +101,12 @@ impl ServerConfig {
             format!("{host}:{}", self.port)
         }
     }
+
+    /// The worker's TLS files (`None`: plaintext); a half-set pair is an
+    /// error naming both settings.
+    pub fn tls_files(&self) -> Result<Option<TlsFiles>, TlsError> {
+        TlsFiles::from_settings("server", &self.tls_cert_file, &self.tls_key_file)
+    }
 }
 
 impl Default for ServerConfig {
@@ -105,6 +117,8 @@ impl Default for ServerConfig {
             read_timeout: 30,
             write_timeout: 30,
             shutdown_timeout: 30,
+            tls_cert_file: String::new(),
+            tls_key_file: String::new(),
         }
     }
 }
@@ -202,6 +216,18 @@ pub struct ControlPlaneConfig {
     /// [`crate::settings`]). Replaces the registry's locked-by-default list;
     /// `MEMTRACE_CONTROL_PLANE_LOCKED_SETTINGS` takes a comma-separated list.
     pub locked_settings: Vec<String>,
+    /// PEM certificate chain and key the admin port serves TLS with (both
+    /// or neither; empty: plaintext). Re-read when they change.
+    pub tls_cert_file: String,
+    pub tls_key_file: String,
+}
+
+impl ControlPlaneConfig {
+    /// The control plane's TLS files (`None`: plaintext); a half-set pair
+    /// is an error naming both settings.
+    pub fn tls_files(&self) -> Result<Option<TlsFiles>, TlsError> {
+        TlsFiles::from_settings("control_plane", &self.tls_cert_file, &self.tls_key_file)
+    }
 }
 
 impl Default for ControlPlaneConfig {
@@ -209,6 +235,8 @@ impl Default for ControlPlaneConfig {
         Self {
             listen: "0.0.0.0:9200".into(),
             locked_settings: crate::settings::locked_by_default(),
+            tls_cert_file: String::new(),
+            tls_key_file: String::new(),
         }
     }
 }
@@ -380,10 +408,18 @@ pub fn load(file: &FileSource, env: &Env) -> Result<Loaded, ConfigError> {
     })?;
     crate::settings::validate_keys(&config.control_plane.locked_settings).map_err(|e| {
         ConfigError::Invalid {
-            origin,
+            origin: origin.clone(),
             message: format!("[control_plane] locked_settings: {e}"),
         }
     })?;
+    // A half-set TLS pair is refused before anything starts (the files are
+    // read by the plane that serves them).
+    for half_set in [config.server.tls_files(), config.control_plane.tls_files()] {
+        half_set.map_err(|e| ConfigError::Invalid {
+            origin: origin.clone(),
+            message: e.to_string(),
+        })?;
+    }
     Ok(Loaded {
         config,
         file: path,

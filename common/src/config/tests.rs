@@ -136,6 +136,37 @@ fn locked_settings_from_file_and_env() {
 }
 
 #[test]
+fn tls_pairs_are_both_or_neither() {
+    let loaded = load(&FileSource::None, &Env::default()).unwrap();
+    assert_eq!(loaded.config.server.tls_files().unwrap(), None);
+    assert_eq!(loaded.config.control_plane.tls_files().unwrap(), None);
+    let env = Env::from_pairs([
+        ("MEMTRACE_SERVER_TLS_CERT_FILE", "/etc/memtrace/worker.pem"),
+        ("MEMTRACE_SERVER_TLS_KEY_FILE", "/etc/memtrace/worker.key"),
+    ]);
+    let loaded = load(&FileSource::None, &env).unwrap();
+    let files = loaded.config.server.tls_files().unwrap().unwrap();
+    assert_eq!(files.cert_file, Path::new("/etc/memtrace/worker.pem"));
+    assert_eq!(files.key_file, Path::new("/etc/memtrace/worker.key"));
+
+    for (var, section) in [
+        ("MEMTRACE_SERVER_TLS_KEY_FILE", "server"),
+        ("MEMTRACE_CONTROL_PLANE_TLS_CERT_FILE", "control_plane"),
+    ] {
+        let env = Env::from_pairs([(var, "/etc/memtrace/half.pem")]);
+        let err = load(&FileSource::None, &env).unwrap_err().to_string();
+        let upper = section.to_ascii_uppercase();
+        for named in [
+            format!("[{section}] tls_cert_file (MEMTRACE_{upper}_TLS_CERT_FILE)"),
+            format!("[{section}] tls_key_file (MEMTRACE_{upper}_TLS_KEY_FILE)"),
+        ] {
+            assert!(err.contains(&named), "{err}");
+        }
+        assert!(err.contains("set both"), "{err}");
+    }
+}
+
+#[test]
 fn search_uses_home_from_injected_env() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir_all(dir.path().join(".memtrace")).unwrap();
