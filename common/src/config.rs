@@ -372,6 +372,7 @@ const NON_SETTING_VARS: &[&str] = &[
     "MEMTRACE_CONFIG",
     "MEMTRACE_ADMIN_TOKEN",
     "MEMTRACE_CONTROL_PLANE_URL",
+    "MEMTRACE_CONTROL_PLANE_CA_FILE",
 ];
 
 /// Loads defaults → file → environment.
