@@ -48,10 +48,13 @@ impl CaFile {
                 origin: "--ca-file",
             });
         }
-        env.get(CA_FILE_ENV).map(|path| Self {
-            path: PathBuf::from(path.trim()),
-            origin: CA_FILE_ENV,
-        })
+        env.get(CA_FILE_ENV)
+            .map(str::trim)
+            .filter(|path| !path.is_empty())
+            .map(|path| Self {
+                path: PathBuf::from(path),
+                origin: CA_FILE_ENV,
+            })
     }
 
     /// Only this CA is trusted (not the system's as well): a private CA is

@@ -64,8 +64,10 @@ pub async fn serve(
             .http2_keepalive_timeout(Some(timeout));
     }
     let router = builder.add_routes(routes);
-    // The accept task and the reloader of a TLS port end with the server.
+    // The reloader of a TLS port ends with the server, even if this future
+    // is dropped (the accept task ends when the server drops its stream).
     let tls_tasks = CancellationToken::new();
+    let _end_tls_tasks = tls_tasks.clone().drop_guard();
     let (mut server, accept): (Served, _) = match tls {
         None => {
             let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
@@ -98,7 +100,6 @@ pub async fn serve(
             }
         },
     };
-    tls_tasks.cancel();
     if let Some(accept) = accept {
         // the listener is closed once this returns, as with plaintext
         accept.abort();
