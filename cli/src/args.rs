@@ -3,16 +3,21 @@
 //! arguments live with its command in [`crate::commands`]. Compatible with
 //! the original `memtrace org …`, `memtrace key …` and `memtrace keygen master`.
 //!
-//! The server address and the admin token are resolved against an injected
-//! [`Env`](memtrace_common::config::Env) by the caller, not by clap, so parsing
-//! never reads the process environment behind a test's back.
+//! The server address, its CA and the admin token are resolved against an
+//! injected [`Env`](memtrace_common::config::Env) by the caller, not by clap,
+//! so parsing never reads the process environment behind a test's back.
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use std::path::PathBuf;
 use std::time::Duration;
 
 /// Variable that sets the control plane address when `--server` is absent.
 pub const SERVER_ENV: &str = "MEMTRACE_CONTROL_PLANE_URL";
-/// Variable that sets the admin token when `--token` is absent.
+/// Variable that sets the CA of an `https://` control plane when
+/// `--ca-file` is absent.
+pub const CA_FILE_ENV: &str = "MEMTRACE_CONTROL_PLANE_CA_FILE";
+/// Variable that sets the admin token when `--token` and `--token-file`
+/// are absent.
 pub const TOKEN_ENV: &str = "MEMTRACE_ADMIN_TOKEN";
 /// Address used when neither `--server` nor [`SERVER_ENV`] is set.
 pub const DEFAULT_SERVER: &str = "http://127.0.0.1:9200";
@@ -36,12 +41,18 @@ pub struct Cli {
 #[derive(Debug, Clone, Args)]
 #[command(next_help_heading = "Global options")]
 pub struct GlobalArgs {
-    /// control plane url [env: MEMTRACE_CONTROL_PLANE_URL] [default: http://127.0.0.1:9200]
+    /// control plane url, http:// or https:// [env: MEMTRACE_CONTROL_PLANE_URL] [default: http://127.0.0.1:9200]
     #[arg(long, global = true, value_name = "URL")]
     pub server: Option<String>,
-    /// admin token sent as `authorization: Bearer <token>` [env: MEMTRACE_ADMIN_TOKEN]
+    /// PEM file of the CA that signed an https:// control plane's certificate (default: the system's CAs) [env: MEMTRACE_CONTROL_PLANE_CA_FILE]
+    #[arg(long, global = true, value_name = "PATH")]
+    pub ca_file: Option<PathBuf>,
+    /// admin token sent as `authorization: Bearer <token>`; visible to other users of the machine: prefer --token-file or the variable [env: MEMTRACE_ADMIN_TOKEN]
     #[arg(long, global = true, value_name = "TOKEN")]
     pub token: Option<String>,
+    /// read the admin token from this file (- for stdin) instead of the command line
+    #[arg(long, global = true, value_name = "PATH", conflicts_with = "token")]
+    pub token_file: Option<PathBuf>,
     /// output format
     #[arg(long, short = 'o', global = true, value_enum, default_value_t = OutputFormat::Table)]
     pub output: OutputFormat,

@@ -6,7 +6,7 @@
 //! The control plane's messages say what is wrong and the rule broken; the
 //! commands to run are suggested here only (the admin API has other clients).
 
-use crate::args::{SERVER_ENV, TOKEN_ENV};
+use crate::args::{CA_FILE_ENV, SERVER_ENV, TOKEN_ENV};
 use std::error::Error as StdError;
 use std::fmt;
 use std::io::Write;
@@ -53,7 +53,7 @@ impl StdError for CliError {}
 /// The error for a command that needs the server but has no token.
 pub fn no_token() -> CliError {
     CliError::new("no admin token").with_hint(format!(
-        "pass --token or set {TOKEN_ENV} (the control plane printed one on first start, \
+        "set {TOKEN_ENV} or pass --token-file PATH (the control plane printed one on first start, \
          or set MEMTRACE_BOOTSTRAP_ADMIN_TOKEN)"
     ))
 }
@@ -82,6 +82,8 @@ pub enum Subject {
 pub struct CallContext {
     pub server: String,
     pub timeout: Duration,
+    /// `--ca-file` or its variable, when a CA was given for `https://`.
+    pub ca_origin: Option<&'static str>,
 }
 
 /// Maps a failed call to what the operator reads.
@@ -97,7 +99,7 @@ pub fn from_status(status: &Status, ctx: &CallContext, subject: Subject) -> CliE
     // A status with a source was made by the client from a transport error; one
     // received from the server never carries a source.
     if StdError::source(status).is_some() {
-        return unreachable(server, &transport_cause(status));
+        return unreachable(ctx, &transport_cause(status));
     }
     let message = one_line(status.message());
     let message = if message.is_empty() {
@@ -107,9 +109,9 @@ pub fn from_status(status: &Status, ctx: &CallContext, subject: Subject) -> CliE
     };
     let error = CliError::new(message.clone());
     match status.code() {
-        Code::Unavailable => unreachable(server, &message),
+        Code::Unavailable => unreachable(ctx, &message),
         Code::Unauthenticated => error.with_hint(format!(
-            "pass a valid admin token with --token or {TOKEN_ENV}"
+            "pass a valid admin token with {TOKEN_ENV} or --token-file"
         )),
         // the server names the role and the role the call needs
         Code::PermissionDenied if message.contains("needs role") => error.with_hint(
@@ -122,7 +124,7 @@ pub fn from_status(status: &Status, ctx: &CallContext, subject: Subject) -> CliE
         ),
         Code::PermissionDenied => error.with_hint(
             "api keys (mtk_…) cannot be used as admin tokens; pass an admin token (mta_…) \
-             with --token or MEMTRACE_ADMIN_TOKEN",
+             with MEMTRACE_ADMIN_TOKEN or --token-file",
         ),
         // the server names the field first: "invalid org_id: …"
         Code::InvalidArgument if message.starts_with("invalid org_id") => {
@@ -180,18 +182,47 @@ pub fn from_connect(err: &tonic::transport::Error, ctx: &CallContext) -> CliErro
     if cause.contains("timed out") || cause.contains("elapsed") {
         cause = format!("no answer within {}s", ctx.timeout.as_secs());
     }
-    unreachable(&ctx.server, &cause)
+    unreachable(ctx, &cause)
 }
 
-fn unreachable(server: &str, cause: &str) -> CliError {
+fn unreachable(ctx: &CallContext, cause: &str) -> CliError {
+    let server = &ctx.server;
     let message = if cause.is_empty() {
         format!("cannot reach the control plane at {server}")
     } else {
         format!("cannot reach the control plane at {server} ({cause})")
     };
-    CliError::new(message).with_hint(format!(
-        "is memtrace-control-plane running? set --server or {SERVER_ENV}"
-    ))
+    CliError::new(message).with_hint(connect_hint(ctx, cause))
+}
+
+/// What to check when a connection failed: the CA when the certificate was
+/// not trusted, the scheme when TLS met plaintext, else the address.
+fn connect_hint(ctx: &CallContext, cause: &str) -> String {
+    let https = ctx.server.starts_with("https://");
+    if https && cause.contains("certificate") {
+        return match ctx.ca_origin {
+            Some(origin) => format!(
+                "the control plane's certificate is not signed by the CA in {origin}, or not issued for this host name"
+            ),
+            None => format!(
+                "the control plane's certificate is not trusted: pass the CA that signed it with --ca-file or {CA_FILE_ENV}"
+            ),
+        };
+    }
+    if https && (cause.contains("corrupt message") || cause.contains("InvalidContentType")) {
+        return format!(
+            "the control plane at {} answered in plaintext: use http://, or configure its [control_plane] tls_cert_file and tls_key_file",
+            ctx.server
+        );
+    }
+    format!(
+        "is memtrace-control-plane running{}? set --server or {SERVER_ENV}",
+        if https {
+            ""
+        } else {
+            " and serving plaintext (use https:// if it serves TLS)"
+        }
+    )
 }
 
 fn is_timeout(status: &Status) -> bool {
@@ -276,6 +307,7 @@ mod tests {
         CallContext {
             server: "http://127.0.0.1:9200".into(),
             timeout: Duration::from_secs(10),
+            ca_origin: None,
         }
     }
 
@@ -306,6 +338,40 @@ mod tests {
         assert_eq!(
             err.message(),
             "cannot reach the control plane at http://127.0.0.1:9200 (connection refused (os error 111))"
+        );
+    }
+
+    #[test]
+    fn tls_failures_point_at_the_ca_or_the_scheme() {
+        let mut ctx = ctx();
+        ctx.server = "https://cp:9200".into();
+        let untrusted = || {
+            Status::from_error(Box::new(io::Error::other(
+                "invalid peer certificate: UnknownIssuer",
+            )))
+        };
+        let err = from_status(&untrusted(), &ctx, Subject::None);
+        assert!(
+            err.hint()
+                .unwrap()
+                .contains("--ca-file or MEMTRACE_CONTROL_PLANE_CA_FILE"),
+            "{err:?}"
+        );
+        ctx.ca_origin = Some("--ca-file");
+        let err = from_status(&untrusted(), &ctx, Subject::None);
+        assert!(
+            err.hint()
+                .unwrap()
+                .contains("not signed by the CA in --ca-file"),
+            "{err:?}"
+        );
+        let plaintext = Status::from_error(Box::new(io::Error::other(
+            "received corrupt message of type InvalidContentType",
+        )));
+        let err = from_status(&plaintext, &ctx, Subject::None);
+        assert!(
+            err.hint().unwrap().contains("answered in plaintext"),
+            "{err:?}"
         );
     }
 
@@ -465,7 +531,7 @@ mod tests {
         let text = String::from_utf8(buf).unwrap();
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(lines[0], "error: no admin token");
-        assert!(lines[1].starts_with("  hint: pass --token or set MEMTRACE_ADMIN_TOKEN"));
+        assert!(lines[1].starts_with("  hint: set MEMTRACE_ADMIN_TOKEN or pass --token-file PATH"));
         assert_eq!(lines.len(), 2);
 
         let mut buf = Vec::new();

@@ -14,6 +14,7 @@ pub mod client;
 pub mod commands;
 pub mod error;
 pub mod output;
+pub mod secret;
 
 use args::{Cli, Command};
 use client::Admin;
@@ -24,14 +25,29 @@ use std::io::Write;
 pub use error::{CliError, report};
 
 /// Runs one parsed command. The environment is injected (for
-/// `MEMTRACE_CONTROL_PLANE_URL` and `MEMTRACE_ADMIN_TOKEN`); results are
-/// written to `out`, notes for people to `diag`.
+/// `MEMTRACE_CONTROL_PLANE_URL`, `MEMTRACE_CONTROL_PLANE_CA_FILE` and
+/// `MEMTRACE_ADMIN_TOKEN`); results are written to `out`, notes for people
+/// (and the warning for a secret passed in argv) to `diag`.
 pub async fn run(
     cli: Cli,
     env: &Env,
     out: &mut dyn Write,
     diag: &mut dyn Write,
 ) -> anyhow::Result<()> {
+    if cli.global.token.is_some() {
+        writeln!(
+            diag,
+            "{}",
+            secret::argv_warning(
+                "--token",
+                "admin token",
+                &format!(
+                    "set {} or pass --token-file PATH (- for stdin)",
+                    args::TOKEN_ENV
+                )
+            )
+        )?;
+    }
     let command = cli.command;
     if let Command::Dev(args) = command {
         return commands::dev::run(args, env, out).await;
@@ -40,40 +56,45 @@ pub async fn run(
     match command {
         Command::Keygen(command) => commands::keygen::run(command, &mut output),
         Command::Org(command) => {
-            let admin = Admin::connect(&cli.global, env).await?;
+            let admin = admin(&cli.global, env).await?;
             commands::org::run(command, &admin, &mut output).await
         }
         Command::Key(command) => {
-            let admin = Admin::connect(&cli.global, env).await?;
+            let admin = admin(&cli.global, env).await?;
             commands::key::run(command, &admin, &mut output).await
         }
         Command::AdminToken(command) => {
-            let admin = Admin::connect(&cli.global, env).await?;
+            let admin = admin(&cli.global, env).await?;
             commands::admin_token::run(command, &admin, &mut output).await
         }
         Command::MasterKey(command) => {
-            let admin = Admin::connect(&cli.global, env).await?;
+            let admin = admin(&cli.global, env).await?;
             commands::master_key::run(command, &admin, &mut output).await
         }
         Command::Config(command) => {
-            let admin = Admin::connect(&cli.global, env).await?;
+            let admin = admin(&cli.global, env).await?;
             commands::config::run(command, &admin, &mut output).await
         }
         Command::Audit(command) => {
-            let admin = Admin::connect(&cli.global, env).await?;
+            let admin = admin(&cli.global, env).await?;
             commands::audit::run(command, &admin, &mut output).await
         }
         Command::Workers => {
-            let admin = Admin::connect(&cli.global, env).await?;
+            let admin = admin(&cli.global, env).await?;
             commands::cluster::workers(&admin, &mut output).await
         }
         Command::Status => {
-            let admin = Admin::connect(&cli.global, env).await?;
+            let admin = admin(&cli.global, env).await?;
             commands::cluster::status(&admin, &mut output).await
         }
         // handled above: it writes to `out` directly, not through `Output`
         Command::Dev(_) => Ok(()),
     }
+}
+
+/// Connects as the admin; `--token-file -` reads this process's stdin.
+async fn admin(global: &args::GlobalArgs, env: &Env) -> Result<Admin, CliError> {
+    Admin::connect(global, env, &mut std::io::stdin()).await
 }
 
 #[cfg(test)]
@@ -123,8 +144,26 @@ mod tests {
         report(&err, &mut buf);
         let text = String::from_utf8(buf).unwrap();
         assert!(text.starts_with(
-            "error: no admin token\n  hint: pass --token or set MEMTRACE_ADMIN_TOKEN"
+            "error: no admin token\n  hint: set MEMTRACE_ADMIN_TOKEN or pass --token-file PATH"
         ));
+    }
+
+    #[tokio::test]
+    async fn a_token_in_argv_is_warned_about_on_stderr() {
+        let (_, out, diag) = run_args(
+            &["--token", "mta_s3cret", "--server", "nope", "org", "list"],
+            &Env::default(),
+        )
+        .await;
+        assert!(out.is_empty());
+        let warning = diag.lines().next().unwrap();
+        assert!(
+            warning.starts_with("warning: --token puts the admin token on the command line")
+                && warning.contains("other users of this machine")
+                && warning.contains("MEMTRACE_ADMIN_TOKEN or pass --token-file"),
+            "{diag}"
+        );
+        assert!(!diag.contains("mta_s3cret"), "{diag}");
     }
 
     #[tokio::test]

@@ -4,7 +4,8 @@
 //! codes and their gRPC/HTTP mapping ([`error`]), the AEAD envelopes for stored
 //! secrets ([`envelope`]) and for secrets in transit to workers ([`fleet`]), the formats of API keys and admin tokens
 //! ([`credentials`]), base64 key parsing ([`keys`]), id generation ([`ids`]),
-//! the TLS provider for HTTP clients ([`tls`]), gRPC reflection of what a
+//! TLS ([`tls`]: the provider for HTTP clients, and each plane's server
+//! certificate, re-read when it changes), gRPC reflection of what a
 //! process serves ([`reflection`]), the state bus between the
 //! planes ([`bus`]: etcd, or in-process for a single node) with the layout of
 //! the state published on it ([`state`]), and the typed registry of runtime

@@ -1,13 +1,22 @@
 //! Serving a plane's one port until it is told to stop, then draining
 //! within a grace period — the loop the control plane and the workers
-//! share. gRPC and HTTP/1 (probes, REST) are served on the same listener.
+//! share. gRPC and HTTP/1 (probes, REST) are served on the same listener,
+//! in plaintext (the default) or, with a certificate, TLS only: ALPN offers
+//! h2 and HTTP/1.1 and the protocol is then recognised as in plaintext
+//! ([`crate::tls`]; the pair is re-read while serving).
 
+use crate::tls::ServerTls;
+use crate::tls::server::RELOAD_INTERVAL;
+use std::future::Future;
+use std::pin::Pin;
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tonic::service::Routes;
 use tonic::transport::Server;
 use tonic::transport::server::TcpIncoming;
+
+type Served = Pin<Box<dyn Future<Output = Result<(), tonic::transport::Error>> + Send>>;
 
 /// How one port is served.
 #[derive(Debug, Clone)]
@@ -18,6 +27,8 @@ pub struct ServeSettings {
     pub grace: Duration,
     /// HTTP/2 keepalive pings: interval and timeout (`None`: none sent).
     pub http2_keepalive: Option<(Duration, Duration)>,
+    /// TLS on the port (`None`: plaintext).
+    pub tls: Option<ServerTls>,
 }
 
 /// Serves `routes` on `listener` until `stop` is cancelled, then stops
@@ -34,6 +45,7 @@ pub async fn serve(
         name,
         grace,
         http2_keepalive,
+        tls,
     } = settings;
     let signal = {
         let stop = stop.clone();
@@ -51,10 +63,28 @@ pub async fn serve(
             .http2_keepalive_interval(Some(interval))
             .http2_keepalive_timeout(Some(timeout));
     }
-    let server = builder
-        .add_routes(routes)
-        .serve_with_incoming_shutdown(TcpIncoming::from(listener).with_nodelay(Some(true)), signal);
-    tokio::pin!(server);
+    let router = builder.add_routes(routes);
+    // The reloader of a TLS port ends with the server, even if this future
+    // is dropped (the accept task ends when the server drops its stream).
+    let tls_tasks = CancellationToken::new();
+    let _end_tls_tasks = tls_tasks.clone().drop_guard();
+    let (mut server, accept): (Served, _) = match tls {
+        None => {
+            let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+            (
+                Box::pin(router.serve_with_incoming_shutdown(incoming, signal)),
+                None,
+            )
+        }
+        Some(tls) => {
+            let (incoming, accept) = crate::tls::incoming::accept(listener, tls.config(), name);
+            tokio::spawn(tls.watch(name, RELOAD_INTERVAL, tls_tasks.clone()));
+            (
+                Box::pin(router.serve_with_incoming_shutdown(incoming, signal)),
+                Some(accept),
+            )
+        }
+    };
     let served = tokio::select! {
         biased;
         result = &mut server => result,
@@ -70,6 +100,11 @@ pub async fn serve(
             }
         },
     };
+    if let Some(accept) = accept {
+        // the listener is closed once this returns, as with plaintext
+        accept.abort();
+        let _ = accept.await;
+    }
     stop.cancel();
     served
 }
@@ -118,6 +153,7 @@ mod tests {
             name: "test",
             grace,
             http2_keepalive: None,
+            tls: None,
         }
     }
 

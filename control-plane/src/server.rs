@@ -1,6 +1,8 @@
 //! Wiring, in three steps: [`ControlPlaneServer::build`] assembles the
 //! port's routes (the gRPC admin API, each service behind the admin guard,
-//! `grpc.health.v1`, reflection and the HTTP probes; nothing runs yet),
+//! `grpc.health.v1`, reflection and the HTTP probes) and loads the TLS pair
+//! of `[control_plane] tls_cert_file` / `tls_key_file` if set (nothing runs
+//! yet; a bad pair refuses the start),
 //! [`ControlPlaneServer::spawn`] starts serving and the startup task, and
 //! the returned [`RunningControlPlane`] stops it through one cancellation
 //! token.
@@ -25,6 +27,7 @@ use memtrace_common::bus::StateBus;
 use memtrace_common::config::MemtraceConfig;
 use memtrace_common::serve::{ServeSettings, cancel_on, serve as serve_port};
 use memtrace_common::shutdown::ShutdownSignal;
+use memtrace_common::tls::ServerTls;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -73,6 +76,7 @@ pub struct ControlPlaneServer {
     shutdown: ShutdownSignal,
     addr: SocketAddr,
     routes: tonic::service::Routes,
+    tls: Option<ServerTls>,
     probes: Arc<Probes>,
     startup: Startup,
 }
@@ -90,6 +94,11 @@ impl ControlPlaneServer {
         let addr = listener
             .local_addr()
             .map_err(|e| ControlPlaneError::Startup(format!("listener has no address: {e}")))?;
+        let tls = config
+            .control_plane
+            .tls_files()
+            .and_then(|files| files.map(ServerTls::load).transpose())
+            .map_err(|e| ControlPlaneError::Startup(e.to_string()))?;
         let gate = Arc::new(Gate::default());
         let auth = AdminAuth::default();
         let probes = Arc::new(Probes::new(secrets.expected_migration));
@@ -114,6 +123,7 @@ impl ControlPlaneServer {
             shutdown,
             addr,
             routes,
+            tls,
             probes: probes.clone(),
             startup: Startup {
                 config,
@@ -140,11 +150,16 @@ impl ControlPlaneServer {
             shutdown,
             addr,
             routes,
+            tls,
             probes,
             startup,
         } = self;
         let stop = CancellationToken::new();
-        tracing::info!(%addr, "control plane listening (grpc admin api, /health, /ready)");
+        tracing::info!(
+            %addr,
+            tls = tls.is_some(),
+            "control plane listening (grpc admin api, /health, /ready)"
+        );
         let task = {
             let stop = stop.clone();
             tokio::spawn(async move {
@@ -159,6 +174,7 @@ impl ControlPlaneServer {
                     name: "control plane",
                     grace,
                     http2_keepalive: Some((Duration::from_secs(30), Duration::from_secs(10))),
+                    tls,
                 };
                 let served = serve_port(routes, listener, stop, settings).await;
                 reconciler.cancel();

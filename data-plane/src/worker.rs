@@ -3,7 +3,9 @@
 //! starts the background tasks and the server, and the returned
 //! [`RunningWorker`] stops it all through one cancellation token.
 //!
-//! One port serves the probes ([`crate::probes`]), the REST API
+//! One port serves, in plaintext or with the TLS pair of `[server]
+//! tls_cert_file` / `tls_key_file` (loaded by [`Worker::build`], re-read
+//! while serving), the probes ([`crate::probes`]), the REST API
 //! ([`crate::rest`]), `memtrace.v1` gRPC ([`crate::grpc`]),
 //! `grpc.health.v1` and reflection (v1 and v1alpha, listing exactly these:
 //! [`memtrace_common::reflection`]). Background tasks: the snapshot
@@ -32,6 +34,7 @@ use memtrace_common::fleet::FleetKeyring;
 use memtrace_common::serve::{ServeSettings, cancel_on, join_within, serve};
 use memtrace_common::shutdown::ShutdownSignal;
 use memtrace_common::state::StateKeys;
+use memtrace_common::tls::ServerTls;
 use prometheus_client::registry::Registry;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -87,6 +90,7 @@ pub struct Worker {
     arc_health: Arc<ArcHealth>,
     health_reporter: HealthReporter,
     routes: tonic::service::Routes,
+    tls: Option<ServerTls>,
 }
 
 impl Worker {
@@ -103,6 +107,11 @@ impl Worker {
         let addr = listener
             .local_addr()
             .map_err(|e| WorkerError::Startup(format!("listener has no address: {e}")))?;
+        let tls = config
+            .server
+            .tls_files()
+            .and_then(|files| files.map(ServerTls::load).transpose())
+            .map_err(|e| WorkerError::Startup(e.to_string()))?;
         let identity = identity(&config, hostname, addr);
         let keys = StateKeys::new(&config.etcd.prefix);
         let handle = Arc::new(SnapshotHandle::default());
@@ -190,6 +199,7 @@ impl Worker {
             arc_health,
             health_reporter,
             routes,
+            tls,
         })
     }
 
@@ -215,6 +225,7 @@ impl Worker {
             arc_health,
             health_reporter,
             routes,
+            tls,
         } = self;
         let stop = CancellationToken::new();
         // Background tasks stop after the drain (the registration last), so
@@ -262,7 +273,7 @@ impl Worker {
             ),
         ];
         let grace = Duration::from_secs(config.server.shutdown_timeout);
-        tracing::info!(%addr, %worker_id, "worker listening (/health, /ready, /metrics, /api/v1, grpc memtrace.v1, health, reflection)");
+        tracing::info!(%addr, %worker_id, tls = tls.is_some(), "worker listening (/health, /ready, /metrics, /api/v1, grpc memtrace.v1, health, reflection)");
         let task = {
             let stop = stop.clone();
             tokio::spawn(async move {
@@ -271,6 +282,7 @@ impl Worker {
                     name: "worker",
                     grace,
                     http2_keepalive: None,
+                    tls,
                 };
                 // The drain and the flush of queued batches share the grace.
                 let flush = async {

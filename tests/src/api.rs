@@ -14,7 +14,7 @@ pub struct Api {
 impl Api {
     pub fn new(worker: &Worker, key: Option<&str>) -> Self {
         Self {
-            http: crate::http_client(),
+            http: worker.client(),
             base: worker.url(),
             key: key.map(str::to_owned),
         }

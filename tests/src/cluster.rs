@@ -7,8 +7,10 @@ use crate::arc::{ArcStandIn, CostModel, TokenGrant};
 use crate::cli::Ctl;
 use crate::control_plane::{ControlPlane, ControlPlaneSpec};
 use crate::etcd::EtcdServer;
+use crate::pki::ServedTls;
 use crate::worker::Worker;
 use anyhow::Context;
+use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
@@ -25,10 +27,19 @@ pub struct Cluster {
 impl Cluster {
     /// Starts etcd and the control plane (publishing under `prefix`).
     pub async fn start(prefix: &str) -> anyhow::Result<Self> {
+        Self::start_with_tls(prefix, None).await
+    }
+
+    /// [`Cluster::start`], the control plane serving TLS with `tls` if given
+    /// (the CLI then trusts its CA).
+    pub async fn start_with_tls(prefix: &str, tls: Option<ServedTls>) -> anyhow::Result<Self> {
         let etcd = tokio::task::block_in_place(EtcdServer::start)?;
         let dir = tempfile::tempdir()?;
         let fleet_key = memtrace_common::keys::generate_key_b64();
-        let mut spec = ControlPlaneSpec::default();
+        let mut spec = ControlPlaneSpec {
+            tls,
+            ..ControlPlaneSpec::default()
+        };
         for (k, v) in [
             ("MEMTRACE_ETCD_ENDPOINTS", etcd.endpoint()),
             ("MEMTRACE_ETCD_PREFIX", prefix.to_owned()),
@@ -40,6 +51,7 @@ impl Cluster {
         let ctl = Ctl {
             server: control_plane.url(),
             token: control_plane.admin_token()?,
+            ca_file: control_plane.ca_file().map(Path::to_owned),
         };
         Ok(Self {
             etcd,
@@ -133,12 +145,23 @@ impl Cluster {
 
     /// Starts worker `id`; returns once it is ready and in sync.
     pub async fn worker(&self, id: &str, extra_env: &[(&str, &str)]) -> anyhow::Result<Worker> {
+        self.worker_with_tls(id, None, extra_env).await
+    }
+
+    /// [`Cluster::worker`], serving TLS with `tls` if given.
+    pub async fn worker_with_tls(
+        &self,
+        id: &str,
+        tls: Option<&ServedTls>,
+        extra_env: &[(&str, &str)],
+    ) -> anyhow::Result<Worker> {
         let worker = Worker::spawn(
             self.dir.path(),
             id,
             &self.etcd.endpoint(),
             &self.prefix,
             &self.fleet_key,
+            tls,
             extra_env,
         )
         .await?;
@@ -152,7 +175,7 @@ impl Cluster {
     /// published (create an org first), and every worker applied the latest
     /// published revision.
     pub async fn wait_in_sync(&self, worker: &Worker) -> anyhow::Result<()> {
-        let http = crate::http_client();
+        let http = worker.client();
         eventually(
             "worker ready and in sync",
             Duration::from_secs(20),

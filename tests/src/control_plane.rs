@@ -1,8 +1,10 @@
 //! Starts the real `memtrace-control-plane` binary on `127.0.0.1:0`, with its
-//! data in a temp dir and JSON logs captured to a file. The address is read
+//! data in a temp dir and JSON logs captured to a file, in plaintext or
+//! with a test certificate. The address and whether it serves TLS are read
 //! from the process's own "listening" log line, so no port is ever guessed.
 
-use crate::process::{isolated_command, output_within, terminate, wait_for_listen_addr};
+use crate::pki::ServedTls;
+use crate::process::{Listening, isolated_command, output_within, terminate, wait_for_listening};
 use anyhow::{Context, bail};
 use memtrace_common::credentials::generate_admin_token;
 use memtrace_common::keys::generate_key_b64;
@@ -20,6 +22,9 @@ pub struct ControlPlaneSpec {
     pub admin_token: Option<String>,
     /// `None` = SQLite in the data dir.
     pub database_url: Option<String>,
+    /// Serve TLS with these files (`[control_plane] tls_cert_file` /
+    /// `tls_key_file`); clients trust its CA.
+    pub tls: Option<ServedTls>,
     pub extra_env: BTreeMap<String, String>,
 }
 
@@ -30,6 +35,7 @@ impl Default for ControlPlaneSpec {
             previous_master_keys: Vec::new(),
             admin_token: Some(generate_admin_token().to_string()),
             database_url: None,
+            tls: None,
             extra_env: BTreeMap::new(),
         }
     }
@@ -39,6 +45,7 @@ impl Default for ControlPlaneSpec {
 pub struct ControlPlane {
     pub spec: ControlPlaneSpec,
     pub addr: std::net::SocketAddr,
+    listening: Listening,
     pub data_dir: PathBuf,
     pub log_path: PathBuf,
     pub stdout_path: PathBuf,
@@ -82,20 +89,33 @@ impl ControlPlane {
         if let Some(url) = &spec.database_url {
             command.env("MEMTRACE_DATABASE_URL", url);
         }
+        if let Some(tls) = &spec.tls {
+            command
+                .env("MEMTRACE_CONTROL_PLANE_TLS_CERT_FILE", &tls.cert_file)
+                .env("MEMTRACE_CONTROL_PLANE_TLS_KEY_FILE", &tls.key_file);
+        }
         for (k, v) in &spec.extra_env {
             command.env(k, v);
         }
         let mut child = command.spawn().context("spawn memtrace-control-plane")?;
-        let addr = wait_for_listen_addr(
+        let listening = wait_for_listening(
             &log_path,
             &mut child,
             "control plane listening",
             Duration::from_secs(20),
         )
         .await?;
+        if listening.tls != spec.tls.is_some() {
+            bail!(
+                "the control plane says tls={} but the spec asked for tls={}",
+                listening.tls,
+                spec.tls.is_some()
+            );
+        }
         Ok(Self {
             spec,
-            addr,
+            addr: listening.addr,
+            listening,
             data_dir,
             log_path,
             stdout_path,
@@ -103,8 +123,19 @@ impl ControlPlane {
         })
     }
 
+    /// `https://…` when it serves TLS, else `http://…`.
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        self.listening.url()
+    }
+
+    /// The CA its certificate is trusted through, when it serves TLS.
+    pub fn ca_file(&self) -> Option<&Path> {
+        self.spec.tls.as_ref().map(|tls| tls.ca_file.as_path())
+    }
+
+    /// An HTTP client that reaches it (trusting its CA when it serves TLS).
+    pub fn client(&self) -> reqwest::Client {
+        crate::client_for(self.ca_file())
     }
 
     /// The admin token: the bootstrap one, or the one printed on first start.
@@ -122,7 +153,7 @@ impl ControlPlane {
 
     pub async fn wait_ready(&self, within: Duration) -> anyhow::Result<()> {
         let deadline = Instant::now() + within;
-        let client = crate::http_client();
+        let client = self.client();
         loop {
             let response = client.get(format!("{}/ready", self.url())).send().await;
             if response.is_ok_and(|r| r.status().is_success()) {

@@ -26,3 +26,20 @@ pub fn http_client() -> reqwest::Client {
     memtrace_common::tls::install_crypto_provider();
     reqwest::Client::new()
 }
+
+/// An HTTPS client that trusts only the PEM CA at `ca`. Each call makes a
+/// new client, so no pooled connection outlives a certificate reload.
+pub fn https_client(ca: &std::path::Path) -> reqwest::Client {
+    memtrace_common::tls::install_crypto_provider();
+    let pem = std::fs::read(ca).expect("the test CA file");
+    let ca = reqwest::Certificate::from_pem(&pem).expect("a PEM certificate");
+    reqwest::Client::builder()
+        .tls_certs_only([ca])
+        .build()
+        .expect("an https client")
+}
+
+/// [`https_client`] when a CA is given, else [`http_client`].
+pub fn client_for(ca: Option<&std::path::Path>) -> reqwest::Client {
+    ca.map_or_else(http_client, https_client)
+}

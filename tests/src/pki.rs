@@ -19,7 +19,26 @@ pub struct TestPki {
     pub client_name: String,
 }
 
+/// The files a plane serves TLS with in a test, and the CA its clients
+/// trust.
+#[derive(Debug, Clone)]
+pub struct ServedTls {
+    pub cert_file: PathBuf,
+    pub key_file: PathBuf,
+    pub ca_file: PathBuf,
+}
+
 impl TestPki {
+    /// This PKI's server certificate (127.0.0.1, localhost) and key,
+    /// trusted through its CA.
+    pub fn served(&self) -> ServedTls {
+        ServedTls {
+            cert_file: self.server_cert.clone(),
+            key_file: self.server_key.clone(),
+            ca_file: self.ca.clone(),
+        }
+    }
+
     /// Creates the CA and both certificates in `dir` (valid for a day).
     pub fn create(dir: &Path, client_name: &str) -> Result<Self> {
         let p = |name: &str| dir.join(name);

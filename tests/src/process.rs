@@ -1,7 +1,8 @@
 //! Running the workspace's binaries as real processes: an isolated command
 //! (empty environment but PATH and HOME, stdin closed, killed on drop), the
-//! bound address read from the process's own JSON "listening" log line (so
-//! no port is ever guessed), and SIGTERM with a bounded wait.
+//! bound address and whether it serves TLS read from the process's own JSON
+//! "listening" log line (so no port or scheme is ever guessed), and SIGTERM
+//! with a bounded wait.
 
 use crate::bins::bin_path;
 use anyhow::{Context, bail};
@@ -52,6 +53,33 @@ pub async fn wait_for_listen_addr(
     message: &str,
     within: Duration,
 ) -> anyhow::Result<std::net::SocketAddr> {
+    Ok(wait_for_listening(log, child, message, within).await?.addr)
+}
+
+/// What a process's "listening" log line says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Listening {
+    pub addr: std::net::SocketAddr,
+    /// The port serves TLS only (the line's `tls` field).
+    pub tls: bool,
+}
+
+impl Listening {
+    /// `https://addr` when the port serves TLS, else `http://addr`.
+    pub fn url(&self) -> String {
+        let scheme = if self.tls { "https" } else { "http" };
+        format!("{scheme}://{}", self.addr)
+    }
+}
+
+/// Reads the log until the "listening" line names the bound address and
+/// whether the port serves TLS.
+pub async fn wait_for_listening(
+    log: &Path,
+    child: &mut Child,
+    message: &str,
+    within: Duration,
+) -> anyhow::Result<Listening> {
     let deadline = Instant::now() + within;
     loop {
         let text = std::fs::read_to_string(log).unwrap_or_default();
@@ -63,7 +91,10 @@ pub async fn wait_for_listen_addr(
                 .as_str()
                 .is_some_and(|m| m.starts_with(message));
             if let (true, Some(addr)) = (listening, value["addr"].as_str()) {
-                return Ok(addr.parse()?);
+                return Ok(Listening {
+                    addr: addr.parse()?,
+                    tls: value["tls"].as_bool().unwrap_or(false),
+                });
             }
         }
         if let Some(status) = child.try_wait()? {

@@ -104,11 +104,13 @@ impl ContractRun {
 
 /// Runs `contract.py` with the sync and the async client against
 /// `base_url`, the API key passed in the environment (never on the command
-/// line), with only `PATH` besides.
+/// line), with only `PATH` besides. For an `https://` worker, `ca_file` is
+/// the CA to trust (`SSL_CERT_FILE`, which the SDK's httpx honours).
 pub async fn run_contract(
     python: &Path,
     base_url: &str,
     api_key: &str,
+    ca_file: Option<&Path>,
     mode: ContractMode,
     within: Duration,
 ) -> anyhow::Result<ContractRun> {
@@ -123,6 +125,9 @@ pub async fn run_contract(
         .env("PYTHONDONTWRITEBYTECODE", "1")
         .stdin(Stdio::null())
         .kill_on_drop(true);
+    if let Some(ca) = ca_file {
+        command.env("SSL_CERT_FILE", ca);
+    }
     let out = output_within(command, within)
         .await
         .context("running tests/sdk/contract.py")?;

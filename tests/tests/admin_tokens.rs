@@ -19,6 +19,7 @@ fn ctl(cp: &ControlPlane, token: &str) -> Ctl {
     Ctl {
         server: cp.url(),
         token: token.to_owned(),
+        ca_file: None,
     }
 }
 

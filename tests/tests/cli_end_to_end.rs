@@ -18,6 +18,7 @@ async fn full_cli_session_and_no_secret_at_rest_or_in_logs() {
     let ctl = Ctl {
         server: cp.url(),
         token: cp.admin_token().unwrap(),
+        ca_file: None,
     };
     // instant answers (CostModel::instant): behaviour, not time
     let arc = ArcStandIn::start().await.unwrap();
@@ -269,6 +270,7 @@ async fn cli_errors_are_one_line_with_a_hint() {
     let ctl = Ctl {
         server: server.clone(),
         token: token.clone(),
+        ca_file: None,
     };
     let org = ctl.json(&["org", "create", "keys-org"]).await.unwrap();
     let key = ctl

@@ -196,6 +196,7 @@ async fn generated_admin_token_is_printed_once_and_works() {
     let ctl = memtrace_tests::cli::Ctl {
         server: cp.url(),
         token: token.clone(),
+        ca_file: None,
     };
     ctl.json(&["org", "list"]).await.unwrap();
     cp.stop().await.unwrap();
@@ -207,6 +208,7 @@ async fn generated_admin_token_is_printed_once_and_works() {
     let ctl = memtrace_tests::cli::Ctl {
         server: cp.url(),
         token,
+        ca_file: None,
     };
     ctl.json(&["org", "list"]).await.unwrap();
 }
@@ -232,6 +234,7 @@ async fn legacy_arc_settings_migrate_into_org_default_once() {
     let ctl = memtrace_tests::cli::Ctl {
         server: cp.url(),
         token: cp.admin_token().unwrap(),
+        ca_file: None,
     };
     let shown = ctl.json(&["org", "show-arc", "org_default"]).await.unwrap();
     assert_eq!(shown["database"], "memories");
@@ -248,6 +251,7 @@ async fn legacy_arc_settings_migrate_into_org_default_once() {
     let ctl = memtrace_tests::cli::Ctl {
         server: cp.url(),
         token: cp.admin_token().unwrap(),
+        ca_file: None,
     };
     let orgs = ctl.json(&["org", "list"]).await.unwrap();
     assert_eq!(orgs["orgs"].as_array().unwrap().len(), 1, "{orgs}");
@@ -261,6 +265,7 @@ async fn master_key_rotation_rewraps_while_serving() {
     let ctl = memtrace_tests::cli::Ctl {
         server: cp.url(),
         token: cp.admin_token().unwrap(),
+        ca_file: None,
     };
     let org = ctl.json(&["org", "create", "rot"]).await.unwrap();
     let org_id = org["id"].as_str().unwrap().to_owned();
@@ -290,6 +295,7 @@ async fn master_key_rotation_rewraps_while_serving() {
     let ctl = memtrace_tests::cli::Ctl {
         server: cp.url(),
         token: cp.admin_token().unwrap(),
+        ca_file: None,
     };
     let out = ctl.run(&["org", "show-arc", &org_id]).await.unwrap();
     assert!(
@@ -307,6 +313,7 @@ async fn master_key_rotation_rewraps_while_serving() {
     let ctl = memtrace_tests::cli::Ctl {
         server: cp.url(),
         token: cp.admin_token().unwrap(),
+        ca_file: None,
     };
     assert_eq!(
         ctl.json(&["org", "show-arc", &org_id]).await.unwrap()["api_key_masked"],
@@ -329,6 +336,7 @@ async fn master_key_rotation_rewraps_while_serving() {
     let ctl = memtrace_tests::cli::Ctl {
         server: cp.url(),
         token: cp.admin_token().unwrap(),
+        ca_file: None,
     };
     assert_eq!(
         ctl.json(&["org", "show-arc", &org_id]).await.unwrap()["api_key_masked"],

@@ -157,6 +157,7 @@ impl Dev {
         Ctl {
             server: format!("http://{}", self.control_plane),
             token: token.trim().to_owned(),
+            ca_file: None,
         }
     }
 

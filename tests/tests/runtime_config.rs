@@ -14,6 +14,7 @@ fn ctl_for(cp: &ControlPlane) -> Ctl {
     Ctl {
         server: cp.url(),
         token: cp.admin_token().unwrap(),
+        ca_file: None,
     }
 }
 

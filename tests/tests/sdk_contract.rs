@@ -6,11 +6,14 @@
 //! - an org bound to an Arc stand-in (`memtracectl org add-arc`), on a
 //!   worker without an embedded store;
 //! - an org without a binding on a worker with an embedded store;
-//! - an org without a binding on a worker without one: `NoArcInstanceError`.
+//! - an org without a binding on a worker without one: `NoArcInstanceError`;
+//! - the embedded store again, the worker serving TLS: the SDK over
+//!   `https://` (HTTP/1.1 by ALPN), trusting the test CA.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use memtrace_tests::arc::ArcStandIn;
 use memtrace_tests::cluster::{Cluster, arc_with_token};
+use memtrace_tests::pki::TestPki;
 use memtrace_tests::python::{ContractMode, run_contract, sdk_python};
 use memtrace_tests::worker::Worker;
 use std::path::Path;
@@ -36,9 +39,16 @@ async fn org_with_key(c: &Cluster, name: &str, arc: Option<&ArcStandIn>) -> Stri
 
 /// Runs the script; on failure, panics with its output and the worker's log.
 async fn contract(python: &Path, worker: &Worker, api_key: &str, mode: ContractMode) -> String {
-    let run = run_contract(python, &worker.url(), api_key, mode, CONTRACT_TIMEOUT)
-        .await
-        .unwrap();
+    let run = run_contract(
+        python,
+        &worker.url(),
+        api_key,
+        worker.ca_file(),
+        mode,
+        CONTRACT_TIMEOUT,
+    )
+    .await
+    .unwrap();
     assert!(
         run.success,
         "the SDK contract ({mode:?}) failed:\n{}\n--- worker log (tail) ---\n{}",
@@ -111,5 +121,27 @@ async fn python_sdk_sees_no_arc_instance_for_an_unbound_org() {
     let worker = c.worker("sdk-unbound", &[]).await.unwrap();
     let out = contract(&python, &worker, &key, ContractMode::NoArc).await;
     assert!(out.contains("NoArcInstanceError (503)"), "{out}");
+    assert!(worker.stop().await.unwrap().success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_sdk_over_https() {
+    let python = sdk_python().await.unwrap();
+    let c = Cluster::start(PREFIX).await.unwrap();
+    let key = org_with_key(&c, "sdk-https", None).await;
+    let pki = TestPki::create(c.dir.path(), "client").unwrap();
+    let embedded = tempfile::tempdir().unwrap();
+    let dir = embedded.path().to_str().unwrap();
+    let worker = c
+        .worker_with_tls(
+            "sdk-https",
+            Some(&pki.served()),
+            &[("MEMTRACE_WORKER_EMBEDDED_DIR", dir)],
+        )
+        .await
+        .unwrap();
+    assert!(worker.url().starts_with("https://"));
+    let out = contract(&python, &worker, &key, ContractMode::Full).await;
+    assert!(out.contains("against https://"), "{out}");
     assert!(worker.stop().await.unwrap().success());
 }

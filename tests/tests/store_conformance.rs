@@ -71,10 +71,12 @@ async fn control_plane_on_postgres_survives_restart_and_shares_state() {
     let ctl_a = Ctl {
         server: a.url(),
         token: a.admin_token().unwrap(),
+        ca_file: None,
     };
     let ctl_b = Ctl {
         server: b.url(),
         token: b.admin_token().unwrap(),
+        ca_file: None,
     };
     let org = ctl_a.json(&["org", "create", "pg-org"]).await.unwrap();
     let org_id = org["id"].as_str().unwrap().to_owned();
@@ -102,6 +104,7 @@ async fn control_plane_on_postgres_survives_restart_and_shares_state() {
     let ctl_c = Ctl {
         server: c.url(),
         token: c.admin_token().unwrap(),
+        ca_file: None,
     };
     let orgs = ctl_c.json(&["org", "list"]).await.unwrap();
     assert_eq!(orgs["orgs"][0]["has_arc_binding"], true, "{orgs}");

@@ -7,16 +7,19 @@ use crate::args::OutputFormat;
 use crate::client::Admin;
 use crate::error::{CliError, Subject, one_line};
 use crate::output::{Output, Render, cell, fields, rfc3339};
+use crate::secret;
 use memtrace_proto::admin::v1 as pb;
 use serde::Serialize;
 use std::io::{self, Write};
+use zeroize::Zeroizing;
 
 pub async fn add(args: AddArcArgs, admin: &Admin, out: &mut Output<'_>) -> anyhow::Result<()> {
+    let api_key = api_key(&args, admin, out)?;
     let request = pb::BindArcRequest {
         org_id: args.org_id,
         url: args.url,
         database: args.database,
-        api_key: args.api_key.unwrap_or_default(),
+        api_key: api_key.to_string(),
         measurement: args.measurement.unwrap_or_default(),
         replace: args.replace,
     };
@@ -27,6 +30,36 @@ pub async fn add(args: AddArcArgs, admin: &Admin, out: &mut Output<'_>) -> anyho
         .map_err(|s| admin.fail(s, Subject::ArcBinding))?
         .into_inner();
     out.emit(&ArcBindingView::from(&binding))
+}
+
+/// The arc api key: from `--api-key-file` (`-`: stdin), or from
+/// `--api-key` with a warning that argv is visible; empty when neither.
+fn api_key(
+    args: &AddArcArgs,
+    admin: &Admin,
+    out: &mut Output<'_>,
+) -> anyhow::Result<Zeroizing<String>> {
+    if let Some(path) = &args.api_key_file {
+        if secret::is_stdin(path) && admin.token_read_stdin() {
+            return Err(
+                CliError::new("--api-key-file - and --token-file - both read stdin")
+                    .with_hint(
+                        "pass one of them as a file, or the admin token in MEMTRACE_ADMIN_TOKEN",
+                    )
+                    .into(),
+            );
+        }
+        return Ok(secret::read("--api-key-file", path, &mut std::io::stdin())?);
+    }
+    let Some(key) = &args.api_key else {
+        return Ok(Zeroizing::default());
+    };
+    out.note(&secret::argv_warning(
+        "--api-key",
+        "arc api key",
+        "pass --api-key-file PATH (- for stdin)",
+    ))?;
+    Ok(Zeroizing::new(key.clone()))
 }
 
 pub async fn show(org_id: String, admin: &Admin, out: &mut Output<'_>) -> anyhow::Result<()> {

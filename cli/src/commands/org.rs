@@ -8,6 +8,7 @@ use clap::{Args, Subcommand};
 use memtrace_proto::admin::v1 as pb;
 use serde::Serialize;
 use std::io::{self, Write};
+use std::path::PathBuf;
 
 #[derive(Debug, Subcommand)]
 pub enum OrgCommand {
@@ -63,9 +64,12 @@ pub struct AddArcArgs {
     /// arc database that holds the org's memories
     #[arg(long)]
     pub database: String,
-    /// arc api key (stored envelope-encrypted, never shown again)
+    /// arc api key (stored envelope-encrypted, never shown again); visible to other users of the machine: prefer --api-key-file
     #[arg(long, value_name = "KEY")]
     pub api_key: Option<String>,
+    /// read the arc api key from this file (- for stdin) instead of the command line
+    #[arg(long, value_name = "PATH", conflicts_with = "api_key")]
+    pub api_key_file: Option<PathBuf>,
     /// arc measurement for memory rows [server default: events]
     #[arg(long)]
     pub measurement: Option<String>,

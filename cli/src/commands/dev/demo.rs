@@ -91,13 +91,17 @@ impl Demo<'_> {
     async fn admin(&self) -> Result<Admin, DevError> {
         let global = GlobalArgs {
             server: Some(format!("http://{}", self.control_plane)),
+            ca_file: None,
             token: Some(self.keys.admin_token.to_string()),
+            token_file: None,
             output: OutputFormat::Table,
             timeout: 10,
         };
         let deadline = Instant::now() + READY_WITHIN;
         loop {
-            let attempt = match Admin::connect(&global, &Env::default()).await {
+            let attempt = match Admin::connect(&global, &Env::default(), &mut std::io::empty())
+                .await
+            {
                 Ok(admin) => match admin
                     .orgs()
                     .list_orgs(admin.request(pb::ListOrgsRequest {}))

@@ -7,8 +7,9 @@
 //! org and api key ([`demo`]). SIGINT/SIGTERM stop both halves gracefully.
 //!
 //! Settings and variables are those of the separate binaries; only the
-//! defaults differ: both listen on 127.0.0.1 (9200 and 9100), and
-//! `[auth] db_path`, `[worker] embedded_dir` and `[worker] snapshot_cache`
+//! defaults differ: both listen on 127.0.0.1 (9200 and 9100) in plaintext
+//! (`[server]` and `[control_plane]` TLS files are ignored with a warning),
+//! and `[auth] db_path`, `[worker] embedded_dir` and `[worker] snapshot_cache`
 //! point into the data directory unless set in the file or the environment.
 
 mod demo;
@@ -237,6 +238,29 @@ fn apply_dev_defaults(config: &mut MemtraceConfig, env: &Env, data_dir: &Path) {
         );
         config.etcd.endpoints.clear();
     }
+    // Development on loopback: plaintext, so the demo setup and the printed
+    // examples need no CA. TLS is served by the separate binaries.
+    for (setting, cert, key) in [
+        (
+            "[server] tls_cert_file / tls_key_file",
+            &mut config.server.tls_cert_file,
+            &mut config.server.tls_key_file,
+        ),
+        (
+            "[control_plane] tls_cert_file / tls_key_file",
+            &mut config.control_plane.tls_cert_file,
+            &mut config.control_plane.tls_key_file,
+        ),
+    ] {
+        if !cert.trim().is_empty() || !key.trim().is_empty() {
+            tracing::warn!(
+                setting,
+                "ignored: memtracectl dev serves plaintext on loopback; run memtrace-control-plane and memtrace-worker to serve TLS"
+            );
+            cert.clear();
+            key.clear();
+        }
+    }
 }
 
 /// The environment the two halves read their secrets from: the process
@@ -316,6 +340,15 @@ mod tests {
         assert_eq!(chosen.control_plane.listen, "0.0.0.0:9300");
         assert_eq!(chosen.worker.embedded_dir, "/srv/embedded");
         assert_eq!(chosen.server.host, "0.0.0.0");
+
+        let mut tls = MemtraceConfig::default();
+        tls.server.tls_cert_file = "/etc/memtrace/worker.pem".into();
+        tls.server.tls_key_file = "/etc/memtrace/worker.key".into();
+        tls.control_plane.tls_cert_file = "/etc/memtrace/cp.pem".into();
+        tls.control_plane.tls_key_file = "/etc/memtrace/cp.key".into();
+        apply_dev_defaults(&mut tls, &Env::default(), dir);
+        assert_eq!(tls.server.tls_files().unwrap(), None);
+        assert_eq!(tls.control_plane.tls_files().unwrap(), None);
     }
 
     #[test]
