@@ -23,6 +23,12 @@ pub enum ErrorCode {
     ResourceExhausted,
     /// One request larger than allowed: RESOURCE_EXHAUSTED, HTTP 413.
     PayloadTooLarge,
+    /// A request in an encoding the server does not decode (an unknown
+    /// `Content-Encoding`): INVALID_ARGUMENT, HTTP 415.
+    UnsupportedMediaType,
+    /// The client did not send its request in time: DEADLINE_EXCEEDED,
+    /// HTTP 408.
+    RequestTimeout,
     /// Nothing to serve the request with until an operator configures it
     /// (an org without an Arc binding): FAILED_PRECONDITION, HTTP 503 (what
     /// the original memtrace's SDKs expect).
@@ -39,7 +45,10 @@ impl ErrorCode {
     /// The gRPC code.
     pub fn grpc(self) -> tonic::Code {
         match self {
-            Self::InvalidArgument | Self::InvalidValue => tonic::Code::InvalidArgument,
+            Self::InvalidArgument | Self::InvalidValue | Self::UnsupportedMediaType => {
+                tonic::Code::InvalidArgument
+            }
+            Self::RequestTimeout => tonic::Code::DeadlineExceeded,
             Self::NotFound => tonic::Code::NotFound,
             Self::AlreadyExists => tonic::Code::AlreadyExists,
             Self::Unauthenticated => tonic::Code::Unauthenticated,
@@ -63,6 +72,8 @@ impl ErrorCode {
             Self::FailedPrecondition => 412,
             Self::ResourceExhausted => 429,
             Self::PayloadTooLarge => 413,
+            Self::UnsupportedMediaType => 415,
+            Self::RequestTimeout => 408,
             Self::NotConfigured | Self::Unavailable => 503,
             Self::BadGateway => 502,
             Self::Internal => 500,

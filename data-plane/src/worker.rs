@@ -172,7 +172,10 @@ impl Worker {
             .set_service_status("", ServingStatus::NotServing)
             .await;
         let (memories_grpc, agents_grpc, sessions_grpc) = crate::grpc::services(admission.clone());
-        let router = crate::probes::router(probes).merge(crate::rest::router(admission));
+        let body_timeout =
+            crate::rest::BodyTimeout(Duration::from_secs(config.server.read_timeout.max(1)));
+        let router =
+            crate::probes::router(probes).merge(crate::rest::router(admission, body_timeout));
         let routes = tonic::service::Routes::from(router)
             .add_service(health_service)
             .add_service(memories_grpc)

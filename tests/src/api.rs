@@ -36,6 +36,29 @@ impl Api {
         (status, serde_json::from_str(&text).unwrap_or(Value::Null))
     }
 
+    /// `method path` with `headers` and a body of raw bytes (for bodies a
+    /// well-behaved client would not send).
+    pub async fn raw(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Vec<u8>,
+    ) -> (u16, Value) {
+        let method = reqwest::Method::from_bytes(method.as_bytes()).expect("an HTTP method");
+        let mut req = self.http.request(method, format!("{}{path}", self.base));
+        if let Some(key) = &self.key {
+            req = req.header("x-api-key", key);
+        }
+        for (name, value) in headers {
+            req = req.header(*name, *value);
+        }
+        let resp = req.body(body).send().await.expect("the worker answers");
+        let status = resp.status().as_u16();
+        let text = resp.text().await.expect("a readable body");
+        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+    }
+
     pub async fn get(&self, path: &str) -> (u16, Value) {
         self.call("GET", path, None).await
     }

@@ -7,6 +7,7 @@
 //! `{"error": ...}` (`hint` on the no-Arc 503), `Retry-After` on 429.
 
 mod agents;
+mod body;
 mod memories;
 mod sessions;
 
@@ -16,7 +17,7 @@ use crate::service::types::RegistryPage;
 use crate::service::{OrgService, ServiceError};
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::rejection::{BytesRejection, QueryRejection};
+use axum::extract::rejection::QueryRejection;
 use axum::extract::{DefaultBodyLimit, FromRequestParts};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
@@ -25,8 +26,12 @@ use axum::routing::{get, post};
 use memtrace_common::error::{CodedError, retry_after_secs};
 use serde::de::DeserializeOwned;
 
-/// The `/api/v1` routes.
-pub fn router(state: Admission) -> axum::Router {
+pub(crate) use body::Body;
+pub use body::BodyTimeout;
+
+/// The `/api/v1` routes; a client has `body_timeout` (`server.read_timeout`)
+/// to send a request's body.
+pub fn router(state: Admission, body_timeout: BodyTimeout) -> axum::Router {
     axum::Router::new()
         .route(
             "/api/v1/memories",
@@ -52,6 +57,7 @@ pub fn router(state: Admission) -> axum::Router {
         .route("/api/v1/sessions/{id}/memories", get(sessions::memories))
         .route("/api/v1/sessions/{id}/context", post(sessions::context))
         .layer(DefaultBodyLimit::max(MAX_REQUEST_BYTES))
+        .layer(axum::Extension(body_timeout))
         .with_state(state)
 }
 
@@ -117,9 +123,6 @@ impl FromRequestParts<Admission> for Writer {
     }
 }
 
-/// A raw request body (its rejection is reported by [`parse_body`]).
-pub(crate) type Body = Result<Bytes, BytesRejection>;
-
 /// The body as JSON, within the org's `max_payload_bytes` ([`checked_body`],
 /// [`json_body`]); an empty body is `T::default()` when `empty_ok`.
 pub(crate) fn parse_body<T: DeserializeOwned + Default>(
@@ -130,17 +133,10 @@ pub(crate) fn parse_body<T: DeserializeOwned + Default>(
     json_body(&checked_body(svc, body)?, empty_ok)
 }
 
-/// The body, refused with 413 above the org's `max_payload_bytes`.
+/// The body (read and decoded by [`Body`]), refused with 413 above the
+/// org's `max_payload_bytes` (counted decoded).
 fn checked_body(svc: &OrgService, body: Body) -> Result<Bytes, ServiceError> {
-    let body = body.map_err(|e| {
-        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            ServiceError::TooLarge(format!(
-                "request body exceeds the limit of {MAX_REQUEST_BYTES} bytes"
-            ))
-        } else {
-            ServiceError::BadRequest(format!("invalid request body: {}", e.body_text()))
-        }
-    })?;
+    let body = body.0?;
     svc.check_payload(body.len())?;
     Ok(body)
 }

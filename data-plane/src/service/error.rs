@@ -40,6 +40,12 @@ pub enum ServiceError {
     /// 413: the request is larger than the org may send.
     #[error("{0}")]
     TooLarge(String),
+    /// 415: a body in an encoding the worker does not decode.
+    #[error("{0}")]
+    Unsupported(String),
+    /// 408: the client did not send its body within `server.read_timeout`.
+    #[error("request body not received within {0:?} (server.read_timeout); send it at once")]
+    BodyTimeout(Duration),
     /// 429 with `Retry-After`: the org's write queue is full.
     #[error("write queue of the org is full, retry later")]
     Busy { retry_after: Duration },
@@ -87,6 +93,8 @@ impl CodedError for ServiceError {
             Self::NotFound(_) => ErrorCode::NotFound,
             Self::Duplicate | Self::Conflict(_) => ErrorCode::AlreadyExists,
             Self::TooLarge(_) => ErrorCode::PayloadTooLarge,
+            Self::Unsupported(_) => ErrorCode::UnsupportedMediaType,
+            Self::BodyTimeout(_) => ErrorCode::RequestTimeout,
             Self::Busy { .. } | Self::RateLimited { .. } | Self::ReadsBusy { .. } => {
                 ErrorCode::ResourceExhausted
             }
