@@ -71,7 +71,9 @@ impl ControlPlane {
         command
             .env("MEMTRACE_CONTROL_PLANE_LISTEN", "127.0.0.1:0")
             .env("MEMTRACE_LOG_FORMAT", "json")
-            .env("MEMTRACE_LOG_LEVEL", "debug")
+            // pinned by RUST_LOG, so the runtime `log.level` it seeds for
+            // the workers stays the default (info)
+            .env("RUST_LOG", "debug")
             .env("MEMTRACE_AUTH_DB_PATH", data_dir.join("memtrace.db"))
             .env("MEMTRACE_SERVER_SHUTDOWN_TIMEOUT", "5")
             .env("MEMTRACE_MASTER_KEY", &spec.master_key)

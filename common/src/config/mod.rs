@@ -126,6 +126,8 @@ impl Default for ServerConfig {
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
+    /// Human-readable lines (`text` is accepted as another name).
+    #[serde(alias = "text")]
     Console,
     Json,
 }

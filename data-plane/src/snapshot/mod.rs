@@ -430,6 +430,8 @@ impl SnapshotHandle {
             self.metrics.snapshot_reloads.inc();
         }
         self.metrics.applied_revision.set(snapshot.applied_revision);
+        // `log.level` is hot: the process's filter follows the snapshot
+        memtrace_common::telemetry::apply_level(&snapshot.settings().log_level());
         self.current.store(Arc::new(snapshot));
         self.touch();
         if full {

@@ -169,6 +169,19 @@ fn attempted(setting: &Setting, text: &str) -> Value {
     Value::String(text.chars().take(256).collect())
 }
 
+const LOG_LEVEL: &str = "log.level";
+
+/// Applies the stored global `log.level` (the default without one) to this
+/// process's log filter.
+fn apply_log_level(rows: &[SettingRow]) {
+    let stored = rows
+        .iter()
+        .find(|r| r.key == LOG_LEVEL && r.org_id.is_empty())
+        .and_then(|r| serde_json::from_str::<String>(&r.value_json).ok());
+    let level = stored.unwrap_or_else(|| EffectiveSettings::new().log_level());
+    memtrace_common::telemetry::apply_level(&level);
+}
+
 /// Stored values as an effective view (rows the registry refuses are
 /// skipped with a warning), plus when each row was written.
 pub(crate) fn effective_from_rows(
@@ -526,6 +539,9 @@ impl ControlPlane {
     /// also owns the `config/` prefix once it includes these).
     pub async fn desired_settings(&self) -> Result<Vec<Op>> {
         let rows = self.store.list_settings().await?;
+        // every pass: a change made through another replica reaches this
+        // process's log filter too
+        apply_log_level(&rows);
         Ok(rows
             .iter()
             .filter_map(|row| self.setting_put(row))
@@ -548,6 +564,9 @@ impl ControlPlane {
                     return None;
                 }
             };
+            if key == LOG_LEVEL && org_id.is_empty() {
+                apply_log_level(row.as_slice());
+            }
             match row.as_ref().map(|r| self.setting_put(r)) {
                 Some(Some(op)) => ops.push(op),
                 Some(None) => {}
