@@ -23,6 +23,7 @@ pub mod ids;
 pub mod keys;
 pub mod names;
 pub mod reflection;
+pub mod requests;
 pub mod serve;
 pub mod settings;
 pub mod shutdown;

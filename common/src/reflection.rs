@@ -61,15 +61,7 @@ pub fn add_reflection(
     served: &[&str],
 ) -> Result<Routes, ReflectionError> {
     let services = listed(served);
-    let files = files_for(
-        &[
-            descriptors,
-            tonic_health::pb::FILE_DESCRIPTOR_SET,
-            tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET,
-            tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET,
-        ],
-        &services,
-    )?;
+    let files = files_for(&descriptor_sets(descriptors), &services)?;
     let builder = || {
         services.iter().fold(
             Builder::configure()
@@ -81,6 +73,40 @@ pub fn add_reflection(
     Ok(routes
         .add_service(builder().build_v1()?)
         .add_service(builder().build_v1alpha()?))
+}
+
+/// The gRPC method paths (`/package.Service/Method`) of the services of
+/// [`listed`]`(served)`, as declared in `descriptors` (and the health and
+/// reflection protos): every path this process implements.
+pub fn method_paths(descriptors: &[u8], served: &[&str]) -> Result<Vec<String>, ReflectionError> {
+    let services = listed(served);
+    let files = files_for(&descriptor_sets(descriptors), &services)?;
+    let mut paths = Vec::new();
+    for file in &files.file {
+        for service in &file.service {
+            let name = format!("{}.{}", file.package(), service.name());
+            if services.contains(&name) {
+                paths.extend(
+                    service
+                        .method
+                        .iter()
+                        .map(|m| format!("/{name}/{}", m.name())),
+                );
+            }
+        }
+    }
+    Ok(paths)
+}
+
+/// `descriptors` and the descriptor sets of the health and reflection
+/// services every process serves.
+fn descriptor_sets(descriptors: &[u8]) -> [&[u8]; 4] {
+    [
+        descriptors,
+        tonic_health::pb::FILE_DESCRIPTOR_SET,
+        tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET,
+        tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET,
+    ]
 }
 
 /// The files among `sets` that declare one of `services`, with every file

@@ -5,10 +5,12 @@
 //! h2 and HTTP/1.1 and the protocol is then recognised as in plaintext
 //! ([`crate::tls`]; the pair is re-read while serving).
 
+use crate::requests::{RequestMetrics, RequestMetricsLayer};
 use crate::tls::ServerTls;
 use crate::tls::server::RELOAD_INTERVAL;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -29,6 +31,8 @@ pub struct ServeSettings {
     pub http2_keepalive: Option<(Duration, Duration)>,
     /// TLS on the port (`None`: plaintext).
     pub tls: Option<ServerTls>,
+    /// Where every request is counted and timed.
+    pub metrics: Arc<RequestMetrics>,
 }
 
 /// Serves `routes` on `listener` until `stop` is cancelled, then stops
@@ -46,6 +50,7 @@ pub async fn serve(
         grace,
         http2_keepalive,
         tls,
+        metrics,
     } = settings;
     let signal = {
         let stop = stop.clone();
@@ -63,7 +68,9 @@ pub async fn serve(
             .http2_keepalive_interval(Some(interval))
             .http2_keepalive_timeout(Some(timeout));
     }
-    let router = builder.add_routes(routes);
+    let router = builder
+        .layer(RequestMetricsLayer(metrics))
+        .add_routes(routes);
     // The reloader of a TLS port ends with the server, even if this future
     // is dropped (the accept task ends when the server drops its stream).
     let tls_tasks = CancellationToken::new();
@@ -154,6 +161,7 @@ mod tests {
             grace,
             http2_keepalive: None,
             tls: None,
+            metrics: Arc::default(),
         }
     }
 

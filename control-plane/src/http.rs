@@ -1,12 +1,15 @@
 //! Plain HTTP endpoints served on the gRPC port: `/health` (200 while the
-//! process runs) and `/ready` (200 once the database answers and the schema
-//! is at least at the expected migration).
+//! process runs), `/ready` (200 once the database answers and the schema
+//! is at least at the expected migration) and `/metrics` (OpenMetrics: the
+//! port's requests, admin calls by method and code among them).
 
 use crate::store::{SqlStore, Store};
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::get;
+use memtrace_common::requests::{RequestMetrics, openmetrics, tag_route};
+use prometheus_client::registry::Registry;
 use serde_json::{Value, json};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
@@ -17,14 +20,24 @@ pub struct Probes {
     pub store: OnceLock<Arc<SqlStore>>,
     pub started: Instant,
     pub expected_migration: Option<i64>,
+    /// Every request of the port, counted by the serve loop's layer.
+    pub requests: Arc<RequestMetrics>,
+    registry: Registry,
 }
 
 impl Probes {
-    pub fn new(expected_migration: Option<i64>) -> Self {
+    /// Probes of a process implementing `grpc_methods` (for the request
+    /// metrics' route labels).
+    pub fn new(expected_migration: Option<i64>, grpc_methods: Vec<String>) -> Self {
+        let requests = Arc::new(RequestMetrics::new(grpc_methods));
+        let mut registry = Registry::default();
+        requests.register(&mut registry);
         Self {
             store: OnceLock::new(),
             started: Instant::now(),
             expected_migration,
+            requests,
+            registry,
         }
     }
 }
@@ -33,7 +46,13 @@ pub fn router(probes: Arc<Probes>) -> axum::Router {
     axum::Router::new()
         .route("/health", get(health))
         .route("/ready", get(ready))
+        .route("/metrics", get(metrics))
+        .route_layer(axum::middleware::from_fn(tag_route))
         .with_state(probes)
+}
+
+async fn metrics(State(probes): State<Arc<Probes>>) -> axum::response::Response {
+    openmetrics(&probes.registry)
 }
 
 async fn health(State(probes): State<Arc<Probes>>) -> Json<Value> {

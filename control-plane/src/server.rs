@@ -101,7 +101,12 @@ impl ControlPlaneServer {
             .map_err(|e| ControlPlaneError::Startup(e.to_string()))?;
         let gate = Arc::new(Gate::default());
         let auth = AdminAuth::default();
-        let probes = Arc::new(Probes::new(secrets.expected_migration));
+        let grpc_methods = memtrace_common::reflection::method_paths(
+            memtrace_proto::FILE_DESCRIPTOR_SET,
+            &SERVICES,
+        )
+        .map_err(|e| ControlPlaneError::Startup(format!("grpc descriptors: {e}")))?;
+        let probes = Arc::new(Probes::new(secrets.expected_migration, grpc_methods));
         let (health_reporter, health_service) = tonic_health::server::health_reporter();
         for service in SERVICES.iter().chain(&[""]) {
             health_reporter
@@ -175,6 +180,7 @@ impl ControlPlaneServer {
                     grace,
                     http2_keepalive: Some((Duration::from_secs(30), Duration::from_secs(10))),
                     tls,
+                    metrics: probes.requests.clone(),
                 };
                 let served = serve_port(routes, listener, stop, settings).await;
                 reconciler.cancel();

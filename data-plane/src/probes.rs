@@ -14,7 +14,7 @@ use crate::ingest::{Batcher, IngestGauges};
 use crate::snapshot::SnapshotHandle;
 use axum::Json;
 use axum::extract::State;
-use axum::http::{StatusCode, header};
+use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::get;
 use prometheus_client::registry::Registry;
@@ -80,20 +80,5 @@ async fn metrics(State(probes): State<Arc<Probes>>) -> impl IntoResponse {
     probes.snapshot.refresh_metrics();
     probes.arc_health.refresh_metrics(&probes.snapshot.load());
     probes.ingest.refresh(&probes.batcher.metrics());
-    let mut body = String::new();
-    match prometheus_client::encoding::text::encode(&mut body, &probes.registry) {
-        Ok(()) => (
-            StatusCode::OK,
-            [(
-                header::CONTENT_TYPE,
-                "application/openmetrics-text; version=1.0.0; charset=utf-8",
-            )],
-            body,
-        ),
-        Err(error) => (
-            StatusCode::INTERNAL_SERVER_ERROR,
-            [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
-            format!("metrics encoding failed: {error}"),
-        ),
-    }
+    memtrace_common::requests::openmetrics(&probes.registry)
 }

@@ -31,6 +31,7 @@ use crate::store::EmbeddedStores;
 use memtrace_common::bus::StateBus;
 use memtrace_common::config::MemtraceConfig;
 use memtrace_common::fleet::FleetKeyring;
+use memtrace_common::requests::{RequestMetrics, tag_route};
 use memtrace_common::serve::{ServeSettings, cancel_on, join_within, serve};
 use memtrace_common::shutdown::ShutdownSignal;
 use memtrace_common::state::StateKeys;
@@ -90,6 +91,7 @@ pub struct Worker {
     arc_health: Arc<ArcHealth>,
     health_reporter: HealthReporter,
     routes: tonic::service::Routes,
+    requests: Arc<RequestMetrics>,
     tls: Option<ServerTls>,
 }
 
@@ -147,6 +149,13 @@ impl Worker {
         };
         let ingest = IngestGauges::default();
         ingest.register(&mut registry);
+        let grpc_methods = memtrace_common::reflection::method_paths(
+            memtrace_proto::FILE_DESCRIPTOR_SET,
+            &crate::grpc::SERVICES,
+        )
+        .map_err(|e| WorkerError::Startup(format!("grpc descriptors: {e}")))?;
+        let requests = Arc::new(RequestMetrics::new(grpc_methods));
+        requests.register(&mut registry);
         let arc_health = Arc::new(ArcHealth::default());
         arc_health.register_metrics(&mut registry);
         let admission = Admission::new(
@@ -174,8 +183,9 @@ impl Worker {
         let (memories_grpc, agents_grpc, sessions_grpc) = crate::grpc::services(admission.clone());
         let body_timeout =
             crate::rest::BodyTimeout(Duration::from_secs(config.server.read_timeout.max(1)));
-        let router =
-            crate::probes::router(probes).merge(crate::rest::router(admission, body_timeout));
+        let router = crate::probes::router(probes)
+            .merge(crate::rest::router(admission, body_timeout))
+            .route_layer(axum::middleware::from_fn(tag_route));
         let routes = tonic::service::Routes::from(router)
             .add_service(health_service)
             .add_service(memories_grpc)
@@ -202,6 +212,7 @@ impl Worker {
             arc_health,
             health_reporter,
             routes,
+            requests,
             tls,
         })
     }
@@ -228,6 +239,7 @@ impl Worker {
             arc_health,
             health_reporter,
             routes,
+            requests,
             tls,
         } = self;
         let stop = CancellationToken::new();
@@ -286,6 +298,7 @@ impl Worker {
                     grace,
                     http2_keepalive: None,
                     tls,
+                    metrics: requests,
                 };
                 // The drain and the flush of queued batches share the grace.
                 let flush = async {
