@@ -291,6 +291,10 @@ print(f"{1 + n} writes and {1 + n} reads in {time.monotonic() - t0:.1f} s")
 EOF
 ok "worker container: $(cat "$work/load.out") (first write acknowledged and read back by id and by agent)"
 
+docker exec "$worker_id" memtracectl --version >/dev/null 2>&1 ||
+    docker exec "$worker_id" memtracectl --help >/dev/null || fail "memtracectl does not run in the worker container"
+ok "memtracectl runs in the worker container too"
+
 for port in "$cp_port" "$worker_port"; do
     for path in /ready /health; do
         code="$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$port$path")"
