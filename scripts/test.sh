@@ -49,3 +49,24 @@ else
     step "cargo test (cargo-nextest not installed)"
     cargo test --workspace --no-fail-fast
 fi
+
+# The Kubernetes overlays: rendered with kubectl kustomize, validated with
+# kubernetes-validate and checkov (a venv cached under target/k8s-venv/) and
+# checked for what those do not cover (tests/k8s/check_manifests.py).
+step "kubernetes manifests (tests/k8s/validate.sh)"
+t=$SECONDS
+timeout 900 bash tests/k8s/validate.sh
+echo "test.sh: manifests validated in $((SECONDS - t)) s" >&2
+
+# The container image is built from release binaries (no Rust toolchain
+# image can be pulled in CI), then smoke-tested in docker as root
+# (tests/image/smoke.sh: installs docker.io/debootstrap if missing, starts
+# dockerd if none answers, removes what it started).
+step "cargo build --release (the image's binaries)"
+t=$SECONDS
+cargo build --release -p memtrace-control-plane -p memtrace-data-plane -p memtrace-cli
+echo "test.sh: release build in $((SECONDS - t)) s" >&2
+step "container image smoke test (tests/image/smoke.sh)"
+t=$SECONDS
+timeout 900 bash tests/image/smoke.sh
+echo "test.sh: image smoke test in $((SECONDS - t)) s" >&2

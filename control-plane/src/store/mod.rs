@@ -11,6 +11,7 @@ mod sql;
 
 #[cfg(any(test, feature = "conformance"))]
 pub mod conformance;
+#[cfg(any(test, feature = "conformance"))]
 pub mod conformance_admin;
 #[cfg(any(test, feature = "conformance"))]
 pub mod conformance_audit;

@@ -255,7 +255,7 @@ async fn main() -> anyhow::Result<()> {
         cluster.set_config(setting, value).await?;
     }
     // quiet, except the startup line the harness reads the address from
-    // and the allocator setting deploy/kubernetes/worker.yaml ships with
+    // and the allocator setting deploy/kubernetes/base/worker.yaml ships with
     let quiet = [
         (
             "MEMTRACE_LOG_LEVEL",
