@@ -254,8 +254,10 @@ async fn main() -> anyhow::Result<()> {
     ] {
         cluster.set_config(setting, value).await?;
     }
-    // quiet, except the startup line the harness reads the address from
-    // and the allocator setting deploy/kubernetes/base/worker.yaml ships with
+    // quiet, except the startup line the harness reads the address from,
+    // until the first snapshot applies the runtime log.level (info: the
+    // write path logs nothing at info); and the allocator setting
+    // deploy/kubernetes/base/worker.yaml ships with
     let quiet = [
         (
             "MEMTRACE_LOG_LEVEL",
