@@ -16,10 +16,9 @@ set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 repo="$(cd "$here/../.." && pwd)"
-requirements="$here/requirements.txt"
-target="${CARGO_TARGET_DIR:-$repo/target}"
-case "$target" in /*) ;; *) target="$repo/$target" ;; esac
-cache="$target/k8s-venv"
+VENV_LOG="k8s validate"
+# shellcheck source=../lib/venv.sh
+. "$here/../lib/venv.sh"
 # Oldest: lifecycle.preStop.sleep (the hooks' only way to wait without a
 # shell in the image) is on by default from 1.30.
 versions=(1.30.0 1.37.0)
@@ -32,36 +31,13 @@ fail() {
 started=$SECONDS
 command -v kubectl >/dev/null || fail "kubectl not found (it renders the overlays with its built-in kustomize)"
 command -v unshare >/dev/null || fail "unshare not found (Debian: util-linux)"
-command -v python3 >/dev/null || fail "python3 not found; scripts/setup.sh installs it"
-python3 -c 'import venv, ensurepip' >/dev/null 2>&1 ||
-    fail "python3 cannot create virtualenvs; install python3-venv (scripts/setup.sh does, as root)"
 unshare --net true 2>/dev/null || fail "unshare --net failed: run as root"
 
-version="$(python3 -c 'import sys; print(sys.executable, sys.version)')"
-key="$({
-    cat "$requirements"
-    printf '%s\n' "$version"
-} | sha256sum | cut -c1-16)"
-venv="$cache/$key"
-mkdir -p "$cache"
-exec 9>"$cache/.lock"
-flock -w 900 9 || fail "timed out waiting for another run to finish building $cache"
-if [ ! -f "$venv/.memtrace-complete" ]; then
-    rm -rf "$venv"
-    echo "k8s validate: creating $venv (pip install -r tests/k8s/requirements.txt)" >&2
-    python3 -m venv "$venv" >&2 || fail "python3 -m venv $venv failed"
-    "$venv/bin/python" -m pip install --disable-pip-version-check --no-input \
-        --timeout 60 --retries 3 -q -r "$requirements" >&2 || {
-        rm -rf "$venv"
-        fail "pip install -r $requirements failed (output above)"
-    }
-    "$venv/bin/kubernetes-validate" --version >/dev/null || fail "kubernetes-validate does not run"
-    "$venv/bin/checkov" --version >/dev/null || fail "checkov does not run"
-    touch "$venv/.memtrace-complete"
-    for old in "$cache"/*/; do
-        [ "${old%/}" = "$venv" ] || rm -rf "${old%/}"
-    done
-fi
+tools_run() {
+    "$1/bin/kubernetes-validate" --version >/dev/null && "$1/bin/checkov" --version >/dev/null
+}
+cached_venv k8s-venv "$here/requirements.txt" python3 tools_run -q
+venv="$VENV"
 echo "k8s validate: tools ready after $((SECONDS - started)) s" >&2
 
 work="$(mktemp -d)"
