@@ -191,7 +191,7 @@ pub static SETTINGS: &[Setting] = &[
         category: Category::RestartRequired,
         ..hot(
             "telemetry.otlp_endpoint",
-            "OTLP/gRPC endpoint traces are exported to (empty = no export)",
+            "OTLP/gRPC endpoint for traces; reserved: trace export is not implemented yet, so nothing reads it",
             SettingType::Text { max_len: 2048 },
             DefaultValue::Str(""),
         )
@@ -202,7 +202,7 @@ pub static SETTINGS: &[Setting] = &[
         sensitive: true,
         ..hot(
             "telemetry.otlp_headers",
-            "headers sent with OTLP exports, e.g. an ingest token (k1=v1,k2=v2)",
+            "headers for OTLP exports, e.g. an ingest token (k1=v1,k2=v2); reserved like telemetry.otlp_endpoint",
             SettingType::Text { max_len: 4096 },
             DefaultValue::Str(""),
         )
