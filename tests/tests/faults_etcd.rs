@@ -5,8 +5,9 @@
 //! acknowledged and every acknowledged memory is read back once. Once etcd
 //! is back, the key revoked while it was down is refused by every worker
 //! (the control plane republishes it); after the wipe the control plane
-//! republishes everything, the revoked key stays refused and a key created
-//! afterwards works on every worker. The times until then are measured.
+//! republishes everything (workers keep their snapshot until then), the
+//! revoked key stays refused and a key created afterwards works on every
+//! worker. The times until then are measured.
 //! `MEMTRACE_FAULTS_FULL=1` runs the long variant.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -107,6 +108,21 @@ async fn workers_keep_serving_through_etcd_failures_and_converge_after() {
     // wiped: the control plane republishes everything
     let wiped_at = Instant::now();
     tokio::task::block_in_place(|| rig.cluster.etcd.wipe_and_restart()).unwrap();
+    // The reconciler republishes first. (An admin change published to the
+    // wiped etcd before that pass would reach workers as the whole state
+    // and refuse every other key until the pass: a known limit, see
+    // docs/RELIABILITY.md; not what this scenario measures.)
+    let republished = eventually("the wiped etcd republished", CONVERGE, async || {
+        let status = rig.cluster.ctl.json(&["status"]).await?;
+        anyhow::ensure!(
+            status["published_revision"].as_i64() > Some(0),
+            "nothing published yet: {status}"
+        );
+        anyhow::Ok(())
+    })
+    .await;
+    republished.unwrap();
+    let republished_after = wiped_at.elapsed();
     let (fresh, _) = eventually("a key created after the wipe", CONVERGE, async || {
         rig.cluster.key(&rig.org, "read,write").await
     })
@@ -130,6 +146,7 @@ async fn workers_keep_serving_through_etcd_failures_and_converge_after() {
     };
     let report = rig.check(&history, &spec).await.unwrap();
     eprintln!("etcd faults: {report}");
+    eprintln!("write attempts (answered, not) stopped {down:?} hung {hung:?} wiped {wiped:?}");
     report.assert_clean("etcd faults");
     assert_eq!(report.unfinished_batches, 0, "{report}");
     assert_eq!(report.acknowledged, report.sent, "{report}");
@@ -147,6 +164,7 @@ async fn workers_keep_serving_through_etcd_failures_and_converge_after() {
             "write_attempts_down_hung_wiped": [down, hung, wiped],
             "revoked_while_down_refused_everywhere_ms_after_restart":
                 revocation_converged.as_millis() as u64,
+            "republished_ms_after_wipe": republished_after.as_millis() as u64,
             "new_key_everywhere_ms_after_wipe": since_wipe.as_millis() as u64,
             "new_key_everywhere_ms_after_created": fresh_converged.as_millis() as u64,
             "report": report_json(&report),
