@@ -2,7 +2,7 @@
 //! `tests/tests/faults_*.rs`; `scripts/faults.sh` runs their long variant).
 //!
 //! A run drives writes with client-chosen ids over REST and gRPC
-//! streaming ([`driver`]), records every attempt as invoked and then
+//! streaming ([`driver`], `stream.rs`), records every attempt as invoked and then
 //! answered, refused or left without an answer ([`history`]), retries what
 //! was not acknowledged on another worker with the same ids, and afterwards
 //! reads everything back through the API of every worker and straight from
@@ -20,6 +20,7 @@ pub mod driver;
 pub mod history;
 pub mod readback;
 mod rig;
+mod stream;
 
 pub use driver::{Endpoints, Load, LoadSpec, content_of};
 pub use history::{History, ItemAnswer, Observed, Outcome, Report, Transport};
