@@ -36,6 +36,14 @@ fn put(key: String, record: Vec<u8>) -> Op {
     }
 }
 
+/// The marker the control plane puts in every publication.
+fn marker() -> Op {
+    Op::Put {
+        key: keys().published_marker(),
+        value: Vec::new(),
+    }
+}
+
 fn org(id: &str) -> Op {
     put(
         keys().org(id),
@@ -263,9 +271,13 @@ async fn bootstrap_live_update_delete_and_invalid_records() {
 #[tokio::test]
 async fn compaction_while_disconnected_reloads_and_catches_up() {
     let bus = MemoryBus::new();
-    bus.apply(vec![org("org_a"), api_key("key_a", "org_a", false)])
-        .await
-        .unwrap();
+    bus.apply(vec![
+        org("org_a"),
+        api_key("key_a", "org_a", false),
+        marker(),
+    ])
+    .await
+    .unwrap();
     let (handle, task) = start(&bus, options());
     until("first snapshot", || handle.is_ready()).await;
     let reloads = handle.reloads_total();
@@ -280,12 +292,15 @@ async fn compaction_while_disconnected_reloads_and_catches_up() {
     );
     // writes need the bus available again; the watcher is still backing off
     bus.set_unavailable(false);
-    bus.apply(vec![Op::Delete {
-        key: keys().api_key("key_a"),
-    }])
+    bus.apply(vec![
+        Op::Delete {
+            key: keys().api_key("key_a"),
+        },
+        marker(),
+    ])
     .await
     .unwrap();
-    let w = bus.apply(vec![org("org_z")]).await.unwrap();
+    let w = bus.apply(vec![org("org_z"), marker()]).await.unwrap();
     bus.compact(w).await.unwrap();
     until("caught up after compaction", || {
         handle.load().orgs.contains_key("org_z")
@@ -307,7 +322,9 @@ async fn revision_going_backwards_reloads_from_a_new_bus() {
     // a wiped etcd: the watcher's bus is replaced by an empty one with low revisions
     let bus = MemoryBus::new();
     for i in 0..20 {
-        bus.apply(vec![org(&format!("org_{i}"))]).await.unwrap();
+        bus.apply(vec![org(&format!("org_{i}")), marker()])
+            .await
+            .unwrap();
     }
     let dir = tempfile::tempdir().unwrap();
     let lkg = dir.path().join("snapshot.json");
@@ -335,7 +352,12 @@ async fn revision_going_backwards_reloads_from_a_new_bus() {
     until("served from the last-known-good file", || handle.is_ready()).await;
     assert_eq!(handle.load().orgs.len(), 20);
     fresh.set_unavailable(false);
+    // nothing published yet on the wiped bus: the last snapshot serves on
     fresh.apply(vec![org("org_new")]).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(handle.load().orgs.len(), 20, "kept until republished");
+    // the control plane republishes (its publications carry the marker)
+    fresh.apply(vec![marker()]).await.unwrap();
     until("converged on the wiped bus", || {
         let snap = handle.load();
         snap.orgs.len() == 1 && snap.orgs.contains_key("org_new")

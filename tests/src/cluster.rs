@@ -63,6 +63,17 @@ impl Cluster {
         })
     }
 
+    /// Starts the control plane again on its data (after a stop or a
+    /// kill), with the same keys and token; the CLI follows it to its new
+    /// address. Returns how long it took to be ready.
+    pub async fn restart_control_plane(&mut self) -> anyhow::Result<Duration> {
+        let started = Instant::now();
+        let spec = self.control_plane.spec.clone();
+        self.control_plane = ControlPlane::start(self.dir.path(), spec).await?;
+        self.ctl.server = self.control_plane.url();
+        Ok(started.elapsed())
+    }
+
     /// Creates an org; returns its id.
     pub async fn org(&self, name: &str) -> anyhow::Result<String> {
         let org = self.ctl.json(&["org", "create", name]).await?;

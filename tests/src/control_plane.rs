@@ -181,6 +181,38 @@ impl ControlPlane {
         let mut child = self.child.take().context("already stopped")?;
         terminate(&mut child).await
     }
+
+    /// Sends SIGKILL (a crash) and waits for the exit.
+    pub async fn kill(&mut self) -> anyhow::Result<std::process::ExitStatus> {
+        let mut child = self.child.take().context("already stopped")?;
+        child.start_kill()?;
+        Ok(tokio::time::timeout(Duration::from_secs(10), child.wait())
+            .await
+            .context("control plane did not exit within 10s of SIGKILL")??)
+    }
+
+    /// SIGSTOP: the process hangs with its connections open (`thaw` ends it).
+    pub fn freeze(&self) -> anyhow::Result<()> {
+        self.signal("-STOP")
+    }
+
+    /// SIGCONT after [`ControlPlane::freeze`].
+    pub fn thaw(&self) -> anyhow::Result<()> {
+        self.signal("-CONT")
+    }
+
+    fn signal(&self, sig: &str) -> anyhow::Result<()> {
+        let pid = self
+            .child
+            .as_ref()
+            .and_then(Child::id)
+            .context("not running")?;
+        let status = std::process::Command::new("kill")
+            .args([sig, &pid.to_string()])
+            .status()?;
+        anyhow::ensure!(status.success(), "kill {sig} {pid}: {status}");
+        Ok(())
+    }
 }
 
 fn next_run(dir: &Path) -> usize {

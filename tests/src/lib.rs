@@ -11,6 +11,7 @@ pub mod cli;
 pub mod cluster;
 pub mod control_plane;
 pub mod etcd;
+pub mod faults;
 pub mod grpc;
 pub mod load;
 pub mod pki;

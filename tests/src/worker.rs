@@ -115,4 +115,13 @@ impl Worker {
         let mut child = self.child.take().context("already stopped")?;
         terminate(&mut child).await
     }
+
+    /// Sends SIGKILL (no flush, no goodbye: a crash) and waits for the exit.
+    pub async fn kill(mut self) -> anyhow::Result<std::process::ExitStatus> {
+        let mut child = self.child.take().context("already stopped")?;
+        child.start_kill()?;
+        Ok(tokio::time::timeout(Duration::from_secs(10), child.wait())
+            .await
+            .context("worker did not exit within 10s of SIGKILL")??)
+    }
 }

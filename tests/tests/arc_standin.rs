@@ -5,7 +5,7 @@
 
 use memtrace_tests::arc::client::{RawArcClient, gzip, msgpack, zstd};
 use memtrace_tests::arc::{
-    ArcStandIn, ArcStandInBuilder, CostModel, Fault, Limits, Target, TokenGrant,
+    ArcStandIn, ArcStandInBuilder, Buffering, CostModel, Fault, Limits, Target, TokenGrant,
 };
 use serde_json::{Value, json};
 use std::time::{Duration, Instant};
@@ -552,4 +552,49 @@ async fn counting_only_mode_and_row_cap() {
     assert_eq!(status, 507, "{text}");
     assert!(text.contains("row cap"));
     assert_eq!(arc.row_count("acme", "m"), 3);
+}
+
+#[tokio::test]
+async fn down_refuses_connections_and_a_restart_loses_only_the_unflushed_buffer() {
+    let arc = instant_builder()
+        .buffering(Buffering {
+            max_age: Duration::from_secs(3600),
+            max_rows: 3,
+        })
+        .visibility_delay(true)
+        .start()
+        .await
+        .unwrap();
+    let c = Client::new(&arc);
+    // three rows fill the buffer and flush; the fourth stays buffered
+    let rows = |base: i64, n: i64| {
+        msgpack(&json!({"m": "m", "columns": {
+            "time": (0..n).map(|i| base + i).collect::<Vec<_>>(),
+            "v": (0..n).collect::<Vec<_>>(),
+        }}))
+    };
+    assert_eq!(c.write(Some("acme"), rows(T0, 3)).await.0, 204);
+    assert_eq!(c.write(Some("acme"), rows(T0 + 10, 1)).await.0, 204);
+    assert_eq!(arc.buffered_rows("acme", "m"), 1);
+
+    arc.go_down();
+    assert!(!arc.is_up());
+    let refused = RawArcClient::new(arc.url())
+        .write(Some("acme"), rows(T0 + 20, 1))
+        .await;
+    assert!(refused.is_err(), "nothing listens while down: {refused:?}");
+    arc.come_back().await.unwrap();
+    assert!(arc.is_up());
+    assert_eq!(arc.row_count("acme", "m"), 3, "down keeps every row");
+    assert_eq!(arc.buffered_rows("acme", "m"), 1);
+
+    let lost = arc.restart(Duration::from_millis(50)).await.unwrap();
+    assert_eq!(lost, 1, "the unflushed row is lost");
+    assert_eq!(arc.stats().rows_lost, 1);
+    assert_eq!(
+        c.write(Some("acme"), rows(T0 + 30, 3)).await.0,
+        204,
+        "up again"
+    );
+    assert_eq!(arc.row_count("acme", "m"), 6);
 }

@@ -4,7 +4,8 @@
 //! need `read`, writes `write`), parse the body or query into the service's
 //! types, call the org's [`OrgService`], and render. Every failure is a
 //! [`ServiceError`], rendered here once: the status of its code,
-//! `{"error": ...}` (`hint` on the no-Arc 503), `Retry-After` on 429.
+//! `{"error": ...}` (`hint` on the no-Arc 503), `Retry-After` on 429 and on
+//! 503 (store unavailable, shutting down).
 
 mod agents;
 mod body;

@@ -72,6 +72,12 @@ pub enum ServiceError {
     Internal(String),
 }
 
+/// The wait a 503 / UNAVAILABLE asks for (`Retry-After`, the gRPC
+/// `retry-after-ms` trailer, a streamed batch's `retry_after_ms`): the
+/// store failed after the worker's own retries, or the worker is shutting
+/// down, so the client should retry shortly, on another worker if it can.
+pub const UNAVAILABLE_RETRY_AFTER: Duration = Duration::from_secs(1);
+
 impl From<StoreError> for ServiceError {
     fn from(e: StoreError) -> Self {
         match e {
@@ -109,6 +115,7 @@ impl CodedError for ServiceError {
         match self {
             Self::Busy { retry_after } | Self::RateLimited { retry_after } => Some(*retry_after),
             Self::ReadsBusy { .. } => Some(Duration::from_secs(1)),
+            Self::Unavailable(_) => Some(UNAVAILABLE_RETRY_AFTER),
             _ => None,
         }
     }
@@ -161,6 +168,11 @@ mod tests {
         assert_eq!(busy.retry_after().map(retry_after_secs), Some(1));
         assert_eq!(busy.retry_after().map(retry_after_ms), Some(200));
         assert_eq!(ServiceError::Duplicate.retry_after(), None);
+        let down = ServiceError::from(StoreError::Unavailable("arc refused".into()));
+        assert_eq!(down.code().http_status(), 503);
+        assert_eq!(down.retry_after().map(retry_after_secs), Some(1));
+        let closing = ServiceError::from(StoreError::ShuttingDown);
+        assert_eq!(closing.retry_after(), Some(UNAVAILABLE_RETRY_AFTER));
         assert_eq!(busy.code().grpc(), tonic::Code::ResourceExhausted);
         let invalid = ServiceError::invalid("agent_id", "is required");
         assert_eq!(invalid.code().http_status(), 400);

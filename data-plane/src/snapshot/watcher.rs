@@ -5,7 +5,10 @@
 //!   from the same stream; a progress request every `progress_interval` is the
 //!   liveness probe (no answer within `progress_timeout` = dead stream);
 //! * compaction, or a revision going backwards (etcd wiped or restored),
-//!   triggers a full reload diffed into the live snapshot;
+//!   triggers a full reload diffed into the live snapshot — unless the bus
+//!   holds nothing published (no publication marker) while the snapshot
+//!   does: then the last snapshot keeps serving until the control plane
+//!   has republished;
 //! * a broken stream is re-watched from the last revision + 1 after a
 //!   jittered backoff; while the bus is unreachable the last snapshot keeps
 //!   serving, indefinitely;
@@ -209,6 +212,22 @@ impl Watcher {
             .map(|kv| (kv.key, kv.value))
             .collect();
         let previous = self.handle.load();
+        // Every publication writes the marker. A bus without it, after we
+        // applied published state, is etcd wiped (or restored empty) before
+        // the control plane republished: applying it would drop every key,
+        // org and route until then. Keep serving the last snapshot instead.
+        let marker = self.builder.keys().published_marker();
+        if !previous.raw.is_empty() && !pairs.iter().any(|(k, _)| *k == marker) {
+            tracing::warn!(
+                revision = loaded.revision,
+                keys = pairs.len(),
+                "the state bus holds nothing published (etcd wiped or restored empty); \
+                 serving the last snapshot until the control plane republishes"
+            );
+            return Err(BusError::Unavailable(
+                "nothing published on the state bus yet".into(),
+            ));
+        }
         let (snapshot, report) = self.builder.rebuild(&previous, &pairs, loaded.revision);
         tracing::info!(
             revision = loaded.revision,

@@ -47,6 +47,10 @@
 //!   400 `{"error":"Invalid MessagePack payload: expected a map or an array
 //!   at the top level"}` (the decoder's reason after the prefix).
 //! - [`Faults`]: error statuses, stalls, slowness, dropped connections.
+//! - Down and back ([`ArcStandIn::go_down`], [`ArcStandIn::come_back`]):
+//!   nothing listening (connections refused), then the same port again;
+//!   [`ArcStandIn::restart`] also loses the unflushed buffer, as an Arc
+//!   restart without its WAL does.
 //! - [`Stats`]: per-database counters, statements run, rows scanned,
 //!   modelled and real engine time.
 //!
@@ -82,6 +86,7 @@ pub mod client;
 pub mod cost;
 mod decode;
 mod faults;
+mod lifecycle;
 pub mod query;
 mod read;
 pub mod scan;
@@ -380,7 +385,11 @@ impl ArcStandInBuilder {
             gzip_only: AtomicBool::new(self.gzip_only),
         });
         let task = tokio::spawn(server::serve(listener, server::router(shared.clone())));
-        Ok(ArcStandIn { shared, addr, task })
+        Ok(ArcStandIn {
+            shared,
+            addr,
+            task: Mutex::new(Some(task)),
+        })
     }
 }
 
@@ -388,12 +397,13 @@ impl ArcStandInBuilder {
 pub struct ArcStandIn {
     shared: Arc<Shared>,
     addr: SocketAddr,
-    task: tokio::task::JoinHandle<()>,
+    /// The accept loop; `None` while down ([`ArcStandIn::go_down`]).
+    task: Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
 impl Drop for ArcStandIn {
     fn drop(&mut self) {
-        self.task.abort();
+        self.go_down();
     }
 }
 

@@ -1,0 +1,173 @@
+//! Fault scenario 2, etcd failing: two real workers under REST and gRPC
+//! streaming load with client-chosen ids while etcd is stopped (a key is
+//! revoked meanwhile), then hung (SIGSTOP), then wiped and restarted empty.
+//! Throughout, the load's key keeps writing: every write attempt is
+//! acknowledged and every acknowledged memory is read back once. Once etcd
+//! is back, the key revoked while it was down is refused by every worker
+//! (the control plane republishes it); after the wipe the control plane
+//! republishes everything (workers keep their snapshot until then), the
+//! revoked key stays refused and a key created afterwards works on every
+//! worker. The times until then are measured.
+//! `MEMTRACE_FAULTS_FULL=1` runs the long variant.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use memtrace_tests::cluster::eventually;
+use memtrace_tests::faults::{Load, LoadSpec, Rig, RigSpec, print_figures, report_json, scaled};
+use std::time::{Duration, Instant};
+
+/// How long a change may take to reach every worker once etcd is back.
+const CONVERGE: Duration = Duration::from_secs(30);
+
+/// The status every running worker answers to a read with `key`.
+async fn statuses(rig: &Rig, key: &str) -> Vec<u16> {
+    let http = memtrace_tests::http_client();
+    let mut out = Vec::new();
+    for url in rig.urls() {
+        let r = http
+            .get(format!("{url}/api/v1/memories?limit=1"))
+            .header("x-api-key", key)
+            .send()
+            .await;
+        out.push(r.map(|r| r.status().as_u16()).unwrap_or(0));
+    }
+    out
+}
+
+/// Waits until every worker answers `want` to `key`; returns how long.
+async fn until_every_worker(rig: &Rig, key: &str, want: u16, what: &str) -> Duration {
+    let started = Instant::now();
+    eventually(what, CONVERGE, async || {
+        let got = statuses(rig, key).await;
+        if got.iter().all(|s| *s == want) {
+            Ok(())
+        } else {
+            Err(format!("workers answered {got:?}"))
+        }
+    })
+    .await
+    .unwrap();
+    started.elapsed()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workers_keep_serving_through_etcd_failures_and_converge_after() {
+    let mut rig = Rig::start(RigSpec::new("/memtrace-faults-etcd/v1/", 2))
+        .await
+        .unwrap();
+    let (victim, victim_id) = rig.cluster.key(&rig.org, "read,write").await.unwrap();
+    let published = rig.cluster.ctl.json(&["status"]).await.unwrap()["published_revision"]
+        .as_i64()
+        .unwrap();
+    rig.cluster.wait_applied(published).await.unwrap();
+    assert_eq!(statuses(&rig, &victim).await, [200, 200]);
+
+    let phase = scaled(Duration::from_secs(2), Duration::from_secs(30));
+    let spec = LoadSpec::new("etcdfaults", phase * 30);
+    let load = Load::start(spec.clone(), rig.endpoints.clone(), &rig.key);
+    load.wait_acked(200, Duration::from_secs(30)).await.unwrap();
+
+    // stopped, and a key revoked meanwhile
+    let stopped_at = Instant::now();
+    tokio::task::block_in_place(|| rig.cluster.etcd.stop()).unwrap();
+    let revoked = rig
+        .cluster
+        .ctl
+        .run(&["key", "revoke", &victim_id])
+        .await
+        .unwrap();
+    assert!(
+        revoked.success,
+        "revoked in the database: {}",
+        revoked.stderr
+    );
+    assert_eq!(
+        statuses(&rig, &rig.key).await,
+        [200, 200],
+        "the load's key reads with etcd down"
+    );
+    tokio::time::sleep(phase).await;
+    let restarted_at = Instant::now();
+    tokio::task::block_in_place(|| rig.cluster.etcd.start_again()).unwrap();
+    let revocation_converged =
+        until_every_worker(&rig, &victim, 401, "the revocation reaches every worker").await;
+    load.wait_acked(100, Duration::from_secs(30)).await.unwrap();
+
+    // hung
+    let frozen_at = Instant::now();
+    rig.cluster.etcd.freeze().unwrap();
+    tokio::time::sleep(phase).await;
+    assert_eq!(
+        statuses(&rig, &rig.key).await,
+        [200, 200],
+        "reads, etcd hung"
+    );
+    rig.cluster.etcd.thaw().unwrap();
+    let thawed_at = Instant::now();
+    load.wait_acked(100, Duration::from_secs(30)).await.unwrap();
+
+    // wiped: the control plane republishes everything
+    let wiped_at = Instant::now();
+    tokio::task::block_in_place(|| rig.cluster.etcd.wipe_and_restart()).unwrap();
+    // The reconciler republishes first. (An admin change published to the
+    // wiped etcd before that pass would reach workers as the whole state
+    // and refuse every other key until the pass: a known limit, see
+    // docs/RELIABILITY.md; not what this scenario measures.)
+    let republished = eventually("the wiped etcd republished", CONVERGE, async || {
+        let status = rig.cluster.ctl.json(&["status"]).await?;
+        anyhow::ensure!(
+            status["published_revision"].as_i64() > Some(0),
+            "nothing published yet: {status}"
+        );
+        anyhow::Ok(())
+    })
+    .await;
+    republished.unwrap();
+    let republished_after = wiped_at.elapsed();
+    let (fresh, _) = eventually("a key created after the wipe", CONVERGE, async || {
+        rig.cluster.key(&rig.org, "read,write").await
+    })
+    .await
+    .unwrap();
+    let fresh_converged =
+        until_every_worker(&rig, &fresh, 200, "a new key reaches every worker").await;
+    let since_wipe = wiped_at.elapsed();
+    assert_eq!(statuses(&rig, &victim).await, [401, 401], "still revoked");
+    load.wait_acked(100, Duration::from_secs(30)).await.unwrap();
+
+    let elapsed = load.started().elapsed();
+    let history = load.finish().await.unwrap();
+    let (down, hung, wiped) = {
+        let h = history.lock().unwrap();
+        (
+            h.attempts_between(stopped_at, restarted_at),
+            h.attempts_between(frozen_at, thawed_at),
+            h.attempts_between(wiped_at, wiped_at + since_wipe),
+        )
+    };
+    let report = rig.check(&history, &spec).await.unwrap();
+    eprintln!("etcd faults: {report}");
+    eprintln!("write attempts (answered, not) stopped {down:?} hung {hung:?} wiped {wiped:?}");
+    report.assert_clean("etcd faults");
+    assert_eq!(report.unfinished_batches, 0, "{report}");
+    assert_eq!(report.acknowledged, report.sent, "{report}");
+    for (what, (ok, failed)) in [("stopped", down), ("hung", hung), ("wiped", wiped)] {
+        assert!(ok > 0, "writes with etcd {what}");
+        assert_eq!(failed, 0, "a write failed with etcd {what}");
+    }
+    print_figures(
+        "etcd_failures",
+        serde_json::json!({
+            "workers": 2,
+            "load_seconds": elapsed.as_secs_f64(),
+            "etcd_down_ms": (restarted_at - stopped_at).as_millis() as u64,
+            "etcd_hung_ms": (thawed_at - frozen_at).as_millis() as u64,
+            "write_attempts_down_hung_wiped": [down, hung, wiped],
+            "revoked_while_down_refused_everywhere_ms_after_restart":
+                revocation_converged.as_millis() as u64,
+            "republished_ms_after_wipe": republished_after.as_millis() as u64,
+            "new_key_everywhere_ms_after_wipe": since_wipe.as_millis() as u64,
+            "new_key_everywhere_ms_after_created": fresh_converged.as_millis() as u64,
+            "report": report_json(&report),
+        }),
+    );
+}
