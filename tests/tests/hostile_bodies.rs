@@ -293,6 +293,33 @@ async fn compressed_bodies_are_decoded_within_the_limit() {
     let bomb = zstd::encode_all(spaces, 3).unwrap();
     assert!(bomb.len() < 1 << 20, "{}", bomb.len());
     let before = peak_rss_kib(pid).unwrap();
+    // a refusal before the body is read tells HTTP/1.1 clients not to reuse
+    // the connection (its unread bytes make it unusable); an answer after
+    // the body was read keeps it
+    let http1 = reqwest::Client::builder().http1_only().build().unwrap();
+    let connection = |r: &reqwest::Response| {
+        r.headers()
+            .get("connection")
+            .map(|v| v.to_str().unwrap().to_owned())
+    };
+    let refused = http1
+        .post(format!("{}{post}", worker.url()))
+        .header("x-api-key", "mtk_not_a_real_key")
+        .body(memory("never read"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 401);
+    assert_eq!(connection(&refused).as_deref(), Some("close"));
+    let stored = http1
+        .post(format!("{}{post}", worker.url()))
+        .header("x-api-key", &key)
+        .body(memory("read to the end"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stored.status(), 201);
+    assert_eq!(connection(&stored), None);
     // without a valid key nothing is read or decoded
     let stranger = Api::new(&worker, Some("mtk_not_a_real_key"));
     answered(
@@ -311,7 +338,7 @@ async fn compressed_bodies_are_decoded_within_the_limit() {
     let grown_mib = (peak_rss_kib(pid).unwrap().saturating_sub(before)) / 1024;
     // the decoder stops at 32 MiB + 1 byte; the Vec may double once past it
     assert!(grown_mib < 160, "peak RSS grew by {grown_mib} MiB");
-    assert_eq!(contents(&api, "packed").await.len(), 2);
+    assert_eq!(contents(&api, "packed").await.len(), 3);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

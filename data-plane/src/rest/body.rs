@@ -16,7 +16,12 @@
 //!
 //! The key is checked before the body is read (axum runs the `Reader` /
 //! `Writer` extractors first), so an unauthenticated client never makes
-//! the worker read or decode anything.
+//! the worker read or decode anything. A request answered without its body
+//! read to the end (refused at admission, too large, too slow, in an
+//! unknown encoding) leaves bytes on an HTTP/1.1 connection that cannot be
+//! reused: [`close_if_unread`] says so with `Connection: close` on the
+//! answer, so a pooled client does not send its next request on a
+//! connection the worker is about to close.
 
 use crate::admission::MAX_REQUEST_BYTES;
 use crate::service::ServiceError;
@@ -24,6 +29,10 @@ use axum::body::Bytes;
 use axum::extract::{FromRequest, Request};
 use axum::http::{StatusCode, header};
 use std::io::Read;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 /// How long a client may take to send its body (`server.read_timeout`);
@@ -114,6 +123,65 @@ impl<S: Send + Sync> FromRequest<S> for Body {
                 .await
                 .unwrap_or_else(|e| Err(ServiceError::Internal(format!("body decoder: {e}"))));
         Ok(Self(decoded.map(Bytes::from)))
+    }
+}
+
+/// axum middleware: marks the answer `Connection: close` when an HTTP/1
+/// request's body was not read to its end (see the module docs).
+pub async fn close_if_unread(
+    request: Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let has_body = request.method() != axum::http::Method::GET
+        && !http_body::Body::is_end_stream(request.body());
+    let http1 = request.version() < axum::http::Version::HTTP_2;
+    if !(has_body && http1) {
+        return next.run(request).await;
+    }
+    let finished = Arc::new(AtomicBool::new(false));
+    let request = request.map(|inner| {
+        axum::body::Body::new(Tracked {
+            inner,
+            finished: finished.clone(),
+        })
+    });
+    let mut response = next.run(request).await;
+    if !finished.load(Ordering::Acquire) {
+        response.headers_mut().insert(
+            header::CONNECTION,
+            axum::http::HeaderValue::from_static("close"),
+        );
+    }
+    response
+}
+
+/// A request body that records when it has been read to its end.
+struct Tracked {
+    inner: axum::body::Body,
+    finished: Arc<AtomicBool>,
+}
+
+impl http_body::Body for Tracked {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Bytes>, axum::Error>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        if matches!(polled, Poll::Ready(None)) || self.inner.is_end_stream() {
+            self.finished.store(true, Ordering::Release);
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
     }
 }
 
