@@ -18,7 +18,6 @@ use memtrace_tests::faults::{
     Endpoints, Load, LoadSpec, Report, Rig, RigSpec, Transport, print_figures, readback,
     report_json, scaled,
 };
-use memtrace_tests::load::peak_rss_kib;
 use serde_json::json;
 use std::time::{Duration, Instant};
 
@@ -107,12 +106,7 @@ async fn a_failing_arc_never_gets_a_write_acknowledged_that_it_did_not_store() {
             h.acked_between(after_from, after_to),
         )
     };
-    let peak_rss: Vec<u64> = rig
-        .workers
-        .iter()
-        .flatten()
-        .filter_map(|w| w.pid().and_then(peak_rss_kib))
-        .collect();
+    let peak_rss = rig.peak_rss_kib();
     let elapsed = load.started().elapsed();
     let history = load.finish().await.unwrap();
     let report = rig.check(&history, &spec).await.unwrap();

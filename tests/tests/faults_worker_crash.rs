@@ -10,7 +10,6 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use memtrace_tests::faults::{Load, LoadSpec, Rig, RigSpec, print_figures, report_json, scaled};
-use memtrace_tests::load::peak_rss_kib;
 use serde_json::json;
 use std::time::{Duration, Instant};
 
@@ -39,12 +38,7 @@ async fn killed_workers_lose_no_acknowledged_memory_and_show_none_twice() {
         let h = load.history.lock().unwrap();
         recoveries.push(h.retry_recovery(killed_at));
     }
-    let peak_rss: Vec<u64> = rig
-        .workers
-        .iter()
-        .flatten()
-        .filter_map(|w| w.pid().and_then(peak_rss_kib))
-        .collect();
+    let peak_rss = rig.peak_rss_kib();
     let elapsed = load.started().elapsed();
     let history = load.finish().await.unwrap();
     let report = rig.check(&history, &spec).await.unwrap();

@@ -72,6 +72,15 @@ pub struct Rig {
 }
 
 impl Rig {
+    /// The peak RSS (KiB) of each running worker.
+    pub fn peak_rss_kib(&self) -> Vec<u64> {
+        self.workers
+            .iter()
+            .flatten()
+            .filter_map(|w| w.pid().and_then(crate::load::peak_rss_kib))
+            .collect()
+    }
+
     pub async fn start(spec: RigSpec) -> anyhow::Result<Self> {
         let cluster = Cluster::start(&spec.prefix).await?;
         let arc = spec
