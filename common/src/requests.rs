@@ -119,17 +119,6 @@ impl RequestMetrics {
             })
             .inc();
     }
-
-    /// The count of `(protocol, route, code)` so far (for tests).
-    pub fn count(&self, protocol: &'static str, route: &str, code: &str) -> u64 {
-        self.calls
-            .get_or_create(&CallLabels {
-                protocol,
-                route: route.to_owned(),
-                code: code.to_owned(),
-            })
-            .get()
-    }
 }
 
 /// `registry` as an OpenMetrics text response (the `/metrics` endpoint of
@@ -238,14 +227,15 @@ where
 
     fn call(&mut self, request: http::Request<ReqBody>) -> Self::Future {
         let started = Instant::now();
-        let grpc = is_grpc(request.headers());
-        let path = request.uri().path().to_owned();
+        // only a gRPC call's path becomes a label (REST's comes from the
+        // matched template on the response)
+        let grpc_path = is_grpc(request.headers()).then(|| request.uri().path().to_owned());
         let metrics = self.metrics.clone();
         let future = self.inner.call(request);
         Box::pin(async move {
             let response = future.await?;
             let (parts, body) = response.into_parts();
-            let pending = if grpc {
+            let pending = if let Some(path) = grpc_path {
                 // trailers-only answers carry the status in the head
                 let route = metrics.grpc_route(path);
                 match grpc_code_name(parts.headers.get("grpc-status")) {

@@ -52,12 +52,6 @@ pub fn apply_level(level: &str) {
     }
 }
 
-/// The filter directive in force (`None` before [`init`]).
-pub fn current_level() -> Option<String> {
-    LIVE.get()
-        .and_then(|live| live.current.lock().ok().map(|c| c.clone()))
-}
-
 /// Why logging could not be set up.
 #[derive(Debug, thiserror::Error)]
 pub enum TelemetryError {
