@@ -8,8 +8,8 @@
 //! bytes) | record`, the tag being [`FleetKey::record_tag`] of the key's
 //! path relative to the prefix (e.g. `keys/key_0123…`) and the record's
 //! bytes. A record copied to another key, altered, or written by anyone
-//! without the fleet key does not open. The published marker
-//! (`meta/published`) and worker registrations carry no authority and are
+//! without the fleet key does not open. The markers (`meta/published`,
+//! `meta/reconciled`) and worker registrations carry no authority and are
 //! not signed.
 
 use crate::envelope::EnvelopeError;
@@ -85,6 +85,7 @@ pub enum StateKey {
     OrgSetting { org_id: String, key: String },
     Worker { worker_id: String },
     PublishedMarker,
+    ReconciledMarker,
 }
 
 /// Builds and parses keys under one prefix.
@@ -128,6 +129,16 @@ impl StateKeys {
     /// compares with each worker's applied revision.
     pub fn published_marker(&self) -> String {
         format!("{}meta/published", self.prefix)
+    }
+
+    /// Written only by a full reconciliation pass, in its last transaction:
+    /// present, the bus holds the whole published state. A wiped etcd lacks
+    /// it until the control plane has republished everything, even when an
+    /// admin change reached the empty bus first (that publication carries
+    /// only the published marker), so a worker does not take such a bus for
+    /// the whole state.
+    pub fn reconciled_marker(&self) -> String {
+        format!("{}meta/reconciled", self.prefix)
     }
 
     pub fn workers_prefix(&self) -> String {
@@ -183,6 +194,7 @@ impl StateKeys {
                 worker_id: nonempty(rest)?,
             }),
             "meta" if rest == "published" => Some(StateKey::PublishedMarker),
+            "meta" if rest == "reconciled" => Some(StateKey::ReconciledMarker),
             "config" => {
                 let (scope, rest) = rest.split_once('/')?;
                 match scope {
@@ -251,6 +263,7 @@ mod tests {
                 },
             ),
             (keys.published_marker(), StateKey::PublishedMarker),
+            (keys.reconciled_marker(), StateKey::ReconciledMarker),
         ];
         for (key, parsed) in cases {
             assert_eq!(keys.parse(&key), Some(parsed), "{key}");

@@ -44,6 +44,15 @@ fn marker() -> Op {
     }
 }
 
+/// The marker only a full reconciliation pass writes (in its last
+/// transaction): the bus holds the whole published state.
+fn reconciled() -> Op {
+    Op::Put {
+        key: keys().reconciled_marker(),
+        value: Vec::new(),
+    }
+}
+
 fn org(id: &str) -> Op {
     put(
         keys().org(id),
@@ -275,6 +284,7 @@ async fn compaction_while_disconnected_reloads_and_catches_up() {
         org("org_a"),
         api_key("key_a", "org_a", false),
         marker(),
+        reconciled(),
     ])
     .await
     .unwrap();
@@ -356,11 +366,24 @@ async fn revision_going_backwards_reloads_from_a_new_bus() {
     fresh.apply(vec![org("org_new")]).await.unwrap();
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(handle.load().orgs.len(), 20, "kept until republished");
-    // the control plane republishes (its publications carry the marker)
-    fresh.apply(vec![marker()]).await.unwrap();
+    // an admin change reaches the wiped bus before the reconciler's pass:
+    // its transaction carries the published marker, which is not the
+    // whole state
+    fresh.apply(vec![org("org_admin"), marker()]).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        handle.load().orgs.len(),
+        20,
+        "a publication alone is not taken for the whole state"
+    );
+    assert!(!handle.load().orgs.contains_key("org_admin"));
+    // the reconciler's pass ends with its marker
+    fresh.apply(vec![reconciled()]).await.unwrap();
     until("converged on the wiped bus", || {
         let snap = handle.load();
-        snap.orgs.len() == 1 && snap.orgs.contains_key("org_new")
+        snap.orgs.len() == 2
+            && snap.orgs.contains_key("org_new")
+            && snap.orgs.contains_key("org_admin")
     })
     .await;
     task.abort();

@@ -274,7 +274,7 @@ async fn etcd_stopped_restarted_and_wiped_workers_keep_serving_then_converge() {
             && s.api_key(&key2_id).is_some()
     })
     .await
-    .unwrap();
+    .unwrap_or_else(|e| panic!("{e}\ncontrol plane log:\n{}", c.control_plane.logs()));
     let bus = etcd_bus(&c.etcd.endpoint()).await.unwrap();
     let keys = StateKeys::new(&c.prefix);
     let republished = bus.load(&keys.api_key(&key_id)).await.unwrap();

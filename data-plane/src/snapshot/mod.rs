@@ -176,7 +176,7 @@ impl SnapshotBuilder {
             StateKey::OrgSetting { org_id, key } => {
                 snapshot.settings.remove(Some(&org_id), &key);
             }
-            StateKey::Worker { .. } | StateKey::PublishedMarker => {}
+            StateKey::Worker { .. } | StateKey::PublishedMarker | StateKey::ReconciledMarker => {}
         }
         report.applied += 1;
     }
@@ -267,7 +267,7 @@ impl SnapshotBuilder {
             Some(StateKey::OrgSetting { org_id, key: name }) => {
                 self.copy_setting(to, Some(&org_id), key, &name, raw)
             }
-            Some(StateKey::PublishedMarker) => Some(()),
+            Some(StateKey::PublishedMarker | StateKey::ReconciledMarker) => Some(()),
             _ => None,
         };
         if copied.is_some() {

@@ -110,7 +110,7 @@ pub fn decode(
     value: &[u8],
     fleet: &FleetKeyring,
 ) -> Result<Record, Rejected> {
-    if matches!(key, StateKey::PublishedMarker) {
+    if matches!(key, StateKey::PublishedMarker | StateKey::ReconciledMarker) {
         return Ok(Record::Marker);
     }
     let record =
@@ -231,7 +231,7 @@ fn decode_record(key: &StateKey, value: &[u8], fleet: &FleetKeyring) -> Result<R
                 .map_err(|e| format!("invalid setting value: {e}"))?;
             Ok(Record::Setting(record.value_json))
         }
-        StateKey::PublishedMarker => Ok(Record::Marker),
+        StateKey::PublishedMarker | StateKey::ReconciledMarker => Ok(Record::Marker),
         StateKey::Worker { .. } => Err("worker registrations are not published state".into()),
     }
 }

@@ -212,11 +212,13 @@ impl Watcher {
             .map(|kv| (kv.key, kv.value))
             .collect();
         let previous = self.handle.load();
-        // Every publication writes the marker. A bus without it, after we
-        // applied published state, is etcd wiped (or restored empty) before
-        // the control plane republished: applying it would drop every key,
+        // Only a full reconciliation pass writes this marker, in its last
+        // transaction. A bus without it, after we applied published state,
+        // is etcd wiped (or restored empty) before the control plane
+        // republished everything — it may already hold an admin change made
+        // since, but nothing else: applying it would drop every other key,
         // org and route until then. Keep serving the last snapshot instead.
-        let marker = self.builder.keys().published_marker();
+        let marker = self.builder.keys().reconciled_marker();
         if !previous.raw.is_empty() && !pairs.iter().any(|(k, _)| *k == marker) {
             tracing::warn!(
                 revision = loaded.revision,

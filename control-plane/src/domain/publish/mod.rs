@@ -164,10 +164,11 @@ impl Publisher {
         Ok(revision)
     }
 
-    /// `op` with its record [signed](Self::sign).
+    /// `op` with its record [signed](Self::sign) (markers carry no
+    /// authority and are stored as they are).
     fn signed(&self, op: &Op) -> Op {
         match op {
-            Op::Put { key, value } => Op::Put {
+            Op::Put { key, value } if *key != self.keys.reconciled_marker() => Op::Put {
                 key: key.clone(),
                 value: self.sign(key, value),
             },

@@ -42,6 +42,18 @@ impl ControlPlane {
                     .map(|kv| (kv.key, (kv.value, kv.mod_revision))),
             );
         }
+        // Written last, so it lands in the pass's last transaction: a bus
+        // holding it holds the whole state (`StateKeys::reconciled_marker`).
+        // A wiped etcd lacks it even after an admin change reached it first.
+        let marker = self.state_keys().reconciled_marker();
+        let marker_revision = bus
+            .load(&marker)
+            .await
+            .map_err(|e| ControlPlaneError::Unavailable(format!("cannot read the state bus: {e}")))?
+            .kvs
+            .into_iter()
+            .find(|kv| kv.key == marker)
+            .map(|kv| kv.mod_revision);
         let (desired, keep) = self.desired_state().await?;
         let as_read = |key: &str| Guard {
             key: key.to_owned(),
@@ -64,9 +76,19 @@ impl ControlPlane {
             }
         }
         let deletes = ops.len() - puts;
-        if ops.is_empty() {
+        if ops.is_empty() && marker_revision.is_some() {
             return Ok(ReconcileReport::default());
         }
+        ops.push((
+            Guard {
+                key: marker.clone(),
+                mod_revision: marker_revision.unwrap_or(0),
+            },
+            Op::Put {
+                key: marker,
+                value: Vec::new(),
+            },
+        ));
         let revision = self.publisher.apply_guarded_locked(ops).await?;
         tracing::info!(puts, deletes, revision = ?revision, "state bus reconciled with the database");
         Ok(ReconcileReport {
