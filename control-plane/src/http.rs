@@ -1,8 +1,10 @@
 //! Plain HTTP endpoints served on the gRPC port: `/health` (200 while the
 //! process runs), `/ready` (200 once the database answers and the schema
 //! is at least at the expected migration) and `/metrics` (OpenMetrics: the
-//! port's requests, admin calls by method and code among them).
+//! port's requests, admin calls by method and code among them;
+//! publications and reconciliation passes).
 
+use crate::domain::publish::PublishMetrics;
 use crate::store::{SqlStore, Store};
 use axum::Json;
 use axum::extract::State;
@@ -22,6 +24,8 @@ pub struct Probes {
     pub expected_migration: Option<i64>,
     /// Every request of the port, counted by the serve loop's layer.
     pub requests: Arc<RequestMetrics>,
+    /// Publication and reconciliation, counted by the publisher.
+    pub publish: PublishMetrics,
     registry: Registry,
 }
 
@@ -32,11 +36,14 @@ impl Probes {
         let requests = Arc::new(RequestMetrics::new(grpc_methods));
         let mut registry = Registry::default();
         requests.register(&mut registry);
+        let publish = PublishMetrics::default();
+        publish.register(&mut registry);
         Self {
             store: OnceLock::new(),
             started: Instant::now(),
             expected_migration,
             requests,
+            publish,
             registry,
         }
     }

@@ -99,11 +99,10 @@ impl Startup {
                 )));
             }
         };
-        let publisher = Arc::new(Publisher::new(
-            bus,
-            StateKeys::new(&config.etcd.prefix),
-            Arc::new(fleet),
-        ));
+        let publisher = Arc::new(
+            Publisher::new(bus, StateKeys::new(&config.etcd.prefix), Arc::new(fleet))
+                .with_metrics(probes.publish.clone()),
+        );
         let service = Arc::new(
             ControlPlane::new(
                 store.clone(),

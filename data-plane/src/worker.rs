@@ -135,6 +135,7 @@ impl Worker {
             Duration::from_secs(config.arc.query_timeout.max(1)),
         )
         .map_err(|e| WorkerError::Startup(format!("arc client: {e}")))?;
+        client.metrics().register(&mut registry);
         let batcher = {
             let handle = handle.clone();
             Batcher::new(
@@ -149,6 +150,7 @@ impl Worker {
         };
         let ingest = IngestGauges::default();
         ingest.register(&mut registry);
+        batcher.register_histograms(&mut registry);
         let grpc_methods = memtrace_common::reflection::method_paths(
             memtrace_proto::FILE_DESCRIPTOR_SET,
             &crate::grpc::SERVICES,
@@ -167,6 +169,8 @@ impl Worker {
                 embedded: embedded_stores(&config)?,
             }),
         );
+        admission.shared.dedup.register_metrics(&mut registry);
+        admission.refusals.register(&mut registry);
         let probes = Arc::new(Probes {
             snapshot: handle.clone(),
             registry,

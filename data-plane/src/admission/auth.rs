@@ -51,12 +51,41 @@ pub enum AuthError {
     /// 401 `{"error":"missing API key"}`
     #[error("missing API key")]
     Missing,
-    /// 401 `{"error":"invalid API key"}`: malformed, unknown, revoked, expired, or its org deleted.
+    /// 401 `{"error":"invalid API key"}`: malformed, unknown, revoked,
+    /// expired, or its org deleted. Clients see one message whatever the
+    /// reason (no oracle); the reason is for the worker's metrics.
     #[error("invalid API key")]
-    Invalid,
+    Invalid(InvalidKey),
     /// 403: the key lacks the scope.
     #[error("this API key lacks the {0:?} scope")]
     MissingScope(Scope),
+}
+
+/// Why a presented key is invalid (never told to the client).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InvalidKey {
+    /// Not a memtrace API key (format or checksum).
+    Malformed,
+    /// Well-formed, but no published key has its id.
+    Unknown,
+    /// The id is known, the secret does not match.
+    WrongSecret,
+    /// Revoked or expired.
+    NotUsable,
+    /// Its org is deleted.
+    OrgDeleted,
+}
+
+impl InvalidKey {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Malformed => "malformed",
+            Self::Unknown => "unknown",
+            Self::WrongSecret => "wrong_secret",
+            Self::NotUsable => "revoked_or_expired",
+            Self::OrgDeleted => "org_deleted",
+        }
+    }
 }
 
 /// The credential of a request from its `x-api-key` and `authorization` headers.
@@ -82,14 +111,20 @@ pub fn authenticate(
     now_ms: i64,
 ) -> Result<Principal, AuthError> {
     let token = token.ok_or(AuthError::Missing)?;
-    let parsed = parse_api_key(token).map_err(|_| AuthError::Invalid)?;
-    let entry = snapshot.api_key(&parsed.key_id).ok_or(AuthError::Invalid)?;
-    if !hashes_match(&entry.hash, &parsed.hash) || !entry.usable_at(now_ms) {
-        return Err(AuthError::Invalid);
+    let invalid = AuthError::Invalid;
+    let parsed = parse_api_key(token).map_err(|_| invalid(InvalidKey::Malformed))?;
+    let entry = snapshot
+        .api_key(&parsed.key_id)
+        .ok_or(invalid(InvalidKey::Unknown))?;
+    if !hashes_match(&entry.hash, &parsed.hash) {
+        return Err(invalid(InvalidKey::WrongSecret));
+    }
+    if !entry.usable_at(now_ms) {
+        return Err(invalid(InvalidKey::NotUsable));
     }
     match snapshot.orgs.get(&entry.org_id) {
         Some(org) if !org.deleted => {}
-        _ => return Err(AuthError::Invalid),
+        _ => return Err(invalid(InvalidKey::OrgDeleted)),
     }
     Ok(Principal {
         org_id: entry.org_id.clone(),
@@ -160,31 +195,41 @@ mod tests {
         assert_eq!(authenticate(&snapshot, None, 1), Err(AuthError::Missing));
         assert_eq!(
             authenticate(&snapshot, Some("mtk_nope"), 1),
-            Err(AuthError::Invalid)
+            Err(AuthError::Invalid(InvalidKey::Malformed))
         );
         assert!(authenticate(&snapshot, Some(&token), 999).is_ok());
         assert_eq!(
             authenticate(&snapshot, Some(&token), 1_000),
-            Err(AuthError::Invalid),
+            Err(AuthError::Invalid(InvalidKey::NotUsable)),
             "expiry is strict"
         );
         let (revoked, token) = snapshot_with((true, true, false), 0, true);
         assert_eq!(
             authenticate(&revoked, Some(&token), 1),
-            Err(AuthError::Invalid)
+            Err(AuthError::Invalid(InvalidKey::NotUsable))
         );
         let (mut deleted, token) = snapshot_with((true, true, false), 0, false);
         deleted.orgs.get_mut("org_a").unwrap().deleted = true;
         assert_eq!(
             authenticate(&deleted, Some(&token), 1),
-            Err(AuthError::Invalid)
+            Err(AuthError::Invalid(InvalidKey::OrgDeleted))
         );
-        // a well-formed key whose hash does not match the published one
-        let (snapshot, _) = snapshot_with((true, true, false), 0, false);
+        // a well-formed key no published key has the id of
+        let (snapshot, token) = snapshot_with((true, true, false), 0, false);
         let other = generate_api_key();
         assert_eq!(
             authenticate(&snapshot, Some(&other.token), 1),
-            Err(AuthError::Invalid)
+            Err(AuthError::Invalid(InvalidKey::Unknown))
+        );
+        // the published id with another secret
+        let mut forged = snapshot.clone();
+        let id = forged.api_keys.keys().next().unwrap().clone();
+        let mut entry = (**forged.api_keys.get(&id).unwrap()).clone();
+        entry.hash = other.hash;
+        forged.api_keys.insert(id, Arc::new(entry));
+        assert_eq!(
+            authenticate(&forged, Some(&token), 1),
+            Err(AuthError::Invalid(InvalidKey::WrongSecret))
         );
     }
 

@@ -8,6 +8,7 @@
 
 pub mod auth;
 pub mod limits;
+pub mod refusals;
 pub mod stores;
 
 pub use auth::{Principal, Scope, credential};
@@ -33,6 +34,8 @@ pub struct Admission {
     pub reads: Arc<ReadSlots>,
     pub stores: Arc<dyn StoreResolver>,
     pub shared: Arc<ServiceShared>,
+    /// What admission refused, by reason (`/metrics`).
+    pub refusals: refusals::Refusals,
 }
 
 impl Admission {
@@ -45,12 +48,18 @@ impl Admission {
             reads: Arc::new(ReadSlots::default()),
             stores,
             shared: Arc::new(ServiceShared::default()),
+            refusals: refusals::Refusals::default(),
         }
     }
 
     /// Authenticates `token` against the current snapshot (no I/O): what
     /// a transport can check before it reads a request's body.
     pub fn authenticate(&self, token: Option<&str>) -> Result<Principal, ServiceError> {
+        self.authenticate_now(token)
+            .inspect_err(|e| self.refusals.count(e))
+    }
+
+    fn authenticate_now(&self, token: Option<&str>) -> Result<Principal, ServiceError> {
         if !self.snapshot.is_ready() {
             return Err(not_ready());
         }
@@ -64,6 +73,16 @@ impl Admission {
     /// Authenticates `token`, checks `scope` and the org's rate limit, and
     /// opens the org's service.
     pub async fn admit(
+        &self,
+        token: Option<&str>,
+        scope: Scope,
+    ) -> Result<OrgService, ServiceError> {
+        self.admit_now(token, scope)
+            .await
+            .inspect_err(|e| self.refusals.count(e))
+    }
+
+    async fn admit_now(
         &self,
         token: Option<&str>,
         scope: Scope,

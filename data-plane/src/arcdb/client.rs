@@ -17,6 +17,7 @@
 use super::ArcTarget;
 use super::encode::Compression;
 use super::error::{ArcError, arc_message};
+use super::metrics::{ArcMetrics, Op};
 use super::retry::RetryPolicy;
 use crate::query::Sql;
 use crate::store::Rows;
@@ -105,6 +106,7 @@ pub struct ArcClient {
     max_response_bytes: usize,
     /// In KiB permits; see [`ArcClientConfig::reply_budget_bytes`].
     reply_budget: Arc<Semaphore>,
+    metrics: ArcMetrics,
 }
 
 impl ArcClient {
@@ -131,7 +133,13 @@ impl ArcClient {
                 .reply_budget_bytes
                 .max(cfg.max_response_bytes))
                 as usize)),
+            metrics: ArcMetrics::default(),
         })
+    }
+
+    /// The client's request metrics (shared by its clones), to register.
+    pub fn metrics(&self) -> &ArcMetrics {
+        &self.metrics
     }
 
     /// Sends one write body (already encoded, compressed per
@@ -155,11 +163,13 @@ impl ArcClient {
         if let Some(auth) = bearer(target.api_key)? {
             req = req.header(AUTHORIZATION, auth);
         }
+        self.metrics.write_body(bytes);
         let result = match req.body(body).send().await {
             Ok(resp) if resp.status().is_success() => Ok(()),
             Ok(resp) => Err(failure(resp).await),
             Err(e) => Err(ArcError::from_reqwest(e)),
         };
+        self.metrics.observe(Op::Write, started.elapsed(), &result);
         let elapsed_ms = started.elapsed().as_millis() as u64;
         match &result {
             Ok(()) => tracing::debug!(
@@ -197,6 +207,21 @@ impl ArcClient {
     /// Runs one read. The SQL must name tables `db.measurement`.
     pub async fn query(&self, target: &ArcTarget<'_>, sql: &Sql) -> Result<Rows, ArcError> {
         let started = Instant::now();
+        let result = self.query_once(target, sql).await;
+        self.metrics.observe(Op::Query, started.elapsed(), &result);
+        match &result {
+            Ok(rows) => tracing::debug!(
+                database = target.database,
+                rows = rows.rows.len(),
+                elapsed_ms = started.elapsed().as_millis() as u64,
+                "arc query ok"
+            ),
+            Err(e) => tracing::debug!(database = target.database, error = %e, "arc query failed"),
+        }
+        result
+    }
+
+    async fn query_once(&self, target: &ArcTarget<'_>, sql: &Sql) -> Result<Rows, ArcError> {
         let mut req = self
             .http
             .post(endpoint(target.url, QUERY_PATH))
@@ -206,9 +231,7 @@ impl ArcClient {
         }
         let resp = req.send().await.map_err(ArcError::from_reqwest)?;
         if !resp.status().is_success() {
-            let e = failure(resp).await;
-            tracing::debug!(database = target.database, error = %e, "arc query failed");
-            return Err(e);
+            return Err(failure(resp).await);
         }
         // the reply's bytes count against the budget until it is parsed
         let mut held = Vec::new();
@@ -222,12 +245,6 @@ impl ArcClient {
         let result = parse_query_reply(&body)?;
         drop(body);
         drop(held);
-        tracing::debug!(
-            database = target.database,
-            rows = result.rows.len(),
-            elapsed_ms = started.elapsed().as_millis() as u64,
-            "arc query ok"
-        );
         Ok(result)
     }
 

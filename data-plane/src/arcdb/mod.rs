@@ -1,8 +1,9 @@
 //! The Arc adapter: memory rows encoded as Arc's columnar MessagePack
 //! ([`encode`]), sent and read back over Arc's HTTP API by one pooled
 //! [`ArcClient`] shared by every tenant ([`client`]), with bounded, jittered
-//! retries ([`retry`]) and one error type ([`error`]); the reachability
-//! prober behind `/health` ([`health`]).
+//! retries ([`retry`]) and one error type ([`error`]); every attempt timed
+//! and its failures counted by kind ([`metrics`]); the reachability prober
+//! behind `/health` ([`health`]).
 //!
 //! What the adapter relies on from Arc's protocol: writes are `POST
 //! /api/v1/write/msgpack` with one columnar MessagePack map `{"m", "columns"}`
@@ -28,6 +29,7 @@ pub mod client;
 pub mod encode;
 pub mod error;
 pub mod health;
+pub mod metrics;
 mod msgpack;
 pub mod retry;
 pub mod state_encode;
@@ -36,6 +38,7 @@ pub use axum::body::Bytes;
 pub use client::{ArcClient, ArcClientConfig};
 pub use encode::{COLUMNS, Compression, MemoryBatch, MemoryRow, compress};
 pub use error::{ArcError, Transport};
+pub use metrics::ArcMetrics;
 pub use retry::RetryPolicy;
 
 use crate::snapshot::ArcRoute;

@@ -243,6 +243,24 @@ impl Batcher {
         }
     }
 
+    /// Adds `memtrace_ingest_batch_rows` and `memtrace_ingest_batch_seconds`
+    /// (histograms of the batches sent to Arc) to `registry`; the counters
+    /// are exported through [`IngestGauges`](super::prom::IngestGauges).
+    pub fn register_histograms(&self, registry: &mut prometheus_client::registry::Registry) {
+        let sub = registry.sub_registry_with_prefix("memtrace_ingest");
+        let counters = &self.shared.counters;
+        sub.register(
+            "batch_rows",
+            "memory rows per batch sent to arc (group commit)",
+            counters.batch_rows.clone(),
+        );
+        sub.register(
+            "batch_seconds",
+            "time of a batch from its encoding to arc's answer, retries included",
+            counters.batch_seconds.clone(),
+        );
+    }
+
     /// The counters, and the rows queued or in flight over every org.
     pub fn metrics(&self) -> IngestMetrics {
         let queued = self.shared.pending_rows.load(Ordering::Acquire);

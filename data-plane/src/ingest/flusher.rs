@@ -244,6 +244,10 @@ async fn write(
     let elapsed_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
     org.last_write_ms.store(elapsed_ms, Ordering::Relaxed);
     let counters = &shared.counters;
+    counters.batch_rows.observe(batch.rows as f64);
+    counters
+        .batch_seconds
+        .observe(started.elapsed().as_secs_f64());
     match &result {
         Ok(()) => {
             Counters::add(&counters.batches, 1);

@@ -125,8 +125,8 @@ impl Future for Ack {
     }
 }
 
-/// Cheap counters of one [`Batcher`].
-#[derive(Debug, Default)]
+/// Cheap counters of one [`Batcher`], and the shape of its batches.
+#[derive(Debug)]
 pub(crate) struct Counters {
     pub batches: AtomicU64,
     pub rows_written: AtomicU64,
@@ -134,6 +134,29 @@ pub(crate) struct Counters {
     pub rows_failed: AtomicU64,
     pub rejected_full: AtomicU64,
     pub rows_unflushed: AtomicU64,
+    /// Rows per batch sent to Arc (one observation per batch, not per row).
+    pub batch_rows: prometheus_client::metrics::histogram::Histogram,
+    /// A batch's time from its encoding to Arc's last answer (retries
+    /// included): what its writers wait for beyond the linger.
+    pub batch_seconds: prometheus_client::metrics::histogram::Histogram,
+}
+
+impl Default for Counters {
+    fn default() -> Self {
+        use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+        Self {
+            batches: AtomicU64::default(),
+            rows_written: AtomicU64::default(),
+            arc_errors: AtomicU64::default(),
+            rows_failed: AtomicU64::default(),
+            rejected_full: AtomicU64::default(),
+            rows_unflushed: AtomicU64::default(),
+            // 1 … 65,536 rows
+            batch_rows: Histogram::new(exponential_buckets(1.0, 4.0, 9)),
+            // 1 ms … ~33 s
+            batch_seconds: Histogram::new(exponential_buckets(0.001, 2.0, 16)),
+        }
+    }
 }
 
 impl Counters {

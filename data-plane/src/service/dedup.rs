@@ -20,6 +20,9 @@
 //! finds its entry again without holding another copy of the key.
 
 use hashbrown::{DefaultHashBuilder, HashMap, HashTable};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
 use sha2::{Digest, Sha256};
 use std::collections::VecDeque;
 use std::hash::BuildHasher;
@@ -101,6 +104,23 @@ pub struct DedupIndex {
     capacity: usize,
     org_quota: usize,
     inner: Mutex<Inner>,
+    metrics: DedupMetrics,
+}
+
+/// `memtrace_dedup_*`: what the index answered, over every org.
+#[derive(Debug, Default, Clone)]
+struct DedupMetrics {
+    /// Keys found live in the index: the write was a duplicate.
+    hits: Counter,
+    /// Keys not found: reserved, the write goes ahead.
+    misses: Counter,
+    /// Duplicates of an earlier memory of the same request.
+    in_request: Counter,
+    /// Live keys evicted for room (a later duplicate of one is not seen
+    /// here; reads still collapse it).
+    evictions: Counter,
+    /// Keys held.
+    keys: Gauge,
 }
 
 #[derive(Debug, Default)]
@@ -111,6 +131,8 @@ struct Inner {
     /// Keys held over all orgs.
     count: usize,
     next_seq: u64,
+    /// Live keys evicted for room, ever.
+    evicted: u64,
 }
 
 /// One org's keys and their insertion order.
@@ -210,6 +232,7 @@ impl Inner {
             live,
             count,
             next_seq,
+            evicted,
         } = self;
         let org_keys = match live.get_mut(org) {
             Some(k) => k,
@@ -245,6 +268,7 @@ impl Inner {
             reserved.push(Reserved { hash, seq });
             if org_keys.table.len() > quota && org_keys.evict_oldest() {
                 *count -= 1;
+                *evicted += 1;
             }
         }
         org_keys.compact();
@@ -271,6 +295,7 @@ impl Inner {
         let evicted = keys.evict_oldest();
         if evicted {
             self.count -= 1;
+            self.evicted += 1;
         }
         if keys.table.is_empty() {
             self.live.remove(&org);
@@ -299,6 +324,44 @@ impl DedupIndex {
             capacity: capacity.max(1),
             org_quota: org_quota.clamp(1, capacity.max(1)),
             inner: Mutex::new(Inner::default()),
+            metrics: DedupMetrics::default(),
+        }
+    }
+
+    /// Adds `memtrace_dedup_{hits,misses,in_request_duplicates,evictions}_total`
+    /// and `memtrace_dedup_keys` to `registry`. There is no store-lookup
+    /// family: the index is the only dedup lookup on the write path (no Arc
+    /// round trip); what it misses, reads collapse.
+    pub fn register_metrics(&self, registry: &mut Registry) {
+        let sub = registry.sub_registry_with_prefix("memtrace_dedup");
+        let m = &self.metrics;
+        sub.register(
+            "hits",
+            "dedup keys found live in the index: writes answered as duplicates",
+            m.hits.clone(),
+        );
+        sub.register(
+            "misses",
+            "dedup keys not in the index: reserved and written",
+            m.misses.clone(),
+        );
+        sub.register(
+            "in_request_duplicates",
+            "memories that repeated an earlier memory's dedup key in the same request",
+            m.in_request.clone(),
+        );
+        sub.register(
+            "evictions",
+            "live dedup keys evicted for room (bounded index)",
+            m.evictions.clone(),
+        );
+        sub.register("keys", "dedup keys held", m.keys.clone());
+    }
+
+    /// Counts `n` duplicates found within one request.
+    pub fn count_in_request(&self, n: usize) {
+        if n > 0 {
+            self.metrics.in_request.inc_by(n as u64);
         }
     }
 
@@ -331,13 +394,26 @@ impl DedupIndex {
         now: i64,
         expiry: i64,
     ) -> Vec<Reserved> {
-        self.lock().reserve(
+        let asked = keep.iter().filter(|k| **k).count();
+        let mut inner = self.lock();
+        let evicted_before = inner.evicted;
+        let reserved = inner.reserve(
             org,
             keys,
             keep,
             (now, expiry),
             (self.capacity, self.org_quota),
-        )
+        );
+        let (evicted, held) = (inner.evicted - evicted_before, inner.count);
+        drop(inner);
+        let m = &self.metrics;
+        m.misses.inc_by(reserved.len() as u64);
+        m.hits.inc_by((asked - reserved.len()) as u64);
+        if evicted > 0 {
+            m.evictions.inc_by(evicted);
+        }
+        m.keys.set(i64::try_from(held).unwrap_or(i64::MAX));
+        reserved
     }
 
     /// Forgets reservations whose write failed (those evicted meanwhile are
@@ -347,6 +423,11 @@ impl DedupIndex {
         for r in reserved {
             inner.remove(org, r.hash, r.seq);
         }
+        let held = inner.count;
+        drop(inner);
+        self.metrics
+            .keys
+            .set(i64::try_from(held).unwrap_or(i64::MAX));
     }
 
     /// Keys currently held (expired ones included until evicted).
@@ -383,6 +464,28 @@ mod tests {
         assert_eq!(a.len(), 32);
         assert_eq!(a, auto_key("a", "general", &"x".repeat(250), 200));
         assert_ne!(a, auto_key("b", "general", &"x".repeat(300), 200));
+    }
+
+    #[test]
+    fn hits_misses_evictions_and_keys_are_counted() {
+        let index = DedupIndex::new(2);
+        let keys = |k: &[&str]| k.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
+        assert_eq!(index.reserve("o", &keys(&["a", "b"]), 0, 10), [true, true]);
+        assert_eq!(index.reserve("o", &keys(&["a", "c"]), 1, 10), [false, true]);
+        index.count_in_request(2);
+        let mut registry = Registry::default();
+        index.register_metrics(&mut registry);
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+        for line in [
+            "memtrace_dedup_hits_total 1",
+            "memtrace_dedup_misses_total 3",
+            "memtrace_dedup_evictions_total 1",
+            "memtrace_dedup_in_request_duplicates_total 2",
+            "memtrace_dedup_keys 2",
+        ] {
+            assert!(text.contains(line), "{line} in\n{text}");
+        }
     }
 
     #[test]

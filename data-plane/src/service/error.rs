@@ -94,7 +94,7 @@ impl CodedError for ServiceError {
     fn code(&self) -> ErrorCode {
         match self {
             Self::Invalid(_) | Self::BadRequest(_) => ErrorCode::InvalidArgument,
-            Self::Auth(AuthError::Missing | AuthError::Invalid) => ErrorCode::Unauthenticated,
+            Self::Auth(AuthError::Missing | AuthError::Invalid(_)) => ErrorCode::Unauthenticated,
             Self::Auth(AuthError::MissingScope(_)) => ErrorCode::PermissionDenied,
             Self::NotFound(_) => ErrorCode::NotFound,
             Self::Duplicate | Self::Conflict(_) => ErrorCode::AlreadyExists,

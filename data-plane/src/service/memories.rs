@@ -261,11 +261,14 @@ impl OrgService {
     ) -> Vec<Reserved> {
         if keys.len() > 1 {
             let mut seen: HashSet<&str> = HashSet::with_capacity(keys.len());
+            let mut repeated = 0;
             for (i, k) in keys.iter().enumerate() {
                 if !seen.insert(k) {
                     keep[i] = false;
+                    repeated += 1;
                 }
             }
+            self.shared.dedup.count_in_request(repeated);
         }
         self.shared
             .dedup

@@ -15,7 +15,9 @@ use arc_swap::ArcSwap;
 use memtrace_common::fleet::FleetKeyring;
 use memtrace_common::settings::EffectiveSettings;
 use memtrace_common::state::{StateKey, StateKeys, open_record};
+use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -322,6 +324,13 @@ struct SnapshotMetrics {
     staleness_seconds: Gauge<f64, AtomicU64>,
     /// 1 once the first full snapshot is applied.
     ready: Gauge,
+    /// Failed calls to the state bus, by what the watcher was doing.
+    bus_errors: Family<BusOpLabels, Counter>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BusOpLabels {
+    op: &'static str,
 }
 
 impl Default for SnapshotHandle {
@@ -404,6 +413,25 @@ impl SnapshotHandle {
             "1 once the first full snapshot is applied",
             m.ready.clone(),
         );
+        sub.register(
+            "snapshot_bus_errors",
+            "failed state bus calls of the snapshot watcher, by operation \
+             (load, probe, watch_open, watch_broken); the last snapshot keeps serving",
+            m.bus_errors.clone(),
+        );
+        // exported at 0 from the start, so a rate over them is defined
+        for op in ["load", "probe", "watch_open", "watch_broken"] {
+            let _ = m.bus_errors.get_or_create(&BusOpLabels { op });
+        }
+    }
+
+    /// Counts a failed bus call of the watcher (`op`: `load`, `probe`,
+    /// `watch_open`, `watch_broken`).
+    pub(crate) fn count_bus_error(&self, op: &'static str) {
+        self.metrics
+            .bus_errors
+            .get_or_create(&BusOpLabels { op })
+            .inc();
     }
 
     /// Refreshes the gauges that are computed at scrape time.

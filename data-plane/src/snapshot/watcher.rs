@@ -105,6 +105,7 @@ impl Watcher {
                 match self.reload().await {
                     Ok(()) => need_reload = false,
                     Err(error) => {
+                        self.handle.count_bus_error("load");
                         tracing::warn!(%error, "snapshot load failed; serving the last snapshot and retrying");
                         self.sleep_backoff().await;
                         continue;
@@ -118,6 +119,7 @@ impl Watcher {
                     continue;
                 }
                 Err(error) => {
+                    self.handle.count_bus_error("probe");
                     tracing::warn!(%error, "state bus unreachable; serving the last snapshot");
                     self.sleep_backoff().await;
                     continue;
@@ -134,6 +136,7 @@ impl Watcher {
                     continue;
                 }
                 Err(error) => {
+                    self.handle.count_bus_error("watch_open");
                     tracing::warn!(%error, "cannot open the watch; retrying");
                     self.sleep_backoff().await;
                     continue;
@@ -152,6 +155,7 @@ impl Watcher {
                     need_reload = true;
                 }
                 Ended::Broken(reason) => {
+                    self.handle.count_bus_error("watch_broken");
                     tracing::warn!(%reason, resume = self.resume, "watch stream broke; re-watching");
                     self.sleep_backoff().await;
                 }

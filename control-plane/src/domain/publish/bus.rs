@@ -59,9 +59,14 @@ async fn reconcile_forever(service: Arc<ControlPlane>) {
             dirty = true;
         }
         if dirty || last_pass.elapsed() >= FULL_PASS_INTERVAL {
+            let metrics = service.publisher().metrics();
             match service.reconcile().await {
-                Ok(_) => dirty = false,
+                Ok(report) => {
+                    metrics.pass(Ok((report.puts, report.deletes)));
+                    dirty = false;
+                }
                 Err(error) => {
+                    metrics.pass(Err(()));
                     tracing::warn!(%error, "reconciliation failed; will retry");
                     dirty = true;
                 }
@@ -81,7 +86,10 @@ async fn reconcile_forever(service: Arc<ControlPlane>) {
                 }
                 last_incarnation = incarnation;
             }
-            Err(_) => dirty = true,
+            Err(_) => {
+                service.publisher().metrics().bus_error();
+                dirty = true;
+            }
         }
         match bus.current_revision().await {
             Ok(revision) => {
@@ -101,6 +109,7 @@ async fn reconcile_forever(service: Arc<ControlPlane>) {
                 last_revision = revision;
             }
             Err(error) => {
+                service.publisher().metrics().bus_error();
                 if !unreachable_logged {
                     tracing::warn!(%error, "state bus unreachable; publications are deferred");
                     unreachable_logged = true;

@@ -16,11 +16,13 @@
 //! that decides when a pass runs).
 
 pub mod bus;
+pub mod metrics;
 mod reconcile;
 mod records;
 #[cfg(test)]
 mod tests;
 
+pub use metrics::PublishMetrics;
 pub use reconcile::ReconcileReport;
 
 use super::ControlPlane;
@@ -42,6 +44,7 @@ pub struct Publisher {
     lock: tokio::sync::Mutex<()>,
     /// Set when a publication failed: the reconciler runs a pass at once.
     deferred: AtomicBool,
+    metrics: PublishMetrics,
 }
 
 /// A result together with the bus revision that published it (`None` when
@@ -60,7 +63,18 @@ impl Publisher {
             fleet,
             lock: tokio::sync::Mutex::new(()),
             deferred: AtomicBool::new(false),
+            metrics: PublishMetrics::default(),
         }
+    }
+
+    /// Counts into `metrics` (registered by the process's `/metrics`).
+    pub fn with_metrics(mut self, metrics: PublishMetrics) -> Self {
+        self.metrics = metrics;
+        self
+    }
+
+    pub fn metrics(&self) -> &PublishMetrics {
+        &self.metrics
     }
 
     pub fn keys(&self) -> &StateKeys {
@@ -119,10 +133,13 @@ impl Publisher {
                 Err(error) => {
                     tracing::warn!(%error, ops = count, "publication deferred: state bus write failed; the reconciler will republish");
                     self.deferred.store(true, Ordering::Release);
+                    self.metrics.published(false);
+                    self.metrics.bus_error();
                     return None;
                 }
             }
         }
+        self.metrics.published(true);
         revision
     }
 }
@@ -155,6 +172,7 @@ impl Publisher {
                 }
                 Err(error) => {
                     self.deferred.store(true, Ordering::Release);
+                    self.metrics.bus_error();
                     return Err(ControlPlaneError::Unavailable(format!(
                         "state bus refused the reconciliation writes: {error}"
                     )));
