@@ -29,6 +29,9 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Instant;
+use tracing::Instrument;
+
+use crate::telemetry::traces;
 
 /// The route label of requests no route or method matched.
 pub const UNMATCHED: &str = "unmatched";
@@ -231,40 +234,95 @@ where
         // matched template on the response)
         let grpc_path = is_grpc(request.headers()).then(|| request.uri().path().to_owned());
         let metrics = self.metrics.clone();
-        let future = self.inner.call(request);
-        Box::pin(async move {
-            let response = future.await?;
-            let (parts, body) = response.into_parts();
-            let pending = if let Some(path) = grpc_path {
-                // trailers-only answers carry the status in the head
-                let route = metrics.grpc_route(path);
-                match grpc_code_name(parts.headers.get("grpc-status")) {
-                    Some(code) => {
-                        metrics.record("grpc", route, code, started);
-                        None
+        let span = request_span(&request, grpc_path.is_some());
+        let method = request.method().clone();
+        let future = {
+            let _entered = span.enter();
+            self.inner.call(request)
+        };
+        let in_span = span.clone();
+        Box::pin(
+            async move {
+                let response = future.await?;
+                let (parts, body) = response.into_parts();
+                let pending = if let Some(path) = grpc_path {
+                    // trailers-only answers carry the status in the head
+                    let route = metrics.grpc_route(path);
+                    traces::rename(&span, route.clone());
+                    match grpc_code_name(parts.headers.get("grpc-status")) {
+                        Some(code) => {
+                            record_grpc_code(&span, &code);
+                            metrics.record("grpc", route, code, started);
+                            None
+                        }
+                        None => Some(Pending {
+                            metrics,
+                            route,
+                            started,
+                        }),
                     }
-                    None => Some(Pending {
-                        metrics,
-                        route,
-                        started,
-                    }),
-                }
-            } else {
-                let route = parts
-                    .extensions
-                    .get::<RouteTemplate>()
-                    .map_or_else(|| UNMATCHED.to_owned(), |t| t.0.clone());
-                metrics.record("http", route, parts.status.as_u16().to_string(), started);
-                None
-            };
-            Ok(http::Response::from_parts(
-                parts,
-                Recorded {
-                    inner: body,
-                    pending,
-                },
-            ))
-        })
+                } else {
+                    let route = parts
+                        .extensions
+                        .get::<RouteTemplate>()
+                        .map_or_else(|| UNMATCHED.to_owned(), |t| t.0.clone());
+                    if !span.is_none() {
+                        traces::rename(&span, format!("{method} {route}"));
+                        span.record("http.route", route.as_str());
+                        span.record("http.response.status_code", parts.status.as_u16());
+                        if parts.status.is_server_error() {
+                            span.record("otel.status_code", "ERROR");
+                        }
+                    }
+                    metrics.record("http", route, parts.status.as_u16().to_string(), started);
+                    None
+                };
+                Ok(http::Response::from_parts(
+                    parts,
+                    Recorded {
+                        inner: body,
+                        pending,
+                        span,
+                    },
+                ))
+            }
+            .instrument(in_span),
+        )
+    }
+}
+
+/// The `request` span of a call ([`tracing::Span::none`] while trace
+/// export is off): its parent is the client's `traceparent`, if any; the
+/// route and outcome are recorded when the answer is known, the org by
+/// admission.
+fn request_span<B>(request: &http::Request<B>, grpc: bool) -> tracing::Span {
+    // probes and scrapes (every few seconds from the orchestrator) are not traced
+    if !traces::enabled() || matches!(request.uri().path(), "/health" | "/ready" | "/metrics") {
+        return tracing::Span::none();
+    }
+    let span = tracing::info_span!(
+        target: traces::TARGET,
+        "request",
+        otel.kind = "server",
+        otel.status_code = tracing::field::Empty,
+        rpc.system = if grpc { "grpc" } else { "" },
+        http.request.method = request.method().as_str(),
+        http.route = tracing::field::Empty,
+        http.response.status_code = tracing::field::Empty,
+        rpc.grpc.status_code = tracing::field::Empty,
+        memtrace.org = tracing::field::Empty,
+    );
+    traces::adopt_parent(&span, request.headers());
+    span
+}
+
+fn record_grpc_code(span: &tracing::Span, code: &str) {
+    if span.is_none() {
+        return;
+    }
+    span.record("rpc.grpc.status_code", code);
+    if code != "OK" {
+        span.record("otel.status_code", "ERROR");
     }
 }
 
@@ -288,13 +346,23 @@ impl Pending {
 pub struct Recorded<B> {
     inner: B,
     pending: Option<Pending>,
+    /// The call's span: entered while the body is polled (a streaming
+    /// call's work happens there), closed with the body.
+    span: tracing::Span,
+}
+
+impl<B> Recorded<B> {
+    fn finish(&mut self, code: String) {
+        if let Some(pending) = self.pending.take() {
+            record_grpc_code(&self.span, &code);
+            pending.finish(code);
+        }
+    }
 }
 
 impl<B> Drop for Recorded<B> {
     fn drop(&mut self) {
-        if let Some(pending) = self.pending.take() {
-            pending.finish("CANCELLED".to_owned());
-        }
+        self.finish("CANCELLED".to_owned());
     }
 }
 
@@ -306,27 +374,21 @@ impl<B: Body + Unpin> Body for Recorded<B> {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        let span = self.span.clone();
+        let _entered = span.enter();
         let polled = Pin::new(&mut self.inner).poll_frame(cx);
         match &polled {
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(trailers) = frame.trailers_ref()
-                    && let Some(pending) = self.pending.take()
+                    && self.pending.is_some()
                 {
                     let code = grpc_code_name(trailers.get("grpc-status"))
                         .unwrap_or_else(|| "UNKNOWN".to_owned());
-                    pending.finish(code);
+                    self.finish(code);
                 }
             }
-            Poll::Ready(Some(Err(_))) => {
-                if let Some(pending) = self.pending.take() {
-                    pending.finish("INTERNAL".to_owned());
-                }
-            }
-            Poll::Ready(None) => {
-                if let Some(pending) = self.pending.take() {
-                    pending.finish("UNKNOWN".to_owned());
-                }
-            }
+            Poll::Ready(Some(Err(_))) => self.finish("INTERNAL".to_owned()),
+            Poll::Ready(None) => self.finish("UNKNOWN".to_owned()),
             Poll::Pending => {}
         }
         polled

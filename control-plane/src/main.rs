@@ -23,7 +23,10 @@ struct Args {
 #[tokio::main]
 async fn main() -> ExitCode {
     let args = Args::parse();
-    match run(args).await {
+    let result = run(args).await;
+    // what trace export buffered goes out before the process ends
+    tokio::task::block_in_place(memtrace_common::telemetry::traces::shutdown);
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("error: {error:#}");
@@ -35,6 +38,7 @@ async fn main() -> ExitCode {
 async fn run(args: Args) -> anyhow::Result<()> {
     let env = Env::from_process();
     let config = memtrace_common::telemetry::init_process(args.config, &env)?;
+    memtrace_common::telemetry::traces::start_from_env(&env, "memtrace-control-plane")?;
     let secrets = Secrets::from_env(&env)?;
     let listen = config.control_plane.listen.clone();
     let listener = tokio::net::TcpListener::bind(&listen)

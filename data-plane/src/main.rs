@@ -31,7 +31,10 @@ struct Args {
 #[tokio::main]
 async fn main() -> ExitCode {
     let args = Args::parse();
-    match run(args).await {
+    let result = run(args).await;
+    // what trace export buffered goes out before the process ends
+    tokio::task::block_in_place(memtrace_common::telemetry::traces::shutdown);
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("error: {error:#}");
@@ -43,6 +46,7 @@ async fn main() -> ExitCode {
 async fn run(args: Args) -> anyhow::Result<()> {
     let env = Env::from_process();
     let config = memtrace_common::telemetry::init_process(args.config, &env)?;
+    memtrace_common::telemetry::traces::start_from_env(&env, "memtrace-worker")?;
     if env.get("MEMTRACE_MASTER_KEY").is_some() {
         bail!(
             "MEMTRACE_MASTER_KEY is set: the master key never leaves the control plane; remove it from the worker's environment (workers need only {FLEET_KEY_VAR})"

@@ -209,6 +209,14 @@ impl EffectiveSettings {
     pub fn log_level(&self) -> String {
         self.text(None, "log.level")
     }
+
+    /// `telemetry.otlp_endpoint` and `telemetry.otlp_headers` (restart-required).
+    pub fn otlp(&self) -> (String, String) {
+        (
+            self.text(None, "telemetry.otlp_endpoint"),
+            self.text(None, "telemetry.otlp_headers"),
+        )
+    }
 }
 
 /// Batching of writes to Arc.

@@ -191,7 +191,7 @@ pub static SETTINGS: &[Setting] = &[
         category: Category::RestartRequired,
         ..hot(
             "telemetry.otlp_endpoint",
-            "OTLP/gRPC endpoint for traces; reserved: trace export is not implemented yet, so nothing reads it",
+            "OTLP/gRPC endpoint (http://host:4317) every process exports traces to; the first endpoint a process sees starts export, a change needs a restart; OTEL_EXPORTER_OTLP_ENDPOINT wins",
             SettingType::Text { max_len: 2048 },
             DefaultValue::Str(""),
         )
@@ -202,7 +202,7 @@ pub static SETTINGS: &[Setting] = &[
         sensitive: true,
         ..hot(
             "telemetry.otlp_headers",
-            "headers for OTLP exports, e.g. an ingest token (k1=v1,k2=v2); reserved like telemetry.otlp_endpoint",
+            "headers of OTLP exports, e.g. an ingest token (k1=v1,k2=v2); control plane only (sensitive settings are never published): workers take OTEL_EXPORTER_OTLP_HEADERS",
             SettingType::Text { max_len: 4096 },
             DefaultValue::Str(""),
         )

@@ -92,6 +92,7 @@ impl Admission {
         }
         let snapshot = self.snapshot.load();
         let principal = auth::authenticate(&snapshot, token, memtrace_common::clock::now_ms())?;
+        record_org(&principal);
         principal.require(scope)?;
         let limits = snapshot.settings().limits(Some(&principal.org_id));
         self.limiter
@@ -126,6 +127,13 @@ impl Admission {
             Some(slot) => svc.holding(slot),
             None => svc,
         })
+    }
+}
+
+/// The org on the request's span (traces carry the org, never the key).
+fn record_org(principal: &Principal) {
+    if memtrace_common::telemetry::traces::enabled() {
+        tracing::Span::current().record("memtrace.org", principal.org_id.as_str());
     }
 }
 

@@ -22,13 +22,43 @@ use super::retry::RetryPolicy;
 use crate::query::Sql;
 use crate::store::Rows;
 use axum::body::Bytes;
+use memtrace_common::telemetry::traces;
 use reqwest::header::{AUTHORIZATION, CONTENT_ENCODING, CONTENT_TYPE, HeaderValue};
 use serde::Deserialize;
 use serde_json::Value;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tracing::Instrument;
 use zeroize::Zeroizing;
+
+/// The span of one Arc call (none while trace export is off): a child of
+/// the request or batch it serves; its context goes to Arc as
+/// `traceparent`.
+fn arc_span(name: &'static str, target: &ArcTarget<'_>) -> tracing::Span {
+    if !traces::enabled() {
+        return tracing::Span::none();
+    }
+    tracing::info_span!(
+        target: traces::TARGET,
+        "arc",
+        otel.name = name,
+        otel.kind = "client",
+        db.system = "arc",
+        db.namespace = target.database,
+        memtrace.rows = tracing::field::Empty,
+    )
+}
+
+/// Adds the current span's `traceparent` (when exporting) to `req`.
+fn with_trace_context(req: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+    if !traces::enabled() {
+        return req;
+    }
+    let mut headers = reqwest::header::HeaderMap::new();
+    traces::inject(&tracing::Span::current(), &mut headers);
+    req.headers(headers)
+}
 
 const WRITE_PATH: &str = "/api/v1/write/msgpack";
 const QUERY_PATH: &str = "/api/v1/query";
@@ -150,6 +180,18 @@ impl ArcClient {
         body: Bytes,
         compression: Compression,
     ) -> Result<(), ArcError> {
+        let span = arc_span("arc.write", target);
+        self.write_once(target, body, compression)
+            .instrument(span)
+            .await
+    }
+
+    async fn write_once(
+        &self,
+        target: &ArcTarget<'_>,
+        body: Bytes,
+        compression: Compression,
+    ) -> Result<(), ArcError> {
         let started = Instant::now();
         let bytes = body.len();
         let mut req = self
@@ -163,6 +205,7 @@ impl ArcClient {
         if let Some(auth) = bearer(target.api_key)? {
             req = req.header(AUTHORIZATION, auth);
         }
+        req = with_trace_context(req);
         self.metrics.write_body(bytes);
         let result = match req.body(body).send().await {
             Ok(resp) if resp.status().is_success() => Ok(()),
@@ -207,7 +250,11 @@ impl ArcClient {
     /// Runs one read. The SQL must name tables `db.measurement`.
     pub async fn query(&self, target: &ArcTarget<'_>, sql: &Sql) -> Result<Rows, ArcError> {
         let started = Instant::now();
-        let result = self.query_once(target, sql).await;
+        let span = arc_span("arc.query", target);
+        let result = self.query_once(target, sql).instrument(span.clone()).await;
+        if let Ok(rows) = &result {
+            span.record("memtrace.rows", rows.rows.len());
+        }
         self.metrics.observe(Op::Query, started.elapsed(), &result);
         match &result {
             Ok(rows) => tracing::debug!(
@@ -229,6 +276,7 @@ impl ArcClient {
         if let Some(auth) = bearer(target.api_key)? {
             req = req.header(AUTHORIZATION, auth);
         }
+        req = with_trace_context(req);
         let resp = req.send().await.map_err(ArcError::from_reqwest)?;
         if !resp.status().is_success() {
             return Err(failure(resp).await);

@@ -15,11 +15,13 @@ use super::batcher::Shared;
 use super::queue::{Batch, OrgState, Pending, finish_all, same_route};
 use super::{Counters, IngestError};
 use crate::arcdb::{ArcError, ArcTarget, Bytes, Compression, compress};
+use memtrace_common::telemetry::traces;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 use tokio::sync::{OwnedSemaphorePermit, mpsc, watch};
 use tokio::time::Instant;
+use tracing::Instrument;
 
 type Queue = mpsc::UnboundedReceiver<Pending>;
 
@@ -234,12 +236,15 @@ async fn write(
     let mut policy = shared.retry;
     policy.max_attempts = attempts(retries);
     let target = ArcTarget::from(&*route);
+    let span = batch_span(&org.org_id, &batch);
+    let send = shared
+        .client
+        .write_with_retry(&target, body, compression, &policy)
+        .instrument(span);
     let result = tokio::select! {
         biased;
         _ = cancel.wait_for(|c| *c) => Err(IngestError::Unflushed),
-        r = shared.client.write_with_retry(&target, body, compression, &policy) => {
-            r.map_err(|e| refused_body(&org.org_id, compression, e))
-        }
+        r = send => r.map_err(|e| refused_body(&org.org_id, compression, e)),
     };
     let elapsed_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
     org.last_write_ms.store(elapsed_ms, Ordering::Relaxed);
@@ -269,6 +274,32 @@ async fn write(
         }
     }
     batch.finish(counters, result);
+}
+
+/// Links a batch span carries at most (one per request whose rows it holds).
+const MAX_BATCH_LINKS: usize = 32;
+
+/// The span of one batch's write (none while trace export is off): a child
+/// of its first request's span, linked to the next ones'.
+fn batch_span(org_id: &str, batch: &Batch) -> tracing::Span {
+    if !traces::enabled() {
+        return tracing::Span::none();
+    }
+    let span = tracing::info_span!(
+        target: traces::TARGET,
+        "ingest.batch",
+        memtrace.org = org_id,
+        memtrace.rows = batch.rows,
+        memtrace.requests = batch.waiters.len(),
+    );
+    let mut waiters = batch.waiters.iter().map(|w| &w.span);
+    if let Some(first) = waiters.next() {
+        traces::set_parent(&span, first);
+    }
+    for other in waiters.take(MAX_BATCH_LINKS) {
+        traces::add_link(&span, other);
+    }
+    span
 }
 
 /// Names `arc.write_compression` when Arc says a body is not MessagePack

@@ -87,6 +87,9 @@ pub(crate) struct Waiter {
     tx: Option<oneshot::Sender<Result<(), WriteError>>>,
     _permit: OwnedSemaphorePermit,
     pending_rows: Arc<AtomicU64>,
+    /// The submitting request's span (none while trace export is off): its
+    /// batch's span is its child or links to it.
+    pub span: tracing::Span,
 }
 
 impl Waiter {
@@ -102,6 +105,11 @@ impl Waiter {
             tx: Some(tx),
             _permit: permit,
             pending_rows,
+            span: if memtrace_common::telemetry::traces::enabled() {
+                tracing::Span::current()
+            } else {
+                tracing::Span::none()
+            },
         }
     }
 

@@ -32,6 +32,7 @@ use std::borrow::Cow;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Instant;
+use tracing::Instrument;
 
 /// What a write does with a duplicate input.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -385,14 +386,18 @@ where
     F: Future<Output = (T, Result<(), StoreError>)> + Send + 'static,
     T: Send + 'static,
 {
-    let task = tokio::spawn(async move {
-        let (back, result) = write.await;
-        if result.is_ok() {
-            release.reserved.clear();
+    // the write stays in the request's span (none while traces are off)
+    let task = tokio::spawn(
+        async move {
+            let (back, result) = write.await;
+            if result.is_ok() {
+                release.reserved.clear();
+            }
+            drop(release);
+            (back, result)
         }
-        drop(release);
-        (back, result)
-    });
+        .instrument(tracing::Span::current()),
+    );
     match task.await {
         Ok((back, result)) => (Some(back), result),
         Err(e) => (

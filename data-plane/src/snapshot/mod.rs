@@ -460,6 +460,10 @@ impl SnapshotHandle {
         self.metrics.applied_revision.set(snapshot.applied_revision);
         // `log.level` is hot: the process's filter follows the snapshot
         memtrace_common::telemetry::apply_level(&snapshot.settings().log_level());
+        // trace export is restart-required: started by the first snapshot
+        // that names an endpoint (unless OTEL_EXPORTER_OTLP_ENDPOINT did)
+        let (endpoint, headers) = snapshot.settings().otlp();
+        memtrace_common::telemetry::traces::apply_settings(&endpoint, &headers, "memtrace-worker");
         self.current.store(Arc::new(snapshot));
         self.touch();
         if full {

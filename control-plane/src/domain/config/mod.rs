@@ -171,15 +171,29 @@ fn attempted(setting: &Setting, text: &str) -> Value {
 
 const LOG_LEVEL: &str = "log.level";
 
+/// The stored global value of `key` as a string, if any.
+fn stored_text(rows: &[SettingRow], key: &str) -> Option<String> {
+    rows.iter()
+        .find(|r| r.key == key && r.org_id.is_empty())
+        .and_then(|r| serde_json::from_str::<String>(&r.value_json).ok())
+}
+
 /// Applies the stored global `log.level` (the default without one) to this
-/// process's log filter.
+/// process's log filter, and starts trace export when a stored
+/// `telemetry.otlp_endpoint` names one and none is in force
+/// (restart-required: a later change waits for a restart).
 fn apply_log_level(rows: &[SettingRow]) {
-    let stored = rows
-        .iter()
-        .find(|r| r.key == LOG_LEVEL && r.org_id.is_empty())
-        .and_then(|r| serde_json::from_str::<String>(&r.value_json).ok());
-    let level = stored.unwrap_or_else(|| EffectiveSettings::new().log_level());
+    let level =
+        stored_text(rows, LOG_LEVEL).unwrap_or_else(|| EffectiveSettings::new().log_level());
     memtrace_common::telemetry::apply_level(&level);
+    if let Some(endpoint) = stored_text(rows, "telemetry.otlp_endpoint") {
+        let headers = stored_text(rows, "telemetry.otlp_headers").unwrap_or_default();
+        memtrace_common::telemetry::traces::apply_settings(
+            &endpoint,
+            &headers,
+            "memtrace-control-plane",
+        );
+    }
 }
 
 /// Stored values as an effective view (rows the registry refuses are

@@ -6,6 +6,10 @@
 //! (workers on each snapshot, the control plane on each change and
 //! reconciliation pass). `RUST_LOG` pins the filter: an operator who set it
 //! asked for exactly that, so the runtime setting is then not applied.
+//!
+//! Traces: [`traces`] (OTLP export, off until started).
+
+pub mod traces;
 
 use crate::config::{LogConfig, LogFormat};
 use std::sync::{Mutex, OnceLock};
@@ -40,7 +44,7 @@ pub fn apply_level(level: &str) {
     if *current == level {
         return;
     }
-    let Ok(filter) = EnvFilter::try_new(&level) else {
+    let Ok(filter) = EnvFilter::try_new(with_traces(&level)) else {
         tracing::warn!(level = %level, "log.level is not a log filter; the current level is kept");
         return;
     };
@@ -59,6 +63,29 @@ pub enum TelemetryError {
     Level { level: String, reason: String },
     #[error("a global logger is already installed")]
     AlreadyInstalled,
+    #[error("trace export: {0}")]
+    Traces(String),
+}
+
+/// `directive`, plus the exported spans' target at `info` while trace
+/// export is on (so `log.level = warn` does not switch traces off).
+fn with_traces(directive: &str) -> String {
+    if traces::enabled() {
+        format!("{directive},{}=info", traces::TARGET)
+    } else {
+        directive.to_owned()
+    }
+}
+
+/// Re-applies the directive in force (after trace export started).
+pub(crate) fn refresh_filter() {
+    let Some(live) = LIVE.get() else { return };
+    let Ok(current) = live.current.lock() else {
+        return;
+    };
+    if let Ok(filter) = EnvFilter::try_new(with_traces(&current)) {
+        let _ = live.handle.reload(filter);
+    }
 }
 
 /// Installs the global subscriber. `rust_log` is the value of `RUST_LOG`, if any.
@@ -75,7 +102,9 @@ pub fn init(config: &LogConfig, rust_log: Option<&str>) -> Result<(), TelemetryE
         .with_writer(std::io::stderr)
         .with_ansi(ansi)
         .with_target(true);
-    let registry = tracing_subscriber::registry().with(filter);
+    let registry = tracing_subscriber::registry()
+        .with(filter)
+        .with(traces::layer());
     let result = match config.format {
         LogFormat::Json => registry.with(fmt.json().flatten_event(true)).try_init(),
         LogFormat::Console => registry.with(fmt).try_init(),
