@@ -16,6 +16,7 @@
 //! that decides when a pass runs).
 
 pub mod bus;
+mod fresh;
 mod reconcile;
 mod records;
 #[cfg(test)]
@@ -25,7 +26,7 @@ pub use reconcile::ReconcileReport;
 
 use super::ControlPlane;
 use crate::error::ControlPlaneError;
-use memtrace_common::bus::{Guard, Op, StateBus};
+use memtrace_common::bus::{BusError, Guard, Op, StateBus};
 use memtrace_common::fleet::FleetKeyring;
 use memtrace_common::state::{StateKeys, sign_record};
 use std::sync::Arc;
@@ -137,6 +138,25 @@ impl Publisher {
         &self,
         ops: Vec<(Guard, Op)>,
     ) -> Result<Option<i64>, ControlPlaneError> {
+        match self.try_apply_guarded_locked(ops).await {
+            Ok(Some(revision)) => Ok(revision),
+            Ok(None) => Err(ControlPlaneError::Unavailable(
+                "the state bus changed concurrently (another replica published); reconciling again"
+                    .into(),
+            )),
+            Err(error) => Err(ControlPlaneError::Unavailable(format!(
+                "state bus refused the reconciliation writes: {error}"
+            ))),
+        }
+    }
+
+    /// [`Self::apply_guarded_locked`], telling a lost guard (`Ok(None)`)
+    /// from a bus that refused or was unreachable (`Err`, publication
+    /// deferred).
+    pub(crate) async fn try_apply_guarded_locked(
+        &self,
+        ops: Vec<(Guard, Op)>,
+    ) -> Result<Option<Option<i64>>, BusError> {
         let mut revision = None;
         // a guard per op, and the marker
         for chunk in ops.chunks((MAX_OPS_PER_TXN - 1) / 2) {
@@ -148,20 +168,19 @@ impl Publisher {
             });
             match self.bus.apply_guarded(&guards, txn).await {
                 Ok(Some(r)) => revision = Some(r),
-                Ok(None) => {
-                    return Err(ControlPlaneError::Unavailable(
-                        "the state bus changed concurrently (another replica published); reconciling again".into(),
-                    ));
-                }
+                Ok(None) => return Ok(None),
                 Err(error) => {
-                    self.deferred.store(true, Ordering::Release);
-                    return Err(ControlPlaneError::Unavailable(format!(
-                        "state bus refused the reconciliation writes: {error}"
-                    )));
+                    self.defer();
+                    return Err(error);
                 }
             }
         }
-        Ok(revision)
+        Ok(Some(revision))
+    }
+
+    /// Asks the reconciler for a pass at once (a publication did not happen).
+    pub(crate) fn defer(&self) {
+        self.deferred.store(true, Ordering::Release);
     }
 
     /// `op` with its record [signed](Self::sign) (markers carry no
@@ -178,9 +197,17 @@ impl Publisher {
 }
 
 impl ControlPlane {
-    /// Publishes `ops` (see [`Publisher::apply`]).
+    /// Publishes the database's current state of the keys `ops` write
+    /// (what a change wrote, or something newer another replica wrote
+    /// since); see `fresh`.
     pub async fn publish(&self, ops: Vec<Op>) -> Option<i64> {
-        self.publisher.apply(ops).await
+        let keys: Vec<String> = ops
+            .into_iter()
+            .map(|op| match op {
+                Op::Put { key, .. } | Op::Delete { key } => key,
+            })
+            .collect();
+        self.publish_fresh(&keys).await
     }
 
     pub fn state_keys(&self) -> &StateKeys {
