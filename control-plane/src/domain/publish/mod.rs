@@ -4,14 +4,18 @@
 //! transaction. A failed publication never fails the admin call: the change
 //! is saved, the caller gets no revision, and the reconciler republishes.
 //!
-//! Ordering: publications and reconciliation passes take one lock, and a
-//! reconciliation pass reads the database inside it. A pass that read the
-//! database before a concurrent change therefore applies before that change's
-//! own publication, never after it.
+//! Ordering: publications and reconciliation passes take one lock (per
+//! process), and read the database inside it. Across replicas, both read the
+//! bus first, then the database, and write a key only if it is unchanged on
+//! the bus since: a publication that read the database before a concurrent
+//! change loses its guard to that change's own publication and starts over
+//! ([`fresh`], [`reconcile`]), so a newer state is never overwritten with an
+//! older one.
 //!
 //! Pieces: [`Publisher`] (here: the bus, the key layout, the fleet key, the
 //! lock and the deferred flag), [`records`] (rows → published records, and
-//! the full desired state), [`reconcile`] (one pass: make the bus hold
+//! the full desired state), [`fresh`] (an admin change's publication),
+//! [`reconcile`] (one pass: make the bus hold
 //! exactly the desired state), [`bus`] (connecting the bus, and the loop
 //! that decides when a pass runs).
 
@@ -91,40 +95,6 @@ impl Publisher {
 
     pub(crate) async fn lock(&self) -> tokio::sync::MutexGuard<'_, ()> {
         self.lock.lock().await
-    }
-
-    /// Applies `ops` (records as encoded; each put is stored
-    /// [signed](Self::sign)), in transactions of at most
-    /// [`MAX_OPS_PER_TXN`], each also touching the published marker, while
-    /// holding the publication lock; the last revision produced, or `None`
-    /// when the bus refused or was unreachable (logged; the reconciler repairs).
-    pub async fn apply(&self, ops: Vec<Op>) -> Option<i64> {
-        let _guard = self.lock.lock().await;
-        self.apply_locked(ops).await
-    }
-
-    pub(crate) async fn apply_locked(&self, ops: Vec<Op>) -> Option<i64> {
-        if ops.is_empty() {
-            return None;
-        }
-        let count = ops.len();
-        let mut revision = None;
-        for chunk in ops.chunks(MAX_OPS_PER_TXN - 1) {
-            let mut txn: Vec<Op> = chunk.iter().map(|op| self.signed(op)).collect();
-            txn.push(Op::Put {
-                key: self.keys.published_marker(),
-                value: Vec::new(),
-            });
-            match self.bus.apply(txn).await {
-                Ok(r) => revision = Some(r),
-                Err(error) => {
-                    tracing::warn!(%error, ops = count, "publication deferred: state bus write failed; the reconciler will republish");
-                    self.deferred.store(true, Ordering::Release);
-                    return None;
-                }
-            }
-        }
-        revision
     }
 }
 
