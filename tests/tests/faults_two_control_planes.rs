@@ -27,6 +27,7 @@ use memtrace_tests::watchers::{etcd_bus, fleet};
 use prost::Message;
 use serde_json::json;
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -47,6 +48,8 @@ struct AdminLoad {
     side_org: String,
     deadline: Instant,
     max_calls: usize,
+    /// A call to replica `i` has been started and not answered yet.
+    in_flight: [AtomicBool; 2],
 }
 
 impl AdminLoad {
@@ -103,7 +106,10 @@ impl AdminLoad {
             let mut args: Vec<&str> = args.iter().map(String::as_str).collect();
             args.extend(["--output", "json"]);
             let mut created_key = None;
-            let outcome = match ctl.run(&args).await {
+            self.in_flight[replica].store(true, Ordering::Release);
+            let answer = ctl.run(&args).await;
+            self.in_flight[replica].store(false, Ordering::Release);
+            let outcome = match answer {
                 Ok(out) if out.success => {
                     if op == "key.create" {
                         let key = out.json().unwrap();
@@ -284,6 +290,7 @@ async fn two_replicas_on_one_postgres_keep_one_chain_and_converge() {
         } else {
             400
         },
+        in_flight: [AtomicBool::new(false), AtomicBool::new(false)],
     });
     let admin_started = Instant::now();
     let tasks: Vec<_> = (0..2)
@@ -296,8 +303,17 @@ async fn two_replicas_on_one_postgres_keep_one_chain_and_converge() {
     // replica 1 killed with calls in flight, started again, a few times
     let mut kill_times = Vec::new();
     let mut restart_ms = Vec::new();
-    for _ in 0..kills {
+    for k in 0..kills {
         tokio::time::sleep(phase / (kills + 1)).await;
+        // with a call in flight: past the CLI's start, into the replica's
+        // handling of it (a few ms in, varied per kill)
+        let waiting = Instant::now();
+        while !admin.in_flight[1].load(Ordering::Acquire)
+            && waiting.elapsed() < Duration::from_millis(500)
+        {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(4 + 3 * (k as u64 % 4))).await;
         kill_times.push(Instant::now());
         replica.kill().await.unwrap();
         tokio::time::sleep(Duration::from_millis(200)).await;
@@ -368,6 +384,20 @@ async fn two_replicas_on_one_postgres_keep_one_chain_and_converge() {
         )
     });
     let converge_ms = converged_after.elapsed().as_millis() as u64;
+
+    // every acknowledged revocation committed (whichever replica took it)
+    for call in calls
+        .iter()
+        .filter(|c| c.op == "key.revoke" && c.outcome == AdminOutcome::Ok)
+    {
+        assert_eq!(
+            db.keys.get(&call.target).map(|(_, revoked)| *revoked),
+            Some(true),
+            "key {} revoked through replica {} is not revoked in the database",
+            call.target,
+            call.replica
+        );
+    }
 
     // no revoked key was ever published live again
     let events = key_events.caught_up(Duration::from_secs(10)).await.unwrap();
