@@ -462,6 +462,10 @@ async fn two_replicas_on_one_postgres_keep_one_chain_and_converge() {
                 && kill_times.iter().any(|k| c.started <= *k && *k <= c.ended)
         })
         .count();
+    assert!(
+        interrupted > 0,
+        "no kill cut an admin call in flight ({kills} kills)"
+    );
     let revoked = db.keys.values().filter(|(_, r)| *r).count();
     print_figures(
         "two_control_planes",
