@@ -14,13 +14,18 @@
 
 use crate::domain::ControlPlane;
 use crate::domain::config::LOG_LEVEL;
-use crate::error::Result;
+use crate::error::{ControlPlaneError, Result};
 use memtrace_common::bus::{Guard, Op};
 use memtrace_common::state::StateKey;
+use std::collections::HashMap;
 
 /// Attempts before a publication that keeps losing its guards is left to
 /// the reconciler.
 const ATTEMPTS: usize = 5;
+
+/// Up to this many keys, a publication reads each key from the bus; past
+/// it, the published prefixes its keys are under.
+const PER_KEY_READS: usize = 8;
 
 /// What one key should hold according to the database.
 enum Desired {
@@ -71,25 +76,12 @@ impl ControlPlane {
 
     /// One try: `Ok(None)` when a guard failed.
     async fn publish_fresh_once(&self, keys: &[String]) -> Result<Option<Option<i64>>> {
-        let bus = self.publisher.bus();
         // the bus before the database (module docs)
-        let mut guards = Vec::with_capacity(keys.len());
-        for key in keys {
-            let read = bus.load(key).await.map_err(|e| {
-                crate::error::ControlPlaneError::Unavailable(format!(
-                    "cannot read the state bus: {e}"
-                ))
-            })?;
-            let mod_revision = read
-                .kvs
-                .iter()
-                .find(|kv| kv.key == *key)
-                .map_or(0, |kv| kv.mod_revision);
-            guards.push(Guard {
-                key: key.clone(),
-                mod_revision,
-            });
-        }
+        let revisions = self.bus_revisions(keys).await?;
+        let guards = keys.iter().map(|key| Guard {
+            key: key.clone(),
+            mod_revision: revisions.get(key).copied().unwrap_or(0),
+        });
         let mut ops = Vec::with_capacity(keys.len());
         for guard in guards {
             let op = match self.desired_at(&guard.key).await? {
@@ -108,10 +100,31 @@ impl ControlPlane {
             .try_apply_guarded_locked(ops)
             .await
             .map_err(|e| {
-                crate::error::ControlPlaneError::Unavailable(format!(
-                    "state bus refused the publication: {e}"
-                ))
+                ControlPlaneError::Unavailable(format!("state bus refused the publication: {e}"))
             })
+    }
+
+    /// The bus's mod_revision of each of `keys` that exists: one read per
+    /// key for a few, one read per published prefix for many (an org's
+    /// deletion touches all its keys).
+    async fn bus_revisions(&self, keys: &[String]) -> Result<HashMap<String, i64>> {
+        let reads: Vec<String> = if keys.len() <= PER_KEY_READS {
+            keys.to_vec()
+        } else {
+            self.state_keys()
+                .published_prefixes()
+                .into_iter()
+                .filter(|prefix| keys.iter().any(|k| k.starts_with(prefix.as_str())))
+                .collect()
+        };
+        let mut revisions = HashMap::new();
+        for read in reads {
+            let loaded = self.publisher.bus().load(&read).await.map_err(|e| {
+                ControlPlaneError::Unavailable(format!("cannot read the state bus: {e}"))
+            })?;
+            revisions.extend(loaded.kvs.into_iter().map(|kv| (kv.key, kv.mod_revision)));
+        }
+        Ok(revisions)
     }
 
     /// What `key` should hold according to the database now.

@@ -309,3 +309,50 @@ async fn a_late_setting_publication_never_overwrites_a_newer_value() {
         "the bus holds the database's value"
     );
 }
+
+/// An org deleted on one replica with more keys than a publication reads
+/// one by one: the tombstone is published and every key is gone from the
+/// bus (the guards read per prefix), the other org's keys untouched.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_org_deletion_publishes_its_tombstone_and_removes_all_its_keys() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (a, b, _held, shared, fleet) = two_replicas(&dir).await;
+    let actor = AdminActor {
+        fingerprint: "fp-test".into(),
+    };
+    let mut ids = Vec::new();
+    let mut orgs = Vec::new();
+    for name in ["gone", "kept"] {
+        let org = b
+            .create_org(&actor, &OrgName::parse(name).expect("name"))
+            .await
+            .expect("org")
+            .value;
+        for i in 0..12 {
+            let spec =
+                ApiKeySpec::parse(&org.org.id, &format!("k{i}"), &["read"], 0).expect("spec");
+            let (row, _) = b.create_api_key(&actor, &spec).await.expect("create").value;
+            ids.push((name, row.id));
+        }
+        orgs.push(org.org.id);
+    }
+    let gone = crate::domain::types::OrgId::parse(&orgs[0]).expect("org id");
+    a.delete_org(&actor, &gone)
+        .await
+        .expect("delete")
+        .revision
+        .expect("published");
+    let keys = StateKeys::default();
+    for (org, id) in &ids {
+        let record = published(&shared, &fleet, &keys.api_key(id)).await;
+        assert_eq!(record.is_some(), *org == "kept", "key {id} of org {org}");
+    }
+    let tombstone = published(&shared, &fleet, &keys.org(&orgs[0]))
+        .await
+        .expect("tombstone");
+    assert!(
+        state::OrgRecord::decode(tombstone.as_slice())
+            .expect("record")
+            .deleted
+    );
+}
