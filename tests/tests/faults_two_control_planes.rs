@@ -384,6 +384,10 @@ async fn two_replicas_on_one_postgres_keep_one_chain_and_converge() {
         )
     });
     let converge_ms = converged_after.elapsed().as_millis() as u64;
+    // and every worker applied what was published last
+    let status = ctls[1].json(&["status"]).await.unwrap();
+    let last_published = status["published_revision"].as_i64().unwrap();
+    rig.cluster.wait_applied(last_published).await.unwrap();
 
     // every acknowledged revocation committed (whichever replica took it)
     for call in calls

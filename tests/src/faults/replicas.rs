@@ -5,7 +5,6 @@
 //! admin calls made against each replica with their outcomes.
 
 use crate::watchers::{etcd_bus, fleet};
-use anyhow::Context;
 use memtrace_common::bus::{Event, StateBus, WatchMessage};
 use memtrace_common::state::{StateKeys, open_record};
 use memtrace_proto::state::v1 as state;
@@ -222,13 +221,6 @@ pub fn no_answer(stderr: &str) -> bool {
     ]
     .iter()
     .any(|s| stderr.contains(s))
-}
-
-/// The key id in a `keys/<id>` path, for callers holding full keys.
-pub fn key_id_of<'a>(keys: &StateKeys, key: &'a str) -> anyhow::Result<&'a str> {
-    keys.relative(key)
-        .and_then(|k| k.strip_prefix("keys/"))
-        .with_context(|| format!("{key} is not an api key path"))
 }
 
 #[cfg(test)]
