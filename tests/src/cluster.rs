@@ -33,11 +33,26 @@ impl Cluster {
     /// [`Cluster::start`], the control plane serving TLS with `tls` if given
     /// (the CLI then trusts its CA).
     pub async fn start_with_tls(prefix: &str, tls: Option<ServedTls>) -> anyhow::Result<Self> {
+        Self::start_with(prefix, tls, None).await
+    }
+
+    /// [`Cluster::start`] with the control plane's database at
+    /// `database_url` (PostgreSQL; `None`: SQLite in its data dir).
+    pub async fn start_on_database(prefix: &str, database_url: &str) -> anyhow::Result<Self> {
+        Self::start_with(prefix, None, Some(database_url.to_owned())).await
+    }
+
+    async fn start_with(
+        prefix: &str,
+        tls: Option<ServedTls>,
+        database_url: Option<String>,
+    ) -> anyhow::Result<Self> {
         let etcd = tokio::task::block_in_place(EtcdServer::start)?;
         let dir = tempfile::tempdir()?;
         let fleet_key = memtrace_common::keys::generate_key_b64();
         let mut spec = ControlPlaneSpec {
             tls,
+            database_url,
             ..ControlPlaneSpec::default()
         };
         for (k, v) in [
@@ -72,6 +87,22 @@ impl Cluster {
         self.control_plane = ControlPlane::start(self.dir.path(), spec).await?;
         self.ctl.server = self.control_plane.url();
         Ok(started.elapsed())
+    }
+
+    /// Starts one more control plane like the first (same database, etcd
+    /// prefix, keys and admin token; its own address and log): a replica
+    /// when the database is shared (PostgreSQL). Waits until it is ready.
+    pub async fn replica(&self) -> anyhow::Result<ControlPlane> {
+        ControlPlane::start(self.dir.path(), self.control_plane.spec.clone()).await
+    }
+
+    /// A CLI against `control_plane` (a replica of this cluster).
+    pub fn ctl_for(&self, control_plane: &ControlPlane) -> Ctl {
+        Ctl {
+            server: control_plane.url(),
+            token: self.ctl.token.clone(),
+            ca_file: control_plane.ca_file().map(Path::to_owned),
+        }
     }
 
     /// Creates an org; returns its id.

@@ -19,6 +19,7 @@
 pub mod driver;
 pub mod history;
 pub mod readback;
+pub mod replicas;
 mod rig;
 mod stream;
 

@@ -26,6 +26,8 @@ pub struct RigSpec {
     pub settings: Vec<(String, String)>,
     /// The stand-in (its token and database are added by the rig).
     pub arc: ArcStandInBuilder,
+    /// The control plane's database (`None`: SQLite in its data dir).
+    pub database_url: Option<String>,
 }
 
 impl RigSpec {
@@ -37,6 +39,7 @@ impl RigSpec {
             worker_env: Vec::new(),
             settings: vec![("limits.requests_per_second".into(), "0".into())],
             arc: ArcStandIn::builder().cost_model(CostModel::instant()),
+            database_url: None,
         }
     }
 
@@ -52,6 +55,12 @@ impl RigSpec {
 
     pub fn arc(mut self, builder: ArcStandInBuilder) -> Self {
         self.arc = builder;
+        self
+    }
+
+    /// The control plane keeps its state in the database at `url`.
+    pub fn database_url(mut self, url: &str) -> Self {
+        self.database_url = Some(url.to_owned());
         self
     }
 }
@@ -82,7 +91,10 @@ impl Rig {
     }
 
     pub async fn start(spec: RigSpec) -> anyhow::Result<Self> {
-        let cluster = Cluster::start(&spec.prefix).await?;
+        let cluster = match &spec.database_url {
+            Some(url) => Cluster::start_on_database(&spec.prefix, url).await?,
+            None => Cluster::start(&spec.prefix).await?,
+        };
         let arc = spec
             .arc
             .token(ARC_TOKEN, TokenGrant::databases([DATABASE]))

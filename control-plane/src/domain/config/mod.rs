@@ -169,7 +169,7 @@ fn attempted(setting: &Setting, text: &str) -> Value {
     Value::String(text.chars().take(256).collect())
 }
 
-const LOG_LEVEL: &str = "log.level";
+pub(crate) const LOG_LEVEL: &str = "log.level";
 
 /// The stored global value of `key` as a string, if any.
 fn stored_text(rows: &[SettingRow], key: &str) -> Option<String> {
@@ -182,7 +182,7 @@ fn stored_text(rows: &[SettingRow], key: &str) -> Option<String> {
 /// process's log filter, and starts trace export when a stored
 /// `telemetry.otlp_endpoint` names one and none is in force
 /// (restart-required: a later change waits for a restart).
-fn apply_log_level(rows: &[SettingRow]) {
+pub(crate) fn apply_log_level(rows: &[SettingRow]) {
     let level =
         stored_text(rows, LOG_LEVEL).unwrap_or_else(|| EffectiveSettings::new().log_level());
     memtrace_common::telemetry::apply_level(&level);
@@ -562,34 +562,15 @@ impl ControlPlane {
             .collect())
     }
 
-    /// Publishes the stored state of `(key, org_id)` pairs, read under the
-    /// publication lock so a later publication never carries an older value.
+    /// Publishes the stored state of `(key, org_id)` pairs, read from the
+    /// database after the bus, so a later publication never carries an
+    /// older value, on this replica or another (`publish::fresh`).
     pub(crate) async fn publish_settings(&self, targets: &[(String, String)]) -> Option<i64> {
-        if targets.is_empty() {
-            return None;
-        }
-        let _guard = self.publisher.lock().await;
-        let mut ops = Vec::with_capacity(targets.len());
-        for (key, org_id) in targets {
-            let row = match self.store.get_setting(key, org_id).await {
-                Ok(row) => row,
-                Err(error) => {
-                    tracing::warn!(%error, key = %key, "publication deferred: cannot read the setting back");
-                    return None;
-                }
-            };
-            if key == LOG_LEVEL && org_id.is_empty() {
-                apply_log_level(row.as_slice());
-            }
-            match row.as_ref().map(|r| self.setting_put(r)) {
-                Some(Some(op)) => ops.push(op),
-                Some(None) => {}
-                None => ops.push(Op::Delete {
-                    key: self.setting_state_key(key, org_id),
-                }),
-            }
-        }
-        self.publisher.apply_locked(ops).await
+        let keys: Vec<String> = targets
+            .iter()
+            .map(|(key, org_id)| self.setting_state_key(key, org_id))
+            .collect();
+        self.publish_fresh(&keys).await
     }
 
     /// Deletes an org's overrides (call when deleting the org) and returns

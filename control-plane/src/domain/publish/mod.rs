@@ -4,18 +4,23 @@
 //! transaction. A failed publication never fails the admin call: the change
 //! is saved, the caller gets no revision, and the reconciler republishes.
 //!
-//! Ordering: publications and reconciliation passes take one lock, and a
-//! reconciliation pass reads the database inside it. A pass that read the
-//! database before a concurrent change therefore applies before that change's
-//! own publication, never after it.
+//! Ordering: publications and reconciliation passes take one lock (per
+//! process), and read the database inside it. Across replicas, both read the
+//! bus first, then the database, and write a key only if it is unchanged on
+//! the bus since: a publication that read the database before a concurrent
+//! change loses its guard to that change's own publication and starts over
+//! ([`fresh`], [`reconcile`]), so a newer state is never overwritten with an
+//! older one.
 //!
 //! Pieces: [`Publisher`] (here: the bus, the key layout, the fleet key, the
 //! lock and the deferred flag), [`records`] (rows → published records, and
-//! the full desired state), [`reconcile`] (one pass: make the bus hold
+//! the full desired state), [`fresh`] (an admin change's publication),
+//! [`reconcile`] (one pass: make the bus hold
 //! exactly the desired state), [`bus`] (connecting the bus, and the loop
 //! that decides when a pass runs).
 
 pub mod bus;
+mod fresh;
 pub mod metrics;
 mod reconcile;
 mod records;
@@ -27,7 +32,7 @@ pub use reconcile::ReconcileReport;
 
 use super::ControlPlane;
 use crate::error::ControlPlaneError;
-use memtrace_common::bus::{Guard, Op, StateBus};
+use memtrace_common::bus::{BusError, Guard, Op, StateBus};
 use memtrace_common::fleet::FleetKeyring;
 use memtrace_common::state::{StateKeys, sign_record};
 use std::sync::Arc;
@@ -105,43 +110,6 @@ impl Publisher {
     pub(crate) async fn lock(&self) -> tokio::sync::MutexGuard<'_, ()> {
         self.lock.lock().await
     }
-
-    /// Applies `ops` (records as encoded; each put is stored
-    /// [signed](Self::sign)), in transactions of at most
-    /// [`MAX_OPS_PER_TXN`], each also touching the published marker, while
-    /// holding the publication lock; the last revision produced, or `None`
-    /// when the bus refused or was unreachable (logged; the reconciler repairs).
-    pub async fn apply(&self, ops: Vec<Op>) -> Option<i64> {
-        let _guard = self.lock.lock().await;
-        self.apply_locked(ops).await
-    }
-
-    pub(crate) async fn apply_locked(&self, ops: Vec<Op>) -> Option<i64> {
-        if ops.is_empty() {
-            return None;
-        }
-        let count = ops.len();
-        let mut revision = None;
-        for chunk in ops.chunks(MAX_OPS_PER_TXN - 1) {
-            let mut txn: Vec<Op> = chunk.iter().map(|op| self.signed(op)).collect();
-            txn.push(Op::Put {
-                key: self.keys.published_marker(),
-                value: Vec::new(),
-            });
-            match self.bus.apply(txn).await {
-                Ok(r) => revision = Some(r),
-                Err(error) => {
-                    tracing::warn!(%error, ops = count, "publication deferred: state bus write failed; the reconciler will republish");
-                    self.deferred.store(true, Ordering::Release);
-                    self.metrics.published(false);
-                    self.metrics.bus_error();
-                    return None;
-                }
-            }
-        }
-        self.metrics.published(true);
-        revision
-    }
 }
 
 impl Publisher {
@@ -154,6 +122,25 @@ impl Publisher {
         &self,
         ops: Vec<(Guard, Op)>,
     ) -> Result<Option<i64>, ControlPlaneError> {
+        match self.try_apply_guarded_locked(ops).await {
+            Ok(Some(revision)) => Ok(revision),
+            Ok(None) => Err(ControlPlaneError::Unavailable(
+                "the state bus changed concurrently (another replica published); reconciling again"
+                    .into(),
+            )),
+            Err(error) => Err(ControlPlaneError::Unavailable(format!(
+                "state bus refused the reconciliation writes: {error}"
+            ))),
+        }
+    }
+
+    /// [`Self::apply_guarded_locked`], telling a lost guard (`Ok(None)`)
+    /// from a bus that refused or was unreachable (`Err`, publication
+    /// deferred).
+    pub(crate) async fn try_apply_guarded_locked(
+        &self,
+        ops: Vec<(Guard, Op)>,
+    ) -> Result<Option<Option<i64>>, BusError> {
         let mut revision = None;
         // a guard per op, and the marker
         for chunk in ops.chunks((MAX_OPS_PER_TXN - 1) / 2) {
@@ -165,21 +152,26 @@ impl Publisher {
             });
             match self.bus.apply_guarded(&guards, txn).await {
                 Ok(Some(r)) => revision = Some(r),
-                Ok(None) => {
-                    return Err(ControlPlaneError::Unavailable(
-                        "the state bus changed concurrently (another replica published); reconciling again".into(),
-                    ));
-                }
+                Ok(None) => return Ok(None),
                 Err(error) => {
-                    self.deferred.store(true, Ordering::Release);
+                    self.defer();
                     self.metrics.bus_error();
-                    return Err(ControlPlaneError::Unavailable(format!(
-                        "state bus refused the reconciliation writes: {error}"
-                    )));
+                    return Err(error);
                 }
             }
         }
-        Ok(revision)
+        Ok(Some(revision))
+    }
+
+    /// A failed read of the bus, counted, as the error callers return.
+    pub(crate) fn unreadable(&self, error: BusError) -> ControlPlaneError {
+        self.metrics.bus_error();
+        ControlPlaneError::Unavailable(format!("cannot read the state bus: {error}"))
+    }
+
+    /// Asks the reconciler for a pass at once (a publication did not happen).
+    pub(crate) fn defer(&self) {
+        self.deferred.store(true, Ordering::Release);
     }
 
     /// `op` with its record [signed](Self::sign) (markers carry no
@@ -196,9 +188,17 @@ impl Publisher {
 }
 
 impl ControlPlane {
-    /// Publishes `ops` (see [`Publisher::apply`]).
+    /// Publishes the database's current state of the keys `ops` write
+    /// (what a change wrote, or something newer another replica wrote
+    /// since); see `fresh`.
     pub async fn publish(&self, ops: Vec<Op>) -> Option<i64> {
-        self.publisher.apply(ops).await
+        let keys: Vec<String> = ops
+            .into_iter()
+            .map(|op| match op {
+                Op::Put { key, .. } | Op::Delete { key } => key,
+            })
+            .collect();
+        self.publish_fresh(&keys).await
     }
 
     pub fn state_keys(&self) -> &StateKeys {

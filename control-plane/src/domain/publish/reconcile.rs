@@ -11,7 +11,7 @@
 //! (which could, for instance, undo a revocation).
 
 use crate::domain::ControlPlane;
-use crate::error::{ControlPlaneError, Result};
+use crate::error::Result;
 use memtrace_common::bus::{Guard, Op};
 use std::collections::BTreeMap;
 
@@ -32,9 +32,10 @@ impl ControlPlane {
         let bus = self.publisher.bus();
         let mut actual: BTreeMap<String, (Vec<u8>, i64)> = BTreeMap::new();
         for prefix in self.reconciled_prefixes() {
-            let snapshot = bus.load(&prefix).await.map_err(|e| {
-                ControlPlaneError::Unavailable(format!("cannot read the state bus: {e}"))
-            })?;
+            let snapshot = bus
+                .load(&prefix)
+                .await
+                .map_err(|e| self.publisher.unreadable(e))?;
             actual.extend(
                 snapshot
                     .kvs
@@ -49,7 +50,7 @@ impl ControlPlane {
         let marker_revision = bus
             .load(&marker)
             .await
-            .map_err(|e| ControlPlaneError::Unavailable(format!("cannot read the state bus: {e}")))?
+            .map_err(|e| self.publisher.unreadable(e))?
             .kvs
             .into_iter()
             .find(|kv| kv.key == marker)
