@@ -246,6 +246,21 @@ impl History {
         a.completed = Some((now, outcome));
     }
 
+    /// Every id acknowledged (answered CREATED or DUPLICATE) at least once.
+    pub fn acked_ids(&self) -> BTreeSet<String> {
+        let mut ids = BTreeSet::new();
+        for b in &self.batches {
+            for (_, outcome) in b.attempts.iter().filter_map(|a| a.completed.as_ref()) {
+                if let Outcome::Answered(items) = outcome {
+                    ids.extend(b.ids.iter().zip(items).filter_map(|(id, i)| {
+                        matches!(i, ItemAnswer::Created | ItemAnswer::Duplicate).then(|| id.clone())
+                    }));
+                }
+            }
+        }
+        ids
+    }
+
     /// Items acknowledged so far (an item acknowledged twice counts twice).
     pub fn acked_items(&self) -> u64 {
         self.acked_items

@@ -20,6 +20,7 @@ pub mod driver;
 pub mod history;
 pub mod readback;
 mod rig;
+pub mod skew;
 mod stream;
 
 pub use driver::{Endpoints, Load, LoadSpec, content_of};

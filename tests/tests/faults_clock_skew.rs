@@ -1,0 +1,355 @@
+//! Fault scenario 7, clock skew: three real workers, one with its wall
+//! clock 5 minutes ahead, one 5 minutes behind, one correct (libfaketime,
+//! `faults::skew`; the monotonic clock stays true). Under REST and gRPC
+//! load over all three, with client-chosen ids and every client's memories
+//! in its own session: nothing acknowledged is lost or shown twice, and
+//! every read through every worker — the agent's list, the session's list,
+//! a list and a search by agent and session — returns every acknowledged
+//! memory of that agent and session once, ordered by the writer's clock.
+//! Memories the server names get unique ids on every worker, whose time is
+//! the writer's clock; a client writing one memory after another sees them
+//! in its order per worker, and across workers in the order of the
+//! writers' clocks (a worker 5 min behind stamps them 5 min older). And a
+//! change to a session or an agent made through a worker behind the one
+//! that wrote the row replaces it (see docs/RELIABILITY.md, scenario 7).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use memtrace_tests::api::Api;
+use memtrace_tests::faults::skew::{
+    clock_offset_secs, id_micros, rfc3339_micros, skewed_clock_env,
+};
+use memtrace_tests::faults::{Load, LoadSpec, Rig, RigSpec, print_figures, report_json, scaled};
+use serde_json::{Value, json};
+use std::collections::{BTreeSet, HashSet};
+use std::time::{Duration, Instant};
+
+/// Worker 0 five minutes ahead, worker 1 five minutes behind, worker 2
+/// correct.
+const SKEW_SECS: [i64; 3] = [300, -300, 0];
+
+async fn skewed_rig(prefix: &str) -> Rig {
+    let mut spec = RigSpec::new(prefix, SKEW_SECS.len());
+    for (slot, skew) in SKEW_SECS.iter().enumerate() {
+        if *skew != 0 {
+            for (k, v) in skewed_clock_env(*skew).unwrap() {
+                spec = spec.slot_env(slot, &k, &v);
+            }
+        }
+    }
+    let rig = Rig::start(spec).await.unwrap();
+    // the skew is real: a memory each worker names carries its clock
+    for (i, skew) in SKEW_SECS.iter().enumerate() {
+        let off = clock_offset_secs(&rig.worker(i).url(), &rig.key, &format!("clock_probe{i}"))
+            .await
+            .unwrap();
+        assert!(
+            (off - *skew as f64).abs() < 30.0,
+            "worker {i}: clock {off:.1} s off, wanted {skew} s"
+        );
+    }
+    rig
+}
+
+/// Every id of a read through `url` of `path` (a memory list), oldest
+/// first, page by page.
+async fn list_ids(api: &Api, path: &str) -> Vec<(String, i64)> {
+    let mut out = Vec::new();
+    for page in 0..100 {
+        let sep = if path.contains('?') { '&' } else { '?' };
+        let (status, body) = api
+            .call(
+                "GET",
+                &format!("{path}{sep}order=asc&limit=1000&offset={}", page * 1000),
+                None,
+            )
+            .await;
+        assert_eq!(status, 200, "{path}: {body}");
+        for m in body["memories"].as_array().unwrap() {
+            let created = rfc3339_micros(m["time"].as_str().unwrap()).unwrap();
+            out.push((m["id"].as_str().unwrap().to_owned(), created));
+        }
+        if body["has_more"] != Value::Bool(true) {
+            return out;
+        }
+    }
+    panic!("{path}: more than 100 pages");
+}
+
+/// Oldest first by the writer's clock (ties by id), as every read orders.
+fn assert_ordered_by_stamp(what: &str, rows: &[(String, i64)]) {
+    for w in rows.windows(2) {
+        assert!(
+            (w[0].1, &w[0].0) <= (w[1].1, &w[1].0),
+            "{what}: {w:?} out of order"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn skewed_workers_lose_nothing_and_every_read_stays_complete() {
+    let rig = skewed_rig("/memtrace-faults-skew/v1/").await;
+    let apis: Vec<Api> = (0..SKEW_SECS.len())
+        .map(|i| Api::new(rig.worker(i), Some(&rig.key)))
+        .collect();
+    let mut spec = LoadSpec::new(
+        "skew",
+        scaled(Duration::from_secs(4), Duration::from_secs(30)),
+    );
+    // ≤ 1,000 memories per client in the CI variant: one search page
+    spec.pace = Duration::from_millis(if memtrace_tests::faults::full() {
+        50
+    } else {
+        60
+    });
+    // every client's agent registered, and its session started, through
+    // a different worker (each stamps them with its own clock)
+    for c in 0..spec.rest_clients + spec.grpc_clients {
+        let api = &apis[c % apis.len()];
+        let (status, body) = api
+            .post("/api/v1/agents", json!({"name": spec.agent(c)}))
+            .await;
+        assert_eq!(status, 201, "{body}");
+        let (status, body) = api
+            .post("/api/v1/sessions", json!({"agent_id": spec.agent(c)}))
+            .await;
+        assert_eq!(status, 201, "{body}");
+        spec.sessions.push(body["id"].as_str().unwrap().to_owned());
+    }
+
+    let load = Load::start(spec.clone(), rig.endpoints.clone(), &rig.key);
+    load.wait_acked(200, Duration::from_secs(30)).await.unwrap();
+    let elapsed = {
+        tokio::time::sleep(spec.duration).await;
+        load.started().elapsed()
+    };
+    let history = load.finish().await.unwrap();
+    let report = rig.check(&history, &spec).await.unwrap();
+    eprintln!("clock skew: {report}");
+    report.assert_clean("clock skew");
+    assert!(report.acknowledged > 0);
+    assert_eq!(report.unfinished_batches, 0, "{report}");
+    assert_eq!(report.acknowledged, report.sent, "{report}");
+    assert_eq!(report.permanent_refusals, 0, "{report}");
+    let per_worker: Vec<usize> = {
+        let h = history.lock().unwrap();
+        (0..SKEW_SECS.len()).map(|w| h.attempts_on(w)).collect()
+    };
+    assert!(
+        per_worker.iter().all(|n| *n > 0),
+        "every worker took writes: {per_worker:?}"
+    );
+
+    // every read by agent and session, through every worker
+    let acked = history.lock().unwrap().acked_ids();
+    let mut reads = 0;
+    for (c, session) in spec.sessions.iter().enumerate() {
+        let agent = spec.agent(c);
+        let prefix = format!("{}_c{c}_", spec.run);
+        let want: BTreeSet<&str> = acked
+            .iter()
+            .filter(|id| id.starts_with(&prefix))
+            .map(String::as_str)
+            .collect();
+        assert!(!want.is_empty(), "client {c} has acknowledged memories");
+        for (w, api) in apis.iter().enumerate() {
+            let paths = [
+                format!("/api/v1/sessions/{session}/memories"),
+                format!("/api/v1/memories?agent_id={agent}&session_id={session}"),
+            ];
+            let mut first = None;
+            for path in &paths {
+                let rows = list_ids(api, path).await;
+                let what = format!("worker {w} {path}");
+                let got: Vec<&str> = rows.iter().map(|(id, _)| id.as_str()).collect();
+                let set: BTreeSet<&str> = got.iter().copied().collect();
+                assert_eq!(set.len(), got.len(), "{what}: an id twice");
+                assert!(
+                    set == want,
+                    "{what}: {} read, {} acknowledged; missing {:?}, extra {:?}",
+                    set.len(),
+                    want.len(),
+                    want.difference(&set).take(5).collect::<Vec<_>>(),
+                    set.difference(&want).take(5).collect::<Vec<_>>()
+                );
+                assert_ordered_by_stamp(&what, &rows);
+                first.get_or_insert(rows);
+                reads += 1;
+            }
+            // a search by agent and session: the same memories, in the
+            // same order (its page is at most 1,000)
+            let (status, body) = api
+                .post(
+                    "/api/v1/search",
+                    json!({"agent_id": agent, "session_id": session, "order": "asc", "limit": 1000}),
+                )
+                .await;
+            assert_eq!(status, 200, "{body}");
+            let found: Vec<&str> = body["results"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|m| m["id"].as_str().unwrap())
+                .collect();
+            let listed: Vec<&str> = first
+                .as_ref()
+                .unwrap()
+                .iter()
+                .map(|(id, _)| id.as_str())
+                .collect();
+            assert_eq!(
+                found,
+                listed[..listed.len().min(1000)],
+                "worker {w}: search by agent and session"
+            );
+            reads += 1;
+        }
+    }
+
+    // memories the server names: unique ids carrying the writer's clock,
+    // each worker's in its write order, across workers by their clocks
+    let order = ordered_writes(&rig, &apis).await;
+    print_figures(
+        "clock_skew",
+        json!({
+            "workers": 3,
+            "skew_seconds": SKEW_SECS,
+            "load_seconds": elapsed.as_secs_f64(),
+            "events_per_second": report.acknowledged as f64 / elapsed.as_secs_f64(),
+            "attempts_per_worker": per_worker,
+            "reads_checked": reads,
+            "server_named_ids": order,
+            "report": report_json(&report),
+        }),
+    );
+}
+
+/// Rounds of batches of memories without ids, through each worker in turn
+/// into one session, each batch after the last was answered; checks the
+/// ids and the order every worker reads them in. Returns the ids written.
+async fn ordered_writes(rig: &Rig, apis: &[Api]) -> usize {
+    let (status, body) = apis[2]
+        .post("/api/v1/sessions", json!({"agent_id": "skew_agent0"}))
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let session = body["id"].as_str().unwrap().to_owned();
+    // (worker, id, time µs) in write order
+    let mut written: Vec<(usize, String, i64)> = Vec::new();
+    for round in 0..3 {
+        for (w, api) in apis.iter().enumerate() {
+            let memories: Vec<Value> = (0..10)
+                .map(|i| {
+                    json!({"agent_id": "skew_ordered", "session_id": session,
+                           "content": format!("ordered write round {round} worker {w} item {i}")})
+                })
+                .collect();
+            let (status, body) = api
+                .post("/api/v1/memories", json!({"memories": memories}))
+                .await;
+            assert_eq!(status, 201, "{body}");
+            for m in body["memories"].as_array().unwrap() {
+                let id = m["id"].as_str().unwrap().to_owned();
+                let created = rfc3339_micros(m["time"].as_str().unwrap()).unwrap();
+                assert_eq!(id_micros(&id).unwrap(), created, "{id} carries its time");
+                written.push((w, id, created));
+            }
+        }
+    }
+    let ids: HashSet<&str> = written.iter().map(|(_, id, _)| id.as_str()).collect();
+    assert_eq!(ids.len(), written.len(), "server-named ids are unique");
+    for w in 0..apis.len() {
+        let mine: Vec<i64> = written.iter().filter(|r| r.0 == w).map(|r| r.2).collect();
+        assert!(
+            mine.windows(2).all(|p| p[0] < p[1]),
+            "worker {w} stamps in its write order: {mine:?}"
+        );
+    }
+    // every worker reads them all, by the writers' clocks: the worker
+    // behind's first, then the correct one's, then the one ahead's
+    let mut expected: Vec<(String, i64)> =
+        written.iter().map(|(_, id, t)| (id.clone(), *t)).collect();
+    expected.sort_by(|a, b| (a.1, &a.0).cmp(&(b.1, &b.0)));
+    let by_skew: Vec<usize> = {
+        let mut w: Vec<usize> = (0..SKEW_SECS.len()).collect();
+        w.sort_by_key(|w| SKEW_SECS[*w]);
+        w
+    };
+    let worker_of = |id: &str| written.iter().find(|r| r.1 == id).map(|r| r.0).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    for (w, api) in apis.iter().enumerate() {
+        let rows = loop {
+            rig.arc.flush_buffers().unwrap();
+            let rows = list_ids(api, &format!("/api/v1/sessions/{session}/memories")).await;
+            if rows.len() >= written.len() || Instant::now() > deadline {
+                break rows;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        assert_eq!(rows, expected, "worker {w}: the session, oldest first");
+        let writers: Vec<usize> = rows.iter().map(|(id, _)| worker_of(id)).collect();
+        let mut grouped = writers.clone();
+        grouped.sort_by_key(|w| by_skew.iter().position(|x| x == w));
+        assert_eq!(
+            writers, grouped,
+            "worker {w}: ordered by the writers' clocks"
+        );
+    }
+    written.len()
+}
+
+/// A session closed, or an agent deleted, through a worker whose clock is
+/// behind the one that created it: the change wins on every worker (a
+/// change is stamped after the row it replaces).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_change_through_a_worker_behind_replaces_the_row_it_changes() {
+    let rig = skewed_rig("/memtrace-faults-skew-state/v1/").await;
+    let apis: Vec<Api> = (0..SKEW_SECS.len())
+        .map(|i| Api::new(rig.worker(i), Some(&rig.key)))
+        .collect();
+    // (created through, changed through): ahead → correct, correct →
+    // behind, ahead → behind
+    for (created_on, changed_on) in [(0, 2), (2, 1), (0, 1)] {
+        let name = format!("skew_state_{created_on}_{changed_on}");
+        let (status, body) = apis[created_on]
+            .post("/api/v1/agents", json!({"name": name}))
+            .await;
+        assert_eq!(status, 201, "{body}");
+        let agent = body["id"].as_str().unwrap().to_owned();
+        let (status, body) = apis[created_on]
+            .post("/api/v1/sessions", json!({"agent_id": agent}))
+            .await;
+        assert_eq!(status, 201, "{body}");
+        let session = body["id"].as_str().unwrap().to_owned();
+        rig.arc.flush_buffers().unwrap();
+
+        let (status, body) = apis[changed_on]
+            .call(
+                "PUT",
+                &format!("/api/v1/sessions/{session}"),
+                Some(json!({"status": "closed"})),
+            )
+            .await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body["status"], "closed");
+        let (status, body) = apis[changed_on]
+            .call("DELETE", &format!("/api/v1/agents/{agent}"), None)
+            .await;
+        assert!(status == 204 || status == 200, "{status} {body}");
+        rig.arc.flush_buffers().unwrap();
+
+        for (w, api) in apis.iter().enumerate() {
+            let what = format!(
+                "created through worker {created_on} ({} s), changed through worker \
+                 {changed_on} ({} s), read through worker {w}",
+                SKEW_SECS[created_on], SKEW_SECS[changed_on]
+            );
+            let (status, body) = api.get(&format!("/api/v1/sessions/{session}")).await;
+            assert_eq!(status, 200, "{what}: {body}");
+            assert_eq!(
+                body["status"], "closed",
+                "{what}: the close was lost: {body}"
+            );
+            let (status, body) = api.get(&format!("/api/v1/agents/{agent}")).await;
+            assert_eq!(status, 404, "{what}: the delete was lost: {body}");
+        }
+    }
+}
