@@ -252,9 +252,15 @@ impl History {
         for b in &self.batches {
             for (_, outcome) in b.attempts.iter().filter_map(|a| a.completed.as_ref()) {
                 if let Outcome::Answered(items) = outcome {
-                    ids.extend(b.ids.iter().zip(items).filter_map(|(id, i)| {
-                        matches!(i, ItemAnswer::Created | ItemAnswer::Duplicate).then(|| id.clone())
-                    }));
+                    ids.extend(
+                        b.ids
+                            .iter()
+                            .zip(items)
+                            .filter(|(_, i)| {
+                                matches!(i, ItemAnswer::Created | ItemAnswer::Duplicate)
+                            })
+                            .map(|(id, _)| id.clone()),
+                    );
                 }
             }
         }

@@ -67,7 +67,7 @@ pub fn id_micros(id: &str) -> anyhow::Result<i64> {
 /// The µs time of an RFC 3339 timestamp.
 pub fn rfc3339_micros(ts: &str) -> anyhow::Result<i64> {
     let t: jiff::Timestamp = ts.parse().with_context(|| format!("timestamp {ts:?}"))?;
-    Ok(i64::try_from(t.as_microsecond())?)
+    Ok(t.as_microsecond())
 }
 
 /// How far the wall clock of the worker at `url` is off ours, in seconds:
