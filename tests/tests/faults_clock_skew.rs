@@ -5,7 +5,10 @@
 //! in its own session: nothing acknowledged is lost or shown twice, and
 //! every read through every worker — the agent's list, the session's list,
 //! a list and a search by agent and session — returns every acknowledged
-//! memory of that agent and session once, ordered by the writer's clock.
+//! memory of that agent and session once, ordered by the writer's clock —
+//! also a memory stored twice, minutes apart, by workers with different
+//! clocks (Arc stored a batch and answered 500, the client retried it on
+//! the next worker).
 //! Memories the server names get unique ids on every worker, whose time is
 //! the writer's clock; a client writing one memory after another sees them
 //! in its order per worker, and across workers in the order of the
@@ -15,6 +18,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use memtrace_tests::api::Api;
+use memtrace_tests::arc::{Fault, Target};
 use memtrace_tests::faults::skew::{
     clock_offset_secs, id_micros, rfc3339_micros, skewed_clock_env,
 };
@@ -118,6 +122,14 @@ async fn skewed_workers_lose_nothing_and_every_read_stays_complete() {
 
     let load = Load::start(spec.clone(), rig.endpoints.clone(), &rig.key);
     load.wait_acked(200, Duration::from_secs(30)).await.unwrap();
+    // Arc stores 30 writes and answers 500: the workers retry, then refuse,
+    // and clients send the batch again to the next worker — another clock —
+    // so one id is stored with stamps minutes apart; reads show it once
+    rig.arc.faults().inject(
+        Fault::status_after_processing(500)
+            .on(Target::Writes)
+            .times(30),
+    );
     let elapsed = {
         tokio::time::sleep(spec.duration).await;
         load.started().elapsed()
@@ -130,6 +142,10 @@ async fn skewed_workers_lose_nothing_and_every_read_stays_complete() {
     assert_eq!(report.unfinished_batches, 0, "{report}");
     assert_eq!(report.acknowledged, report.sent, "{report}");
     assert_eq!(report.permanent_refusals, 0, "{report}");
+    assert!(
+        report.extra_stored_copies > 0 && report.retried_batches > 0,
+        "no batch was stored twice: {report}"
+    );
     let per_worker: Vec<usize> = {
         let h = history.lock().unwrap();
         (0..SKEW_SECS.len()).map(|w| h.attempts_on(w)).collect()
@@ -298,7 +314,8 @@ async fn ordered_writes(rig: &Rig, apis: &[Api]) -> usize {
 
 /// A session closed, or an agent deleted, through a worker whose clock is
 /// behind the one that created it: the change wins on every worker (a
-/// change is stamped after the row it replaces).
+/// change is stamped after the row it replaces). And a key's expiry is
+/// judged by each worker's own clock (a documented limit).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_change_through_a_worker_behind_replaces_the_row_it_changes() {
     let rig = skewed_rig("/memtrace-faults-skew-state/v1/").await;
@@ -352,4 +369,41 @@ async fn a_change_through_a_worker_behind_replaces_the_row_it_changes() {
             assert_eq!(status, 404, "{what}: the delete was lost: {body}");
         }
     }
+
+    // A key expiring in 2 minutes (by the control plane's clock) is
+    // already expired for the worker 5 minutes ahead and valid for the
+    // others: expiry is judged by the worker's own clock, off by its skew.
+    let key = rig
+        .cluster
+        .ctl
+        .json(&[
+            "key",
+            "create",
+            "--org",
+            &rig.org,
+            "--name",
+            "expires-soon",
+            "--scopes",
+            "read,write",
+            "--expires-in",
+            "120s",
+        ])
+        .await
+        .unwrap();
+    let secret = key["key"].as_str().unwrap();
+    let status = rig.cluster.ctl.json(&["status"]).await.unwrap();
+    let published = status["published_revision"].as_i64().unwrap();
+    rig.cluster.wait_applied(published).await.unwrap();
+    let mut answers = Vec::new();
+    for i in 0..SKEW_SECS.len() {
+        let (status, _) = Api::new(rig.worker(i), Some(secret))
+            .get("/api/v1/memories?limit=1")
+            .await;
+        answers.push(status);
+    }
+    assert_eq!(
+        answers,
+        [401, 200, 200],
+        "a key expiring in 120 s through workers {SKEW_SECS:?} s off"
+    );
 }
