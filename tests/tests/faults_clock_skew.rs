@@ -14,13 +14,17 @@
 //! in its order per worker, and across workers in the order of the
 //! writers' clocks (a worker 5 min behind stamps them 5 min older). And a
 //! change to a session or an agent made through a worker behind the one
-//! that wrote the row replaces it (see docs/RELIABILITY.md, scenario 7).
+//! that wrote the row replaces it. A third test steps one worker's clock
+//! back 5 minutes while it runs under load: its stamps never go back, so
+//! what it writes after the step reads after what it wrote before (see
+//! docs/RELIABILITY.md, scenario 7).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use memtrace_tests::api::Api;
 use memtrace_tests::arc::{Fault, Target};
+use memtrace_tests::cluster::eventually;
 use memtrace_tests::faults::skew::{
-    clock_offset_secs, id_micros, rfc3339_micros, skewed_clock_env,
+    clock_offset_secs, id_micros, now_micros, rfc3339_micros, skewed_clock_env, stepping_clock_env,
 };
 use memtrace_tests::faults::{Load, LoadSpec, Rig, RigSpec, print_figures, report_json, scaled};
 use serde_json::{Value, json};
@@ -405,5 +409,157 @@ async fn a_change_through_a_worker_behind_replaces_the_row_it_changes() {
         answers,
         [401, 200, 200],
         "a key expiring in 120 s through workers {SKEW_SECS:?} s off"
+    );
+}
+
+/// Ten memories the server names, written through `api` into `session`:
+/// (id, time µs) in write order.
+async fn write_ten(api: &Api, session: &str, label: &str) -> Vec<(String, i64)> {
+    let memories: Vec<Value> = (0..10)
+        .map(|i| json!({"agent_id": "skew_step", "session_id": session, "content": format!("{label} {i}")}))
+        .collect();
+    let (status, body) = api
+        .post("/api/v1/memories", json!({"memories": memories}))
+        .await;
+    assert_eq!(status, 201, "{body}");
+    body["memories"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| {
+            let id = m["id"].as_str().unwrap().to_owned();
+            let t = rfc3339_micros(m["time"].as_str().unwrap()).unwrap();
+            assert_eq!(id_micros(&id).unwrap(), t, "{id} carries its time");
+            (id, t)
+        })
+        .collect()
+}
+
+/// A worker whose clock is stepped back 5 minutes while it runs under
+/// load: nothing is lost or shown twice, and what it writes after the step
+/// is still stamped after what it wrote before (its stamps never go back),
+/// so every read keeps its write order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_clock_stepped_back_while_running_keeps_the_workers_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("faketime-offset");
+    std::fs::write(&file, "+0\n").unwrap();
+    let mut rig_spec = RigSpec::new("/memtrace-faults-skew-step/v1/", 2);
+    for (k, v) in stepping_clock_env(&file).unwrap() {
+        rig_spec = rig_spec.slot_env(0, &k, &v);
+    }
+    let rig = Rig::start(rig_spec).await.unwrap();
+    let api = Api::new(rig.worker(0), Some(&rig.key));
+    let (status, body) = api
+        .post("/api/v1/agents", json!({"name": "skew_step"}))
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let (status, body) = api
+        .post("/api/v1/sessions", json!({"agent_id": "skew_step"}))
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let session = body["id"].as_str().unwrap().to_owned();
+
+    let spec = LoadSpec::new(
+        "skewstep",
+        scaled(Duration::from_secs(4), Duration::from_secs(20)),
+    );
+    let load = Load::start(spec.clone(), rig.endpoints.clone(), &rig.key);
+    load.wait_acked(200, Duration::from_secs(30)).await.unwrap();
+    let before = write_ten(&api, &session, "before the step").await;
+    std::fs::write(&file, "-300\n").unwrap();
+    let stepped_at = Instant::now();
+    // The step shows where the worker reads its clock raw: a key that
+    // expires 2 s from now is refused by worker 1 once expired, and still
+    // accepted by worker 0, whose clock went back 5 minutes.
+    let key = rig
+        .cluster
+        .ctl
+        .json(&[
+            "key",
+            "create",
+            "--org",
+            &rig.org,
+            "--name",
+            "expires-at-once",
+            "--scopes",
+            "read",
+            "--expires-in",
+            "2s",
+        ])
+        .await
+        .unwrap();
+    let secret = key["key"].as_str().unwrap().to_owned();
+    eventually(
+        "worker 0's clock stepped back",
+        Duration::from_secs(15),
+        async || {
+            let mut got = Vec::new();
+            for w in 0..2 {
+                let (status, _) = Api::new(rig.worker(w), Some(&secret))
+                    .get("/api/v1/memories?limit=1")
+                    .await;
+                got.push(status);
+            }
+            anyhow::ensure!(got == [200, 401], "the expired key answered {got:?}");
+            anyhow::Ok(())
+        },
+    )
+    .await
+    .unwrap();
+    let step_seen_ms = stepped_at.elapsed().as_millis() as u64;
+    let after = write_ten(&api, &session, "after the step").await;
+    load.wait_acked(200, Duration::from_secs(30)).await.unwrap();
+    let elapsed = load.started().elapsed();
+    let history = load.finish().await.unwrap();
+    let report = rig.check(&history, &spec).await.unwrap();
+    eprintln!("clock stepped back: {report}");
+    // the only ids the load did not send: the 20 the worker named
+    let mut named: Vec<&str> = before
+        .iter()
+        .chain(&after)
+        .map(|(id, _)| id.as_str())
+        .collect();
+    let mut unknown: Vec<&str> = report.unknown_ids.iter().map(String::as_str).collect();
+    named.sort_unstable();
+    unknown.sort_unstable();
+    unknown.dedup();
+    assert_eq!(unknown, named, "{report}");
+    assert!(report.acknowledged_lost.is_empty(), "{report}");
+    assert!(report.visible_duplicates.is_empty(), "{report}");
+    assert_eq!(report.unfinished_batches, 0, "{report}");
+    assert_eq!(report.acknowledged, report.sent, "{report}");
+    assert_eq!(report.permanent_refusals, 0, "{report}");
+
+    // stamped after what came before, not 5 min back
+    let last_before = before.last().unwrap().1;
+    assert!(
+        after.windows(2).all(|p| p[0].1 < p[1].1) && after[0].1 > last_before,
+        "stamps went back with the clock: before {before:?}, after {after:?}"
+    );
+    assert!(
+        after[0].1 > now_micros() - 120_000_000,
+        "stamped {} s behind our clock",
+        (now_micros() - after[0].1) / 1_000_000
+    );
+    let expected: Vec<(String, i64)> = before.iter().chain(&after).cloned().collect();
+    rig.arc.flush_buffers().unwrap();
+    for w in 0..2 {
+        let rows = list_ids(
+            &Api::new(rig.worker(w), Some(&rig.key)),
+            &format!("/api/v1/sessions/{session}/memories"),
+        )
+        .await;
+        assert_eq!(rows, expected, "worker {w}: the session in write order");
+    }
+    print_figures(
+        "clock_stepped_back",
+        json!({
+            "workers": 2,
+            "step_seconds": -300,
+            "step_seen_through_an_expired_key_ms": step_seen_ms,
+            "load_seconds": elapsed.as_secs_f64(),
+            "report": report_json(&report),
+        }),
     );
 }

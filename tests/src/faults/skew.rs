@@ -8,7 +8,7 @@
 
 use anyhow::{Context, bail};
 use serde_json::{Value, json};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 /// Where Debian and others put the preload library.
@@ -42,6 +42,23 @@ pub fn skewed_clock_env(offset_secs: i64) -> anyhow::Result<Vec<(String, String)
     Ok(vec![
         ("LD_PRELOAD".into(), lib.to_string_lossy().into_owned()),
         ("FAKETIME".into(), format!("{offset_secs:+}")),
+        ("FAKETIME_DONT_FAKE_MONOTONIC".into(), "1".into()),
+    ])
+}
+
+/// The environment that runs a process with the wall-clock offset written
+/// in `file` (`+0`, `-300`, …: seconds), read again at most every second,
+/// so a test can step the clock while the process runs; the monotonic
+/// clock stays true.
+pub fn stepping_clock_env(file: &Path) -> anyhow::Result<Vec<(String, String)>> {
+    let lib = libfaketime()?;
+    Ok(vec![
+        ("LD_PRELOAD".into(), lib.to_string_lossy().into_owned()),
+        (
+            "FAKETIME_TIMESTAMP_FILE".into(),
+            file.to_string_lossy().into_owned(),
+        ),
+        ("FAKETIME_CACHE_DURATION".into(), "1".into()),
         ("FAKETIME_DONT_FAKE_MONOTONIC".into(), "1".into()),
     ])
 }
