@@ -510,6 +510,8 @@ async fn a_clock_stepped_back_while_running_keeps_the_workers_order() {
     let step_seen_ms = stepped_at.elapsed().as_millis() as u64;
     let after = write_ten(&api, &session, "after the step").await;
     load.wait_acked(200, Duration::from_secs(30)).await.unwrap();
+    // the load's own length (20 s in the long variant)
+    tokio::time::sleep_until((load.started() + spec.duration).into()).await;
     let elapsed = load.started().elapsed();
     let history = load.finish().await.unwrap();
     let report = rig.check(&history, &spec).await.unwrap();
