@@ -374,6 +374,37 @@ async fn a_change_through_a_worker_behind_replaces_the_row_it_changes() {
         }
     }
 
+    // One memory written through all three workers (same agent and
+    // content: one dedup key), the one ahead first, the one behind last.
+    // Each worker's own dedup index knows only its own write, so all three
+    // are stored; reads collapse them by key within the dedup window (24 h
+    // by default, far more than the skew) and show the newest *by stamp*:
+    // the copy written first, through the worker 5 minutes ahead.
+    let mut copies = Vec::new();
+    for w in [0, 2, 1] {
+        let (status, body) = apis[w]
+            .post(
+                "/api/v1/memories",
+                json!({"agent_id": "skew_dup", "content": "the same words, three times"}),
+            )
+            .await;
+        assert_eq!(status, 201, "worker {w}: {body}");
+        copies.push(body["id"].as_str().unwrap().to_owned());
+    }
+    rig.arc.flush_buffers().unwrap();
+    for (w, api) in apis.iter().enumerate() {
+        let shown: Vec<String> = list_ids(api, "/api/v1/memories?agent_id=skew_dup")
+            .await
+            .into_iter()
+            .map(|(id, _)| id)
+            .collect();
+        assert_eq!(
+            shown,
+            [copies[0].clone()],
+            "worker {w}: one copy, the newest by stamp"
+        );
+    }
+
     // A key expiring in 2 minutes (by the control plane's clock) is
     // already expired for the worker 5 minutes ahead and valid for the
     // others: expiry is judged by the worker's own clock, off by its skew.
