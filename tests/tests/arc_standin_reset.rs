@@ -1,10 +1,14 @@
 //! The stand-in's two ways of closing a connection unanswered, as a client
 //! socket sees them: `drop_connection` is an orderly close (FIN: a read
 //! ends with 0 bytes), `reset_connection` a reset (RST: a read fails with
-//! ECONNRESET). Both answer nothing, and the next connection is served.
+//! ECONNRESET). Both answer nothing, and the next connection is served. A
+//! write reset after processing is stored, but its client gets only the
+//! reset.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+use memtrace_tests::arc::client::{RawArcClient, msgpack, zstd};
 use memtrace_tests::arc::{ArcStandIn, CostModel, Fault, Target};
+use serde_json::json;
 use std::io::ErrorKind;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -54,4 +58,33 @@ async fn a_dropped_connection_ends_with_fin_and_a_reset_one_with_rst() {
     let answered = one_query(&arc).await.unwrap();
     let text = String::from_utf8_lossy(&answered);
     assert!(text.starts_with("HTTP/1.1 "), "{text}");
+}
+
+#[tokio::test]
+async fn a_write_reset_after_processing_is_stored_and_unanswered() {
+    let arc = ArcStandIn::builder()
+        .cost_model(CostModel::instant())
+        .start()
+        .await
+        .unwrap();
+    arc.faults()
+        .inject(Fault::reset_after_processing().on(Target::Writes).times(1));
+    let c = RawArcClient::new(arc.url());
+    // 2025-01-01T00:00:00Z and 1 µs later
+    let t0 = 1_735_689_600_000_000_i64;
+    let body = || {
+        zstd(&msgpack(
+            &json!({"m": "bench", "columns": {"time": [t0, t0 + 1], "v": [1.5, 2.5]}}),
+        ))
+    };
+    let err = c.write(Some("acme"), body()).await.unwrap_err();
+    let reset = err.chain().any(|e| {
+        e.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == ErrorKind::ConnectionReset)
+    });
+    assert!(reset, "a reset, not {err:#}");
+    assert_eq!(arc.stats().db("acme").rows, 2, "stored before the reset");
+    let (status, _) = c.write(Some("acme"), body()).await.unwrap();
+    assert_eq!(status, 204);
+    assert_eq!(arc.stats().db("acme").rows, 4);
 }

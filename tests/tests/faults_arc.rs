@@ -2,7 +2,7 @@
 //! streaming load with client-chosen ids, while the org's Arc (the
 //! stand-in) answers 503 bursts, stores a batch and then answers 500,
 //! answers slowly, closes connections unanswered (FIN) and resets them
-//! (RST), stalls past the workers' Arc timeout, and refuses connections
+//! (RST) — before storing the batch, and after — stalls past the workers' Arc timeout, and refuses connections
 //! (nothing listening).
 //! Nothing is acknowledged that Arc did not store, nothing is shown twice,
 //! every refusal a client got was retryable and carried a Retry-After
@@ -81,7 +81,7 @@ async fn a_failing_arc_never_gets_a_write_acknowledged_that_it_did_not_store() {
         .setting("limits.max_queued_events", "50");
     let rig = Rig::start(spec).await.unwrap();
     let phase = scaled(Duration::from_millis(1500), Duration::from_secs(8));
-    let spec = LoadSpec::new("arcfaults", phase * 20);
+    let spec = LoadSpec::new("arcfaults", phase * 22);
     let load = Load::start(spec.clone(), rig.endpoints.clone(), &rig.key);
     load.wait_acked(200, Duration::from_secs(30)).await.unwrap();
     let base_from = Instant::now();
@@ -141,6 +141,11 @@ async fn a_failing_arc_never_gets_a_write_acknowledged_that_it_did_not_store() {
     inject(
         "connection reset (RST)",
         Some(Fault::reset_connection().on(Target::Writes).times(30)),
+    )
+    .await;
+    inject(
+        "stored then reset (RST)",
+        Some(Fault::reset_after_processing().on(Target::Writes).times(30)),
     )
     .await;
     inject(
@@ -206,10 +211,12 @@ async fn a_failing_arc_never_gets_a_write_acknowledged_that_it_did_not_store() {
             .find(|t| t["fault"] == name)
             .and_then(|t| t["requests_hit"].as_u64())
     };
-    assert!(
-        hit("connection reset (RST)") > Some(0),
-        "the resets reached no write: {timeline:?}"
-    );
+    for fault in ["connection reset (RST)", "stored then reset (RST)"] {
+        assert!(
+            hit(fault) > Some(0),
+            "{fault} reached no write: {timeline:?}"
+        );
+    }
     assert!(
         recovered_within.is_some(),
         "acknowledged rate not back to {RECOVERED_SHARE} of {base_per_s:.0}/s within \

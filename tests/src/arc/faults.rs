@@ -47,6 +47,9 @@ pub enum FaultKind {
     /// Reset the connection without answering (SO_LINGER 0, then close:
     /// the peer gets an RST, as from a crashed host or a middlebox).
     ResetConnection,
+    /// Process the request (rows stored), then reset the connection
+    /// instead of answering: the client cannot tell whether it landed.
+    ResetAfterProcessing,
 }
 
 /// One fault rule: what, on which requests, how many times.
@@ -93,6 +96,10 @@ impl Fault {
 
     pub fn reset_connection() -> Self {
         Self::new(FaultKind::ResetConnection)
+    }
+
+    pub fn reset_after_processing() -> Self {
+        Self::new(FaultKind::ResetAfterProcessing)
     }
 
     /// Only writes, only queries, or both (the default).

@@ -37,6 +37,24 @@ pub(super) struct ConnKill {
     reset: Arc<AtomicBool>,
 }
 
+impl ConnKill {
+    /// Resets the connection now (the handler calling this never answers).
+    pub(super) async fn reset(&self) -> ! {
+        self.reset.store(true, Ordering::SeqCst);
+        self.notify.notify_one();
+        std::future::pending().await
+    }
+}
+
+/// What a request processed despite a fault ends with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum After {
+    /// This status instead of the answer.
+    Status(u16),
+    /// A reset instead of the answer.
+    Reset,
+}
+
 /// A connection's socket that, when its `reset` flag is set, is closed with
 /// SO_LINGER 0: the kernel answers the close with an RST instead of a FIN.
 struct ResetOnDrop {
@@ -197,14 +215,14 @@ pub(super) fn injected(code: u16) -> Response {
     )
 }
 
-/// Applies the faults aimed at this request. `Ok(Some(code))`: process, then
-/// answer `code`; `Err`: answer this now. A dropped or reset connection
+/// Applies the faults aimed at this request. `Ok(Some(after))`: process,
+/// then end as `after` says; `Err`: answer this now. A dropped or reset connection
 /// never returns.
 pub(super) async fn apply_faults(
     s: &Shared,
     conn: &ConnKill,
     target: Target,
-) -> Result<Option<u16>, Response> {
+) -> Result<Option<After>, Response> {
     let plan = s.faults.take(target);
     if !plan.delay.is_zero() {
         tokio::time::sleep(plan.delay).await;
@@ -212,7 +230,8 @@ pub(super) async fn apply_faults(
     match plan.action {
         None | Some(FaultKind::Slow(_)) => Ok(None),
         Some(FaultKind::Status(code)) => Err(injected(code)),
-        Some(FaultKind::StatusAfterProcessing(code)) => Ok(Some(code)),
+        Some(FaultKind::StatusAfterProcessing(code)) => Ok(Some(After::Status(code))),
+        Some(FaultKind::ResetAfterProcessing) => Ok(Some(After::Reset)),
         Some(FaultKind::Unauthorized) => Err(auth_error(
             StatusCode::UNAUTHORIZED,
             "Invalid or expired token",
@@ -228,11 +247,7 @@ pub(super) async fn apply_faults(
             conn.notify.notify_one();
             std::future::pending().await
         }
-        Some(FaultKind::ResetConnection) => {
-            conn.reset.store(true, Ordering::SeqCst);
-            conn.notify.notify_one();
-            std::future::pending().await
-        }
+        Some(FaultKind::ResetConnection) => conn.reset().await,
     }
 }
 
