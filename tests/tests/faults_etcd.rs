@@ -204,7 +204,8 @@ fn signal(pid: u32, name: &str) {
 /// finds its watch revision compacted and reloads the whole state: the
 /// revoked key is refused and the new key accepted on both workers, and no
 /// write of the load fails (worker 0's clients wait for it or go to
-/// worker 1).
+/// worker 1). Both end registered and in sync (in the long variant worker
+/// 0 is away 11 s, longer than its registration lease's TTL).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_worker_away_past_a_compaction_reloads_and_converges() {
     let mut rig = Rig::start(RigSpec::new("/memtrace-faults-etcd-compact/v1/", 2))
@@ -254,11 +255,43 @@ async fn a_worker_away_past_a_compaction_reloads_and_converges() {
     let current = bus.current_revision().await.unwrap();
     assert!(current >= published && published > before);
     bus.compact(current).await.unwrap();
+    // the long variant keeps worker 0 away longer than its registration
+    // lease's TTL (10 s; etcd's restart renewed it, so it may not lapse),
+    // within the clients' 15 s answer timeout
+    tokio::time::sleep_until((frozen_at + scaled(Duration::ZERO, Duration::from_secs(11))).into())
+        .await;
+    let registered_before_thaw = rig.cluster.ctl.json(&["status"]).await.unwrap()["workers"]
+        .as_array()
+        .map_or(0, Vec::len);
     signal(pid, "CONT");
     let thawed_at = Instant::now();
 
     let revocation = until_every_worker(&rig, &victim, 401, "the revocation everywhere").await;
     let creation = until_every_worker(&rig, &fresh, 200, "the new key everywhere").await;
+    // both registered again and in sync with the latest publication
+    let latest = rig.cluster.ctl.json(&["status"]).await.unwrap()["published_revision"]
+        .as_i64()
+        .unwrap();
+    let registered = Instant::now();
+    eventually(
+        "both workers registered and in sync",
+        CONVERGE,
+        async || {
+            let status = rig.cluster.ctl.json(&["status"]).await?;
+            let workers = status["workers"].as_array().cloned().unwrap_or_default();
+            anyhow::ensure!(
+                workers.len() == 2
+                    && workers
+                        .iter()
+                        .all(|w| w["applied_revision"].as_i64() >= Some(latest)),
+                "status {status}"
+            );
+            anyhow::Ok(())
+        },
+    )
+    .await
+    .unwrap();
+    let registered = registered.elapsed();
     let reloads_after = snapshot_reloads(&away).await;
     assert!(
         reloads_after > reloads_before,
@@ -297,6 +330,8 @@ async fn a_worker_away_past_a_compaction_reloads_and_converges() {
             "write_attempts_away_after": [away_attempts, after_attempts],
             "revoked_refused_everywhere_ms_after_thaw": revocation.as_millis() as u64,
             "new_key_everywhere_ms_after_that": creation.as_millis() as u64,
+            "both_registered_in_sync_ms_after_that": registered.as_millis() as u64,
+            "workers_registered_just_before_the_thaw": registered_before_thaw,
             "report": report_json(&report),
         }),
     );
