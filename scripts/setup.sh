@@ -7,6 +7,7 @@
 #   openssl              (Debian: openssl)            certificates for the TLS tests
 #   initdb, pg_ctl, psql (Debian: postgresql)         real PostgreSQL in tests
 #   python3 -m venv      (Debian: python3-venv)       Python tooling
+#   faketime             (Debian: faketime)           a worker with a skewed wall clock (faults_clock_skew)
 #
 # Quiet and idempotent when everything is present. When something is missing:
 # as root, installs it with apt-get; otherwise prints the sudo command to run
@@ -77,6 +78,12 @@ _memtrace_detect() {
     elif ! _memtrace_have_pg psql; then
         _memtrace_missing+=(psql)
         _memtrace_pkgs+=(postgresql-client)
+    fi
+    # libfaketime's wrapper: the clock-skew fault scenario runs a worker
+    # whose wall clock is minutes off (tests/src/faults/skew.rs).
+    if ! command -v faketime >/dev/null; then
+        _memtrace_missing+=("faketime (skewed worker clock)")
+        _memtrace_pkgs+=(faketime)
     fi
     if ! _memtrace_have_venv; then
         _memtrace_missing+=("python3 -m venv")

@@ -1,12 +1,15 @@
 //! Fault scenario 4, Arc failing: two real workers under REST and gRPC
 //! streaming load with client-chosen ids, while the org's Arc (the
 //! stand-in) answers 503 bursts, stores a batch and then answers 500,
-//! answers slowly, closes connections unanswered, stalls past the
-//! workers' Arc timeout, and refuses connections (nothing listening).
+//! answers slowly, closes connections unanswered (FIN) and resets them
+//! (RST) — before storing the batch, and after — stalls past the workers' Arc timeout, and refuses connections
+//! (nothing listening).
 //! Nothing is acknowledged that Arc did not store, nothing is shown twice,
 //! every refusal a client got was retryable and carried a Retry-After
-//! (503 when Arc kept failing, 429 if the org's queue was full), the workers' memory stays bounded, and writes are
-//! acknowledged again soon after Arc recovers. A second test restarts Arc
+//! (503 when Arc kept failing, 429 if the org's queue was full), the
+//! workers' memory stays bounded, and after Arc recovers the acknowledged
+//! rate is back to ≥ 90 % of the rate before the faults (over 1 s) within
+//! a bound. A second test restarts Arc
 //! without its WAL: only what Arc itself lost can be missing. A third
 //! stalls one org's Arc while another org writes through the same worker:
 //! the other org's writes all succeed at the rate they had before.
@@ -24,6 +27,44 @@ use std::time::{Duration, Instant};
 /// Worker memory bound asserted under every Arc fault (peak RSS).
 const RSS_BOUND_KIB: u64 = 256 * 1024;
 
+/// After Arc recovered, the acknowledged rate over [`RATE_WINDOW`] must be
+/// back to this share of the rate before the faults…
+const RECOVERED_SHARE: f64 = 0.9;
+/// …measured over this long…
+const RATE_WINDOW: Duration = Duration::from_secs(1);
+/// …in a window that ends at most this long after the last fault was
+/// cleared (long variant: [`RECOVERY_BOUND_LONG`]).
+const RECOVERY_BOUND: Duration = Duration::from_secs(5);
+const RECOVERY_BOUND_LONG: Duration = Duration::from_secs(15);
+
+/// When, after `cleared`, a [`RATE_WINDOW`] first acknowledged at least
+/// `share` of `base_per_s` (its end, from `cleared`), checking windows
+/// that start every 100 ms until one ends past `bound`; and the best share
+/// seen.
+async fn rate_recovery(
+    load: &Load,
+    cleared: Instant,
+    base_per_s: f64,
+    share: f64,
+    bound: Duration,
+) -> (Option<Duration>, f64) {
+    let step = Duration::from_millis(100);
+    let mut best = 0.0_f64;
+    let steps = (bound.saturating_sub(RATE_WINDOW).as_millis() / step.as_millis()) as u32;
+    for k in 0..=steps {
+        let from = cleared + step * k;
+        let to = from + RATE_WINDOW;
+        tokio::time::sleep_until(to.into()).await;
+        let acked = load.history.lock().unwrap().acked_between(from, to);
+        let got = acked as f64 / RATE_WINDOW.as_secs_f64() / base_per_s;
+        best = best.max(got);
+        if got >= share {
+            return (Some(to - cleared), best);
+        }
+    }
+    (None, best)
+}
+
 fn refusals(report: &Report) -> Vec<(&String, &u64)> {
     report
         .outcomes
@@ -40,17 +81,23 @@ async fn a_failing_arc_never_gets_a_write_acknowledged_that_it_did_not_store() {
         .setting("limits.max_queued_events", "50");
     let rig = Rig::start(spec).await.unwrap();
     let phase = scaled(Duration::from_millis(1500), Duration::from_secs(8));
-    let spec = LoadSpec::new("arcfaults", phase * 12);
+    let spec = LoadSpec::new("arcfaults", phase * 22);
     let load = Load::start(spec.clone(), rig.endpoints.clone(), &rig.key);
     load.wait_acked(200, Duration::from_secs(30)).await.unwrap();
     let base_from = Instant::now();
     tokio::time::sleep(phase).await;
     let base_to = Instant::now();
+    let base = load
+        .history
+        .lock()
+        .unwrap()
+        .acked_between(base_from, base_to);
 
     let faults = rig.arc.faults();
     let mut timeline = Vec::new();
     let mut inject = async |name: &str, fault: Option<Fault>| {
         let at = Instant::now();
+        let applied = faults.applied();
         match fault {
             Some(f) => faults.inject(f),
             None => rig.arc.go_down(),
@@ -63,11 +110,13 @@ async fn a_failing_arc_never_gets_a_write_acknowledged_that_it_did_not_store() {
         let h = load.history.lock().unwrap();
         timeline.push(json!({
             "fault": name,
+            "requests_hit": faults.applied() - applied,
             "acked_during": h.acked_between(at, cleared),
             "first_ack_after_clear_ms": h.first_ack_after(cleared).map(|d| d.as_millis() as u64),
             "retried_batches_acknowledged_within_ms":
                 h.retry_recovery(at).map(|d| d.as_millis() as u64),
         }));
+        cleared
     };
     inject("503 burst", Some(Fault::status(503).on(Target::Writes))).await;
     inject(
@@ -90,22 +139,38 @@ async fn a_failing_arc_never_gets_a_write_acknowledged_that_it_did_not_store() {
     )
     .await;
     inject(
+        "connection reset (RST)",
+        Some(Fault::reset_connection().on(Target::Writes).times(30)),
+    )
+    .await;
+    inject(
+        "stored then reset (RST)",
+        Some(Fault::reset_after_processing().on(Target::Writes).times(30)),
+    )
+    .await;
+    inject(
         "stall past the timeout",
         Some(Fault::stall().on(Target::Writes)),
     )
     .await;
-    inject("connections refused", None).await;
+    let cleared = inject("connections refused", None).await;
+    let base_per_s = base as f64 / (base_to - base_from).as_secs_f64();
+    let bound = if memtrace_tests::faults::full() {
+        RECOVERY_BOUND_LONG
+    } else {
+        RECOVERY_BOUND
+    };
+    let (recovered_within, best_share) =
+        rate_recovery(&load, cleared, base_per_s, RECOVERED_SHARE, bound).await;
 
     let after_from = Instant::now();
     tokio::time::sleep(phase).await;
     let after_to = Instant::now();
-    let (base, after) = {
-        let h = load.history.lock().unwrap();
-        (
-            h.acked_between(base_from, base_to),
-            h.acked_between(after_from, after_to),
-        )
-    };
+    let after = load
+        .history
+        .lock()
+        .unwrap()
+        .acked_between(after_from, after_to);
     let peak_rss = rig.peak_rss_kib();
     let elapsed = load.started().elapsed();
     let history = load.finish().await.unwrap();
@@ -140,6 +205,23 @@ async fn a_failing_arc_never_gets_a_write_acknowledged_that_it_did_not_store() {
         assert!(*kib < RSS_BOUND_KIB, "worker peak RSS {kib} KiB");
     }
     assert!(after > 0, "writes acknowledged after Arc recovered");
+    let hit = |name: &str| {
+        timeline
+            .iter()
+            .find(|t| t["fault"] == name)
+            .and_then(|t| t["requests_hit"].as_u64())
+    };
+    for fault in ["connection reset (RST)", "stored then reset (RST)"] {
+        assert!(
+            hit(fault) > Some(0),
+            "{fault} reached no write: {timeline:?}"
+        );
+    }
+    assert!(
+        recovered_within.is_some(),
+        "acknowledged rate not back to {RECOVERED_SHARE} of {base_per_s:.0}/s within \
+         {bound:?} of Arc's recovery (best {best_share:.2})"
+    );
     print_figures(
         "arc_failures",
         json!({
@@ -148,6 +230,9 @@ async fn a_failing_arc_never_gets_a_write_acknowledged_that_it_did_not_store() {
             "phase_ms": phase.as_millis() as u64,
             "acked_per_s_before": base as f64 / (base_to - base_from).as_secs_f64(),
             "acked_per_s_after": after as f64 / (after_to - after_from).as_secs_f64(),
+            "rate_back_to_90_percent_within_ms":
+                recovered_within.map(|d| d.as_millis() as u64),
+            "best_share_of_base_rate_in_1s": best_share,
             "timeline": timeline,
             "peak_rss_kib": peak_rss,
             "report": report_json(&report),

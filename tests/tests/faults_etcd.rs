@@ -171,3 +171,168 @@ async fn workers_keep_serving_through_etcd_failures_and_converge_after() {
         }),
     );
 }
+
+/// `memtrace_snapshot_reloads_total` of the worker at `url`.
+async fn snapshot_reloads(url: &str) -> u64 {
+    let text = memtrace_tests::http_client()
+        .get(format!("{url}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix("memtrace_snapshot_reloads_total "))
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .unwrap_or_else(|| panic!("no memtrace_snapshot_reloads_total in {url}/metrics")) as u64
+}
+
+/// SIGSTOP / SIGCONT to a process.
+fn signal(pid: u32, name: &str) {
+    let status = std::process::Command::new("kill")
+        .arg(format!("-{name}"))
+        .arg(pid.to_string())
+        .status()
+        .unwrap();
+    assert!(status.success(), "kill -{name} {pid}: {status}");
+}
+
+/// etcd compacted past a worker's revision: worker 0 is hung (SIGSTOP)
+/// while etcd restarts (its watch broken), a key is revoked and another
+/// created, and etcd is compacted past everything worker 0 saw. Thawed, it
+/// finds its watch revision compacted and reloads the whole state: the
+/// revoked key is refused and the new key accepted on both workers, and no
+/// write of the load fails (worker 0's clients wait for it or go to
+/// worker 1). Both end registered and in sync (in the long variant worker
+/// 0 is away 11 s, longer than its registration lease's TTL).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_away_past_a_compaction_reloads_and_converges() {
+    let mut rig = Rig::start(RigSpec::new("/memtrace-faults-etcd-compact/v1/", 2))
+        .await
+        .unwrap();
+    let (victim, victim_id) = rig.cluster.key(&rig.org, "read,write").await.unwrap();
+    let status = rig.cluster.ctl.json(&["status"]).await.unwrap();
+    let before = status["published_revision"].as_i64().unwrap();
+    rig.cluster.wait_applied(before).await.unwrap();
+    assert_eq!(statuses(&rig, &victim).await, [200, 200]);
+    let bus = memtrace_tests::watchers::etcd_bus(&rig.cluster.etcd.endpoint())
+        .await
+        .unwrap();
+
+    let spec = LoadSpec::new(
+        "etcdcompact",
+        scaled(Duration::from_secs(60), Duration::from_secs(120)),
+    );
+    let load = Load::start(spec.clone(), rig.endpoints.clone(), &rig.key);
+    load.wait_acked(200, Duration::from_secs(30)).await.unwrap();
+    let away = rig.worker(0).url();
+    let reloads_before = snapshot_reloads(&away).await;
+    let pid = rig.worker(0).pid().unwrap();
+
+    // worker 0 away; etcd restarted (every watch broken), a key revoked
+    // while it is down and one created after
+    let frozen_at = Instant::now();
+    signal(pid, "STOP");
+    tokio::task::block_in_place(|| rig.cluster.etcd.stop()).unwrap();
+    let revoked = rig.cluster.ctl.run(&["key", "revoke", &victim_id]).await;
+    tokio::task::block_in_place(|| rig.cluster.etcd.start_again()).unwrap();
+    assert!(revoked.unwrap().success, "revoked in the database");
+    let (fresh, _) = eventually("a key created with worker 0 away", CONVERGE, async || {
+        rig.cluster.key(&rig.org, "read,write").await
+    })
+    .await
+    .unwrap();
+    let published = eventually("both changes published", CONVERGE, async || {
+        let status = rig.cluster.ctl.json(&["status"]).await?;
+        let rev = status["published_revision"].as_i64().unwrap_or(0);
+        anyhow::ensure!(rev > before, "published revision {rev}");
+        anyhow::Ok(rev)
+    })
+    .await
+    .unwrap();
+    // compacted past everything worker 0 saw
+    let current = bus.current_revision().await.unwrap();
+    assert!(current >= published && published > before);
+    bus.compact(current).await.unwrap();
+    // the long variant keeps worker 0 away longer than its registration
+    // lease's TTL (10 s; etcd's restart renewed it, so it may not lapse),
+    // within the clients' 15 s answer timeout
+    tokio::time::sleep_until((frozen_at + scaled(Duration::ZERO, Duration::from_secs(11))).into())
+        .await;
+    let registered_before_thaw = rig.cluster.ctl.json(&["status"]).await.unwrap()["workers"]
+        .as_array()
+        .map_or(0, Vec::len);
+    signal(pid, "CONT");
+    let thawed_at = Instant::now();
+
+    let revocation = until_every_worker(&rig, &victim, 401, "the revocation everywhere").await;
+    let creation = until_every_worker(&rig, &fresh, 200, "the new key everywhere").await;
+    // both registered again and in sync with the latest publication
+    let latest = rig.cluster.ctl.json(&["status"]).await.unwrap()["published_revision"]
+        .as_i64()
+        .unwrap();
+    let registered = Instant::now();
+    eventually(
+        "both workers registered and in sync",
+        CONVERGE,
+        async || {
+            let status = rig.cluster.ctl.json(&["status"]).await?;
+            let workers = status["workers"].as_array().cloned().unwrap_or_default();
+            anyhow::ensure!(
+                workers.len() == 2
+                    && workers
+                        .iter()
+                        .all(|w| w["applied_revision"].as_i64() >= Some(latest)),
+                "status {status}"
+            );
+            anyhow::Ok(())
+        },
+    )
+    .await
+    .unwrap();
+    let registered = registered.elapsed();
+    let reloads_after = snapshot_reloads(&away).await;
+    assert!(
+        reloads_after > reloads_before,
+        "worker 0 reloaded its snapshot after the compaction ({reloads_before} → {reloads_after})"
+    );
+    load.wait_acked(100, Duration::from_secs(30)).await.unwrap();
+    let converged_at = Instant::now();
+    let elapsed = load.started().elapsed();
+    let history = load.finish().await.unwrap();
+    let (away_attempts, after_attempts) = {
+        let h = history.lock().unwrap();
+        (
+            h.attempts_between(frozen_at, thawed_at),
+            h.attempts_between(thawed_at, converged_at),
+        )
+    };
+    let report = rig.check(&history, &spec).await.unwrap();
+    eprintln!("etcd compacted: {report}");
+    report.assert_clean("etcd compacted");
+    assert_eq!(report.unfinished_batches, 0, "{report}");
+    assert_eq!(report.acknowledged, report.sent, "{report}");
+    assert_eq!(report.permanent_refusals, 0, "{report}");
+    for (what, (ok, failed)) in [("away", away_attempts), ("after", after_attempts)] {
+        assert!(ok > 0, "writes with worker 0 {what}");
+        assert_eq!(failed, 0, "a write failed with worker 0 {what}");
+    }
+    print_figures(
+        "etcd_compacted",
+        serde_json::json!({
+            "workers": 2,
+            "load_seconds": elapsed.as_secs_f64(),
+            "worker_away_ms": (thawed_at - frozen_at).as_millis() as u64,
+            "compacted_to_revision": current,
+            "worker_revision_before": before,
+            "snapshot_reloads_before_after": [reloads_before, reloads_after],
+            "write_attempts_away_after": [away_attempts, after_attempts],
+            "revoked_refused_everywhere_ms_after_thaw": revocation.as_millis() as u64,
+            "new_key_everywhere_ms_after_that": creation.as_millis() as u64,
+            "both_registered_in_sync_ms_after_that": registered.as_millis() as u64,
+            "workers_registered_just_before_the_thaw": registered_before_thaw,
+            "report": report_json(&report),
+        }),
+    );
+}

@@ -3,7 +3,7 @@
 //! taking an agent accepts its id or its name and resolves it to the id
 //! (the original matched names in GET only).
 
-use super::ids::{agent_id, next_micros};
+use super::ids::{agent_id, next_micros, next_micros_after};
 use super::rows::{self, rfc3339};
 use super::state::value;
 use super::types::{Agent, AgentStats, MemoryList, NewAgent, RegistryPage};
@@ -118,6 +118,8 @@ impl OrgService {
     }
 
     /// Deletes (tombstones) the agent named by id or name; 404 when unknown.
+    /// The tombstone is stamped after the row it replaces, whichever
+    /// worker's clock stamped that one.
     pub async fn delete_agent(&self, id_or_name: &str) -> Result<(), ServiceError> {
         let row = self
             .find_agent(id_or_name)
@@ -126,7 +128,7 @@ impl OrgService {
         let agent = rows::agent(&row);
         self.append_state_row(
             StateTable::Agents,
-            rows::agent_row(&agent, true, next_micros()),
+            rows::agent_row(&agent, true, next_micros_after(row.time)),
         )
         .await?;
         tracing::info!(org_id = %self.org, agent_id = %agent.id, "agent deleted");

@@ -2,7 +2,10 @@
 //! the µs clock + 12 random hex digits; 14 digits cover µs times until the
 //! year 4253, so ids sort by creation time), `agent_<24 hex>` and
 //! `sess_<24 hex>` as the original, and a per-process clock that never
-//! repeats a microsecond, so a later state row of an id always wins.
+//! repeats a microsecond, so a later state row of an id always wins; a row
+//! that replaces one (a session update, an agent's tombstone) is stamped
+//! after the row it replaces ([`next_micros_after`]), so it wins even when
+//! that row came from a worker whose clock is ahead of this one's.
 
 use crate::query::UnixMicros;
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -12,6 +15,15 @@ static LAST_MICROS: AtomicI64 = AtomicI64::new(0);
 /// Now in µs, strictly greater than every earlier value in this process.
 pub fn next_micros() -> i64 {
     next_micros_n(1)
+}
+
+/// A time for a row that replaces the row stamped `replaced`: as
+/// [`next_micros`], but after `replaced` even when another worker whose
+/// clock is ahead stamped it (the newest row of an id wins every read, so
+/// a change stamped before the row it changes would be lost). This
+/// process's own clock is not moved: its later rows keep its own time.
+pub fn next_micros_after(replaced: i64) -> i64 {
+    next_micros().max(replaced.saturating_add(1))
 }
 
 /// `n` consecutive µs values (n ≥ 1) with one clock reading; returns the
@@ -84,5 +96,12 @@ mod tests {
         let first = next_micros_n(1000);
         assert!(first > t1);
         assert!(next_micros() >= first + 1000, "the whole range is taken");
+        // a row stamped 5 minutes ahead by another worker is replaced by a
+        // later one; our own clock stays ours
+        let ahead = next_micros() + 300_000_000;
+        assert_eq!(next_micros_after(ahead), ahead + 1);
+        assert!(next_micros() < ahead);
+        let behind = next_micros() - 300_000_000;
+        assert!(next_micros_after(behind) > behind + 299_000_000);
     }
 }

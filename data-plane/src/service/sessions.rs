@@ -4,7 +4,7 @@
 //! once) and/or a replacement of the metadata.
 
 use super::context::render;
-use super::ids::{next_micros, session_id};
+use super::ids::{next_micros, next_micros_after, session_id};
 use super::rows::{self, rfc3339};
 use super::types::{
     ContextRequest, MemoryList, NewSession, RegistryPage, Session, SessionContext, SessionUpdate,
@@ -73,23 +73,30 @@ impl OrgService {
 
     /// One session; 404 when unknown.
     pub async fn get_session(&self, id: &str) -> Result<Session, ServiceError> {
+        self.session_row(id).await.map(|(session, _)| session)
+    }
+
+    /// One session and the time of its latest row; 404 when unknown.
+    async fn session_row(&self, id: &str) -> Result<(Session, i64), ServiceError> {
         let Ok(id) = StateId::parse(id) else {
             return Err(ServiceError::NotFound("session"));
         };
         let rows = self.read_state(StateTable::Sessions, &[id], &[]).await?;
         rows.first()
-            .map(rows::session)
+            .map(|r| (rows::session(r), r.time))
             .ok_or(ServiceError::NotFound("session"))
     }
 
-    /// Changes status and/or replaces metadata; 404 when unknown.
+    /// Changes status and/or replaces metadata; 404 when unknown. The new
+    /// row is stamped after the row it replaces, whichever worker's clock
+    /// stamped that one.
     pub async fn update_session(
         &self,
         id: &str,
         update: SessionUpdate,
     ) -> Result<Session, ServiceError> {
-        let mut session = self.get_session(id).await?;
-        let time = next_micros();
+        let (mut session, replaced) = self.session_row(id).await?;
+        let time = next_micros_after(replaced);
         if let Some(status) = update.status {
             if status == "closed" && session.closed_at.is_none() {
                 session.closed_at = Some(rfc3339(time));

@@ -1,6 +1,6 @@
 //! Fault switches for reliability tests, toggled at runtime through a shared
-//! [`Faults`] handle: error statuses, 401, stalls, slowness and dropped
-//! connections, each aimed at writes, queries or both, for the next N
+//! [`Faults`] handle: error statuses, 401, stalls, slowness, and
+//! connections closed (FIN) or reset (RST) unanswered, each aimed at writes, queries or both, for the next N
 //! requests or until cleared.
 //!
 //! ```ignore
@@ -42,8 +42,14 @@ pub enum FaultKind {
     Stall,
     /// Delay the request by this long, then process it normally.
     Slow(Duration),
-    /// Close the connection without answering.
+    /// Close the connection without answering (an orderly FIN).
     DropConnection,
+    /// Reset the connection without answering (SO_LINGER 0, then close:
+    /// the peer gets an RST, as from a crashed host or a middlebox).
+    ResetConnection,
+    /// Process the request (rows stored), then reset the connection
+    /// instead of answering: the client cannot tell whether it landed.
+    ResetAfterProcessing,
 }
 
 /// One fault rule: what, on which requests, how many times.
@@ -86,6 +92,14 @@ impl Fault {
 
     pub fn drop_connection() -> Self {
         Self::new(FaultKind::DropConnection)
+    }
+
+    pub fn reset_connection() -> Self {
+        Self::new(FaultKind::ResetConnection)
+    }
+
+    pub fn reset_after_processing() -> Self {
+        Self::new(FaultKind::ResetAfterProcessing)
     }
 
     /// Only writes, only queries, or both (the default).

@@ -11,8 +11,8 @@ use super::cost::{CostModel, ScanShape};
 use super::faults::Target;
 use super::query::{self, Refusal, Rewritten};
 use super::server::{
-    ConnKill, Failure, QUERY_PATH, apply_faults, auth_failure, injected, json_reply, query_error,
-    read_body,
+    After, ConnKill, Failure, QUERY_PATH, apply_faults, auth_failure, injected, json_reply,
+    query_error, read_body,
 };
 use super::store::{QueryError, QueryOutput};
 use super::timefmt::rfc3339_now;
@@ -113,8 +113,10 @@ async fn query_inner(
             st.databases.entry(db).or_default().queries += 1;
         }
     });
-    if let Some(code) = after {
-        return injected(code);
+    match after {
+        Some(After::Status(code)) => return injected(code),
+        Some(After::Reset) => conn.reset().await,
+        None => {}
     }
     let row_count = out.data.len();
     json_reply(

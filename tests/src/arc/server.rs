@@ -1,6 +1,7 @@
 //! The stand-in's HTTP side: an accept loop that can drop a connection on
-//! demand (each connection gets a kill switch the handlers can pull), the
-//! router, and the handlers for writes, queries, health and readiness.
+//! demand (each connection gets a kill switch the handlers can pull, with
+//! an orderly close or a reset), the router, and the handlers for writes,
+//! queries, health and readiness.
 
 use super::faults::{FaultKind, Target};
 use super::timefmt::rfc3339_now;
@@ -13,8 +14,13 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use serde_json::{Value, json};
+use std::io;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Context, Poll};
 use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Notify;
 
@@ -23,9 +29,90 @@ pub(super) const QUERY_PATH: &str = "/api/v1/query";
 
 pub(super) type Failure = (StatusCode, String);
 
-/// Pulled by a handler to close its connection without answering.
+/// Pulled by a handler to close its connection without answering; with
+/// `reset` set first, the close is a reset.
 #[derive(Clone)]
-pub(super) struct ConnKill(Arc<Notify>);
+pub(super) struct ConnKill {
+    notify: Arc<Notify>,
+    reset: Arc<AtomicBool>,
+}
+
+impl ConnKill {
+    /// Resets the connection now (the handler calling this never answers).
+    pub(super) async fn reset(&self) -> ! {
+        self.reset.store(true, Ordering::SeqCst);
+        self.notify.notify_one();
+        std::future::pending().await
+    }
+}
+
+/// What a request processed despite a fault ends with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum After {
+    /// This status instead of the answer.
+    Status(u16),
+    /// A reset instead of the answer.
+    Reset,
+}
+
+/// A connection's socket that, when its `reset` flag is set, is closed with
+/// SO_LINGER 0: the kernel answers the close with an RST instead of a FIN.
+struct ResetOnDrop {
+    inner: TcpStream,
+    reset: Arc<AtomicBool>,
+}
+
+impl Drop for ResetOnDrop {
+    fn drop(&mut self) {
+        if self.reset.load(Ordering::SeqCst) {
+            // A zero linger never blocks the close (the reason tokio
+            // deprecates set_linger is a non-zero one): it discards what is
+            // unsent and resets the connection.
+            #[allow(deprecated)]
+            let _ = self.inner.set_linger(Some(Duration::ZERO));
+        }
+    }
+}
+
+impl AsyncRead for ResetOnDrop {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for ResetOnDrop {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
 
 pub(crate) fn router(shared: Arc<Shared>) -> Router {
     Router::new()
@@ -54,7 +141,14 @@ pub(crate) async fn serve(listener: TcpListener, router: Router) {
 
 async fn connection(stream: TcpStream, router: Router) {
     let _ = stream.set_nodelay(true);
-    let kill = ConnKill(Arc::new(Notify::new()));
+    let kill = ConnKill {
+        notify: Arc::new(Notify::new()),
+        reset: Arc::new(AtomicBool::new(false)),
+    };
+    let stream = ResetOnDrop {
+        inner: stream,
+        reset: kill.reset.clone(),
+    };
     let handle = kill.clone();
     let svc = hyper::service::service_fn(move |mut req: Request<hyper::body::Incoming>| {
         req.extensions_mut().insert(handle.clone());
@@ -64,8 +158,9 @@ async fn connection(stream: TcpStream, router: Router) {
     let conn = builder.serve_connection(TokioIo::new(stream), svc);
     tokio::select! {
         _ = conn => {}
-        () = kill.0.notified() => {}
+        () = kill.notify.notified() => {}
     }
+    // the connection (and with it the socket) is dropped here
 }
 
 impl Shared {
@@ -120,13 +215,14 @@ pub(super) fn injected(code: u16) -> Response {
     )
 }
 
-/// Applies the faults aimed at this request. `Ok(Some(code))`: process, then
-/// answer `code`; `Err`: answer this now. A dropped connection never returns.
+/// Applies the faults aimed at this request. `Ok(Some(after))`: process,
+/// then end as `after` says; `Err`: answer this now. A dropped or reset connection
+/// never returns.
 pub(super) async fn apply_faults(
     s: &Shared,
     conn: &ConnKill,
     target: Target,
-) -> Result<Option<u16>, Response> {
+) -> Result<Option<After>, Response> {
     let plan = s.faults.take(target);
     if !plan.delay.is_zero() {
         tokio::time::sleep(plan.delay).await;
@@ -134,7 +230,8 @@ pub(super) async fn apply_faults(
     match plan.action {
         None | Some(FaultKind::Slow(_)) => Ok(None),
         Some(FaultKind::Status(code)) => Err(injected(code)),
-        Some(FaultKind::StatusAfterProcessing(code)) => Ok(Some(code)),
+        Some(FaultKind::StatusAfterProcessing(code)) => Ok(Some(After::Status(code))),
+        Some(FaultKind::ResetAfterProcessing) => Ok(Some(After::Reset)),
         Some(FaultKind::Unauthorized) => Err(auth_error(
             StatusCode::UNAUTHORIZED,
             "Invalid or expired token",
@@ -147,9 +244,10 @@ pub(super) async fn apply_faults(
             }
         }
         Some(FaultKind::DropConnection) => {
-            conn.0.notify_one();
+            conn.notify.notify_one();
             std::future::pending().await
         }
+        Some(FaultKind::ResetConnection) => conn.reset().await,
     }
 }
 

@@ -11,7 +11,8 @@ use super::decode::{decode, decompress};
 use super::faults::Target;
 use super::read::hold;
 use super::server::{
-    ConnKill, Failure, WRITE_PATH, apply_faults, auth_failure, injected, read_body, write_error,
+    After, ConnKill, Failure, WRITE_PATH, apply_faults, auth_failure, injected, read_body,
+    write_error,
 };
 use super::store::StoreError;
 use super::timefmt::now_us;
@@ -90,7 +91,8 @@ async fn write_inner(
         d.skipped_items += ingested.skipped;
     });
     match after {
-        Some(code) => injected(code),
+        Some(After::Status(code)) => injected(code),
+        Some(After::Reset) => conn.reset().await,
         None => StatusCode::NO_CONTENT.into_response(),
     }
 }

@@ -82,6 +82,9 @@ pub struct LoadSpec {
     /// Least time between two new batches of one client (bounds the rate,
     /// so a short run stays small enough to read back quickly).
     pub pace: Duration,
+    /// The session of each client's memories (by client; none when
+    /// shorter than the clients).
+    pub sessions: Vec<String>,
 }
 
 impl LoadSpec {
@@ -102,6 +105,7 @@ impl LoadSpec {
             answer_timeout: Duration::from_secs(15),
             drain: Duration::from_secs(60),
             pace: Duration::from_millis(if super::full() { 50 } else { 20 }),
+            sessions: Vec::new(),
         }
     }
 
@@ -265,12 +269,14 @@ impl Client {
 
     pub(super) fn inputs(&self, batch: BatchId) -> Vec<pb::MemoryInput> {
         let agent = self.spec.agent(self.id);
+        let session = self.spec.sessions.get(self.id).cloned().unwrap_or_default();
         self.record(|h| {
             h.ids(batch)
                 .iter()
                 .map(|id| pb::MemoryInput {
                     id: id.clone(),
                     agent_id: agent.clone(),
+                    session_id: session.clone(),
                     content: content_of(id),
                     ..pb::MemoryInput::default()
                 })
@@ -290,9 +296,13 @@ impl Client {
                 }
                 Next::Over => break,
             };
-            let body = json!({"memories": self.inputs(batch).iter().map(|m| json!({
-                "id": m.id, "agent_id": m.agent_id, "content": m.content,
-            })).collect::<Vec<_>>()});
+            let body = json!({"memories": self.inputs(batch).iter().map(|m| {
+                let mut item = json!({"id": m.id, "agent_id": m.agent_id, "content": m.content});
+                if !m.session_id.is_empty() {
+                    item["session_id"] = json!(m.session_id);
+                }
+                item
+            }).collect::<Vec<_>>()});
             let give_up = self.drain_deadline();
             let mut worker = home;
             for attempt in 1..=self.spec.max_attempts {

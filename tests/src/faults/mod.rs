@@ -21,6 +21,7 @@ pub mod history;
 pub mod readback;
 pub mod replicas;
 mod rig;
+pub mod skew;
 mod stream;
 
 pub use driver::{Endpoints, Load, LoadSpec, content_of};

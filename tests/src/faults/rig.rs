@@ -22,6 +22,9 @@ pub struct RigSpec {
     pub workers: usize,
     /// Extra environment of every worker (e.g. a shorter Arc timeout).
     pub worker_env: Vec<(String, String)>,
+    /// Extra environment of the worker in one slot (every process started
+    /// in it, replacements included), after `worker_env`.
+    pub slot_env: Vec<(usize, String, String)>,
     /// Global settings set before the workers start.
     pub settings: Vec<(String, String)>,
     /// The stand-in (its token and database are added by the rig).
@@ -37,6 +40,7 @@ impl RigSpec {
             prefix: prefix.to_owned(),
             workers,
             worker_env: Vec::new(),
+            slot_env: Vec::new(),
             settings: vec![("limits.requests_per_second".into(), "0".into())],
             arc: ArcStandIn::builder().cost_model(CostModel::instant()),
             database_url: None,
@@ -45,6 +49,12 @@ impl RigSpec {
 
     pub fn worker_env(mut self, k: &str, v: &str) -> Self {
         self.worker_env.push((k.into(), v.into()));
+        self
+    }
+
+    /// `k=v` for the worker in slot `slot` only.
+    pub fn slot_env(mut self, slot: usize, k: &str, v: &str) -> Self {
+        self.slot_env.push((slot, k.into(), v.into()));
         self
     }
 
@@ -77,6 +87,7 @@ pub struct Rig {
     pub workers: Vec<Option<Worker>>,
     pub endpoints: Endpoints,
     env: Vec<(String, String)>,
+    slot_env: Vec<(usize, String, String)>,
     starts: usize,
 }
 
@@ -116,11 +127,12 @@ impl Rig {
             workers: Vec::new(),
             endpoints: Endpoints::default(),
             env: spec.worker_env,
+            slot_env: spec.slot_env,
             starts: 0,
         };
         let mut urls = Vec::new();
-        for _ in 0..spec.workers {
-            let w = rig.spawn_worker().await?;
+        for slot in 0..spec.workers {
+            let w = rig.spawn_worker(slot).await?;
             urls.push(w.url());
             rig.workers.push(Some(w));
         }
@@ -128,13 +140,19 @@ impl Rig {
         Ok(rig)
     }
 
-    async fn spawn_worker(&mut self) -> anyhow::Result<Worker> {
+    async fn spawn_worker(&mut self, slot: usize) -> anyhow::Result<Worker> {
         let id = format!("faults-w{}", self.starts);
         self.starts += 1;
         let env: Vec<(&str, &str)> = self
             .env
             .iter()
             .map(|(k, v)| (k.as_str(), v.as_str()))
+            .chain(
+                self.slot_env
+                    .iter()
+                    .filter(|(s, _, _)| *s == slot)
+                    .map(|(_, k, v)| (k.as_str(), v.as_str())),
+            )
             .collect();
         self.cluster.worker(&id, &env).await
     }
@@ -166,7 +184,7 @@ impl Rig {
     /// and in sync.
     pub async fn start_worker(&mut self, i: usize) -> anyhow::Result<Duration> {
         let started = Instant::now();
-        let w = self.spawn_worker().await?;
+        let w = self.spawn_worker(i).await?;
         self.endpoints.set(i, Some(w.url()));
         self.workers[i] = Some(w);
         Ok(started.elapsed())
