@@ -2,8 +2,9 @@
 //! process runs), `/ready` (200 once the database answers and the schema
 //! is at least at the expected migration) and `/metrics` (OpenMetrics: the
 //! port's requests, admin calls by method and code among them;
-//! publications and reconciliation passes).
+//! publications and reconciliation passes; the audit chain's last walk).
 
+use crate::domain::audit::monitor::AuditMetrics;
 use crate::domain::publish::PublishMetrics;
 use crate::store::{SqlStore, Store};
 use axum::Json;
@@ -26,6 +27,8 @@ pub struct Probes {
     pub requests: Arc<RequestMetrics>,
     /// Publication and reconciliation, counted by the publisher.
     pub publish: PublishMetrics,
+    /// The audit chain's last walk.
+    pub audit: AuditMetrics,
     registry: Registry,
 }
 
@@ -38,12 +41,15 @@ impl Probes {
         requests.register(&mut registry);
         let publish = PublishMetrics::default();
         publish.register(&mut registry);
+        let audit = AuditMetrics::default();
+        audit.register(&mut registry);
         Self {
             store: OnceLock::new(),
             started: Instant::now(),
             expected_migration,
             requests,
             publish,
+            audit,
             registry,
         }
     }

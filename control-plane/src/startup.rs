@@ -110,7 +110,8 @@ impl Startup {
                 publisher,
                 Duration::from_secs(config.arc.connect_timeout.max(1)),
             )
-            .with_admin_auth(auth),
+            .with_admin_auth(auth)
+            .with_audit_metrics(probes.audit.clone()),
         );
         bootstrap::migrate_legacy_arc(&service, &config.arc).await?;
         service.seed_settings(&config).await?;

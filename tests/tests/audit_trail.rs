@@ -8,6 +8,32 @@
 use memtrace_control_plane::store::{AuditHead, SqlStore, Store};
 use memtrace_tests::cli::Ctl;
 use memtrace_tests::control_plane::{ControlPlane, ControlPlaneSpec};
+use memtrace_tests::grpc::get_text;
+
+/// The control plane's `memtrace_audit_chain_broken` once its monitor has
+/// walked the chain (bounded wait).
+async fn chain_broken_metric(cp: &ControlPlane) -> String {
+    let mut last = String::new();
+    for _ in 0..100 {
+        let text = get_text(&cp.url(), "/metrics").await;
+        let walked = text
+            .lines()
+            .find_map(|l| l.strip_prefix("memtrace_audit_chain_verified_timestamp_seconds "))
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .is_some_and(|t| t > 0.0);
+        if walked {
+            return text
+                .lines()
+                .find_map(|l| l.strip_prefix("memtrace_audit_chain_broken "))
+                .unwrap_or_default()
+                .trim()
+                .to_owned();
+        }
+        last = text;
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    panic!("the audit chain monitor never walked the chain:\n{last}");
+}
 
 fn ctl_for(cp: &ControlPlane) -> Ctl {
     Ctl {
@@ -41,6 +67,7 @@ async fn verify_across_rotation_unverifiable_keys_and_a_forged_chain() {
         (true.into(), "ok".into()),
         "{verified}"
     );
+    assert_eq!(chain_broken_metric(&cp).await, "0", "an intact chain");
     let listed = ctl.json(&["audit", "list"]).await.unwrap();
     let old_kek = listed["entries"][0]["kek_id"].as_str().unwrap().to_owned();
     assert!(old_kek.starts_with("kek-"), "{listed}");
@@ -89,6 +116,7 @@ async fn verify_across_rotation_unverifiable_keys_and_a_forged_chain() {
     // with the keys back, an attacker with write access to the database
     // rewrites the key creation's entry and recomputes the plain SHA-256
     // chain from there, and the head, consistently
+    let rotated_again = rotated.clone();
     let cp = ControlPlane::start(dir.path(), rotated).await.unwrap();
     let ctl = ctl_for(&cp);
     let db = cp.data_dir.join("memtrace.db");
@@ -130,5 +158,17 @@ async fn verify_across_rotation_unverifiable_keys_and_a_forged_chain() {
             .contains(&format!("audit chain broken at entry {seq}")),
         "{out:?}"
     );
+    // the verification just run set the metric; a restarted control plane
+    // finds the break by itself on its first walk
+    let metrics = get_text(&cp.url(), "/metrics").await;
+    assert!(
+        metrics.contains("memtrace_audit_chain_broken 1"),
+        "{metrics}"
+    );
+    cp.stop().await.unwrap();
+    let cp = ControlPlane::start(dir.path(), rotated_again)
+        .await
+        .unwrap();
+    assert_eq!(chain_broken_metric(&cp).await, "1", "found at start");
     cp.stop().await.unwrap();
 }

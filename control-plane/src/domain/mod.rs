@@ -40,6 +40,8 @@ pub struct ControlPlane {
     config_policy: config::ConfigPolicy,
     /// The admin tokens the guard checks; see [`ControlPlane::with_admin_auth`].
     admin_auth: AdminAuth,
+    /// The last audit chain walk, exported on `/metrics`.
+    audit_metrics: audit::monitor::AuditMetrics,
 }
 
 impl ControlPlane {
@@ -66,7 +68,14 @@ impl ControlPlane {
             http,
             config_policy: config::ConfigPolicy::default(),
             admin_auth: AdminAuth::default(),
+            audit_metrics: audit::monitor::AuditMetrics::default(),
         }
+    }
+
+    /// Records audit chain walks into `metrics` (registered on `/metrics`).
+    pub fn with_audit_metrics(mut self, metrics: audit::monitor::AuditMetrics) -> Self {
+        self.audit_metrics = metrics;
+        self
     }
 
     pub fn store(&self) -> &Arc<dyn Store> {

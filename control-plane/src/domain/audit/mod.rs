@@ -9,6 +9,8 @@
 //! credential fingerprint, and details are scrubbed of anything that looks
 //! like a secret before they are written.
 
+pub mod monitor;
+
 use super::ControlPlane;
 use crate::auth::AdminActor;
 use crate::error::{ControlPlaneError, Result};
@@ -198,6 +200,15 @@ impl ControlPlane {
     /// ends at the recorded head. A broken or unverifiable chain is a
     /// report, not an error.
     pub async fn verify_audit(&self) -> Result<VerifyReport> {
+        let report = self.walk_audit().await;
+        match &report {
+            Ok(report) => self.audit_metrics.record(report, now_ms()),
+            Err(_) => self.audit_metrics.failed(),
+        }
+        report
+    }
+
+    async fn walk_audit(&self) -> Result<VerifyReport> {
         let head = self.store.audit_head().await?;
         let mut verifier = ChainVerifier::new(&self.keyring);
         let mut after = 0;
