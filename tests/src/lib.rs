@@ -14,6 +14,7 @@ pub mod etcd;
 pub mod faults;
 pub mod grpc;
 pub mod load;
+pub mod metrics;
 pub mod otlp;
 pub mod pki;
 pub mod postgres;

@@ -12,6 +12,7 @@ use memtrace_data_plane::snapshot::watcher::WatcherOptions;
 use memtrace_tests::cli::Ctl;
 use memtrace_tests::cluster::{Cluster, eventually};
 use memtrace_tests::grpc::get_text;
+use memtrace_tests::metrics::sample;
 use memtrace_tests::watchers::{TestWatcher, etcd_bus, fast_options, fleet};
 use serde_json::Value;
 use std::time::Duration;
@@ -292,23 +293,17 @@ async fn etcd_stopped_restarted_and_wiped_workers_keep_serving_then_converge() {
     // what an operator sees of it: the change made while etcd was down
     // deferred, the bus probes that failed, and the passes that repaired
     let metrics = get_text(&c.control_plane.url(), "/metrics").await;
-    for (sample, what) in [
+    for (name, labels) in [
+        ("memtrace_publications_total", vec![r#"outcome="deferred""#]),
         (
-            r#"memtrace_publications_total{outcome="deferred"}"#,
-            "deferred",
+            "memtrace_reconcile_passes_total",
+            vec![r#"outcome="repaired""#],
         ),
-        (
-            r#"memtrace_reconcile_passes_total{outcome="repaired"}"#,
-            "repaired",
-        ),
-        (r#"memtrace_reconcile_repairs_total{op="put"}"#, "repairs"),
-        ("memtrace_state_bus_errors_total", "bus errors"),
+        ("memtrace_reconcile_repairs_total", vec![r#"op="put""#]),
+        ("memtrace_state_bus_errors_total", vec![]),
     ] {
-        let value = metrics
-            .lines()
-            .find_map(|l| l.strip_prefix(sample)?.trim().parse::<f64>().ok())
-            .unwrap_or(0.0);
-        assert!(value >= 1.0, "{what}: {sample} = {value}\n{metrics}");
+        let value = sample(&metrics, name, &labels);
+        assert!(value >= 1.0, "{name}{labels:?} = {value}\n{metrics}");
     }
 }
 

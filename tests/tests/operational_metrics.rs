@@ -11,22 +11,11 @@ use memtrace_tests::api::Api;
 use memtrace_tests::arc::{Fault, Target};
 use memtrace_tests::cluster::{Cluster, arc_with_token};
 use memtrace_tests::grpc::get_text;
+use memtrace_tests::metrics::sample;
 use serde_json::json;
 
 const PREFIX: &str = "/memtrace-operational-metrics/v1/";
 const ARC_TOKEN: &str = "arc-metrics-token-0123456789abcdef";
-
-/// The sum of the samples of `name` whose labels include all of `labels`.
-fn sample(text: &str, name: &str, labels: &[&str]) -> f64 {
-    text.lines()
-        .filter(|l| {
-            l.strip_prefix(name)
-                .is_some_and(|rest| rest.starts_with('{') || rest.starts_with(' '))
-        })
-        .filter(|l| labels.iter().all(|want| l.contains(want)))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn worker_and_control_plane_export_what_operators_watch() {

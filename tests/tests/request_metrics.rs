@@ -10,19 +10,16 @@ use memtrace_proto::v1 as pb;
 use memtrace_tests::api::Api;
 use memtrace_tests::cluster::Cluster;
 use memtrace_tests::grpc::{channel, get_text, with_key};
+use memtrace_tests::metrics::sample;
 use pb::memory_service_client::MemoryServiceClient;
 use serde_json::json;
 
 const PREFIX: &str = "/memtrace-request-metrics/v1/";
 
-/// The value of the `memtrace_requests_total` sample whose labels include
-/// every one of `labels` (`name="value"` pairs), 0 when there is none.
+/// The value of the `memtrace_requests_total` samples whose labels include
+/// every one of `labels`, 0 when there is none.
 fn requests(text: &str, labels: &[&str]) -> f64 {
-    text.lines()
-        .filter(|l| l.starts_with("memtrace_requests_total{"))
-        .filter(|l| labels.iter().all(|want| l.contains(want)))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
+    sample(text, "memtrace_requests_total", labels)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
