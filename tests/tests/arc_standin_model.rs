@@ -169,6 +169,46 @@ async fn a_write_is_held_for_its_modelled_cost() {
     assert_eq!(arc.stats().modelled_write_time, Duration::from_millis(200));
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_share_the_engines_ingest_lanes() {
+    // 100 ms per write, two lanes: four concurrent writes take two rounds
+    let model = only(|m| {
+        m.write_request = Duration::from_millis(100);
+        m.write_lanes = 2;
+    });
+    let arc = ArcStandIn::builder()
+        .cost_model(model)
+        .start()
+        .await
+        .unwrap();
+    let c = RawArcClient::new(arc.url());
+    let started = Instant::now();
+    let mut writes = tokio::task::JoinSet::new();
+    for i in 0..4 {
+        let c = c.clone();
+        writes.spawn(async move { write(&c, rows("lanes", 5, i * 5)).await });
+    }
+    writes.join_all().await;
+    let took = started.elapsed();
+    assert!(took >= Duration::from_millis(200), "two rounds: {took:?}");
+    assert!(took < Duration::from_millis(390), "not four: {took:?}");
+    assert_eq!(arc.row_count(DB, "lanes"), 20);
+    // unbounded lanes (0): the four are held side by side
+    arc.set_cost_model(only(|m| m.write_request = Duration::from_millis(100)));
+    let started = Instant::now();
+    let mut writes = tokio::task::JoinSet::new();
+    for i in 0..4 {
+        let c = c.clone();
+        writes.spawn(async move { write(&c, rows("side", 5, i * 5)).await });
+    }
+    writes.join_all().await;
+    assert!(
+        started.elapsed() < Duration::from_millis(190),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
 #[tokio::test]
 async fn writes_become_readable_when_their_buffer_flushes() {
     // instant model; visibility delay on with a 1.5 s flush age (long

@@ -56,9 +56,14 @@
 //! measured; 0.4 ms + 3.2 µs/row reproduces the one measured point. The
 //! same rounding adds ≈ 1–2 ms to every query, noise beside 50 ms.
 //!
-//! Concurrent requests are held independently (the model does not serialise
-//! them), so N clients see N × the per-client rate — a real Arc on 2 cores
-//! would saturate sooner.
+//! Queries are held independently (the model does not serialise them).
+//! Writes share `write_lanes` ingest lanes (0: unbounded): a write waits
+//! for a free lane, then holds it for its modelled cost, so the stand-in's
+//! ingest saturates as a real Arc's does — one lane per core of the 2-core
+//! calibration machine in [`CostModel::arc_like`] (not measured beyond one
+//! client: ≈ 200 K rows/s per client, ≈ 550–610 K rows/s in all with two
+//! lanes busy; before lanes, N clients saw N × the per-client rate, which
+//! no 2-core Arc gives).
 
 use std::time::Duration;
 
@@ -79,6 +84,8 @@ pub struct CostModel {
     pub write_request: Duration,
     /// Per row of an accepted write.
     pub write_row: Duration,
+    /// Writes the engine holds at once (its ingest lanes); 0 = unbounded.
+    pub write_lanes: u32,
 }
 
 /// What one scan reads, as the store counts it.
@@ -106,6 +113,7 @@ impl CostModel {
             chunk: Duration::ZERO,
             write_request: Duration::ZERO,
             write_row: Duration::ZERO,
+            write_lanes: 0,
         }
     }
 
@@ -119,6 +127,7 @@ impl CostModel {
             chunk: Duration::from_micros(50),
             write_request: Duration::from_micros(400),
             write_row: Duration::from_nanos(3_200),
+            write_lanes: 2,
         }
     }
 

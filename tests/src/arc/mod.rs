@@ -258,7 +258,14 @@ pub(crate) struct Shared {
     started: Instant,
     cost: RwLock<CostModel>,
     gzip_only: AtomicBool,
+    /// The engine's ingest lanes: [`LANE_PERMITS`] shared by writes, each
+    /// taking `LANE_PERMITS / write_lanes` (so a model changed at run time
+    /// applies to the next write).
+    lanes: Arc<tokio::sync::Semaphore>,
 }
+
+/// Permits of [`Shared::lanes`] (divisible by every lane count up to 8).
+const LANE_PERMITS: u32 = 840;
 
 /// Health calls kept for [`ArcStandIn::health_calls`].
 const MAX_HEALTH_CALLS: usize = 1024;
@@ -273,6 +280,22 @@ impl Shared {
             .read()
             .map(|c| *c)
             .unwrap_or_else(|_| CostModel::instant())
+    }
+
+    /// One of `lanes` ingest lanes (none with 0: unbounded), and whether
+    /// the write had to wait for it.
+    async fn write_lane(&self, lanes: u32) -> (Option<tokio::sync::OwnedSemaphorePermit>, bool) {
+        if lanes == 0 {
+            return (None, false);
+        }
+        let share = (LANE_PERMITS / lanes.min(LANE_PERMITS)).max(1);
+        if let Ok(lane) = self.lanes.clone().try_acquire_many_owned(share) {
+            return (Some(lane), false);
+        }
+        (
+            self.lanes.clone().acquire_many_owned(share).await.ok(),
+            true,
+        )
     }
 }
 
@@ -383,6 +406,7 @@ impl ArcStandInBuilder {
             started: Instant::now(),
             cost: RwLock::new(self.cost),
             gzip_only: AtomicBool::new(self.gzip_only),
+            lanes: Arc::new(tokio::sync::Semaphore::new(LANE_PERMITS as usize)),
         });
         let task = tokio::spawn(server::serve(listener, server::router(shared.clone())));
         Ok(ArcStandIn {

@@ -1,7 +1,8 @@
 //! `POST /api/v1/write/msgpack`: faults, auth, body, decode, store, 204.
 //! An accepted write is held until `max(actual time, modelled cost)`
 //! ([`super::CostModel::write_cost`]), counted from the end of the fault
-//! handling. On a gzip-only build ([`super::ArcStandIn::set_gzip_only`]) a
+//! handling, or from when one of the model's ingest lanes was free if it
+//! had to wait for one. On a gzip-only build ([`super::ArcStandIn::set_gzip_only`]) a
 //! zstd body is not recognised: it is read as raw MessagePack and fails
 //! decoding with `Invalid MessagePack payload: …` (400), as such builds do.
 
@@ -79,9 +80,14 @@ async fn write_inner(
         Ok(Err(f)) => return write_error(f),
         Err(e) => return write_error((StatusCode::INTERNAL_SERVER_ERROR, e.to_string())),
     };
-    let modelled = s.cost_model().write_cost(ingested.rows);
+    let model = s.cost_model();
+    let modelled = model.write_cost(ingested.rows);
     s.stats_mut(|st| st.modelled_write_time += modelled);
+    // the engine's time starts when a lane is free (see `CostModel`)
+    let (lane, waited) = s.write_lane(model.write_lanes).await;
+    let started = if waited { Instant::now() } else { started };
     hold(started, modelled).await;
+    drop(lane);
     s.stats_mut(|st| {
         let d = st.databases.entry(db).or_default();
         d.write_requests += 1;
