@@ -139,7 +139,7 @@ def main():
         vols = {v["name"]: v for v in cp_pod["volumes"]}
         check(db_dir in mounts and "persistentVolumeClaim" in vols[mounts[db_dir]], "single-node: database on the PVC")
         check(ports_of(allowed("memtrace-control-plane", "egress")) == CONTROL_PLANE_EGRESS, "single-node: control plane egress")
-    elif overlay == "ha":
+    elif overlay in ("ha", "ha-ingest-autoscaling"):
         check(cp_spec["replicas"] >= 2, "ha: at least 2 control planes")
         check("secretKeyRef" in cpc.get("MEMTRACE_DATABASE_URL", {}).get("valueFrom", {}), "ha: database URL from a Secret")
         check("PersistentVolumeClaim" not in by_kind, "ha: no volume for the control plane")
@@ -147,6 +147,9 @@ def main():
         check(ports_of(allowed("memtrace-control-plane", "egress")) == CONTROL_PLANE_EGRESS | {5432}, "ha: control plane egress")
     else:
         failures.append(f"unknown overlay {overlay}")
+    if overlay == "ha-ingest-autoscaling" and hpa:
+        pods = [m["pods"]["metric"]["name"] for m in hpa["spec"]["metrics"] if m.get("type") == "Pods"]
+        check(pods == ["memtrace_ingest_rows_written_per_second"], f"ha-ingest-autoscaling: HPA on the ingest rate {pods}")
 
     if failures:
         for f in failures:
