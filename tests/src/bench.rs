@@ -107,9 +107,13 @@ impl ArcUnderTest {
     pub fn describe(&self) -> String {
         match &self.kind {
             Kind::StandIn(a) => format!(
-                "in-process Arc stand-in at {} (cost model {})",
+                "in-process Arc stand-in at {} (cost model {}, ingest lanes {})",
                 a.url(),
-                a.cost_model().name()
+                a.cost_model().name(),
+                match a.cost_model().write_lanes {
+                    0 => "unbounded".to_owned(),
+                    n => n.to_string(),
+                }
             ),
             Kind::External { .. } => format!("external Arc at {}", self.client.url),
         }

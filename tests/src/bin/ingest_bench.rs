@@ -33,7 +33,7 @@ use std::time::{Duration, Instant};
 const USAGE: &str = "usage: ingest-bench [--seconds N (10)] [--rows N per batch (1000)] \
 [--streams N (4)] [--window N unacknowledged batches per stream (8)] \
 [--concurrency N REST clients (64)] [--dedup on|off (on)] \
-[--cost-model arc|instant (arc)] [--compression zstd|gzip|none of the direct phase and the worker's writes (zstd)] \
+[--cost-model arc|instant (arc)] [--arc-lanes N concurrent writes the modelled Arc ingests, 0 = unbounded (2)] [--compression zstd|gzip|none of the direct phase and the worker's writes (zstd)] \
 [--arc-url URL --arc-token-file FILE (an Arc already running on loopback instead of the stand-in)]";
 
 /// The measurement the worker writes memories to (the control plane's
@@ -65,6 +65,7 @@ fn args() -> anyhow::Result<Args> {
         external: None,
     };
     let mut external = ExternalArcFlags::default();
+    let mut lanes = None;
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
         if flag == "--help" || flag == "-h" {
@@ -114,6 +115,7 @@ fn args() -> anyhow::Result<Args> {
             "--streams" => a.streams = n as usize,
             "--window" => a.window = n as usize,
             "--concurrency" => a.concurrency = n as usize,
+            "--arc-lanes" => lanes = Some(u32::try_from(n).unwrap_or(u32::MAX)),
             other => bail!("unknown flag {other}\n{USAGE}"),
         }
     }
@@ -125,6 +127,10 @@ fn args() -> anyhow::Result<Args> {
         (1..=1024).contains(&a.concurrency),
         "--concurrency must be 1..=1024"
     );
+    if let Some(lanes) = lanes {
+        anyhow::ensure!(lanes <= 8, "--arc-lanes must be 0..=8");
+        a.model.write_lanes = lanes;
+    }
     a.external = external.resolve()?;
     Ok(a)
 }
