@@ -4,11 +4,15 @@
 //! key) as an attribute; the group-commit batch is a child of the request
 //! that wrote into it, the Arc write a child of the batch, an Arc read a
 //! child of its request, and Arc receives the `traceparent` of its call.
-//! gRPC calls get the same request span. The stand-in answers instantly.
+//! gRPC calls get the same request span, and a control plane started with
+//! `OTEL_EXPORTER_OTLP_ENDPOINT` exports a span per admin call. The
+//! stand-in answers instantly.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use memtrace_proto::v1 as pb;
+use memtrace_tests::cli::Ctl;
 use memtrace_tests::cluster::{Cluster, arc_with_token};
+use memtrace_tests::control_plane::{ControlPlane, ControlPlaneSpec};
 use memtrace_tests::grpc::channel;
 use memtrace_tests::otlp::{OtlpReceiver, ReceivedSpan};
 use pb::memory_service_client::MemoryServiceClient;
@@ -169,4 +173,40 @@ async fn requests_batches_and_arc_calls_are_exported_with_their_parents() {
             );
         }
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_control_plane_exports_a_span_per_admin_call() {
+    let receiver = OtlpReceiver::start().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut spec = ControlPlaneSpec::default();
+    spec.extra_env
+        .insert("OTEL_EXPORTER_OTLP_ENDPOINT".into(), receiver.endpoint());
+    spec.extra_env
+        .insert("OTEL_BSP_SCHEDULE_DELAY".into(), "100".into());
+    let cp = ControlPlane::start(dir.path(), spec).await.unwrap();
+    let ctl = Ctl {
+        server: cp.url(),
+        token: cp.admin_token().unwrap(),
+        ca_file: None,
+    };
+    ctl.json(&["org", "create", "traced-admin"]).await.unwrap();
+    let call = receiver
+        .wait_for("an admin call", WAIT, |spans| {
+            spans
+                .iter()
+                .find(|s| s.name == "/memtrace.admin.v1.OrgService/CreateOrg")
+                .cloned()
+        })
+        .await
+        .unwrap();
+    assert_eq!(call.service, "memtrace-control-plane");
+    assert_eq!(call.attribute("rpc.grpc.status_code"), Some("OK"));
+    let admin_token = cp.admin_token().unwrap();
+    for span in receiver.spans() {
+        for (k, v) in &span.attributes {
+            assert!(!v.contains(&admin_token), "{k}={v} in {span:?}");
+        }
+    }
+    cp.stop().await.unwrap();
 }
