@@ -169,6 +169,16 @@ async fn a_write_is_held_for_its_modelled_cost() {
     assert_eq!(arc.stats().modelled_write_time, Duration::from_millis(200));
 }
 
+/// Four 5-row writes to `table`, sent at once.
+async fn four_writes_at_once(c: &RawArcClient, table: &'static str) {
+    let mut writes = tokio::task::JoinSet::new();
+    for i in 0..4 {
+        let c = c.clone();
+        writes.spawn(async move { write(&c, rows(table, 5, i * 5)).await });
+    }
+    writes.join_all().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn writes_share_the_engines_ingest_lanes() {
     // 100 ms per write, two lanes: four concurrent writes take two rounds
@@ -183,12 +193,7 @@ async fn writes_share_the_engines_ingest_lanes() {
         .unwrap();
     let c = RawArcClient::new(arc.url());
     let started = Instant::now();
-    let mut writes = tokio::task::JoinSet::new();
-    for i in 0..4 {
-        let c = c.clone();
-        writes.spawn(async move { write(&c, rows("lanes", 5, i * 5)).await });
-    }
-    writes.join_all().await;
+    four_writes_at_once(&c, "lanes").await;
     let took = started.elapsed();
     assert!(took >= Duration::from_millis(200), "two rounds: {took:?}");
     assert!(took < Duration::from_millis(390), "not four: {took:?}");
@@ -196,12 +201,7 @@ async fn writes_share_the_engines_ingest_lanes() {
     // unbounded lanes (0): the four are held side by side
     arc.set_cost_model(only(|m| m.write_request = Duration::from_millis(100)));
     let started = Instant::now();
-    let mut writes = tokio::task::JoinSet::new();
-    for i in 0..4 {
-        let c = c.clone();
-        writes.spawn(async move { write(&c, rows("side", 5, i * 5)).await });
-    }
-    writes.join_all().await;
+    four_writes_at_once(&c, "side").await;
     assert!(
         started.elapsed() < Duration::from_millis(190),
         "{:?}",
