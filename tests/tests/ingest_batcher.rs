@@ -3,7 +3,7 @@
 //! concurrent submits share Arc requests, an ack waits for Arc's answer,
 //! 4xx fail every waiter of the batch, 5xx are retried, a full queue is
 //! refused at once with nothing lost, shutdown flushes (or fails what it
-//! cannot), settings apply hot, removed orgs fail their queue, idle
+//! cannot), settings apply hot (the org's Arc writes in flight included), removed orgs fail their queue, idle
 //! flushers exit.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -38,6 +38,7 @@ struct Knobs {
     linger_ms: AtomicU64,
     max_queued: AtomicU64,
     compression: Mutex<WriteCompression>,
+    max_inflight: AtomicU64,
 }
 
 fn knobs(batch_size: u64, linger_ms: u64, max_queued: u64) -> Arc<Knobs> {
@@ -46,6 +47,7 @@ fn knobs(batch_size: u64, linger_ms: u64, max_queued: u64) -> Arc<Knobs> {
         linger_ms: AtomicU64::new(linger_ms),
         max_queued: AtomicU64::new(max_queued),
         compression: Mutex::new(WriteCompression::Zstd),
+        max_inflight: AtomicU64::new(2),
     })
 }
 
@@ -61,6 +63,7 @@ fn batcher(knobs: &Arc<Knobs>) -> Batcher {
             retry_max_attempts: 3,
             query_timeout: Duration::from_secs(5),
             compression: *k.compression.lock().unwrap(),
+            max_inflight_writes: u32::try_from(k.max_inflight.load(Ordering::SeqCst)).unwrap(),
         };
         let limits = TenantLimits {
             requests_per_second: 0,
@@ -246,6 +249,38 @@ async fn a_full_queue_refuses_at_once_and_loses_nothing() {
     // Room again once answered.
     let ack = b.submit(ORG, r, vec![row(200)].into()).unwrap();
     timeout(WAIT, ack).await.unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn the_orgs_writes_in_flight_follow_the_setting_hot() {
+    let arc = instant_builder().start().await.unwrap();
+    let k = knobs(1, 5, 100);
+    k.max_inflight.store(1, Ordering::SeqCst);
+    let b = batcher(&k);
+    let r = route(&arc);
+    arc.faults().inject(Fault::stall().on(Target::Writes));
+    let mut acks = submit_each(&b, &r, 0, 6);
+    assert!(arc.faults().wait_stalled(1, WAIT).await);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(arc.faults().stalled(), 1, "one write in flight");
+    // raised: the next writes start beside the one in flight
+    k.max_inflight.store(4, Ordering::SeqCst);
+    acks.extend(submit_each(&b, &r, 6, 7));
+    assert!(arc.faults().wait_stalled(4, WAIT).await);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(arc.faults().stalled(), 4, "at most four");
+    // lowered: no new write starts until the running ones are below it
+    k.max_inflight.store(1, Ordering::SeqCst);
+    arc.faults().clear();
+    arc.faults().inject(Fault::stall().on(Target::Writes));
+    arc.faults().release_stalls();
+    assert!(arc.faults().wait_stalled(1, WAIT).await);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(arc.faults().stalled(), 1, "back to one");
+    arc.faults().clear();
+    arc.faults().release_stalls();
+    assert!(outcomes(acks).await.iter().all(Result::is_ok));
+    assert_eq!(arc.row_count(DB, MEASUREMENT), 7);
 }
 
 #[tokio::test]

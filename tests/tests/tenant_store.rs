@@ -71,6 +71,7 @@ impl Harness {
                 retry_max_attempts: 3,
                 query_timeout: Duration::from_secs(5),
                 compression: WriteCompression::Zstd,
+                max_inflight_writes: 2,
             };
             let limits = TenantLimits {
                 requests_per_second: 0,

@@ -181,6 +181,8 @@ impl EffectiveSettings {
                 .unwrap_or(0),
             query_timeout: Duration::from_millis(self.int(None, "arc.query_timeout_ms")),
             compression: WriteCompression::from_name(&self.text(org_id, "arc.write_compression")),
+            max_inflight_writes: u32::try_from(self.int(org_id, "arc.max_inflight_writes"))
+                .unwrap_or(1),
         }
     }
 
@@ -229,6 +231,8 @@ pub struct WriteSettings {
     pub retry_max_attempts: u32,
     pub query_timeout: Duration,
     pub compression: WriteCompression,
+    /// Arc writes of the org outstanding at once on one worker.
+    pub max_inflight_writes: u32,
 }
 
 /// How write bodies to an org's Arc are compressed (`arc.write_compression`).

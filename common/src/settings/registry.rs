@@ -39,6 +39,16 @@ pub static SETTINGS: &[Setting] = &[
         },
         DefaultValue::Int(8 * MIB),
     ),
+    hot(
+        "arc.max_inflight_writes",
+        "arc writes one worker keeps outstanding for an org at once (group commit collects behind them); raise it for an arc with more ingest cores than the default suits",
+        SettingType::Integer {
+            min: 1,
+            max: 16,
+            unit: "writes",
+        },
+        DefaultValue::Int(2),
+    ),
     Setting {
         per_org: false,
         ..hot(

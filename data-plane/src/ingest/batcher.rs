@@ -62,7 +62,7 @@ impl Shared {
     /// exit.
     pub fn retire(&self, org: &Arc<OrgState>, queued: impl FnOnce() -> bool) -> bool {
         let mut orgs = self.orgs();
-        if queued() || org.in_flight.available_permits() < super::MAX_IN_FLIGHT {
+        if queued() || org.writing() {
             return false;
         }
         match orgs.map.get(&*org.org_id) {

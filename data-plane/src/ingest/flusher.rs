@@ -4,7 +4,7 @@
 //! org's writes pile into the next batch while the slots are taken), or on
 //! `batch_size` rows, `max_batch_bytes` (encoded values) or `linger` after its
 //! first row; then hands it to a write task — at most
-//! [`MAX_IN_FLIGHT`](super::MAX_IN_FLIGHT) at once, so a slow Arc stops the
+//! `arc.max_inflight_writes` at once (resized hot, see [`acquire_slot`]), so a slow Arc stops the
 //! draining and the queue (then 429) takes the pressure.
 //!
 //! A request is never split: one that does not fit the open batch starts
@@ -46,6 +46,7 @@ pub(crate) async fn run(shared: Arc<Shared>, org: Arc<OrgState>, mut rx: Queue) 
         };
         let (ws, limits) = (shared.settings)(&org.org_id);
         org.resize(limits.max_queued_events);
+        org.resize_slots(ws.max_inflight_writes);
         let linger_ms = u64::try_from(ws.linger.as_millis()).unwrap_or(u64::MAX);
         org.linger_ms.store(linger_ms, Ordering::Relaxed);
         let batch_size = ws.batch_size.max(1);
@@ -90,7 +91,7 @@ pub(crate) async fn run(shared: Arc<Shared>, org: Arc<OrgState>, mut rx: Queue) 
                             // Closing: flush now rather than after linger.
                             None => break,
                         },
-                        p = org.in_flight.clone().acquire_owned() => {
+                        p = acquire_slot(&shared, &org) => {
                             slot = p.ok();
                             break;
                         }
@@ -123,7 +124,7 @@ pub(crate) async fn run(shared: Arc<Shared>, org: Arc<OrgState>, mut rx: Queue) 
                     fail_rest(&shared, batch, carry.take(), &mut rx);
                     break;
                 }
-                p = org.in_flight.clone().acquire_owned() => p,
+                p = acquire_slot(&shared, &org) => p,
             },
         };
         let Ok(permit) = permit else {
@@ -274,6 +275,26 @@ async fn write(
         }
     }
     batch.finish(counters, result);
+}
+
+/// How often a write waiting for a slot re-reads `arc.max_inflight_writes`.
+const SLOT_RECHECK: Duration = Duration::from_millis(200);
+
+/// A write slot of `org`, waiting while all are busy; the org's
+/// `arc.max_inflight_writes` is re-read every [`SLOT_RECHECK`] meanwhile,
+/// so raising it lets a waiting batch start beside the running ones.
+async fn acquire_slot(
+    shared: &Shared,
+    org: &OrgState,
+) -> Result<OwnedSemaphorePermit, tokio::sync::AcquireError> {
+    loop {
+        tokio::select! {
+            p = org.in_flight.clone().acquire_owned() => return p,
+            () = tokio::time::sleep(SLOT_RECHECK) => {
+                org.resize_slots((shared.settings)(&org.org_id).0.max_inflight_writes);
+            }
+        }
+    }
 }
 
 /// Links a batch span carries at most (one per request whose rows it holds).

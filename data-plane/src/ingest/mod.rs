@@ -11,7 +11,7 @@
 //! - One flusher task per active org ([`flusher`]) closes a batch on
 //!   `batch_size` rows, on `max_batch_bytes` (encoded-size estimate) or
 //!   `linger` after its first row, with settings read afresh at every batch
-//!   start; at most [`MAX_IN_FLIGHT`] Arc writes per org run at once, so a
+//!   start; at most `arc.max_inflight_writes` Arc writes per org run at once, so a
 //!   slow Arc backs pressure up into the queue, not into memory. Idle
 //!   flushers exit; permits are released when a batch completes.
 //! - [`Batcher::close`] stops admission, flushes what is queued, waits up to
@@ -31,7 +31,7 @@ mod queue;
 
 pub use batcher::{Batcher, SettingsFn};
 pub use prom::IngestGauges;
-pub use queue::MAX_IN_FLIGHT;
+pub use queue::DEFAULT_IN_FLIGHT;
 
 use crate::arcdb::ArcError;
 use std::future::Future;

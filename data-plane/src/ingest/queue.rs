@@ -8,8 +8,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
 
-/// Arc writes one org may have outstanding at once.
-pub const MAX_IN_FLIGHT: usize = 2;
+/// Arc writes of one org in flight at once when its setting is unknown
+/// (`arc.max_inflight_writes` defaults to the same).
+pub const DEFAULT_IN_FLIGHT: u32 = 2;
 
 /// Queue capacity used when `max_queued_events` is 0 (never unbounded).
 pub(crate) const DEFAULT_MAX_QUEUED: u64 = 10_000;
@@ -25,8 +26,11 @@ pub(crate) struct OrgState {
     pub permits: Arc<Semaphore>,
     /// Current size of `permits`.
     pub capacity: AtomicU64,
-    /// At most [`MAX_IN_FLIGHT`] writes.
+    /// One permit per Arc write the org may have in flight.
     pub in_flight: Arc<Semaphore>,
+    /// Current size of `in_flight` (`arc.max_inflight_writes`, once
+    /// shrinking caught up).
+    pub slots: AtomicU64,
     /// Set when the org's route is removed: queued rows are failed.
     pub closed: AtomicBool,
     /// Duration of the last Arc write, for `Retry-After`.
@@ -42,7 +46,8 @@ impl OrgState {
             org_id: Arc::from(org_id),
             permits: Arc::new(Semaphore::new(capacity as usize)),
             capacity: AtomicU64::new(capacity),
-            in_flight: Arc::new(Semaphore::new(MAX_IN_FLIGHT)),
+            in_flight: Arc::new(Semaphore::new(DEFAULT_IN_FLIGHT as usize)),
+            slots: AtomicU64::new(u64::from(DEFAULT_IN_FLIGHT)),
             closed: AtomicBool::new(false),
             last_write_ms: AtomicU64::new(0),
             linger_ms: AtomicU64::new(0),
@@ -61,6 +66,26 @@ impl OrgState {
             let forgotten = self.permits.forget_permits((have - want) as usize) as u64;
             self.capacity.store(have - forgotten, Ordering::Release);
         }
+    }
+
+    /// Applies a new `arc.max_inflight_writes` (at least 1): more slots at
+    /// once (a waiting write starts), fewer as far as free slots allow (the
+    /// rest as writes finish, next time).
+    pub fn resize_slots(&self, max_inflight: u32) {
+        let want = u64::from(max_inflight.clamp(1, 64));
+        let have = self.slots.load(Ordering::Acquire);
+        if want > have {
+            self.in_flight.add_permits((want - have) as usize);
+            self.slots.store(want, Ordering::Release);
+        } else if want < have {
+            let forgotten = self.in_flight.forget_permits((have - want) as usize) as u64;
+            self.slots.store(have - forgotten, Ordering::Release);
+        }
+    }
+
+    /// Whether an Arc write of the org is in flight.
+    pub fn writing(&self) -> bool {
+        (self.in_flight.available_permits() as u64) < self.slots.load(Ordering::Acquire)
     }
 
     /// Rows queued or in flight.
