@@ -33,7 +33,7 @@ use std::time::{Duration, Instant};
 const USAGE: &str = "usage: ingest-bench [--seconds N (10)] [--rows N per batch (1000)] \
 [--streams N (4)] [--window N unacknowledged batches per stream (8)] \
 [--concurrency N REST clients (64)] [--dedup on|off (on)] \
-[--cost-model arc|instant (arc)] [--arc-lanes N concurrent writes the modelled Arc ingests, 0 = unbounded (2)] [--compression zstd|gzip|none of the direct phase and the worker's writes (zstd)] \
+[--cost-model arc|instant (arc)] [--arc-lanes N concurrent writes the modelled Arc ingests, 0 = unbounded (2)] [--inflight N the org's arc.max_inflight_writes (2)] [--compression zstd|gzip|none of the direct phase and the worker's writes (zstd)] \
 [--arc-url URL --arc-token-file FILE (an Arc already running on loopback instead of the stand-in)]";
 
 /// The measurement the worker writes memories to (the control plane's
@@ -49,6 +49,7 @@ struct Args {
     dedup: bool,
     model: CostModel,
     compression: Compression,
+    inflight: u32,
     external: Option<(String, String)>,
 }
 
@@ -62,6 +63,7 @@ fn args() -> anyhow::Result<Args> {
         dedup: true,
         model: CostModel::arc_like(),
         compression: Compression::Zstd,
+        inflight: 2,
         external: None,
     };
     let mut external = ExternalArcFlags::default();
@@ -116,6 +118,7 @@ fn args() -> anyhow::Result<Args> {
             "--window" => a.window = n as usize,
             "--concurrency" => a.concurrency = n as usize,
             "--arc-lanes" => lanes = Some(u32::try_from(n).unwrap_or(u32::MAX)),
+            "--inflight" => a.inflight = u32::try_from(n).unwrap_or(u32::MAX),
             other => bail!("unknown flag {other}\n{USAGE}"),
         }
     }
@@ -123,6 +126,7 @@ fn args() -> anyhow::Result<Args> {
     anyhow::ensure!((1..=10_000).contains(&a.rows), "--rows must be 1..=10000");
     anyhow::ensure!((1..=64).contains(&a.streams), "--streams must be 1..=64");
     anyhow::ensure!((1..=64).contains(&a.window), "--window must be 1..=64");
+    anyhow::ensure!((1..=16).contains(&a.inflight), "--inflight must be 1..=16");
     anyhow::ensure!(
         (1..=1024).contains(&a.concurrency),
         "--concurrency must be 1..=1024"
@@ -257,6 +261,7 @@ async fn main() -> anyhow::Result<()> {
         ("arc.write_linger_ms", "5"),
         ("limits.max_queued_events", "200000"),
         ("arc.write_compression", args.compression.name()),
+        ("arc.max_inflight_writes", &args.inflight.to_string()),
     ] {
         cluster.set_config(setting, value).await?;
     }
