@@ -95,7 +95,7 @@ impl std::fmt::Debug for TraceExport {
     // the headers may hold a token
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("TraceExport")
-            .field("endpoint", &self.endpoint)
+            .field("endpoint", &without_userinfo(&self.endpoint))
             .field("headers", &if self.headers.is_empty() { "" } else { "***" })
             .field("service", &self.service)
             .finish()
@@ -130,7 +130,13 @@ pub fn start(export: &TraceExport) -> Result<bool, TelemetryError> {
         .with_timeout(Duration::from_secs(10))
         .with_metadata(metadata(&export.headers)?)
         .build()
-        .map_err(|e| TelemetryError::Traces(format!("OTLP exporter: {e}")))?;
+        .map_err(|e| {
+            // the builder's errors may quote the endpoint
+            let text = e
+                .to_string()
+                .replace(&export.endpoint, &without_userinfo(&export.endpoint));
+            TelemetryError::Traces(format!("OTLP exporter: {text}"))
+        })?;
     let provider = SdkTracerProvider::builder()
         .with_batch_exporter(exporter)
         .with_sampler(Sampler::ParentBased(Box::new(Sampler::AlwaysOn)))
@@ -146,8 +152,20 @@ pub fn start(export: &TraceExport) -> Result<bool, TelemetryError> {
     }
     ENABLED.store(true, Ordering::Relaxed);
     super::refresh_filter();
-    tracing::info!(endpoint = %export.endpoint, service = export.service, "exporting traces over OTLP");
+    tracing::info!(endpoint = %without_userinfo(&export.endpoint), service = export.service, "exporting traces over OTLP");
     Ok(true)
+}
+
+/// `endpoint` as it may be logged: credentials in its authority
+/// (`http://user:secret@host`) replaced by `***`.
+fn without_userinfo(endpoint: &str) -> String {
+    let (scheme, rest) = endpoint.split_once("://").unwrap_or(("", endpoint));
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    match rest[..authority_end].rfind('@') {
+        Some(at) if scheme.is_empty() => format!("***@{}", &rest[at + 1..]),
+        Some(at) => format!("{scheme}://***@{}", &rest[at + 1..]),
+        None => endpoint.to_owned(),
+    }
 }
 
 /// Starts export from the published `telemetry.otlp_*` settings, if
@@ -161,13 +179,22 @@ pub fn apply_settings(endpoint: &str, headers: &str, service: &'static str) {
     if enabled() {
         return;
     }
+    // an endpoint that failed is not retried (nor logged) on every snapshot
+    static FAILED: std::sync::Mutex<String> = std::sync::Mutex::new(String::new());
+    let Ok(mut failed) = FAILED.lock() else {
+        return;
+    };
+    if *failed == endpoint {
+        return;
+    }
     let export = TraceExport {
         endpoint: endpoint.to_owned(),
         headers: headers.to_owned(),
         service,
     };
     if let Err(error) = start(&export) {
-        tracing::warn!(%error, "telemetry.otlp_endpoint: trace export not started");
+        tracing::warn!(%error, "telemetry.otlp_endpoint: trace export not started; set another endpoint or restart");
+        *failed = endpoint.to_owned();
     }
 }
 
@@ -283,6 +310,19 @@ mod tests {
         assert!(metadata("").unwrap().is_empty());
         assert!(metadata("no-equals-sign").is_err());
         assert!(metadata("bad name=v").is_err());
+    }
+
+    #[test]
+    fn logged_endpoints_lose_their_credentials() {
+        assert_eq!(
+            without_userinfo("http://user:sekrit@collector:4317/x@y"),
+            "http://***@collector:4317/x@y"
+        );
+        assert_eq!(
+            without_userinfo("http://collector:4317"),
+            "http://collector:4317"
+        );
+        assert_eq!(without_userinfo("u:p@host:4317"), "***@host:4317");
     }
 
     #[test]

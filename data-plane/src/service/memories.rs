@@ -396,7 +396,11 @@ where
             drop(release);
             (back, result)
         }
-        .instrument(tracing::Span::current()),
+        .instrument(if memtrace_common::telemetry::traces::enabled() {
+            tracing::Span::current()
+        } else {
+            tracing::Span::none()
+        }),
     );
     match task.await {
         Ok((back, result)) => (Some(back), result),
