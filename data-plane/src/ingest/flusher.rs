@@ -12,7 +12,7 @@
 //! route (rebound org) start a new batch too.
 
 use super::batcher::Shared;
-use super::queue::{Batch, OrgState, Pending, finish_all, same_route};
+use super::queue::{Batch, OrgState, Pending, Slot, finish_all, same_route};
 use super::{Counters, IngestError};
 use crate::arcdb::{ArcError, ArcTarget, Bytes, Compression, compress};
 use memtrace_common::telemetry::traces;
@@ -210,9 +210,10 @@ async fn write(
     org: Arc<OrgState>,
     mut batch: Batch,
     (retries, compression): (u32, Compression),
-    _in_flight: OwnedSemaphorePermit,
+    in_flight: OwnedSemaphorePermit,
     mut cancel: watch::Receiver<bool>,
 ) {
+    let _slot = Slot::new(org.clone(), in_flight);
     let started = Instant::now();
     let route = batch.route.clone();
     // Large batches are encoded and compressed off the async threads (a

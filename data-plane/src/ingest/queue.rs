@@ -28,9 +28,11 @@ pub(crate) struct OrgState {
     pub capacity: AtomicU64,
     /// One permit per Arc write the org may have in flight.
     pub in_flight: Arc<Semaphore>,
-    /// Current size of `in_flight` (`arc.max_inflight_writes`, once
-    /// shrinking caught up).
+    /// The org's `arc.max_inflight_writes` in force.
     pub slots: AtomicU64,
+    /// Slots to forget as running writes finish (a lowered limit): the
+    /// semaphore holds `slots + slot_debt` permits.
+    pub slot_debt: AtomicU64,
     /// Set when the org's route is removed: queued rows are failed.
     pub closed: AtomicBool,
     /// Duration of the last Arc write, for `Retry-After`.
@@ -48,6 +50,7 @@ impl OrgState {
             capacity: AtomicU64::new(capacity),
             in_flight: Arc::new(Semaphore::new(DEFAULT_IN_FLIGHT as usize)),
             slots: AtomicU64::new(u64::from(DEFAULT_IN_FLIGHT)),
+            slot_debt: AtomicU64::new(0),
             closed: AtomicBool::new(false),
             last_write_ms: AtomicU64::new(0),
             linger_ms: AtomicU64::new(0),
@@ -69,29 +72,98 @@ impl OrgState {
     }
 
     /// Applies a new `arc.max_inflight_writes` (at least 1): more slots at
-    /// once (a waiting write starts), fewer as far as free slots allow (the
-    /// rest as writes finish, next time).
+    /// once (a waiting write starts), fewer at once as far as free slots
+    /// allow and otherwise as running writes finish (their slots are
+    /// forgotten instead of freed, see [`Slot`]), so no new write starts
+    /// until fewer than the new limit run.
     pub fn resize_slots(&self, max_inflight: u32) {
         let want = u64::from(max_inflight.clamp(1, 64));
-        let have = self.slots.load(Ordering::Acquire);
+        let have = self.slots.swap(want, Ordering::AcqRel);
         if want > have {
-            self.in_flight.add_permits((want - have) as usize);
-            self.slots.store(want, Ordering::Release);
+            // cancel what is still owed before adding slots
+            let mut grow = want - have;
+            let mut debt = self.slot_debt.load(Ordering::Acquire);
+            while grow > 0 && debt > 0 {
+                let pay = debt.min(grow);
+                match self.slot_debt.compare_exchange(
+                    debt,
+                    debt - pay,
+                    Ordering::AcqRel,
+                    Ordering::Acquire,
+                ) {
+                    Ok(_) => {
+                        grow -= pay;
+                        debt -= pay;
+                    }
+                    Err(now) => debt = now,
+                }
+            }
+            if grow > 0 {
+                self.in_flight.add_permits(grow as usize);
+            }
         } else if want < have {
-            let forgotten = self.in_flight.forget_permits((have - want) as usize) as u64;
-            self.slots.store(have - forgotten, Ordering::Release);
+            let cut = have - want;
+            let forgotten = self.in_flight.forget_permits(cut as usize) as u64;
+            self.slot_debt.fetch_add(cut - forgotten, Ordering::AcqRel);
         }
     }
 
-    /// Whether an Arc write of the org is in flight.
+    /// Gives a finished write's slot back, or forgets it while a lowered
+    /// limit is still owed slots.
+    fn release_slot(&self, permit: OwnedSemaphorePermit) {
+        let mut debt = self.slot_debt.load(Ordering::Acquire);
+        while debt > 0 {
+            match self.slot_debt.compare_exchange(
+                debt,
+                debt - 1,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
+                Ok(_) => {
+                    permit.forget();
+                    return;
+                }
+                Err(now) => debt = now,
+            }
+        }
+        drop(permit);
+    }
+
+    /// Whether an Arc write of the org is in flight (the semaphore holds
+    /// `slots` plus what is owed).
     pub fn writing(&self) -> bool {
-        (self.in_flight.available_permits() as u64) < self.slots.load(Ordering::Acquire)
+        let total = self.slots.load(Ordering::Acquire) + self.slot_debt.load(Ordering::Acquire);
+        (self.in_flight.available_permits() as u64) < total
     }
 
     /// Rows queued or in flight.
     pub fn depth(&self) -> u64 {
         let cap = self.capacity.load(Ordering::Acquire);
         cap.saturating_sub(self.permits.available_permits() as u64)
+    }
+}
+
+/// A running Arc write's slot: given back (or forgotten, see
+/// [`OrgState::resize_slots`]) when the write ends, however it ends.
+pub(crate) struct Slot {
+    org: Arc<OrgState>,
+    permit: Option<OwnedSemaphorePermit>,
+}
+
+impl Slot {
+    pub fn new(org: Arc<OrgState>, permit: OwnedSemaphorePermit) -> Self {
+        Self {
+            org,
+            permit: Some(permit),
+        }
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        if let Some(permit) = self.permit.take() {
+            self.org.release_slot(permit);
+        }
     }
 }
 
@@ -246,6 +318,41 @@ pub(crate) fn finish_all(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn lowering_the_slots_takes_effect_as_running_writes_finish() {
+        let org = Arc::new(OrgState::new("o", 10));
+        org.resize_slots(4);
+        let running: Vec<Slot> = (0..4)
+            .map(|_| {
+                Slot::new(
+                    org.clone(),
+                    org.in_flight.clone().try_acquire_owned().unwrap(),
+                )
+            })
+            .collect();
+        assert!(org.writing());
+        org.resize_slots(1);
+        let mut running = running.into_iter();
+        for _ in 0..3 {
+            drop(running.next());
+            assert_eq!(org.in_flight.available_permits(), 0, "owed, not freed");
+        }
+        assert!(org.writing());
+        drop(running.next());
+        assert_eq!(org.in_flight.available_permits(), 1);
+        assert!(!org.writing());
+        // raising while owed cancels the debt first
+        let slot = Slot::new(
+            org.clone(),
+            org.in_flight.clone().try_acquire_owned().unwrap(),
+        );
+        org.resize_slots(1);
+        org.resize_slots(3);
+        drop(slot);
+        assert_eq!(org.in_flight.available_permits(), 3);
+        assert!(!org.writing());
+    }
 
     #[test]
     fn resize_grows_at_once_and_shrinks_within_free_permits() {
