@@ -283,9 +283,10 @@ async fn first_start_prints_the_demo_key_once_and_restarts_reuse_the_keys() {
         "a restart prints no api key:\n{banner}"
     );
     assert!(banner.contains(&org_id), "{banner}");
-    second.wait_worker_ready().await;
+    // the banner appears only once the control plane answers admin calls
     let ctl = second.ctl(&data);
     let demo = demo_orgs(&ctl).await;
+    second.wait_worker_ready().await;
     assert_eq!(demo.len(), 1, "no second demo org: {demo:?}");
     assert_eq!(demo[0]["id"], org_id.as_str());
     let keys = ctl.json(&["key", "list", "--org", &org_id]).await.unwrap();

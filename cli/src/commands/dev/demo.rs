@@ -37,9 +37,12 @@ struct Outcome {
 }
 
 impl Demo<'_> {
-    /// Creates the demo org and key on first start; returns the banner.
+    /// Creates the demo org and key on first start; returns the banner once
+    /// the control plane answers admin calls (on every start, so the
+    /// `memtracectl` commands the banner suggests work when it appears).
     pub async fn ensure(self) -> Result<Zeroizing<String>, DevError> {
         let marker = self.data_dir.join(DEMO_MARKER);
+        let admin = self.admin().await?;
         let outcome = if marker.exists() {
             let text = std::fs::read_to_string(&marker).map_err(|cause| DevError::Io {
                 path: marker.clone(),
@@ -56,7 +59,6 @@ impl Demo<'_> {
                 })?;
             Outcome { org_id, key: None }
         } else {
-            let admin = self.admin().await?;
             let org_id = create_demo_org(&admin).await?;
             let created = call(
                 admin
