@@ -84,6 +84,7 @@ pub enum StateKey {
     GlobalSetting { key: String },
     OrgSetting { org_id: String, key: String },
     Worker { worker_id: String },
+    Erasure { org_id: String, erasure_id: String },
     PublishedMarker,
     ReconciledMarker,
 }
@@ -141,6 +142,17 @@ impl StateKeys {
         format!("{}meta/reconciled", self.prefix)
     }
 
+    /// Erasures in progress: written by a worker (a tenant's delete) or
+    /// the control plane, removed by the control plane once verified. Not
+    /// among the published prefixes: the reconciler leaves them alone.
+    pub fn erasures_prefix(&self) -> String {
+        format!("{}erasures/", self.prefix)
+    }
+
+    pub fn erasure(&self, org_id: &str, erasure_id: &str) -> String {
+        format!("{}erasures/{org_id}/{erasure_id}", self.prefix)
+    }
+
     pub fn workers_prefix(&self) -> String {
         format!("{}workers/", self.prefix)
     }
@@ -193,6 +205,13 @@ impl StateKeys {
             "workers" => Some(StateKey::Worker {
                 worker_id: nonempty(rest)?,
             }),
+            "erasures" => {
+                let (org_id, erasure_id) = rest.split_once('/')?;
+                Some(StateKey::Erasure {
+                    org_id: nonempty(org_id)?,
+                    erasure_id: nonempty(erasure_id)?,
+                })
+            }
             "meta" if rest == "published" => Some(StateKey::PublishedMarker),
             "meta" if rest == "reconciled" => Some(StateKey::ReconciledMarker),
             "config" => {
@@ -262,6 +281,13 @@ mod tests {
                     worker_id: "w1".into(),
                 },
             ),
+            (
+                keys.erasure("org_a", "era_1"),
+                StateKey::Erasure {
+                    org_id: "org_a".into(),
+                    erasure_id: "era_1".into(),
+                },
+            ),
             (keys.published_marker(), StateKey::PublishedMarker),
             (keys.reconciled_marker(), StateKey::ReconciledMarker),
         ];
@@ -274,6 +300,8 @@ mod tests {
             "/mt/v1/orgs/a/b",
             "/mt/v1/nope/x",
             "/mt/v1/config/org/a",
+            "/mt/v1/erasures/org_a",
+            "/mt/v1/erasures/org_a/e/x",
         ] {
             assert_eq!(keys.parse(bad), None, "{bad}");
         }

@@ -178,7 +178,10 @@ impl SnapshotBuilder {
             StateKey::OrgSetting { org_id, key } => {
                 snapshot.settings.remove(Some(&org_id), &key);
             }
-            StateKey::Worker { .. } | StateKey::PublishedMarker | StateKey::ReconciledMarker => {}
+            StateKey::Worker { .. }
+            | StateKey::Erasure { .. }
+            | StateKey::PublishedMarker
+            | StateKey::ReconciledMarker => {}
         }
         report.applied += 1;
     }

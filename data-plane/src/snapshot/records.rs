@@ -233,5 +233,6 @@ fn decode_record(key: &StateKey, value: &[u8], fleet: &FleetKeyring) -> Result<R
         }
         StateKey::PublishedMarker | StateKey::ReconciledMarker => Ok(Record::Marker),
         StateKey::Worker { .. } => Err("worker registrations are not published state".into()),
+        StateKey::Erasure { .. } => Err("erasures are not read yet".into()),
     }
 }

@@ -170,7 +170,10 @@ impl ControlPlane {
             StateKey::OrgSetting { org_id, key } => {
                 return self.desired_setting(&key, &org_id).await;
             }
-            StateKey::Worker { .. } | StateKey::PublishedMarker | StateKey::ReconciledMarker => {
+            StateKey::Worker { .. }
+            | StateKey::Erasure { .. }
+            | StateKey::PublishedMarker
+            | StateKey::ReconciledMarker => {
                 return Ok(Desired::Keep);
             }
         };
