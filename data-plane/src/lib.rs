@@ -10,6 +10,7 @@
 
 pub mod admission;
 pub mod arcdb;
+pub mod erasure;
 pub mod grpc;
 pub mod ingest;
 pub mod probes;

@@ -121,7 +121,7 @@ impl Worker {
         handle.register_metrics(&mut registry);
         let watcher = Watcher::new(
             bus.clone(),
-            SnapshotBuilder::new(keys.clone(), fleet),
+            SnapshotBuilder::new(keys.clone(), fleet.clone()),
             handle.clone(),
             WatcherOptions {
                 lkg_path: Some(config.worker.snapshot_cache.trim())
@@ -168,7 +168,13 @@ impl Worker {
                 retry: RetryPolicy::default(),
                 embedded: embedded_stores(&config)?,
             }),
-        );
+        )
+        .with_erasures(Arc::new(crate::erasure::ErasureRequests::new(
+            bus.clone(),
+            keys.clone(),
+            fleet.clone(),
+            handle.clone(),
+        )));
         admission.shared.dedup.register_metrics(&mut registry);
         admission.refusals.register(&mut registry);
         let probes = Arc::new(Probes {

@@ -36,6 +36,8 @@ pub struct Admission {
     pub shared: Arc<ServiceShared>,
     /// What admission refused, by reason (`/metrics`).
     pub refusals: refusals::Refusals,
+    /// Where tenants' deletes are recorded (none: deletes answer 503).
+    pub erasures: Option<Arc<crate::erasure::ErasureRequests>>,
 }
 
 impl Admission {
@@ -49,7 +51,14 @@ impl Admission {
             stores,
             shared: Arc::new(ServiceShared::default()),
             refusals: refusals::Refusals::default(),
+            erasures: None,
         }
+    }
+
+    /// This admission recording tenants' deletes through `requests`.
+    pub fn with_erasures(mut self, requests: Arc<crate::erasure::ErasureRequests>) -> Self {
+        self.erasures = Some(requests);
+        self
     }
 
     /// Authenticates `token` against the current snapshot (no I/O): what
@@ -122,7 +131,12 @@ impl Admission {
             snapshot.settings(),
             limits,
             self.shared.clone(),
-        )?;
+        )?
+        .with_erasures(
+            snapshot.erasures(&principal.org_id),
+            self.erasures.clone(),
+            &principal.key_id,
+        );
         Ok(match slot {
             Some(slot) => svc.holding(slot),
             None => svc,

@@ -76,7 +76,10 @@ mod tests;
 #[cfg(test)]
 mod tokenize;
 
-pub use build::{ARC_MAX_SQL_LEN, MEMORY_COLUMNS, PREFIX_MAX_ROWS, QueryBuilder, Sql, StateQuery};
+pub use build::{
+    ARC_MAX_SQL_LEN, ERASURE_SQL_BUDGET, MEMORY_COLUMNS, PREFIX_MAX_ROWS, QueryBuilder, Sql,
+    StateQuery,
+};
 pub use dialect::Dialect;
 pub use memtrace_common::names::OrgId;
 pub use params::{

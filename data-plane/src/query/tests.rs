@@ -581,3 +581,168 @@ fn worst_case_search_fits_arc_limit() {
         );
     }
 }
+
+/// The largest read a request can ask for, with the org's erasures in
+/// progress filling their whole budget, stays under Arc's limit.
+#[test]
+fn the_largest_read_with_the_erasure_budget_fits() {
+    use crate::erasure::{Erasure, Filter, Scope, State};
+    use crate::query::validate::{EventType, MemoryId, Tag};
+    use std::sync::Arc;
+    let p = SearchParams {
+        agent_id: Some(format!("a{}", "b".repeat(127))),
+        session_id: Some(format!("s{}", "b".repeat(127))),
+        memory_types: ["episodic", "session", "decision", "entity"]
+            .map(String::from)
+            .to_vec(),
+        event_types: (0..16)
+            .map(|i| format!("e{i:02}{}", "x".repeat(60)))
+            .collect(),
+        tags: (0..16)
+            .map(|i| format!("{i:02}{}", "_".repeat(62)))
+            .collect(),
+        content_contains: Some("' ".repeat(256)),
+        since: Some("2026-11-01T00:00:00Z".into()),
+        until: Some("1h".into()),
+        min_importance: Some(f64::MIN_POSITIVE),
+        ..SearchParams::default()
+    };
+    let page = SearchQuery::parse(&p).unwrap().page();
+    let day = Some(Duration::from_secs(86_400));
+    let read_len = arc().collapsed_page(&page, day, NOW).as_str().len();
+    assert!(
+        (7_000..=8_000).contains(&read_len),
+        "the longest read takes {read_len} bytes"
+    );
+    const { assert!(5_600 + ERASURE_SQL_BUDGET <= ARC_MAX_SQL_LEN) };
+    // erasures as the worker admits them: until the next would pass the budget
+    let erasure = |i: i64, scope: Scope| Erasure {
+        id: format!("era_{i}"),
+        org_id: "org_default".into(),
+        scope,
+        as_of: NOW.0 + i,
+        requested_by: "api_key:k".into(),
+        requested_at: NOW.0,
+        state: State::Requested,
+        detail: String::new(),
+    };
+    let widest_filter = Scope::Filter(Filter {
+        agent_id: Some(crate::query::validate::AgentId::parse(&"a".repeat(128)).unwrap()),
+        event_types: (0..16)
+            .map(|i| EventType::parse(&format!("e{i:02}{}", "x".repeat(60))).unwrap())
+            .collect(),
+        tags: (0..16)
+            .map(|i| Tag::parse(&format!("{i:02}{}", "_".repeat(62))).unwrap())
+            .collect(),
+        since: Some(1),
+        until: Some(2),
+        ..Filter::default()
+    });
+    let uuids = Scope::Ids(
+        (0..crate::erasure::MAX_IDS)
+            .map(|i| MemoryId::parse(&format!("0190a8e2-7c3b-7d4e-8f00-{i:012x}")).unwrap())
+            .collect(),
+    );
+    let b = arc();
+    let fits_alone = |s: &Scope| b.erasure_sql_len(&[&erasure(0, s.clone())]) <= ERASURE_SQL_BUDGET;
+    assert!(
+        fits_alone(&widest_filter) && fits_alone(&uuids),
+        "a largest delete is admitted"
+    );
+    let mut admitted: Vec<Erasure> = Vec::new();
+    for i in 0..1000 {
+        let next = erasure(
+            i,
+            if i % 2 == 0 {
+                widest_filter.clone()
+            } else {
+                uuids.clone()
+            },
+        );
+        let mut all: Vec<&Erasure> = admitted.iter().collect();
+        all.push(&next);
+        if b.erasure_sql_len(&all) > ERASURE_SQL_BUDGET {
+            break;
+        }
+        admitted.push(next);
+    }
+    assert!(!admitted.is_empty());
+    let hiding = arc().with_erasures(admitted.into_iter().map(Arc::new).collect());
+    // a search with many long values, 4.4 KB on its own
+    let mut p = p;
+    p.content_contains = Some("x".repeat(200));
+    p.tags.truncate(10);
+    p.event_types.truncate(8);
+    let page = SearchQuery::parse(&p).unwrap().page();
+    let alone = arc().collapsed_page(&page, day, NOW).as_str().len();
+    assert!((4_000..=5_600).contains(&alone), "{alone} bytes");
+    for sql in [
+        hiding.newest_memories(&page.filter, PREFIX_MAX_ROWS, NOW),
+        hiding.collapsed_page(&page, day, NOW),
+    ] {
+        assert!(
+            sql.as_str().len() <= ARC_MAX_SQL_LEN,
+            "{} bytes",
+            sql.as_str().len()
+        );
+        assert!(sql.as_str().contains(" AND NOT ("), "{sql}");
+    }
+}
+
+#[test]
+fn erasures_hide_their_rows_with_bounds_the_pruner_cannot_read() {
+    use crate::erasure::{Erasure, Filter, Scope, State};
+    use crate::query::validate::{AgentId, MemoryId};
+    use std::sync::Arc;
+    let by_id = Erasure {
+        id: "era_1".into(),
+        org_id: "org_default".into(),
+        scope: Scope::Ids(vec![
+            MemoryId::parse("m1").unwrap(),
+            MemoryId::parse("m2").unwrap(),
+        ]),
+        as_of: 1_000,
+        requested_by: "api_key:k".into(),
+        requested_at: 1_000,
+        state: State::Requested,
+        detail: String::new(),
+    };
+    let by_agent = Erasure {
+        id: "era_2".into(),
+        scope: Scope::Filter(Filter {
+            agent_id: Some(AgentId::parse("a1").unwrap()),
+            since: Some(10),
+            ..Filter::default()
+        }),
+        as_of: 2_000,
+        ..by_id.clone()
+    };
+    assert_eq!(
+        arc().erasure_predicate(&by_id),
+        "id IN ('m1', 'm2') AND epoch_us(time) <= 1000"
+    );
+    assert_eq!(
+        embedded().erasure_predicate(&by_agent),
+        "agent_id = 'a1' AND time > 10 AND time <= 2000"
+    );
+    let b = arc().with_erasures(vec![Arc::new(by_id), Arc::new(by_agent)]);
+    let sql = b.newest_memories(&MemoryFilter::default(), 10, NOW);
+    assert!(
+        sql.as_str().ends_with(
+            "AND NOT (v.id IN ('m1', 'm2') AND epoch_us(v.time) <= 1000) \
+             AND NOT (v.agent_id = 'a1' AND epoch_us(v.time) > 10 AND epoch_us(v.time) <= 2000) \
+             ORDER BY v.time DESC LIMIT 10"
+        ),
+        "{sql}"
+    );
+    let get = b.get(&MemoryId::parse("m1").unwrap());
+    assert!(
+        get.as_str().contains("AND NOT (v.id IN ('m1', 'm2')"),
+        "{get}"
+    );
+    let stats = b.agent_stats(&AgentId::parse("a1").unwrap(), None, NOW);
+    assert!(
+        stats.as_str().contains("AND NOT (v.agent_id = 'a1'"),
+        "{stats}"
+    );
+}

@@ -3,7 +3,7 @@
 
 use super::{ApiResult, Body, Pairs, Reader, Writer, list_params, parse_body, reply};
 use crate::query::SearchParams;
-use crate::service::{CreateMemoryRequest, NewMemory, ServiceError};
+use crate::service::{CreateMemoryRequest, DeleteRequest, Deletion, NewMemory, ServiceError};
 use axum::extract::Path;
 use axum::http::StatusCode;
 use serde::Deserialize;
@@ -83,4 +83,66 @@ pub(super) async fn search(Reader(svc): Reader, body: Body) -> ApiResult {
         order: b.order,
     };
     reply(StatusCode::OK, &svc.search(&params).await?)
+}
+
+/// 202 for a recorded erasure (hidden now, erased shortly), 200 for a
+/// dry run's count.
+fn deletion_reply(deletion: &Deletion) -> ApiResult {
+    let status = if deletion.dry_run {
+        StatusCode::OK
+    } else {
+        StatusCode::ACCEPTED
+    };
+    reply(status, deletion)
+}
+
+pub(super) async fn delete_one(Path(id): Path<String>, Writer(svc): Writer) -> ApiResult {
+    deletion_reply(&svc.delete_memory(&id).await?)
+}
+
+/// The delete body: `ids`, or the filter fields of a search, and `dry_run`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DeleteBody {
+    ids: Option<Vec<String>>,
+    agent_id: Option<String>,
+    session_id: Option<String>,
+    memory_types: Option<Vec<String>>,
+    event_types: Option<Vec<String>>,
+    tags: Option<Vec<String>>,
+    content_contains: Option<String>,
+    min_importance: Option<f64>,
+    since: Option<String>,
+    until: Option<String>,
+    dry_run: Option<bool>,
+}
+
+pub(super) async fn delete_many(Writer(svc): Writer, body: Body) -> ApiResult {
+    let b: DeleteBody = parse_body(&svc, body, false)?;
+    let req = DeleteRequest {
+        ids: b.ids.unwrap_or_default(),
+        filter: SearchParams {
+            agent_id: b.agent_id,
+            session_id: b.session_id,
+            memory_types: b.memory_types.unwrap_or_default(),
+            event_types: b.event_types.unwrap_or_default(),
+            tags: b.tags.unwrap_or_default(),
+            content_contains: b.content_contains,
+            since: b.since,
+            until: b.until,
+            min_importance: b.min_importance,
+            ..SearchParams::default()
+        },
+        dry_run: b.dry_run.unwrap_or(false),
+    };
+    deletion_reply(&svc.delete_memories(&req).await?)
+}
+
+/// The org's erasures in progress.
+pub(super) async fn erasures(Reader(svc): Reader) -> ApiResult {
+    let erasures = svc.erasures();
+    reply(
+        StatusCode::OK,
+        &json!({"count": erasures.len(), "erasures": erasures}),
+    )
 }

@@ -38,8 +38,13 @@ pub fn router(state: Admission, body_timeout: BodyTimeout) -> axum::Router {
             "/api/v1/memories",
             post(memories::create).get(memories::list),
         )
-        .route("/api/v1/memories/{id}", get(memories::get_one))
+        .route(
+            "/api/v1/memories/{id}",
+            get(memories::get_one).delete(memories::delete_one),
+        )
         .route("/api/v1/search", post(memories::search))
+        .route("/api/v1/delete", post(memories::delete_many))
+        .route("/api/v1/erasures", get(memories::erasures))
         .route("/api/v1/agents", post(agents::register).get(agents::list))
         .route(
             "/api/v1/agents/{id}",

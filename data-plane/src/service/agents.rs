@@ -163,7 +163,7 @@ impl OrgService {
         let sql = self.builder.agent_stats(&id, key_window, UnixMicros::now());
         let of_agent = [("agent_id", agent_id)];
         let (result, sessions) = tokio::join!(
-            self.store.query(&sql),
+            self.query(&sql),
             self.read_state(StateTable::Sessions, &[], &of_agent)
         );
         let mut stats = AgentStats {

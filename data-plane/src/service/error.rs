@@ -58,6 +58,12 @@ pub enum ServiceError {
         "the org has {max} reads in flight on this worker (limits.max_concurrent_reads); retry shortly"
     )]
     ReadsBusy { max: u64 },
+    /// 429 with `Retry-After`: the org's erasures in progress fill the
+    /// share of a read's SQL they may take (`query::ERASURE_SQL_BUDGET`).
+    #[error(
+        "too many deletes of this org are still being erased; retry when they finish (GET /api/v1/erasures)"
+    )]
+    ErasuresBusy { retry_after: Duration },
     /// 503 with a hint: the org has no Arc binding and no embedded store.
     #[error("{NO_ARC_INSTANCE}")]
     NoArcInstance,
@@ -101,9 +107,10 @@ impl CodedError for ServiceError {
             Self::TooLarge(_) => ErrorCode::PayloadTooLarge,
             Self::Unsupported(_) => ErrorCode::UnsupportedMediaType,
             Self::BodyTimeout(_) => ErrorCode::RequestTimeout,
-            Self::Busy { .. } | Self::RateLimited { .. } | Self::ReadsBusy { .. } => {
-                ErrorCode::ResourceExhausted
-            }
+            Self::Busy { .. }
+            | Self::RateLimited { .. }
+            | Self::ReadsBusy { .. }
+            | Self::ErasuresBusy { .. } => ErrorCode::ResourceExhausted,
             Self::NoArcInstance => ErrorCode::NotConfigured,
             Self::Unavailable(_) => ErrorCode::Unavailable,
             Self::Backend(_) => ErrorCode::BadGateway,
@@ -113,7 +120,9 @@ impl CodedError for ServiceError {
 
     fn retry_after(&self) -> Option<Duration> {
         match self {
-            Self::Busy { retry_after } | Self::RateLimited { retry_after } => Some(*retry_after),
+            Self::Busy { retry_after }
+            | Self::RateLimited { retry_after }
+            | Self::ErasuresBusy { retry_after } => Some(*retry_after),
             Self::ReadsBusy { .. } => Some(Duration::from_secs(1)),
             Self::Unavailable(_) => Some(UNAVAILABLE_RETRY_AFTER),
             _ => None,

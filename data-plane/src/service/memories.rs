@@ -318,7 +318,7 @@ impl OrgService {
             let sql = self
                 .builder
                 .newest_memories(&page.filter, fetch as u32, now);
-            let rows = rows::read_memories(self.store.query(&sql).await?)?;
+            let rows = rows::read_memories(self.query(&sql).await?)?;
             let mut c = collapse::newest_first(rows, fetch, window_micros);
             if c.complete || c.visible.len() >= wanted {
                 if page.importance_tiebreak {
@@ -343,7 +343,7 @@ impl OrgService {
             };
         }
         let sql = self.builder.collapsed_page(page, key_window, now);
-        let mut memories = rows::memories(self.store.query(&sql).await?)?;
+        let mut memories = rows::memories(self.query(&sql).await?)?;
         let has_more = memories.len() > limit;
         memories.truncate(limit);
         Ok((memories, has_more))
@@ -352,7 +352,7 @@ impl OrgService {
     /// One memory by id; 404 when unknown.
     pub async fn get_memory(&self, id: &str) -> Result<Memory, ServiceError> {
         let id = MemoryId::parse(id)?;
-        let rows = self.store.query(&self.builder.get(&id)).await?;
+        let rows = self.query(&self.builder.get(&id)).await?;
         rows::memories(rows)?
             .pop()
             .ok_or(ServiceError::NotFound("memory"))

@@ -13,6 +13,7 @@ mod agents;
 pub mod collapse;
 mod context;
 pub mod dedup;
+mod erase;
 mod error;
 pub mod ids;
 mod memories;
@@ -25,6 +26,7 @@ pub mod types;
 #[cfg(test)]
 mod tests;
 
+pub use erase::{DeleteRequest, Deletion, ErasureView};
 pub use error::{NO_ARC_HINT, NO_ARC_INSTANCE, ServiceError};
 pub use types::{
     Agent, AgentStats, ContextRequest, CreateMemoryRequest, CreateSessionRequest, Memory,
@@ -57,6 +59,10 @@ pub struct OrgService {
     limits: TenantLimits,
     /// The org's read slot this request holds, if it is a read.
     _slot: Option<crate::admission::limits::ReadSlot>,
+    /// Where deletes are recorded (none: deletes are refused, 503).
+    erasure_requests: Option<Arc<crate::erasure::ErasureRequests>>,
+    /// The API key acting, as erasures name who asked.
+    requested_by: String,
 }
 
 /// Most memories in one batch create.
@@ -96,13 +102,45 @@ impl OrgService {
             limits,
             org,
             _slot: None,
+            erasure_requests: None,
+            requested_by: String::new(),
         })
+    }
+
+    /// This service hiding the rows of the org's erasures in progress from
+    /// every read, and recording deletes by `key_id` through `requests`.
+    pub fn with_erasures(
+        mut self,
+        in_progress: Vec<Arc<crate::erasure::Erasure>>,
+        requests: Option<Arc<crate::erasure::ErasureRequests>>,
+        key_id: &str,
+    ) -> Self {
+        self.builder = self.builder.with_erasures(in_progress);
+        self.erasure_requests = requests;
+        self.requested_by = key_id.to_owned();
+        self
     }
 
     /// This service, holding `slot` until it is dropped.
     pub fn holding(mut self, slot: crate::admission::limits::ReadSlot) -> Self {
         self._slot = Some(slot);
         self
+    }
+
+    /// Runs `sql` on the org's store. On Arc a statement past its length
+    /// limit is refused here (429) rather than sent: only the hiding
+    /// predicates of erasures in progress can push a read past it, and
+    /// they are gone once those finish.
+    async fn query(&self, sql: &crate::query::Sql) -> Result<crate::store::Rows, ServiceError> {
+        if sql.as_str().len() > crate::query::ARC_MAX_SQL_LEN
+            && matches!(self.store.dialect(), crate::query::Dialect::Arc { .. })
+        {
+            tracing::info!(org_id = %self.org, bytes = sql.as_str().len(), erasures = self.builder.erasures().len(), "read refused: with the erasures in progress it passes Arc's SQL limit");
+            return Err(ServiceError::ErasuresBusy {
+                retry_after: std::time::Duration::from_secs(10),
+            });
+        }
+        Ok(self.store.query(sql).await?)
     }
 
     /// The org this service acts for.

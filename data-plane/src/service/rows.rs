@@ -39,6 +39,25 @@ pub fn rfc3339(micros: i64) -> String {
     UnixMicros(micros).to_rfc3339()
 }
 
+/// The single count `n` of a one-row answer (no row: 0).
+pub fn count(rows: Rows) -> Result<u64, ServiceError> {
+    let Some(row) = rows.into_maps().into_iter().next() else {
+        return Ok(0);
+    };
+    match row.get("n") {
+        Some(Value::Number(n)) => n
+            .as_u64()
+            .ok_or_else(|| ServiceError::Internal(format!("count {n} is not a count"))),
+        Some(Value::String(s)) => s
+            .parse()
+            .map_err(|_| ServiceError::Internal(format!("count {s:?} is not a count"))),
+        Some(Value::Null) | None => Ok(0),
+        Some(other) => Err(ServiceError::Internal(format!(
+            "count {other} is not a count"
+        ))),
+    }
+}
+
 /// Memory rows (builder column order) as memories.
 pub fn memories(rows: Rows) -> Result<Vec<Memory>, ServiceError> {
     Ok(read_memories(rows)?.into_iter().map(|r| r.memory).collect())

@@ -11,6 +11,7 @@ pub mod watcher;
 
 pub use records::{ApiKeyEntry, ArcRoute, OrgEntry, Record, Rejected};
 
+use crate::erasure::Erasure;
 use arc_swap::ArcSwap;
 use memtrace_common::fleet::FleetKeyring;
 use memtrace_common::settings::EffectiveSettings;
@@ -37,6 +38,9 @@ pub struct Snapshot {
     pub api_keys: HashMap<String, Arc<ApiKeyEntry>>,
     /// Runtime settings: validated global values and per-org overrides.
     pub settings: EffectiveSettings,
+    /// Erasures in progress, per org by erasure id: the rows they cover
+    /// are hidden from every read until the control plane removes them.
+    pub erasures: HashMap<String, BTreeMap<String, Arc<Erasure>>>,
     /// Ids of the workers with a live registration (their leases hold), for
     /// splitting per-org limits across the fleet. Not persisted.
     pub live_workers: BTreeSet<String>,
@@ -57,6 +61,14 @@ impl Snapshot {
             Some(org) if !org.deleted => self.routes.get(org_id),
             _ => None,
         }
+    }
+
+    /// The org's erasures in progress, oldest first (ids are time-ordered).
+    pub fn erasures(&self, org_id: &str) -> Vec<Arc<Erasure>> {
+        self.erasures
+            .get(org_id)
+            .map(|e| e.values().cloned().collect())
+            .unwrap_or_default()
     }
 
     /// The runtime settings in force (defaults < global < per-org).
@@ -178,10 +190,15 @@ impl SnapshotBuilder {
             StateKey::OrgSetting { org_id, key } => {
                 snapshot.settings.remove(Some(&org_id), &key);
             }
-            StateKey::Worker { .. }
-            | StateKey::Erasure { .. }
-            | StateKey::PublishedMarker
-            | StateKey::ReconciledMarker => {}
+            StateKey::Erasure { org_id, erasure_id } => {
+                if let Some(org) = snapshot.erasures.get_mut(&org_id) {
+                    org.remove(&erasure_id);
+                    if org.is_empty() {
+                        snapshot.erasures.remove(&org_id);
+                    }
+                }
+            }
+            StateKey::Worker { .. } | StateKey::PublishedMarker | StateKey::ReconciledMarker => {}
         }
         report.applied += 1;
     }
@@ -236,6 +253,13 @@ fn apply_record(snapshot: &mut Snapshot, key: StateKey, record: Record) {
         (StateKey::OrgSetting { org_id, key }, Record::Setting(json)) => {
             let _ = snapshot.settings.apply_json(Some(&org_id), &key, &json);
         }
+        (StateKey::Erasure { org_id, erasure_id }, Record::Erasure(erasure)) => {
+            snapshot
+                .erasures
+                .entry(org_id)
+                .or_default()
+                .insert(erasure_id, Arc::new(erasure));
+        }
         _ => {}
     }
 }
@@ -272,6 +296,16 @@ impl SnapshotBuilder {
             Some(StateKey::OrgSetting { org_id, key: name }) => {
                 self.copy_setting(to, Some(&org_id), key, &name, raw)
             }
+            Some(StateKey::Erasure { org_id, erasure_id }) => from
+                .erasures
+                .get(&org_id)
+                .and_then(|org| org.get(&erasure_id))
+                .map(|e| {
+                    to.erasures
+                        .entry(org_id)
+                        .or_default()
+                        .insert(erasure_id, e.clone());
+                }),
             Some(StateKey::PublishedMarker | StateKey::ReconciledMarker) => Some(()),
             _ => None,
         };

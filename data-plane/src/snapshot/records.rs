@@ -69,6 +69,7 @@ pub enum Record {
     ApiKey(ApiKeyEntry),
     /// A setting's JSON value.
     Setting(String),
+    Erasure(crate::erasure::Erasure),
     Marker,
 }
 
@@ -233,6 +234,10 @@ fn decode_record(key: &StateKey, value: &[u8], fleet: &FleetKeyring) -> Result<R
         }
         StateKey::PublishedMarker | StateKey::ReconciledMarker => Ok(Record::Marker),
         StateKey::Worker { .. } => Err("worker registrations are not published state".into()),
-        StateKey::Erasure { .. } => Err("erasures are not read yet".into()),
+        StateKey::Erasure { org_id, erasure_id } => {
+            let record = state::ErasureRecord::decode(value).map_err(bad)?;
+            check_schema(record.schema)?;
+            crate::erasure::Erasure::from_record(org_id, erasure_id, record).map(Record::Erasure)
+        }
     }
 }

@@ -78,13 +78,16 @@ impl QueryBuilder {
 
     /// One memory by id: its newest version.
     pub fn get(&self, id: &MemoryId) -> Sql {
-        Sql(format!(
-            "SELECT {} FROM {} AS v WHERE v.org_id = {} AND v.id = {} ORDER BY v.time DESC LIMIT 1",
+        let mut sql = format!(
+            "SELECT {} FROM {} AS v WHERE v.org_id = {} AND v.id = {}",
             qualified("v", &MEMORY_COLUMNS),
             self.dialect.table_ref(&self.memories),
             self.lit(self.org.as_str()),
             self.lit(id.as_str()),
-        ))
+        );
+        self.push_erasure_hides(&mut sql);
+        sql.push_str(" ORDER BY v.time DESC LIMIT 1");
+        Sql(sql)
     }
 
     /// An agent's memory counts over its collapsed memories, one row per
@@ -190,6 +193,7 @@ impl QueryBuilder {
         if let Some(min) = f.min_importance.filter(|x| x.is_finite() && *x > 0.0) {
             p.push(format!("v.importance >= {min:?}"));
         }
+        p.extend(self.erasure_hides());
         p
     }
 }

@@ -2,8 +2,10 @@
 //! and why they are written this way. Memory reads are in [`memories`];
 //! here: the builder, the statement type and the state-row reads.
 
+mod erasures;
 mod memories;
 
+pub use erasures::ERASURE_SQL_BUDGET;
 pub use memories::PREFIX_MAX_ROWS;
 
 use super::OrgId;
@@ -65,6 +67,8 @@ pub struct QueryBuilder {
     dialect: Dialect,
     org: OrgId,
     memories: Ident,
+    /// The org's erasures in progress: every memory read hides their rows.
+    erasures: Vec<std::sync::Arc<crate::erasure::Erasure>>,
 }
 
 impl QueryBuilder {
@@ -75,7 +79,20 @@ impl QueryBuilder {
             dialect,
             org,
             memories,
+            erasures: Vec::new(),
         }
+    }
+
+    /// This builder, hiding the rows of `erasures` (the org's erasures in
+    /// progress) from every memory read.
+    pub fn with_erasures(mut self, erasures: Vec<std::sync::Arc<crate::erasure::Erasure>>) -> Self {
+        self.erasures = erasures;
+        self
+    }
+
+    /// The org's erasures in progress this builder hides.
+    pub fn erasures(&self) -> &[std::sync::Arc<crate::erasure::Erasure>] {
+        &self.erasures
     }
 
     pub fn dialect(&self) -> &Dialect {

@@ -1,0 +1,240 @@
+//! Deleting memories through the data API: by id, by ids and by filter
+//! (with a dry run), against two `memtrace-worker` processes sharing one
+//! org bound to the Arc stand-in (instant answers: behaviour, not time).
+//! A delete answered 202 is hidden from every read of every worker when the
+//! answer arrives — whatever the store still holds — because the erasure is
+//! on the state bus and every worker applied it before the answer. A memory
+//! written after a delete by filter is not covered. Bad deletes are 400s
+//! naming the field; a read-only key gets 403; an org whose erasures in
+//! progress fill their SQL budget gets 429 with Retry-After.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use memtrace_tests::api::{Api, error_of};
+use memtrace_tests::cluster::{Cluster, arc_with_token};
+use serde_json::{Value, json};
+use std::collections::BTreeSet;
+
+const PREFIX: &str = "/memtrace-delete/v1/";
+const ARC_TOKEN: &str = "arc-delete-test-token-0123456789";
+const DB: &str = "deletetest";
+
+fn ids(list: &Value, field: &str) -> BTreeSet<String> {
+    list[field]
+        .as_array()
+        .unwrap_or_else(|| panic!("{field} in {list}"))
+        .iter()
+        .map(|m| m["id"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+/// Every read of `api` shows exactly `want` of the memories in `session`.
+async fn reads_show(api: &Api, who: &str, agent: &str, session: &str, want: &BTreeSet<String>) {
+    let (s, list) = api
+        .get(&format!("/api/v1/memories?session_id={session}&limit=100"))
+        .await;
+    assert_eq!(s, 200, "{who} list: {list}");
+    assert_eq!(&ids(&list, "memories"), want, "{who} list");
+    let (s, asc) = api
+        .get(&format!(
+            "/api/v1/memories?session_id={session}&order=asc&limit=100"
+        ))
+        .await;
+    assert_eq!(s, 200, "{who} list asc: {asc}");
+    assert_eq!(&ids(&asc, "memories"), want, "{who} list oldest first");
+    let (s, found) = api
+        .post(
+            "/api/v1/search",
+            json!({"session_id": session, "limit": 100}),
+        )
+        .await;
+    assert_eq!(s, 200, "{who} search: {found}");
+    assert_eq!(&ids(&found, "results"), want, "{who} search");
+    let (s, in_session) = api
+        .get(&format!("/api/v1/sessions/{session}/memories"))
+        .await;
+    assert_eq!(s, 200, "{who} session memories: {in_session}");
+    assert_eq!(
+        &ids(&in_session, "memories"),
+        want,
+        "{who} session memories"
+    );
+    let (s, context) = api
+        .post(&format!("/api/v1/sessions/{session}/context"), json!({}))
+        .await;
+    assert_eq!(s, 200, "{who} context: {context}");
+    assert_eq!(
+        context["memory_count"],
+        want.len(),
+        "{who} context: {context}"
+    );
+    let (s, stats) = api.get(&format!("/api/v1/agents/{agent}/stats")).await;
+    assert_eq!(s, 200, "{who} stats: {stats}");
+    assert_eq!(stats["memory_count"], want.len(), "{who} stats: {stats}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleted_memories_vanish_from_every_read_of_every_worker_at_once() {
+    let c = Cluster::start(PREFIX).await.unwrap();
+    let arc = arc_with_token(ARC_TOKEN, DB).await.unwrap();
+    let org = c.org("delete-e2e").await.unwrap();
+    c.add_arc(&org, &arc.url(), DB, Some(ARC_TOKEN))
+        .await
+        .unwrap();
+    let (key, _) = c.key(&org, "read,write").await.unwrap();
+    let (read_only, _) = c.key(&org, "read").await.unwrap();
+    let w1 = c.worker("delete-1", &[]).await.unwrap();
+    let w2 = c.worker("delete-2", &[]).await.unwrap();
+    let (one, two) = (Api::new(&w1, Some(&key)), Api::new(&w2, Some(&key)));
+
+    let (s, agent) = one.post("/api/v1/agents", json!({"name": "ops"})).await;
+    assert_eq!(s, 201, "{agent}");
+    let agent = agent["id"].as_str().unwrap().to_owned();
+    let (s, session) = one
+        .post("/api/v1/sessions", json!({"agent_id": agent}))
+        .await;
+    assert_eq!(s, 201, "{session}");
+    let session = session["id"].as_str().unwrap().to_owned();
+    let mut all = BTreeSet::new();
+    let mut by_type = std::collections::HashMap::new();
+    for (i, event_type) in ["deploy", "deploy", "alert", "alert", "note"]
+        .iter()
+        .enumerate()
+    {
+        let (s, m) = one
+            .post(
+                "/api/v1/memories",
+                json!({"agent_id": agent, "session_id": session,
+                       "content": format!("memory {i}"), "event_type": event_type}),
+            )
+            .await;
+        assert_eq!(s, 201, "{m}");
+        let id = m["id"].as_str().unwrap().to_owned();
+        all.insert(id.clone());
+        by_type.entry(*event_type).or_insert_with(Vec::new).push(id);
+    }
+    for (who, api) in [("worker 1", &one), ("worker 2", &two)] {
+        reads_show(api, who, &agent, &session, &all).await;
+    }
+
+    // one by id, through worker 1; gone on worker 2 when the answer arrives
+    let gone = by_type["note"][0].clone();
+    let (s, deleted) = one
+        .call("DELETE", &format!("/api/v1/memories/{gone}"), None)
+        .await;
+    assert_eq!(s, 202, "{deleted}");
+    assert_eq!(deleted["dry_run"], false, "{deleted}");
+    assert!(
+        deleted["erasure"]["id"]
+            .as_str()
+            .unwrap()
+            .starts_with("era_"),
+        "{deleted}"
+    );
+    assert_eq!(deleted["erasure"]["propagated"], true, "{deleted}");
+    all.remove(&gone);
+    for (who, api) in [("worker 2", &two), ("worker 1", &one)] {
+        let (s, got) = api.get(&format!("/api/v1/memories/{gone}")).await;
+        assert_eq!(s, 404, "{who}: {got}");
+        reads_show(api, who, &agent, &session, &all).await;
+    }
+
+    // by filter: a dry run counts, deletes nothing
+    let alerts = json!({"session_id": session, "event_types": ["alert"]});
+    let mut dry = alerts.clone();
+    dry["dry_run"] = json!(true);
+    let (s, counted) = two.post("/api/v1/delete", dry).await;
+    assert_eq!(s, 200, "{counted}");
+    assert_eq!(counted, json!({"dry_run": true, "count": 2}));
+    reads_show(&one, "worker 1 after a dry run", &agent, &session, &all).await;
+    let (s, deleted) = two.post("/api/v1/delete", alerts).await;
+    assert_eq!(s, 202, "{deleted}");
+    for id in &by_type["alert"] {
+        all.remove(id);
+    }
+    // an alert written after the delete is not covered by it
+    let (s, later) = one
+        .post(
+            "/api/v1/memories",
+            json!({"agent_id": agent, "session_id": session,
+                   "content": "a later alert", "event_type": "alert"}),
+        )
+        .await;
+    assert_eq!(s, 201, "{later}");
+    all.insert(later["id"].as_str().unwrap().to_owned());
+    for (who, api) in [("worker 1", &one), ("worker 2", &two)] {
+        reads_show(api, who, &agent, &session, &all).await;
+    }
+    // by ids
+    let deploys = &by_type["deploy"];
+    let (s, deleted) = one.post("/api/v1/delete", json!({"ids": deploys})).await;
+    assert_eq!(s, 202, "{deleted}");
+    for id in deploys {
+        all.remove(id);
+    }
+    for (who, api) in [("worker 1", &one), ("worker 2", &two)] {
+        reads_show(api, who, &agent, &session, &all).await;
+    }
+    assert_eq!(all.len(), 1, "{all:?}");
+
+    // the tenant sees its erasures in progress
+    let (s, listed) = two.get("/api/v1/erasures").await;
+    assert_eq!(s, 200, "{listed}");
+    assert_eq!(listed["count"], 3, "{listed}");
+    for e in listed["erasures"].as_array().unwrap() {
+        assert!(
+            ["requested", "running", "blocked"].contains(&e["state"].as_str().unwrap()),
+            "{e}"
+        );
+        assert!(
+            e["requested_by"].as_str().unwrap().starts_with("api_key:"),
+            "{e}"
+        );
+    }
+
+    // bad deletes change nothing and say why
+    for (body, field) in [
+        (json!({}), "at least one of agent_id"),
+        (json!({"ids": ["not an id"]}), "id"),
+        (
+            json!({"ids": [&gone], "agent_id": agent}),
+            "cannot be combined",
+        ),
+        (json!({"content_contains": "memory"}), "content_contains"),
+        (
+            json!({"ids": (0..101).map(|i| format!("m{i}")).collect::<Vec<_>>()}),
+            "at most 100",
+        ),
+        (json!({"agent_id": agent, "colour": "red"}), "colour"),
+    ] {
+        let (s, refused) = one.post("/api/v1/delete", body.clone()).await;
+        assert_eq!(s, 400, "{body}: {refused}");
+        assert!(error_of(&refused).contains(field), "{body}: {refused}");
+    }
+    let (s, refused) = one.call("DELETE", "/api/v1/memories/bad%20id", None).await;
+    assert_eq!(s, 400, "{refused}");
+    let reader = Api::new(&w1, Some(&read_only));
+    let (s, refused) = reader
+        .call("DELETE", &format!("/api/v1/memories/{gone}"), None)
+        .await;
+    assert_eq!(s, 403, "{refused}");
+    reads_show(&two, "worker 2 after refusals", &agent, &session, &all).await;
+
+    // erasures in progress are bounded per org: a full budget is a 429
+    let mut refused = None;
+    for round in 0..10 {
+        let batch: Vec<String> = (0..100)
+            .map(|i| format!("0190a8e2-7c3b-7d4e-8f00-{:012x}", round * 100 + i))
+            .collect();
+        let (s, body) = one.post("/api/v1/delete", json!({"ids": batch})).await;
+        if s == 429 {
+            refused = Some(body);
+            break;
+        }
+        assert_eq!(s, 202, "{body}");
+    }
+    let refused = refused.expect("the budget of erasures in progress is bounded");
+    assert!(
+        error_of(&refused).contains("still being erased"),
+        "{refused}"
+    );
+}
