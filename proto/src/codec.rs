@@ -19,9 +19,10 @@
 
 use crate::v1::{
     AgentMemoriesRequest, AgentRef, CreateMemoriesRequest, CreateMemoryRequest,
-    CreateSessionRequest, GetMemoryRequest, ListAgentsRequest, ListMemoriesRequest,
-    ListSessionsRequest, RegisterAgentRequest, SearchMemoriesRequest, SessionContextRequest,
-    SessionMemoriesRequest, SessionRef, UpdateSessionRequest, WriteBatch,
+    CreateSessionRequest, DeleteMemoriesRequest, GetMemoryRequest, ListAgentsRequest,
+    ListErasuresRequest, ListMemoriesRequest, ListSessionsRequest, RegisterAgentRequest,
+    SearchMemoriesRequest, SessionContextRequest, SessionMemoriesRequest, SessionRef,
+    UpdateSessionRequest, WriteBatch,
 };
 use prost::Message;
 use prost::bytes::Buf as _;
@@ -122,6 +123,8 @@ fn guard_of(t: TypeId) -> Guard {
         TypeId::of::<ListMemoriesRequest>(),
         TypeId::of::<SearchMemoriesRequest>(),
         TypeId::of::<GetMemoryRequest>(),
+        TypeId::of::<DeleteMemoriesRequest>(),
+        TypeId::of::<ListErasuresRequest>(),
         TypeId::of::<RegisterAgentRequest>(),
         TypeId::of::<ListAgentsRequest>(),
         TypeId::of::<AgentRef>(),

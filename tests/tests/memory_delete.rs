@@ -238,3 +238,125 @@ async fn deleted_memories_vanish_from_every_read_of_every_worker_at_once() {
         "{refused}"
     );
 }
+
+/// The same over gRPC: a delete by ids hides the memory from gRPC and REST
+/// reads, a dry run by filter counts, bad requests are INVALID_ARGUMENT, a
+/// read-only key is PERMISSION_DENIED.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_deletes_hide_memories_and_refuse_bad_requests() {
+    use memtrace_proto::v1 as pb;
+    use memtrace_tests::grpc::{channel, with_key};
+    use pb::memory_service_client::MemoryServiceClient;
+
+    let c = Cluster::start("/memtrace-delete-grpc/v1/").await.unwrap();
+    let arc = arc_with_token(ARC_TOKEN, DB).await.unwrap();
+    let org = c.org("delete-grpc").await.unwrap();
+    c.add_arc(&org, &arc.url(), DB, Some(ARC_TOKEN))
+        .await
+        .unwrap();
+    let (key, _) = c.key(&org, "read,write").await.unwrap();
+    let (read_only, _) = c.key(&org, "read").await.unwrap();
+    let worker = c.worker("delete-grpc", &[]).await.unwrap();
+    let rest = Api::new(&worker, Some(&key));
+    let mut grpc = MemoryServiceClient::new(channel(&worker.url()).await);
+
+    let mut created = Vec::new();
+    for content in ["keep me", "forget me"] {
+        let (s, m) = rest
+            .post(
+                "/api/v1/memories",
+                json!({"agent_id": "agent_g", "content": content, "event_type": "note"}),
+            )
+            .await;
+        assert_eq!(s, 201, "{m}");
+        created.push(m["id"].as_str().unwrap().to_owned());
+    }
+    let dry = grpc
+        .delete_memories(with_key(
+            Some(&key),
+            pb::DeleteMemoriesRequest {
+                agent_id: "agent_g".into(),
+                dry_run: true,
+                ..Default::default()
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(dry.dry_run && dry.erasure.is_none(), "{dry:?}");
+    assert_eq!(dry.count, 2);
+    let deleted = grpc
+        .delete_memories(with_key(
+            Some(&key),
+            pb::DeleteMemoriesRequest {
+                ids: vec![created[1].clone()],
+                ..Default::default()
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    let erasure = deleted.erasure.expect("the recorded erasure");
+    assert!(
+        erasure.id.starts_with("era_") && erasure.propagated,
+        "{erasure:?}"
+    );
+    assert_eq!(erasure.state, "requested");
+    assert!(erasure.requested_at_unix_micros > 0);
+
+    let listed = grpc
+        .list_memories(with_key(
+            Some(&key),
+            pb::ListMemoriesRequest {
+                agent_id: "agent_g".into(),
+                ..Default::default()
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    let ids: Vec<&str> = listed.memories.iter().map(|m| m.id.as_str()).collect();
+    assert_eq!(ids, [created[0].as_str()]);
+    let gone = grpc
+        .get_memory(with_key(
+            Some(&key),
+            pb::GetMemoryRequest {
+                id: created[1].clone(),
+            },
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(gone.code(), tonic::Code::NotFound, "{gone:?}");
+    let (s, _) = rest.get(&format!("/api/v1/memories/{}", created[1])).await;
+    assert_eq!(s, 404);
+    let erasures = grpc
+        .list_erasures(with_key(Some(&key), pb::ListErasuresRequest {}))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(erasures.erasures.len(), 1, "{erasures:?}");
+    assert_eq!(erasures.erasures[0].id, erasure.id);
+
+    let empty = grpc
+        .delete_memories(with_key(Some(&key), pb::DeleteMemoriesRequest::default()))
+        .await
+        .unwrap_err();
+    assert_eq!(empty.code(), tonic::Code::InvalidArgument, "{empty:?}");
+    assert!(
+        empty.message().contains("at least one of agent_id"),
+        "{empty:?}"
+    );
+    let denied = grpc
+        .delete_memories(with_key(
+            Some(&read_only),
+            pb::DeleteMemoriesRequest {
+                ids: vec![created[0].clone()],
+                ..Default::default()
+            },
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(denied.code(), tonic::Code::PermissionDenied, "{denied:?}");
+    let (s, still) = rest.get(&format!("/api/v1/memories/{}", created[0])).await;
+    assert_eq!(s, 200, "refused deletes change nothing: {still}");
+}

@@ -3,7 +3,7 @@
 use super::{Reply, admit, token};
 use crate::admission::{Admission, Scope};
 use crate::query::{ListParams, SearchParams};
-use crate::service::{CreateMemoryRequest, NewMemory, ServiceError};
+use crate::service::{CreateMemoryRequest, DeleteRequest, NewMemory, ServiceError};
 use memtrace_common::error::{CodedError, public_message, retry_after_ms};
 use memtrace_proto::v1 as pb;
 use pb::item_result::Outcome;
@@ -114,6 +114,26 @@ impl pb::memory_service_server::MemoryService for MemoryApi {
         let svc = admit(&self.admission, &request, Scope::Read).await?;
         let memory = svc.get_memory(&request.into_inner().id).await?;
         Ok(Response::new(memory.into()))
+    }
+
+    async fn delete_memories(
+        &self,
+        request: Request<pb::DeleteMemoriesRequest>,
+    ) -> Reply<pb::DeleteMemoriesResponse> {
+        let svc = admit(&self.admission, &request, Scope::Write).await?;
+        let req = DeleteRequest::from(request.into_inner());
+        let deletion = svc.delete_memories(&req).await?;
+        Ok(Response::new(deletion.into()))
+    }
+
+    async fn list_erasures(
+        &self,
+        request: Request<pb::ListErasuresRequest>,
+    ) -> Reply<pb::ListErasuresResponse> {
+        let svc = admit(&self.admission, &request, Scope::Read).await?;
+        Ok(Response::new(pb::ListErasuresResponse {
+            erasures: svc.erasures().into_iter().map(Into::into).collect(),
+        }))
     }
 }
 
