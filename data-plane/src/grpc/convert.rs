@@ -242,6 +242,48 @@ impl From<SessionContext> for pb::SessionContext {
     }
 }
 
+impl From<pb::DeleteMemoriesRequest> for DeleteRequest {
+    fn from(r: pb::DeleteMemoriesRequest) -> Self {
+        Self {
+            ids: r.ids,
+            filter: SearchParams {
+                agent_id: opt(r.agent_id),
+                session_id: opt(r.session_id),
+                memory_types: r.memory_types,
+                event_types: r.event_types,
+                tags: r.tags,
+                since: opt(r.since),
+                until: opt(r.until),
+                ..SearchParams::default()
+            },
+            dry_run: r.dry_run,
+        }
+    }
+}
+
+impl From<ErasureView> for pb::Erasure {
+    fn from(e: ErasureView) -> Self {
+        Self {
+            requested_at_unix_micros: micros(&e.requested_at),
+            id: e.id,
+            state: e.state.to_owned(),
+            detail: e.detail,
+            requested_by: e.requested_by,
+            propagated: e.propagated.unwrap_or(false),
+        }
+    }
+}
+
+impl From<Deletion> for pb::DeleteMemoriesResponse {
+    fn from(d: Deletion) -> Self {
+        Self {
+            dry_run: d.dry_run,
+            count: d.count.unwrap_or(0),
+            erasure: d.erasure.map(Into::into),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -300,47 +342,5 @@ mod tests {
         let p = pb::Memory::from(m);
         assert_eq!(p.time_unix_micros, 1_795_608_000_000_001);
         assert_eq!(p.metadata_json, "");
-    }
-}
-
-impl From<pb::DeleteMemoriesRequest> for DeleteRequest {
-    fn from(r: pb::DeleteMemoriesRequest) -> Self {
-        Self {
-            ids: r.ids,
-            filter: SearchParams {
-                agent_id: opt(r.agent_id),
-                session_id: opt(r.session_id),
-                memory_types: r.memory_types,
-                event_types: r.event_types,
-                tags: r.tags,
-                since: opt(r.since),
-                until: opt(r.until),
-                ..SearchParams::default()
-            },
-            dry_run: r.dry_run,
-        }
-    }
-}
-
-impl From<ErasureView> for pb::Erasure {
-    fn from(e: ErasureView) -> Self {
-        Self {
-            requested_at_unix_micros: micros(&e.requested_at),
-            id: e.id,
-            state: e.state.to_owned(),
-            detail: e.detail,
-            requested_by: e.requested_by,
-            propagated: e.propagated.unwrap_or(false),
-        }
-    }
-}
-
-impl From<Deletion> for pb::DeleteMemoriesResponse {
-    fn from(d: Deletion) -> Self {
-        Self {
-            dry_run: d.dry_run,
-            count: d.count.unwrap_or(0),
-            erasure: d.erasure.map(Into::into),
-        }
     }
 }
