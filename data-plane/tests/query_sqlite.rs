@@ -374,7 +374,7 @@ async fn search_is_case_insensitive_and_literal() {
 async fn get_context_stats_and_state() {
     let pool = store().await;
     let b = builder("org_default");
-    let get = |id: &str| b.get(&MemoryId::parse(id).unwrap());
+    let get = |id: &str| b.get(&MemoryId::parse(id).unwrap(), NOW);
     let found = rows(&pool, get("m1")).await;
     assert_eq!(found.len(), 1);
     assert_eq!(found[0].get::<i64, _>("time"), NOW.0 - HOUR);

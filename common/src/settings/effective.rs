@@ -196,6 +196,14 @@ impl EffectiveSettings {
         }
     }
 
+    /// How long an org's memories are kept (`None`: until deleted).
+    pub fn retention(&self, org_id: Option<&str>) -> Option<Duration> {
+        match self.int(org_id, "memories.retention_days") {
+            0 => None,
+            days => Some(Duration::from_secs(days * 86_400)),
+        }
+    }
+
     /// An org's admission limits.
     pub fn limits(&self, org_id: Option<&str>) -> TenantLimits {
         TenantLimits {

@@ -187,6 +187,16 @@ pub static SETTINGS: &[Setting] = &[
         },
         DefaultValue::Int(1000),
     ),
+    hot(
+        "memories.retention_days",
+        "memories older than this are hidden from every read and erased (0 = kept until deleted)",
+        SettingType::Integer {
+            min: 0,
+            max: 36_500,
+            unit: "days",
+        },
+        DefaultValue::Int(0),
+    ),
     Setting {
         per_org: false,
         ..hot(

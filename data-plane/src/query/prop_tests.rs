@@ -191,9 +191,9 @@ proptest! {
     #[test]
     fn memory_ids_keep_the_structure(value in nasty()) {
         for b in builders() {
-            let benign = b.get(&MemoryId::parse("m").unwrap());
+            let benign = b.get(&MemoryId::parse("m").unwrap(), UnixMicros(1_795_608_000_000_000));
             if let Ok(id) = MemoryId::parse(&value) {
-                let values = same_shape(&b, &benign, &b.get(&id));
+                let values = same_shape(&b, &benign, &b.get(&id, UnixMicros(1_795_608_000_000_000)));
                 prop_assert!(values.contains(&value));
             }
         }

@@ -121,7 +121,7 @@ fn get_by_id_both_dialects() {
              AND v.id = '0190a0b2-7c3d-7e4f-8a1b-2c3d4e5f6a7b' ORDER BY v.time DESC LIMIT 1",
             columns("v")
         );
-        assert_eq!(builder.get(&id).as_str(), expected);
+        assert_eq!(builder.get(&id, NOW).as_str(), expected);
     }
 }
 
@@ -735,7 +735,7 @@ fn erasures_hide_their_rows_with_bounds_the_pruner_cannot_read() {
         ),
         "{sql}"
     );
-    let get = b.get(&MemoryId::parse("m1").unwrap());
+    let get = b.get(&MemoryId::parse("m1").unwrap(), NOW);
     assert!(
         get.as_str().contains("AND NOT (v.id IN ('m1', 'm2')"),
         "{get}"
@@ -745,4 +745,44 @@ fn erasures_hide_their_rows_with_bounds_the_pruner_cannot_read() {
         stats.as_str().contains("AND NOT (v.agent_id = 'a1'"),
         "{stats}"
     );
+}
+
+#[test]
+fn retention_hides_older_memories_with_one_lower_bound() {
+    let day = Duration::from_secs(86_400);
+    let b = arc().with_retention(Some(day));
+    let cutoff = "'2026-11-24 12:00:00.000000'";
+    let list = |since: Option<&str>| {
+        let p = ListParams {
+            since: since.map(str::to_owned),
+            ..ListParams::default()
+        };
+        let page = ListQuery::parse(&p).unwrap().page();
+        b.newest_memories(&page.filter, 10, NOW).into_string()
+    };
+    assert!(
+        list(None).contains(&format!("v.time > {cutoff}")),
+        "{}",
+        list(None)
+    );
+    // an older since gives way to the retention, a later one wins
+    let older = list(Some("2026-01-01T00:00:00Z"));
+    assert!(
+        older.contains(&format!("v.time > {cutoff}")) && older.matches("v.time >").count() == 1,
+        "{older}"
+    );
+    let later = list(Some("1h"));
+    assert!(
+        later.contains("v.time > '2026-11-25 11:00:00.000000'")
+            && later.matches("v.time >").count() == 1,
+        "{later}"
+    );
+    let get = b.get(&MemoryId::parse("m1").unwrap(), NOW);
+    assert!(
+        get.as_str().contains(&format!("v.time > {cutoff}")),
+        "{get}"
+    );
+    // without retention nothing is added
+    let plain = arc().get(&MemoryId::parse("m1").unwrap(), NOW);
+    assert!(!plain.as_str().contains("v.time >"), "{plain}");
 }

@@ -352,7 +352,9 @@ impl OrgService {
     /// One memory by id; 404 when unknown.
     pub async fn get_memory(&self, id: &str) -> Result<Memory, ServiceError> {
         let id = MemoryId::parse(id)?;
-        let rows = self.query(&self.builder.get(&id)).await?;
+        let rows = self
+            .query(&self.builder.get(&id, UnixMicros::now()))
+            .await?;
         rows::memories(rows)?
             .pop()
             .ok_or(ServiceError::NotFound("memory"))

@@ -93,7 +93,8 @@ impl OrgService {
         let org = OrgId::parse(org_id).map_err(crate::query::QueryError::from)?;
         let memories = Ident::table(store.memories_table())
             .map_err(|e| ServiceError::Internal(format!("memories table: {e}")))?;
-        let builder = QueryBuilder::new(store.dialect(), org.clone(), memories);
+        let builder = QueryBuilder::new(store.dialect(), org.clone(), memories)
+            .with_retention(settings.retention(Some(org_id)));
         Ok(Self {
             store,
             builder,

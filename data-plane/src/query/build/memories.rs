@@ -77,7 +77,7 @@ impl QueryBuilder {
     }
 
     /// One memory by id: its newest version.
-    pub fn get(&self, id: &MemoryId) -> Sql {
+    pub fn get(&self, id: &MemoryId, now: UnixMicros) -> Sql {
         let mut sql = format!(
             "SELECT {} FROM {} AS v WHERE v.org_id = {} AND v.id = {}",
             qualified("v", &MEMORY_COLUMNS),
@@ -85,6 +85,9 @@ impl QueryBuilder {
             self.lit(self.org.as_str()),
             self.lit(id.as_str()),
         );
+        if let Some(cutoff) = self.retention_cutoff(now) {
+            let _ = write!(sql, " AND v.time > {}", self.dialect.time_literal(cutoff));
+        }
         self.push_erasure_hides(&mut sql);
         sql.push_str(" ORDER BY v.time DESC LIMIT 1");
         Sql(sql)
@@ -150,6 +153,11 @@ impl QueryBuilder {
         )
     }
 
+    /// Rows at or before this are past the org's retention.
+    fn retention_cutoff(&self, now: UnixMicros) -> Option<UnixMicros> {
+        self.retention.map(|r| now.minus(r))
+    }
+
     /// The predicates of `f` on alias `v`.
     fn predicates(&self, f: &MemoryFilter, now: UnixMicros) -> Vec<String> {
         let d = &self.dialect;
@@ -160,8 +168,14 @@ impl QueryBuilder {
         if let Some(session) = &f.session_id {
             p.push(format!("v.session_id = {}", self.lit(session.as_str())));
         }
-        if let Some(since) = f.since {
-            p.push(format!("v.time > {}", d.time_literal(since.resolve(now))));
+        // one lower bound, the later of `since` and the retention's cutoff
+        let since = f.since.map(|s| s.resolve(now));
+        let lower = match (since, self.retention_cutoff(now)) {
+            (Some(a), Some(b)) => Some(a.max(b)),
+            (a, b) => a.or(b),
+        };
+        if let Some(lower) = lower {
+            p.push(format!("v.time > {}", d.time_literal(lower)));
         }
         if let Some(until) = f.until {
             p.push(format!("v.time < {}", d.time_literal(until.resolve(now))));

@@ -69,6 +69,8 @@ pub struct QueryBuilder {
     memories: Ident,
     /// The org's erasures in progress: every memory read hides their rows.
     erasures: Vec<std::sync::Arc<crate::erasure::Erasure>>,
+    /// The org's retention (µs): every memory read hides older rows.
+    retention: Option<i64>,
 }
 
 impl QueryBuilder {
@@ -80,7 +82,15 @@ impl QueryBuilder {
             org,
             memories,
             erasures: Vec::new(),
+            retention: None,
         }
+    }
+
+    /// This builder hiding memories older than `retention` from every
+    /// memory read (`memories.retention_days`).
+    pub fn with_retention(mut self, retention: Option<std::time::Duration>) -> Self {
+        self.retention = retention.map(|r| i64::try_from(r.as_micros()).unwrap_or(i64::MAX));
+        self
     }
 
     /// This builder, hiding the rows of `erasures` (the org's erasures in
