@@ -457,13 +457,11 @@ impl Store {
             t.rows += rows;
             if let Some(first) = first_rowid {
                 // Entries keyed at or above `first` hold no rows any more
-                // (their rows were deleted, and SQLite reused the rowids):
-                // drop them, keeping this chunk's own entry re-keyed.
-                let mut own = None;
+                // (their rows were deleted and SQLite reuses the rowids of
+                // deleted top rows): drop them (this chunk's too: it is
+                // entered again below, at its new first rowid).
                 for f in t.files.split_off(&first).into_values() {
-                    if f.chunk == chunk {
-                        own = Some(f);
-                    } else if t.chunks.is_flushed(f.chunk) {
+                    if f.chunk != chunk && t.chunks.is_flushed(f.chunk) {
                         t.chunks.remove_flushed(1);
                     }
                 }
@@ -471,14 +469,8 @@ impl Store {
                     && t.files
                         .last_key_value()
                         .is_some_and(|(_, f)| f.chunk == chunk);
-                match own {
-                    Some(f) => {
-                        t.files.insert(first, f);
-                    }
-                    None if continuing => {}
-                    None => {
-                        t.files.insert(first, FileRows { chunk, rows: 0 });
-                    }
+                if !continuing {
+                    t.files.insert(first, FileRows { chunk, rows: 0 });
                 }
                 t.last_file = Some(chunk);
                 if let Some((_, f)) = t.files.range_mut(..=first).next_back() {
