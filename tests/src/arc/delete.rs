@@ -174,11 +174,11 @@ impl Shared {
     }
 
     fn log_delete_answer(&self, seq: u64, status: u16, deleted: Option<u64>) {
-        if let Ok(mut calls) = self.delete_calls.lock() {
-            if let Some(c) = calls.iter_mut().rev().find(|c| c.seq == seq) {
-                c.status = Some(status);
-                c.deleted_count = deleted;
-            }
+        if let Ok(mut calls) = self.delete_calls.lock()
+            && let Some(c) = calls.iter_mut().rev().find(|c| c.seq == seq)
+        {
+            c.status = Some(status);
+            c.deleted_count = deleted;
         }
     }
 }
@@ -353,7 +353,7 @@ pub fn validate_where(predicate: &str) -> Result<bool, String> {
             ));
         }
     }
-    if predicate.matches('\'').count() % 2 != 0 {
+    if !predicate.matches('\'').count().is_multiple_of(2) {
         return Err("WHERE clause has unmatched quotes".into());
     }
     if predicate.matches('(').count() != predicate.matches(')').count() {
