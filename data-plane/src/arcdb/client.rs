@@ -9,6 +9,7 @@
 //!   **no** `x-arc-database` (Arc Go refuses `db.m` in the SQL when it is
 //!   set; the [`query`](crate::query) builder qualifies every table);
 //!   Arc's row-major JSON envelope becomes a [`Rows`].
+//! - deletes: `POST {url}/api/v1/delete` (see [`super::delete`]).
 //! - `GET {url}/health`.
 //!
 //! The key goes out only in a header marked sensitive, and is never logged
@@ -167,6 +168,11 @@ impl ArcClient {
         })
     }
 
+    /// The pooled HTTP client (for the other modules' calls).
+    pub(super) fn http(&self) -> &reqwest::Client {
+        &self.http
+    }
+
     /// The client's request metrics (shared by its clones), to register.
     pub fn metrics(&self) -> &ArcMetrics {
         &self.metrics
@@ -322,7 +328,7 @@ impl ArcClient {
     }
 }
 
-fn endpoint(url: &str, path: &str) -> String {
+pub(super) fn endpoint(url: &str, path: &str) -> String {
     format!("{}{path}", url.trim_end_matches('/'))
 }
 
@@ -332,7 +338,7 @@ fn header_value(value: &str, what: &str) -> Result<HeaderValue, ArcError> {
 }
 
 /// `Bearer <key>`, marked sensitive (kept out of debug output and HPACK).
-fn bearer(key: Option<&str>) -> Result<Option<HeaderValue>, ArcError> {
+pub(super) fn bearer(key: Option<&str>) -> Result<Option<HeaderValue>, ArcError> {
     let Some(key) = key.filter(|k| !k.is_empty()) else {
         return Ok(None);
     };
@@ -344,13 +350,18 @@ fn bearer(key: Option<&str>) -> Result<Option<HeaderValue>, ArcError> {
 }
 
 /// The error for a non-2xx reply, with Arc's message.
-async fn failure(resp: reqwest::Response) -> ArcError {
+pub(super) async fn failure(resp: reqwest::Response) -> ArcError {
     let status = resp.status().as_u16();
-    let message = match read_capped(resp, MAX_ERROR_BODY, Overflow::Truncate, None).await {
+    let message = read_capped_error_body(resp).await;
+    ArcError::from_status(status, message)
+}
+
+/// Arc's message from an error reply (its first bytes).
+pub(super) async fn read_capped_error_body(resp: reqwest::Response) -> String {
+    match read_capped(resp, MAX_ERROR_BODY, Overflow::Truncate, None).await {
         Ok(body) => arc_message(&body),
         Err(e) => format!("(body unreadable: {e})"),
-    };
-    ArcError::from_status(status, message)
+    }
 }
 
 /// What to do with a body longer than the cap.

@@ -36,6 +36,46 @@ pub enum ArcError {
     /// The worker's reads hold as many reply bytes as it allows; retry.
     #[error("the worker is reading as much as it may hold at once; retry shortly")]
     ReplyBudget,
+    /// Arc refused a delete with 403: deletes are disabled in its config,
+    /// or the token lacks the `delete` permission. The erasure it served is
+    /// blocked for that reason until an operator changes Arc; retrying
+    /// does not help.
+    #[error("arc refused the delete ({reason}): {message}")]
+    DeleteBlocked {
+        reason: DeleteBlock,
+        message: String,
+    },
+}
+
+/// Why Arc refused a delete (see [`ArcError::DeleteBlocked`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeleteBlock {
+    /// Arc's `delete.enabled` is off ("Delete operations are disabled…").
+    DeletesDisabled,
+    /// The token lacks the `delete` permission (for this database).
+    NoDeletePermission,
+}
+
+impl DeleteBlock {
+    /// From the message of Arc's 403 to a delete: its "disabled" message,
+    /// else a permission refusal (the auth middleware's or the database
+    /// check's).
+    pub fn from_message(message: &str) -> Self {
+        if message.to_ascii_lowercase().contains("disabled") {
+            Self::DeletesDisabled
+        } else {
+            Self::NoDeletePermission
+        }
+    }
+}
+
+impl std::fmt::Display for DeleteBlock {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::DeletesDisabled => "deletes disabled",
+            Self::NoDeletePermission => "token lacks delete permission",
+        })
+    }
 }
 
 /// Why there was no HTTP answer.
@@ -67,7 +107,8 @@ impl ArcError {
             | Self::Decode(_)
             | Self::InvalidTarget(_)
             | Self::ReplyTooLarge { .. }
-            | Self::ReplyBudget => false,
+            | Self::ReplyBudget
+            | Self::DeleteBlocked { .. } => false,
         }
     }
 
@@ -75,6 +116,7 @@ impl ArcError {
     pub fn status(&self) -> Option<u16> {
         match self {
             Self::Rejected { status, .. } | Self::Server { status, .. } => Some(*status),
+            Self::DeleteBlocked { .. } => Some(403),
             _ => None,
         }
     }
@@ -179,6 +221,27 @@ mod tests {
     }
 
     #[test]
+    fn delete_refusals_say_why() {
+        let disabled =
+            "Delete operations are disabled. Set delete.enabled=true in arc.toml to enable.";
+        assert_eq!(
+            DeleteBlock::from_message(disabled),
+            DeleteBlock::DeletesDisabled
+        );
+        for m in [
+            "Permission denied: delete required",
+            "access denied: no delete permission for database 'acme'",
+            "Admin access required",
+        ] {
+            assert_eq!(
+                DeleteBlock::from_message(m),
+                DeleteBlock::NoDeletePermission,
+                "{m}"
+            );
+        }
+    }
+
+    #[test]
     fn only_transport_and_5xx_are_retryable() {
         for s in [400, 401, 403, 404, 413, 429] {
             assert!(!ArcError::from_status(s, String::new()).retryable(), "{s}");
@@ -191,6 +254,12 @@ mod tests {
             detail: String::new(),
         };
         assert!(e.retryable() && e.is_timeout());
+        let blocked = ArcError::DeleteBlocked {
+            reason: DeleteBlock::DeletesDisabled,
+            message: String::new(),
+        };
+        assert!(!blocked.retryable());
+        assert_eq!(blocked.status(), Some(403));
         assert!(!ArcError::Decode(String::new()).retryable());
     }
 }

@@ -74,7 +74,7 @@ pub fn kind(error: &ArcError) -> &'static str {
             Transport::Timeout => "timeout",
             Transport::Other => "transport",
         },
-        ArcError::Rejected { .. } => "rejected",
+        ArcError::Rejected { .. } | ArcError::DeleteBlocked { .. } => "rejected",
         ArcError::Server { .. } => "server",
         ArcError::Decode(_) => "decode",
         ArcError::InvalidTarget(_) => "invalid_target",

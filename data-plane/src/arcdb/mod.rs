@@ -3,7 +3,8 @@
 //! [`ArcClient`] shared by every tenant ([`client`]), with bounded, jittered
 //! retries ([`retry`]) and one error type ([`error`]); every attempt timed
 //! and its failures counted by kind ([`metrics`]); the reachability prober
-//! behind `/health` ([`health`]).
+//! behind `/health` ([`health`]); deletes through Arc's delete API
+//! ([`delete`]).
 //!
 //! What the adapter relies on from Arc's protocol: writes are `POST
 //! /api/v1/write/msgpack` with one columnar MessagePack map `{"m", "columns"}`
@@ -26,6 +27,7 @@
 //! ```
 
 pub mod client;
+pub mod delete;
 pub mod encode;
 pub mod error;
 pub mod health;
@@ -36,8 +38,9 @@ pub mod state_encode;
 
 pub use axum::body::Bytes;
 pub use client::{ArcClient, ArcClientConfig};
+pub use delete::{DeleteOutcome, DeleteRequest};
 pub use encode::{COLUMNS, Compression, MemoryBatch, MemoryRow, compress};
-pub use error::{ArcError, Transport};
+pub use error::{ArcError, DeleteBlock, Transport};
 pub use metrics::ArcMetrics;
 pub use retry::RetryPolicy;
 

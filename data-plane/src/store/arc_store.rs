@@ -109,7 +109,8 @@ pub fn is_missing_table(e: &ArcError) -> bool {
         ArcError::Unreachable { .. }
         | ArcError::InvalidTarget(_)
         | ArcError::ReplyTooLarge { .. }
-        | ArcError::ReplyBudget => false,
+        | ArcError::ReplyBudget
+        | ArcError::DeleteBlocked { .. } => false,
     }
 }
 

@@ -44,16 +44,24 @@ pub(super) fn authenticate(s: &Shared, headers: &HeaderMap) -> Result<Option<Tok
     }
 }
 
+/// The permission a route needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Permission {
+    Read,
+    Write,
+    Delete,
+}
+
 pub(super) fn authorize<'a>(
     grant: Option<&TokenGrant>,
-    write: bool,
+    permission: Permission,
     databases: impl IntoIterator<Item = &'a str>,
 ) -> Result<(), Failure> {
     let Some(grant) = grant else { return Ok(()) };
-    let (allowed, perm) = if write {
-        (grant.write, "write")
-    } else {
-        (grant.read, "read")
+    let (allowed, perm) = match permission {
+        Permission::Read => (grant.read, "read"),
+        Permission::Write => (grant.write, "write"),
+        Permission::Delete => (grant.delete, "delete"),
     };
     if !allowed {
         let msg = format!("Permission denied: {perm} required");

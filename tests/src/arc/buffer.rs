@@ -66,10 +66,13 @@ struct Open {
     held: Vec<Batch>,
 }
 
-/// A table's flushed chunks and its open buffer.
+/// A table's flushed chunks and its open buffer. Chunks are numbered from
+/// 0 in flush order (the open buffer is the next number); a delete that
+/// leaves a flushed chunk without rows removes it (Arc removes the file).
 #[derive(Debug, Default)]
 pub struct Chunks {
     flushed: u64,
+    removed: u64,
     open: Option<Open>,
 }
 
@@ -81,7 +84,27 @@ impl Chunks {
             .open
             .as_ref()
             .is_some_and(|o| o.rows > 0 && o.held.is_empty());
-        self.flushed + u64::from(open)
+        self.flushed - self.removed + u64::from(open)
+    }
+
+    /// The number the open buffer's chunk has (or will have when opened).
+    pub fn open_chunk(&self) -> u64 {
+        self.flushed
+    }
+
+    /// The number of the chunk flushed last (0 if none was).
+    pub fn last_flushed(&self) -> u64 {
+        self.flushed.saturating_sub(1)
+    }
+
+    /// Whether chunk `n` was flushed (is a file, not the open buffer).
+    pub fn is_flushed(&self, n: u64) -> bool {
+        n < self.flushed
+    }
+
+    /// Forgets `n` flushed chunks a delete emptied.
+    pub fn remove_flushed(&mut self, n: u64) {
+        self.removed = (self.removed + n).min(self.flushed);
     }
 
     /// Rows held back, not readable yet.

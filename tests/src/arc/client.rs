@@ -24,7 +24,7 @@ pub fn zstd(b: &[u8]) -> Vec<u8> {
     zstd::encode_all(b, 3).expect("compressing from a slice into a Vec cannot fail")
 }
 
-/// Plain calls on Arc's write and query endpoints.
+/// Plain calls on Arc's write, query and delete endpoints.
 #[derive(Clone)]
 pub struct RawArcClient {
     pub http: reqwest::Client,
@@ -67,6 +67,19 @@ impl RawArcClient {
         }
         let resp = req.send().await?;
         Ok((resp.status().as_u16(), resp.text().await?))
+    }
+
+    /// `POST /api/v1/delete` with `body` as JSON; returns status and JSON.
+    pub async fn delete(&self, body: &Value) -> anyhow::Result<(u16, Value)> {
+        let mut req = self
+            .http
+            .post(format!("{}/api/v1/delete", self.url))
+            .json(body);
+        if let Some((name, value)) = &self.auth {
+            req = req.header(name, value);
+        }
+        let resp = req.send().await?;
+        Ok((resp.status().as_u16(), resp.json().await?))
     }
 
     /// `POST /api/v1/query` with `{"sql": sql}`; returns status and JSON.

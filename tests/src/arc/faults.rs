@@ -1,7 +1,7 @@
 //! Fault switches for reliability tests, toggled at runtime through a shared
 //! [`Faults`] handle: error statuses, 401, stalls, slowness, and
-//! connections closed (FIN) or reset (RST) unanswered, each aimed at writes, queries or both, for the next N
-//! requests or until cleared.
+//! connections closed (FIN) or reset (RST) unanswered, each aimed at writes,
+//! queries, deletes or every route, for the next N requests or until cleared.
 //!
 //! ```ignore
 //! let faults = arc.faults();
@@ -22,7 +22,9 @@ pub enum Target {
     Writes,
     /// `POST /api/v1/query`.
     Queries,
-    /// Both.
+    /// `POST /api/v1/delete`.
+    Deletes,
+    /// Every route above (writes, queries and deletes).
     Both,
 }
 
@@ -31,7 +33,7 @@ pub enum Target {
 pub enum FaultKind {
     /// Answer this status (500, 503, …) without processing the request.
     Status(u16),
-    /// Process the request (rows stored, query run), then answer this status
+    /// Process the request (rows stored, query run, rows deleted), then answer this status
     /// instead: the client sees a failure for a write that did land, so a
     /// retry duplicates it (as with Arc's columnar writes).
     StatusAfterProcessing(u16),
@@ -47,7 +49,7 @@ pub enum FaultKind {
     /// Reset the connection without answering (SO_LINGER 0, then close:
     /// the peer gets an RST, as from a crashed host or a middlebox).
     ResetConnection,
-    /// Process the request (rows stored), then reset the connection
+    /// Process the request (rows stored or deleted), then reset the connection
     /// instead of answering: the client cannot tell whether it landed.
     ResetAfterProcessing,
 }
@@ -102,7 +104,7 @@ impl Fault {
         Self::new(FaultKind::ResetAfterProcessing)
     }
 
-    /// Only writes, only queries, or both (the default).
+    /// Only writes, only queries, only deletes, or every route (the default).
     pub fn on(mut self, target: Target) -> Self {
         self.target = target;
         self
@@ -183,7 +185,7 @@ impl Faults {
         true
     }
 
-    /// Consumes the rules matching a request to `target` (Writes/Queries).
+    /// Consumes the rules matching a request to `target` (Writes/Queries/Deletes).
     pub(crate) fn take(&self, target: Target) -> Plan {
         let mut plan = Plan::default();
         let Ok(mut rules) = self.0.rules.lock() else {

@@ -17,6 +17,10 @@
 //!   "row_count", "execution_time_ms", "timestamp"}` (`time` as RFC 3339
 //!   with `Z`). `SHOW DATABASES` / `SHOW TABLES [FROM db]` are answered from
 //!   the store. Errors: `{"success": false, "error", "timestamp"}`.
+//! - `POST /api/v1/delete` — `{"database", "measurement", "where",
+//!   "dry_run", "confirm"}`: Arc's rewrite-based delete of the rows matching
+//!   a SQL predicate, flushed rows only (see [`delete`]). Needs the token's
+//!   `delete` permission and deletes enabled ([`ArcStandInBuilder::deletes_enabled`]).
 //! - `GET /health`, `GET /ready` — public, like Arc.
 //! - Auth: `Authorization: Bearer|Token <t>`, a bare `Authorization`, or
 //!   `x-api-key`, checked against the tokens configured here; none
@@ -56,7 +60,7 @@
 //!
 //! Files: `server` (accept loop with a per-connection kill switch, health,
 //! fault application), `write` + `decode` (write path), `read` + `query` +
-//! `scan` + `store` (query path on SQLite), `cost` and `buffer` (the Arc
+//! `scan` + `store` (query path on SQLite), `delete` (delete path), `cost` and `buffer` (the Arc
 //! model), `auth`, `faults`, `timefmt`, and `client` (body encoders and a
 //! raw HTTP client for tests).
 //!
@@ -85,6 +89,7 @@ pub mod buffer;
 pub mod client;
 pub mod cost;
 mod decode;
+pub mod delete;
 mod faults;
 mod lifecycle;
 pub mod query;
@@ -97,6 +102,7 @@ mod write;
 
 pub use buffer::Buffering;
 pub use cost::CostModel;
+pub use delete::DeleteCall;
 pub use faults::{Fault, FaultKind, Faults, Target};
 pub use store::QueryOutput;
 pub use timefmt::{parse_timestamp, rfc3339_nano};
@@ -108,35 +114,56 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
-/// What a token may do.
+/// What a token may do: Arc's `read`, `write` and `delete` permissions
+/// (Arc's fourth, `admin`, is the "every database, every permission" token
+/// [`TokenGrant::any`] gives).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TokenGrant {
     /// `None` = any database.
     pub databases: Option<HashSet<String>>,
     pub read: bool,
     pub write: bool,
+    /// `POST /api/v1/delete` (see [`delete`]).
+    pub delete: bool,
 }
 
 impl TokenGrant {
-    /// Read and write on every database.
+    /// Read, write and delete on every database (an admin token).
     pub fn any() -> Self {
         Self {
             databases: None,
             read: true,
             write: true,
+            delete: true,
         }
     }
 
-    /// Read and write on these databases only (others → 403).
+    /// Read and write on these databases only (others → 403); no delete
+    /// unless [`with_delete`](Self::with_delete).
     pub fn databases<I: IntoIterator<Item = S>, S: Into<String>>(dbs: I) -> Self {
         Self {
             databases: Some(dbs.into_iter().map(Into::into).collect()),
+            delete: false,
             ..Self::any()
         }
     }
 
+    /// Adds the `delete` permission (on the grant's databases).
+    pub fn with_delete(mut self) -> Self {
+        self.delete = true;
+        self
+    }
+
+    /// Removes the `delete` permission.
+    pub fn without_delete(mut self) -> Self {
+        self.delete = false;
+        self
+    }
+
+    /// Read only: no write, no delete.
     pub fn read_only(mut self) -> Self {
         self.write = false;
+        self.delete = false;
         self
     }
 
@@ -195,6 +222,10 @@ pub struct DbStats {
     pub skipped_items: u64,
     /// Queries that read this database and succeeded.
     pub queries: u64,
+    /// Deletes (not dry runs) on this database that succeeded.
+    pub deletes: u64,
+    /// Rows those deletes removed.
+    pub deleted_rows: u64,
 }
 
 /// A snapshot of the stand-in's counters.
@@ -207,6 +238,8 @@ pub struct Stats {
     pub write_requests: u64,
     /// Query requests received, whatever their outcome.
     pub query_requests: u64,
+    /// Delete requests received, whatever their outcome.
+    pub delete_requests: u64,
     /// Statements that reached the engine (failed ones included).
     pub statements: u64,
     /// Rows of the tables those statements scanned, per scan (a self-join
@@ -254,6 +287,8 @@ pub(crate) struct Shared {
     faults: Faults,
     last: Mutex<Option<RecordedRequest>>,
     health_calls: Mutex<Vec<HeaderMap>>,
+    delete_calls: Mutex<Vec<DeleteCall>>,
+    deletes_enabled: AtomicBool,
     ready: AtomicBool,
     started: Instant,
     cost: RwLock<CostModel>,
@@ -269,6 +304,9 @@ const LANE_PERMITS: u32 = 840;
 
 /// Health calls kept for [`ArcStandIn::health_calls`].
 const MAX_HEALTH_CALLS: usize = 1024;
+
+/// Delete calls kept for [`ArcStandIn::delete_calls`].
+const MAX_DELETE_CALLS: usize = 1024;
 
 impl Shared {
     fn stats_mut<R>(&self, f: impl FnOnce(&mut Stats) -> R) -> Option<R> {
@@ -309,11 +347,12 @@ pub struct ArcStandInBuilder {
     visibility_delay: bool,
     gzip_only: bool,
     indexes: Vec<String>,
+    deletes_enabled: bool,
 }
 
 impl Default for ArcStandInBuilder {
     /// Auth off, default limits, instant answers, writes readable at once,
-    /// gzip and zstd accepted.
+    /// gzip and zstd accepted, deletes enabled.
     fn default() -> Self {
         Self {
             tokens: HashMap::new(),
@@ -323,6 +362,7 @@ impl Default for ArcStandInBuilder {
             visibility_delay: false,
             gzip_only: false,
             indexes: Vec::new(),
+            deletes_enabled: true,
         }
     }
 }
@@ -364,6 +404,14 @@ impl ArcStandInBuilder {
         self
     }
 
+    /// Off: `POST /api/v1/delete` answers 403 "Delete operations are
+    /// disabled…", as Arc with `delete.enabled = false` (Arc's shipped
+    /// default; the stand-in enables deletes unless told otherwise).
+    pub fn deletes_enabled(mut self, on: bool) -> Self {
+        self.deletes_enabled = on;
+        self
+    }
+
     /// On: zstd bodies are not recognised (a gzip-only Arc build).
     pub fn gzip_only(mut self, on: bool) -> Self {
         self.gzip_only = on;
@@ -402,6 +450,8 @@ impl ArcStandInBuilder {
             faults: Faults::default(),
             last: Mutex::new(None),
             health_calls: Mutex::new(Vec::new()),
+            delete_calls: Mutex::new(Vec::new()),
+            deletes_enabled: AtomicBool::new(self.deletes_enabled),
             ready: AtomicBool::new(true),
             started: Instant::now(),
             cost: RwLock::new(self.cost),
@@ -477,6 +527,22 @@ impl ArcStandIn {
             .lock()
             .map(|c| c.clone())
             .unwrap_or_default()
+    }
+
+    /// The delete requests received (the last 1024), whatever their
+    /// outcome, with the status answered (`None` when none was: a dropped
+    /// or reset connection, or a client that gave up first).
+    pub fn delete_calls(&self) -> Vec<DeleteCall> {
+        self.shared
+            .delete_calls
+            .lock()
+            .map(|c| c.clone())
+            .unwrap_or_default()
+    }
+
+    /// Turns Arc's `delete.enabled` on or off.
+    pub fn set_deletes_enabled(&self, on: bool) {
+        self.shared.deletes_enabled.store(on, Ordering::SeqCst);
     }
 
     /// `GET /ready` answers 503 `not_ready` while false.

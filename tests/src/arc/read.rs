@@ -6,7 +6,7 @@
 //! handling.
 
 use super::Shared;
-use super::auth::{authenticate, authorize, header_db};
+use super::auth::{Permission, authenticate, authorize, header_db};
 use super::cost::{CostModel, ScanShape};
 use super::faults::Target;
 use super::query::{self, Refusal, Rewritten};
@@ -55,7 +55,7 @@ async fn query_inner(
         Ok(g) => g,
         Err(f) => return auth_failure(f),
     };
-    if let Err(f) = authorize(grant.as_ref(), false, []) {
+    if let Err(f) = authorize(grant.as_ref(), Permission::Read, []) {
         return auth_failure(f);
     }
     let body = match read_body(headers, body, MAX_QUERY_BODY).await {
@@ -86,7 +86,7 @@ async fn query_inner(
         Prepared::ShowTables(db) => vec![db.as_str()],
         Prepared::ShowDatabases => vec![],
     };
-    if let Err(f) = authorize(grant.as_ref(), false, dbs.iter().copied()) {
+    if let Err(f) = authorize(grant.as_ref(), Permission::Read, dbs.iter().copied()) {
         return auth_failure(f);
     }
     let dbs: Vec<String> = dbs.into_iter().map(str::to_string).collect();

@@ -1,11 +1,11 @@
 //! The stand-in's HTTP side: an accept loop that can drop a connection on
 //! demand (each connection gets a kill switch the handlers can pull, with
 //! an orderly close or a reset), the router, and the handlers for writes,
-//! queries, health and readiness.
+//! queries, deletes, health and readiness.
 
 use super::faults::{FaultKind, Target};
 use super::timefmt::rfc3339_now;
-use super::{MAX_HEALTH_CALLS, RecordedRequest, Shared, read, write};
+use super::{MAX_HEALTH_CALLS, RecordedRequest, Shared, delete, read, write};
 use axum::body::Body;
 use axum::extract::State;
 use axum::http::{HeaderMap, Request, StatusCode};
@@ -120,6 +120,7 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
         .route("/ready", get(ready))
         .route(WRITE_PATH, post(write::write))
         .route(QUERY_PATH, post(read::query_route))
+        .route(delete::DELETE_PATH, post(delete::delete_route))
         .with_state(shared)
 }
 

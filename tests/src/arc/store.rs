@@ -94,6 +94,31 @@ struct Table {
     /// Readable (inserted) rows.
     rows: u64,
     chunks: Chunks,
+    /// The chunks ("files") that hold inserted rows, by the SQLite rowid of
+    /// their first row: rows are inserted chunk after chunk and SQLite gives
+    /// each new row a rowid above every existing one, so a row belongs to
+    /// the entry with the largest key at or below its rowid.
+    files: BTreeMap<i64, FileRows>,
+    /// The chunk the last inserted rows went to.
+    last_file: Option<u64>,
+}
+
+/// One chunk's inserted rows.
+#[derive(Debug, Clone, Copy)]
+struct FileRows {
+    chunk: u64,
+    rows: u64,
+}
+
+/// What a delete found in a table and, unless it was a dry run, removed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Deletion {
+    /// Rows matched (and removed).
+    pub rows: u64,
+    /// Names of the chunks ("Parquet files") that held matching rows.
+    pub files: Vec<String>,
+    /// Of those, how many were left without rows (and removed).
+    pub emptied: u64,
 }
 
 /// Why an insert failed, mapped to an HTTP status by the caller.
@@ -233,28 +258,34 @@ impl Store {
 
     /// Writes out every buffer that is due at `now`.
     pub fn settle(&mut self, now: Instant) -> Result<(), StoreError> {
-        let due: Vec<(Key, Vec<Batch>)> = self
+        let due: Vec<(Key, Vec<Batch>, u64)> = self
             .tables
             .iter_mut()
-            .filter_map(|(k, t)| t.chunks.take_due(now).map(|b| (k.clone(), b)))
+            .filter_map(|(k, t)| {
+                let batches = t.chunks.take_due(now)?;
+                Some((k.clone(), batches, t.chunks.last_flushed()))
+            })
             .collect();
-        for (key, batches) in due {
-            self.append_all(&key, &batches)?;
+        for (key, batches, chunk) in due {
+            self.append_all(&key, &batches, chunk)?;
         }
         Ok(())
     }
 
     /// Writes out every buffer now; returns the rows that became readable.
     pub fn flush_all(&mut self) -> Result<u64, StoreError> {
-        let open: Vec<(Key, Vec<Batch>)> = self
+        let open: Vec<(Key, Vec<Batch>, u64)> = self
             .tables
             .iter_mut()
-            .filter_map(|(k, t)| t.chunks.close().map(|b| (k.clone(), b)))
+            .filter_map(|(k, t)| {
+                let batches = t.chunks.close()?;
+                Some((k.clone(), batches, t.chunks.last_flushed()))
+            })
             .collect();
         let mut rows = 0;
-        for (key, batches) in open {
+        for (key, batches, chunk) in open {
             rows += batches.iter().map(|b| b.rows() as u64).sum::<u64>();
-            self.append_all(&key, &batches)?;
+            self.append_all(&key, &batches, chunk)?;
         }
         Ok(rows)
     }
@@ -288,12 +319,19 @@ impl Store {
             let chunks = &mut self.tables.entry(key.clone()).or_default().chunks;
             chunks.add(epoch, now, policy, rows, Some(batch))
         } else {
-            self.append_all(&key, std::slice::from_ref(&batch))?;
+            let open = self
+                .tables
+                .entry(key.clone())
+                .or_default()
+                .chunks
+                .open_chunk();
+            self.append_all(&key, std::slice::from_ref(&batch), open)?;
             let chunks = &mut self.tables.entry(key.clone()).or_default().chunks;
             chunks.add(epoch, now, policy, rows, None)
         };
         if let Some(batches) = flush {
-            self.append_all(&key, &batches)?;
+            let chunk = self.tables.get(&key).map_or(0, |t| t.chunks.last_flushed());
+            self.append_all(&key, &batches, chunk)?;
         }
         Ok(())
     }
@@ -361,15 +399,17 @@ impl Store {
         Ok(())
     }
 
-    fn append_all(&mut self, key: &Key, batches: &[Batch]) -> Result<(), StoreError> {
+    /// Inserts `batches` as rows of chunk number `chunk`.
+    fn append_all(&mut self, key: &Key, batches: &[Batch], chunk: u64) -> Result<(), StoreError> {
         for b in batches {
-            self.append(key, b)?;
+            self.append(key, b, chunk)?;
         }
         Ok(())
     }
 
-    /// Inserts the rows of a declared `batch`; all or nothing.
-    fn append(&mut self, key: &Key, batch: &Batch) -> Result<(), StoreError> {
+    /// Inserts the rows of a declared `batch` into chunk `chunk`; all or
+    /// nothing.
+    fn append(&mut self, key: &Key, batch: &Batch, chunk: u64) -> Result<(), StoreError> {
         let internal = |e: rusqlite::Error| StoreError::Internal(e.to_string());
         let Some(t) = self.tables.get(key) else {
             return Err(StoreError::Internal("append to an undeclared table".into()));
@@ -385,6 +425,7 @@ impl Store {
             .collect();
         let table = table_ident(&key.0, &key.1);
         let tx = self.conn.transaction().map_err(internal)?;
+        let mut first_rowid = None;
         let names: Vec<String> = std::iter::once("\"time\"".to_string())
             .chain(batch.columns.iter().map(|(n, _)| quote_ident(n)))
             .collect();
@@ -405,15 +446,130 @@ impl Store {
                         .map_err(internal)?;
                 }
                 stmt.raw_execute().map_err(internal)?;
+                if row == 0 {
+                    first_rowid = Some(tx.last_insert_rowid());
+                }
             }
         }
         tx.commit().map_err(internal)?;
         let rows = batch.rows() as u64;
         if let Some(t) = self.tables.get_mut(key) {
             t.rows += rows;
+            if let Some(first) = first_rowid {
+                // Entries keyed at or above `first` hold no rows any more
+                // (their rows were deleted and SQLite reuses the rowids of
+                // deleted top rows): drop them (this chunk's too: it is
+                // entered again below, at its new first rowid).
+                for f in t.files.split_off(&first).into_values() {
+                    if f.chunk != chunk && t.chunks.is_flushed(f.chunk) {
+                        t.chunks.remove_flushed(1);
+                    }
+                }
+                let continuing = t.last_file == Some(chunk)
+                    && t.files
+                        .last_key_value()
+                        .is_some_and(|(_, f)| f.chunk == chunk);
+                if !continuing {
+                    t.files.insert(first, FileRows { chunk, rows: 0 });
+                }
+                t.last_file = Some(chunk);
+                if let Some((_, f)) = t.files.range_mut(..=first).next_back() {
+                    f.rows += rows;
+                }
+            }
         }
         self.total_rows += rows;
         Ok(())
+    }
+
+    /// A name for the table's SQLite rowid that no column of it shadows
+    /// (`None` for a table the store does not know).
+    pub fn rowid_column(&self, database: &str, measurement: &str) -> Option<&'static str> {
+        let t = self.table(database, measurement)?;
+        ["rowid", "_rowid_", "oid"]
+            .into_iter()
+            .find(|alias| !t.cols.contains_key(*alias))
+    }
+
+    /// Removes the rows with these rowids (found by a query selecting
+    /// [`rowid_column`](Self::rowid_column)) from `database`.`measurement`;
+    /// with `dry_run`, only counts them and the chunks holding them. A
+    /// flushed chunk left without rows is removed, as Arc removes a
+    /// rewritten file that would be empty.
+    pub fn delete_rows(
+        &mut self,
+        database: &str,
+        measurement: &str,
+        rowids: &[i64],
+        dry_run: bool,
+    ) -> Result<Deletion, StoreError> {
+        let key = (database.to_string(), measurement.to_string());
+        let Some(t) = self.tables.get(&key) else {
+            return Ok(Deletion::default());
+        };
+        let Some(alias) = self.rowid_column(database, measurement) else {
+            return Err(StoreError::Internal(
+                "every rowid alias is a column name".into(),
+            ));
+        };
+        // rows per file (by its first rowid)
+        let mut per_file: BTreeMap<i64, u64> = BTreeMap::new();
+        for id in rowids {
+            if let Some((start, _)) = t.files.range(..=*id).next_back() {
+                *per_file.entry(*start).or_default() += 1;
+            }
+        }
+        let files = per_file
+            .keys()
+            .filter_map(|start| t.files.get(start))
+            .map(|f| format!("{measurement}_{:06}.parquet", f.chunk))
+            .collect();
+        let emptied: Vec<i64> = per_file
+            .iter()
+            .filter(|(start, n)| t.files.get(start).is_some_and(|f| f.rows <= **n))
+            .map(|(start, _)| *start)
+            .collect();
+        let deletion = Deletion {
+            rows: rowids.len() as u64,
+            files,
+            emptied: emptied.len() as u64,
+        };
+        if dry_run || rowids.is_empty() {
+            return Ok(deletion);
+        }
+        let internal = |e: rusqlite::Error| StoreError::Internal(e.to_string());
+        let table = table_ident(database, measurement);
+        let tx = self.conn.transaction().map_err(internal)?;
+        {
+            let mut stmt = tx
+                .prepare(&format!("DELETE FROM {table} WHERE {alias} = ?"))
+                .map_err(internal)?;
+            for id in rowids {
+                stmt.execute([id]).map_err(internal)?;
+            }
+        }
+        tx.commit().map_err(internal)?;
+        let n = rowids.len() as u64;
+        self.total_rows = self.total_rows.saturating_sub(n);
+        if let Some(t) = self.tables.get_mut(&key) {
+            t.rows = t.rows.saturating_sub(n);
+            for (start, gone) in &per_file {
+                if let Some(f) = t.files.get_mut(start) {
+                    f.rows = f.rows.saturating_sub(*gone);
+                }
+            }
+            let mut flushed_emptied = 0;
+            for start in emptied {
+                // the open buffer's chunk (visibility delay off) stays open
+                let chunk = t.files.get(&start).map(|f| f.chunk);
+                if chunk.is_some_and(|c| t.chunks.is_flushed(c)) {
+                    t.files.remove(&start);
+                    flushed_emptied += 1;
+                }
+            }
+            t.chunks.remove_flushed(flushed_emptied);
+        }
+        Ok(deletion)
     }
 
     /// What `scan` reads, or `None` for a table the store does not know.

@@ -7,7 +7,7 @@
 //! decoding with `Invalid MessagePack payload: …` (400), as such builds do.
 
 use super::Shared;
-use super::auth::{authenticate, authorize, header_db, valid_name};
+use super::auth::{Permission, authenticate, authorize, header_db, valid_name};
 use super::decode::{decode, decompress};
 use super::faults::Target;
 use super::read::hold;
@@ -62,7 +62,7 @@ async fn write_inner(
         Ok(db) => db.unwrap_or_else(|| "default".into()),
         Err(f) => return write_error(f),
     };
-    if let Err(f) = authorize(grant.as_ref(), true, [db.as_str()]) {
+    if let Err(f) = authorize(grant.as_ref(), Permission::Write, [db.as_str()]) {
         return auth_failure(f);
     }
     let body = match read_body(headers, body, s.limits.max_body_bytes).await {
