@@ -290,7 +290,7 @@ async fn memories_read_back_through_the_builder(h: &Harness) {
 
     // Get by id.
     let one = store
-        .query(&b.get(&MemoryId::parse("m2").unwrap()))
+        .query(&b.get(&MemoryId::parse("m2").unwrap(), UnixMicros::now()))
         .await
         .unwrap();
     assert_eq!(ids(&one), ["m2"]);
@@ -325,7 +325,7 @@ async fn other_orgs_rows_are_never_read(h: &Harness) {
     assert_eq!(ids(&found), ["m1", "m4"]);
     for id in ["b1", "b2"] {
         let got = a
-            .query(&for_a.get(&MemoryId::parse(id).unwrap()))
+            .query(&for_a.get(&MemoryId::parse(id).unwrap(), UnixMicros::now()))
             .await
             .unwrap();
         assert!(got.rows.is_empty(), "{id}: {got:?}");
@@ -367,7 +367,7 @@ async fn a_memory_written_twice_reads_once(h: &Harness) {
     assert_eq!(ids(&all), ["m1"]);
     assert_eq!(time_micros(&all.rows[0][0]), Some(later.time));
     let one = store
-        .query(&b.get(&MemoryId::parse("m1").unwrap()))
+        .query(&b.get(&MemoryId::parse("m1").unwrap(), UnixMicros::now()))
         .await
         .unwrap();
     assert_eq!(one.rows.len(), 1);
@@ -518,7 +518,7 @@ async fn never_written_tables_read_empty(h: &Harness) {
     let sessions = state_query(StateTable::Sessions, &["status"]);
     let reads = [
         ("list", list_sql(&b, &list_params(|_| {}), NOW)),
-        ("get", b.get(&MemoryId::parse("m1").unwrap())),
+        ("get", b.get(&MemoryId::parse("m1").unwrap(), NOW)),
         ("agents", b.latest_state(&agents)),
         ("sessions", b.latest_state(&sessions)),
         (

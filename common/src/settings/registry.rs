@@ -187,6 +187,15 @@ pub static SETTINGS: &[Setting] = &[
         },
         DefaultValue::Int(1000),
     ),
+    Setting {
+        per_org: false,
+        ..hot(
+            "log.level",
+            "log level of workers and the control plane (RUST_LOG, when set, wins)",
+            SettingType::Enum { values: LOG_LEVELS },
+            DefaultValue::Str("info"),
+        )
+    },
     hot(
         "memories.retention_days",
         "memories older than this are hidden from every read and erased (0 = kept until deleted)",
@@ -197,15 +206,6 @@ pub static SETTINGS: &[Setting] = &[
         },
         DefaultValue::Int(0),
     ),
-    Setting {
-        per_org: false,
-        ..hot(
-            "log.level",
-            "log level of workers and the control plane (RUST_LOG, when set, wins)",
-            SettingType::Enum { values: LOG_LEVELS },
-            DefaultValue::Str("info"),
-        )
-    },
     Setting {
         per_org: false,
         category: Category::RestartRequired,
