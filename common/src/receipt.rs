@@ -385,6 +385,20 @@ pub enum VerifyError {
     },
 }
 
+impl VerifyError {
+    /// The check that failed, as a short stable name: `format`,
+    /// `encoding`, `canonical_form`, `signature` or `trusted_key`.
+    pub fn check(&self) -> &'static str {
+        match self {
+            Self::NotJson(_) | Self::Malformed(_) | Self::Format(_) => "format",
+            Self::Algorithm(_) | Self::PublicKeyEncoding | Self::SignatureEncoding => "encoding",
+            Self::NotCanonical(_) => "canonical_form",
+            Self::BadSignature { .. } => "signature",
+            Self::UntrustedKey { .. } | Self::KeyIdMismatch { .. } => "trusted_key",
+        }
+    }
+}
+
 /// What a successful verification established.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VerifiedReceipt {
