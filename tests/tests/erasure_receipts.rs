@@ -215,6 +215,7 @@ async fn receipts_signed_with_the_control_planes_key_verify_offline() {
     failed_check(&verify(&[&swapped]).await, "signature");
 
     // rotation: rk_2 signs, rk_1 is retired and still verifies
+    let cp_spec = spec.clone();
     let cp = ControlPlane::start(dir.path(), spec).await.unwrap();
     let admin = ctl(&cp, &cp.admin_token().unwrap());
     let rotated = admin.json(&["erasure", "rotate-key"]).await.unwrap();
@@ -250,6 +251,26 @@ async fn receipts_signed_with_the_control_planes_key_verify_offline() {
         "{audit}"
     );
     admin.json(&["audit", "verify"]).await.unwrap();
+    cp.stop().await.unwrap();
+
+    // a database writer without the master key adds a public key of their
+    // own: it is not listed (the listing fails, naming it), nor used
+    let db = rusqlite::Connection::open(dir.path().join("data/memtrace.db")).unwrap();
+    db.execute(
+        "INSERT INTO receipt_keys (version, key_id, public_key, private_envelope, created_at) \
+         VALUES (3, 'rk_3', ?1, ?2, 1)",
+        rusqlite::params![forger.public_key().to_vec(), vec![1u8; 120]],
+    )
+    .unwrap();
+    drop(db);
+    let cp = ControlPlane::start(dir.path(), cp_spec).await.unwrap();
+    let admin = ctl(&cp, &cp.admin_token().unwrap());
+    let out = admin.run(&["erasure", "keys"]).await.unwrap();
+    assert!(
+        !out.success && out.stderr.contains("rk_3 cannot be authenticated"),
+        "{out:?}"
+    );
+    assert!(signer.sign(receipt("org_e2e", 7)).await.is_err());
     cp.stop().await.unwrap();
 }
 

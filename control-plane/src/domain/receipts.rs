@@ -13,7 +13,9 @@
 //! key, the loser of a race re-reads the winner's.
 //!
 //! Every signature reads the newest key from the database, so a rotation on
-//! another replica takes effect at its next receipt.
+//! another replica takes effect at its next receipt. A public key is listed
+//! only after its sealed private key opened and matched it, so a row written
+//! into the database without the master key is refused, not published.
 
 use crate::auth::AdminActor;
 use crate::error::{ControlPlaneError, Result};
@@ -89,15 +91,31 @@ impl ReceiptSigner {
     }
 
     /// Every receipt key's public half, oldest first (retired ones
-    /// included: they verify what they signed).
+    /// included: they verify what they signed). Each is listed only once
+    /// its sealed private key opened under the master keys held and
+    /// matched it: the database is not trusted to name the public keys
+    /// (a row written without the master key fails the whole listing
+    /// rather than being vouched for).
     pub async fn public_keys(&self) -> Result<Vec<PublicKeyInfo>> {
-        Ok(self
-            .store
-            .list_receipt_keys()
-            .await?
-            .iter()
-            .map(public_key_info)
-            .collect())
+        let rows = self.store.list_receipt_keys().await?;
+        for row in &rows {
+            self.open(row).map_err(|error| {
+                tracing::error!(key_id = %row.key_id, %error, "receipt signing key cannot be authenticated");
+                match error {
+                    ControlPlaneError::Secret(e) => ControlPlaneError::FailedPrecondition(format!(
+                        "receipt signing key {} cannot be authenticated: {e}; configure the master key that sealed it (MEMTRACE_MASTER_KEY or MEMTRACE_MASTER_KEYS_PREVIOUS)",
+                        row.key_id
+                    )),
+                    ControlPlaneError::Store(StoreError::Corrupt(e)) => {
+                        ControlPlaneError::FailedPrecondition(format!(
+                            "receipt signing key cannot be authenticated: {e}"
+                        ))
+                    }
+                    other => other,
+                }
+            })?;
+        }
+        Ok(rows.iter().map(public_key_info).collect())
     }
 
     /// The newest key's public half, creating the first key when there is
