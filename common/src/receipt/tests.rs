@@ -340,3 +340,43 @@ fn the_seed_is_not_in_debug_output() {
     );
     assert!(!shown.contains(&STANDARD.encode([0xab; 32])));
 }
+
+mod fuzz {
+    //! Receipts cross a trust boundary (they are read by anyone, from
+    //! anywhere): any input is answered without panicking, and an edited
+    //! receipt verifies only if its signed content is unchanged.
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn any_bytes_are_answered_without_panicking(bytes in prop::collection::vec(any::<u8>(), 0..400)) {
+            let _ = verify(&bytes, None);
+        }
+
+        #[test]
+        fn an_edited_byte_verifies_only_if_the_signed_content_is_unchanged(
+            at in any::<prop::sample::Index>(),
+            byte in any::<u8>(),
+            ids in prop::collection::vec("[a-zA-Z0-9é\"\\\\\n\u{1}\u{1f600}]{0,12}", 0..4),
+            rows in 0u64..=MAX_SAFE_INTEGER,
+        ) {
+            let mut r = receipt();
+            r.scope = json!({"kind": "memory_ids", "ids": ids});
+            r.rows_removed.insert("memories".into(), rows);
+            let original = key("rk_1", 7).sign(r).unwrap();
+            let text = bytes(&serde_json::to_value(&original).unwrap());
+            let verified = verify(&text, None).unwrap();
+            prop_assert_eq!(&verified.receipt, &original.receipt);
+            let mut edited = text.clone();
+            let i = at.index(edited.len());
+            edited[i] = byte;
+            if let Ok(v) = verify(&edited, None) {
+                let before: Value = serde_json::from_slice(&text).unwrap();
+                let after: Value = serde_json::from_slice(&edited).unwrap();
+                prop_assert_eq!(signed_message(&before).unwrap(), signed_message(&after).unwrap());
+                prop_assert_eq!(v.receipt, original.receipt);
+            }
+        }
+    }
+}
