@@ -27,7 +27,7 @@ pub const DEFAULT_SERVER: &str = "http://127.0.0.1:9200";
 #[command(
     name = "memtracectl",
     version,
-    about = "operate a memtrace control plane: orgs, arc bindings, api keys, admin tokens, master keys, runtime config, audit",
+    about = "operate a memtrace control plane: orgs, arc bindings, api keys, admin tokens, master keys, runtime config, audit, erasure receipts",
     propagate_version = true
 )]
 pub struct Cli {
@@ -105,6 +105,9 @@ pub enum Command {
     /// the admin audit trail: list entries, verify the hash chain
     #[command(subcommand)]
     Audit(crate::commands::audit::AuditCommand),
+    /// erasure receipts: list the signing keys, verify a receipt offline
+    #[command(subcommand)]
+    Erasure(crate::commands::erasure::ErasureCommand),
     /// list the registered data-plane workers
     Workers,
     /// the state bus, the newest published revision, and which workers applied it

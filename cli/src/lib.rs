@@ -1,7 +1,8 @@
 //! `memtrace-cli` owns `memtracectl`, the operator CLI of memtrace: the
 //! command-line grammar ([`args`]), the gRPC client of the control plane's
 //! `memtrace.admin.v1` services (orgs, arc bindings, api keys, admin tokens,
-//! master keys, runtime settings, the audit trail),
+//! master keys, runtime settings, the audit trail, erasure receipt keys),
+//! the offline verification of erasure receipts,
 //! the rendering of results as tables or json, and the mapping of failures to
 //! one `error:` line with a hint ([`error`]). It owns no domain logic: the
 //! control plane validates and decides; this crate only asks and shows.
@@ -79,6 +80,18 @@ pub async fn run(
             let admin = admin(&cli.global, env).await?;
             commands::audit::run(command, &admin, &mut output).await
         }
+        Command::Erasure(commands::erasure::ErasureCommand::Verify { receipt, keys }) => {
+            commands::erasure::verify(
+                &receipt,
+                keys.as_deref(),
+                &mut std::io::stdin(),
+                &mut output,
+            )
+        }
+        Command::Erasure(command) => {
+            let admin = admin(&cli.global, env).await?;
+            commands::erasure::run(command, &admin, &mut output).await
+        }
         Command::Workers => {
             let admin = admin(&cli.global, env).await?;
             commands::cluster::workers(&admin, &mut output).await
@@ -133,6 +146,108 @@ mod tests {
         let key = json["key"].as_str().unwrap();
         assert!(memtrace_common::keys::parse_key("K", Some(key)).is_ok());
         assert!(diag.is_empty());
+    }
+
+    /// `erasure verify` needs no token and no server: it checks the file.
+    #[tokio::test]
+    async fn erasure_verify_is_offline_and_names_the_failed_check() {
+        use memtrace_common::receipt::{ErasureTarget, KeySet, Receipt, ReceiptSigningKey};
+        let now = jiff::Timestamp::now();
+        let receipt = Receipt {
+            receipt_id: "rcp_cli".into(),
+            erasure_id: "era_cli".into(),
+            org_id: "org_cli".into(),
+            target: ErasureTarget::Embedded,
+            scope: serde_json::json!({"kind": "org"}),
+            requested_by: "fp-cli".into(),
+            requested_at: now,
+            started_at: now,
+            finished_at: now,
+            rows_removed: [("memories".to_owned(), 5)].into(),
+            verification: Default::default(),
+            issued_at: now,
+        };
+        let key = ReceiptSigningKey::from_seed("rk_1", &[3; 32]);
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("receipt.json");
+        let text = key.sign(receipt).unwrap().to_json_pretty();
+        std::fs::write(&path, &text).unwrap();
+        let path = path.to_str().unwrap();
+
+        let (result, out, _) = run_args(&["erasure", "verify", path], &Env::default()).await;
+        result.unwrap();
+        for shown in [
+            "signature valid",
+            "rcp_cli",
+            "org_cli",
+            "memories=5",
+            "rk_1",
+            "SHA256:",
+        ] {
+            assert!(out.contains(shown), "{shown} in {out}");
+        }
+        let (result, out, _) =
+            run_args(&["erasure", "verify", path, "-o", "json"], &Env::default()).await;
+        result.unwrap();
+        let json: serde_json::Value = serde_json::from_str(&out).unwrap();
+        assert_eq!(json["verified"], true);
+        assert_eq!(json["rows_removed"]["memories"], 5);
+        assert_eq!(json["key_trusted"], false);
+
+        // trusted keys: this one, then another
+        let keys_path = dir.path().join("keys.json");
+        let set = |k: &ReceiptSigningKey| {
+            serde_json::json!({"keys": [{"key_id": k.key_id(), "public_key": k.public_key_base64()}]})
+                .to_string()
+        };
+        std::fs::write(&keys_path, set(&key)).unwrap();
+        let keys = keys_path.to_str().unwrap();
+        assert!(KeySet::from_json(&set(&key)).is_ok());
+        let (result, out, _) = run_args(
+            &["erasure", "verify", path, "--keys", keys],
+            &Env::default(),
+        )
+        .await;
+        result.unwrap();
+        assert!(out.contains("trusted keys (--keys)"), "{out}");
+        std::fs::write(
+            &keys_path,
+            set(&ReceiptSigningKey::from_seed("rk_1", &[4; 32])),
+        )
+        .unwrap();
+        let (result, _, _) = run_args(
+            &["erasure", "verify", path, "--keys", keys],
+            &Env::default(),
+        )
+        .await;
+        let mut buf = Vec::new();
+        report(&result.unwrap_err(), &mut buf);
+        let text_err = String::from_utf8(buf).unwrap();
+        assert!(
+            text_err
+                .starts_with("error: receipt verification failed (trusted_key check): key rk_1"),
+            "{text_err}"
+        );
+
+        // one edited byte
+        std::fs::write(
+            dir.path().join("receipt.json"),
+            text.replace("\"memories\": 5", "\"memories\": 4"),
+        )
+        .unwrap();
+        let (result, out, _) =
+            run_args(&["erasure", "verify", path, "-o", "json"], &Env::default()).await;
+        let json: serde_json::Value = serde_json::from_str(&out).unwrap();
+        assert_eq!(json["verified"], false);
+        assert_eq!(json["failed_check"], "signature");
+        let mut buf = Vec::new();
+        report(&result.unwrap_err(), &mut buf);
+        let text_err = String::from_utf8(buf).unwrap();
+        assert_eq!(
+            text_err.lines().next().unwrap().matches("error:").count(),
+            1
+        );
+        assert!(text_err.contains("(signature check)"), "{text_err}");
     }
 
     #[tokio::test]

@@ -2,7 +2,8 @@
 //! database (retrying while it is unreachable), migrate, register the first
 //! admin token (or the bootstrap one whenever no admin token is active) and
 //! load the admin tokens, connect the state bus, seed runtime settings,
-//! migrate legacy `[arc]` settings, open the gate. The server then starts
+//! migrate legacy `[arc]` settings, create the first erasure receipt
+//! signing key if there is none, open the gate. The server then starts
 //! the reconciler and the admin token refresh.
 
 use crate::auth::AdminAuth;
@@ -115,6 +116,8 @@ impl Startup {
         );
         bootstrap::migrate_legacy_arc(&service, &config.arc).await?;
         service.seed_settings(&config).await?;
+        let receipt_key = service.receipt_signer().ensure_key().await?;
+        tracing::info!(key_id = %receipt_key.key_id, fingerprint = %receipt_key.fingerprint, "erasure receipt signing key");
         gate.open(service.clone());
         let _ = probes.store.set(store);
         for name in SERVICES.iter().chain(&[""]) {

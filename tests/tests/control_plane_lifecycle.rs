@@ -319,15 +319,16 @@ async fn master_key_rotation_rewraps_while_serving() {
         ctl.json(&["org", "show-arc", &org_id]).await.unwrap()["api_key_masked"],
         "rota***3456"
     );
+    // the arc key and the erasure receipt signing key
     let rotated = ctl.json(&["master-key", "rotate"]).await.unwrap();
-    assert_eq!(rotated["rewrapped"], 1, "{rotated}");
+    assert_eq!(rotated["rewrapped"], 2, "{rotated}");
     let rotated = ctl.json(&["master-key", "rotate"]).await.unwrap();
     assert_eq!(
         (
             rotated["rewrapped"].clone(),
             rotated["already_current"].clone()
         ),
-        (0.into(), 1.into()),
+        (0.into(), 2.into()),
         "{rotated}"
     );
     cp.stop().await.unwrap();
@@ -341,5 +342,18 @@ async fn master_key_rotation_rewraps_while_serving() {
     assert_eq!(
         ctl.json(&["org", "show-arc", &org_id]).await.unwrap()["api_key_masked"],
         "rota***3456"
+    );
+    // the receipt signing key survived the master key's retirement: still
+    // one key, and no record left under a key this control plane lacks
+    let keys = ctl.json(&["erasure", "keys"]).await.unwrap();
+    assert_eq!(keys["keys"].as_array().unwrap().len(), 1, "{keys}");
+    let status = ctl.json(&["master-key", "status"]).await.unwrap();
+    assert!(
+        status["versions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|v| v["loaded"] == true),
+        "{status}"
     );
 }

@@ -33,6 +33,9 @@ impl ControlPlane {
                 *counts.entry(envelope_kek_id(envelope)?).or_default() += 1;
             }
         }
+        for kek_id in self.receipt_signer().kek_ids().await? {
+            *counts.entry(kek_id).or_default() += 1;
+        }
         for kek_id in self.sealed_setting_kek_ids().await? {
             *counts.entry(kek_id).or_default() += 1;
         }
@@ -90,6 +93,9 @@ impl ControlPlane {
         let (settings_rewrapped, settings_current) = self.rewrap_sensitive_settings().await?;
         report.rewrapped += settings_rewrapped;
         report.already_current += settings_current;
+        let (receipt_keys_rewrapped, receipt_keys_current) = self.receipt_signer().rewrap().await?;
+        report.rewrapped += receipt_keys_rewrapped;
+        report.already_current += receipt_keys_current;
         tracing::info!(
             active_kek_id = %report.active_kek_id,
             rewrapped = report.rewrapped,

@@ -1,5 +1,5 @@
-//! The control plane's domain: orgs, Arc bindings, API keys, admin tokens
-//! and the master key ring, behind [`ControlPlane`]. Adapters (gRPC, bootstrap) call these
+//! The control plane's domain: orgs, Arc bindings, API keys, admin tokens,
+//! the master key ring and the key that signs erasure receipts, behind [`ControlPlane`]. Adapters (gRPC, bootstrap) call these
 //! methods with validated [`types`]; nothing here knows about the wire.
 
 pub mod admin_tokens;
@@ -11,6 +11,7 @@ pub mod config;
 mod keyring;
 mod orgs;
 pub mod publish;
+pub mod receipts;
 pub mod types;
 
 pub use admin_tokens::{ADMIN_TOKEN_RELOAD_INTERVAL, refresh_admin_tokens_until};
@@ -21,6 +22,7 @@ pub use config::{SettingUpdate, SettingView};
 pub use keyring::{KekStatus, RotationReport};
 pub use publish::ReconcileReport;
 pub use publish::{Published, Publisher};
+pub use receipts::{RECEIPT_KEY_PURPOSE, ReceiptSigner};
 
 use crate::auth::AdminAuth;
 use crate::store::Store;
@@ -80,5 +82,11 @@ impl ControlPlane {
 
     pub fn store(&self) -> &Arc<dyn Store> {
         &self.store
+    }
+
+    /// The signer of erasure receipts, over this control plane's database
+    /// and master keys.
+    pub fn receipt_signer(&self) -> ReceiptSigner {
+        ReceiptSigner::new(self.store.clone(), self.keyring.clone())
     }
 }

@@ -48,6 +48,15 @@ pub const METHOD_ROLES: &[(&str, AdminRole)] = &[
         Reader,
     ),
     ("/memtrace.admin.v1.MasterKeyService/RotateMaster", Admin),
+    // public keys only: anyone checking a receipt may know them
+    (
+        "/memtrace.admin.v1.MasterKeyService/ListReceiptKeys",
+        Reader,
+    ),
+    (
+        "/memtrace.admin.v1.MasterKeyService/RotateReceiptKey",
+        Admin,
+    ),
     ("/memtrace.admin.v1.ClusterService/GetClusterStatus", Reader),
     ("/memtrace.admin.v1.ConfigService/ListSettings", Reader),
     ("/memtrace.admin.v1.ConfigService/GetSetting", Reader),

@@ -45,6 +45,7 @@ pub async fn run_all(store: &dyn Store) {
     audit_trail(store).await;
     concurrent_appends_never_fork(store).await;
     changes_commit_with_their_audit_entries(store).await;
+    receipt_keys(store).await;
 }
 
 pub use super::conformance_admin::{admin_tokens, legacy_admin_tokens_keep_working};
@@ -52,6 +53,7 @@ pub use super::conformance_audit::changes_commit_with_their_audit_entries;
 pub use super::conformance_config::{
     audit_trail, concurrent_appends_never_fork, seeding_happens_once, settings_compare_and_swap,
 };
+pub use super::conformance_receipt_keys::receipt_keys;
 
 fn org(name: &str) -> OrgRow {
     OrgRow {

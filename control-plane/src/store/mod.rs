@@ -17,6 +17,8 @@ pub mod conformance_admin;
 pub mod conformance_audit;
 #[cfg(any(test, feature = "conformance"))]
 pub mod conformance_config;
+#[cfg(any(test, feature = "conformance"))]
+pub mod conformance_receipt_keys;
 
 pub use audit_chain::{
     AuditEntry, AuditHead, AuditRecord, ChainBreak, ChainVerifier, GENESIS_HASH, KEYED_VERSION,
@@ -136,6 +138,34 @@ pub struct AdminTokenRow {
     pub expires_at: Option<i64>,
     pub last_used_at: Option<i64>,
     pub revoked_at: Option<i64>,
+}
+
+/// A version of the key that signs erasure receipts: the public key in
+/// clear, the private seed only as an envelope under the master key.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ReceiptKeyRow {
+    /// 1, 2, …: the newest signs.
+    pub version: i64,
+    /// `rk_<version>`.
+    pub key_id: String,
+    /// The 32-byte Ed25519 public key.
+    pub public_key: Vec<u8>,
+    /// The 32-byte seed sealed with `memtrace_common::envelope`.
+    pub private_envelope: Vec<u8>,
+    pub created_at: i64,
+    /// When a newer version replaced it.
+    pub retired_at: Option<i64>,
+}
+
+impl std::fmt::Debug for ReceiptKeyRow {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ReceiptKeyRow")
+            .field("version", &self.version)
+            .field("key_id", &self.key_id)
+            .field("created_at", &self.created_at)
+            .field("retired_at", &self.retired_at)
+            .finish_non_exhaustive()
+    }
 }
 
 /// What [`Store::revoke_admin_token`] did.
@@ -294,4 +324,27 @@ pub trait Store: Send + Sync + 'static {
     /// The recorded head of the chain (seq 0, [`GENESIS_HASH`] and no MAC
     /// when empty).
     async fn audit_head(&self) -> StoreResult<AuditHead>;
+
+    /// Every receipt signing key, oldest version first.
+    async fn list_receipt_keys(&self) -> StoreResult<Vec<ReceiptKeyRow>>;
+    /// Adds the next key version: inserts `row` only when its version is
+    /// one above the highest stored (1 when none), retires every older
+    /// unretired version at `row.created_at` and appends the audit entry,
+    /// in one transaction serialised with every other audited change (so
+    /// two replicas adding a key at once store one). Returns `false`, and
+    /// writes nothing, when the version is not the next one: another
+    /// writer got there first, re-read.
+    async fn insert_receipt_key(
+        &self,
+        row: &ReceiptKeyRow,
+        audit: AuditWith<'_, ReceiptKeyRow>,
+    ) -> StoreResult<bool>;
+    /// Compare-and-swap of a key's envelope (master-key rotation): writes
+    /// `new` only if the stored envelope is still `old`. Returns whether it wrote.
+    async fn swap_receipt_key_envelope(
+        &self,
+        version: i64,
+        old: &[u8],
+        new: &[u8],
+    ) -> StoreResult<bool>;
 }

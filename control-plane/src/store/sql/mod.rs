@@ -6,11 +6,13 @@
 //! This module owns connecting (with SQLite file preparation), migrations and
 //! URL redaction; `rows` decodes result rows into store types, `queries` is
 //! the [`Store`](super::Store) impl (admin tokens delegate to
-//! `admin_tokens`, settings and audit to `config`).
+//! `admin_tokens`, settings and audit to `config`, receipt signing keys to
+//! `receipt_keys`).
 
 mod admin_tokens;
 mod config;
 mod queries;
+mod receipt_keys;
 mod rows;
 
 use super::{StoreError, StoreResult};

@@ -17,14 +17,14 @@ use crate::store::audit_chain::{AuditEntry, AuditHead, AuditRecord};
 use crate::store::settings_audit::{AuditFilter, SettingChange, SettingRow};
 use crate::store::{
     AdminTokenRevocation, AdminTokenRow, ApiKeyRow, ArcBindingRow, AuditWith, OrgDeletion, OrgRow,
-    OrgSummary, Store, StoreError, StoreResult, TombstoneRow,
+    OrgSummary, ReceiptKeyRow, Store, StoreError, StoreResult, TombstoneRow,
 };
 use async_trait::async_trait;
 use memtrace_common::clock::now_ms;
 use memtrace_common::envelope::AuditKey;
 use sqlx::{Any, Row, Transaction};
 
-type Tx = Transaction<'static, Any>;
+pub(super) type Tx = Transaction<'static, Any>;
 
 #[async_trait]
 impl Store for SqlStore {
@@ -473,6 +473,32 @@ impl Store for SqlStore {
 
     async fn audit_head(&self) -> StoreResult<AuditHead> {
         self.cfg_audit_head().await
+    }
+
+    async fn list_receipt_keys(&self) -> StoreResult<Vec<ReceiptKeyRow>> {
+        self.rk_list().await
+    }
+
+    async fn insert_receipt_key(
+        &self,
+        row: &ReceiptKeyRow,
+        audit: AuditWith<'_, ReceiptKeyRow>,
+    ) -> StoreResult<bool> {
+        let mut tx = self.begin_audited().await?;
+        if !Self::rk_insert_next(&mut tx, row).await? {
+            return Ok(false);
+        }
+        commit_audited(tx, audit, row).await?;
+        Ok(true)
+    }
+
+    async fn swap_receipt_key_envelope(
+        &self,
+        version: i64,
+        old: &[u8],
+        new: &[u8],
+    ) -> StoreResult<bool> {
+        self.rk_swap_envelope(version, old, new).await
     }
 }
 
