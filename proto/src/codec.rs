@@ -22,7 +22,7 @@ use crate::v1::{
     CreateSessionRequest, DeleteMemoriesRequest, GetMemoryRequest, ListAgentsRequest,
     ListErasuresRequest, ListMemoriesRequest, ListSessionsRequest, RegisterAgentRequest,
     SearchMemoriesRequest, SessionContextRequest, SessionMemoriesRequest, SessionRef,
-    UpdateSessionRequest, WriteBatch,
+    UpdateMemoryRequest, UpdateSessionRequest, WriteBatch,
 };
 use prost::Message;
 use prost::bytes::Buf as _;
@@ -125,6 +125,7 @@ fn guard_of(t: TypeId) -> Guard {
         TypeId::of::<GetMemoryRequest>(),
         TypeId::of::<DeleteMemoriesRequest>(),
         TypeId::of::<ListErasuresRequest>(),
+        TypeId::of::<UpdateMemoryRequest>(),
         TypeId::of::<RegisterAgentRequest>(),
         TypeId::of::<ListAgentsRequest>(),
         TypeId::of::<AgentRef>(),

@@ -48,6 +48,10 @@ pub struct Erasure {
 pub enum Scope {
     /// Every version of these memories.
     Ids(Vec<MemoryId>),
+    /// The versions of these memories up to `as_of` in the memory table:
+    /// an update superseded them (they are kept in `memory_versions`, so
+    /// history still shows them).
+    Superseded(Vec<MemoryId>),
     /// The memories matching every given field.
     Filter(Filter),
     /// Everything of the org (its deletion).
@@ -126,17 +130,9 @@ impl Erasure {
         }
         let invalid = |e: QueryError| format!("invalid scope: {e}");
         let scope = match record.scope.and_then(|s| s.kind) {
-            Some(state::erasure_scope::Kind::MemoryIds(ids)) => {
-                if ids.ids.is_empty() || ids.ids.len() > MAX_IDS {
-                    return Err(format!("an erasure names 1 to {MAX_IDS} memory ids"));
-                }
-                Scope::Ids(
-                    ids.ids
-                        .into_iter()
-                        .map(MemoryId::parse_owned)
-                        .collect::<Result<_, _>>()
-                        .map_err(invalid)?,
-                )
+            Some(state::erasure_scope::Kind::MemoryIds(ids)) => Scope::Ids(memory_ids(ids)?),
+            Some(state::erasure_scope::Kind::Superseded(ids)) => {
+                Scope::Superseded(memory_ids(ids)?)
             }
             Some(state::erasure_scope::Kind::Filter(f)) => {
                 let filter = Filter::from_record(f).map_err(invalid)?;
@@ -176,6 +172,11 @@ impl Erasure {
             Scope::Ids(ids) => state::erasure_scope::Kind::MemoryIds(state::ErasureMemoryIds {
                 ids: ids.iter().map(|id| id.as_str().to_owned()).collect(),
             }),
+            Scope::Superseded(ids) => {
+                state::erasure_scope::Kind::Superseded(state::ErasureMemoryIds {
+                    ids: ids.iter().map(|id| id.as_str().to_owned()).collect(),
+                })
+            }
             Scope::Filter(f) => state::erasure_scope::Kind::Filter(f.to_record()),
             Scope::WholeOrg => state::erasure_scope::Kind::WholeOrg(true),
         };
@@ -267,6 +268,17 @@ impl Filter {
     }
 }
 
+fn memory_ids(ids: state::ErasureMemoryIds) -> Result<Vec<MemoryId>, String> {
+    if ids.ids.is_empty() || ids.ids.len() > MAX_IDS {
+        return Err(format!("an erasure names 1 to {MAX_IDS} memory ids"));
+    }
+    ids.ids
+        .into_iter()
+        .map(MemoryId::parse_owned)
+        .collect::<Result<_, _>>()
+        .map_err(|e| format!("invalid scope: {e}"))
+}
+
 /// A new erasure id: `era_` + 14 hex µs + 12 random hex (time-ordered).
 pub fn new_id(micros: i64) -> String {
     format!(
@@ -305,6 +317,7 @@ mod tests {
         };
         for scope in [
             Scope::Ids(vec![MemoryId::parse("m1").unwrap()]),
+            Scope::Superseded(vec![MemoryId::parse("m1").unwrap()]),
             Scope::Filter(filter),
             Scope::WholeOrg,
         ] {

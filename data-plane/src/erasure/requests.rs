@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 /// Longest a delete waits for the fleet to apply it before answering
 /// anyway (the record is durable; stragglers apply it when they catch up).
-pub const PROPAGATION_WAIT: Duration = Duration::from_secs(2);
+pub const PROPAGATION_WAIT: Duration = Duration::from_secs(5);
 
 /// Writes erasure records for this worker.
 pub struct ErasureRequests {

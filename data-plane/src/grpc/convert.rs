@@ -6,8 +6,8 @@
 use crate::query::{ListParams, SearchParams};
 use crate::service::{
     Agent, AgentStats, ContextRequest, CreateMemoryRequest, CreateSessionRequest, DeleteRequest,
-    Deletion, ErasureView, Memory, MemoryList, RegisterAgentRequest, SearchResult, ServiceError,
-    Session, SessionContext, UpdateSessionRequest,
+    Deletion, ErasureView, Memory, MemoryList, MemoryPatch, RegisterAgentRequest, SearchResult,
+    ServiceError, Session, SessionContext, UpdateSessionRequest,
 };
 use crate::store::time_micros;
 use memtrace_proto::v1 as pb;
@@ -239,6 +239,27 @@ impl From<SessionContext> for pb::SessionContext {
             context: c.context,
             memory_count: u32::try_from(c.memory_count).unwrap_or(u32::MAX),
         }
+    }
+}
+
+impl TryFrom<pb::UpdateMemoryRequest> for MemoryPatch {
+    type Error = ServiceError;
+
+    fn try_from(r: pb::UpdateMemoryRequest) -> Result<Self, ServiceError> {
+        let metadata = match r.metadata_json {
+            None => None,
+            Some(json) => Some(serde_json::from_str::<Value>(&json).map_err(|e| {
+                ServiceError::BadRequest(format!("metadata_json is not JSON: {e}"))
+            })?),
+        };
+        Ok(Self {
+            content: r.content,
+            tags: r.replace_tags.then_some(r.tags),
+            importance: r.importance,
+            metadata,
+            memory_type: r.memory_type,
+            event_type: r.event_type,
+        })
     }
 }
 

@@ -3,7 +3,7 @@
 use super::{Reply, admit, token};
 use crate::admission::{Admission, Scope};
 use crate::query::{ListParams, SearchParams};
-use crate::service::{CreateMemoryRequest, DeleteRequest, NewMemory, ServiceError};
+use crate::service::{CreateMemoryRequest, DeleteRequest, MemoryPatch, NewMemory, ServiceError};
 use memtrace_common::error::{CodedError, public_message, retry_after_ms};
 use memtrace_proto::v1 as pb;
 use pb::item_result::Outcome;
@@ -124,6 +124,25 @@ impl pb::memory_service_server::MemoryService for MemoryApi {
         let req = DeleteRequest::from(request.into_inner());
         let deletion = svc.delete_memories(&req).await?;
         Ok(Response::new(deletion.into()))
+    }
+
+    async fn update_memory(&self, request: Request<pb::UpdateMemoryRequest>) -> Reply<pb::Memory> {
+        let svc = admit(&self.admission, &request, Scope::Write).await?;
+        let r = request.into_inner();
+        let id = r.id.clone();
+        let memory = svc.update_memory(&id, MemoryPatch::try_from(r)?).await?;
+        Ok(Response::new(memory.into()))
+    }
+
+    async fn get_memory_history(
+        &self,
+        request: Request<pb::GetMemoryRequest>,
+    ) -> Reply<pb::MemoryHistory> {
+        let svc = admit(&self.admission, &request, Scope::Read).await?;
+        let versions = svc.memory_history(&request.into_inner().id).await?;
+        Ok(Response::new(pb::MemoryHistory {
+            versions: versions.into_iter().map(Into::into).collect(),
+        }))
     }
 
     async fn list_erasures(

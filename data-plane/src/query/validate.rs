@@ -189,6 +189,11 @@ impl fmt::Display for MemoryType {
 pub struct Ident(String);
 
 impl Ident {
+    /// The table of superseded memory versions (`memory_versions`).
+    pub fn versions_table() -> Self {
+        Self(crate::store::VERSIONS_TABLE.to_owned())
+    }
+
     /// An Arc database name ([`memtrace_common::names`]: the rule the
     /// control plane applies before it stores a binding).
     pub fn database(value: &str) -> Result<Self, QueryError> {

@@ -3,7 +3,9 @@
 
 use super::{ApiResult, Body, Pairs, Reader, Writer, list_params, parse_body, reply};
 use crate::query::SearchParams;
-use crate::service::{CreateMemoryRequest, DeleteRequest, Deletion, NewMemory, ServiceError};
+use crate::service::{
+    CreateMemoryRequest, DeleteRequest, Deletion, MemoryPatch, NewMemory, ServiceError,
+};
 use axum::extract::Path;
 use axum::http::StatusCode;
 use serde::Deserialize;
@@ -144,5 +146,19 @@ pub(super) async fn erasures(Reader(svc): Reader) -> ApiResult {
     reply(
         StatusCode::OK,
         &json!({"count": erasures.len(), "erasures": erasures}),
+    )
+}
+
+pub(super) async fn update(Path(id): Path<String>, Writer(svc): Writer, body: Body) -> ApiResult {
+    let patch: MemoryPatch = parse_body(&svc, body, false)?;
+    reply(StatusCode::OK, &svc.update_memory(&id, patch).await?)
+}
+
+/// A memory's versions, newest first.
+pub(super) async fn history(Path(id): Path<String>, Reader(svc): Reader) -> ApiResult {
+    let versions = svc.memory_history(&id).await?;
+    reply(
+        StatusCode::OK,
+        &json!({"id": id, "count": versions.len(), "versions": versions}),
     )
 }

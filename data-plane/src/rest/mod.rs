@@ -40,8 +40,11 @@ pub fn router(state: Admission, body_timeout: BodyTimeout) -> axum::Router {
         )
         .route(
             "/api/v1/memories/{id}",
-            get(memories::get_one).delete(memories::delete_one),
+            get(memories::get_one)
+                .patch(memories::update)
+                .delete(memories::delete_one),
         )
+        .route("/api/v1/memories/{id}/history", get(memories::history))
         .route("/api/v1/search", post(memories::search))
         .route("/api/v1/delete", post(memories::delete_many))
         .route("/api/v1/erasures", get(memories::erasures))

@@ -111,41 +111,13 @@ impl OrgService {
                 "this worker cannot record deletes (no state bus)".into(),
             ));
         };
-        let now = super::ids::next_micros();
-        let erasure = Erasure {
-            id: erasure::new_id(now),
-            org_id: self.org.as_str().to_owned(),
-            scope,
-            as_of: now,
-            requested_by: format!("api_key:{}", self.requested_by),
-            requested_at: now,
-            state: State::Requested,
-            detail: String::new(),
-        };
-        let alone = self.builder.erasure_sql_len(&[&erasure]);
-        if alone > crate::query::ERASURE_SQL_BUDGET {
-            return Err(QueryError::invalid(
-                "ids",
-                "too long together for one delete: send fewer ids per request",
-            )
-            .into());
-        }
-        let mut pending: Vec<&Erasure> = self.builder.erasures().iter().map(|e| &**e).collect();
-        pending.push(&erasure);
-        if self.builder.erasure_sql_len(&pending) > crate::query::ERASURE_SQL_BUDGET {
-            tracing::info!(org_id = %self.org, pending = pending.len() - 1, "delete refused: the org's erasures in progress fill its budget");
-            return Err(ServiceError::ErasuresBusy {
-                retry_after: BUDGET_RETRY_AFTER,
-            });
-        }
+        let erasure = self.new_erasure(scope, super::ids::next_micros());
+        self.check_erasure_budget(&erasure)?;
         let recorded = requests
             .record(
                 &erasure,
                 self.builder.erasure_predicate(&erasure),
-                match self.store.dialect() {
-                    crate::query::Dialect::Arc { .. } => "arc",
-                    crate::query::Dialect::Embedded => "embedded",
-                },
+                self.store_kind(),
             )
             .await
             .map_err(|e| ServiceError::Unavailable(format!("{e}; nothing was deleted, retry")))?;
@@ -155,6 +127,52 @@ impl OrgService {
             count: None,
             erasure: Some(view(&erasure, Some(recorded.propagated))),
         })
+    }
+
+    /// A new erasure of `scope` covering rows up to `as_of`, asked by this
+    /// request's key.
+    pub(super) fn new_erasure(&self, scope: Scope, as_of: i64) -> Erasure {
+        let now = super::ids::next_micros();
+        Erasure {
+            id: erasure::new_id(now),
+            org_id: self.org.as_str().to_owned(),
+            scope,
+            as_of,
+            requested_by: format!("api_key:{}", self.requested_by),
+            requested_at: now,
+            state: State::Requested,
+            detail: String::new(),
+        }
+    }
+
+    /// `arc` or `embedded`: where the org's memories are.
+    pub(super) fn store_kind(&self) -> &'static str {
+        match self.store.dialect() {
+            crate::query::Dialect::Arc { .. } => "arc",
+            crate::query::Dialect::Embedded => "embedded",
+        }
+    }
+
+    /// Refuses `erasure` when it alone (400) or with the org's erasures in
+    /// progress (429) passes the SQL budget reads give erasures.
+    pub(super) fn check_erasure_budget(&self, erasure: &Erasure) -> Result<(), ServiceError> {
+        let alone = self.builder.erasure_sql_len(&[erasure]);
+        if alone > crate::query::ERASURE_SQL_BUDGET {
+            return Err(QueryError::invalid(
+                "ids",
+                "too long together for one delete: send fewer ids per request",
+            )
+            .into());
+        }
+        let mut pending: Vec<&Erasure> = self.builder.erasures().iter().map(|e| &**e).collect();
+        pending.push(erasure);
+        if self.builder.erasure_sql_len(&pending) > crate::query::ERASURE_SQL_BUDGET {
+            tracing::info!(org_id = %self.org, pending = pending.len() - 1, "delete or update refused: the org's erasures in progress fill its budget");
+            return Err(ServiceError::ErasuresBusy {
+                retry_after: BUDGET_RETRY_AFTER,
+            });
+        }
+        Ok(())
     }
 }
 

@@ -416,7 +416,7 @@ where
 }
 
 /// A stored row as the response's memory.
-fn render(row: MemoryRow, metadata: Map<String, Value>, tags: Vec<Tag>) -> Memory {
+pub(super) fn render(row: MemoryRow, metadata: Map<String, Value>, tags: Vec<Tag>) -> Memory {
     Memory {
         time: rfc3339(row.time),
         id: row.id,

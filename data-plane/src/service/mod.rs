@@ -22,6 +22,7 @@ mod rows;
 mod sessions;
 pub mod state;
 pub mod types;
+mod versions;
 
 #[cfg(test)]
 mod tests;
@@ -33,6 +34,7 @@ pub use types::{
     MemoryList, NewAgent, NewMemory, NewSession, RegisterAgentRequest, SearchResult, Session,
     SessionContext, SessionUpdate, UpdateSessionRequest,
 };
+pub use versions::MemoryPatch;
 
 use crate::query::{Ident, OrgId, QueryBuilder};
 use crate::store::TenantStore;

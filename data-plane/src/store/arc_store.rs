@@ -9,7 +9,7 @@
 //! pattern". That one failure reads as empty [`Rows`]; every other failure
 //! stays an error.
 
-use super::{Rows, StateRow, StateTable, StoreError, TenantStore};
+use super::{Rows, StateRow, StateTable, StoreError, TenantStore, VERSIONS_TABLE};
 use crate::arcdb::state_encode::StringBatch;
 use crate::arcdb::{
     ArcClient, ArcError, ArcTarget, Compression, MemoryBatch, MemoryRow, RetryPolicy, compress,
@@ -69,11 +69,11 @@ impl ArcStore {
         Ident::table(&route.measurement).map_err(invalid)?;
         if matches!(
             route.measurement.as_str(),
-            super::AGENTS_TABLE | super::SESSIONS_TABLE
+            super::AGENTS_TABLE | super::SESSIONS_TABLE | VERSIONS_TABLE
         ) {
             return Err(StoreError::Backend(format!(
                 "arc route of org {org_id} is unusable: invalid measurement: must not be \
-                 agents or sessions (state tables)"
+                 agents, sessions or memory_versions (memtrace's own tables)"
             )));
         }
         Ok(Self {
@@ -135,6 +135,26 @@ impl TenantStore for ArcStore {
             .batcher
             .submit(&self.org_id, self.route.clone(), batch)?;
         ack.await?;
+        Ok(())
+    }
+
+    async fn append_versions(&self, rows: &[MemoryRow]) -> Result<(), StoreError> {
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let body = compress(
+            &MemoryBatch::from_rows(rows).encode(VERSIONS_TABLE),
+            Compression::Zstd,
+        )
+        .map_err(|e| StoreError::Backend(format!("memory versions not compressed: {e}")))?;
+        self.client
+            .write_with_retry(&self.target(), body.into(), Compression::Zstd, &self.retry)
+            .await?;
+        tracing::debug!(
+            org_id = &*self.org_id,
+            rows = rows.len(),
+            "arc memory versions written"
+        );
         Ok(())
     }
 

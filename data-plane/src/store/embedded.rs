@@ -9,7 +9,10 @@
 //! reads run builder SQL for [`Dialect::Embedded`] and come back as JSON
 //! values (INTEGER and REAL → number, TEXT → string, NULL → null).
 
-use super::{AGENTS_TABLE, Rows, SESSIONS_TABLE, StateRow, StateTable, StoreError, TenantStore};
+use super::{
+    AGENTS_TABLE, Rows, SESSIONS_TABLE, StateRow, StateTable, StoreError, TenantStore,
+    VERSIONS_TABLE,
+};
 use crate::arcdb::MemoryRow;
 use crate::query::{Dialect, Ident, MEMORY_COLUMNS, OrgId, Sql};
 use serde_json::Value;
@@ -84,17 +87,25 @@ impl EmbeddedStore {
 
     async fn create_schema(&self) -> Result<(), StoreError> {
         let m = self.memories.as_str();
-        let mut memories = format!("CREATE TABLE IF NOT EXISTS \"{m}\" (time INTEGER NOT NULL");
-        for c in &MEMORY_COLUMNS[1..] {
-            if *c == "importance" {
-                memories.push_str(", importance REAL NOT NULL DEFAULT 0");
-            } else {
-                let _ = write!(memories, ", {c} TEXT NOT NULL DEFAULT ''");
+        let memory_table = |name: &str| {
+            let mut create =
+                format!("CREATE TABLE IF NOT EXISTS \"{name}\" (time INTEGER NOT NULL");
+            for c in &MEMORY_COLUMNS[1..] {
+                if *c == "importance" {
+                    create.push_str(", importance REAL NOT NULL DEFAULT 0");
+                } else {
+                    let _ = write!(create, ", {c} TEXT NOT NULL DEFAULT ''");
+                }
             }
-        }
-        memories.push(')');
+            create.push(')');
+            create
+        };
         let mut statements = vec![
-            memories,
+            memory_table(m),
+            memory_table(VERSIONS_TABLE),
+            format!(
+                "CREATE INDEX IF NOT EXISTS \"{VERSIONS_TABLE}_id\" ON \"{VERSIONS_TABLE}\" (id)"
+            ),
             format!("CREATE INDEX IF NOT EXISTS \"{m}_org_time\" ON \"{m}\" (org_id, time)"),
             format!("CREATE INDEX IF NOT EXISTS \"{m}_id\" ON \"{m}\" (id)"),
             format!("CREATE INDEX IF NOT EXISTS \"{m}_dedup_key\" ON \"{m}\" (dedup_key)"),
@@ -124,11 +135,54 @@ impl EmbeddedStore {
     }
 }
 
+impl EmbeddedStore {
+    /// Inserts memory rows into `table` in one transaction.
+    async fn insert_memory_rows(&self, table: &str, rows: &[MemoryRow]) -> Result<(), StoreError> {
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let sql = format!(
+            "INSERT INTO \"{table}\" ({}) VALUES (?{})",
+            MEMORY_COLUMNS.join(", "),
+            ", ?".repeat(MEMORY_COLUMNS.len() - 1)
+        );
+        let n = rows.len();
+        let mut tx = self.pool.begin().await.map_err(|e| db_error("write", e))?;
+        for r in rows {
+            sqlx::query(AssertSqlSafe(sql.as_str()))
+                .bind(r.time)
+                .bind(r.id.as_str())
+                .bind(&*r.org_id)
+                .bind(r.agent_id.as_str())
+                .bind(r.session_id.as_str())
+                .bind(&*r.memory_type)
+                .bind(r.event_type.as_str())
+                .bind(r.content.as_str())
+                .bind(&*r.metadata_json)
+                .bind(r.tags_csv.as_str())
+                .bind(r.dedup_key.as_str())
+                .bind(r.importance)
+                .bind(r.parent_id.as_str())
+                .execute(&mut *tx)
+                .await
+                .map_err(|e| db_error("write", e))?;
+        }
+        tx.commit().await.map_err(|e| db_error("write", e))?;
+        tracing::debug!(
+            org_id = self.org_id,
+            table,
+            rows = n,
+            "embedded memories written"
+        );
+        Ok(())
+    }
+}
+
 /// The memories table name: a table identifier that is not a state table.
 fn memories_ident(name: &str) -> Result<Ident, StoreError> {
-    if matches!(name, AGENTS_TABLE | SESSIONS_TABLE) {
+    if matches!(name, AGENTS_TABLE | SESSIONS_TABLE | VERSIONS_TABLE) {
         return Err(StoreError::Backend(
-            "invalid memories table: must not be agents or sessions (state tables)".into(),
+            "invalid memories table: must not be agents, sessions or memory_versions".into(),
         ));
     }
     Ident::table(name).map_err(|e| StoreError::Backend(format!("invalid memories table: {e}")))
@@ -175,39 +229,11 @@ impl TenantStore for EmbeddedStore {
     }
 
     async fn append_memories(&self, rows: &[MemoryRow]) -> Result<(), StoreError> {
-        if rows.is_empty() {
-            return Ok(());
-        }
-        let sql = format!(
-            "INSERT INTO \"{}\" ({}) VALUES (?{})",
-            self.memories,
-            MEMORY_COLUMNS.join(", "),
-            ", ?".repeat(MEMORY_COLUMNS.len() - 1)
-        );
-        let n = rows.len();
-        let mut tx = self.pool.begin().await.map_err(|e| db_error("write", e))?;
-        for r in rows {
-            sqlx::query(AssertSqlSafe(sql.as_str()))
-                .bind(r.time)
-                .bind(r.id.as_str())
-                .bind(&*r.org_id)
-                .bind(r.agent_id.as_str())
-                .bind(r.session_id.as_str())
-                .bind(&*r.memory_type)
-                .bind(r.event_type.as_str())
-                .bind(r.content.as_str())
-                .bind(&*r.metadata_json)
-                .bind(r.tags_csv.as_str())
-                .bind(r.dedup_key.as_str())
-                .bind(r.importance)
-                .bind(r.parent_id.as_str())
-                .execute(&mut *tx)
-                .await
-                .map_err(|e| db_error("write", e))?;
-        }
-        tx.commit().await.map_err(|e| db_error("write", e))?;
-        tracing::debug!(org_id = self.org_id, rows = n, "embedded memories written");
-        Ok(())
+        self.insert_memory_rows(self.memories.as_str(), rows).await
+    }
+
+    async fn append_versions(&self, rows: &[MemoryRow]) -> Result<(), StoreError> {
+        self.insert_memory_rows(VERSIONS_TABLE, rows).await
     }
 
     async fn append_state(&self, table: StateTable, row: StateRow) -> Result<(), StoreError> {

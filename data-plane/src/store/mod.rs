@@ -33,6 +33,9 @@ pub use embedded::{EmbeddedStore, EmbeddedStores};
 pub const AGENTS_TABLE: &str = "agents";
 /// Session state rows (one measurement / table per org).
 pub const SESSIONS_TABLE: &str = "sessions";
+/// The superseded versions of updated memories (the memory columns): a
+/// memory's history is this table's rows of its id and its current row.
+pub const VERSIONS_TABLE: &str = "memory_versions";
 
 /// Columns of an agent state row besides `time` (µs) and `id`; every value
 /// is a string (empty for "none"). `deleted` is `"1"` on the tombstone row
@@ -188,6 +191,11 @@ pub trait TenantStore: Send + Sync {
     /// Appends memory rows; returns once they are durable (Arc answered 2xx
     /// for the batch holding them, or the SQLite transaction committed).
     async fn append_memories(&self, rows: &[MemoryRow]) -> Result<(), StoreError>;
+
+    /// Appends superseded memory versions to [`VERSIONS_TABLE`]; returns
+    /// once they are durable (one direct write, not group-committed:
+    /// updates are rare next to creates).
+    async fn append_versions(&self, rows: &[MemoryRow]) -> Result<(), StoreError>;
 
     /// Appends one state row to `table`; returns once it is durable.
     async fn append_state(&self, table: StateTable, row: StateRow) -> Result<(), StoreError>;

@@ -30,7 +30,7 @@ impl QueryBuilder {
         let mut p: Vec<String> = Vec::new();
         match scope {
             Scope::WholeOrg => return "1 = 1".into(),
-            Scope::Ids(ids) => {
+            Scope::Ids(ids) | Scope::Superseded(ids) => {
                 let lits: Vec<String> = ids.iter().map(|id| self.lit(id.as_str())).collect();
                 p.push(in_list_at(alias, "id", &lits));
             }
@@ -107,6 +107,15 @@ impl QueryBuilder {
             .iter()
             .map(|e| self.erasure_cover(&e.scope, e.as_of, "v.").len() + " AND NOT ()".len())
             .sum()
+    }
+
+    /// The hiding predicates for the `memory_versions` table: deletes only
+    /// (the versions an update superseded are what that table keeps).
+    pub(super) fn deletion_hides(&self) -> impl Iterator<Item = String> + '_ {
+        self.erasures
+            .iter()
+            .filter(|e| !matches!(e.scope, Scope::Superseded(_)))
+            .map(|e| format!("NOT ({})", self.erasure_cover(&e.scope, e.as_of, "v.")))
     }
 
     /// `AND`-joined hiding predicates appended to `sql` (nothing without

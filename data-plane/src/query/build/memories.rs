@@ -23,7 +23,7 @@ use super::{MEMORY_COLUMNS, QueryBuilder, Sql, in_list, qualified};
 use crate::query::dialect::like_contains;
 use crate::query::params::{MemoryFilter, MemoryPage};
 use crate::query::time::UnixMicros;
-use crate::query::validate::{AgentId, MemoryId};
+use crate::query::validate::{AgentId, Ident, MemoryId};
 use std::fmt::Write as _;
 use std::time::Duration;
 
@@ -90,6 +90,27 @@ impl QueryBuilder {
         }
         self.push_erasure_hides(&mut sql);
         sql.push_str(" ORDER BY v.time DESC LIMIT 1");
+        Sql(sql)
+    }
+
+    /// The superseded versions of memory `id` (from `memory_versions`),
+    /// newest first, at most `limit`: its history besides its current row.
+    pub fn superseded_versions(&self, id: &MemoryId, limit: u32, now: UnixMicros) -> Sql {
+        let versions = Ident::versions_table();
+        let mut sql = format!(
+            "SELECT {} FROM {} AS v WHERE v.org_id = {} AND v.id = {}",
+            qualified("v", &MEMORY_COLUMNS),
+            self.dialect.table_ref(&versions),
+            self.lit(self.org.as_str()),
+            self.lit(id.as_str()),
+        );
+        if let Some(cutoff) = self.retention_cutoff(now) {
+            let _ = write!(sql, " AND v.time > {}", self.dialect.time_literal(cutoff));
+        }
+        for hide in self.deletion_hides() {
+            let _ = write!(sql, " AND {hide}");
+        }
+        let _ = write!(sql, " ORDER BY v.time DESC LIMIT {limit}");
         Sql(sql)
     }
 
