@@ -77,9 +77,27 @@ pub fn check_arc_database(value: &str) -> Result<(), NameError> {
     arc_name("database", value)
 }
 
+/// memtrace's own tables in an org's Arc database (agent and session state
+/// rows, superseded memory versions): no binding may name one as its
+/// memory measurement.
+pub const RESERVED_MEASUREMENTS: [&str; 3] = ["agents", "sessions", "memory_versions"];
+
 /// Checks an Arc measurement name (field `measurement`).
 pub fn check_arc_measurement(value: &str) -> Result<(), NameError> {
     arc_name("measurement", value)
+}
+
+/// Checks the memory measurement of a binding (field `measurement`): an
+/// Arc name that is not one of memtrace's own tables.
+pub fn check_memory_measurement(value: &str) -> Result<(), NameError> {
+    check_arc_measurement(value)?;
+    if RESERVED_MEASUREMENTS.contains(&value) {
+        return Err(NameError {
+            field: "measurement",
+            rule: "must not be agents, sessions or memory_versions (memtrace's own tables)",
+        });
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -105,6 +123,16 @@ mod tests {
         for ok in ["acme", "a", "Acme_2", &"a".repeat(64)] {
             assert!(check_arc_database(ok).is_ok(), "{ok:?}");
             assert!(check_arc_measurement(ok).is_ok(), "{ok:?}");
+        }
+        for reserved in RESERVED_MEASUREMENTS {
+            assert!(check_arc_measurement(reserved).is_ok());
+            assert!(check_memory_measurement("events").is_ok());
+            assert!(
+                check_memory_measurement(reserved)
+                    .unwrap_err()
+                    .to_string()
+                    .contains("memtrace's own tables")
+            );
         }
         for bad in [
             "",

@@ -176,7 +176,7 @@ fn arc_name(field: &'static str, value: &str) -> Result<String> {
     let check = if field == "database" {
         memtrace_common::names::check_arc_database
     } else {
-        memtrace_common::names::check_arc_measurement
+        memtrace_common::names::check_memory_measurement
     };
     check(value).map_err(|e| {
         ControlPlaneError::invalid(
