@@ -19,35 +19,14 @@
 //!
 //! # Shapes
 //!
-//! A retried write can store the same memory `id` twice, so every memory read
-//! collapses rows by `id`, latest `time` wins, with a form both engines run
-//! (no window functions, no row values):
-//!
-//! ```sql
-//! SELECT latest.max_time AS time, m.id AS id, MAX(m.agent_id) AS agent_id, ...
-//! FROM <table> AS m
-//! JOIN (SELECT v.id AS id, MAX(v.time) AS max_time FROM <table> AS v
-//!       WHERE v.org_id = '<org>' AND <all filters> GROUP BY v.id) AS latest
-//!   ON m.id = latest.id AND m.time = latest.max_time
-//! WHERE m.org_id = '<org>' AND <scan filters>
-//! GROUP BY m.id, latest.max_time
-//! ORDER BY latest.max_time DESC, m.id DESC LIMIT <n> OFFSET <k>
-//! ```
-//!
-//! The inner aggregate picks, per id, the newest version that matches the
-//! filters; the join fetches that version; the outer `GROUP BY` collapses
-//! exact duplicates (a retry that re-sent the same `time`), taking `MAX` of
-//! each column, which for identical rows is the row. Cost: two scans of the
-//! table and a hash aggregate over every matching row before `LIMIT` applies
-//! (no top-N short cut). The cheap, selective predicates (org, id, agent,
-//! session, time bounds) are repeated on the outer scan so both scans prune
-//! Parquet row groups; the expensive ones (tags, content) run once. Memories
-//! are immutable, so the versions of one id differ only in `time`; inside a
-//! time window the newest version in that window is the one returned. Rows
-//! without an `id` (written before ids existed) never join and are not
-//! returned. Agent and session state rows use the same form (latest row per
-//! id wins), with their mutable-column filters applied to the latest row
-//! only.
+//! See [`build`]: memory reads are one scan each — a newest-first prefix
+//! (the plain query a user would send Arc, collapsed in the worker) or the
+//! collapse written in SQL with window functions for what a prefix cannot
+//! answer; state rows (agents, sessions) pick their newest row per id with
+//! a window too. Every memory read also hides what the org's erasures in
+//! progress cover (one `NOT (...)` each, `build::erasures`) and what is
+//! past the org's retention (one lower time bound). Rows without an `id`
+//! (written before ids existed) are not returned.
 //!
 //! # Arc specifics (see the [`Dialect`] docs)
 //!
