@@ -9,8 +9,10 @@
 //! default 1000, 1 to 10000), `cursor` (a previous page's `next_cursor`).
 //!
 //! Each page is a fresh read: a memory updated or deleted while an export
-//! runs may show its versions at different positions (or not at all), so a
-//! complete export loops until a page has no cursor.
+//! runs may show its versions at different positions (one already exported
+//! shows again, in its new version, on a later page; a deleted one is
+//! missing from later pages). A complete export loops until a page has no
+//! cursor.
 
 use super::{ApiResult, Pairs, Reader, int_param, pairs};
 use crate::query::ExportParams;
