@@ -19,10 +19,10 @@
 
 use crate::v1::{
     AgentMemoriesRequest, AgentRef, CreateMemoriesRequest, CreateMemoryRequest,
-    CreateSessionRequest, DeleteMemoriesRequest, GetMemoryRequest, ListAgentsRequest,
-    ListErasuresRequest, ListMemoriesRequest, ListSessionsRequest, RegisterAgentRequest,
-    SearchMemoriesRequest, SessionContextRequest, SessionMemoriesRequest, SessionRef,
-    UpdateMemoryRequest, UpdateSessionRequest, WriteBatch,
+    CreateSessionRequest, DeleteMemoriesRequest, ExportMemoriesRequest, GetMemoryRequest,
+    ListAgentsRequest, ListErasuresRequest, ListMemoriesRequest, ListSessionsRequest,
+    RegisterAgentRequest, SearchMemoriesRequest, SessionContextRequest, SessionMemoriesRequest,
+    SessionRef, UpdateMemoryRequest, UpdateSessionRequest, WriteBatch,
 };
 use prost::Message;
 use prost::bytes::Buf as _;
@@ -126,6 +126,7 @@ fn guard_of(t: TypeId) -> Guard {
         TypeId::of::<DeleteMemoriesRequest>(),
         TypeId::of::<ListErasuresRequest>(),
         TypeId::of::<UpdateMemoryRequest>(),
+        TypeId::of::<ExportMemoriesRequest>(),
         TypeId::of::<RegisterAgentRequest>(),
         TypeId::of::<ListAgentsRequest>(),
         TypeId::of::<AgentRef>(),
@@ -288,6 +289,12 @@ mod tests {
         let err = decode::<SessionContextRequest>(&past.encode_to_vec()).unwrap_err();
         assert_eq!(err.code(), tonic::Code::ResourceExhausted);
         assert!(err.message().contains("at most 262144 bytes"), "{err}");
+        let export = crate::v1::ExportMemoriesRequest {
+            cursor: "c".repeat(MAX_SMALL_REQUEST_BYTES + 1),
+            ..crate::v1::ExportMemoriesRequest::default()
+        };
+        let err = decode::<crate::v1::ExportMemoriesRequest>(&export.encode_to_vec()).unwrap_err();
+        assert_eq!(err.code(), tonic::Code::ResourceExhausted);
         // responses (and the admin API) are not bounded here
         let reply = Memory {
             tags: vec![String::new(); MAX_SMALL_REQUEST_BYTES],

@@ -3,11 +3,11 @@
 //! scalars), so requests are turned into the same raw request types the
 //! REST adapter deserialises and validated by the same `TryFrom`s.
 
-use crate::query::{ListParams, SearchParams};
+use crate::query::{ExportParams, ListParams, SearchParams};
 use crate::service::{
     Agent, AgentStats, ContextRequest, CreateMemoryRequest, CreateSessionRequest, DeleteRequest,
-    Deletion, ErasureView, Memory, MemoryList, MemoryPatch, RegisterAgentRequest, SearchResult,
-    ServiceError, Session, SessionContext, UpdateSessionRequest,
+    Deletion, ErasureView, ExportPage, Memory, MemoryList, MemoryPatch, RegisterAgentRequest,
+    SearchResult, ServiceError, Session, SessionContext, UpdateSessionRequest,
 };
 use crate::store::time_micros;
 use memtrace_proto::v1 as pb;
@@ -121,6 +121,26 @@ impl From<pb::ListMemoriesRequest> for ListParams {
             limit: opt_i64(r.limit),
             offset: opt_i64(r.offset),
             order: opt(r.order),
+        }
+    }
+}
+
+impl From<pb::ExportMemoriesRequest> for ExportParams {
+    fn from(r: pb::ExportMemoriesRequest) -> Self {
+        Self {
+            agent_id: opt(r.agent_id),
+            session_id: opt(r.session_id),
+            limit: opt_i64(r.limit),
+            cursor: opt(r.cursor),
+        }
+    }
+}
+
+impl From<ExportPage> for pb::ExportMemoriesResponse {
+    fn from(p: ExportPage) -> Self {
+        Self {
+            memories: p.memories.into_iter().map(Into::into).collect(),
+            next_cursor: p.next_cursor.unwrap_or_default(),
         }
     }
 }

@@ -2,7 +2,7 @@
 
 use super::{Reply, admit, token};
 use crate::admission::{Admission, Scope};
-use crate::query::{ListParams, SearchParams};
+use crate::query::{ExportParams, ListParams, SearchParams};
 use crate::service::{CreateMemoryRequest, DeleteRequest, MemoryPatch, NewMemory, ServiceError};
 use memtrace_common::error::{CodedError, public_message, retry_after_ms};
 use memtrace_proto::v1 as pb;
@@ -153,6 +153,16 @@ impl pb::memory_service_server::MemoryService for MemoryApi {
         Ok(Response::new(pb::ListErasuresResponse {
             erasures: svc.erasures().into_iter().map(Into::into).collect(),
         }))
+    }
+
+    async fn export_memories(
+        &self,
+        request: Request<pb::ExportMemoriesRequest>,
+    ) -> Reply<pb::ExportMemoriesResponse> {
+        let svc = admit(&self.admission, &request, Scope::Read).await?;
+        let params = ExportParams::from(request.into_inner());
+        let page = svc.export_memories(&params).await?;
+        Ok(Response::new(page.into()))
     }
 }
 

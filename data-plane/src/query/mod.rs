@@ -62,7 +62,8 @@ pub use build::{
 pub use dialect::Dialect;
 pub use memtrace_common::names::OrgId;
 pub use params::{
-    ContextQuery, ListParams, ListQuery, MemoryFilter, MemoryPage, SearchParams, SearchQuery,
+    ContextQuery, EXPORT_DEFAULT_LIMIT, EXPORT_MAX_LIMIT, ExportCursor, ExportParams, ExportQuery,
+    ListParams, ListQuery, MemoryFilter, MemoryPage, SearchParams, SearchQuery,
 };
 pub use time::{TimeBound, UnixMicros};
 pub use validate::{

@@ -5,7 +5,8 @@
 use super::QueryError;
 use super::time::TimeBound;
 use super::validate::{
-    AgentId, ContentPattern, EventType, Limit, MemoryType, Order, SessionId, Tag, parse_offset,
+    AgentId, ContentPattern, EventType, Limit, MemoryId, MemoryType, Order, SessionId, Tag,
+    parse_offset,
 };
 
 /// Most tags one query may require.
@@ -295,4 +296,90 @@ fn parse_memory_types(raw: &[String], field: &'static str) -> Result<Vec<MemoryT
         usize::MAX,
         MemoryType::parse,
     )
+}
+
+/// Memories per export page when `limit` is not given.
+pub const EXPORT_DEFAULT_LIMIT: u32 = 1_000;
+/// Most memories per export page.
+pub const EXPORT_MAX_LIMIT: u32 = 10_000;
+/// Longest cursor accepted, as sent.
+const MAX_CURSOR_LEN: usize = 512;
+const CURSOR_RULE: &str = "must be a next_cursor returned by a previous export of this org";
+
+/// `GET /api/v1/export` (and `ExportMemories`) as received.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ExportParams {
+    pub agent_id: Option<String>,
+    pub session_id: Option<String>,
+    pub limit: Option<i64>,
+    pub cursor: Option<String>,
+}
+
+/// Where an export page starts: after the memory at (`micros`, `id`) in
+/// the export's order (time, then id, ascending). Sent as base64url
+/// (no padding) of `<micros>:<id>`; opaque to clients.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExportCursor {
+    pub micros: i64,
+    pub id: MemoryId,
+}
+
+impl ExportCursor {
+    /// The cursor of the page after the memory at (`micros`, `id`).
+    pub fn encode(micros: i64, id: &str) -> String {
+        use base64::Engine as _;
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(format!("{micros}:{id}"))
+    }
+
+    /// Parses a cursor sent back by a client; anything else is a
+    /// [`QueryError`] naming `cursor`.
+    pub fn parse(value: &str) -> Result<Self, QueryError> {
+        use base64::Engine as _;
+        let bad = || QueryError::invalid("cursor", CURSOR_RULE);
+        if value.is_empty() || value.len() > MAX_CURSOR_LEN {
+            return Err(bad());
+        }
+        let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(value.trim_end_matches('='))
+            .map_err(|_| bad())?;
+        let raw = String::from_utf8(raw).map_err(|_| bad())?;
+        let (micros, id) = raw.split_once(':').ok_or_else(bad)?;
+        if micros.is_empty() || !micros.bytes().all(|b| b.is_ascii_digit() || b == b'-') {
+            return Err(bad());
+        }
+        let micros: i64 = micros.parse().map_err(|_| bad())?;
+        let id = MemoryId::parse(id).map_err(|_| bad())?;
+        Ok(Self { micros, id })
+    }
+}
+
+/// A validated export page request.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ExportQuery {
+    /// `agent_id` and `session_id` only.
+    pub filter: MemoryFilter,
+    pub limit: u32,
+    /// Start after this memory; `None`: from the oldest.
+    pub after: Option<ExportCursor>,
+}
+
+impl ExportQuery {
+    pub fn parse(p: &ExportParams) -> Result<Self, QueryError> {
+        let limit = match p.limit {
+            None | Some(0) => EXPORT_DEFAULT_LIMIT,
+            Some(n) => u32::try_from(n)
+                .ok()
+                .filter(|n| (1..=EXPORT_MAX_LIMIT).contains(n))
+                .ok_or(QueryError::invalid("limit", "must be from 1 to 10000"))?,
+        };
+        Ok(Self {
+            filter: MemoryFilter {
+                agent_id: opt(p.agent_id.as_deref(), AgentId::parse)?,
+                session_id: opt(p.session_id.as_deref(), SessionId::parse)?,
+                ..MemoryFilter::default()
+            },
+            limit,
+            after: opt(p.cursor.as_deref(), ExportCursor::parse)?,
+        })
+    }
 }

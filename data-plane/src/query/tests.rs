@@ -786,3 +786,203 @@ fn retention_hides_older_memories_with_one_lower_bound() {
     let plain = arc().get(&MemoryId::parse("m1").unwrap(), NOW);
     assert!(!plain.as_str().contains("v.time >"), "{plain}");
 }
+
+fn export_query(p: ExportParams) -> ExportQuery {
+    ExportQuery::parse(&p).unwrap()
+}
+
+#[test]
+fn export_first_page_collapses_oldest_first_both_dialects() {
+    let q = export_query(ExportParams {
+        agent_id: Some("agent_1".into()),
+        limit: Some(50),
+        ..ExportParams::default()
+    });
+    let day = Some(Duration::from_secs(86_400));
+    let rows = collapsed_rows(
+        "tenant_db.events",
+        &MEMORY_COLUMNS,
+        " AND v.agent_id = 'agent_1'",
+        Some("epoch_us(latest.next_time) - epoch_us(latest.time)"),
+    );
+    assert_eq!(
+        arc().export_page(&q, day, NOW).as_str(),
+        format!(
+            "SELECT {} FROM ({rows}) AS kept ORDER BY kept.time ASC, kept.id ASC LIMIT 51",
+            columns("kept")
+        )
+    );
+    let rows = collapsed_rows("\"memories\"", &MEMORY_COLUMNS, "", None);
+    let all = export_query(ExportParams::default());
+    assert_eq!(all.limit, EXPORT_DEFAULT_LIMIT);
+    assert_eq!(
+        embedded().export_page(&all, None, NOW).as_str(),
+        format!(
+            "SELECT {} FROM ({rows}) AS kept ORDER BY kept.time ASC, kept.id ASC LIMIT 1001",
+            columns("kept")
+        )
+    );
+}
+
+#[test]
+fn export_next_page_is_a_keyset_with_the_cursor_as_the_scan_bound() {
+    // 2026-11-25T11:00:00Z
+    let at = 1_795_604_400_000_000_i64;
+    let cursor = ExportCursor::encode(at, "mem_b");
+    let q = export_query(ExportParams {
+        session_id: Some("sess_1".into()),
+        limit: Some(10),
+        cursor: Some(cursor),
+        ..ExportParams::default()
+    });
+    assert_eq!(
+        q.after,
+        Some(ExportCursor {
+            micros: at,
+            id: MemoryId::parse("mem_b").unwrap()
+        })
+    );
+    let day = Some(Duration::from_secs(86_400));
+    // Arc: the scan's bound is the pruner's `time > '…'` (1 µs before the
+    // cursor), the keyset on the collapsed rows is on microseconds
+    let rows = collapsed_rows(
+        "tenant_db.events",
+        &MEMORY_COLUMNS,
+        " AND v.session_id = 'sess_1' AND v.time > '2026-11-25 10:59:59.999999'",
+        Some("epoch_us(latest.next_time) - epoch_us(latest.time)"),
+    );
+    assert_eq!(
+        arc().export_page(&q, day, NOW).as_str(),
+        format!(
+            "SELECT {} FROM ({rows}) AS kept WHERE epoch_us(kept.time) > {at} \
+             OR (epoch_us(kept.time) = {at} AND kept.id > 'mem_b') \
+             ORDER BY kept.time ASC, kept.id ASC LIMIT 11",
+            columns("kept")
+        )
+    );
+    let rows = collapsed_rows(
+        "\"memories\"",
+        &MEMORY_COLUMNS,
+        &format!(" AND v.session_id = 'sess_1' AND v.time > {}", at - 1),
+        Some("latest.next_time - latest.time"),
+    );
+    assert_eq!(
+        embedded().export_page(&q, day, NOW).as_str(),
+        format!(
+            "SELECT {} FROM ({rows}) AS kept WHERE kept.time > {at} \
+             OR (kept.time = {at} AND kept.id > 'mem_b') \
+             ORDER BY kept.time ASC, kept.id ASC LIMIT 11",
+            columns("kept")
+        )
+    );
+    // with retention: one lower bound, the later of the two
+    let old = export_query(ExportParams {
+        cursor: Some(ExportCursor::encode(1_000, "mem_a")),
+        ..ExportParams::default()
+    });
+    let sql = embedded()
+        .with_retention(Some(Duration::from_secs(86_400)))
+        .export_page(&old, None, NOW)
+        .into_string();
+    assert!(
+        sql.contains(&format!("v.time > {}", NOW.0 - 86_400_000_000))
+            && sql.matches("v.time >").count() == 1,
+        "{sql}"
+    );
+}
+
+#[test]
+fn export_hides_erasures_in_progress() {
+    use crate::erasure::{Erasure, Scope, State};
+    use std::sync::Arc;
+    let erasure = Erasure {
+        id: "era_1".into(),
+        org_id: "org_default".into(),
+        scope: Scope::Ids(vec![MemoryId::parse("m1").unwrap()]),
+        as_of: 1_000,
+        requested_by: "api_key:k".into(),
+        requested_at: 1_000,
+        state: State::Requested,
+        detail: String::new(),
+    };
+    let q = export_query(ExportParams {
+        cursor: Some(ExportCursor::encode(5, "m0")),
+        ..ExportParams::default()
+    });
+    for b in [arc(), embedded()] {
+        let sql = b
+            .with_erasures(vec![Arc::new(erasure.clone())])
+            .export_page(&q, Some(Duration::from_secs(60)), NOW)
+            .into_string();
+        let time = if sql.contains("epoch_us") {
+            "epoch_us(v.time)"
+        } else {
+            "v.time"
+        };
+        assert!(
+            sql.contains(&format!("AND NOT (v.id = 'm1' AND {time} <= 1000)")),
+            "{sql}"
+        );
+    }
+}
+
+#[test]
+fn export_cursor_and_limit_are_validated() {
+    let at = 1_795_604_400_123_456_i64;
+    let c = ExportCursor::encode(at, "mem_0123abcd");
+    assert!(
+        !c.contains(['+', '/', '=']),
+        "base64url without padding: {c}"
+    );
+    assert_eq!(
+        ExportCursor::parse(&c).unwrap(),
+        ExportCursor {
+            micros: at,
+            id: MemoryId::parse("mem_0123abcd").unwrap()
+        }
+    );
+    use base64::Engine as _;
+    let b64 = |s: &str| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(s);
+    let bad = [
+        "not base64!".to_owned(),
+        "x".repeat(600),
+        b64("no-colon"),
+        b64(":mem_a"),
+        b64("12x:mem_a"),
+        b64("99999999999999999999:mem_a"),
+        b64("12:"),
+        b64("12:bad id"),
+        b64("12:mem_a:more"),
+    ];
+    for value in bad {
+        let e = ExportCursor::parse(&value).unwrap_err();
+        assert_eq!(e.field(), "cursor", "{value}");
+        let e = ExportQuery::parse(&ExportParams {
+            cursor: Some(value.clone()),
+            ..ExportParams::default()
+        })
+        .unwrap_err();
+        assert_eq!(e.field(), "cursor", "{value}");
+    }
+    let limit = |n: i64| {
+        ExportQuery::parse(&ExportParams {
+            limit: Some(n),
+            ..ExportParams::default()
+        })
+    };
+    assert_eq!(limit(0).unwrap().limit, EXPORT_DEFAULT_LIMIT);
+    assert_eq!(limit(1).unwrap().limit, 1);
+    assert_eq!(limit(10_000).unwrap().limit, EXPORT_MAX_LIMIT);
+    for n in [-1, 10_001, i64::MAX] {
+        assert_eq!(limit(n).unwrap_err().field(), "limit", "{n}");
+    }
+    assert_eq!(
+        ExportQuery::parse(&ExportParams {
+            agent_id: Some("bad agent".into()),
+            ..ExportParams::default()
+        })
+        .unwrap_err()
+        .field(),
+        "agent_id"
+    );
+}

@@ -9,6 +9,7 @@
 
 mod agents;
 mod body;
+mod export;
 mod memories;
 mod sessions;
 
@@ -48,6 +49,7 @@ pub fn router(state: Admission, body_timeout: BodyTimeout) -> axum::Router {
         .route("/api/v1/search", post(memories::search))
         .route("/api/v1/delete", post(memories::delete_many))
         .route("/api/v1/erasures", get(memories::erasures))
+        .route("/api/v1/export", get(export::export))
         .route("/api/v1/agents", post(agents::register).get(agents::list))
         .route(
             "/api/v1/agents/{id}",

@@ -18,12 +18,12 @@
 use super::dedup::{Reserved, auto_key};
 use super::ids::{memory_id, next_micros_n};
 use super::rows::{self, EMPTY_OBJECT, encode_object, rfc3339};
-use super::types::{Memory, MemoryList, NewMemory, SearchResult};
+use super::types::{ExportPage, Memory, MemoryList, NewMemory, SearchResult};
 use super::{MAX_BATCH, OrgService, ServiceError, ServiceShared, collapse};
 use crate::arcdb::MemoryRow;
 use crate::query::{
-    ListParams, ListQuery, MemoryId, MemoryPage, Order, PREFIX_MAX_ROWS, SearchParams, SearchQuery,
-    SessionId, Tag, UnixMicros,
+    ExportCursor, ExportParams, ExportQuery, ListParams, ListQuery, MemoryId, MemoryPage, Order,
+    PREFIX_MAX_ROWS, SearchParams, SearchQuery, SessionId, Tag, UnixMicros,
 };
 use crate::store::StoreError;
 use hashbrown::HashSet;
@@ -347,6 +347,29 @@ impl OrgService {
         let has_more = memories.len() > limit;
         memories.truncate(limit);
         Ok((memories, has_more))
+    }
+
+    /// One page of the org's export (`GET /api/v1/export`): the visible
+    /// memories after the cursor, oldest first, at most `limit`, in one
+    /// statement read within the worker's reply bounds; the next page's
+    /// cursor when more follow.
+    pub async fn export_memories(&self, params: &ExportParams) -> Result<ExportPage, ServiceError> {
+        let q = ExportQuery::parse(params)?;
+        let key_window = self.dedup.enabled.then_some(self.dedup.window);
+        let sql = self.builder.export_page(&q, key_window, UnixMicros::now());
+        let mut rows = rows::read_memories(self.query(&sql).await?)?;
+        let limit = q.limit as usize;
+        let next_cursor = if rows.len() > limit {
+            rows.truncate(limit);
+            rows.last()
+                .map(|last| ExportCursor::encode(last.micros, &last.memory.id))
+        } else {
+            None
+        };
+        Ok(ExportPage {
+            memories: rows.into_iter().map(|r| r.memory).collect(),
+            next_cursor,
+        })
     }
 
     /// One memory by id; 404 when unknown.

@@ -30,9 +30,9 @@ mod tests;
 pub use erase::{DeleteRequest, Deletion, ErasureView};
 pub use error::{NO_ARC_HINT, NO_ARC_INSTANCE, ServiceError};
 pub use types::{
-    Agent, AgentStats, ContextRequest, CreateMemoryRequest, CreateSessionRequest, Memory,
-    MemoryList, NewAgent, NewMemory, NewSession, RegisterAgentRequest, SearchResult, Session,
-    SessionContext, SessionUpdate, UpdateSessionRequest,
+    Agent, AgentStats, ContextRequest, CreateMemoryRequest, CreateSessionRequest, ExportPage,
+    Memory, MemoryList, NewAgent, NewMemory, NewSession, RegisterAgentRequest, SearchResult,
+    Session, SessionContext, SessionUpdate, UpdateSessionRequest,
 };
 pub use versions::MemoryPatch;
 

@@ -42,6 +42,15 @@ pub struct Memory {
     pub parent_id: String,
 }
 
+/// One page of an export (`GET /api/v1/export`, `ExportMemories`): the
+/// visible memories oldest first, and the cursor of the next page when
+/// more follow (`None`: the export is complete).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ExportPage {
+    pub memories: Vec<Memory>,
+    pub next_cursor: Option<String>,
+}
+
 /// `GET /api/v1/memories` and the agent/session memory lists.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct MemoryList {

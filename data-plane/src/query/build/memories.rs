@@ -11,6 +11,8 @@
 //!   [`QueryBuilder::agent_stats`]): the collapse written in SQL with two
 //!   window functions over the matching rows, for what a prefix cannot
 //!   answer (oldest-first pages, deep offsets, counts over everything).
+//!   An export page ([`QueryBuilder::export_page`]) is the same shape paged
+//!   by keyset on (time, id) instead of an offset.
 //!
 //! The collapse (one rule, both shapes): among the rows matching a read's
 //! filters, (1) of the rows sharing an `id` only the newest is kept (a
@@ -21,8 +23,8 @@
 
 use super::{MEMORY_COLUMNS, QueryBuilder, Sql, in_list, qualified};
 use crate::query::dialect::like_contains;
-use crate::query::params::{MemoryFilter, MemoryPage};
-use crate::query::time::UnixMicros;
+use crate::query::params::{ExportQuery, MemoryFilter, MemoryPage};
+use crate::query::time::{TimeBound, UnixMicros};
 use crate::query::validate::{AgentId, Ident, MemoryId};
 use std::fmt::Write as _;
 use std::time::Duration;
@@ -74,6 +76,48 @@ impl QueryBuilder {
             u64::from(page.limit) + 1,
             page.offset,
         ))
+    }
+
+    /// One export page, collapsed in SQL, oldest first: `q.limit + 1`
+    /// visible memories (the extra one says a further page exists) after
+    /// `q.after` in (time, id) order. Keyset paging: the cursor's time is
+    /// also the scan's lower bound (`v.time > cursor - 1µs`, through
+    /// [`Self::predicates`], so Arc prunes files by it and the erasure and
+    /// retention predicates apply), which leaves the collapse exact for the
+    /// rows it keeps (whether a row is hidden depends only on newer rows);
+    /// the (time, id) comparison on the collapsed rows is written on
+    /// microseconds, which Arc's pruner does not read. Cost per page does
+    /// not grow with the export's depth.
+    pub fn export_page(
+        &self,
+        q: &ExportQuery,
+        key_window: Option<Duration>,
+        now: UnixMicros,
+    ) -> Sql {
+        let mut filter = q.filter.clone();
+        if let Some(after) = &q.after {
+            filter.since = Some(TimeBound::At(UnixMicros(after.micros).minus(1)));
+        }
+        let mut sql = format!(
+            "SELECT {} FROM ({}) AS kept",
+            qualified("kept", &MEMORY_COLUMNS),
+            self.collapsed(&MEMORY_COLUMNS, &filter, key_window, now),
+        );
+        if let Some(after) = &q.after {
+            let time = self.dialect.micros("kept.time");
+            let _ = write!(
+                sql,
+                " WHERE {time} > {m} OR ({time} = {m} AND kept.id > {id})",
+                m = after.micros,
+                id = self.lit(after.id.as_str()),
+            );
+        }
+        let _ = write!(
+            sql,
+            " ORDER BY kept.time ASC, kept.id ASC LIMIT {}",
+            u64::from(q.limit) + 1
+        );
+        Sql(sql)
     }
 
     /// One memory by id: its newest version.
