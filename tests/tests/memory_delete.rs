@@ -360,3 +360,78 @@ async fn grpc_deletes_hide_memories_and_refuse_bad_requests() {
     let (s, still) = rest.get(&format!("/api/v1/memories/{}", created[0])).await;
     assert_eq!(s, 200, "refused deletes change nothing: {still}");
 }
+
+/// Deleting an agent with `?cascade=true` deletes its memories too; without
+/// it (the original's call) the memories stay.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleting_an_agent_can_cascade_to_its_memories() {
+    let c = Cluster::start("/memtrace-delete-cascade/v1/")
+        .await
+        .unwrap();
+    let arc = arc_with_token(ARC_TOKEN, DB).await.unwrap();
+    let org = c.org("delete-cascade").await.unwrap();
+    c.add_arc(&org, &arc.url(), DB, Some(ARC_TOKEN))
+        .await
+        .unwrap();
+    let (key, _) = c.key(&org, "read,write").await.unwrap();
+    let worker = c.worker("delete-cascade", &[]).await.unwrap();
+    let api = Api::new(&worker, Some(&key));
+    let mut agents = Vec::new();
+    for name in ["kept", "cascaded", "forgotten"] {
+        let (s, agent) = api.post("/api/v1/agents", json!({"name": name})).await;
+        assert_eq!(s, 201, "{agent}");
+        let id = agent["id"].as_str().unwrap().to_owned();
+        let (s, m) = api
+            .post(
+                "/api/v1/memories",
+                json!({"agent_id": id, "content": format!("memory of {name}")}),
+            )
+            .await;
+        assert_eq!(s, 201, "{m}");
+        agents.push(id);
+    }
+    let count = |list: &Value| list["count"].as_u64().unwrap();
+    // the original's delete: 204, memories stay
+    let (s, _) = api
+        .call("DELETE", &format!("/api/v1/agents/{}", agents[2]), None)
+        .await;
+    assert_eq!(s, 204);
+    let (_, left) = api
+        .get(&format!("/api/v1/memories?agent_id={}", agents[2]))
+        .await;
+    assert_eq!(count(&left), 1, "{left}");
+    let (s, refused) = api
+        .call(
+            "DELETE",
+            &format!("/api/v1/agents/{}?cascade=maybe", agents[1]),
+            None,
+        )
+        .await;
+    assert_eq!(s, 400, "{refused}");
+    assert!(error_of(&refused).contains("cascade"), "{refused}");
+    let (s, deleted) = api
+        .call(
+            "DELETE",
+            &format!("/api/v1/agents/{}?cascade=true", agents[1]),
+            None,
+        )
+        .await;
+    assert_eq!(s, 202, "{deleted}");
+    assert!(
+        deleted["erasure"]["id"]
+            .as_str()
+            .unwrap()
+            .starts_with("era_"),
+        "{deleted}"
+    );
+    let (_, gone) = api
+        .get(&format!("/api/v1/memories?agent_id={}", agents[1]))
+        .await;
+    assert_eq!(count(&gone), 0, "{gone}");
+    let (s, _) = api.get(&format!("/api/v1/agents/{}", agents[1])).await;
+    assert_eq!(s, 404);
+    let (_, kept) = api
+        .get(&format!("/api/v1/memories?agent_id={}", agents[0]))
+        .await;
+    assert_eq!(count(&kept), 1, "{kept}");
+}

@@ -427,6 +427,7 @@ async fn grpc_auth_scopes_no_arc_revocation_agents_and_sessions() {
             &key,
             pb::AgentRef {
                 id: "planner".into(),
+                cascade: false,
             },
         ))
         .await
@@ -512,6 +513,7 @@ async fn grpc_auth_scopes_no_arc_revocation_agents_and_sessions() {
             &key,
             pb::AgentRef {
                 id: agent.id.clone(),
+                cascade: false,
             },
         ))
         .await

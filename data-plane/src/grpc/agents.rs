@@ -47,8 +47,11 @@ impl pb::agent_service_server::AgentService for AgentApi {
 
     async fn delete_agent(&self, request: Request<pb::AgentRef>) -> Reply<pb::DeleteAgentResponse> {
         let svc = admit(&self.admission, &request, Scope::Write).await?;
-        svc.delete_agent(&request.into_inner().id).await?;
-        Ok(Response::new(pb::DeleteAgentResponse {}))
+        let r = request.into_inner();
+        let deletion = svc.delete_agent(&r.id, r.cascade).await?;
+        Ok(Response::new(pb::DeleteAgentResponse {
+            erasure: deletion.and_then(|d| d.erasure).map(Into::into),
+        }))
     }
 
     async fn get_agent_stats(&self, request: Request<pb::AgentRef>) -> Reply<pb::AgentStats> {

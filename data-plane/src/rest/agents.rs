@@ -29,9 +29,27 @@ pub(super) async fn get_one(Path(id): Path<String>, Reader(svc): Reader) -> ApiR
     reply(StatusCode::OK, &svc.get_agent(&id).await?)
 }
 
-pub(super) async fn delete(Path(id): Path<String>, Writer(svc): Writer) -> ApiResult {
-    svc.delete_agent(&id).await?;
-    Ok(StatusCode::NO_CONTENT.into_response())
+/// 204 as the original; with `?cascade=true` the agent's memories are
+/// deleted too (an erasure, as `POST /api/v1/delete` by agent): 202 with it.
+pub(super) async fn delete(Path(id): Path<String>, query: Pairs, Writer(svc): Writer) -> ApiResult {
+    let mut cascade = false;
+    for (k, v) in super::pairs(query)? {
+        match (k.as_str(), v.as_str()) {
+            ("cascade", "true" | "1") => cascade = true,
+            ("cascade", "false" | "0" | "") => cascade = false,
+            ("cascade", _) => {
+                return Err(crate::service::ServiceError::invalid(
+                    "cascade",
+                    "must be true or false",
+                ));
+            }
+            _ => {}
+        }
+    }
+    match svc.delete_agent(&id, cascade).await? {
+        None => Ok(StatusCode::NO_CONTENT.into_response()),
+        Some(deletion) => reply(StatusCode::ACCEPTED, &deletion),
+    }
 }
 
 pub(super) async fn memories(

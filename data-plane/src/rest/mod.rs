@@ -174,7 +174,7 @@ fn json_body<T: DeserializeOwned + Default>(
 /// Query pairs, refused with a JSON 400 when unparsable.
 pub(crate) type Pairs = Result<axum::extract::Query<Vec<(String, String)>>, QueryRejection>;
 
-fn pairs(q: Pairs) -> Result<Vec<(String, String)>, ServiceError> {
+pub(crate) fn pairs(q: Pairs) -> Result<Vec<(String, String)>, ServiceError> {
     q.map(|axum::extract::Query(p)| p)
         .map_err(|e| ServiceError::BadRequest(format!("invalid query string: {}", e.body_text())))
 }

@@ -120,7 +120,15 @@ impl OrgService {
     /// Deletes (tombstones) the agent named by id or name; 404 when unknown.
     /// The tombstone is stamped after the row it replaces, whichever
     /// worker's clock stamped that one.
-    pub async fn delete_agent(&self, id_or_name: &str) -> Result<(), ServiceError> {
+    ///
+    /// With `cascade`, the agent's memories are deleted too (an erasure of
+    /// its memories, recorded after the agent's row): the deletion is
+    /// returned.
+    pub async fn delete_agent(
+        &self,
+        id_or_name: &str,
+        cascade: bool,
+    ) -> Result<Option<super::Deletion>, ServiceError> {
         let row = self
             .find_agent(id_or_name)
             .await?
@@ -131,8 +139,17 @@ impl OrgService {
             rows::agent_row(&agent, true, next_micros_after(row.time)),
         )
         .await?;
-        tracing::info!(org_id = %self.org, agent_id = %agent.id, "agent deleted");
-        Ok(())
+        tracing::info!(org_id = %self.org, agent_id = %agent.id, cascade, "agent deleted");
+        if !cascade {
+            return Ok(None);
+        }
+        let filter = crate::erasure::Filter {
+            agent_id: Some(crate::query::validate::AgentId::parse(&agent.id)?),
+            ..crate::erasure::Filter::default()
+        };
+        Ok(Some(
+            self.erase(crate::erasure::Scope::Filter(filter)).await?,
+        ))
     }
 
     /// An agent's figures. The agent is a registered one (by id or name)

@@ -105,7 +105,7 @@ impl OrgService {
             .collect()
     }
 
-    async fn erase(&self, scope: Scope) -> Result<Deletion, ServiceError> {
+    pub(super) async fn erase(&self, scope: Scope) -> Result<Deletion, ServiceError> {
         let Some(requests) = self.erasure_requests.as_ref() else {
             return Err(ServiceError::Unavailable(
                 "this worker cannot record deletes (no state bus)".into(),

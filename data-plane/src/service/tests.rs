@@ -197,7 +197,7 @@ async fn agents_sessions_context_stats() {
         1
     );
 
-    svc.delete_agent("planner").await.unwrap();
+    svc.delete_agent("planner", false).await.unwrap();
     assert!(matches!(
         svc.get_agent(&agent.id).await,
         Err(ServiceError::NotFound("agent"))
