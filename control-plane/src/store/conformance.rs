@@ -45,6 +45,8 @@ pub async fn run_all(store: &dyn Store) {
     audit_trail(store).await;
     concurrent_appends_never_fork(store).await;
     changes_commit_with_their_audit_entries(store).await;
+    erasure_jobs(store).await;
+    org_deletion_pins_erasures(store).await;
 }
 
 pub use super::conformance_admin::{admin_tokens, legacy_admin_tokens_keep_working};
@@ -52,6 +54,7 @@ pub use super::conformance_audit::changes_commit_with_their_audit_entries;
 pub use super::conformance_config::{
     audit_trail, concurrent_appends_never_fork, seeding_happens_once, settings_compare_and_swap,
 };
+pub use super::conformance_erasure::{erasure_jobs, org_deletion_pins_erasures};
 
 fn org(name: &str) -> OrgRow {
     OrgRow {
@@ -367,7 +370,7 @@ pub async fn delete_org_cascades(store: &dyn Store) {
         .await
         .expect("delete: key b");
     let deletion = store
-        .delete_org(&o.id, 99, audited())
+        .delete_org(&o.id, 99, None, audited())
         .await
         .expect("delete: delete")
         .expect("delete: org existed");
@@ -410,7 +413,7 @@ pub async fn delete_org_cascades(store: &dyn Store) {
     );
     assert!(
         store
-            .delete_org(&o.id, 100, audited())
+            .delete_org(&o.id, 100, None, audited())
             .await
             .expect("delete: again")
             .is_none()

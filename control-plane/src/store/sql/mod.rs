@@ -10,6 +10,7 @@
 
 mod admin_tokens;
 mod config;
+mod erasures;
 mod queries;
 mod rows;
 
