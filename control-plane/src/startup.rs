@@ -3,10 +3,11 @@
 //! admin token (or the bootstrap one whenever no admin token is active) and
 //! load the admin tokens, connect the state bus, seed runtime settings,
 //! migrate legacy `[arc]` settings, open the gate. The server then starts
-//! the reconciler and the admin token refresh.
+//! the reconciler, the erasure runner and the admin token refresh.
 
 use crate::auth::AdminAuth;
 use crate::bootstrap;
+use crate::domain::erasure::{ErasureRuntime, ErasureSettings, UnsignedReceipts};
 use crate::domain::publish::bus::connect_bus;
 use crate::domain::{ControlPlane, Publisher};
 use crate::error::ControlPlaneError;
@@ -111,7 +112,13 @@ impl Startup {
                 Duration::from_secs(config.arc.connect_timeout.max(1)),
             )
             .with_admin_auth(auth)
-            .with_audit_metrics(probes.audit.clone()),
+            .with_audit_metrics(probes.audit.clone())
+            // the one place the erasure receipt signer is wired
+            .with_erasure(ErasureRuntime::new(
+                ErasureSettings::from_config(&config.control_plane),
+                Arc::new(UnsignedReceipts),
+                probes.erasure.clone(),
+            )),
         );
         bootstrap::migrate_legacy_arc(&service, &config.arc).await?;
         service.seed_settings(&config).await?;

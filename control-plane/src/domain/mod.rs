@@ -1,5 +1,5 @@
-//! The control plane's domain: orgs, Arc bindings, API keys, admin tokens
-//! and the master key ring, behind [`ControlPlane`]. Adapters (gRPC, bootstrap) call these
+//! The control plane's domain: orgs, Arc bindings, API keys, admin tokens,
+//! the master key ring and erasure jobs, behind [`ControlPlane`]. Adapters (gRPC, bootstrap) call these
 //! methods with validated [`types`]; nothing here knows about the wire.
 
 pub mod admin_tokens;
@@ -8,6 +8,7 @@ mod arc;
 pub mod audit;
 mod cluster;
 pub mod config;
+pub mod erasure;
 mod keyring;
 mod orgs;
 pub mod publish;
@@ -42,6 +43,9 @@ pub struct ControlPlane {
     admin_auth: AdminAuth,
     /// The last audit chain walk, exported on `/metrics`.
     audit_metrics: audit::monitor::AuditMetrics,
+    /// Erasure jobs' settings, receipt signer and metrics; see
+    /// [`ControlPlane::with_erasure`].
+    erasure: Arc<erasure::ErasureRuntime>,
 }
 
 impl ControlPlane {
@@ -69,6 +73,7 @@ impl ControlPlane {
             config_policy: config::ConfigPolicy::default(),
             admin_auth: AdminAuth::default(),
             audit_metrics: audit::monitor::AuditMetrics::default(),
+            erasure: Arc::new(erasure::ErasureRuntime::default()),
         }
     }
 
