@@ -105,6 +105,9 @@ pub enum Command {
     /// the admin audit trail: list entries, verify the hash chain
     #[command(subcommand)]
     Audit(crate::commands::audit::AuditCommand),
+    /// erasure jobs: memories deleted by tenants (and deleted orgs) being erased from Arc
+    #[command(subcommand)]
+    Erasure(crate::commands::erasure::ErasureCommand),
     /// list the registered data-plane workers
     Workers,
     /// the state bus, the newest published revision, and which workers applied it

@@ -7,6 +7,7 @@ pub mod audit;
 pub mod cluster;
 pub mod config;
 pub mod dev;
+pub mod erasure;
 pub mod key;
 pub mod keygen;
 pub mod master_key;
