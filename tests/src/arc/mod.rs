@@ -17,6 +17,8 @@
 //!   "row_count", "execution_time_ms", "timestamp"}` (`time` as RFC 3339
 //!   with `Z`). `SHOW DATABASES` / `SHOW TABLES [FROM db]` are answered from
 //!   the store. Errors: `{"success": false, "error", "timestamp"}`.
+//! - `POST /api/v1/delete` — `{"database", "measurement", "where",
+//!   "confirm": true}`, a minimal version (see [`delete`]).
 //! - `GET /health`, `GET /ready` — public, like Arc.
 //! - Auth: `Authorization: Bearer|Token <t>`, a bare `Authorization`, or
 //!   `x-api-key`, checked against the tokens configured here; none
@@ -85,6 +87,7 @@ pub mod buffer;
 pub mod client;
 pub mod cost;
 mod decode;
+mod delete;
 mod faults;
 mod lifecycle;
 pub mod query;

@@ -120,6 +120,10 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
         .route("/ready", get(ready))
         .route(WRITE_PATH, post(write::write))
         .route(QUERY_PATH, post(read::query_route))
+        .route(
+            super::delete::DELETE_PATH,
+            post(super::delete::delete_route),
+        )
         .with_state(shared)
 }
 

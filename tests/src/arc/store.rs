@@ -546,3 +546,32 @@ fn go_float(f: f64) -> Value {
         serde_json::Number::from_f64(f).map_or(Value::Null, Value::Number)
     }
 }
+
+impl Store {
+    /// Deletes the readable rows of `database`.`measurement` matching
+    /// `where_` (SQL over its columns), after flushing the buffers that are
+    /// due; how many. A table it does not know deletes 0. Used by
+    /// [`super::delete`].
+    pub fn delete_where(
+        &mut self,
+        database: &str,
+        measurement: &str,
+        where_: &str,
+    ) -> Result<u64, String> {
+        self.settle(Instant::now()).map_err(|e| format!("{e:?}"))?;
+        let key = (database.to_string(), measurement.to_string());
+        if self.tables.get(&key).is_none_or(|t| t.rows == 0) {
+            return Ok(0);
+        }
+        let sql = format!(
+            "DELETE FROM {} WHERE {where_}",
+            table_ident(database, measurement)
+        );
+        let n = self.conn.execute(&sql, []).map_err(|e| e.to_string())? as u64;
+        if let Some(t) = self.tables.get_mut(&key) {
+            t.rows = t.rows.saturating_sub(n);
+        }
+        self.total_rows = self.total_rows.saturating_sub(n);
+        Ok(n)
+    }
+}
