@@ -33,19 +33,26 @@ impl Cluster {
     /// [`Cluster::start`], the control plane serving TLS with `tls` if given
     /// (the CLI then trusts its CA).
     pub async fn start_with_tls(prefix: &str, tls: Option<ServedTls>) -> anyhow::Result<Self> {
-        Self::start_with(prefix, tls, None).await
+        Self::start_with(prefix, tls, None, &[]).await
+    }
+
+    /// [`Cluster::start`], the control plane getting `env` too (e.g.
+    /// `MEMTRACE_CONTROL_PLANE_*` settings).
+    pub async fn start_with_env(prefix: &str, env: &[(&str, &str)]) -> anyhow::Result<Self> {
+        Self::start_with(prefix, None, None, env).await
     }
 
     /// [`Cluster::start`] with the control plane's database at
     /// `database_url` (PostgreSQL; `None`: SQLite in its data dir).
     pub async fn start_on_database(prefix: &str, database_url: &str) -> anyhow::Result<Self> {
-        Self::start_with(prefix, None, Some(database_url.to_owned())).await
+        Self::start_with(prefix, None, Some(database_url.to_owned()), &[]).await
     }
 
     async fn start_with(
         prefix: &str,
         tls: Option<ServedTls>,
         database_url: Option<String>,
+        env: &[(&str, &str)],
     ) -> anyhow::Result<Self> {
         let etcd = tokio::task::block_in_place(EtcdServer::start)?;
         let dir = tempfile::tempdir()?;
@@ -61,6 +68,9 @@ impl Cluster {
             ("MEMTRACE_FLEET_KEY", fleet_key.clone()),
         ] {
             spec.extra_env.insert(k.into(), v);
+        }
+        for (k, v) in env {
+            spec.extra_env.insert((*k).into(), (*v).into());
         }
         let control_plane = ControlPlane::start(dir.path(), spec).await?;
         let ctl = Ctl {
