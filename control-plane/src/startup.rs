@@ -115,7 +115,7 @@ impl Startup {
             .with_audit_metrics(probes.audit.clone())
             // the one place the erasure receipt signer is wired
             .with_erasure(ErasureRuntime::new(
-                ErasureSettings::from_config(&config.control_plane),
+                ErasureSettings::from_config(&config),
                 Arc::new(UnsignedReceipts),
                 probes.erasure.clone(),
             )),

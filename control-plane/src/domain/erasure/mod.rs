@@ -30,6 +30,7 @@
 
 mod adopt;
 pub(crate) mod arc;
+mod embedded;
 pub mod metrics;
 pub mod receipt;
 mod run;
@@ -45,7 +46,8 @@ pub use receipt::{
 use super::ControlPlane;
 use crate::error::{ControlPlaneError, Result};
 use crate::store::{ErasureFilter, ErasureJobRow};
-use memtrace_common::config::ControlPlaneConfig;
+use memtrace_common::config::MemtraceConfig;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
@@ -57,28 +59,39 @@ pub const MAX_ROUNDS: u32 = 3;
 /// How often `memtrace_erasures{state}` is recounted.
 const COUNT_INTERVAL: Duration = Duration::from_secs(10);
 
-/// The runner's timing, from `[control_plane]`.
+/// The runner's timing, from `[control_plane]`, and where the embedded
+/// store is when this process can see it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ErasureSettings {
     pub recheck_delay: Duration,
     pub blocked_retry: Duration,
     pub claim_ttl: Duration,
     pub max_rounds: u32,
+    /// `[worker] embedded_dir` when set (single node: the control plane
+    /// runs with the worker's config): orgs without an Arc binding are
+    /// erased there.
+    pub embedded_dir: Option<PathBuf>,
+    /// The embedded memory table (`[arc] measurement`).
+    pub embedded_measurement: String,
 }
 
 impl Default for ErasureSettings {
     fn default() -> Self {
-        Self::from_config(&ControlPlaneConfig::default())
+        Self::from_config(&MemtraceConfig::default())
     }
 }
 
 impl ErasureSettings {
-    pub fn from_config(config: &ControlPlaneConfig) -> Self {
+    pub fn from_config(config: &MemtraceConfig) -> Self {
+        let cp = &config.control_plane;
+        let dir = config.worker.embedded_dir.trim();
         Self {
-            recheck_delay: Duration::from_millis(config.erasure_recheck_delay_ms),
-            blocked_retry: Duration::from_millis(config.erasure_blocked_retry_ms.max(1000)),
-            claim_ttl: Duration::from_millis(config.erasure_claim_ttl_ms.max(1000)),
+            recheck_delay: Duration::from_millis(cp.erasure_recheck_delay_ms),
+            blocked_retry: Duration::from_millis(cp.erasure_blocked_retry_ms.max(1000)),
+            claim_ttl: Duration::from_millis(cp.erasure_claim_ttl_ms.max(1000)),
             max_rounds: MAX_ROUNDS,
+            embedded_dir: (!dir.is_empty()).then(|| PathBuf::from(dir)),
+            embedded_measurement: config.arc.measurement.clone(),
         }
     }
 }

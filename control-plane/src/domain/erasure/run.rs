@@ -4,6 +4,7 @@
 
 use super::ErasureSettings;
 use super::arc::{self, ArcFailure, ArcTarget};
+use super::embedded;
 use super::receipt::{ErasureReport, ErasureTarget, TableVerification};
 use super::scope::is_whole_org;
 use crate::auth::AdminActor;
@@ -323,11 +324,35 @@ impl ControlPlane {
         }))
     }
 
+    /// Marks `job` running against `shown` (saved, and published on its
+    /// record); false when the claim was lost.
+    async fn start_run(&self, job: &mut ErasureJobRow, shown: &ErasureTarget) -> bool {
+        job.target_json = serde_json::to_string(shown).ok();
+        job.started_at.get_or_insert_with(now_ms);
+        if job.state != "running" {
+            job.state = "running".into();
+            job.detail = String::new();
+        }
+        if !self.save(job).await {
+            return false;
+        }
+        if let Err(error) = self.publish_erasure(job).await {
+            tracing::warn!(erasure_id = %job.id, %error, "erasure record not updated; the next pass retries");
+        }
+        true
+    }
+
     /// The deletes and the verification; progress saved on `job`.
     async fn erase(&self, job: &mut ErasureJobRow, stop: &CancellationToken) -> Outcome {
         let target = match self.erasure_target(job).await {
             Ok(Some(target)) => target,
-            Ok(None) => return Outcome::Blocked(NO_ARC.into()),
+            Ok(None) => {
+                let dir = self.erasure.settings.embedded_dir.clone();
+                return match dir.filter(|d| d.is_dir()) {
+                    Some(dir) => self.erase_embedded(job, &dir).await,
+                    None => Outcome::Blocked(NO_ARC.into()),
+                };
+            }
             Err(outcome) => return outcome,
         };
         let tables = match plan(job, &target.measurement) {
@@ -339,17 +364,8 @@ impl ControlPlane {
             database: target.database.clone(),
             measurement: target.measurement.clone(),
         };
-        job.target_json = serde_json::to_string(&shown).ok();
-        job.started_at.get_or_insert_with(now_ms);
-        if job.state != "running" {
-            job.state = "running".into();
-            job.detail = String::new();
-        }
-        if !self.save(job).await {
+        if !self.start_run(job, &shown).await {
             return Outcome::Stopped;
-        }
-        if let Err(error) = self.publish_erasure(job).await {
-            tracing::warn!(erasure_id = %job.id, %error, "erasure record not updated; the next pass retries");
         }
         let http = &self.erasure.http;
         let mut removed = counts(job.rows_removed_json.as_deref());
@@ -376,6 +392,9 @@ impl ControlPlane {
                     }
                 }
                 job.rows_removed_json = serde_json::to_string(&removed).ok();
+                if !self.save(job).await {
+                    return Outcome::Stopped;
+                }
             }
             let mut verification = BTreeMap::new();
             remaining_total = 0;
@@ -405,6 +424,48 @@ impl ControlPlane {
         }
         Outcome::Failed(format!(
             "{remaining_total} covered rows still found after {rounds} delete rounds"
+        ))
+    }
+
+    /// [`Self::erase`] in the embedded store under `dir`.
+    async fn erase_embedded(&self, job: &mut ErasureJobRow, dir: &std::path::Path) -> Outcome {
+        let measurement = self.erasure.settings.embedded_measurement.clone();
+        let tables = match plan(job, &measurement) {
+            Ok(tables) => tables,
+            Err(detail) => return Outcome::Failed(detail),
+        };
+        let file = embedded::org_file(dir, &job.org_id);
+        let shown = ErasureTarget {
+            host: "embedded".into(),
+            database: file.display().to_string(),
+            measurement,
+        };
+        if !self.start_run(job, &shown).await {
+            return Outcome::Stopped;
+        }
+        let mut removed = counts(job.rows_removed_json.as_deref());
+        let rounds = self.erasure.settings.max_rounds.max(1);
+        let mut remaining = 0;
+        for _round in 0..rounds {
+            let done = match embedded::erase(&file, &tables).await {
+                Ok(done) => done,
+                Err(detail) => return Outcome::Retry(detail),
+            };
+            for (table, n) in done.removed {
+                *removed.entry(table).or_default() += n;
+            }
+            remaining = done.verification.values().map(|v| v.remaining).sum();
+            job.rows_removed_json = serde_json::to_string(&removed).ok();
+            job.verification_json = serde_json::to_string(&done.verification).ok();
+            if !self.renew_claim(job).await || !self.save(job).await {
+                return Outcome::Stopped;
+            }
+            if remaining == 0 {
+                return Outcome::Done;
+            }
+        }
+        Outcome::Failed(format!(
+            "{remaining} covered rows still found after {rounds} deletes"
         ))
     }
 

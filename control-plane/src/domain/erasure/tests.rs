@@ -19,6 +19,7 @@ fn settings() -> ErasureSettings {
         blocked_retry: Duration::from_secs(300),
         claim_ttl: Duration::from_secs(60),
         max_rounds: 3,
+        ..ErasureSettings::default()
     }
 }
 
