@@ -183,6 +183,17 @@ pub async fn erasure_jobs(store: &dyn Store) {
         !due.iter().any(|j| j.id == a.id),
         "erasures: done is not due"
     );
+    let counts = store.count_erasures().await.expect("erasures: count");
+    let of = |state: &str| {
+        counts
+            .iter()
+            .find(|(s, _)| s == state)
+            .map_or(0, |(_, n)| *n)
+    };
+    assert!(
+        of("done") >= 1 && of("requested") >= 2,
+        "erasures: counts {counts:?}"
+    );
 }
 
 /// Deleting an org with an erasure job inserts the job with the org's

@@ -345,6 +345,8 @@ pub trait Store: Send + Sync + 'static {
     async fn get_erasure(&self, id: &str) -> StoreResult<Option<ErasureJobRow>>;
     /// Jobs matching `filter`, newest request first.
     async fn list_erasures(&self, filter: &ErasureFilter) -> StoreResult<Vec<ErasureJobRow>>;
+    /// How many jobs are in each state (states without jobs left out).
+    async fn count_erasures(&self) -> StoreResult<Vec<(String, i64)>>;
     /// Unfinished jobs (not `done`) whose `next_attempt_at` is at most
     /// `now` and that no replica holds a claim on at `now`, oldest first,
     /// at most `limit`.

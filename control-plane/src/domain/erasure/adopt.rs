@@ -187,11 +187,15 @@ impl ControlPlane {
             }
         }
         // jobs whose record is gone (etcd wiped): the database is the truth
-        let jobs = self.store.list_erasures(&ErasureFilter::default()).await?;
-        for job in jobs
-            .iter()
-            .filter(|j| j.state != "done" && !on_bus.contains(&j.id))
-        {
+        let mut jobs = Vec::new();
+        for state in ["requested", "running", "blocked", "failed"] {
+            let filter = ErasureFilter {
+                org_id: None,
+                state: Some(state.into()),
+            };
+            jobs.extend(self.store.list_erasures(&filter).await?);
+        }
+        for job in jobs.iter().filter(|j| !on_bus.contains(&j.id)) {
             tracing::info!(erasure_id = %job.id, org_id = %job.org_id, "erasure record missing on the state bus; republishing");
             if let Err(error) = self.publish_erasure(job).await {
                 tracing::warn!(erasure_id = %job.id, %error, "erasure record not republished; retrying");

@@ -48,6 +48,44 @@ pub(crate) fn quote(text: &str) -> String {
     format!("'{}'", text.replace('\'', "''"))
 }
 
+/// Whether `predicate` stays inside the parentheses it is put in: outside
+/// string literals its parentheses balance and never close more than they
+/// opened, and it has no statement separator or comment. A predicate that
+/// fails (`1=1) OR (1=1`) could widen `org_id = '<org>' AND (…)` beyond
+/// the org, so it is refused, whoever signed it.
+pub(crate) fn contained(predicate: &str) -> bool {
+    let mut depth: i64 = 0;
+    let mut in_literal = false;
+    let mut chars = predicate.chars().peekable();
+    while let Some(c) = chars.next() {
+        if in_literal {
+            if c == '\'' {
+                if chars.peek() == Some(&'\'') {
+                    chars.next();
+                } else {
+                    in_literal = false;
+                }
+            }
+            continue;
+        }
+        match c {
+            '\'' => in_literal = true,
+            '(' => depth += 1,
+            ')' => {
+                depth -= 1;
+                if depth < 0 {
+                    return false;
+                }
+            }
+            ';' => return false,
+            '-' if chars.peek() == Some(&'-') => return false,
+            '/' if chars.peek() == Some(&'*') => return false,
+            _ => {}
+        }
+    }
+    depth == 0 && !in_literal
+}
+
 /// The rows of `org` a job covers: the whole org, or `predicate` within it.
 pub(crate) fn where_clause(org: &str, predicate: Option<&str>) -> String {
     match predicate {

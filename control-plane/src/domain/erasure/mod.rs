@@ -12,7 +12,7 @@
 //!    idempotent) and republishes the record as RUNNING (guarded on its
 //!    mod_revision); jobs of the database whose record is missing (etcd
 //!    wiped) are republished, since the database is the truth once adopted;
-//! 2. **runs** ([`run`]) due jobs one at a time, each under a claim in the
+//! 2. **runs** ([`run`]) due jobs (at most [`MAX_RUNNING`] at once), each under a claim in the
 //!    database (so replicas sharing a PostgreSQL never run one job at once):
 //!    delete in the org's Arc, wait `[control_plane]
 //!    erasure_recheck_delay_ms`, delete again (rows buffered in Arc's ingest
@@ -56,6 +56,9 @@ use tokio_util::sync::CancellationToken;
 pub const POLL_INTERVAL: Duration = Duration::from_secs(1);
 /// Delete-wait-delete-verify rounds in one run before it is `failed`.
 pub const MAX_ROUNDS: u32 = 3;
+/// Jobs one replica runs at once (each mostly waits: for Arc, and for
+/// the re-check delay).
+pub const MAX_RUNNING: usize = 4;
 /// How often `memtrace_erasures{state}` is recounted.
 const COUNT_INTERVAL: Duration = Duration::from_secs(10);
 
@@ -194,13 +197,16 @@ impl ControlPlane {
     }
 
     async fn count_erasures(&self) {
-        match self.store.list_erasures(&ErasureFilter::default()).await {
-            Ok(jobs) => {
+        match self.store.count_erasures().await {
+            Ok(found) => {
                 let counts: Vec<(&'static str, i64)> = metrics::STATES
                     .iter()
                     .map(|s| {
-                        let n = jobs.iter().filter(|j| j.state == *s).count();
-                        (*s, i64::try_from(n).unwrap_or(i64::MAX))
+                        let n = found
+                            .iter()
+                            .find(|(state, _)| state == s)
+                            .map_or(0, |(_, n)| *n);
+                        (*s, n)
                     })
                     .collect();
                 self.erasure.metrics.set_counts(&counts);
@@ -210,16 +216,24 @@ impl ControlPlane {
     }
 }
 
-/// Adopts and runs erasure jobs until `stop` is cancelled (a job in the
-/// middle of its re-check wait releases its claim, so the next start
-/// resumes it at once).
+/// Adopts and runs erasure jobs until `stop` is cancelled, at most
+/// [`MAX_RUNNING`] at once (a job in the middle of its re-check wait
+/// releases its claim, so the next start resumes it at once).
 pub async fn run_erasures_until(service: Arc<ControlPlane>, stop: CancellationToken) {
     let mut counted: Option<Instant> = None;
+    let mut running = tokio::task::JoinSet::new();
     loop {
         if let Err(error) = service.adopt_erasures().await {
             tracing::warn!(%error, "erasure records not read; retrying");
         }
-        service.run_due_erasures(&stop).await;
+        while running.try_join_next().is_some() {}
+        let free = MAX_RUNNING.saturating_sub(running.len());
+        if free > 0 && !stop.is_cancelled() {
+            for job in service.claim_due_erasures(free).await {
+                let (service, stop) = (service.clone(), stop.clone());
+                running.spawn(async move { service.run_erasure(job, &stop).await });
+            }
+        }
         if counted.is_none_or(|at| at.elapsed() >= COUNT_INTERVAL) {
             service.count_erasures().await;
             counted = Some(Instant::now());
@@ -229,5 +243,6 @@ pub async fn run_erasures_until(service: Arc<ControlPlane>, stop: CancellationTo
             () = tokio::time::sleep(POLL_INTERVAL) => {}
         }
     }
+    while running.join_next().await.is_some() {}
     tracing::debug!("erasure runner stopped");
 }

@@ -120,6 +120,11 @@ pub(crate) fn plan(
     if predicate.is_empty() {
         return Err("the erasure has no memory predicate".into());
     }
+    if !arc::contained(predicate) {
+        return Err(format!(
+            "memory predicate refused: it would not stay within the org filter: {predicate}"
+        ));
+    }
     Ok(vec![(
         measurement.to_owned(),
         arc::where_clause(&job.org_id, Some(predicate)),
@@ -132,32 +137,32 @@ fn counts(json: Option<&str>) -> BTreeMap<String, u64> {
 }
 
 impl ControlPlane {
-    /// Claims and runs the due jobs, one at a time.
-    pub(crate) async fn run_due_erasures(&self, stop: &CancellationToken) {
-        let due = match self.store.due_erasures(now_ms(), 16).await {
+    /// Claims at most `limit` due jobs for this replica.
+    pub(crate) async fn claim_due_erasures(&self, limit: usize) -> Vec<ErasureJobRow> {
+        let limit32 = u32::try_from(limit).unwrap_or(u32::MAX);
+        let due = match self.store.due_erasures(now_ms(), limit32).await {
             Ok(due) => due,
             Err(error) => {
                 tracing::warn!(%error, "cannot read due erasure jobs; retrying");
-                return;
+                return Vec::new();
             }
         };
+        let mut claimed = Vec::new();
         for job in due {
-            if stop.is_cancelled() {
-                return;
-            }
             let now = now_ms();
-            let claimed = self
+            match self
                 .store
                 .claim_erasure(&job.id, &self.erasure.owner, now, self.claim_until(now))
-                .await;
-            match claimed {
-                Ok(Some(job)) => self.run_erasure(job, stop).await,
+                .await
+            {
+                Ok(Some(job)) => claimed.push(job),
                 Ok(None) => {}
                 Err(error) => {
-                    tracing::warn!(erasure_id = %job.id, %error, "cannot claim erasure job")
+                    tracing::warn!(erasure_id = %job.id, %error, "cannot claim erasure job");
                 }
             }
         }
+        claimed
     }
 
     fn claim_until(&self, now: i64) -> i64 {
@@ -197,7 +202,7 @@ impl ControlPlane {
         }
     }
 
-    async fn run_erasure(&self, mut job: ErasureJobRow, stop: &CancellationToken) {
+    pub(crate) async fn run_erasure(&self, mut job: ErasureJobRow, stop: &CancellationToken) {
         job.attempts += 1;
         let before = job.state.clone();
         let outcome = self.erase(&mut job, stop).await;

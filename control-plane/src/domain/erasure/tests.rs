@@ -4,7 +4,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use super::ErasureSettings;
-use super::arc::{count_sql, host_of, where_clause};
+use super::arc::{contained, count_sql, host_of, where_clause};
 use super::run::{NO_ARC, Outcome, plan, settle};
 use super::scope::{record_of, scope_from_json, scope_to_json};
 use crate::store::{ErasureJobRow, PinnedTarget};
@@ -191,4 +191,30 @@ fn records_show_the_jobs_state_and_vanish_when_done() {
     job.state = "done".into();
     assert!(record_of(&job).is_none());
     assert!(NO_ARC.contains("embedded store erasure not implemented yet"));
+}
+
+#[test]
+fn predicates_that_would_escape_the_org_filter_are_refused() {
+    for ok in [
+        "id IN ('mem_1', 'mem_2')",
+        "id = 'it''s (not) closed'",
+        "(agent_id = 'a' AND (tags LIKE '%x%'))",
+        "content = ')'",
+    ] {
+        assert!(contained(ok), "{ok}");
+    }
+    for bad in [
+        "1=1) OR (1=1",
+        "id = 'a')",
+        "(id = 'a'",
+        "id = 'a'; DROP TABLE x",
+        "id = 'a' -- ",
+        "id = 'a' /* x */",
+        "id = 'unterminated",
+    ] {
+        assert!(!contained(bad), "{bad}");
+    }
+    let mut job = job();
+    job.memory_predicate = "1=1) OR (1=1".into();
+    assert!(plan(&job, "memories").unwrap_err().contains("refused"));
 }

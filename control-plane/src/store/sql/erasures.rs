@@ -160,6 +160,16 @@ impl SqlStore {
         rows.iter().map(erasure).collect()
     }
 
+    pub(super) async fn ers_count(&self) -> StoreResult<Vec<(String, i64)>> {
+        let rows =
+            sqlx::query("SELECT state, COUNT(*) AS n FROM erasures GROUP BY state ORDER BY state")
+                .fetch_all(&self.pool)
+                .await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get("state")?, r.try_get("n")?)))
+            .collect()
+    }
+
     pub(super) async fn ers_due(&self, now: i64, limit: u32) -> StoreResult<Vec<ErasureJobRow>> {
         let sql = format!(
             "SELECT {ERASURE_COLUMNS} FROM erasures \

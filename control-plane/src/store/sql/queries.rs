@@ -494,6 +494,10 @@ impl Store for SqlStore {
         self.ers_list(filter).await
     }
 
+    async fn count_erasures(&self) -> StoreResult<Vec<(String, i64)>> {
+        self.ers_count().await
+    }
+
     async fn due_erasures(&self, now: i64, limit: u32) -> StoreResult<Vec<ErasureJobRow>> {
         self.ers_due(now, limit).await
     }
