@@ -222,6 +222,12 @@ pub async fn org_deletion_pins_erasures(store: &dyn Store) {
         .expect("binding");
     let pending = job(&org.id, 10);
     store.insert_erasure(&pending).await.expect("pending");
+    // running on a replica while the org is deleted
+    let running = store
+        .claim_erasure(&pending.id, "cp-p", 10, 1_000_000)
+        .await
+        .expect("claim")
+        .expect("claimed");
     let mut whole = job(&org.id, 20);
     whole.scope_json = r#"{"whole_org":true}"#.into();
     whole.memory_predicate = String::new();
@@ -250,6 +256,55 @@ pub async fn org_deletion_pins_erasures(store: &dyn Store) {
         assert_eq!(pinned.measurement, binding.measurement);
         assert_eq!(pinned.api_key_envelope, binding.api_key_envelope);
     }
+    // the running replica's saves neither undo the pin nor a rewrap
+    let mut progress = running.clone();
+    progress.state = "running".into();
+    progress.attempts = 1;
+    assert!(store.save_erasure(&progress, "cp-p").await.expect("save"));
+    let kept = store
+        .get_erasure(&pending.id)
+        .await
+        .expect("get")
+        .expect("found");
+    assert_eq!(
+        kept.pinned.as_ref().map(|p| p.binding_id.as_str()),
+        Some(binding.id.as_str()),
+        "erasures: a save keeps the pin"
+    );
+    assert!(
+        !store
+            .swap_erasure_envelope(&pending.id, &[9, 9], &[4, 5, 6])
+            .await
+            .expect("swap"),
+        "erasures: a swap from another envelope writes nothing"
+    );
+    assert!(
+        store
+            .swap_erasure_envelope(&pending.id, &[1, 2, 3], &[4, 5, 6])
+            .await
+            .expect("swap"),
+        "erasures: the rewrap swaps"
+    );
+    assert!(store.save_erasure(&progress, "cp-p").await.expect("save"));
+    let kept = store
+        .get_erasure(&pending.id)
+        .await
+        .expect("get")
+        .expect("found");
+    assert_eq!(
+        kept.pinned.and_then(|p| p.api_key_envelope),
+        Some(vec![4, 5, 6]),
+        "erasures: a save keeps the rewrapped key"
+    );
+    progress.state = "done".into();
+    assert!(store.save_erasure(&progress, "cp-p").await.expect("save"));
+    let done = store
+        .get_erasure(&pending.id)
+        .await
+        .expect("get")
+        .expect("found");
+    assert!(done.pinned.is_none(), "erasures: done drops the sealed key");
+
     // an org without a binding: the job is inserted without a target
     let bare = OrgRow {
         id: new_id("org"),

@@ -361,9 +361,13 @@ pub trait Store: Send + Sync + 'static {
         now: i64,
         until: i64,
     ) -> StoreResult<Option<ErasureJobRow>>;
-    /// Writes a job's progress (everything but its identity and request)
-    /// if `owner` still holds its claim; whether it wrote.
+    /// Writes a job's progress (everything but its identity, its request
+    /// and its pinned target) if `owner` still holds its claim; whether it
+    /// wrote. Saving a `done` job drops its pinned target (and sealed key).
     async fn save_erasure(&self, row: &ErasureJobRow, owner: &str) -> StoreResult<bool>;
+    /// Compare-and-swap of a job's pinned key envelope (master-key
+    /// rotation); whether it wrote.
+    async fn swap_erasure_envelope(&self, id: &str, old: &[u8], new: &[u8]) -> StoreResult<bool>;
 
     /// Appends one entry to the audit chain, keyed under `key`. Appends are
     /// serialised across connections and replicas (advisory lock on

@@ -215,14 +215,19 @@ impl SqlStore {
     }
 
     pub(super) async fn ers_save(&self, row: &ErasureJobRow, owner: &str) -> StoreResult<bool> {
-        let pinned = row.pinned.as_ref();
+        // The pinned target is written only by org deletion and key
+        // rotation; a save clears it once the job is done and otherwise
+        // leaves it as it is (a running job must not undo a pin or a rewrap).
         let written = sqlx::query(
             "UPDATE erasures SET state = $1, detail = $2, attempts = $3, next_attempt_at = $4, \
-             claimed_by = $5, claimed_until = $6, target_json = $7, pinned_binding_id = $8, \
-             pinned_url = $9, pinned_database = $10, pinned_measurement = $11, \
-             pinned_key_envelope = $12, rows_removed_json = $13, verification_json = $14, \
-             receipt_json = $15, started_at = $16, finished_at = $17 \
-             WHERE id = $18 AND claimed_by = $19",
+             claimed_by = $5, claimed_until = $6, target_json = $7, rows_removed_json = $8, \
+             verification_json = $9, receipt_json = $10, started_at = $11, finished_at = $12, \
+             pinned_binding_id = CASE WHEN $1 = 'done' THEN NULL ELSE pinned_binding_id END, \
+             pinned_url = CASE WHEN $1 = 'done' THEN NULL ELSE pinned_url END, \
+             pinned_database = CASE WHEN $1 = 'done' THEN NULL ELSE pinned_database END, \
+             pinned_measurement = CASE WHEN $1 = 'done' THEN NULL ELSE pinned_measurement END, \
+             pinned_key_envelope = CASE WHEN $1 = 'done' THEN NULL ELSE pinned_key_envelope END \
+             WHERE id = $13 AND claimed_by = $14",
         )
         .bind(row.state.clone())
         .bind(row.detail.clone())
@@ -231,11 +236,6 @@ impl SqlStore {
         .bind(row.claimed_by.clone())
         .bind(row.claimed_until)
         .bind(row.target_json.clone())
-        .bind(pinned.map(|p| p.binding_id.clone()))
-        .bind(pinned.map(|p| p.url.clone()))
-        .bind(pinned.map(|p| p.database.clone()))
-        .bind(pinned.map(|p| p.measurement.clone()))
-        .bind(pinned.and_then(|p| p.api_key_envelope.clone()))
         .bind(row.rows_removed_json.clone())
         .bind(row.verification_json.clone())
         .bind(row.receipt_json.clone())
@@ -247,5 +247,24 @@ impl SqlStore {
         .await?
         .rows_affected();
         Ok(written == 1)
+    }
+
+    pub(super) async fn ers_swap_envelope(
+        &self,
+        id: &str,
+        old: &[u8],
+        new: &[u8],
+    ) -> StoreResult<bool> {
+        let n = sqlx::query(
+            "UPDATE erasures SET pinned_key_envelope = $1 \
+             WHERE id = $2 AND pinned_key_envelope = $3",
+        )
+        .bind(new.to_vec())
+        .bind(id.to_owned())
+        .bind(old.to_vec())
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        Ok(n == 1)
     }
 }

@@ -516,6 +516,10 @@ impl Store for SqlStore {
         self.ers_save(row, owner).await
     }
 
+    async fn swap_erasure_envelope(&self, id: &str, old: &[u8], new: &[u8]) -> StoreResult<bool> {
+        self.ers_swap_envelope(id, old, new).await
+    }
+
     async fn append_audit(&self, record: &AuditRecord, key: &AuditKey) -> StoreResult<AuditEntry> {
         self.cfg_append_audit(record, key).await
     }
