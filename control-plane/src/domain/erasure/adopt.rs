@@ -34,27 +34,50 @@ impl ControlPlane {
             return Ok(None);
         };
         Ok(Some((
-            self.open_erasure(&kv.key, &kv.value),
+            self.open_erasure(&kv.key, &kv.value, kv.mod_revision),
             kv.mod_revision,
         )))
+    }
+
+    /// A record refused: logged and counted once per stored version (the
+    /// runner reads the prefix every second).
+    fn refuse(&self, key: &str, revision: i64, why: &str) {
+        let first = self
+            .erasure
+            .refused_seen
+            .lock()
+            .map(|mut seen| {
+                if seen.len() > 10_000 {
+                    seen.clear();
+                }
+                seen.insert((key.to_owned(), revision))
+            })
+            .unwrap_or(true);
+        if first {
+            tracing::warn!(
+                key,
+                mod_revision = revision,
+                why,
+                "erasure record refused; not adopted"
+            );
+            self.erasure.metrics.refused();
+        }
     }
 
     /// The authenticated, decoded record stored at `key` (`None`, logged
     /// and counted, when it does not verify or decode, or names another
     /// key than its own).
-    fn open_erasure(&self, key: &str, value: &[u8]) -> Option<ErasureRecord> {
+    fn open_erasure(&self, key: &str, value: &[u8], revision: i64) -> Option<ErasureRecord> {
         let keys = self.state_keys();
         let Some(StateKey::Erasure { org_id, erasure_id }) = keys.parse(key) else {
-            tracing::warn!(key, "erasure record under an unexpected key refused");
-            self.erasure.metrics.refused();
+            self.refuse(key, revision, "not an erasure key");
             return None;
         };
         let path = keys.relative(key).unwrap_or(key);
         let bytes = match open_record(self.publisher().fleet(), path, value) {
             Ok(bytes) => bytes,
             Err(error) => {
-                tracing::warn!(key, %error, "erasure record failed authentication; not adopted");
-                self.erasure.metrics.refused();
+                self.refuse(key, revision, &format!("failed authentication: {error}"));
                 return None;
             }
         };
@@ -67,17 +90,12 @@ impl ControlPlane {
                 Some(record)
             }
             Ok(record) => {
-                tracing::warn!(
-                    key,
-                    schema = record.schema,
-                    "erasure record with an unknown schema or another key's ids refused"
-                );
-                self.erasure.metrics.refused();
+                let why = format!("unknown schema {} or another key's ids", record.schema);
+                self.refuse(key, revision, &why);
                 None
             }
             Err(error) => {
-                tracing::warn!(key, %error, "erasure record does not decode; refused");
-                self.erasure.metrics.refused();
+                self.refuse(key, revision, &format!("does not decode: {error}"));
                 None
             }
         }
@@ -151,7 +169,7 @@ impl ControlPlane {
             .map_err(|e| publisher.unreadable(e))?;
         let mut on_bus = HashSet::new();
         for kv in &read.kvs {
-            let Some(record) = self.open_erasure(&kv.key, &kv.value) else {
+            let Some(record) = self.open_erasure(&kv.key, &kv.value, kv.mod_revision) else {
                 continue;
             };
             on_bus.insert(record.erasure_id.clone());

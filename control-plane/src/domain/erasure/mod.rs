@@ -107,6 +107,8 @@ pub struct ErasureRuntime {
     /// This replica's claim name.
     pub(crate) owner: String,
     pub(crate) http: reqwest::Client,
+    /// Refused bus records (key, mod_revision) already logged and counted.
+    pub(crate) refused_seen: std::sync::Mutex<std::collections::HashSet<(String, i64)>>,
 }
 
 impl Default for ErasureRuntime {
@@ -149,6 +151,7 @@ impl ErasureRuntime {
             metrics,
             owner,
             http,
+            refused_seen: std::sync::Mutex::default(),
         }
     }
 }
