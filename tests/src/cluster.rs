@@ -36,6 +36,15 @@ impl Cluster {
         Self::start_with(prefix, tls, None, &[]).await
     }
 
+    /// [`Cluster::start_on_database`], the control plane getting `env` too.
+    pub async fn start_on_database_with_env(
+        prefix: &str,
+        database_url: &str,
+        env: &[(&str, &str)],
+    ) -> anyhow::Result<Self> {
+        Self::start_with(prefix, None, Some(database_url.to_owned()), env).await
+    }
+
     /// [`Cluster::start`], the control plane getting `env` too (e.g.
     /// `MEMTRACE_CONTROL_PLANE_*` settings).
     pub async fn start_with_env(prefix: &str, env: &[(&str, &str)]) -> anyhow::Result<Self> {

@@ -500,3 +500,54 @@ async fn refused_deletes_and_orgs_without_arc_block_the_job_and_keep_the_record(
         "{blocked}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn two_replicas_on_one_postgres_run_each_job_once() {
+    let pg = tokio::task::spawn_blocking(memtrace_tests::postgres::PgServer::start)
+        .await
+        .unwrap()
+        .unwrap();
+    let url = pg.fresh_database("erasures").unwrap();
+    let cluster = Cluster::start_on_database_with_env("/erasure-e/", &url, FAST)
+        .await
+        .unwrap();
+    let replica = cluster.replica().await.unwrap();
+    let arc = arc_with_token(TOKEN, DATABASE).await.unwrap();
+    let org = bound_org(&cluster, &arc, "replicated").await;
+    let memories: Vec<String> = (0..6).map(|i| format!("mem_{i}")).collect();
+    let refs: Vec<&str> = memories.iter().map(String::as_str).collect();
+    write(&arc, MEASUREMENT, &org, &refs, "id").await;
+    let bus = bus(&cluster).await;
+    let key = fleet_key(&cluster);
+    let ids: Vec<String> = (10..16).map(erasure_id).collect();
+    for (id, memory) in ids.iter().zip(&refs) {
+        put_record(&cluster, &bus, &key, &request(&org, id, &[memory])).await;
+    }
+    for id in &ids {
+        let job = wait_done(&cluster, id, Duration::from_secs(40)).await;
+        assert_eq!(job["attempts"], 1, "run once: {job}");
+        assert_eq!(job["rows_removed"][MEASUREMENT], 1, "{job}");
+    }
+    assert!(ids_of_org(&arc, &org).await.is_empty());
+    // one `erasure.done` per job, whichever replica ran it
+    let audit = cluster
+        .ctl
+        .json(&["audit", "list", "--action", "erasure.done"])
+        .await
+        .unwrap();
+    let mut targets: Vec<&str> = audit["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["target"].as_str().unwrap())
+        .collect();
+    targets.sort_unstable();
+    let mut expected: Vec<&str> = ids.iter().map(String::as_str).collect();
+    expected.sort_unstable();
+    assert_eq!(targets, expected);
+    drop(replica);
+}
+
+async fn ids_of_org(arc: &ArcStandIn, org: &str) -> Vec<String> {
+    ids(arc, MEASUREMENT, org, "id").await
+}
