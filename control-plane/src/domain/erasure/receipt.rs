@@ -46,9 +46,11 @@ pub struct ErasureReport {
 #[error("cannot sign the erasure receipt: {0}")]
 pub struct ReceiptError(pub String);
 
-/// Turns a report into the stored receipt (JSON).
+/// Turns a report into the stored receipt (JSON). Async, so a signer that
+/// reads its key from the database (and creates it on first need) fits.
+#[async_trait::async_trait]
 pub trait ReceiptSigner: Send + Sync {
-    fn sign(&self, report: &ErasureReport) -> Result<serde_json::Value, ReceiptError>;
+    async fn sign(&self, report: &ErasureReport) -> Result<serde_json::Value, ReceiptError>;
 }
 
 /// Stores the report unsigned (`"signature": null`), until the receipt
@@ -56,8 +58,9 @@ pub trait ReceiptSigner: Send + Sync {
 #[derive(Debug, Default, Clone, Copy)]
 pub struct UnsignedReceipts;
 
+#[async_trait::async_trait]
 impl ReceiptSigner for UnsignedReceipts {
-    fn sign(&self, report: &ErasureReport) -> Result<serde_json::Value, ReceiptError> {
+    async fn sign(&self, report: &ErasureReport) -> Result<serde_json::Value, ReceiptError> {
         let report = serde_json::to_value(report).map_err(|e| ReceiptError(e.to_string()))?;
         Ok(serde_json::json!({"report": report, "signature": null}))
     }

@@ -209,7 +209,7 @@ impl ControlPlane {
         let now = now_ms();
         let mut outcome = outcome;
         if outcome == Outcome::Done
-            && let Err(error) = self.seal_receipt(&mut job, now)
+            && let Err(error) = self.seal_receipt(&mut job, now).await
         {
             outcome = Outcome::Failed(error);
         }
@@ -475,7 +475,7 @@ impl ControlPlane {
     }
 
     /// Builds and signs the receipt of a done job.
-    fn seal_receipt(&self, job: &mut ErasureJobRow, finished_at: i64) -> Result<(), String> {
+    async fn seal_receipt(&self, job: &mut ErasureJobRow, finished_at: i64) -> Result<(), String> {
         let target: ErasureTarget = job
             .target_json
             .as_deref()
@@ -502,6 +502,7 @@ impl ControlPlane {
             .erasure
             .signer
             .sign(&report)
+            .await
             .map_err(|e| e.to_string())?;
         job.receipt_json = Some(receipt.to_string());
         Ok(())
