@@ -8,6 +8,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let protos = [
         "protos/memtrace/admin/v1/admin.proto",
         "protos/memtrace/admin/v1/config.proto",
+        "protos/memtrace/admin/v1/erasure.proto",
         "protos/memtrace/state/v1/state.proto",
         "protos/memtrace/v1/memtrace.proto",
     ];

@@ -105,7 +105,7 @@ pub enum Command {
     /// the admin audit trail: list entries, verify the hash chain
     #[command(subcommand)]
     Audit(crate::commands::audit::AuditCommand),
-    /// erasure receipts: list the signing keys, verify a receipt offline
+    /// erasure jobs (memories deleted by tenants and deleted orgs, being erased) and their signed receipts: list, show, keys, verify offline
     #[command(subcommand)]
     Erasure(crate::commands::erasure::ErasureCommand),
     /// list the registered data-plane workers

@@ -316,6 +316,14 @@ impl Admin {
         AuditServiceClient::new(self.channel.clone())
     }
 
+    pub fn erasures(
+        &self,
+    ) -> memtrace_proto::admin::v1::erasure_service_client::ErasureServiceClient<Channel> {
+        memtrace_proto::admin::v1::erasure_service_client::ErasureServiceClient::new(
+            self.channel.clone(),
+        )
+    }
+
     pub fn cluster(
         &self,
     ) -> memtrace_proto::admin::v1::cluster_service_client::ClusterServiceClient<Channel> {

@@ -53,6 +53,8 @@ pub enum ControlPlaneError {
     SettingLocked(String),
     #[error("audit entry {0} not found")]
     AuditEntryNotFound(i64),
+    #[error("erasure {0} not found")]
+    ErasureNotFound(String),
     #[error("{0}")]
     Startup(String),
     #[error(transparent)]
@@ -94,7 +96,7 @@ impl CodedError for ControlPlaneError {
             Self::Secret(_) | Self::FailedPrecondition(_) => ErrorCode::FailedPrecondition,
             Self::Setting(error) => error.code(),
             Self::SettingLocked(_) => ErrorCode::PermissionDenied,
-            Self::AuditEntryNotFound(_) => ErrorCode::NotFound,
+            Self::AuditEntryNotFound(_) | Self::ErasureNotFound(_) => ErrorCode::NotFound,
             Self::Startup(_) | Self::Store(_) => ErrorCode::Internal,
         }
     }

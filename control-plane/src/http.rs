@@ -2,9 +2,11 @@
 //! process runs), `/ready` (200 once the database answers and the schema
 //! is at least at the expected migration) and `/metrics` (OpenMetrics: the
 //! port's requests, admin calls by method and code among them;
-//! publications and reconciliation passes; the audit chain's last walk).
+//! publications and reconciliation passes; the audit chain's last walk;
+//! erasure jobs).
 
 use crate::domain::audit::monitor::AuditMetrics;
+use crate::domain::erasure::ErasureMetrics;
 use crate::domain::publish::PublishMetrics;
 use crate::store::{SqlStore, Store};
 use axum::Json;
@@ -29,6 +31,8 @@ pub struct Probes {
     pub publish: PublishMetrics,
     /// The audit chain's last walk.
     pub audit: AuditMetrics,
+    /// Erasure jobs by state and outcome.
+    pub erasure: ErasureMetrics,
     registry: Registry,
 }
 
@@ -43,6 +47,8 @@ impl Probes {
         publish.register(&mut registry);
         let audit = AuditMetrics::default();
         audit.register(&mut registry);
+        let erasure = ErasureMetrics::default();
+        erasure.register(&mut registry);
         Self {
             store: OnceLock::new(),
             started: Instant::now(),
@@ -50,6 +56,7 @@ impl Probes {
             requests,
             publish,
             audit,
+            erasure,
             registry,
         }
     }

@@ -10,13 +10,14 @@
 //! Until startup finishes (database connected and migrated, first admin
 //! token, state bus, settings seeded) every RPC answers UNAVAILABLE and
 //! `/ready` is 503; then the server starts the reconciler, the audit chain
-//! monitor and the admin token refresh. A startup error is unrecoverable: the server stops and
+//! monitor, the erasure runner and the admin token refresh. A startup error is unrecoverable: the server stops and
 //! [`RunningControlPlane::wait`] returns it. Shutdown: stop accepting,
 //! drain in-flight calls for `[server] shutdown_timeout` seconds, stop the
 //! reconciler and the refresh, close the pool.
 
 use crate::auth::AdminAuth;
 use crate::domain::audit::monitor::verify_audit_until;
+use crate::domain::erasure::run_erasures_until;
 use crate::domain::publish::bus::reconcile_until;
 use crate::domain::refresh_admin_tokens_until;
 use crate::error::ControlPlaneError;
@@ -229,6 +230,7 @@ async fn start_then_reconcile(
     tokio::join!(
         reconcile_until(service.clone(), reconciler.clone()),
         verify_audit_until(service.clone(), reconciler.clone()),
+        run_erasures_until(service.clone(), reconciler.clone()),
         refresh_admin_tokens_until(service, reconciler)
     );
     Ok(())

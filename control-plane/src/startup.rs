@@ -4,10 +4,12 @@
 //! load the admin tokens, connect the state bus, seed runtime settings,
 //! migrate legacy `[arc]` settings, create the first erasure receipt
 //! signing key if there is none, open the gate. The server then starts
-//! the reconciler and the admin token refresh.
+//! the reconciler, the erasure runner and the admin token refresh.
 
 use crate::auth::AdminAuth;
 use crate::bootstrap;
+use crate::domain::ReceiptSigner;
+use crate::domain::erasure::{ErasureRuntime, ErasureSettings};
 use crate::domain::publish::bus::connect_bus;
 use crate::domain::{ControlPlane, Publisher};
 use crate::error::ControlPlaneError;
@@ -104,15 +106,22 @@ impl Startup {
             Publisher::new(bus, StateKeys::new(&config.etcd.prefix), Arc::new(fleet))
                 .with_metrics(probes.publish.clone()),
         );
+        let keyring = Arc::new(secrets.keyring);
         let service = Arc::new(
             ControlPlane::new(
                 store.clone(),
-                Arc::new(secrets.keyring),
+                keyring.clone(),
                 publisher,
                 Duration::from_secs(config.arc.connect_timeout.max(1)),
             )
             .with_admin_auth(auth)
-            .with_audit_metrics(probes.audit.clone()),
+            .with_audit_metrics(probes.audit.clone())
+            // the one place the erasure receipt signer is wired
+            .with_erasure(ErasureRuntime::new(
+                ErasureSettings::from_config(&config),
+                Arc::new(ReceiptSigner::new(store.clone(), keyring)),
+                probes.erasure.clone(),
+            )),
         );
         bootstrap::migrate_legacy_arc(&service, &config.arc).await?;
         service.seed_settings(&config).await?;

@@ -33,19 +33,35 @@ impl Cluster {
     /// [`Cluster::start`], the control plane serving TLS with `tls` if given
     /// (the CLI then trusts its CA).
     pub async fn start_with_tls(prefix: &str, tls: Option<ServedTls>) -> anyhow::Result<Self> {
-        Self::start_with(prefix, tls, None).await
+        Self::start_with(prefix, tls, None, &[]).await
+    }
+
+    /// [`Cluster::start_on_database`], the control plane getting `env` too.
+    pub async fn start_on_database_with_env(
+        prefix: &str,
+        database_url: &str,
+        env: &[(&str, &str)],
+    ) -> anyhow::Result<Self> {
+        Self::start_with(prefix, None, Some(database_url.to_owned()), env).await
+    }
+
+    /// [`Cluster::start`], the control plane getting `env` too (e.g.
+    /// `MEMTRACE_CONTROL_PLANE_*` settings).
+    pub async fn start_with_env(prefix: &str, env: &[(&str, &str)]) -> anyhow::Result<Self> {
+        Self::start_with(prefix, None, None, env).await
     }
 
     /// [`Cluster::start`] with the control plane's database at
     /// `database_url` (PostgreSQL; `None`: SQLite in its data dir).
     pub async fn start_on_database(prefix: &str, database_url: &str) -> anyhow::Result<Self> {
-        Self::start_with(prefix, None, Some(database_url.to_owned())).await
+        Self::start_with(prefix, None, Some(database_url.to_owned()), &[]).await
     }
 
     async fn start_with(
         prefix: &str,
         tls: Option<ServedTls>,
         database_url: Option<String>,
+        env: &[(&str, &str)],
     ) -> anyhow::Result<Self> {
         let etcd = tokio::task::block_in_place(EtcdServer::start)?;
         let dir = tempfile::tempdir()?;
@@ -61,6 +77,9 @@ impl Cluster {
             ("MEMTRACE_FLEET_KEY", fleet_key.clone()),
         ] {
             spec.extra_env.insert(k.into(), v);
+        }
+        for (k, v) in env {
+            spec.extra_env.insert((*k).into(), (*v).into());
         }
         let control_plane = ControlPlane::start(dir.path(), spec).await?;
         let ctl = Ctl {
@@ -247,13 +266,14 @@ impl Cluster {
     }
 }
 
-/// An Arc stand-in where `token` may use `database` (and only it),
+/// An Arc stand-in where `token` may read, write and delete in `database`
+/// (and only it) — what a binding's token needs for memtrace to erase —
 /// answering instantly (for behaviour tests; measure with
 /// [`CostModel::arc_like`]).
 pub async fn arc_with_token(token: &str, database: &str) -> anyhow::Result<ArcStandIn> {
     ArcStandIn::builder()
         .cost_model(CostModel::instant())
-        .token(token, TokenGrant::databases([database]))
+        .token(token, TokenGrant::databases([database]).with_delete())
         .start()
         .await
 }

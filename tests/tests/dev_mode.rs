@@ -349,3 +349,74 @@ async fn a_taken_port_fails_with_one_line_naming_the_setting() {
         assert!(out.stdout.is_empty(), "no banner when a port is taken");
     }
 }
+
+/// Rows of `table` in an embedded org file (0 when the table is missing).
+fn embedded_rows(file: &Path, table: &str) -> i64 {
+    let conn =
+        rusqlite::Connection::open_with_flags(file, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .unwrap();
+    conn.query_row(&format!("SELECT COUNT(*) FROM \"{table}\""), [], |r| {
+        r.get(0)
+    })
+    .unwrap_or(0)
+}
+
+#[tokio::test]
+async fn deleting_an_org_erases_its_embedded_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let mut dev = Dev::start(dir.path(), "erase").await;
+    let banner = dev.banner().await;
+    let api_key = api_keys_in(&banner)[0].clone();
+    dev.wait_worker_ready().await;
+    let ctl = dev.ctl(&data);
+    let org_id = demo_orgs(&ctl).await[0]["id"].as_str().unwrap().to_owned();
+    dev.remember_and_recall(&api_key, "forget me").await;
+    let file = data.join("embedded").join(format!("{org_id}.db"));
+    assert!(embedded_rows(&file, "events") > 0, "the memory is stored");
+
+    ctl.json(&["org", "delete", &org_id]).await.unwrap();
+    let job = memtrace_tests::cluster::eventually(
+        "the org's erasure done",
+        Duration::from_secs(30),
+        async || {
+            let list = ctl
+                .json(&["erasure", "list", "--org", &org_id])
+                .await
+                .map_err(|e| format!("{e:#}"))?;
+            let job = list["erasures"][0].clone();
+            if job["state"] == "done" {
+                Ok(job)
+            } else {
+                Err(list.to_string())
+            }
+        },
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e:#}\nlog:\n{}", dev.log()));
+    assert_eq!(job["scope"], serde_json::json!({"whole_org": true}));
+    assert_eq!(job["target"]["host"], "embedded", "{job}");
+    assert!(
+        job["rows_removed"]["events"].as_u64().unwrap() >= 1,
+        "{job}"
+    );
+    for table in ["events", "memory_versions", "agents", "sessions"] {
+        assert_eq!(job["verification"][table]["remaining"], 0, "{job}");
+    }
+    for suffix in ["", "-wal", "-shm"] {
+        let mut path = file.clone().into_os_string();
+        path.push(suffix);
+        assert!(
+            !Path::new(&path).exists(),
+            "the org's embedded file {} is removed",
+            Path::new(&path).display()
+        );
+    }
+    let receipt = &job["receipt"];
+    assert_eq!(receipt["receipt"]["target"]["store"], "embedded", "{job}");
+    assert!(
+        receipt["signature"]["value"].is_string(),
+        "a signed receipt: {job}"
+    );
+    dev.stop(false).await;
+}

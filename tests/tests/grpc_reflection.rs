@@ -44,6 +44,7 @@ async fn each_process_lists_exactly_what_it_serves_under_both_versions() {
         "memtrace.admin.v1.MasterKeyService",
         "memtrace.admin.v1.ConfigService",
         "memtrace.admin.v1.AuditService",
+        "memtrace.admin.v1.ErasureService",
     ]);
     for version in [Version::V1, Version::V1Alpha] {
         assert_eq!(

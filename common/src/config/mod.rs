@@ -222,6 +222,18 @@ pub struct ControlPlaneConfig {
     /// or neither; empty: plaintext). Re-read when they change.
     pub tls_cert_file: String,
     pub tls_key_file: String,
+    /// Erasure jobs: how long after a job's first delete it deletes again
+    /// and verifies (Arc deletes only rows flushed from its ingest buffer,
+    /// so rows buffered during the first delete are caught by the second).
+    pub erasure_recheck_delay_ms: u64,
+    /// Erasure jobs: how long a job Arc refused (403: deletes disabled, the
+    /// token lacks the delete permission) or that has no Arc waits before
+    /// it is tried again.
+    pub erasure_blocked_retry_ms: u64,
+    /// Erasure jobs: how long a replica's claim on a job lasts beyond the
+    /// step it is running (renewed at every step); a job whose replica
+    /// stopped is resumed by any replica once its claim lapsed.
+    pub erasure_claim_ttl_ms: u64,
 }
 
 impl ControlPlaneConfig {
@@ -239,6 +251,9 @@ impl Default for ControlPlaneConfig {
             locked_settings: crate::settings::locked_by_default(),
             tls_cert_file: String::new(),
             tls_key_file: String::new(),
+            erasure_recheck_delay_ms: 10_000,
+            erasure_blocked_retry_ms: 300_000,
+            erasure_claim_ttl_ms: 60_000,
         }
     }
 }

@@ -1,9 +1,12 @@
 //! Master-key rotation: rewrap every data key still wrapped by an older
-//! master key with the active one, record by record, while serving.
+//! master key with the active one, record by record, while serving (Arc
+//! bindings, sensitive settings, and the Arc keys unfinished erasure jobs
+//! keep for deleted orgs).
 
 use super::{ARC_KEY_PURPOSE, ControlPlane};
 use crate::auth::AdminActor;
 use crate::error::Result;
+use crate::store::{ErasureFilter, ErasureJobRow};
 use memtrace_common::clock::now_ms;
 use memtrace_common::envelope::{Binding, envelope_kek_id};
 use serde_json::json;
@@ -26,6 +29,27 @@ pub struct RotationReport {
 }
 
 impl ControlPlane {
+    /// The sealed Arc keys unfinished erasure jobs hold for deleted orgs'
+    /// bindings: (job, binding id, envelope).
+    async fn pinned_erasure_keys(&self) -> Result<Vec<(ErasureJobRow, String, Vec<u8>)>> {
+        let mut keys = Vec::new();
+        for state in ["requested", "running", "blocked", "failed"] {
+            let filter = ErasureFilter {
+                org_id: None,
+                state: Some(state.into()),
+            };
+            for job in self.store.list_erasures(&filter).await? {
+                if let Some(pinned) = &job.pinned
+                    && let Some(envelope) = pinned.api_key_envelope.clone()
+                {
+                    let binding_id = pinned.binding_id.clone();
+                    keys.push((job, binding_id, envelope));
+                }
+            }
+        }
+        Ok(keys)
+    }
+
     pub async fn keyring_status(&self) -> Result<Vec<KekStatus>> {
         let mut counts: BTreeMap<String, u64> = BTreeMap::new();
         for row in self.store.list_arc_bindings().await? {
@@ -35,6 +59,9 @@ impl ControlPlane {
         }
         for kek_id in self.receipt_signer().kek_ids().await? {
             *counts.entry(kek_id).or_default() += 1;
+        }
+        for (_, _, envelope) in self.pinned_erasure_keys().await? {
+            *counts.entry(envelope_kek_id(&envelope)?).or_default() += 1;
         }
         for kek_id in self.sealed_setting_kek_ids().await? {
             *counts.entry(kek_id).or_default() += 1;
@@ -83,6 +110,25 @@ impl ControlPlane {
                     if self
                         .store
                         .swap_arc_envelope(&row.id, envelope, &new, now_ms())
+                        .await?
+                    {
+                        report.rewrapped += 1;
+                    }
+                }
+            }
+        }
+        for (job, binding_id, envelope) in self.pinned_erasure_keys().await? {
+            let binding = Binding {
+                org_id: &job.org_id,
+                record_id: &binding_id,
+                purpose: ARC_KEY_PURPOSE,
+            };
+            match self.keyring.rewrap(binding, &envelope)? {
+                None => report.already_current += 1,
+                Some(new) => {
+                    if self
+                        .store
+                        .swap_erasure_envelope(&job.id, &envelope, &new)
                         .await?
                     {
                         report.rewrapped += 1;

@@ -1,5 +1,5 @@
 //! The control plane's domain: orgs, Arc bindings, API keys, admin tokens,
-//! the master key ring and the key that signs erasure receipts, behind [`ControlPlane`]. Adapters (gRPC, bootstrap) call these
+//! the master key ring, erasure jobs and the key that signs erasure receipts, behind [`ControlPlane`]. Adapters (gRPC, bootstrap) call these
 //! methods with validated [`types`]; nothing here knows about the wire.
 
 pub mod admin_tokens;
@@ -8,6 +8,7 @@ mod arc;
 pub mod audit;
 mod cluster;
 pub mod config;
+pub mod erasure;
 mod keyring;
 mod orgs;
 pub mod publish;
@@ -44,6 +45,9 @@ pub struct ControlPlane {
     admin_auth: AdminAuth,
     /// The last audit chain walk, exported on `/metrics`.
     audit_metrics: audit::monitor::AuditMetrics,
+    /// Erasure jobs' settings, receipt signer and metrics; see
+    /// [`ControlPlane::with_erasure`].
+    erasure: Arc<erasure::ErasureRuntime>,
 }
 
 impl ControlPlane {
@@ -71,6 +75,7 @@ impl ControlPlane {
             config_policy: config::ConfigPolicy::default(),
             admin_auth: AdminAuth::default(),
             audit_metrics: audit::monitor::AuditMetrics::default(),
+            erasure: Arc::new(erasure::ErasureRuntime::default()),
         }
     }
 

@@ -1,11 +1,12 @@
 //! Organizations.
 
 use super::audit::{AuditOutcome, audit_record};
+use super::erasure::new_erasure_id;
 use super::types::{OrgId, OrgName};
 use super::{ControlPlane, Published};
 use crate::auth::AdminActor;
 use crate::error::{ControlPlaneError, Result};
-use crate::store::{AuditWith, OrgDeletion, OrgRow, OrgSummary, TombstoneRow};
+use crate::store::{AuditWith, ErasureJobRow, OrgDeletion, OrgRow, OrgSummary, TombstoneRow};
 use memtrace_common::bus::Op;
 use memtrace_common::clock::now_ms;
 use memtrace_common::ids::new_id;
@@ -64,16 +65,22 @@ impl ControlPlane {
     }
 
     /// Deletes the org with its Arc binding, API keys and setting
-    /// overrides; leaves a tombstone.
+    /// overrides; leaves a tombstone. The same transaction creates a
+    /// whole-org erasure job holding what it needs to reach the org's Arc
+    /// (binding id, URL, database, measurement, sealed key), published on
+    /// the bus like a worker's request; the runner erases the org's
+    /// memories, agents and sessions.
     pub async fn delete_org(
         &self,
         actor: &AdminActor,
         id: &OrgId,
     ) -> Result<Published<OrgDeletion>> {
         let deleted_at = now_ms();
+        let erasure = self.org_erasure(actor, id, deleted_at).await?;
         let audit = |deletion: &OrgDeletion| {
             let details = json!({
                 "name": deletion.org.name,
+                "erasure_id": erasure.id,
                 "arc_binding_removed": deletion.arc_binding_removed,
                 "api_keys_removed": deletion.api_key_ids,
                 "settings_removed": deletion.settings_removed.len(),
@@ -89,7 +96,12 @@ impl ControlPlane {
         let key = self.audit_key();
         let deletion = self
             .store
-            .delete_org(id.as_str(), deleted_at, AuditWith::new(&key, &audit))
+            .delete_org(
+                id.as_str(),
+                deleted_at,
+                Some(&erasure),
+                AuditWith::new(&key, &audit),
+            )
             .await?
             .ok_or_else(|| ControlPlaneError::OrgNotFound(id.as_str().to_owned()))?;
         tracing::info!(
@@ -114,9 +126,48 @@ impl ControlPlane {
         }));
         ops.extend(setting_deletes);
         let revision = self.publish(ops).await;
+        tracing::info!(org_id = %deletion.org.id, erasure_id = %erasure.id, "whole-org erasure requested");
+        if let Err(error) = self.publish_erasure(&erasure).await {
+            tracing::warn!(erasure_id = %erasure.id, %error, "erasure record not published; the runner republishes it");
+        }
         Ok(Published {
             value: deletion,
             revision,
+        })
+    }
+
+    /// The whole-org erasure job of an org's deletion (its target is pinned
+    /// by the store in the deletion's transaction).
+    async fn org_erasure(
+        &self,
+        actor: &AdminActor,
+        id: &OrgId,
+        at_ms: i64,
+    ) -> Result<ErasureJobRow> {
+        let has_arc = self.store.get_arc_binding(id.as_str()).await?.is_some();
+        Ok(ErasureJobRow {
+            id: new_erasure_id(),
+            org_id: id.as_str().to_owned(),
+            scope_json: json!({"whole_org": true}).to_string(),
+            memory_predicate: String::new(),
+            store: if has_arc { "arc" } else { "embedded" }.into(),
+            as_of_micros: at_ms.saturating_mul(1000),
+            requested_by: format!("admin:{}", actor.fingerprint),
+            requested_at_micros: at_ms.saturating_mul(1000),
+            state: "requested".into(),
+            detail: String::new(),
+            attempts: 0,
+            next_attempt_at: at_ms,
+            claimed_by: None,
+            claimed_until: None,
+            target_json: None,
+            pinned: None,
+            rows_removed_json: None,
+            verification_json: None,
+            receipt_json: None,
+            created_at: at_ms,
+            started_at: None,
+            finished_at: None,
         })
     }
 }

@@ -9,6 +9,7 @@ mod arc;
 mod audit;
 mod cluster;
 mod config;
+mod erasures;
 mod guard;
 mod keyring;
 mod orgs;
@@ -20,6 +21,7 @@ pub use arc::ArcBindingApi;
 pub use audit::AuditApi;
 pub use cluster::ClusterApi;
 pub use config::ConfigApi;
+pub use erasures::ErasureApi;
 pub use guard::AdminGuard;
 pub use keyring::MasterKeyApi;
 pub use orgs::OrgApi;
@@ -33,7 +35,7 @@ use tonic::server::NamedService;
 use tonic::service::Routes;
 
 /// The admin services, by their gRPC names (for `grpc.health.v1`).
-pub const SERVICES: [&str; 8] = [
+pub const SERVICES: [&str; 9] = [
     <pb::cluster_service_server::ClusterServiceServer<ClusterApi> as NamedService>::NAME,
     <pb::org_service_server::OrgServiceServer<OrgApi> as NamedService>::NAME,
     <pb::arc_binding_service_server::ArcBindingServiceServer<ArcBindingApi> as NamedService>::NAME,
@@ -42,6 +44,7 @@ pub const SERVICES: [&str; 8] = [
     <pb::master_key_service_server::MasterKeyServiceServer<MasterKeyApi> as NamedService>::NAME,
     <pb::config_service_server::ConfigServiceServer<ConfigApi> as NamedService>::NAME,
     <pb::audit_service_server::AuditServiceServer<AuditApi> as NamedService>::NAME,
+    <pb::erasure_service_server::ErasureServiceServer<ErasureApi> as NamedService>::NAME,
 ];
 
 /// Adds every admin service, each behind the [`AdminGuard`], to `routes`.
@@ -97,6 +100,11 @@ pub fn add_services(
         ))
         .add_service(AdminGuard::new(
             pb::audit_service_server::AuditServiceServer::new(AuditApi(gate.clone())),
+            gate.clone(),
+            auth.clone(),
+        ))
+        .add_service(AdminGuard::new(
+            pb::erasure_service_server::ErasureServiceServer::new(ErasureApi(gate.clone())),
             gate.clone(),
             auth.clone(),
         ))

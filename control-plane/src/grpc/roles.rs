@@ -70,6 +70,8 @@ pub const METHOD_ROLES: &[(&str, AdminRole)] = &[
     ("/memtrace.admin.v1.ConfigService/RollbackSetting", Admin),
     ("/memtrace.admin.v1.AuditService/ListAudit", Reader),
     ("/memtrace.admin.v1.AuditService/VerifyAudit", Reader),
+    ("/memtrace.admin.v1.ErasureService/ListErasures", Reader),
+    ("/memtrace.admin.v1.ErasureService/GetErasure", Reader),
 ];
 
 /// The role a call to `path` needs; `admin` for a path not in the table.

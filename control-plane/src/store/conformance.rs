@@ -46,6 +46,8 @@ pub async fn run_all(store: &dyn Store) {
     concurrent_appends_never_fork(store).await;
     changes_commit_with_their_audit_entries(store).await;
     receipt_keys(store).await;
+    erasure_jobs(store).await;
+    org_deletion_pins_erasures(store).await;
 }
 
 pub use super::conformance_admin::{admin_tokens, legacy_admin_tokens_keep_working};
@@ -53,6 +55,7 @@ pub use super::conformance_audit::changes_commit_with_their_audit_entries;
 pub use super::conformance_config::{
     audit_trail, concurrent_appends_never_fork, seeding_happens_once, settings_compare_and_swap,
 };
+pub use super::conformance_erasure::{erasure_jobs, org_deletion_pins_erasures};
 pub use super::conformance_receipt_keys::receipt_keys;
 
 fn org(name: &str) -> OrgRow {
@@ -369,7 +372,7 @@ pub async fn delete_org_cascades(store: &dyn Store) {
         .await
         .expect("delete: key b");
     let deletion = store
-        .delete_org(&o.id, 99, audited())
+        .delete_org(&o.id, 99, None, audited())
         .await
         .expect("delete: delete")
         .expect("delete: org existed");
@@ -412,7 +415,7 @@ pub async fn delete_org_cascades(store: &dyn Store) {
     );
     assert!(
         store
-            .delete_org(&o.id, 100, audited())
+            .delete_org(&o.id, 100, None, audited())
             .await
             .expect("delete: again")
             .is_none()

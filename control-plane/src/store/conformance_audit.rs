@@ -139,7 +139,7 @@ async fn org_changes(store: &dyn Store) {
         .await
         .expect("audited: setting");
     let before = head_seq(store).await;
-    let result = store.delete_org(&org.id, 5, refused()).await;
+    let result = store.delete_org(&org.id, 5, None, refused()).await;
     assert!(is_refusal(&result), "audited: org delete: {result:?}");
     assert!(
         store.get_org(&org.id).await.expect("get").is_some()
@@ -163,7 +163,7 @@ async fn org_changes(store: &dyn Store) {
     };
     let audit = AuditWith::new(&AUDIT_KEY, &deleted);
     store
-        .delete_org(&org.id, 5, audit)
+        .delete_org(&org.id, 5, None, audit)
         .await
         .expect("audited: delete")
         .expect("audited: the org existed");
@@ -180,7 +180,7 @@ async fn org_changes(store: &dyn Store) {
         None,
         "audited: the org's overrides go with it"
     );
-    let missing = store.delete_org(&org.id, 6, audited()).await;
+    let missing = store.delete_org(&org.id, 6, None, audited()).await;
     assert!(matches!(missing, Ok(None)));
     assert_eq!(
         head_seq(store).await,

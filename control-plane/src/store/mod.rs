@@ -18,6 +18,8 @@ pub mod conformance_audit;
 #[cfg(any(test, feature = "conformance"))]
 pub mod conformance_config;
 #[cfg(any(test, feature = "conformance"))]
+pub mod conformance_erasure;
+#[cfg(any(test, feature = "conformance"))]
 pub mod conformance_receipt_keys;
 
 pub use audit_chain::{
@@ -86,6 +88,57 @@ pub struct OrgDeletion {
     pub api_key_ids: Vec<String>,
     /// The org's removed setting overrides, for the same reason.
     pub settings_removed: Vec<SettingRow>,
+}
+
+/// The Arc binding an erasure job runs against once the org's binding row
+/// is gone (org deletion): the binding's id, where it points, and its API
+/// key still sealed under the master key ring (bound to the org and this
+/// binding id).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PinnedTarget {
+    pub binding_id: String,
+    pub url: String,
+    pub database: String,
+    pub measurement: String,
+    pub api_key_envelope: Option<Vec<u8>>,
+}
+
+/// An erasure job (table `erasures`). Times are unix milliseconds unless
+/// named `_micros`. `state` is one of `requested`, `running`, `blocked`,
+/// `done`, `failed`. JSON columns are stored as text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ErasureJobRow {
+    pub id: String,
+    pub org_id: String,
+    pub scope_json: String,
+    pub memory_predicate: String,
+    pub store: String,
+    pub as_of_micros: i64,
+    pub requested_by: String,
+    pub requested_at_micros: i64,
+    pub state: String,
+    pub detail: String,
+    pub attempts: i64,
+    pub next_attempt_at: i64,
+    /// The control-plane replica running it, until `claimed_until`.
+    pub claimed_by: Option<String>,
+    pub claimed_until: Option<i64>,
+    /// Where it ran (URL host, database, measurement), never a credential.
+    pub target_json: Option<String>,
+    pub pinned: Option<PinnedTarget>,
+    pub rows_removed_json: Option<String>,
+    pub verification_json: Option<String>,
+    pub receipt_json: Option<String>,
+    pub created_at: i64,
+    pub started_at: Option<i64>,
+    pub finished_at: Option<i64>,
+}
+
+/// Which erasure jobs [`Store::list_erasures`] returns.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ErasureFilter {
+    pub org_id: Option<String>,
+    pub state: Option<String>,
 }
 
 /// A deleted org.
@@ -222,11 +275,16 @@ pub trait Store: Send + Sync + 'static {
     async fn list_orgs(&self) -> StoreResult<Vec<OrgSummary>>;
     /// Deletes the org, its Arc binding, its API keys and its setting
     /// overrides, and records a tombstone, in one transaction. `None` (and
-    /// no entry) when the org does not exist.
+    /// no entry) when the org does not exist. With `erasure`, the same
+    /// transaction inserts that job (a whole-org erasure) and pins the
+    /// org's Arc binding (id, URL, database, measurement, sealed key) into
+    /// it and into every unfinished job of the org without a pinned target,
+    /// so they still reach the org's Arc once the binding row is gone.
     async fn delete_org(
         &self,
         id: &str,
         deleted_at: i64,
+        erasure: Option<&ErasureJobRow>,
         audit: AuditWith<'_, OrgDeletion>,
     ) -> StoreResult<Option<OrgDeletion>>;
     /// Deleted orgs (a re-created id removes its tombstone).
@@ -310,6 +368,36 @@ pub trait Store: Send + Sync + 'static {
     ) -> StoreResult<bool>;
     /// Deletes every override of an org; returns the removed rows.
     async fn delete_org_settings(&self, org_id: &str) -> StoreResult<Vec<SettingRow>>;
+
+    /// Inserts a job unless its id exists (then changes nothing); whether
+    /// it inserted.
+    async fn insert_erasure(&self, row: &ErasureJobRow) -> StoreResult<bool>;
+    async fn get_erasure(&self, id: &str) -> StoreResult<Option<ErasureJobRow>>;
+    /// Jobs matching `filter`, newest request first.
+    async fn list_erasures(&self, filter: &ErasureFilter) -> StoreResult<Vec<ErasureJobRow>>;
+    /// How many jobs are in each state (states without jobs left out).
+    async fn count_erasures(&self) -> StoreResult<Vec<(String, i64)>>;
+    /// Unfinished jobs (not `done`) whose `next_attempt_at` is at most
+    /// `now` and that no replica holds a claim on at `now`, oldest first,
+    /// at most `limit`.
+    async fn due_erasures(&self, now: i64, limit: u32) -> StoreResult<Vec<ErasureJobRow>>;
+    /// Claims an unfinished job for `owner` until `until`, if no other
+    /// replica's claim on it is live at `now` (compare-and-set, so two
+    /// replicas never hold one job at once); the row after the claim.
+    async fn claim_erasure(
+        &self,
+        id: &str,
+        owner: &str,
+        now: i64,
+        until: i64,
+    ) -> StoreResult<Option<ErasureJobRow>>;
+    /// Writes a job's progress (everything but its identity, its request
+    /// and its pinned target) if `owner` still holds its claim; whether it
+    /// wrote. Saving a `done` job drops its pinned target (and sealed key).
+    async fn save_erasure(&self, row: &ErasureJobRow, owner: &str) -> StoreResult<bool>;
+    /// Compare-and-swap of a job's pinned key envelope (master-key
+    /// rotation); whether it wrote.
+    async fn swap_erasure_envelope(&self, id: &str, old: &[u8], new: &[u8]) -> StoreResult<bool>;
 
     /// Appends one entry to the audit chain, keyed under `key`. Appends are
     /// serialised across connections and replicas (advisory lock on

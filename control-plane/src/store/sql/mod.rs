@@ -11,6 +11,7 @@
 
 mod admin_tokens;
 mod config;
+mod erasures;
 mod queries;
 mod receipt_keys;
 mod rows;

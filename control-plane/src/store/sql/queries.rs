@@ -16,8 +16,9 @@ use super::rows::{
 use crate::store::audit_chain::{AuditEntry, AuditHead, AuditRecord};
 use crate::store::settings_audit::{AuditFilter, SettingChange, SettingRow};
 use crate::store::{
-    AdminTokenRevocation, AdminTokenRow, ApiKeyRow, ArcBindingRow, AuditWith, OrgDeletion, OrgRow,
-    OrgSummary, ReceiptKeyRow, Store, StoreError, StoreResult, TombstoneRow,
+    AdminTokenRevocation, AdminTokenRow, ApiKeyRow, ArcBindingRow, AuditWith, ErasureFilter,
+    ErasureJobRow, OrgDeletion, OrgRow, OrgSummary, PinnedTarget, ReceiptKeyRow, Store, StoreError,
+    StoreResult, TombstoneRow,
 };
 use async_trait::async_trait;
 use memtrace_common::clock::now_ms;
@@ -136,6 +137,7 @@ impl Store for SqlStore {
         &self,
         id: &str,
         deleted_at: i64,
+        erasure: Option<&ErasureJobRow>,
         audit: AuditWith<'_, OrgDeletion>,
     ) -> StoreResult<Option<OrgDeletion>> {
         let mut tx = self.begin_audited().await?;
@@ -151,6 +153,31 @@ impl Store for SqlStore {
             name: row.try_get("name")?,
             created_at: row.try_get("created_at")?,
         };
+        if let Some(job) = erasure {
+            let sql = format!("SELECT {ARC_BINDING_COLUMNS} FROM arc_bindings WHERE org_id = $1");
+            let binding = sqlx::query(sqlx::AssertSqlSafe(sql))
+                .bind(id)
+                .fetch_optional(&mut *tx)
+                .await?
+                .as_ref()
+                .map(arc_binding)
+                .transpose()?;
+            let pinned = binding.map(|b| PinnedTarget {
+                binding_id: b.id,
+                url: b.url,
+                database: b.database,
+                measurement: b.measurement,
+                api_key_envelope: b.api_key_envelope,
+            });
+            let mut job = job.clone();
+            if job.pinned.is_none() {
+                job.pinned = pinned.clone();
+            }
+            Self::ers_insert_in(&mut tx, &job).await?;
+            if let Some(pinned) = &pinned {
+                Self::ers_pin_in(&mut tx, id, pinned).await?;
+            }
+        }
         let arc = sqlx::query("DELETE FROM arc_bindings WHERE org_id = $1")
             .bind(id)
             .execute(&mut *tx)
@@ -453,6 +480,44 @@ impl Store for SqlStore {
 
     async fn delete_org_settings(&self, org_id: &str) -> StoreResult<Vec<SettingRow>> {
         self.cfg_delete_org_settings(org_id).await
+    }
+
+    async fn insert_erasure(&self, row: &ErasureJobRow) -> StoreResult<bool> {
+        self.ers_insert(row).await
+    }
+
+    async fn get_erasure(&self, id: &str) -> StoreResult<Option<ErasureJobRow>> {
+        self.ers_get(id).await
+    }
+
+    async fn list_erasures(&self, filter: &ErasureFilter) -> StoreResult<Vec<ErasureJobRow>> {
+        self.ers_list(filter).await
+    }
+
+    async fn count_erasures(&self) -> StoreResult<Vec<(String, i64)>> {
+        self.ers_count().await
+    }
+
+    async fn due_erasures(&self, now: i64, limit: u32) -> StoreResult<Vec<ErasureJobRow>> {
+        self.ers_due(now, limit).await
+    }
+
+    async fn claim_erasure(
+        &self,
+        id: &str,
+        owner: &str,
+        now: i64,
+        until: i64,
+    ) -> StoreResult<Option<ErasureJobRow>> {
+        self.ers_claim(id, owner, now, until).await
+    }
+
+    async fn save_erasure(&self, row: &ErasureJobRow, owner: &str) -> StoreResult<bool> {
+        self.ers_save(row, owner).await
+    }
+
+    async fn swap_erasure_envelope(&self, id: &str, old: &[u8], new: &[u8]) -> StoreResult<bool> {
+        self.ers_swap_envelope(id, old, new).await
     }
 
     async fn append_audit(&self, record: &AuditRecord, key: &AuditKey) -> StoreResult<AuditEntry> {

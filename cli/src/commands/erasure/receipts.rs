@@ -10,63 +10,35 @@ use crate::error::{CliError, Subject};
 use crate::output::{Output, Render, fields, table};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
-use clap::Subcommand;
 use memtrace_common::receipt::{self, KeySet, PublicKeyInfo, VerifiedReceipt};
 use memtrace_proto::admin::v1 as pb;
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::io::{self, Read, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-#[derive(Debug, Subcommand)]
-pub enum ErasureCommand {
-    /// list the public keys that sign erasure receipts (json: a key set for `verify --keys`)
-    Keys,
-    /// add the next receipt signing key; older keys are retired and stay listed
-    #[command(name = "rotate-key")]
-    RotateKey,
-    /// verify a signed erasure receipt offline (no server contact)
-    Verify {
-        /// the receipt document (- for stdin)
-        #[arg(value_name = "RECEIPT.json")]
-        receipt: PathBuf,
-        /// also require the signing key to be one of these (the output of `erasure keys --output json`)
-        #[arg(long, value_name = "KEYS.json")]
-        keys: Option<PathBuf>,
-    },
+/// `erasure keys`.
+pub(super) async fn keys(admin: &Admin, out: &mut Output<'_>) -> anyhow::Result<()> {
+    let keys = admin
+        .master_keys()
+        .list_receipt_keys(admin.request(pb::ListReceiptKeysRequest {}))
+        .await
+        .map_err(|s| admin.fail(s, Subject::None))?
+        .into_inner();
+    out.emit(&KeysView(KeySet {
+        keys: keys.keys.into_iter().map(key_info).collect(),
+    }))
 }
 
-pub async fn run(
-    command: ErasureCommand,
-    admin: &Admin,
-    out: &mut Output<'_>,
-) -> anyhow::Result<()> {
-    match command {
-        ErasureCommand::Keys => {
-            let keys = admin
-                .master_keys()
-                .list_receipt_keys(admin.request(pb::ListReceiptKeysRequest {}))
-                .await
-                .map_err(|s| admin.fail(s, Subject::None))?
-                .into_inner();
-            out.emit(&KeysView(KeySet {
-                keys: keys.keys.into_iter().map(key_info).collect(),
-            }))
-        }
-        ErasureCommand::RotateKey => {
-            let key = admin
-                .master_keys()
-                .rotate_receipt_key(admin.request(pb::RotateReceiptKeyRequest {}))
-                .await
-                .map_err(|s| admin.fail(s, Subject::None))?
-                .into_inner();
-            out.emit(&RotatedView(key_info(key)))
-        }
-        // offline; `memtracectl` dispatches it without connecting
-        ErasureCommand::Verify { receipt, keys } => {
-            verify(&receipt, keys.as_deref(), &mut io::stdin(), out)
-        }
-    }
+/// `erasure rotate-key`.
+pub(super) async fn rotate_key(admin: &Admin, out: &mut Output<'_>) -> anyhow::Result<()> {
+    let key = admin
+        .master_keys()
+        .rotate_receipt_key(admin.request(pb::RotateReceiptKeyRequest {}))
+        .await
+        .map_err(|s| admin.fail(s, Subject::None))?
+        .into_inner();
+    out.emit(&RotatedView(key_info(key)))
 }
 
 /// `erasure verify`: reads, verifies, reports. `stdin` is read for `-`.
