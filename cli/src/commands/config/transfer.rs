@@ -132,6 +132,16 @@ impl Render for ImportView {
                 })
                 .collect();
             table(w, &["key", "org", "kind", "reason"], &rows)?;
+            if self
+                .conflicts
+                .iter()
+                .any(|c| c.kind == "changed_since_export")
+            {
+                writeln!(
+                    w,
+                    "hint: pass --force to overwrite the values changed since the export"
+                )?;
+            }
         }
         let summary = format!(
             "{} changes, {} conflicts, {} unchanged",
