@@ -69,11 +69,14 @@ fn answer<U: Message + Default + 'static>(bytes: &[u8]) -> Answer {
 /// answer for bytes arriving as that type.
 macro_rules! requests {
     ($($t:ident),* $(,)?) => {
-        &[$((concat!("memtrace.v1.", stringify!($t)), answer::<$t> as fn(&[u8]) -> Answer)),*]
+        &[$((concat!("memtrace.v1.", stringify!($t)), answer::<$t> as Decode)),*]
     };
 }
 
-const REQUESTS: &[(&str, fn(&[u8]) -> Answer)] = requests![
+/// What the server's decoder does with bytes arriving as one type.
+type Decode = fn(&[u8]) -> Answer;
+
+const REQUESTS: &[(&str, Decode)] = requests![
     WriteBatch,
     CreateMemoriesRequest,
     CreateMemoryRequest,
