@@ -136,6 +136,23 @@ pub fn from_status(status: &Status, ctx: &CallContext, subject: Subject) -> CliE
         Code::InvalidArgument if message.starts_with("invalid token_id") => {
             error.with_hint("run 'memtracectl admin-token list --all' to see admin token ids")
         }
+        Code::InvalidArgument if message.starts_with("invalid url") && message.contains("api_key") => {
+            error.with_hint(
+                "pass the Arc token with --api-key-file PATH (- for stdin) or --api-key, not in the url",
+            )
+        }
+        // "audit entry N changed sensitive setting KEY, …"
+        Code::FailedPrecondition
+            if subject == Subject::AuditEntry && message.contains("sensitive setting") =>
+        {
+            let key = message
+                .split("sensitive setting ")
+                .nth(1)
+                .and_then(|rest| rest.split([',', ' ']).next())
+                .filter(|key| !key.is_empty())
+                .unwrap_or("KEY");
+            error.with_hint(format!("set it again with 'memtracectl config set {key} VALUE'"))
+        }
         Code::FailedPrecondition if subject == Subject::AdminToken => error.with_hint(
             "create another admin-role token first ('memtracectl admin-token create --name NAME \
              --role admin'), or pass --force to revoke it anyway",
@@ -404,6 +421,32 @@ mod tests {
             Subject::None,
         );
         assert!(err.hint().unwrap().contains("mtk_"));
+    }
+
+    #[test]
+    fn transport_neutral_server_messages_get_the_cli_hint() {
+        let sensitive = from_status(
+            &Status::failed_precondition(
+                "audit entry 7 changed sensitive setting telemetry.otlp_headers, whose values \
+                 the audit trail does not keep, so it cannot be rolled back; set a new value \
+                 of telemetry.otlp_headers instead",
+            ),
+            &ctx(),
+            Subject::AuditEntry,
+        );
+        assert_eq!(
+            sensitive.hint(),
+            Some("set it again with 'memtracectl config set telemetry.otlp_headers VALUE'")
+        );
+        let url = from_status(
+            &Status::invalid_argument(
+                "invalid url: must not carry credentials; send the Arc token in the api_key \
+                 field, which is stored encrypted",
+            ),
+            &ctx(),
+            Subject::Org,
+        );
+        assert!(url.hint().unwrap().contains("--api-key-file"), "{url:?}");
     }
 
     #[test]

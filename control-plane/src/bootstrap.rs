@@ -52,7 +52,8 @@ pub async fn ensure_admin_token(
         last_used_at: None,
         revoked_at: None,
     };
-    match store.insert_admin_token(&row).await {
+    // no admin made this one: no audit entry
+    match store.insert_admin_token(&row, None).await {
         Ok(()) => {
             tracing::info!(token_id = %row.id, fingerprint = %row.fingerprint, source = %row.name, "admin token registered");
             Ok(generated.then_some(token))

@@ -128,7 +128,7 @@ proptest! {
 
     #[test]
     fn bus_records_never_panic_the_snapshot(
-        kind in prop::sample::select(vec!["orgs/org_a", "arc/org_a", "keys/key_1", "config/global/arc.write_batch_size", "config/org/org_a/dedup.enabled", "workers/w1", "meta/published", "other/x"]),
+        kind in prop::sample::select(vec!["orgs/org_a", "arc/org_a", "keys/key_1", "config/global/arc.write_batch_size", "config/org/org_a/dedup.enabled", "workers/w1", "meta/published", "erasures/org_a/e1", "other/x"]),
         value in prop::collection::vec(any::<u8>(), 0..200),
     ) {
         let keys = StateKeys::new("/f/v1/");
@@ -141,5 +141,33 @@ proptest! {
         builder.put(&mut snapshot, &format!("/f/v1/{kind}"), &value, &mut report);
         // nothing unsigned is ever applied
         prop_assert!(snapshot.orgs.is_empty() && snapshot.api_keys.is_empty() && snapshot.routes.is_empty());
+        prop_assert!(snapshot.erasures.is_empty());
+    }
+
+    #[test]
+    fn signed_erasure_records_apply_only_as_valid_erasures_of_their_path(
+        org in prop::sample::select(vec!["org_a", "org_b"]),
+        value in prop::collection::vec(any::<u8>(), 0..200),
+    ) {
+        let keys = StateKeys::new("/f/v1/");
+        let fleet = FleetKeyring::new(FleetKey::new(&[1; 32]), vec![]);
+        let path = "erasures/org_a/e1";
+        let signed = memtrace_common::state::sign_record(fleet.active(), path, &value);
+        let builder = SnapshotBuilder::new(keys.clone(), Arc::new(fleet));
+        let mut snapshot = Snapshot::default();
+        let mut report = ApplyReport::default();
+        // authentic bytes of any content, under their own path or moved
+        builder.put(&mut snapshot, &format!("/f/v1/erasures/{org}/e1"), &signed, &mut report);
+        if org != "org_a" {
+            prop_assert!(snapshot.erasures.is_empty(), "a record moved to another org's path");
+        }
+        for (org_id, erasures) in &snapshot.erasures {
+            prop_assert_eq!(org_id.as_str(), "org_a");
+            for erasure in erasures.values() {
+                prop_assert_eq!(erasure.org_id.as_str(), "org_a");
+                prop_assert_eq!(erasure.id.as_str(), "e1");
+                prop_assert!(erasure.as_of > 0);
+            }
+        }
     }
 }

@@ -15,6 +15,10 @@
 //!   past [`MAX_SMALL_REQUEST_BYTES`], which bounds what all of its
 //!   repeated fields together can decode into.
 //!
+//! Every `memtrace.v1` request type is listed in [`GUARDED`]; a test reads
+//! the services' methods from [`crate::FILE_DESCRIPTOR_SET`] and fails for
+//! an RPC whose input is missing there.
+//!
 //! The worker also checks the API key before a body is read at all.
 
 use crate::v1::{
@@ -109,7 +113,8 @@ pub fn guard<U: 'static>(message: &[u8]) -> Result<(), Status> {
 }
 
 /// What is checked before a message of some type is decoded.
-enum Guard {
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Guard {
     /// Memories in field `field`: counted with their tags.
     Memories { field: u64 },
     /// A `memtrace.v1` request without memories: bounded in size.
@@ -118,36 +123,60 @@ enum Guard {
     None,
 }
 
+/// `GUARDED` from one list of types: each entry's protobuf name is the
+/// generated type's own (`memtrace.v1.` + its identifier), so a name and its
+/// type cannot drift apart.
+macro_rules! guarded {
+    ($($guard:expr => [$($t:ident),* $(,)?]),* $(,)?) => {
+        /// Every `memtrace.v1` request type, by full protobuf name, with its
+        /// guard. A test checks it against the methods of every
+        /// `memtrace.v1` service in [`crate::FILE_DESCRIPTOR_SET`]: an RPC
+        /// whose input is not listed here fails it (it would otherwise be
+        /// decoded unbounded, as [`Guard::None`]).
+        pub const GUARDED: &[(&str, fn() -> TypeId, Guard)] = &[
+            $($((concat!("memtrace.v1.", stringify!($t)), TypeId::of::<$t>, $guard),)*)*
+        ];
+    };
+}
+
+guarded! {
+    Guard::Memories { field: 2 } => [WriteBatch],
+    Guard::Memories { field: 1 } => [CreateMemoriesRequest, CreateMemoryRequest],
+    Guard::Small => [
+        ListMemoriesRequest,
+        SearchMemoriesRequest,
+        GetMemoryRequest,
+        DeleteMemoriesRequest,
+        ListErasuresRequest,
+        UpdateMemoryRequest,
+        ExportMemoriesRequest,
+        RegisterAgentRequest,
+        ListAgentsRequest,
+        AgentRef,
+        AgentMemoriesRequest,
+        CreateSessionRequest,
+        ListSessionsRequest,
+        SessionRef,
+        UpdateSessionRequest,
+        SessionContextRequest,
+        SessionMemoriesRequest,
+    ],
+}
+
 fn guard_of(t: TypeId) -> Guard {
-    let small = [
-        TypeId::of::<ListMemoriesRequest>(),
-        TypeId::of::<SearchMemoriesRequest>(),
-        TypeId::of::<GetMemoryRequest>(),
-        TypeId::of::<DeleteMemoriesRequest>(),
-        TypeId::of::<ListErasuresRequest>(),
-        TypeId::of::<UpdateMemoryRequest>(),
-        TypeId::of::<ExportMemoriesRequest>(),
-        TypeId::of::<RegisterAgentRequest>(),
-        TypeId::of::<ListAgentsRequest>(),
-        TypeId::of::<AgentRef>(),
-        TypeId::of::<AgentMemoriesRequest>(),
-        TypeId::of::<CreateSessionRequest>(),
-        TypeId::of::<ListSessionsRequest>(),
-        TypeId::of::<SessionRef>(),
-        TypeId::of::<UpdateSessionRequest>(),
-        TypeId::of::<SessionContextRequest>(),
-        TypeId::of::<SessionMemoriesRequest>(),
-    ];
-    if t == TypeId::of::<WriteBatch>() {
-        Guard::Memories { field: 2 }
-    } else if t == TypeId::of::<CreateMemoriesRequest>() || t == TypeId::of::<CreateMemoryRequest>()
-    {
-        Guard::Memories { field: 1 }
-    } else if small.contains(&t) {
-        Guard::Small
-    } else {
-        Guard::None
-    }
+    GUARDED
+        .iter()
+        .find(|(_, id, _)| id() == t)
+        .map_or(Guard::None, |(_, _, guard)| *guard)
+}
+
+/// The guard of a message by its full protobuf name (`memtrace.v1.…`, no
+/// leading dot); [`Guard::None`] for any type not in [`GUARDED`].
+pub fn guard_of_name(full_name: &str) -> Guard {
+    GUARDED
+        .iter()
+        .find(|(name, _, _)| *name == full_name)
+        .map_or(Guard::None, |(_, _, guard)| *guard)
 }
 
 /// Refuses an encoded batch with too many memories or tags in its
@@ -217,6 +246,25 @@ fn delimited(bytes: &[u8]) -> impl Iterator<Item = (u64, &[u8])> {
         }
         None
     })
+}
+
+#[cfg(test)]
+/// The input type of every method of every `memtrace.v1` service, as
+/// the descriptor set names them (no leading dot).
+pub(crate) fn memtrace_v1_inputs() -> Vec<String> {
+    let set = prost_types::FileDescriptorSet::decode(crate::FILE_DESCRIPTOR_SET)
+        .expect("the descriptor set decodes");
+    let mut inputs: Vec<String> = set
+        .file
+        .iter()
+        .filter(|f| f.package() == "memtrace.v1")
+        .flat_map(|f| f.service.iter())
+        .flat_map(|s| s.method.iter())
+        .map(|m| m.input_type().trim_start_matches('.').to_owned())
+        .collect();
+    inputs.sort();
+    inputs.dedup();
+    inputs
 }
 
 #[cfg(test)]
@@ -318,6 +366,54 @@ mod tests {
             decode::<CreateMemoryRequest>(&fine.encode_to_vec()).unwrap(),
             fine
         );
+    }
+
+    #[test]
+    fn every_memtrace_v1_request_is_guarded() {
+        let inputs = memtrace_v1_inputs();
+        assert!(
+            inputs.len() >= 20,
+            "the descriptor set lists the services: {inputs:?}"
+        );
+        let unguarded: Vec<&String> = inputs
+            .iter()
+            .filter(|name| guard_of_name(name) == Guard::None)
+            .collect();
+        assert!(
+            unguarded.is_empty(),
+            "memtrace.v1 requests decoded without a guard (add them to GUARDED): {unguarded:?}"
+        );
+        // and every listed type is a request of some RPC, under its real name
+        for (name, id, guard) in GUARDED {
+            assert!(inputs.iter().any(|i| i == name), "{name} is no RPC's input");
+            assert_eq!(guard_of(id()), *guard, "{name}");
+        }
+        // the counted field is the message's MemoryInput field
+        let set = prost_types::FileDescriptorSet::decode(crate::FILE_DESCRIPTOR_SET).unwrap();
+        for (name, _, guard) in GUARDED {
+            let Guard::Memories { field } = guard else {
+                continue;
+            };
+            let message = set
+                .file
+                .iter()
+                .filter(|f| f.package() == "memtrace.v1")
+                .flat_map(|f| f.message_type.iter())
+                .find(|m| format!("memtrace.v1.{}", m.name()) == *name)
+                .unwrap();
+            let counted = message
+                .field
+                .iter()
+                .find(|f| i64::from(f.number()) == i64::try_from(*field).unwrap())
+                .unwrap();
+            assert_eq!(counted.type_name(), ".memtrace.v1.MemoryInput", "{name}");
+        }
+        // streamed writes are counted like batches
+        assert_eq!(
+            guard_of_name("memtrace.v1.WriteBatch"),
+            Guard::Memories { field: 2 }
+        );
+        assert_eq!(guard_of(TypeId::of::<crate::v1::Memory>()), Guard::None);
     }
 
     #[test]

@@ -1,10 +1,16 @@
 //! Fuzzing the codec guard (property tests; `scripts/fuzz.sh` runs them
-//! longer): whatever bytes arrive as a `memtrace.v1` request, the guard and
-//! the decoder answer — accept or refuse — without panicking, and a message
-//! the guard passes never decodes into more repeated items than its bounds
-//! allow.
+//! longer), for every `memtrace.v1` request type (the input of every method
+//! of every `memtrace.v1` service; a test checks the list against the
+//! descriptor set): whatever bytes arrive as a request, the guard and the
+//! decoder answer — accept or refuse — without panicking; a request without
+//! memories passes the guard exactly when it is at most
+//! [`MAX_SMALL_REQUEST_BYTES`] long; and a memory batch the guard passes
+//! never decodes into more memories or tags than its bounds allow.
 
-use crate::codec::{MAX_DECODED_MEMORIES, MAX_DECODED_TAGS, MAX_SMALL_REQUEST_BYTES, guard};
+use crate::codec::{
+    Guard, MAX_DECODED_MEMORIES, MAX_DECODED_TAGS, MAX_SMALL_REQUEST_BYTES, guard, guard_of_name,
+    memtrace_v1_inputs,
+};
 use crate::v1::*;
 use proptest::prelude::*;
 use prost::Message;
@@ -43,20 +49,99 @@ fn check<U: Message + Default + 'static>(bytes: &[u8]) -> Option<U> {
     U::decode(bytes).ok()
 }
 
+/// What the server's decoder did with some bytes: whether the guard passed
+/// them, and whether they then decoded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Answer {
+    guard_passed: bool,
+    decoded: bool,
+}
+
+fn answer<U: Message + Default + 'static>(bytes: &[u8]) -> Answer {
+    let guard_passed = guard::<U>(bytes).is_ok();
+    Answer {
+        guard_passed,
+        decoded: guard_passed && U::decode(bytes).is_ok(),
+    }
+}
+
+/// Every `memtrace.v1` request type: full protobuf name, and the decoder's
+/// answer for bytes arriving as that type.
+macro_rules! requests {
+    ($($t:ident),* $(,)?) => {
+        &[$((concat!("memtrace.v1.", stringify!($t)), answer::<$t> as Decode)),*]
+    };
+}
+
+/// What the server's decoder does with bytes arriving as one type.
+type Decode = fn(&[u8]) -> Answer;
+
+const REQUESTS: &[(&str, Decode)] = requests![
+    WriteBatch,
+    CreateMemoriesRequest,
+    CreateMemoryRequest,
+    ListMemoriesRequest,
+    SearchMemoriesRequest,
+    GetMemoryRequest,
+    DeleteMemoriesRequest,
+    ListErasuresRequest,
+    UpdateMemoryRequest,
+    ExportMemoriesRequest,
+    RegisterAgentRequest,
+    ListAgentsRequest,
+    AgentRef,
+    AgentMemoriesRequest,
+    CreateSessionRequest,
+    ListSessionsRequest,
+    SessionRef,
+    UpdateSessionRequest,
+    SessionContextRequest,
+    SessionMemoriesRequest,
+];
+
+#[test]
+fn every_memtrace_v1_request_is_fuzzed() {
+    let mut fuzzed: Vec<String> = REQUESTS.iter().map(|(n, _)| (*n).to_owned()).collect();
+    fuzzed.sort();
+    assert_eq!(
+        fuzzed,
+        memtrace_v1_inputs(),
+        "REQUESTS must list the input of every memtrace.v1 RPC"
+    );
+}
+
 proptest! {
     #[test]
     fn any_bytes_are_answered_without_panicking(bytes in prop_oneof![
         wire(),
         prop::collection::vec(any::<u8>(), 0..512),
     ]) {
-        let _ = check::<WriteBatch>(&bytes);
-        let _ = check::<CreateMemoriesRequest>(&bytes);
-        let _ = check::<CreateMemoryRequest>(&bytes);
-        let _ = check::<SearchMemoriesRequest>(&bytes);
-        let _ = check::<ListMemoriesRequest>(&bytes);
-        let _ = check::<SessionContextRequest>(&bytes);
-        let _ = check::<RegisterAgentRequest>(&bytes);
-        let _ = check::<UpdateSessionRequest>(&bytes);
+        for (_, answer) in REQUESTS {
+            let _ = answer(&bytes);
+        }
+    }
+
+    #[test]
+    fn requests_without_memories_pass_exactly_within_the_size_bound(
+        len in (MAX_SMALL_REQUEST_BYTES - 64)..(MAX_SMALL_REQUEST_BYTES + 64),
+        head in wire(),
+    ) {
+        // protobuf-looking bytes, then zeros (field 0: malformed, so the
+        // decoder refuses quickly what the guard lets through)
+        let mut bytes = head;
+        bytes.resize(len, 0);
+        for (name, answer) in REQUESTS {
+            let answer = answer(&bytes);
+            match guard_of_name(name) {
+                Guard::Small => prop_assert_eq!(
+                    answer.guard_passed,
+                    len <= MAX_SMALL_REQUEST_BYTES,
+                    "{} of {} bytes", name, len
+                ),
+                Guard::Memories { .. } => {}
+                Guard::None => prop_assert!(false, "{} is not guarded", name),
+            }
+        }
     }
 
     #[test]

@@ -5,12 +5,12 @@
 //! Refused calls of known tokens are audited from here too.
 
 use super::ControlPlane;
-use super::audit::AuditOutcome;
+use super::audit::{AuditOutcome, audit_record};
 use super::types::{AdminRole, AdminTokenId, AdminTokenSpec};
 use crate::auth::{AdminActor, AdminAuth, AdminCaller, KnownRefusal};
 use crate::clock::duration_ms;
 use crate::error::{ControlPlaneError, Result};
-use crate::store::{AdminTokenRevocation, AdminTokenRow};
+use crate::store::{AdminTokenRevocation, AdminTokenRow, AuditWith};
 use memtrace_common::clock::now_ms;
 use memtrace_common::credentials::{credential_fingerprint, new_admin_token};
 use serde_json::json;
@@ -57,16 +57,23 @@ impl ControlPlane {
             last_used_at: None,
             revoked_at: None,
         };
-        self.store.insert_admin_token(&row).await?;
+        let audit = |row: &AdminTokenRow| {
+            let details =
+                json!({"name": row.name, "role": row.role, "expires_at_ms": row.expires_at});
+            audit_record(
+                actor,
+                "admin_token.create",
+                &row.id,
+                AuditOutcome::Ok,
+                details,
+            )
+        };
+        let key = self.audit_key();
+        self.store
+            .insert_admin_token(&row, Some(AuditWith::new(&key, &audit)))
+            .await?;
         self.admin_auth.apply(&row);
         tracing::info!(token_id = %row.id, role = %row.role, fingerprint = %row.fingerprint, "admin token created");
-        self.audit_change(
-            actor,
-            "admin_token.create",
-            &row.id,
-            json!({"name": row.name, "role": row.role, "expires_at_ms": row.expires_at}),
-        )
-        .await;
         Ok((row, token.token))
     }
 
@@ -89,9 +96,20 @@ impl ControlPlane {
         id: &AdminTokenId,
         force: bool,
     ) -> Result<AdminTokenRow> {
+        let audit = |row: &AdminTokenRow| {
+            let details = json!({"name": row.name, "role": row.role, "forced": force});
+            audit_record(
+                actor,
+                "admin_token.revoke",
+                &row.id,
+                AuditOutcome::Ok,
+                details,
+            )
+        };
+        let key = self.audit_key();
         match self
             .store
-            .revoke_admin_token(id.as_str(), now_ms(), force)
+            .revoke_admin_token(id.as_str(), now_ms(), force, AuditWith::new(&key, &audit))
             .await?
         {
             AdminTokenRevocation::NotFound => Err(ControlPlaneError::AdminTokenNotFound(
@@ -115,13 +133,6 @@ impl ControlPlane {
             AdminTokenRevocation::Revoked(row) => {
                 self.admin_auth.apply(&row);
                 tracing::info!(token_id = %row.id, role = %row.role, forced = force, "admin token revoked");
-                self.audit_change(
-                    actor,
-                    "admin_token.revoke",
-                    &row.id,
-                    json!({"name": row.name, "role": row.role, "forced": force}),
-                )
-                .await;
                 Ok(row)
             }
         }

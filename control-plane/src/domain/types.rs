@@ -229,7 +229,7 @@ impl ArcSpec {
         if !parsed.username().is_empty() || parsed.password().is_some() {
             return Err(ControlPlaneError::invalid(
                 "url",
-                "must not carry credentials; pass the Arc token as api_key (--api-key), which is stored encrypted",
+                "must not carry credentials; send the Arc token in the api_key field, which is stored encrypted",
             ));
         }
         if parsed.query().is_some() || parsed.fragment().is_some() {

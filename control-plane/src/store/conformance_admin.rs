@@ -3,6 +3,7 @@
 //! active admin-role token unless forced (also when two revoke at once), and
 //! tokens stored before ids existed keeping working after the migration.
 
+use super::conformance::audited;
 use super::{AdminTokenRevocation, AdminTokenRow, SqlStore, Store, StoreError};
 use crate::auth::AdminAuth;
 use memtrace_common::credentials::{
@@ -29,14 +30,14 @@ fn token(role: &str) -> AdminTokenRow {
 
 async fn insert(store: &dyn Store, row: &AdminTokenRow) {
     store
-        .insert_admin_token(row)
+        .insert_admin_token(row, Some(audited()))
         .await
         .expect("admin tokens: insert");
 }
 
 async fn revoke(store: &dyn Store, id: &str, force: bool) -> AdminTokenRevocation {
     store
-        .revoke_admin_token(id, NOW, force)
+        .revoke_admin_token(id, NOW, force, audited())
         .await
         .expect("admin tokens: revoke")
 }
@@ -49,7 +50,7 @@ fn revoked(result: &AdminTokenRevocation) -> bool {
 pub async fn admin_tokens(store: &dyn Store) {
     let a = token("admin");
     insert(store, &a).await;
-    let again = store.insert_admin_token(&a).await;
+    let again = store.insert_admin_token(&a, None).await;
     assert!(
         matches!(again, Err(StoreError::Conflict(_))),
         "admin tokens: duplicate id"
@@ -58,7 +59,7 @@ pub async fn admin_tokens(store: &dyn Store) {
         id: new_admin_token().token_id,
         ..a.clone()
     };
-    let again = store.insert_admin_token(&same_hash).await;
+    let again = store.insert_admin_token(&same_hash, Some(audited())).await;
     assert!(
         matches!(again, Err(StoreError::Conflict(_))),
         "admin tokens: duplicate hash"
@@ -118,7 +119,7 @@ pub async fn admin_tokens(store: &dyn Store) {
         revoke(store, "adm_0000000000000000", false).await,
         AdminTokenRevocation::NotFound
     );
-    let reinsert = store.insert_admin_token(&reader).await;
+    let reinsert = store.insert_admin_token(&reader, None).await;
     assert!(
         matches!(reinsert, Err(StoreError::Conflict(_))),
         "admin tokens: a revoked token cannot be registered again"

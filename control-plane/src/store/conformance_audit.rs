@@ -1,5 +1,5 @@
-//! Conformance checks that a change of an org, an API key or an Arc binding
-//! and its audit entry commit together, part of
+//! Conformance checks that a change of an org, an API key, an Arc binding
+//! or an admin token and its audit entry commit together, part of
 //! [`super::conformance::run_all`]: a change that fails appends nothing,
 //! and an entry the database refuses takes its change with it. The refusal
 //! is real, not simulated: the database accepts only the outcomes `ok`,
@@ -10,9 +10,10 @@
 use super::conformance::{AUDIT_KEY, audited};
 use super::conformance_config::verify_whole_chain;
 use super::{
-    ApiKeyRow, ArcBindingRow, AuditRecord, AuditWith, OrgDeletion, OrgRow, SettingChange, Store,
-    StoreError,
+    AdminTokenRevocation, AdminTokenRow, ApiKeyRow, ArcBindingRow, AuditRecord, AuditWith,
+    OrgDeletion, OrgRow, SettingChange, Store, StoreError,
 };
+use memtrace_common::credentials::new_admin_token;
 use memtrace_common::ids::new_id;
 
 fn entry_for(action: &str, target: &str, details_json: String, outcome: &str) -> AuditRecord {
@@ -75,7 +76,100 @@ fn is_refusal<T: std::fmt::Debug>(result: &Result<T, StoreError>) -> bool {
 pub async fn changes_commit_with_their_audit_entries(store: &dyn Store) {
     org_changes(store).await;
     binding_and_key_changes(store).await;
+    admin_token_changes(store).await;
     verify_whole_chain(store).await;
+}
+
+async fn admin_token_changes(store: &dyn Store) {
+    let new = new_admin_token();
+    let token = AdminTokenRow {
+        id: new.token_id,
+        token_hash: new.hash.to_vec(),
+        fingerprint: new_id("fp"),
+        name: new_id("audited"),
+        role: "reader".into(),
+        created_at: 1,
+        expires_at: None,
+        last_used_at: None,
+        revoked_at: None,
+    };
+    let before = head_seq(store).await;
+    let result = store.insert_admin_token(&token, Some(refused())).await;
+    assert!(
+        is_refusal(&result),
+        "audited: admin token create: {result:?}"
+    );
+    assert_eq!(
+        store.get_admin_token(&token.id).await.expect("get token"),
+        None,
+        "audited: an admin token whose entry was refused is not created"
+    );
+    assert_eq!(head_seq(store).await, before);
+    let created = |row: &AdminTokenRow| entry_for("admin_token.create", &row.id, "{}".into(), "ok");
+    store
+        .insert_admin_token(&token, Some(AuditWith::new(&AUDIT_KEY, &created)))
+        .await
+        .expect("audited: admin token create");
+    let entry = appended_one(store, before, "admin token create").await;
+    assert_eq!(
+        (entry.action.as_str(), entry.target.as_str()),
+        ("admin_token.create", token.id.as_str())
+    );
+    let duplicate = store.insert_admin_token(&token, Some(audited())).await;
+    assert!(matches!(duplicate, Err(StoreError::Conflict(_))));
+    assert_eq!(
+        head_seq(store).await,
+        entry.seq,
+        "audited: a refused admin token create appends nothing"
+    );
+
+    let before = head_seq(store).await;
+    let result = store
+        .revoke_admin_token(&token.id, 9, false, refused())
+        .await;
+    assert!(
+        is_refusal(&result),
+        "audited: admin token revoke: {result:?}"
+    );
+    assert_eq!(
+        store
+            .get_admin_token(&token.id)
+            .await
+            .expect("get token")
+            .and_then(|t| t.revoked_at),
+        None,
+        "audited: an admin token revocation whose entry was refused does not happen"
+    );
+    assert_eq!(head_seq(store).await, before);
+    let revoked = |row: &AdminTokenRow| {
+        let details = format!(r#"{{"revoked_at":{}}}"#, row.revoked_at.unwrap_or(0));
+        entry_for("admin_token.revoke", &row.id, details, "ok")
+    };
+    let outcome = store
+        .revoke_admin_token(&token.id, 9, false, AuditWith::new(&AUDIT_KEY, &revoked))
+        .await
+        .expect("audited: admin token revoke");
+    assert!(matches!(outcome, AdminTokenRevocation::Revoked(_)));
+    let entry = appended_one(store, before, "admin token revoke").await;
+    assert_eq!(
+        entry.details_json, r#"{"revoked_at":9}"#,
+        "audited: the entry is built from the revoked row"
+    );
+    let again = store
+        .revoke_admin_token(&token.id, 10, false, audited())
+        .await
+        .expect("audited: revoke again");
+    assert!(matches!(again, AdminTokenRevocation::AlreadyRevoked(_)));
+    let missing = store
+        .revoke_admin_token("adm_0000000000000000", 10, false, audited())
+        .await
+        .expect("audited: revoke missing");
+    assert_eq!(missing, AdminTokenRevocation::NotFound);
+    assert_eq!(
+        head_seq(store).await,
+        entry.seq,
+        "audited: nothing revoked, nothing appended"
+    );
 }
 
 async fn org_changes(store: &dyn Store) {

@@ -248,19 +248,30 @@ pub trait Store: Send + Sync + 'static {
     /// Admin-role tokens neither revoked nor expired at `now`.
     async fn active_admin_count(&self, now: i64) -> StoreResult<u64>;
     /// `Conflict` when the id or the hash is taken (also by a revoked token).
-    async fn insert_admin_token(&self, row: &AdminTokenRow) -> StoreResult<()>;
+    /// `audit` is appended in the same transaction (as for every audited
+    /// change below); `None` only for the first-start token, which no admin
+    /// created.
+    async fn insert_admin_token(
+        &self,
+        row: &AdminTokenRow,
+        audit: Option<AuditWith<'_, AdminTokenRow>>,
+    ) -> StoreResult<()>;
     async fn get_admin_token(&self, id: &str) -> StoreResult<Option<AdminTokenRow>>;
     /// Every admin token, revoked ones included, oldest first.
     async fn list_admin_tokens(&self) -> StoreResult<Vec<AdminTokenRow>>;
     /// Sets `revoked_at` if not yet revoked, unless the token is the last
     /// active admin-role token and `force` is not set. Revocations are
     /// serialised across connections and replicas, so two revoking the last
-    /// two admin tokens at once cannot both succeed.
+    /// two admin tokens at once cannot both succeed. `audit` (built from the
+    /// revoked row) is appended in the same transaction, and only when the
+    /// token is revoked now: the other outcomes change nothing and append
+    /// nothing.
     async fn revoke_admin_token(
         &self,
         id: &str,
         revoked_at: i64,
         force: bool,
+        audit: AuditWith<'_, AdminTokenRow>,
     ) -> StoreResult<AdminTokenRevocation>;
     /// Raises each token's `last_used_at` to the given time (never lowers it).
     async fn touch_admin_tokens(&self, used: &[(String, i64)]) -> StoreResult<()>;

@@ -110,8 +110,7 @@ fn list(b: &QueryBuilder, p: &ListParams) -> Result<Sql, QueryError> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(256))]
-
+    // proptest's default config: 256 cases, or PROPTEST_CASES (scripts/fuzz.sh)
     #[test]
     fn content_contains_is_always_one_literal(value in nasty()) {
         for b in builders() {

@@ -132,6 +132,16 @@ impl Render for ImportView {
                 })
                 .collect();
             table(w, &["key", "org", "kind", "reason"], &rows)?;
+            if self
+                .conflicts
+                .iter()
+                .any(|c| c.kind == "changed_since_export")
+            {
+                writeln!(
+                    w,
+                    "hint: pass --force to overwrite the values changed since the export"
+                )?;
+            }
         }
         let summary = format!(
             "{} changes, {} conflicts, {} unchanged",
@@ -149,5 +159,33 @@ impl Render for ImportView {
             (true, None) => writeln!(w, "imported: {summary}; publication deferred"),
             (false, _) => writeln!(w, "nothing to import: {summary}"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn render(kind: &str) -> String {
+        let report = pb::ImportSettingsResponse {
+            conflicts: vec![pb::ImportConflict {
+                key: "arc.write_batch_size".into(),
+                kind: kind.into(),
+                reason: "the stored value 500 was written after this document was exported".into(),
+                ..pb::ImportConflict::default()
+            }],
+            ..pb::ImportSettingsResponse::default()
+        };
+        let mut buf = Vec::new();
+        ImportView::new(true, report).table(&mut buf).unwrap();
+        String::from_utf8(buf).unwrap()
+    }
+
+    #[test]
+    fn values_changed_since_the_export_get_the_force_hint() {
+        let text = render("changed_since_export");
+        assert!(text.contains("hint: pass --force"), "{text}");
+        let text = render("locked");
+        assert!(!text.contains("--force"), "{text}");
     }
 }

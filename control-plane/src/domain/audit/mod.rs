@@ -147,8 +147,9 @@ impl ControlPlane {
     /// transaction (a master-key rotation rewraps record by record), so no
     /// one transaction could carry the entry. A failed append cannot undo
     /// them: it is logged as an error (with the action and target) instead
-    /// of failing the caller's request. A change of one org, key, binding or
-    /// setting appends its entry in its own transaction instead.
+    /// of failing the caller's request. A change of one org, key, binding,
+    /// admin token or setting appends its entry in its own transaction
+    /// instead.
     pub(crate) async fn audit_change(
         &self,
         actor: &AdminActor,

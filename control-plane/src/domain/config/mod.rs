@@ -341,7 +341,7 @@ impl ControlPlane {
         let setting = settings::lookup(key)?;
         if details["sensitive"] == Value::Bool(true) || setting.sensitive {
             return Err(ControlPlaneError::FailedPrecondition(format!(
-                "audit entry {seq} changed sensitive setting {key}, whose values the audit trail does not keep; set it again with 'memtracectl config set {key} VALUE'"
+                "audit entry {seq} changed sensitive setting {key}, whose values the audit trail does not keep, so it cannot be rolled back; set a new value of {key} instead"
             )));
         }
         let org = details["org_id"]

@@ -349,7 +349,7 @@ impl ControlPlane {
                 report.conflicts.push(conflict(
                     ConflictKind::ChangedSinceExport,
                     format!(
-                        "the stored value {} was written at {}, after this document was exported; pass --force to overwrite it",
+                        "the stored value {} was written at {}, after this document was exported; import with force set to overwrite it",
                         setting.display(old.as_ref().unwrap_or(&value)),
                         rfc3339(row.updated_at)
                     ),

@@ -5,10 +5,13 @@
 //! other revocation (an advisory lock on PostgreSQL, the write lock taken at
 //! `BEGIN IMMEDIATE` on SQLite). Without that, two replicas revoking the last
 //! two admin tokens at once would each see the other's token still active.
+//! Creation and revocation append their audit entry in their own
+//! transaction, like every other audited change.
 
+use super::queries::commit_audited;
 use super::rows::{ADMIN_TOKEN_COLUMNS, admin_token, is_unique_violation};
 use super::{Backend, SqlStore};
-use crate::store::{AdminTokenRevocation, AdminTokenRow, StoreError, StoreResult};
+use crate::store::{AdminTokenRevocation, AdminTokenRow, AuditWith, StoreError, StoreResult};
 use sqlx::Row;
 
 /// Key of the PostgreSQL advisory lock that serialises revocations
@@ -30,7 +33,15 @@ impl SqlStore {
         Ok(u64::try_from(n).unwrap_or_default())
     }
 
-    pub(super) async fn adm_insert(&self, row: &AdminTokenRow) -> StoreResult<()> {
+    pub(super) async fn adm_insert(
+        &self,
+        row: &AdminTokenRow,
+        audit: Option<AuditWith<'_, AdminTokenRow>>,
+    ) -> StoreResult<()> {
+        let mut tx = match audit {
+            Some(_) => self.begin_audited().await?,
+            None => self.begin_write().await?,
+        };
         let sql = format!(
             "INSERT INTO admin_tokens ({ADMIN_TOKEN_COLUMNS}) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"
@@ -45,7 +56,7 @@ impl SqlStore {
             .bind(row.expires_at)
             .bind(row.last_used_at)
             .bind(row.revoked_at)
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await
             .map_err(|e| {
                 if is_unique_violation(&e) {
@@ -54,7 +65,10 @@ impl SqlStore {
                     e.into()
                 }
             })?;
-        Ok(())
+        match audit {
+            Some(audit) => commit_audited(tx, audit, row).await,
+            None => Ok(tx.commit().await?),
+        }
     }
 
     pub(super) async fn adm_get(&self, id: &str) -> StoreResult<Option<AdminTokenRow>> {
@@ -79,8 +93,10 @@ impl SqlStore {
         id: &str,
         revoked_at: i64,
         force: bool,
+        audit: AuditWith<'_, AdminTokenRow>,
     ) -> StoreResult<AdminTokenRevocation> {
-        let mut tx = self.begin_write().await?;
+        // the audit lock first, as every audited change takes it
+        let mut tx = self.begin_audited().await?;
         if self.backend == Backend::Postgres {
             sqlx::query("SELECT 1 AS locked FROM (SELECT pg_advisory_xact_lock($1)) AS l")
                 .bind(REVOCATION_LOCK_KEY)
@@ -119,8 +135,8 @@ impl SqlStore {
             .bind(id)
             .execute(&mut *tx)
             .await?;
-        tx.commit().await?;
         row.revoked_at = Some(revoked_at);
+        commit_audited(tx, audit, &row).await?;
         Ok(AdminTokenRevocation::Revoked(row))
     }
 

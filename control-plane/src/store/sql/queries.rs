@@ -65,8 +65,12 @@ impl Store for SqlStore {
         self.adm_active_count(now).await
     }
 
-    async fn insert_admin_token(&self, row: &AdminTokenRow) -> StoreResult<()> {
-        self.adm_insert(row).await
+    async fn insert_admin_token(
+        &self,
+        row: &AdminTokenRow,
+        audit: Option<AuditWith<'_, AdminTokenRow>>,
+    ) -> StoreResult<()> {
+        self.adm_insert(row, audit).await
     }
 
     async fn get_admin_token(&self, id: &str) -> StoreResult<Option<AdminTokenRow>> {
@@ -82,8 +86,9 @@ impl Store for SqlStore {
         id: &str,
         revoked_at: i64,
         force: bool,
+        audit: AuditWith<'_, AdminTokenRow>,
     ) -> StoreResult<AdminTokenRevocation> {
-        self.adm_revoke(id, revoked_at, force).await
+        self.adm_revoke(id, revoked_at, force, audit).await
     }
 
     async fn touch_admin_tokens(&self, used: &[(String, i64)]) -> StoreResult<()> {
@@ -570,7 +575,7 @@ impl Store for SqlStore {
 impl SqlStore {
     /// A write transaction that holds the audit lock, for a change that
     /// appends its audit entry before it commits.
-    async fn begin_audited(&self) -> StoreResult<Tx> {
+    pub(super) async fn begin_audited(&self) -> StoreResult<Tx> {
         let mut tx = self.begin_write().await?;
         self.lock_audit(&mut tx).await?;
         Ok(tx)
@@ -579,7 +584,11 @@ impl SqlStore {
 
 /// Appends the change's audit entry (built from `done`) and commits the
 /// change with it; an entry that cannot be appended rolls the change back.
-async fn commit_audited<T>(mut tx: Tx, audit: AuditWith<'_, T>, done: &T) -> StoreResult<()> {
+pub(super) async fn commit_audited<T>(
+    mut tx: Tx,
+    audit: AuditWith<'_, T>,
+    done: &T,
+) -> StoreResult<()> {
     let record = (audit.record)(done);
     SqlStore::append_locked(&mut tx, std::slice::from_ref(&record), audit.key).await?;
     tx.commit().await?;
