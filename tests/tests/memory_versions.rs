@@ -140,7 +140,12 @@ async fn update_and_read(writer: &Api, readers: &[(&str, &Api)], reader_key_api:
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn updates_on_arc_show_the_newest_version_everywhere_and_keep_history() {
-    let c = Cluster::start("/memtrace-versions/v1/").await.unwrap();
+    let c = Cluster::start_with_env(
+        "/memtrace-versions/v1/",
+        &[("MEMTRACE_CONTROL_PLANE_ERASURE_RECHECK_DELAY_MS", "300")],
+    )
+    .await
+    .unwrap();
     let arc = arc_with_token(ARC_TOKEN, DB).await.unwrap();
     let org = c.org("versions-arc").await.unwrap();
     c.add_arc(&org, &arc.url(), DB, Some(ARC_TOKEN))
@@ -157,11 +162,23 @@ async fn updates_on_arc_show_the_newest_version_everywhere_and_keep_history() {
         &Api::new(&w2, Some(&reader)),
     )
     .await;
-    assert_eq!(
-        arc.row_count(DB, "memory_versions"),
-        1,
-        "the superseded version is kept"
-    );
+    // the delete reaches the data: the memory's rows and its superseded
+    // version are erased from the stand-in by the control plane
+    memtrace_tests::cluster::eventually(
+        "the deleted memory erased with its history",
+        std::time::Duration::from_secs(30),
+        async || {
+            let left = (
+                arc.row_count(DB, "events"),
+                arc.row_count(DB, "memory_versions"),
+            );
+            (left == (0, 0))
+                .then_some(())
+                .ok_or(format!("rows left: {left:?}"))
+        },
+    )
+    .await
+    .unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

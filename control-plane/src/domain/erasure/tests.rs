@@ -120,12 +120,21 @@ fn stopped_releases_the_claim_for_an_immediate_resume() {
 fn a_memory_erasure_covers_its_predicate_within_the_org() {
     let job = job();
     let tables = plan(&job, "memories").unwrap();
+    let covered = "org_id = 'org_a' AND (id IN ('mem_1'))".to_owned();
     assert_eq!(
         tables,
-        [(
-            "memories".to_owned(),
-            "org_id = 'org_a' AND (id IN ('mem_1'))".to_owned()
-        )]
+        [
+            ("memories".to_owned(), covered.clone()),
+            ("memory_versions".to_owned(), covered.clone()),
+        ],
+        "a delete erases the memories' superseded versions too"
+    );
+    let mut superseded = job.clone();
+    superseded.scope_json = r#"{"superseded_ids":["mem_1"]}"#.into();
+    assert_eq!(
+        plan(&superseded, "memories").unwrap(),
+        [("memories".to_owned(), covered)],
+        "an update's superseded rows leave the memory table only"
     );
     let mut empty = job.clone();
     empty.memory_predicate = "  ".into();
@@ -142,7 +151,7 @@ fn a_whole_org_erasure_covers_memories_agents_and_sessions() {
     job.memory_predicate = String::new();
     let tables = plan(&job, "events").unwrap();
     let names: Vec<&str> = tables.iter().map(|(t, _)| t.as_str()).collect();
-    assert_eq!(names, ["events", "agents", "sessions"]);
+    assert_eq!(names, ["events", "memory_versions", "agents", "sessions"]);
     assert!(tables.iter().all(|(_, w)| w == "org_id = 'org_a'"));
 }
 
