@@ -546,11 +546,11 @@ fn ids_limits_and_identifiers() {
     assert_eq!(ContentPattern::parse("\0\0").unwrap(), None);
 }
 
-#[test]
-fn worst_case_search_fits_arc_limit() {
-    // Every list at its maximum, every value at its longest, and a content
-    // pattern that maximises escaping and whitespace splitting.
-    let p = SearchParams {
+/// The largest search a request can ask for: every list at its maximum,
+/// every value at its longest, and a content pattern that maximises
+/// escaping and whitespace splitting.
+fn largest_search() -> SearchParams {
+    SearchParams {
         agent_id: Some(format!("a{}", "b".repeat(127))),
         session_id: Some(format!("s{}", "b".repeat(127))),
         memory_types: ["episodic", "session", "decision", "entity"]
@@ -567,7 +567,12 @@ fn worst_case_search_fits_arc_limit() {
         until: Some("1h".into()),
         min_importance: Some(f64::MIN_POSITIVE),
         ..SearchParams::default()
-    };
+    }
+}
+
+#[test]
+fn worst_case_search_fits_arc_limit() {
+    let p = largest_search();
     let page = SearchQuery::parse(&p).unwrap().page();
     let day = Some(Duration::from_secs(86_400));
     for sql in [
@@ -589,24 +594,7 @@ fn the_largest_read_with_the_erasure_budget_fits() {
     use crate::erasure::{Erasure, Filter, Scope, State};
     use crate::query::validate::{EventType, MemoryId, Tag};
     use std::sync::Arc;
-    let p = SearchParams {
-        agent_id: Some(format!("a{}", "b".repeat(127))),
-        session_id: Some(format!("s{}", "b".repeat(127))),
-        memory_types: ["episodic", "session", "decision", "entity"]
-            .map(String::from)
-            .to_vec(),
-        event_types: (0..16)
-            .map(|i| format!("e{i:02}{}", "x".repeat(60)))
-            .collect(),
-        tags: (0..16)
-            .map(|i| format!("{i:02}{}", "_".repeat(62)))
-            .collect(),
-        content_contains: Some("' ".repeat(256)),
-        since: Some("2026-11-01T00:00:00Z".into()),
-        until: Some("1h".into()),
-        min_importance: Some(f64::MIN_POSITIVE),
-        ..SearchParams::default()
-    };
+    let p = largest_search();
     let page = SearchQuery::parse(&p).unwrap().page();
     let day = Some(Duration::from_secs(86_400));
     let read_len = arc().collapsed_page(&page, day, NOW).as_str().len();
