@@ -435,3 +435,68 @@ async fn deleting_an_agent_can_cascade_to_its_memories() {
         .await;
     assert_eq!(count(&kept), 1, "{kept}");
 }
+
+/// A delete reaches the data even when the values it names are words Arc's
+/// delete API refuses in its `where` text (`set`, `drop`, `sp_`, …): the
+/// control plane spells such literals out, so the erasure completes and
+/// only the covered memories leave the store.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deletes_naming_words_arc_refuses_are_still_erased() {
+    let c = Cluster::start_with_env(
+        "/memtrace-delete-words/v1/",
+        &[("MEMTRACE_CONTROL_PLANE_ERASURE_RECHECK_DELAY_MS", "300")],
+    )
+    .await
+    .unwrap();
+    let arc = arc_with_token(ARC_TOKEN, DB).await.unwrap();
+    let org = c.org("delete-words").await.unwrap();
+    c.add_arc(&org, &arc.url(), DB, Some(ARC_TOKEN))
+        .await
+        .unwrap();
+    let (key, _) = c.key(&org, "read,write").await.unwrap();
+    let worker = c.worker("delete-words", &[]).await.unwrap();
+    let api = Api::new(&worker, Some(&key));
+    for (agent, tags, content) in [
+        ("drop-bot", vec!["set", "x"], "covered"),
+        ("drop-bot", vec!["x"], "other tag"),
+        ("wasp_bot", vec!["set"], "other agent"),
+    ] {
+        let (s, m) = api
+            .post(
+                "/api/v1/memories",
+                json!({"agent_id": agent, "content": content, "tags": tags}),
+            )
+            .await;
+        assert_eq!(s, 201, "{m}");
+    }
+    assert_eq!(arc.row_count(DB, "events"), 3);
+    let (s, deleted) = api
+        .post(
+            "/api/v1/delete",
+            json!({"agent_id": "drop-bot", "tags": ["set"]}),
+        )
+        .await;
+    assert_eq!(s, 202, "{deleted}");
+    memtrace_tests::cluster::eventually(
+        "the covered memory erased from the store",
+        std::time::Duration::from_secs(30),
+        async || {
+            let (_, listed) = api.get("/api/v1/erasures").await;
+            let left = arc.row_count(DB, "events");
+            (left == 2 && listed["count"] == 0)
+                .then_some(())
+                .ok_or(format!("{left} rows; erasures in progress: {listed}"))
+        },
+    )
+    .await
+    .unwrap();
+    let (_, list) = api.get("/api/v1/memories?limit=100").await;
+    let mut contents: Vec<&str> = list["memories"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["content"].as_str().unwrap())
+        .collect();
+    contents.sort_unstable();
+    assert_eq!(contents, ["other agent", "other tag"]);
+}

@@ -195,6 +195,26 @@ impl Store {
             },
         )
         .map_err(|e| e.to_string())?;
+        // DuckDB's chr(INTEGER): the character of a code point.
+        conn.create_scalar_function(
+            "chr",
+            1,
+            rusqlite::functions::FunctionFlags::SQLITE_UTF8
+                | rusqlite::functions::FunctionFlags::SQLITE_DETERMINISTIC,
+            |ctx| {
+                let code: i64 = ctx.get(0)?;
+                u32::try_from(code)
+                    .ok()
+                    .and_then(char::from_u32)
+                    .map(String::from)
+                    .ok_or_else(|| {
+                        rusqlite::Error::UserFunctionError(
+                            format!("chr: {code} is not a code point").into(),
+                        )
+                    })
+            },
+        )
+        .map_err(|e| e.to_string())?;
         // No "double-quoted string literal" fallback: "x" is an identifier.
         for cfg in [
             rusqlite::config::DbConfig::SQLITE_DBCONFIG_DQS_DML,

@@ -167,7 +167,8 @@ pub(crate) async fn delete(
     let body = json!({
         "database": target.database,
         "measurement": table,
-        "where": where_,
+        // Arc refuses keywords and some patterns even inside literals
+        "where": super::literals::for_arc_delete(where_),
         "confirm": true,
     });
     let (status, text) = post(http, target, DELETE_PATH, body).await?;

@@ -31,6 +31,7 @@
 mod adopt;
 pub(crate) mod arc;
 mod embedded;
+mod literals;
 pub mod metrics;
 pub mod receipt;
 mod run;
