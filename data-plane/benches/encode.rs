@@ -4,7 +4,8 @@
 //! Run: `cargo bench -p memtrace-data-plane --bench encode`.
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use memtrace_data_plane::arcdb::{Compression, MemoryBatch, MemoryRow, compress};
+use memtrace_data_plane::arcdb::{Compression, MemoryBatch, compress};
+use memtrace_data_plane::store::MemoryRow;
 use std::hint::black_box;
 
 const ROWS: usize = 1_000;

@@ -6,12 +6,12 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use memtrace_data_plane::arcdb::{
-    ArcClient, ArcError, ArcTarget, Compression, MemoryBatch, MemoryRow, RetryPolicy, Transport,
-    compress,
+    ArcClient, ArcError, ArcTarget, Compression, MemoryBatch, RetryPolicy, Transport, compress,
 };
 use memtrace_data_plane::query::{
     Dialect, Ident, ListParams, ListQuery, MEMORY_COLUMNS, OrgId, QueryBuilder, Sql, UnixMicros,
 };
+use memtrace_data_plane::store::MemoryRow;
 use memtrace_tests::arc::{ArcStandIn, CostModel, Fault, Target, TokenGrant, parse_timestamp};
 use std::time::{Duration, Instant};
 

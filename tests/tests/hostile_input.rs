@@ -216,8 +216,9 @@ async fn huge_tag_lists_over_rest_are_refused_after_bounded_parsing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_page_of_huge_memories_is_refused_within_the_reply_bound() {
     use memtrace_data_plane::arcdb::{
-        ArcClient, ArcTarget, Compression, MemoryBatch, MemoryRow, RetryPolicy, compress,
+        ArcClient, ArcTarget, Compression, MemoryBatch, RetryPolicy, compress,
     };
+    use memtrace_data_plane::store::MemoryRow;
     const DB: &str = "hugereads";
     const TOKEN: &str = "arc-huge-reads-token-0123456789";
     let c = Cluster::start(PREFIX).await.unwrap();

@@ -8,9 +8,10 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use memtrace_common::settings::{TenantLimits, WriteCompression, WriteSettings};
-use memtrace_data_plane::arcdb::{ArcClient, MemoryRow, RetryPolicy};
+use memtrace_data_plane::arcdb::{ArcClient, RetryPolicy};
 use memtrace_data_plane::ingest::{Ack, Batcher, IngestError};
 use memtrace_data_plane::snapshot::ArcRoute;
+use memtrace_data_plane::store::MemoryRow;
 use memtrace_tests::arc::{ArcStandIn, ArcStandInBuilder, CostModel, Fault, Target};
 use std::collections::HashSet;
 use std::sync::Arc;

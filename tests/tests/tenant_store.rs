@@ -9,7 +9,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use memtrace_common::settings::{TenantLimits, WriteCompression, WriteSettings};
-use memtrace_data_plane::arcdb::{ArcClient, MemoryRow, RetryPolicy};
+use memtrace_data_plane::arcdb::{ArcClient, RetryPolicy};
 use memtrace_data_plane::ingest::Batcher;
 use memtrace_data_plane::query::{
     AgentId, ExportCursor, ExportParams, ExportQuery, Ident, ListParams, ListQuery, MEMORY_COLUMNS,
@@ -17,6 +17,7 @@ use memtrace_data_plane::query::{
 };
 use memtrace_data_plane::service::collapse::{ReadMemory, newest_first};
 use memtrace_data_plane::snapshot::ArcRoute;
+use memtrace_data_plane::store::MemoryRow;
 use memtrace_data_plane::store::{
     ArcStore, EmbeddedStores, Rows, StateRow, StateTable, StoreError, TenantStore, time_micros,
 };

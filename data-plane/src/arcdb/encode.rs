@@ -27,35 +27,13 @@
 //! [`compress`] gzips (level 1) or zstd-compresses (level 1) the encoded
 //! body; Arc Go picks the decoder from the magic bytes.
 
+use crate::store::MemoryRow;
+
 use super::msgpack::{array_header, int_len, map_header, str_len, write_f64, write_int, write_str};
-use std::borrow::Cow;
 use std::io::Write as _;
-use std::sync::Arc;
 
 /// The column names, in the order they are written (= `MEMORY_COLUMNS`).
 pub const COLUMNS: [&str; 13] = crate::query::MEMORY_COLUMNS;
-
-/// One memory as written to Arc. Strings are stored as given (empty for
-/// "none"); `time` is microseconds since the Unix epoch. The org id is
-/// shared by every row of a request, and the memory type and an empty
-/// metadata object are usually constants, so none of them costs an
-/// allocation per row.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct MemoryRow {
-    pub time: i64,
-    pub id: String,
-    pub org_id: Arc<str>,
-    pub agent_id: String,
-    pub session_id: String,
-    pub memory_type: Cow<'static, str>,
-    pub event_type: String,
-    pub content: String,
-    pub metadata_json: Cow<'static, str>,
-    pub tags_csv: String,
-    pub dedup_key: String,
-    pub importance: f64,
-    pub parent_id: String,
-}
 
 /// Index of each column's buffer (the order of [`COLUMNS`]).
 mod col {

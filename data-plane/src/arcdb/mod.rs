@@ -39,7 +39,7 @@ pub mod state_encode;
 pub use axum::body::Bytes;
 pub use client::{ArcClient, ArcClientConfig};
 pub use delete::{DeleteOutcome, DeleteRequest};
-pub use encode::{COLUMNS, Compression, MemoryBatch, MemoryRow, compress};
+pub use encode::{COLUMNS, Compression, MemoryBatch, compress};
 pub use error::{ArcError, DeleteBlock, Transport};
 pub use metrics::ArcMetrics;
 pub use retry::RetryPolicy;

@@ -20,11 +20,11 @@ use super::ids::{memory_id, next_micros_n};
 use super::rows::{self, EMPTY_OBJECT, encode_object, rfc3339};
 use super::types::{ExportPage, Memory, MemoryList, NewMemory, SearchResult};
 use super::{MAX_BATCH, OrgService, ServiceError, ServiceShared, collapse};
-use crate::arcdb::MemoryRow;
 use crate::query::{
     ExportCursor, ExportParams, ExportQuery, ListParams, ListQuery, MemoryId, MemoryPage, Order,
     PREFIX_MAX_ROWS, SearchParams, SearchQuery, SessionId, Tag, UnixMicros,
 };
+use crate::store::MemoryRow;
 use crate::store::StoreError;
 use hashbrown::HashSet;
 use serde_json::{Map, Value};

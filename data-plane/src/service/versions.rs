@@ -12,11 +12,11 @@
 
 use super::rows::{self, EMPTY_OBJECT, encode_object};
 use super::{Memory, OrgService, ServiceError};
-use crate::arcdb::MemoryRow;
 use crate::erasure::Scope;
 use crate::query::UnixMicros;
 use crate::query::validate::MemoryId;
 use crate::service::types::{CreateMemoryRequest, NewMemory};
+use crate::store::MemoryRow;
 use crate::store::time_micros;
 use serde::Deserialize;
 use serde_json::Value;

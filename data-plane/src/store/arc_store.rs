@@ -9,10 +9,10 @@
 //! pattern". That one failure reads as empty [`Rows`]; every other failure
 //! stays an error.
 
-use super::{Rows, StateRow, StateTable, StoreError, TenantStore, VERSIONS_TABLE};
+use super::{MemoryRow, Rows, StateRow, StateTable, StoreError, TenantStore, VERSIONS_TABLE};
 use crate::arcdb::state_encode::StringBatch;
 use crate::arcdb::{
-    ArcClient, ArcError, ArcTarget, Compression, MemoryBatch, MemoryRow, RetryPolicy, compress,
+    ArcClient, ArcError, ArcTarget, Compression, MemoryBatch, RetryPolicy, compress,
 };
 use crate::ingest::Batcher;
 use crate::query::{Dialect, Ident, Sql};

@@ -13,8 +13,8 @@ use super::{
     AGENTS_TABLE, Rows, SESSIONS_TABLE, StateRow, StateTable, StoreError, TenantStore,
     VERSIONS_TABLE,
 };
-use crate::arcdb::MemoryRow;
 use crate::query::{Dialect, Ident, MEMORY_COLUMNS, OrgId, Sql};
+use crate::store::MemoryRow;
 use serde_json::Value;
 use sqlx::sqlite::{
     Sqlite, SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions,

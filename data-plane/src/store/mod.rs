@@ -17,10 +17,12 @@
 //! The same behavioural suite (`tests/tests/tenant_store.rs`) runs against
 //! both adapters.
 
-use crate::arcdb::{ArcError, MemoryRow};
+use crate::arcdb::ArcError;
 use crate::ingest::IngestError;
 use crate::query::{Dialect, Sql};
 use serde_json::Value;
+use std::borrow::Cow;
+use std::sync::Arc;
 use std::time::Duration;
 
 pub mod arc_store;
@@ -176,6 +178,29 @@ impl From<ArcError> for StoreError {
             Self::Backend(e.to_string())
         }
     }
+}
+
+/// One memory as a store writes it (the `TenantStore` contract's row; Arc
+/// encodes it in `arcdb::encode`). Strings are stored as given (empty for
+/// "none"); `time` is microseconds since the Unix epoch. The org id is
+/// shared by every row of a request, and the memory type and an empty
+/// metadata object are usually constants, so none of them costs an
+/// allocation per row.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct MemoryRow {
+    pub time: i64,
+    pub id: String,
+    pub org_id: Arc<str>,
+    pub agent_id: String,
+    pub session_id: String,
+    pub memory_type: Cow<'static, str>,
+    pub event_type: String,
+    pub content: String,
+    pub metadata_json: Cow<'static, str>,
+    pub tags_csv: String,
+    pub dedup_key: String,
+    pub importance: f64,
+    pub parent_id: String,
 }
 
 /// One org's storage. Cheap to clone behind an `Arc`; every method is

@@ -2,7 +2,8 @@
 //! the worker writes memories, posted straight to an Arc's write endpoint.
 
 use super::{Bounds, Run, claim, collect, content, ensure_loopback, micros};
-use memtrace_data_plane::arcdb::{Compression, MemoryBatch, MemoryRow, compress};
+use memtrace_data_plane::arcdb::{Compression, MemoryBatch, compress};
+use memtrace_data_plane::store::MemoryRow;
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 use std::time::Instant;
