@@ -500,3 +500,99 @@ async fn deletes_naming_words_arc_refuses_are_still_erased() {
     contents.sort_unstable();
     assert_eq!(contents, ["other agent", "other tag"]);
 }
+
+/// Memories past the org's retention (`memories.retention_days`) are
+/// hidden from reads as soon as the setting applies, then erased from the
+/// store by the control plane's retention sweep; newer ones stay.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memories_past_retention_are_hidden_then_erased() {
+    use memtrace_data_plane::arcdb::{
+        ArcClient, ArcTarget, Compression, MemoryBatch, RetryPolicy, compress,
+    };
+    use memtrace_data_plane::store::MemoryRow;
+    use std::time::Duration;
+    let c = Cluster::start_with_env(
+        "/memtrace-retention/v1/",
+        &[
+            ("MEMTRACE_CONTROL_PLANE_ERASURE_RECHECK_DELAY_MS", "300"),
+            ("MEMTRACE_CONTROL_PLANE_ERASURE_RETENTION_SWEEP_MS", "300"),
+        ],
+    )
+    .await
+    .unwrap();
+    let arc = arc_with_token(ARC_TOKEN, DB).await.unwrap();
+    let org = c.org("retention").await.unwrap();
+    c.add_arc(&org, &arc.url(), DB, Some(ARC_TOKEN))
+        .await
+        .unwrap();
+    let (key, _) = c.key(&org, "read,write").await.unwrap();
+    let worker = c.worker("retention", &[]).await.unwrap();
+    let api = Api::new(&worker, Some(&key));
+    let (s, recent) = api
+        .post(
+            "/api/v1/memories",
+            json!({"agent_id": "a1", "content": "recent"}),
+        )
+        .await;
+    assert_eq!(s, 201, "{recent}");
+    // a memory written three days ago, straight into the tenant's Arc
+    let client = ArcClient::new(Duration::from_secs(5), Duration::from_secs(30)).unwrap();
+    let target = ArcTarget {
+        url: &arc.url(),
+        database: DB,
+        measurement: "events",
+        api_key: Some(ARC_TOKEN),
+    };
+    let three_days = 3 * 86_400_000_000;
+    let mut batch = MemoryBatch::with_capacity(1);
+    batch.push(&MemoryRow {
+        time: memtrace_data_plane::query::UnixMicros::now().0 - three_days,
+        id: "mem_old_1".into(),
+        org_id: org.as_str().into(),
+        agent_id: "a1".into(),
+        memory_type: "episodic".into(),
+        event_type: "general".into(),
+        content: "old".into(),
+        metadata_json: "{}".into(),
+        ..MemoryRow::default()
+    });
+    let body = compress(&batch.encode("events"), Compression::Zstd).unwrap();
+    client
+        .write_with_retry(
+            &target,
+            body.into(),
+            Compression::Zstd,
+            &RetryPolicy::default(),
+        )
+        .await
+        .unwrap();
+    let contents = async || {
+        let (_, list) = api.get("/api/v1/memories?agent_id=a1").await;
+        let mut got: Vec<String> = list["memories"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["content"].as_str().unwrap().to_owned())
+            .collect();
+        got.sort_unstable();
+        got
+    };
+    assert_eq!(contents().await, ["old", "recent"]);
+
+    let revision = c.set_config("memories.retention_days", "1").await.unwrap();
+    c.wait_applied(revision).await.unwrap();
+    assert_eq!(contents().await, ["recent"], "hidden at once");
+    let (s, _) = api.get("/api/v1/memories/mem_old_1").await;
+    assert_eq!(s, 404);
+    memtrace_tests::cluster::eventually(
+        "the memory past retention erased from the store",
+        Duration::from_secs(30),
+        async || {
+            let left = arc.row_count(DB, "events");
+            (left == 1).then_some(()).ok_or(format!("{left} rows"))
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(contents().await, ["recent"]);
+}

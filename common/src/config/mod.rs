@@ -234,6 +234,9 @@ pub struct ControlPlaneConfig {
     /// step it is running (renewed at every step); a job whose replica
     /// stopped is resumed by any replica once its claim lapsed.
     pub erasure_claim_ttl_ms: u64,
+    /// Erasure jobs: how often memories past each org's
+    /// `memories.retention_days` are requested for erasure.
+    pub erasure_retention_sweep_ms: u64,
 }
 
 impl ControlPlaneConfig {
@@ -254,6 +257,7 @@ impl Default for ControlPlaneConfig {
             erasure_recheck_delay_ms: 10_000,
             erasure_blocked_retry_ms: 300_000,
             erasure_claim_ttl_ms: 60_000,
+            erasure_retention_sweep_ms: 3_600_000,
         }
     }
 }

@@ -198,7 +198,7 @@ pub static SETTINGS: &[Setting] = &[
     },
     hot(
         "memories.retention_days",
-        "memories older than this are hidden from every read (0 = kept until deleted)",
+        "memories older than this are hidden from every read at once and erased by the control plane's hourly sweep (0 = kept until deleted)",
         SettingType::Integer {
             min: 0,
             max: 36_500,

@@ -34,6 +34,7 @@ mod embedded;
 mod literals;
 pub mod metrics;
 pub mod receipt;
+pub mod retention;
 mod run;
 pub(crate) mod scope;
 #[cfg(test)]
@@ -70,6 +71,8 @@ pub struct ErasureSettings {
     pub recheck_delay: Duration,
     pub blocked_retry: Duration,
     pub claim_ttl: Duration,
+    /// How often memories past their org's retention are swept.
+    pub retention_sweep: Duration,
     pub max_rounds: u32,
     /// `[worker] embedded_dir` when set (single node: the control plane
     /// runs with the worker's config): orgs without an Arc binding are
@@ -93,6 +96,7 @@ impl ErasureSettings {
             recheck_delay: Duration::from_millis(cp.erasure_recheck_delay_ms),
             blocked_retry: Duration::from_millis(cp.erasure_blocked_retry_ms.max(1000)),
             claim_ttl: Duration::from_millis(cp.erasure_claim_ttl_ms.max(1000)),
+            retention_sweep: Duration::from_millis(cp.erasure_retention_sweep_ms.max(100)),
             max_rounds: MAX_ROUNDS,
             embedded_dir: (!dir.is_empty()).then(|| PathBuf::from(dir)),
             embedded_measurement: config.arc.measurement.clone(),
@@ -225,6 +229,7 @@ impl ControlPlane {
 /// releases its claim, so the next start resumes it at once).
 pub async fn run_erasures_until(service: Arc<ControlPlane>, stop: CancellationToken) {
     let mut counted: Option<Instant> = None;
+    let mut swept: Option<Instant> = None;
     let mut running = tokio::task::JoinSet::new();
     loop {
         if let Err(error) = service.adopt_erasures().await {
@@ -237,6 +242,11 @@ pub async fn run_erasures_until(service: Arc<ControlPlane>, stop: CancellationTo
                 let (service, stop) = (service.clone(), stop.clone());
                 running.spawn(async move { service.run_erasure(job, &stop).await });
             }
+        }
+        let sweep_every = service.erasure.settings.retention_sweep;
+        if !stop.is_cancelled() && swept.is_none_or(|at| at.elapsed() >= sweep_every) {
+            service.sweep_retention().await;
+            swept = Some(Instant::now());
         }
         if counted.is_none_or(|at| at.elapsed() >= COUNT_INTERVAL) {
             service.count_erasures().await;
