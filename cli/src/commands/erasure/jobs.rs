@@ -101,6 +101,8 @@ impl ErasureView {
             "whole org".into()
         } else if let Some(ids) = self.scope["memory_ids"].as_array() {
             format!("{} memories", ids.len())
+        } else if let Some(ids) = self.scope["superseded_ids"].as_array() {
+            format!("{} updated (old versions)", ids.len())
         } else if self.scope.get("filter").is_some() {
             "filter".into()
         } else {
