@@ -6,7 +6,9 @@ use super::types::{OrgId, OrgName};
 use super::{ControlPlane, Published};
 use crate::auth::AdminActor;
 use crate::error::{ControlPlaneError, Result};
-use crate::store::{AuditWith, ErasureJobRow, OrgDeletion, OrgRow, OrgSummary, TombstoneRow};
+use crate::store::{
+    AuditWith, ErasureJobRow, NewErasure, OrgDeletion, OrgRow, OrgSummary, TombstoneRow,
+};
 use memtrace_common::bus::Op;
 use memtrace_common::clock::now_ms;
 use memtrace_common::ids::new_id;
@@ -145,7 +147,7 @@ impl ControlPlane {
         at_ms: i64,
     ) -> Result<ErasureJobRow> {
         let has_arc = self.store.get_arc_binding(id.as_str()).await?.is_some();
-        Ok(ErasureJobRow {
+        Ok(NewErasure {
             id: new_erasure_id(),
             org_id: id.as_str().to_owned(),
             scope_json: json!({"whole_org": true}).to_string(),
@@ -154,20 +156,7 @@ impl ControlPlane {
             as_of_micros: at_ms.saturating_mul(1000),
             requested_by: format!("admin:{}", actor.fingerprint),
             requested_at_micros: at_ms.saturating_mul(1000),
-            state: "requested".into(),
-            detail: String::new(),
-            attempts: 0,
-            next_attempt_at: at_ms,
-            claimed_by: None,
-            claimed_until: None,
-            target_json: None,
-            pinned: None,
-            rows_removed_json: None,
-            verification_json: None,
-            receipt_json: None,
-            created_at: at_ms,
-            started_at: None,
-            finished_at: None,
-        })
+        }
+        .into_job(at_ms))
     }
 }

@@ -134,6 +134,49 @@ pub struct ErasureJobRow {
     pub finished_at: Option<i64>,
 }
 
+/// What an erasure job is asked to do: the fields a new job is made of.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewErasure {
+    pub id: String,
+    pub org_id: String,
+    pub scope_json: String,
+    pub memory_predicate: String,
+    pub store: String,
+    pub as_of_micros: i64,
+    pub requested_by: String,
+    pub requested_at_micros: i64,
+}
+
+impl NewErasure {
+    /// The job, `requested` and due at `now_ms`, nothing run yet.
+    pub fn into_job(self, now_ms: i64) -> ErasureJobRow {
+        ErasureJobRow {
+            id: self.id,
+            org_id: self.org_id,
+            scope_json: self.scope_json,
+            memory_predicate: self.memory_predicate,
+            store: self.store,
+            as_of_micros: self.as_of_micros,
+            requested_by: self.requested_by,
+            requested_at_micros: self.requested_at_micros,
+            state: "requested".into(),
+            detail: String::new(),
+            attempts: 0,
+            next_attempt_at: now_ms,
+            claimed_by: None,
+            claimed_until: None,
+            target_json: None,
+            pinned: None,
+            rows_removed_json: None,
+            verification_json: None,
+            receipt_json: None,
+            created_at: now_ms,
+            started_at: None,
+            finished_at: None,
+        }
+    }
+}
+
 /// Which erasure jobs [`Store::list_erasures`] returns.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ErasureFilter {

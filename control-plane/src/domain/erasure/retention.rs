@@ -11,7 +11,7 @@ use super::new_erasure_id;
 use crate::domain::ControlPlane;
 use crate::domain::config::effective_from_rows;
 use crate::error::Result;
-use crate::store::{ErasureFilter, ErasureJobRow};
+use crate::store::{ErasureFilter, ErasureJobRow, NewErasure};
 use serde_json::json;
 
 /// Who retention erasures are requested by.
@@ -66,7 +66,7 @@ impl ControlPlane {
 /// its predicate in the dialect of the org's store.
 pub(crate) fn retention_job(org_id: &str, on_arc: bool, cutoff: i64, now_ms: i64) -> ErasureJobRow {
     let time = if on_arc { "epoch_us(time)" } else { "time" };
-    ErasureJobRow {
+    NewErasure {
         id: new_erasure_id(),
         org_id: org_id.to_owned(),
         scope_json: json!({"filter": {
@@ -84,19 +84,6 @@ pub(crate) fn retention_job(org_id: &str, on_arc: bool, cutoff: i64, now_ms: i64
         as_of_micros: cutoff,
         requested_by: RETENTION_ACTOR.into(),
         requested_at_micros: now_ms.saturating_mul(1000),
-        state: "requested".into(),
-        detail: String::new(),
-        attempts: 0,
-        next_attempt_at: now_ms,
-        claimed_by: None,
-        claimed_until: None,
-        target_json: None,
-        pinned: None,
-        rows_removed_json: None,
-        verification_json: None,
-        receipt_json: None,
-        created_at: now_ms,
-        started_at: None,
-        finished_at: None,
     }
+    .into_job(now_ms)
 }

@@ -1,7 +1,7 @@
 //! Conversions between a bus [`ErasureRecord`] and a job row: the scope as
 //! JSON and back, and the record a job republishes.
 
-use crate::store::ErasureJobRow;
+use crate::store::{ErasureJobRow, NewErasure};
 use memtrace_common::state::RECORD_SCHEMA;
 use memtrace_proto::state::v1::{
     ErasureFilter, ErasureMemoryIds, ErasureRecord, ErasureScope, ErasureState, erasure_scope,
@@ -114,7 +114,7 @@ pub(crate) fn record_of(job: &ErasureJobRow) -> Option<ErasureRecord> {
 
 /// A new job (state `requested`) from an adopted record.
 pub(crate) fn job_from_record(record: &ErasureRecord, now: i64) -> ErasureJobRow {
-    ErasureJobRow {
+    NewErasure {
         id: record.erasure_id.clone(),
         org_id: record.org_id.clone(),
         scope_json: scope_to_json(record.scope.as_ref()).to_string(),
@@ -123,19 +123,6 @@ pub(crate) fn job_from_record(record: &ErasureRecord, now: i64) -> ErasureJobRow
         as_of_micros: record.as_of_micros,
         requested_by: record.requested_by.clone(),
         requested_at_micros: record.requested_at_micros,
-        state: "requested".into(),
-        detail: String::new(),
-        attempts: 0,
-        next_attempt_at: now,
-        claimed_by: None,
-        claimed_until: None,
-        target_json: None,
-        pinned: None,
-        rows_removed_json: None,
-        verification_json: None,
-        receipt_json: None,
-        created_at: now,
-        started_at: None,
-        finished_at: None,
     }
+    .into_job(now)
 }
