@@ -13,17 +13,6 @@ use crate::store::{StateRow, StateTable, time_micros};
 use serde_json::Value;
 use std::collections::BTreeMap;
 
-fn count(v: Option<&Value>) -> u64 {
-    match v {
-        Some(Value::Number(n)) => n
-            .as_u64()
-            .or_else(|| n.as_f64().map(|f| f.max(0.0) as u64))
-            .unwrap_or(0),
-        Some(Value::String(s)) => s.parse().unwrap_or(0),
-        _ => 0,
-    }
-}
-
 fn created_micros(a: &Agent) -> i64 {
     UnixMicros::parse_rfc3339(&a.created_at).map_or(0, |t| t.0)
 }
@@ -195,10 +184,10 @@ impl OrgService {
         };
         let mut last: Option<i64> = None;
         for m in result?.into_maps() {
-            let n = count(m.get("memory_count"));
+            let n = rows::count_value(m.get("memory_count"));
             stats.memory_count += n;
-            stats.memories_24h += count(m.get("memories_24h"));
-            stats.errors_24h += count(m.get("errors_24h"));
+            stats.memories_24h += rows::count_value(m.get("memories_24h"));
+            stats.errors_24h += rows::count_value(m.get("errors_24h"));
             if let Some(Value::String(t)) = m.get("memory_type") {
                 *stats.memory_types.entry(t.clone()).or_default() += n;
             }

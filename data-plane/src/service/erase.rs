@@ -86,7 +86,7 @@ impl OrgService {
         };
         if req.dry_run {
             let sql = self.builder.count_covered(&scope, now.0);
-            let count = super::rows::count(self.query(&sql).await?)?;
+            let count = super::rows::count(self.query(&sql).await?);
             return Ok(Deletion {
                 dry_run: true,
                 count: Some(count),

@@ -39,23 +39,25 @@ pub fn rfc3339(micros: i64) -> String {
     UnixMicros(micros).to_rfc3339()
 }
 
-/// The single count `n` of a one-row answer (no row: 0).
-pub fn count(rows: Rows) -> Result<u64, ServiceError> {
-    let Some(row) = rows.into_maps().into_iter().next() else {
-        return Ok(0);
-    };
-    match row.get("n") {
+/// A count as an engine returns it (a number, or a string of one; anything
+/// else counts 0).
+pub fn count_value(v: Option<&Value>) -> u64 {
+    match v {
         Some(Value::Number(n)) => n
             .as_u64()
-            .ok_or_else(|| ServiceError::Internal(format!("count {n} is not a count"))),
-        Some(Value::String(s)) => s
-            .parse()
-            .map_err(|_| ServiceError::Internal(format!("count {s:?} is not a count"))),
-        Some(Value::Null) | None => Ok(0),
-        Some(other) => Err(ServiceError::Internal(format!(
-            "count {other} is not a count"
-        ))),
+            .or_else(|| n.as_f64().map(|f| f.max(0.0) as u64))
+            .unwrap_or(0),
+        Some(Value::String(s)) => s.parse().unwrap_or(0),
+        _ => 0,
     }
+}
+
+/// The single count `n` of a one-row answer (no row: 0).
+pub fn count(rows: Rows) -> u64 {
+    rows.into_maps()
+        .into_iter()
+        .next()
+        .map_or(0, |row| count_value(row.get("n")))
 }
 
 /// Memory rows (builder column order) as memories.
