@@ -18,6 +18,26 @@ const PREFIX: &str = "/memtrace-delete/v1/";
 const ARC_TOKEN: &str = "arc-delete-test-token-0123456789";
 const DB: &str = "deletetest";
 
+/// A cluster with one org bound to a fresh Arc stand-in (instant answers)
+/// and a read-write key of it.
+struct Bound {
+    c: Cluster,
+    arc: memtrace_tests::arc::ArcStandIn,
+    org: String,
+    key: String,
+}
+
+async fn bound(prefix: &str, name: &str, env: &[(&str, &str)]) -> Bound {
+    let c = Cluster::start_with_env(prefix, env).await.unwrap();
+    let arc = arc_with_token(ARC_TOKEN, DB).await.unwrap();
+    let org = c.org(name).await.unwrap();
+    c.add_arc(&org, &arc.url(), DB, Some(ARC_TOKEN))
+        .await
+        .unwrap();
+    let (key, _) = c.key(&org, "read,write").await.unwrap();
+    Bound { c, arc, org, key }
+}
+
 fn ids(list: &Value, field: &str) -> BTreeSet<String> {
     list[field]
         .as_array()
@@ -74,13 +94,12 @@ async fn reads_show(api: &Api, who: &str, agent: &str, session: &str, want: &BTr
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deleted_memories_vanish_from_every_read_of_every_worker_at_once() {
-    let c = Cluster::start(PREFIX).await.unwrap();
-    let arc = arc_with_token(ARC_TOKEN, DB).await.unwrap();
-    let org = c.org("delete-e2e").await.unwrap();
-    c.add_arc(&org, &arc.url(), DB, Some(ARC_TOKEN))
-        .await
-        .unwrap();
-    let (key, _) = c.key(&org, "read,write").await.unwrap();
+    let Bound {
+        c,
+        arc: _arc,
+        org,
+        key,
+    } = bound(PREFIX, "delete-e2e", &[]).await;
     let (read_only, _) = c.key(&org, "read").await.unwrap();
     let w1 = c.worker("delete-1", &[]).await.unwrap();
     let w2 = c.worker("delete-2", &[]).await.unwrap();
@@ -248,13 +267,12 @@ async fn grpc_deletes_hide_memories_and_refuse_bad_requests() {
     use memtrace_tests::grpc::{channel, with_key};
     use pb::memory_service_client::MemoryServiceClient;
 
-    let c = Cluster::start("/memtrace-delete-grpc/v1/").await.unwrap();
-    let arc = arc_with_token(ARC_TOKEN, DB).await.unwrap();
-    let org = c.org("delete-grpc").await.unwrap();
-    c.add_arc(&org, &arc.url(), DB, Some(ARC_TOKEN))
-        .await
-        .unwrap();
-    let (key, _) = c.key(&org, "read,write").await.unwrap();
+    let Bound {
+        c,
+        arc: _arc,
+        org,
+        key,
+    } = bound("/memtrace-delete-grpc/v1/", "delete-grpc", &[]).await;
     let (read_only, _) = c.key(&org, "read").await.unwrap();
     let worker = c.worker("delete-grpc", &[]).await.unwrap();
     let rest = Api::new(&worker, Some(&key));
@@ -365,15 +383,12 @@ async fn grpc_deletes_hide_memories_and_refuse_bad_requests() {
 /// it (the original's call) the memories stay.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deleting_an_agent_can_cascade_to_its_memories() {
-    let c = Cluster::start("/memtrace-delete-cascade/v1/")
-        .await
-        .unwrap();
-    let arc = arc_with_token(ARC_TOKEN, DB).await.unwrap();
-    let org = c.org("delete-cascade").await.unwrap();
-    c.add_arc(&org, &arc.url(), DB, Some(ARC_TOKEN))
-        .await
-        .unwrap();
-    let (key, _) = c.key(&org, "read,write").await.unwrap();
+    let Bound {
+        c,
+        arc: _arc,
+        org: _,
+        key,
+    } = bound("/memtrace-delete-cascade/v1/", "delete-cascade", &[]).await;
     let worker = c.worker("delete-cascade", &[]).await.unwrap();
     let api = Api::new(&worker, Some(&key));
     let mut agents = Vec::new();
@@ -442,18 +457,17 @@ async fn deleting_an_agent_can_cascade_to_its_memories() {
 /// only the covered memories leave the store.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deletes_naming_words_arc_refuses_are_still_erased() {
-    let c = Cluster::start_with_env(
+    let Bound {
+        c,
+        arc,
+        org: _,
+        key,
+    } = bound(
         "/memtrace-delete-words/v1/",
+        "delete-words",
         &[("MEMTRACE_CONTROL_PLANE_ERASURE_RECHECK_DELAY_MS", "300")],
     )
-    .await
-    .unwrap();
-    let arc = arc_with_token(ARC_TOKEN, DB).await.unwrap();
-    let org = c.org("delete-words").await.unwrap();
-    c.add_arc(&org, &arc.url(), DB, Some(ARC_TOKEN))
-        .await
-        .unwrap();
-    let (key, _) = c.key(&org, "read,write").await.unwrap();
+    .await;
     let worker = c.worker("delete-words", &[]).await.unwrap();
     let api = Api::new(&worker, Some(&key));
     for (agent, tags, content) in [
@@ -511,21 +525,15 @@ async fn memories_past_retention_are_hidden_then_erased() {
     };
     use memtrace_data_plane::store::MemoryRow;
     use std::time::Duration;
-    let c = Cluster::start_with_env(
+    let Bound { c, arc, org, key } = bound(
         "/memtrace-retention/v1/",
+        "retention",
         &[
             ("MEMTRACE_CONTROL_PLANE_ERASURE_RECHECK_DELAY_MS", "300"),
             ("MEMTRACE_CONTROL_PLANE_ERASURE_RETENTION_SWEEP_MS", "300"),
         ],
     )
-    .await
-    .unwrap();
-    let arc = arc_with_token(ARC_TOKEN, DB).await.unwrap();
-    let org = c.org("retention").await.unwrap();
-    c.add_arc(&org, &arc.url(), DB, Some(ARC_TOKEN))
-        .await
-        .unwrap();
-    let (key, _) = c.key(&org, "read,write").await.unwrap();
+    .await;
     let worker = c.worker("retention", &[]).await.unwrap();
     let api = Api::new(&worker, Some(&key));
     let (s, recent) = api
