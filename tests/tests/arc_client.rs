@@ -75,6 +75,7 @@ fn rows(org: &str, n: i64) -> Vec<MemoryRow> {
             dedup_key: format!("dk_{i}"),
             importance: [1.0, 0.25, 0.0][i as usize % 3],
             parent_id: String::new(),
+            expires_at: if i % 4 == 0 { 0 } else { T0 + 3_600_000_000 },
         })
         .collect()
 }

@@ -56,7 +56,7 @@ mod tests;
 mod tokenize;
 
 pub use build::{
-    ARC_MAX_SQL_LEN, ERASURE_SQL_BUDGET, MEMORY_COLUMNS, PREFIX_MAX_ROWS, QueryBuilder, Sql,
+    ARC_MAX_SQL_LEN, ERASURE_SQL_BUDGET, EXPIRES_AT, MEMORY_COLUMNS, PREFIX_MAX_ROWS, QueryBuilder, Sql,
     StateQuery,
 };
 pub use dialect::Dialect;

@@ -15,6 +15,9 @@ fn columns(a: &str) -> String {
         .join(", ")
 }
 
+/// The predicate hiding memories expired at `NOW`, in every memory read.
+const UNEXPIRED: &str = "COALESCE(v.expires_at, 0) NOT BETWEEN 1 AND 1795608000000000";
+
 fn arc() -> QueryBuilder {
     QueryBuilder::new(
         Dialect::Arc {
@@ -57,7 +60,7 @@ fn newest_prefix_with_every_list_filter_embedded() {
          AND v.memory_type = 'episodic' AND v.event_type = 'tool_call' \
          AND instr(',' || v.tags_csv || ',', ',ab,') > 0 \
          AND instr(',' || v.tags_csv || ',', ',c.d,') > 0 \
-         ORDER BY v.time DESC LIMIT 32",
+         AND {UNEXPIRED} ORDER BY v.time DESC LIMIT 32",
         columns("v")
     );
     assert_eq!(
@@ -73,7 +76,7 @@ fn newest_prefix_defaults_arc() {
     assert_eq!((page.limit, page.offset, page.order), (100, 0, Order::Desc));
     let expected = format!(
         "SELECT {} FROM tenant_db.events AS v WHERE v.org_id = 'org_default' AND v.id <> '' \
-         ORDER BY v.time DESC LIMIT 102",
+         AND {UNEXPIRED} ORDER BY v.time DESC LIMIT 102",
         columns("v")
     );
     assert_eq!(
@@ -103,7 +106,8 @@ fn search_filters_arc() {
          AND v.memory_type IN ('decision', 'entity') AND v.event_type = 'error' \
          AND instr(',' || v.tags_csv || ',', ',x,') > 0 \
          AND lower(v.content) LIKE lower('%50!%' || ' of' || ' O''Brien''s!_data' || ' drop' \
-         || ' table%') ESCAPE '!' AND v.importance >= 0.5 ORDER BY v.time DESC LIMIT 52",
+         || ' table%') ESCAPE '!' AND v.importance >= 0.5 AND {UNEXPIRED} \
+         ORDER BY v.time DESC LIMIT 52",
         columns("v")
     );
     assert_eq!(
@@ -118,7 +122,8 @@ fn get_by_id_both_dialects() {
     for (builder, table) in [(embedded(), "\"memories\""), (arc(), "tenant_db.events")] {
         let expected = format!(
             "SELECT {} FROM {table} AS v WHERE v.org_id = 'org_default' \
-             AND v.id = '0190a0b2-7c3d-7e4f-8a1b-2c3d4e5f6a7b' ORDER BY v.time DESC LIMIT 1",
+             AND v.id = '0190a0b2-7c3d-7e4f-8a1b-2c3d4e5f6a7b' AND {UNEXPIRED} \
+             ORDER BY v.time DESC LIMIT 1",
             columns("v")
         );
         assert_eq!(builder.get(&id, NOW).as_str(), expected);
@@ -134,7 +139,8 @@ fn session_context_reads_the_newest_hundred_of_the_window() {
     assert!(
         sql.as_str().contains(
             "AND v.session_id = 'sess_1' AND v.time > '2026-11-24 12:00:00.000000' \
-             AND v.memory_type IN ('episodic', 'decision') ORDER BY v.time DESC LIMIT 102"
+             AND v.memory_type IN ('episodic', 'decision') AND COALESCE(v.expires_at, 0) \
+             NOT BETWEEN 1 AND 1795608000000000 ORDER BY v.time DESC LIMIT 102"
         ),
         "{sql}"
     );
@@ -143,7 +149,7 @@ fn session_context_reads_the_newest_hundred_of_the_window() {
         arc()
             .newest_memories(&absolute.page().filter, 102, NOW)
             .as_str()
-            .contains("v.time > '2026-11-01 00:00:00.000000' ORDER BY")
+            .contains("v.time > '2026-11-01 00:00:00.000000' AND COALESCE(v.expires_at")
     );
 }
 
@@ -157,7 +163,8 @@ fn collapsed_rows(table: &str, cols: &[&str], predicates: &str, window: Option<&
     };
     let versions = format!(
         "SELECT {}, ROW_NUMBER() OVER (PARTITION BY v.id ORDER BY v.time DESC) AS version \
-         FROM {table} AS v WHERE v.org_id = 'org_default' AND v.id <> ''{predicates}",
+         FROM {table} AS v WHERE v.org_id = 'org_default' AND v.id <> ''{predicates} \
+         AND {UNEXPIRED}",
         list("v")
     );
     match window {

@@ -85,8 +85,7 @@ impl OrgService {
             Scope::Ids(ids)
         };
         if req.dry_run {
-            let sql = self.builder.count_covered(&scope, now.0);
-            let count = super::rows::count(self.query(&sql).await?);
+            let count = super::rows::count(self.read(|b| b.count_covered(&scope, now.0)).await?);
             return Ok(Deletion {
                 dry_run: true,
                 count: Some(count),

@@ -15,6 +15,7 @@ mod context;
 pub mod dedup;
 mod erase;
 mod error;
+pub mod expiry;
 pub mod ids;
 mod memories;
 mod org_locks;
@@ -49,6 +50,8 @@ pub struct ServiceShared {
     /// Serializes agent registrations of one org on this worker (unique
     /// names); other orgs' registrations never wait on it.
     pub(crate) register_locks: org_locks::OrgLocks,
+    /// Orgs this worker gave an `expires_at` column (bounded).
+    pub expiry: Arc<expiry::ExpiryColumns>,
 }
 
 /// The service of one org over its store.
@@ -130,11 +133,33 @@ impl OrgService {
         self
     }
 
-    /// Runs `sql` on the org's store. On Arc a statement past its length
-    /// limit is refused here (429) rather than sent: only the hiding
-    /// predicates of erasures in progress can push a read past it, and
-    /// they are gone once those finish.
-    async fn query(&self, sql: &crate::query::Sql) -> Result<crate::store::Rows, ServiceError> {
+    /// Runs the read `build` makes on the org's store. On Arc a statement
+    /// past its length limit is refused here (429) rather than sent: only
+    /// the hiding predicates of erasures in progress can push a read past
+    /// it, and they are gone once those finish. A read Arc refuses because
+    /// none of the memory table's files has `expires_at` yet (written only
+    /// before it existed) is built again without the column — exact, since
+    /// then no row has an expiry — and the org gets one row carrying the
+    /// column (see [`expiry::ExpiryColumns`]) so later reads need one
+    /// statement again.
+    async fn read(
+        &self,
+        build: impl Fn(&QueryBuilder) -> crate::query::Sql,
+    ) -> Result<crate::store::Rows, ServiceError> {
+        let sql = build(&self.builder);
+        self.check_sql_len(&sql)?;
+        match self.store.query(&sql).await {
+            Err(crate::store::StoreError::MissingExpiryColumn) => {
+                self.shared.expiry.ensure(&self.store, &self.org);
+                let sql = build(&self.builder.clone().without_expiry_column());
+                self.check_sql_len(&sql)?;
+                Ok(self.store.query(&sql).await?)
+            }
+            other => Ok(other?),
+        }
+    }
+
+    fn check_sql_len(&self, sql: &crate::query::Sql) -> Result<(), ServiceError> {
         if sql.as_str().len() > crate::query::ARC_MAX_SQL_LEN
             && matches!(self.store.dialect(), crate::query::Dialect::Arc { .. })
         {
@@ -143,7 +168,7 @@ impl OrgService {
                 retry_after: std::time::Duration::from_secs(10),
             });
         }
-        Ok(self.store.query(sql).await?)
+        Ok(())
     }
 
     /// The org this service acts for.

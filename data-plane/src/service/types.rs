@@ -7,7 +7,7 @@
 
 use super::ServiceError;
 use crate::query::{
-    AgentId, DedupKey, EventType, MemoryId, MemoryType, QueryError, SessionId, Tag,
+    AgentId, DedupKey, EventType, MemoryId, MemoryType, QueryError, SessionId, Tag, UnixMicros,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -40,6 +40,9 @@ pub struct Memory {
     pub importance: f64,
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub parent_id: String,
+    /// When the memory expires (RFC 3339); absent: never.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<String>,
 }
 
 /// One page of an export (`GET /api/v1/export`, `ExportMemories`): the
@@ -134,6 +137,10 @@ pub struct CreateMemoryRequest {
     pub importance: Option<f64>,
     pub dedup_key: Option<String>,
     pub parent_id: Option<String>,
+    /// Seconds until the memory expires.
+    pub ttl: Option<i64>,
+    /// When the memory expires (RFC 3339).
+    pub expires_at: Option<String>,
 }
 
 /// A page of an agent or session list: newest first, `limit` 1 to
@@ -200,6 +207,8 @@ pub struct NewMemory {
     pub importance: f64,
     pub dedup_key: Option<DedupKey>,
     pub parent_id: String,
+    /// When it expires; `None`: never.
+    pub expires_at: Option<UnixMicros>,
 }
 
 fn non_empty(v: Option<String>) -> Option<String> {
@@ -292,6 +301,8 @@ impl TryFrom<CreateMemoryRequest> for NewMemory {
                 "must be at most 256 bytes",
             ));
         }
+        let expires_at =
+            super::expiry::parse_expiry(r.ttl, r.expires_at.as_deref(), UnixMicros::now())?;
         Ok(Self {
             id: non_empty(r.id).map(|i| MemoryId::parse(&i)).transpose()?,
             agent_id,
@@ -304,6 +315,7 @@ impl TryFrom<CreateMemoryRequest> for NewMemory {
             importance,
             dedup_key,
             parent_id,
+            expires_at,
         })
     }
 }

@@ -93,6 +93,9 @@ impl OrgService {
             importance: patch.importance.or(Some(current.importance)),
             dedup_key: Some(current.dedup_key.clone()),
             parent_id: Some(current.parent_id.clone()),
+            // an update keeps the memory's expiry (set below)
+            ttl: None,
+            expires_at: None,
         })?;
         let org_id: Arc<str> = Arc::from(self.org.as_str());
         let old = row_of(&current, current_time, org_id.clone());
@@ -120,6 +123,7 @@ impl OrgService {
             dedup_key: current.dedup_key.clone(),
             importance: merged.importance,
             parent_id: current.parent_id.clone(),
+            expires_at: rows::expiry_micros(&current),
         };
         // history first: a failure after it leaves the old version both
         // current and in history (shown once), never lost
@@ -153,8 +157,8 @@ impl OrgService {
     pub async fn memory_history(&self, id: &str) -> Result<Vec<Memory>, ServiceError> {
         let id = MemoryId::parse(id)?;
         let now = UnixMicros::now();
-        let older = self.builder.superseded_versions(&id, MAX_HISTORY, now);
-        let (current, older) = tokio::join!(self.get_memory(id.as_str()), self.query(&older));
+        let older = self.read(|b| b.superseded_versions(&id, MAX_HISTORY, now));
+        let (current, older) = tokio::join!(self.get_memory(id.as_str()), older);
         let current = current?;
         let mut versions = vec![current];
         let mut seen: std::collections::HashSet<String> =
@@ -189,5 +193,6 @@ fn row_of(m: &Memory, time: i64, org_id: Arc<str>) -> MemoryRow {
         dedup_key: m.dedup_key.clone(),
         importance: m.importance,
         parent_id: m.parent_id.clone(),
+        expires_at: rows::expiry_micros(m),
     }
 }

@@ -99,6 +99,21 @@ impl ArcStore {
     }
 }
 
+/// True for Arc's answer to a read naming `expires_at` when none of the
+/// measurement's files has that column yet (DuckDB's binder error: every
+/// file predates it). The read is retried without the column
+/// ([`crate::query::QueryBuilder::without_expiry_column`]).
+pub fn is_missing_expiry_column(e: &ArcError) -> bool {
+    let message = match e {
+        ArcError::Rejected { message, .. } | ArcError::Server { message, .. } => message,
+        ArcError::Decode(message) => message,
+        _ => return false,
+    };
+    message.contains(crate::query::EXPIRES_AT)
+        && message.contains("Binder Error")
+        && (message.contains("not found") || message.contains("does not have a column"))
+}
+
 /// True for Arc's answer to a read of a measurement with no data files.
 pub fn is_missing_table(e: &ArcError) -> bool {
     match e {
@@ -194,19 +209,27 @@ impl TenantStore for ArcStore {
                     tracing::debug!(org_id, "arc measurement not written yet, read as empty");
                     Ok(Rows::default())
                 }
+                // not retried: the same statement fails the same way
+                Err(e) if is_missing_expiry_column(&e) => Err(ArcError::Rejected {
+                    status: e.status().unwrap_or(500),
+                    message: e.to_string(),
+                }),
                 other => other,
             }
         });
-        let result = match self.query_timeout {
-            None => read.await?,
+        let answer = match self.query_timeout {
+            None => read.await,
             Some(limit) => tokio::time::timeout(limit, read).await.map_err(|_| {
                 StoreError::Unavailable(format!(
                     "arc did not answer a read within arc.query_timeout_ms ({} ms)",
                     limit.as_millis()
                 ))
-            })??,
+            })?,
         };
-        Ok(result)
+        match answer {
+            Err(e) if is_missing_expiry_column(&e) => Err(StoreError::MissingExpiryColumn),
+            other => Ok(other?),
+        }
     }
 }
 

@@ -13,7 +13,7 @@ use super::{
     AGENTS_TABLE, Rows, SESSIONS_TABLE, StateRow, StateTable, StoreError, TenantStore,
     VERSIONS_TABLE,
 };
-use crate::query::{Dialect, Ident, MEMORY_COLUMNS, OrgId, Sql};
+use crate::query::{Dialect, EXPIRES_AT, Ident, MEMORY_COLUMNS, OrgId, Sql};
 use crate::store::MemoryRow;
 use serde_json::Value;
 use sqlx::sqlite::{
@@ -93,6 +93,8 @@ impl EmbeddedStore {
             for c in &MEMORY_COLUMNS[1..] {
                 if *c == "importance" {
                     create.push_str(", importance REAL NOT NULL DEFAULT 0");
+                } else if *c == EXPIRES_AT {
+                    create.push_str(", expires_at INTEGER NOT NULL DEFAULT 0");
                 } else {
                     let _ = write!(create, ", {c} TEXT NOT NULL DEFAULT ''");
                 }
@@ -131,6 +133,23 @@ impl EmbeddedStore {
                 .await
                 .map_err(|e| db_error("schema", e))?;
         }
+        // memory tables created before `expires_at` existed gain it
+        for table in [m, VERSIONS_TABLE] {
+            let has: i64 = sqlx::query_scalar(AssertSqlSafe(format!(
+                "SELECT COUNT(*) FROM pragma_table_info('{table}') WHERE name = '{EXPIRES_AT}'"
+            )))
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(|e| db_error("schema", e))?;
+            if has == 0 {
+                sqlx::query(AssertSqlSafe(format!(
+                    "ALTER TABLE \"{table}\" ADD COLUMN {EXPIRES_AT} INTEGER NOT NULL DEFAULT 0"
+                )))
+                .execute(&mut *tx)
+                .await
+                .map_err(|e| db_error("schema", e))?;
+            }
+        }
         tx.commit().await.map_err(|e| db_error("schema", e))
     }
 }
@@ -163,6 +182,7 @@ impl EmbeddedStore {
                 .bind(r.dedup_key.as_str())
                 .bind(r.importance)
                 .bind(r.parent_id.as_str())
+                .bind(r.expires_at)
                 .execute(&mut *tx)
                 .await
                 .map_err(|e| db_error("write", e))?;

@@ -145,6 +145,11 @@ pub enum StoreError {
     /// The request itself is too large for the store.
     #[error("{0}")]
     TooLarge(String),
+    /// The read named `expires_at` and none of the memory table's files has
+    /// that column yet (Arc, for tables written only before it existed):
+    /// the caller retries without it.
+    #[error("the memory table has no expires_at column yet")]
+    MissingExpiryColumn,
 }
 
 impl From<IngestError> for StoreError {
@@ -201,6 +206,8 @@ pub struct MemoryRow {
     pub dedup_key: String,
     pub importance: f64,
     pub parent_id: String,
+    /// When the memory expires (µs since the epoch); 0: never.
+    pub expires_at: i64,
 }
 
 /// One org's storage. Cheap to clone behind an `Arc`; every method is

@@ -23,6 +23,7 @@ pub(crate) fn scope_to_json(scope: Option<&ErasureScope>) -> Value {
         }}),
         Some(erasure_scope::Kind::WholeOrg(true)) => json!({"whole_org": true}),
         Some(erasure_scope::Kind::Superseded(ids)) => json!({"superseded_ids": ids.ids}),
+        Some(erasure_scope::Kind::Expired(true)) => json!({"expired": true}),
         _ => json!({}),
     }
 }
@@ -62,6 +63,8 @@ pub(crate) fn scope_from_json(text: &str) -> Option<ErasureScope> {
         })
     } else if value["whole_org"].as_bool() == Some(true) {
         erasure_scope::Kind::WholeOrg(true)
+    } else if value["expired"].as_bool() == Some(true) {
+        erasure_scope::Kind::Expired(true)
     } else {
         return None;
     };

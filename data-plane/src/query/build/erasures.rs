@@ -30,6 +30,12 @@ impl QueryBuilder {
         let mut p: Vec<String> = Vec::new();
         match scope {
             Scope::WholeOrg => return "1 = 1".into(),
+            // without the column no row has an expiry
+            Scope::Expired if !self.expiry_column => return "1 = 0".into(),
+            Scope::Expired => p.push(format!(
+                "COALESCE({alias}{}, 0) BETWEEN 1 AND {as_of}",
+                super::EXPIRES_AT
+            )),
             Scope::Ids(ids) | Scope::Superseded(ids) => {
                 let lits: Vec<String> = ids.iter().map(|id| self.lit(id.as_str())).collect();
                 p.push(in_list_at(alias, "id", &lits));

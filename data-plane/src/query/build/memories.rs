@@ -42,7 +42,7 @@ impl QueryBuilder {
     pub fn newest_memories(&self, f: &MemoryFilter, fetch: u32, now: UnixMicros) -> Sql {
         let mut sql = format!(
             "SELECT {} FROM {} AS v WHERE v.org_id = {} AND v.id <> ''",
-            qualified("v", &MEMORY_COLUMNS),
+            self.source_columns(&MEMORY_COLUMNS),
             self.dialect.table_ref(&self.memories),
             self.lit(self.org.as_str()),
         );
@@ -124,13 +124,16 @@ impl QueryBuilder {
     pub fn get(&self, id: &MemoryId, now: UnixMicros) -> Sql {
         let mut sql = format!(
             "SELECT {} FROM {} AS v WHERE v.org_id = {} AND v.id = {}",
-            qualified("v", &MEMORY_COLUMNS),
+            self.source_columns(&MEMORY_COLUMNS),
             self.dialect.table_ref(&self.memories),
             self.lit(self.org.as_str()),
             self.lit(id.as_str()),
         );
         if let Some(cutoff) = self.retention_cutoff(now) {
             let _ = write!(sql, " AND v.time > {}", self.dialect.time_literal(cutoff));
+        }
+        if let Some(unexpired) = self.unexpired(now) {
+            let _ = write!(sql, " AND {unexpired}");
         }
         self.push_erasure_hides(&mut sql);
         sql.push_str(" ORDER BY v.time DESC LIMIT 1");
@@ -143,7 +146,7 @@ impl QueryBuilder {
         let versions = Ident::versions_table();
         let mut sql = format!(
             "SELECT {} FROM {} AS v WHERE v.org_id = {} AND v.id = {}",
-            qualified("v", &MEMORY_COLUMNS),
+            self.source_columns(&MEMORY_COLUMNS),
             self.dialect.table_ref(&versions),
             self.lit(self.org.as_str()),
             self.lit(id.as_str()),
@@ -272,6 +275,7 @@ impl QueryBuilder {
         if let Some(min) = f.min_importance.filter(|x| x.is_finite() && *x > 0.0) {
             p.push(format!("v.importance >= {min:?}"));
         }
+        p.extend(self.unexpired(now));
         p.extend(self.erasure_hides());
         p
     }

@@ -16,7 +16,10 @@ use std::collections::HashSet;
 use std::fmt::{self, Write as _};
 
 /// The columns of a memory row, in the order every memory read returns them.
-pub const MEMORY_COLUMNS: [&str; 13] = [
+/// `expires_at` (µs since the epoch, 0: never) is last: files Arc wrote
+/// before it existed read it as NULL, and a measurement none of whose files
+/// has it yet is read without it ([`QueryBuilder::without_expiry_column`]).
+pub const MEMORY_COLUMNS: [&str; 14] = [
     "time",
     "id",
     "org_id",
@@ -30,7 +33,11 @@ pub const MEMORY_COLUMNS: [&str; 13] = [
     "dedup_key",
     "importance",
     "parent_id",
+    "expires_at",
 ];
+
+/// The memory column holding a memory's expiry.
+pub const EXPIRES_AT: &str = "expires_at";
 
 /// Arc refuses SQL longer than this many bytes (400).
 pub const ARC_MAX_SQL_LEN: usize = 10_000;
@@ -71,6 +78,9 @@ pub struct QueryBuilder {
     erasures: Vec<std::sync::Arc<crate::erasure::Erasure>>,
     /// The org's retention (µs): every memory read hides older rows.
     retention: Option<i64>,
+    /// Whether the memory tables have the `expires_at` column (false only
+    /// for a read retried after Arc said none of their files has it).
+    expiry_column: bool,
 }
 
 impl QueryBuilder {
@@ -83,7 +93,17 @@ impl QueryBuilder {
             memories,
             erasures: Vec::new(),
             retention: None,
+            expiry_column: true,
         }
+    }
+
+    /// This builder for memory tables none of whose files has
+    /// `expires_at` yet (Arc answered a read naming it with a binder
+    /// error): the column reads as 0 and no expiry is filtered — exact,
+    /// since without the column no row has an expiry.
+    pub fn without_expiry_column(mut self) -> Self {
+        self.expiry_column = false;
+        self
     }
 
     /// This builder hiding memories older than `retention` from every
@@ -148,7 +168,7 @@ impl QueryBuilder {
         let mut sql = format!(
             "SELECT {}, ROW_NUMBER() OVER (PARTITION BY v.id ORDER BY v.time DESC) AS version \
              FROM {} AS v WHERE v.org_id = {} AND v.id <> ''",
-            qualified("v", columns),
+            self.source_columns(columns),
             self.dialect.table_ref(table),
             self.lit(self.org.as_str()),
         );
@@ -156,6 +176,32 @@ impl QueryBuilder {
             let _ = write!(sql, " AND {p}");
         }
         sql
+    }
+}
+
+impl QueryBuilder {
+    /// `columns` of a stored table on alias `v` (as [`qualified`]), with
+    /// `expires_at` as the literal 0 when the table lacks it.
+    fn source_columns(&self, columns: &[&str]) -> String {
+        columns
+            .iter()
+            .map(|c| {
+                if *c == EXPIRES_AT && !self.expiry_column {
+                    format!("0 AS {c}")
+                } else {
+                    format!("v.{c} AS {c}")
+                }
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
+    /// The predicate (alias `v`) hiding memories expired at `now`: none
+    /// when the table lacks the column. Written on the integer column,
+    /// never on `time`, so Arc's file pruning does not read it.
+    fn unexpired(&self, now: super::time::UnixMicros) -> Option<String> {
+        self.expiry_column
+            .then(|| format!("COALESCE(v.{EXPIRES_AT}, 0) NOT BETWEEN 1 AND {}", now.0))
     }
 }
 
