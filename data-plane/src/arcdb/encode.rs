@@ -283,7 +283,11 @@ mod tests {
             dedup_key: String::new(),
             importance: 1.0,
             parent_id: String::new(),
-            expires_at: if i % 2 == 0 { 0 } else { 1_735_693_200_000_000 + i },
+            expires_at: if i % 2 == 0 {
+                0
+            } else {
+                1_735_693_200_000_000 + i
+            },
         }
     }
 

@@ -51,7 +51,9 @@ impl ExpiryColumns {
             let (memories, versions) =
                 tokio::join!(store.append_memories(rows), store.append_versions(rows));
             match memories.and(versions) {
-                Ok(()) => tracing::info!(org_id = %org, "memory tables given the expires_at column"),
+                Ok(()) => {
+                    tracing::info!(org_id = %org, "memory tables given the expires_at column")
+                }
                 Err(error) => {
                     tracing::warn!(org_id = %org, %error, "cannot write the expires_at column row; the next read that needs it retries");
                     this.written
@@ -107,10 +109,7 @@ pub fn parse_expiry(
                 )
             })?;
             if at.0 <= now.0 {
-                return Err(ServiceError::invalid(
-                    "expires_at",
-                    "must be in the future",
-                ));
+                return Err(ServiceError::invalid("expires_at", "must be in the future"));
             }
             if at.0 > latest {
                 return Err(ServiceError::invalid(
@@ -150,7 +149,12 @@ mod tests {
             (Some(5), Some("2030-01-01T00:00:00Z"), "ttl", "not both"),
             (None, Some("tomorrow"), "expires_at", "RFC 3339"),
             (None, Some("2020-01-01T00:00:00Z"), "expires_at", "future"),
-            (None, Some("2300-01-01T00:00:00Z"), "expires_at", "100 years"),
+            (
+                None,
+                Some("2300-01-01T00:00:00Z"),
+                "expires_at",
+                "100 years",
+            ),
         ] {
             let e = parse_expiry(ttl, at, NOW).unwrap_err().to_string();
             assert!(e.contains(field) && e.contains(rule), "{ttl:?} {at:?}: {e}");

@@ -15,10 +15,48 @@ pub(crate) async fn expired_memories_are_hidden_from_every_read(h: &Harness) {
     let b = builder(store.as_ref(), ORG_A);
     let at = |minutes: i64| NOW.0 + minutes * MINUTE;
     let mut rows = vec![
-        mem(40, "gone_1", ORG_A, "agent_1", "", "episodic", "general", "expired", "", "", 0.0),
-        mem(30, "gone_2", ORG_A, "agent_1", "", "episodic", "general", "expires now", "", "", 0.0),
-        mem(20, "soon", ORG_A, "agent_1", "", "episodic", "general", "expires soon", "", "", 0.0),
-        mem(10, "kept", ORG_A, "agent_1", "", "episodic", "general", "never expires", "", "", 0.0),
+        mem(
+            40, "gone_1", ORG_A, "agent_1", "", "episodic", "general", "expired", "", "", 0.0,
+        ),
+        mem(
+            30,
+            "gone_2",
+            ORG_A,
+            "agent_1",
+            "",
+            "episodic",
+            "general",
+            "expires now",
+            "",
+            "",
+            0.0,
+        ),
+        mem(
+            20,
+            "soon",
+            ORG_A,
+            "agent_1",
+            "",
+            "episodic",
+            "general",
+            "expires soon",
+            "",
+            "",
+            0.0,
+        ),
+        mem(
+            10,
+            "kept",
+            ORG_A,
+            "agent_1",
+            "",
+            "episodic",
+            "general",
+            "never expires",
+            "",
+            "",
+            0.0,
+        ),
     ];
     rows[0].expires_at = at(-1);
     rows[1].expires_at = NOW.0;
@@ -34,7 +72,11 @@ pub(crate) async fn expired_memories_are_hidden_from_every_read(h: &Harness) {
         .unwrap();
     assert_eq!(ids(&got), ["kept", "soon"], "newest-first prefix");
     let at_col = got.column("expires_at").expect("an expires_at column");
-    let stored: Vec<i64> = got.rows.iter().map(|r| r[at_col].as_i64().unwrap()).collect();
+    let stored: Vec<i64> = got
+        .rows
+        .iter()
+        .map(|r| r[at_col].as_i64().unwrap())
+        .collect();
     assert_eq!(stored, [0, at(1)], "expires_at round-trips");
 
     for (id, visible) in [("gone_1", false), ("gone_2", false), ("soon", true)] {
@@ -57,7 +99,12 @@ pub(crate) async fn expired_memories_are_hidden_from_every_read(h: &Harness) {
     let counted: u64 = stats
         .into_maps()
         .iter()
-        .map(|m| m["memory_count"].as_u64().or_else(|| m["memory_count"].as_str()?.parse().ok()).unwrap())
+        .map(|m| {
+            m["memory_count"]
+                .as_u64()
+                .or_else(|| m["memory_count"].as_str()?.parse().ok())
+                .unwrap()
+        })
         .sum();
     assert_eq!(counted, 2, "stats");
     // a minute later the one expiring "soon" is gone too
@@ -98,7 +145,9 @@ async fn arc_reads_a_measurement_written_before_expires_at_existed() {
     assert_eq!(got.rows.len(), 1, "get without the column");
     // once a row with the column is stored, the full read works again and
     // reads the old row's expiry as never
-    let mut new = mem(0, "new_1", ORG_A, "agent_1", "", "episodic", "general", "x", "", "", 0.0);
+    let mut new = mem(
+        0, "new_1", ORG_A, "agent_1", "", "episodic", "general", "x", "", "", 0.0,
+    );
     new.expires_at = NOW.0 + MINUTE;
     store.append_memories(&[new]).await.unwrap();
     arc.flush_buffers().unwrap();

@@ -88,7 +88,10 @@ impl ControlPlane {
     /// How many memory rows `job` (an expiry job) would erase now.
     async fn count_expired(&self, job: &ErasureJobRow) -> std::result::Result<u64, String> {
         let where_ = arc::where_clause(&job.org_id, Some(&job.memory_predicate));
-        let target = self.erasure_target(job).await.map_err(|o| format!("{o:?}"))?;
+        let target = self
+            .erasure_target(job)
+            .await
+            .map_err(|o| format!("{o:?}"))?;
         match target {
             Some(target) => {
                 let sql = arc::count_sql(&target.database, &target.measurement, &where_);
@@ -146,7 +149,9 @@ mod tests {
             "Binder Error: Table \"memories\" does not have a column named \"expires_at\""
         ));
         assert!(missing_expiry_column("no such column: expires_at"));
-        assert!(!missing_expiry_column("Binder Error: Referenced column \"x\" not found"));
+        assert!(!missing_expiry_column(
+            "Binder Error: Referenced column \"x\" not found"
+        ));
         assert!(!missing_expiry_column(
             "Binder Error: Cannot compare values of type VARCHAR and BIGINT (expires_at)"
         ));

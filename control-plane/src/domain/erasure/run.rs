@@ -292,7 +292,10 @@ impl ControlPlane {
 
     /// Where the job runs: its pinned binding (org deleted), else the org's
     /// binding; `None` when the org has no Arc.
-    pub(super) async fn erasure_target(&self, job: &ErasureJobRow) -> Result<Option<ArcTarget>, Outcome> {
+    pub(super) async fn erasure_target(
+        &self,
+        job: &ErasureJobRow,
+    ) -> Result<Option<ArcTarget>, Outcome> {
         let pinned = match &job.pinned {
             Some(pinned) => pinned.clone(),
             None => match self.store.get_arc_binding(&job.org_id).await {
