@@ -114,4 +114,6 @@ pub enum Command {
     Status,
     /// run everything (control plane, in-process bus, worker) in one process for development
     Dev(crate::commands::dev::DevArgs),
+    /// serve MCP (Model Context Protocol) on stdio: memtrace's seven memory tools for an agent host, calling the worker at MEMTRACE_URL with the API key in MEMTRACE_API_KEY (--timeout bounds each call)
+    Mcp,
 }
