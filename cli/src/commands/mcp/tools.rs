@@ -270,11 +270,7 @@ fn check_value(name: &str, rule: &Value, value: &Value) -> Result<(), String> {
                 check_value(&format!("{name}[{i}]"), &rule["items"], item)?;
             }
         }
-        "object" => {
-            if !value.is_object() {
-                return fail("must be an object".into());
-            }
-        }
+        "object" if !value.is_object() => return fail("must be an object".into()),
         _ => {}
     }
     Ok(())
