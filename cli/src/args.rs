@@ -27,7 +27,7 @@ pub const DEFAULT_SERVER: &str = "http://127.0.0.1:9200";
 #[command(
     name = "memtracectl",
     version,
-    about = "operate a memtrace control plane: orgs, arc bindings, api keys, admin tokens, master keys, runtime config, audit, erasure receipts",
+    about = "operate a memtrace control plane: orgs, arc bindings, api keys, admin tokens, master keys, runtime config, audit, erasure receipts; serve MCP for agents (memtracectl mcp)",
     propagate_version = true
 )]
 pub struct Cli {
