@@ -1,15 +1,18 @@
-//! `memtracectl mcp` end to end: the real binary as an MCP client starts
-//! it (stdio, newline-delimited JSON-RPC), against a real `memtrace-worker`
+//! `memtracectl mcp` end to end: the test, as an MCP client, starts the real
+//! binary and speaks to it over stdio (newline-delimited JSON-RPC), against a
+//! real `memtrace-worker`
 //! on its embedded store, with an org and API key made by `memtracectl`.
 //! The lifecycle (initialize, the initialized notification, ping), the seven
 //! tools listed with their schemas and each called, what a write stores is
 //! what recall, search and the session context read back; a refused key is a
 //! tool result carrying the worker's message (not a protocol error), a
 //! missing key is a tool result with a hint, and an unknown method is -32601.
+//! An `https://` worker is reached trusting the CA of `MEMTRACE_CA_FILE`.
 //! Every wait is bounded; the key never reaches the server's stderr.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use memtrace_tests::cluster::Cluster;
+use memtrace_tests::pki::TestPki;
 use memtrace_tests::process::isolated_command;
 use serde_json::{Value, json};
 use std::path::Path;
@@ -407,4 +410,72 @@ async fn the_seven_tools_against_a_real_worker() {
     );
     let stderr = keyless.finish().await;
     assert!(stderr.contains("MEMTRACE_API_KEY is not set"), "{stderr}");
+}
+
+/// An `https://` worker: trusted through `MEMTRACE_CA_FILE`; without it the
+/// test CA is unknown to the system, and the call says which variable fixes it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_https_worker_through_its_ca_file() {
+    let c = Cluster::start(PREFIX).await.unwrap();
+    let org = c.org("mcp-https").await.unwrap();
+    let (key, _) = c.key(&org, "read,write").await.unwrap();
+    let pki = TestPki::create(c.dir.path(), "client").unwrap();
+    let embedded = tempfile::tempdir().unwrap();
+    let worker = c
+        .worker_with_tls(
+            "mcp-https",
+            Some(&pki.served()),
+            &[(
+                "MEMTRACE_WORKER_EMBEDDED_DIR",
+                embedded.path().to_str().unwrap(),
+            )],
+        )
+        .await
+        .unwrap();
+    let url = worker.url();
+    assert!(url.starts_with("https://"), "{url}");
+    let home = tempfile::tempdir().unwrap();
+
+    let ca = pki.ca.to_str().unwrap();
+    let mut trusted = Mcp::spawn(
+        home.path(),
+        &[
+            ("MEMTRACE_URL", &url),
+            ("MEMTRACE_API_KEY", &key),
+            ("MEMTRACE_CA_FILE", ca),
+        ],
+    );
+    trusted.initialize().await;
+    let agent = trusted
+        .ok_json("memtrace_agent_register", json!({"name": "over-tls"}))
+        .await;
+    assert_eq!(agent["name"], "over-tls", "{agent}");
+    let remembered = trusted
+        .ok_json(
+            "memtrace_remember",
+            json!({"agent_id": "over-tls", "content": "sent over https"}),
+        )
+        .await;
+    assert_eq!(remembered["content"], "sent over https", "{remembered}");
+    trusted.finish().await;
+
+    let mut untrusted = Mcp::spawn(
+        home.path(),
+        &[("MEMTRACE_URL", &url), ("MEMTRACE_API_KEY", &key)],
+    );
+    untrusted.initialize().await;
+    let refused = untrusted
+        .call("memtrace_recall", json!({"agent_id": "over-tls"}))
+        .await;
+    assert_eq!(refused["isError"], true, "{refused}");
+    let text = refused["content"][0]["text"].as_str().unwrap();
+    assert!(
+        text.starts_with(&format!("error: cannot reach the worker at {url}")),
+        "{text}"
+    );
+    assert!(
+        text.contains("hint: the worker's certificate is not trusted: set MEMTRACE_CA_FILE"),
+        "{text}"
+    );
+    untrusted.finish().await;
 }

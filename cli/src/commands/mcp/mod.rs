@@ -43,7 +43,7 @@ pub async fn run(global: &GlobalArgs, env: &Env, diag: &mut dyn Write) -> anyhow
         Ok(w) => writeln!(
             diag,
             "memtracectl mcp: MCP {LATEST_PROTOCOL_VERSION} on stdio, tools calling the worker at {}",
-            w.base()
+            w.base().trim_end_matches('/')
         )?,
         Err(e) => {
             write!(diag, "memtracectl mcp: warning: {e}; tool calls will fail")?;

@@ -1,7 +1,7 @@
 //! The REST client of a memtrace worker (`/api/v1/...`, the routes the
 //! original's SDKs use): `MEMTRACE_URL` (http or https; https trusts the
-//! system's CAs) and the API key of `MEMTRACE_API_KEY` sent as `x-api-key`,
-//! a header marked sensitive. The key is read from the environment only,
+//! system's CAs, or only the CA of `MEMTRACE_CA_FILE`) and the API key of
+//! `MEMTRACE_API_KEY` sent as `x-api-key`, a header marked sensitive. The key is read from the environment only,
 //! never from the command line, and never appears in a message.
 
 use crate::error::{CliError, one_line};
@@ -16,6 +16,9 @@ use zeroize::Zeroizing;
 pub const URL_ENV: &str = "MEMTRACE_URL";
 /// Variable with the API key (`mtk_…`).
 pub const API_KEY_ENV: &str = "MEMTRACE_API_KEY";
+/// Variable with the PEM file of the CA that signed an `https://` worker's
+/// certificate; when set, only that CA is trusted.
+pub const CA_FILE_ENV: &str = "MEMTRACE_CA_FILE";
 /// Address used when [`URL_ENV`] is unset (the original's).
 pub const DEFAULT_URL: &str = "http://localhost:9100";
 /// The largest worker answer read; a longer one is a tool error.
@@ -85,6 +88,39 @@ pub fn resolve_url(env: &Env) -> Result<Url, CliError> {
     Ok(url)
 }
 
+/// The CA of `MEMTRACE_CA_FILE`, if set: a PEM certificate, for an
+/// `https://` worker only.
+fn resolve_ca(env: &Env, url: &Url) -> Result<Option<reqwest::Certificate>, CliError> {
+    let Some(path) = env
+        .get(CA_FILE_ENV)
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+    else {
+        return Ok(None);
+    };
+    let invalid = |why: String| {
+        CliError::new(format!("invalid {CA_FILE_ENV} {path}: {why}"))
+            .with_hint("expected the PEM file of the CA that signed the worker's certificate")
+    };
+    if url.scheme() != "https" {
+        return Err(CliError::new(format!(
+            "{CA_FILE_ENV} is set but {URL_ENV} is not https://"
+        ))
+        .with_hint(format!(
+            "use https:// in {URL_ENV}, or unset {CA_FILE_ENV} for a plaintext worker"
+        )));
+    }
+    let pem = std::fs::read(path).map_err(|e| invalid(format!("cannot read it: {e}")))?;
+    if !pem.windows(27).any(|w| w == b"-----BEGIN CERTIFICATE-----") {
+        return Err(invalid(
+            "no PEM certificate (-----BEGIN CERTIFICATE-----) in it".into(),
+        ));
+    }
+    reqwest::Certificate::from_pem(&pem)
+        .map(Some)
+        .map_err(|e| invalid(format!("not a PEM certificate ({e})")))
+}
+
 /// The API key from the environment, as a sensitive header value.
 fn resolve_key(env: &Env) -> Result<HeaderValue, CliError> {
     let Some(key) = env
@@ -116,12 +152,18 @@ impl Worker {
     /// each call may take `timeout` (connection included).
     pub fn from_env(env: &Env, timeout: Duration) -> Result<Self, CliError> {
         let base = resolve_url(env)?;
+        let ca = resolve_ca(env, &base)?;
         let key = resolve_key(env)?;
         memtrace_common::tls::install_crypto_provider();
-        let http = reqwest::Client::builder()
+        let mut builder = reqwest::Client::builder()
             .connect_timeout(timeout)
             .timeout(timeout)
-            .user_agent(concat!("memtracectl-mcp/", env!("CARGO_PKG_VERSION")))
+            .user_agent(concat!("memtracectl-mcp/", env!("CARGO_PKG_VERSION")));
+        if let Some(ca) = ca {
+            // a private CA is the only one that may vouch for the worker
+            builder = builder.tls_certs_only([ca]);
+        }
+        let http = builder
             .build()
             .map_err(|e| CliError::new(format!("cannot set up the HTTP client: {e}")))?;
         Ok(Self {
@@ -208,13 +250,16 @@ impl Worker {
             ))
             .with_hint("raise --timeout, or check the worker's log");
         }
-        CliError::new(format!(
-            "cannot reach the worker at {base} ({})",
-            cause(err)
-        ))
-        .with_hint(format!(
-            "is memtrace-worker running there? set {URL_ENV} (default {DEFAULT_URL})"
-        ))
+        let cause = cause(err);
+        let hint = if self.base.scheme() == "https" && cause.contains("certificate") {
+            format!(
+                "the worker's certificate is not trusted: set {CA_FILE_ENV} to the PEM file of \
+                 the CA that signed it (without it, the system's CAs are trusted)"
+            )
+        } else {
+            format!("is memtrace-worker running there? set {URL_ENV} (default {DEFAULT_URL})")
+        };
+        CliError::new(format!("cannot reach the worker at {base} ({cause})")).with_hint(hint)
     }
 }
 
@@ -229,7 +274,12 @@ fn cause(err: &(dyn std::error::Error + 'static)) -> String {
         }
         current = e.source();
     }
-    one_line(&best)
+    let best = one_line(&best);
+    let mut chars = best.chars();
+    match chars.next() {
+        Some(first) => first.to_lowercase().chain(chars).collect(),
+        None => best,
+    }
 }
 
 /// A refusal: the status and the worker's `error` (and its `hint`, or one
@@ -323,6 +373,34 @@ mod tests {
             Worker::from_env(&env(&[(API_KEY_ENV, "mtk_s3cret")]), Duration::from_secs(1)).unwrap();
         assert!(!format!("{worker:?}").contains("s3cret"));
         assert!(worker.key.is_sensitive());
+    }
+
+    #[test]
+    fn the_ca_file_is_for_https_and_must_hold_a_certificate() {
+        let dir = tempfile::tempdir().unwrap();
+        let not_pem = dir.path().join("ca.txt");
+        std::fs::write(&not_pem, "hello").unwrap();
+        let not_pem = not_pem.to_str().unwrap();
+        let with = |url: &str, ca: &str| {
+            Worker::from_env(
+                &env(&[(URL_ENV, url), (API_KEY_ENV, "k"), (CA_FILE_ENV, ca)]),
+                Duration::from_secs(1),
+            )
+            .unwrap_err()
+        };
+        let err = with("http://h:1", not_pem);
+        assert_eq!(
+            err.message(),
+            "MEMTRACE_CA_FILE is set but MEMTRACE_URL is not https://"
+        );
+        let err = with("https://h:1", not_pem);
+        assert!(
+            err.message().starts_with("invalid MEMTRACE_CA_FILE ")
+                && err.message().contains("no PEM certificate"),
+            "{err:?}"
+        );
+        let err = with("https://h:1", "/nonexistent/ca.pem");
+        assert!(err.message().contains("cannot read it"), "{err:?}");
     }
 
     #[test]
