@@ -53,6 +53,10 @@ pub async fn run(
     if let Command::Dev(args) = command {
         return commands::dev::run(args, env, out).await;
     }
+    if let Command::Mcp = command {
+        // stdout carries the protocol: it is written by the server alone
+        return commands::mcp::run(&cli.global, env, diag).await;
+    }
     let mut output = Output::new(cli.global.output, out, diag);
     match command {
         Command::Keygen(command) => commands::keygen::run(command, &mut output),
@@ -100,8 +104,8 @@ pub async fn run(
             let admin = admin(&cli.global, env).await?;
             commands::cluster::status(&admin, &mut output).await
         }
-        // handled above: it writes to `out` directly, not through `Output`
-        Command::Dev(_) => Ok(()),
+        // handled above: they write to `out` or stdout directly, not through `Output`
+        Command::Dev(_) | Command::Mcp => Ok(()),
     }
 }
 

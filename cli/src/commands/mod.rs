@@ -11,4 +11,5 @@ pub mod erasure;
 pub mod key;
 pub mod keygen;
 pub mod master_key;
+pub mod mcp;
 pub mod org;
