@@ -19,6 +19,7 @@ pub mod expiry;
 pub mod ids;
 mod memories;
 mod org_locks;
+pub mod receipts;
 mod rows;
 mod sessions;
 pub mod state;

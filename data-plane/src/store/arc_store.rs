@@ -67,13 +67,9 @@ impl ArcStore {
         };
         let database = Ident::database(&route.database).map_err(invalid)?;
         Ident::table(&route.measurement).map_err(invalid)?;
-        if matches!(
-            route.measurement.as_str(),
-            super::AGENTS_TABLE | super::SESSIONS_TABLE | VERSIONS_TABLE
-        ) {
+        if let Err(e) = memtrace_common::names::check_memory_measurement(&route.measurement) {
             return Err(StoreError::Backend(format!(
-                "arc route of org {org_id} is unusable: invalid measurement: must not be \
-                 agents, sessions or memory_versions (memtrace's own tables)"
+                "arc route of org {org_id} is unusable: {e}"
             )));
         }
         Ok(Self {

@@ -38,6 +38,10 @@ pub const SESSIONS_TABLE: &str = "sessions";
 /// The superseded versions of updated memories (the memory columns): a
 /// memory's history is this table's rows of its id and its current row.
 pub const VERSIONS_TABLE: &str = "memory_versions";
+/// Signed erasure receipts the control plane delivered into the org's own
+/// store (`time`, `id` = erasure id, `org_id`, `receipt_json`), so tenants
+/// fetch them through the data API.
+pub const RECEIPTS_TABLE: &str = "erasure_receipts";
 
 /// Columns of an agent state row besides `time` (µs) and `id`; every value
 /// is a string (empty for "none"). `deleted` is `"1"` on the tombstone row

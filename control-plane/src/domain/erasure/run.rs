@@ -111,10 +111,16 @@ pub(crate) fn plan(
 ) -> Result<Vec<(String, String)>, String> {
     if is_whole_org(&job.scope_json) {
         let where_ = arc::where_clause(&job.org_id, None);
-        return Ok([measurement, VERSIONS_TABLE, "agents", "sessions"]
-            .into_iter()
-            .map(|t| (t.to_owned(), where_.clone()))
-            .collect());
+        return Ok([
+            measurement,
+            VERSIONS_TABLE,
+            "agents",
+            "sessions",
+            super::deliver::RECEIPTS_TABLE,
+        ]
+        .into_iter()
+        .map(|t| (t.to_owned(), where_.clone()))
+        .collect());
     }
     let predicate = job.memory_predicate.trim();
     if predicate.is_empty() {
@@ -221,6 +227,11 @@ impl ControlPlane {
             && let Err(error) = self.seal_receipt(&mut job, now).await
         {
             outcome = Outcome::Failed(error);
+        }
+        if outcome == Outcome::Done
+            && let Err(undelivered) = self.deliver_receipt(&job).await
+        {
+            outcome = undelivered;
         }
         settle(&mut job, &outcome, now, &self.erasure.settings);
         match &outcome {

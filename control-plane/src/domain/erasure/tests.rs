@@ -145,13 +145,22 @@ fn a_memory_erasure_covers_its_predicate_within_the_org() {
 }
 
 #[test]
-fn a_whole_org_erasure_covers_memories_agents_and_sessions() {
+fn a_whole_org_erasure_covers_memories_agents_sessions_and_receipts() {
     let mut job = job();
     job.scope_json = r#"{"whole_org":true}"#.into();
     job.memory_predicate = String::new();
     let tables = plan(&job, "events").unwrap();
     let names: Vec<&str> = tables.iter().map(|(t, _)| t.as_str()).collect();
-    assert_eq!(names, ["events", "memory_versions", "agents", "sessions"]);
+    assert_eq!(
+        names,
+        [
+            "events",
+            "memory_versions",
+            "agents",
+            "sessions",
+            "erasure_receipts"
+        ]
+    );
     assert!(tables.iter().all(|(_, w)| w == "org_id = 'org_a'"));
 }
 

@@ -94,6 +94,23 @@ impl QueryBuilder {
         super::Sql(sql)
     }
 
+    /// The org's erasure receipts delivered into its store, newest first,
+    /// at most `limit`: `time, id, receipt_json`; only `erasure_id`'s when
+    /// given (the caller checked its form).
+    pub fn erasure_receipts(&self, erasure_id: Option<&str>, limit: u32) -> super::Sql {
+        let mut sql = format!(
+            "SELECT v.time AS time, v.id AS id, v.receipt_json AS receipt_json FROM {} AS v \
+             WHERE v.org_id = {}",
+            self.dialect.table_ref(&super::Ident::receipts_table()),
+            self.lit(self.org.as_str()),
+        );
+        if let Some(id) = erasure_id {
+            let _ = write!(sql, " AND v.id = {}", self.lit(id));
+        }
+        let _ = write!(sql, " ORDER BY v.time DESC LIMIT {limit}");
+        super::Sql(sql)
+    }
+
     /// `erasure`'s cover for the record a worker writes (unqualified).
     pub fn erasure_predicate(&self, erasure: &Erasure) -> String {
         self.erasure_cover(&erasure.scope, erasure.as_of, "")
