@@ -149,11 +149,11 @@ pub enum StoreError {
     /// The request itself is too large for the store.
     #[error("{0}")]
     TooLarge(String),
-    /// The read named `expires_at` and none of the memory table's files has
-    /// that column yet (Arc, for tables written only before it existed):
-    /// the caller retries without it.
-    #[error("the memory table has no expires_at column yet")]
-    MissingExpiryColumn,
+    /// The read named an optional memory column (`id`, `expires_at`) none
+    /// of the memory table's files has (Arc: written only before it
+    /// existed): the caller retries without it.
+    #[error("the memory table has no {0} column yet")]
+    MissingColumn(&'static str),
 }
 
 impl From<IngestError> for StoreError {
