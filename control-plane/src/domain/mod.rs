@@ -13,6 +13,7 @@ mod keyring;
 mod orgs;
 pub mod publish;
 pub mod receipts;
+pub mod signing_keys;
 pub mod types;
 
 pub use admin_tokens::{ADMIN_TOKEN_RELOAD_INTERVAL, refresh_admin_tokens_until};

@@ -1,6 +1,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use super::*;
+use crate::auth::AdminActor;
 use crate::domain::{ControlPlane, Publisher};
 use crate::store::{AuditFilter, SqlStore};
 use memtrace_common::envelope::MasterKey;
@@ -8,6 +9,14 @@ use memtrace_common::receipt::{ErasureTarget, KeySet, TableVerification, verify}
 use memtrace_common::state::StateKeys;
 use std::collections::BTreeMap;
 use std::time::Duration;
+
+fn binding(key_id: &str) -> memtrace_common::envelope::Binding<'_> {
+    memtrace_common::envelope::Binding {
+        org_id: "",
+        record_id: key_id,
+        purpose: RECEIPT_KEY_PURPOSE,
+    }
+}
 
 async fn store(dir: &tempfile::TempDir) -> Arc<dyn Store> {
     let url = SqlStore::sqlite_url(dir.path().join("cp.db").to_str().unwrap());
@@ -83,7 +92,12 @@ async fn the_private_key_is_stored_sealed_only() {
     let store = store(&dir).await;
     let signer = ReceiptSigner::new(store.clone(), keyring(1, &[]));
     signer.ensure_key().await.unwrap();
-    let row = store.list_receipt_keys().await.unwrap().pop().unwrap();
+    let row = store
+        .list_signing_keys(crate::store::KeyFamily::Receipt)
+        .await
+        .unwrap()
+        .pop()
+        .unwrap();
     assert!(!format!("{row:?}").contains("envelope"));
     let seed = keyring(1, &[])
         .open(binding(&row.key_id), &row.private_envelope)
