@@ -12,3 +12,4 @@ pub mod key;
 pub mod keygen;
 pub mod master_key;
 pub mod org;
+pub mod token;

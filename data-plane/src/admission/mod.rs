@@ -1,6 +1,7 @@
 //! Admission: what every agent request passes before the memory service
 //! sees it, whichever adapter it came through (REST or gRPC) — the worker
-//! has a snapshot, the API key authenticates against it ([`auth`]), the key
+//! has a snapshot, the API key or agent token authenticates against it
+//! ([`auth`]; an agent-bound token's service acts only as its agent), the key
 //! carries the route's scope, the org is under its request rate
 //! ([`limits`]), and the org's store is resolved ([`stores`]). The result is
 //! the org's [`OrgService`]. Transport-neutral: adapters hand in the
@@ -136,7 +137,8 @@ impl Admission {
             snapshot.erasures(&principal.org_id),
             self.erasures.clone(),
             &principal.key_id,
-        );
+        )
+        .bound_to(principal.agent);
         Ok(match slot {
             Some(slot) => svc.holding(slot),
             None => svc,

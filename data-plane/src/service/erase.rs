@@ -57,12 +57,14 @@ const BUDGET_RETRY_AFTER: Duration = Duration::from_secs(10);
 impl OrgService {
     /// Deletes one memory (`DELETE /api/v1/memories/{id}`).
     pub async fn delete_memory(&self, id: &str) -> Result<Deletion, ServiceError> {
+        self.check_unbound("deleting memories")?;
         let id = MemoryId::parse(id)?;
         self.erase(Scope::Ids(vec![id])).await
     }
 
     /// Deletes memories by ids or by filter, or counts them (`dry_run`).
     pub async fn delete_memories(&self, req: &DeleteRequest) -> Result<Deletion, ServiceError> {
+        self.check_unbound("deleting memories")?;
         let now = UnixMicros::now();
         let scope = if req.ids.is_empty() {
             Scope::Filter(delete_filter(&req.filter, now)?)

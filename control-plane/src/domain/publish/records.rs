@@ -3,9 +3,12 @@
 
 use crate::domain::{ARC_KEY_PURPOSE, ControlPlane};
 use crate::error::Result;
-use crate::store::{ApiKeyRow, ArcBindingRow, OrgRow, TombstoneRow};
+use crate::store::{ApiKeyRow, ArcBindingRow, KeyFamily, OrgRow, StoreError, TombstoneRow};
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
 use memtrace_common::bus::Op;
 use memtrace_common::envelope::Binding;
+use memtrace_common::receipt::PublicKeyInfo;
 use memtrace_common::state::RECORD_SCHEMA;
 use memtrace_proto::state::v1 as state;
 use prost::Message;
@@ -95,6 +98,35 @@ impl ControlPlane {
         }
     }
 
+    pub(crate) fn token_key_put(&self, key: &PublicKeyInfo) -> Result<Op> {
+        let ms = |t: Option<jiff::Timestamp>| t.map_or(0, |t| t.as_millisecond());
+        let record = state::TokenKeyRecord {
+            schema: RECORD_SCHEMA,
+            key_id: key.key_id.clone(),
+            public_key: STANDARD.decode(&key.public_key).map_err(|_| {
+                StoreError::Corrupt(format!("token key {} is not base64", key.key_id))
+            })?,
+            created_at_ms: ms(key.created_at),
+            retired_at_ms: ms(key.retired_at),
+        };
+        Ok(Op::Put {
+            key: self.state_keys().token_key(&key.key_id),
+            value: record.encode_to_vec(),
+        })
+    }
+
+    /// The token keys' public halves to publish, each authenticated by its
+    /// sealed private key; when they cannot be (the master key that sealed
+    /// them is missing), `Err` with the keys to leave as they are.
+    pub(crate) async fn token_key_puts(&self) -> Result<Vec<Op>> {
+        self.token_keys()
+            .public_keys()
+            .await?
+            .iter()
+            .map(|key| self.token_key_put(key))
+            .collect()
+    }
+
     /// Everything the bus should hold under the published prefixes, from the
     /// database, and the keys to leave alone: a binding whose key cannot be
     /// opened is logged and its previously published route is kept.
@@ -128,6 +160,15 @@ impl ControlPlane {
         }
         for op in self.desired_settings().await? {
             put(op);
+        }
+        match self.token_key_puts().await {
+            Ok(ops) => ops.into_iter().for_each(&mut put),
+            Err(error) => {
+                tracing::error!(%error, "token keys not published: they cannot be authenticated");
+                for row in self.store.list_signing_keys(KeyFamily::Token).await? {
+                    keep.insert(self.state_keys().token_key(&row.key_id));
+                }
+            }
         }
         Ok((desired, keep))
     }
