@@ -1,0 +1,238 @@
+//! Agent tokens end to end, with real etcd, the real control plane, real
+//! workers and the real `memtracectl`: a token minted by `memtracectl token
+//! create` authenticates at a worker through the API key's headers (REST and
+//! gRPC); a token bound to one agent writes and reads only as that agent;
+//! tampered and foreign-key tokens get their own messages (API keys keep
+//! theirs); and a token of a deleted org stays refused after an org of the
+//! same name is created again.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use memtrace_common::signing::SigningKey;
+use memtrace_common::token::{Claims, mint, new_token_id};
+use memtrace_proto::v1 as pb;
+use memtrace_tests::api::Api;
+use memtrace_tests::cluster::{Cluster, arc_with_token};
+use memtrace_tests::grpc::{channel, with_key};
+use pb::memory_service_client::MemoryServiceClient;
+use serde_json::{Value, json};
+
+const ARC_TOKEN: &str = "arc-tokens-test-token-0123456789";
+const DB: &str = "tokens";
+
+async fn token(c: &Cluster, args: &[&str]) -> Value {
+    let mut all = vec!["token", "create"];
+    all.extend_from_slice(args);
+    c.ctl.json(&all).await.unwrap()
+}
+
+fn error(body: &Value) -> &str {
+    body["error"].as_str().unwrap_or_else(|| panic!("{body}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_bound_token_acts_only_as_its_agent() {
+    let c = Cluster::start("/memtrace-tokens-agent/v1/").await.unwrap();
+    let arc = arc_with_token(ARC_TOKEN, DB).await.unwrap();
+    let org = c.org("orchestra").await.unwrap();
+    c.add_arc(&org, &arc.url(), DB, Some(ARC_TOKEN))
+        .await
+        .unwrap();
+    let (key, _) = c.key(&org, "read,write").await.unwrap();
+    let worker = c.worker("tokens-1", &[]).await.unwrap();
+
+    let minted = token(
+        &c,
+        &[
+            "--org",
+            &org,
+            "--agent",
+            "planner",
+            "--scopes",
+            "read,write",
+            "--ttl",
+            "1h",
+        ],
+    )
+    .await;
+    let planner = minted["token"].as_str().unwrap().to_owned();
+    assert!(planner.starts_with("v4.public."), "{minted}");
+    assert_eq!(minted["agent_id"], "planner");
+    assert_eq!(minted["org_id"], org.as_str());
+    assert!(minted["key_id"].as_str().unwrap().starts_with("tk_"));
+    c.wait_in_sync(&worker).await.unwrap();
+
+    let as_planner = Api::new(&worker, Some(&planner));
+    let (s, body) = as_planner
+        .post(
+            "/api/v1/memories",
+            json!({"agent_id": "planner", "content": "plan the week"}),
+        )
+        .await;
+    assert_eq!(s, 201, "the bound agent writes: {body}");
+    let (s, body) = as_planner
+        .post(
+            "/api/v1/memories",
+            json!({"agent_id": "critic", "content": "not mine to write"}),
+        )
+        .await;
+    assert_eq!(s, 403, "{body}");
+    assert_eq!(
+        error(&body),
+        "this token is bound to agent \"planner\"; it cannot act as agent \"critic\""
+    );
+    // the org key writes as another agent; the bound token never reads it
+    let (s, body) = Api::new(&worker, Some(&key))
+        .post(
+            "/api/v1/memories",
+            json!({"agent_id": "critic", "content": "the critic's note"}),
+        )
+        .await;
+    assert_eq!(s, 201, "{body}");
+    let critics_id = body["id"].as_str().unwrap().to_owned();
+    let (s, body) = as_planner.get("/api/v1/memories?agent_id=critic").await;
+    assert_eq!(s, 403, "a filter on another agent: {body}");
+    let (s, body) = as_planner
+        .get(&format!("/api/v1/memories/{critics_id}"))
+        .await;
+    assert!(
+        s == 403 || s == 404,
+        "another agent's memory by id: {s} {body}"
+    );
+    let (s, body) = as_planner.get("/api/v1/memories?limit=100").await;
+    assert_eq!(s, 200, "{body}");
+    for m in body["memories"].as_array().unwrap() {
+        assert_eq!(m["agent_id"], "planner", "narrowed to its agent: {m}");
+    }
+    let (s, body) = as_planner.get("/api/v1/agents").await;
+    assert_eq!(s, 403, "managing agents: {body}");
+    assert!(
+        error(&body).contains("bound to agent \"planner\""),
+        "{body}"
+    );
+
+    // gRPC: the same rule, the same header
+    let mut grpc = MemoryServiceClient::new(channel(&worker.url()).await);
+    let refused = grpc
+        .create_memory(with_key(
+            Some(&planner),
+            pb::CreateMemoryRequest {
+                memory: Some(pb::MemoryInput {
+                    agent_id: "critic".into(),
+                    content: "over gRPC".into(),
+                    ..pb::MemoryInput::default()
+                }),
+            },
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::PermissionDenied, "{refused:?}");
+    assert!(refused.message().contains("bound to agent \"planner\""));
+
+    // an unbound token of the org may act as any agent
+    let any = token(&c, &["--org", &org, "--scopes", "write"]).await;
+    let (s, body) = Api::new(&worker, Some(any["token"].as_str().unwrap()))
+        .post(
+            "/api/v1/memories",
+            json!({"agent_id": "critic", "content": "an orchestrator's write"}),
+        )
+        .await;
+    assert_eq!(s, 201, "{body}");
+
+    // tampered, and signed by a key the control plane never published
+    let mut tampered = planner.clone().into_bytes();
+    let i = "v4.public.".len() + 20;
+    tampered[i] = if tampered[i] == b'A' { b'B' } else { b'A' };
+    let tampered = String::from_utf8(tampered).unwrap();
+    let (s, body) = Api::new(&worker, Some(&tampered))
+        .get("/api/v1/memories")
+        .await;
+    assert_eq!((s, error(&body)), (401, "token signature invalid"));
+    let now = jiff::Timestamp::from_second(jiff::Timestamp::now().as_second()).unwrap();
+    let forged = mint(
+        &SigningKey::generate("tk_99"),
+        &Claims {
+            org: org.clone(),
+            agent: None,
+            scopes: vec!["admin".into()],
+            iat: now,
+            exp: now + jiff::SignedDuration::from_secs(600),
+            jti: new_token_id(),
+        },
+    )
+    .unwrap();
+    let (s, body) = Api::new(&worker, Some(&forged))
+        .get("/api/v1/memories")
+        .await;
+    assert_eq!(
+        (s, error(&body)),
+        (401, "token signed by an unknown key \"tk_99\"")
+    );
+    // API keys keep their message
+    let (s, body) = Api::new(&worker, Some("mtk_not_a_key"))
+        .get("/api/v1/memories")
+        .await;
+    assert_eq!((s, error(&body)), (401, "invalid API key"));
+
+    // the lifetime is bounded by tokens.max_ttl_seconds
+    let out = c
+        .ctl
+        .run(&["token", "create", "--org", &org, "--ttl", "30d"])
+        .await
+        .unwrap();
+    assert!(!out.success, "{out:?}");
+    assert!(
+        out.stderr.contains("tokens.max_ttl_seconds"),
+        "{}",
+        out.stderr
+    );
+    // an agent-bound token cannot carry admin
+    let out = c
+        .ctl
+        .run(&[
+            "token", "create", "--org", &org, "--agent", "a", "--scopes", "admin",
+        ])
+        .await
+        .unwrap();
+    assert!(
+        !out.success && out.stderr.contains("admin"),
+        "{}",
+        out.stderr
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deleted_orgs_token_stays_refused_after_its_name_is_reused() {
+    let c = Cluster::start("/memtrace-tokens-deleted/v1/")
+        .await
+        .unwrap();
+    let worker = c.worker("tokens-2", &[]).await.unwrap();
+    let org = c.org("phoenix").await.unwrap();
+    let old = token(&c, &["--org", &org, "--scopes", "read"]).await;
+    let old = old["token"].as_str().unwrap().to_owned();
+    c.wait_in_sync(&worker).await.unwrap();
+    let (s, body) = Api::new(&worker, Some(&old)).get("/api/v1/memories").await;
+    assert_ne!(s, 401, "the live org's token authenticates: {body}");
+
+    c.ctl.json(&["org", "delete", &org]).await.unwrap();
+    let again = c.org("phoenix").await.unwrap();
+    assert_ne!(again, org, "a new org, a new id");
+    let new = token(&c, &["--org", &again, "--scopes", "read"]).await;
+    let new = new["token"].as_str().unwrap().to_owned();
+    let revision = c.set_config("arc.write_batch_size", "100").await.unwrap();
+    c.wait_applied(revision).await.unwrap();
+    let (s, body) = Api::new(&worker, Some(&old)).get("/api/v1/memories").await;
+    assert_eq!(
+        (s, error(&body)),
+        (401, "the org of this token was deleted"),
+        "the deleted org's token"
+    );
+    let (s, body) = Api::new(&worker, Some(&new)).get("/api/v1/memories").await;
+    assert_ne!(s, 401, "the new org's token works: {body}");
+    // and no token is minted for the deleted org's id
+    let out = c
+        .ctl
+        .run(&["token", "create", "--org", &org])
+        .await
+        .unwrap();
+    assert!(!out.success, "{out:?}");
+}
