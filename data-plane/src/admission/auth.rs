@@ -311,6 +311,56 @@ mod tests {
     }
 
     #[test]
+    fn tokens_verify_offline_with_distinct_refusals() {
+        use memtrace_common::signing::SigningKey;
+        use memtrace_common::token::{Claims, mint};
+        let key = SigningKey::from_seed("tk_1", &[5; 32]);
+        let (mut snapshot, _) = snapshot_with((true, true, false), 0, false);
+        snapshot.token_keys.insert("tk_1".into(), key.public_key());
+        let at = |s: &str| s.parse::<jiff::Timestamp>().unwrap();
+        let claims = |org: &str| Claims {
+            org: org.into(),
+            agent: Some("planner".into()),
+            scopes: vec!["read".into()],
+            iat: at("2026-12-05T10:00:00Z"),
+            exp: at("2026-12-05T11:00:00Z"),
+            jti: "tok_1".into(),
+        };
+        let ms = |s: &str| at(s).as_millisecond();
+        let token = mint(&key, &claims("org_a")).unwrap();
+        let p = authenticate(&snapshot, Some(&token), ms("2026-12-05T10:30:00Z")).unwrap();
+        assert_eq!(p.org_id, "org_a");
+        assert_eq!(p.agent.as_deref(), Some("planner"));
+        assert!(p.token && p.read && !p.write);
+        assert_eq!(
+            p.require(Scope::Write).unwrap_err().to_string(),
+            "this token lacks the Write scope"
+        );
+        let expired = authenticate(&snapshot, Some(&token), ms("2026-12-05T11:01:00Z"));
+        assert_eq!(
+            expired.unwrap_err().to_string(),
+            "token expired at 2026-12-05T11:00:00Z"
+        );
+        // an org the snapshot does not know, and a deleted one
+        let stranger = mint(&key, &claims("org_b")).unwrap();
+        assert_eq!(
+            authenticate(&snapshot, Some(&stranger), ms("2026-12-05T10:30:00Z")),
+            Err(AuthError::TokenOrgDeleted)
+        );
+        snapshot.orgs.get_mut("org_a").unwrap().deleted = true;
+        assert_eq!(
+            authenticate(&snapshot, Some(&token), ms("2026-12-05T10:30:00Z")),
+            Err(AuthError::TokenOrgDeleted)
+        );
+        // the key withdrawn from the snapshot
+        snapshot.token_keys.clear();
+        assert_eq!(
+            authenticate(&snapshot, Some(&token), ms("2026-12-05T10:30:00Z")),
+            Err(AuthError::Token(TokenError::UnknownKey("tk_1".into())))
+        );
+    }
+
+    #[test]
     fn credential_headers() {
         assert_eq!(credential(Some("mtk_a"), None), Some("mtk_a"));
         assert_eq!(credential(None, Some("Bearer mtk_b")), Some("mtk_b"));
