@@ -91,6 +91,7 @@ const REQUESTS: &[(&str, Decode)] = requests![
     ListAgentsRequest,
     AgentRef,
     AgentMemoriesRequest,
+    CreateAgentTokenRequest,
     CreateSessionRequest,
     ListSessionsRequest,
     SessionRef,

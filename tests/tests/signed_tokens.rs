@@ -236,3 +236,110 @@ async fn a_deleted_orgs_token_stays_refused_after_its_name_is_reused() {
         .unwrap();
     assert!(!out.success, "{out:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_orchestrator_mints_narrow_tokens_at_a_worker() {
+    let c = Cluster::start("/memtrace-tokens-mint/v1/").await.unwrap();
+    let arc = arc_with_token(ARC_TOKEN, DB).await.unwrap();
+    let org = c.org("mint").await.unwrap();
+    c.add_arc(&org, &arc.url(), DB, Some(ARC_TOKEN))
+        .await
+        .unwrap();
+    let (admin, _) = c.key(&org, "admin").await.unwrap();
+    let (writer, _) = c.key(&org, "read,write").await.unwrap();
+    let minting = c.worker("tokens-mint-1", &[]).await.unwrap();
+    let other = c.worker("tokens-mint-2", &[]).await.unwrap();
+    c.wait_in_sync(&minting).await.unwrap();
+    c.wait_in_sync(&other).await.unwrap();
+
+    let ask = json!({"agent_id": "planner", "scopes": ["write", "read"], "ttl_seconds": 600});
+    let (s, body) = Api::new(&minting, Some(&writer))
+        .post("/api/v1/tokens", ask.clone())
+        .await;
+    assert_eq!(s, 403, "a key without admin: {body}");
+    let (s, minted) = Api::new(&minting, Some(&admin))
+        .post("/api/v1/tokens", ask.clone())
+        .await;
+    assert_eq!(s, 201, "{minted}");
+    assert_eq!(minted["org_id"], org.as_str(), "the caller's org");
+    assert_eq!(minted["agent_id"], "planner");
+    assert!(
+        minted["key_id"].as_str().unwrap().starts_with("wk_"),
+        "{minted}"
+    );
+    let planner = minted["token"].as_str().unwrap().to_owned();
+
+    // verified by every worker, bound to its agent
+    for worker in [&minting, &other] {
+        let api = Api::new(worker, Some(&planner));
+        let (s, body) = api
+            .post(
+                "/api/v1/memories",
+                json!({"agent_id": "planner", "content": "minted at a worker"}),
+            )
+            .await;
+        assert_eq!(s, 201, "{body}");
+        let (s, body) = api
+            .post(
+                "/api/v1/memories",
+                json!({"agent_id": "critic", "content": "not mine"}),
+            )
+            .await;
+        assert_eq!(s, 403, "{body}");
+    }
+    // a token cannot mint; limits are the control plane's
+    let (s, body) = Api::new(&minting, Some(&planner))
+        .post("/api/v1/tokens", json!({}))
+        .await;
+    assert_eq!(
+        (s, error(&body)),
+        (
+            403,
+            "a token cannot mint tokens: use an org API key with the admin scope"
+        )
+    );
+    let (s, body) = Api::new(&minting, Some(&admin))
+        .post("/api/v1/tokens", json!({"ttl_seconds": 90 * 86_400}))
+        .await;
+    assert_eq!(s, 400, "{body}");
+    assert!(error(&body).contains("tokens.max_ttl_seconds"), "{body}");
+    let (s, body) = Api::new(&minting, Some(&admin))
+        .post(
+            "/api/v1/tokens",
+            json!({"agent_id": "a", "scopes": ["admin"]}),
+        )
+        .await;
+    assert_eq!(s, 400, "{body}");
+    let (s, body) = Api::new(&minting, Some(&admin))
+        .post("/api/v1/tokens", json!({"org_id": "org_other"}))
+        .await;
+    assert_eq!(s, 400, "the org is never chosen: {body}");
+
+    // the gRPC equivalent
+    let mut agents = pb::agent_service_client::AgentServiceClient::new(channel(&other.url()).await);
+    let minted = agents
+        .create_agent_token(with_key(
+            Some(&admin),
+            pb::CreateAgentTokenRequest {
+                agent_id: "critic".into(),
+                scopes: vec!["read".into()],
+                ttl_seconds: 0,
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(minted.agent_id, "critic");
+    assert_eq!(minted.scopes, ["read"]);
+    let (s, body) = Api::new(&minting, Some(&minted.token))
+        .post(
+            "/api/v1/memories",
+            json!({"agent_id": "critic", "content": "read-only"}),
+        )
+        .await;
+    assert_eq!(
+        (s, error(&body)),
+        (403, "this token lacks the Write scope"),
+        "{body}"
+    );
+}

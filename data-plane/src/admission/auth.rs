@@ -90,6 +90,9 @@ pub enum AuthError {
     /// 403: an agent-bound token used as another agent.
     #[error("this token is bound to agent {bound:?}; it cannot act as agent {asked:?}")]
     WrongAgent { bound: String, asked: String },
+    /// 403: tokens are minted with an org API key, never with a token.
+    #[error("a token cannot mint tokens: use an org API key with the admin scope")]
+    TokenCannotMint,
     /// 403: an agent-bound token used for what spans agents.
     #[error(
         "this token is bound to agent {bound:?}; {what} is not available to an agent-bound token"

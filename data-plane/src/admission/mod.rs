@@ -11,6 +11,7 @@ pub mod auth;
 pub mod limits;
 pub mod refusals;
 pub mod stores;
+pub mod tokens;
 
 pub use auth::{Principal, Scope, credential};
 pub use stores::{OrgStores, StoreResolver};
@@ -39,6 +40,9 @@ pub struct Admission {
     pub refusals: refusals::Refusals,
     /// Where tenants' deletes are recorded (none: deletes answer 503).
     pub erasures: Option<Arc<crate::erasure::ErasureRequests>>,
+    /// The key `POST /api/v1/tokens` signs with (derived from the fleet
+    /// key; none: minting answers 503).
+    pub token_minter: Option<Arc<memtrace_common::signing::SigningKey>>,
 }
 
 impl Admission {
@@ -53,7 +57,14 @@ impl Admission {
             shared: Arc::new(ServiceShared::default()),
             refusals: refusals::Refusals::default(),
             erasures: None,
+            token_minter: None,
         }
+    }
+
+    /// This admission minting agent tokens with `key` ([`tokens`]).
+    pub fn with_token_minter(mut self, key: memtrace_common::signing::SigningKey) -> Self {
+        self.token_minter = Some(Arc::new(key));
+        self
     }
 
     /// This admission recording tenants' deletes through `requests`.

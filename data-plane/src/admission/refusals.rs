@@ -54,7 +54,11 @@ fn reason(error: &ServiceError) -> &'static str {
         ServiceError::Auth(AuthError::MissingScope(_) | AuthError::TokenMissingScope(_)) => "scope",
         ServiceError::Auth(AuthError::Token(why)) => why.as_str(),
         ServiceError::Auth(AuthError::TokenOrgDeleted) => "token_org_deleted",
-        ServiceError::Auth(AuthError::WrongAgent { .. } | AuthError::AgentBound { .. }) => "agent",
+        ServiceError::Auth(
+            AuthError::WrongAgent { .. }
+            | AuthError::AgentBound { .. }
+            | AuthError::TokenCannotMint,
+        ) => "agent",
         ServiceError::RateLimited { .. } => "rate_limited",
         ServiceError::ReadsBusy { .. } => "reads_busy",
         ServiceError::NoArcInstance => "no_arc_instance",

@@ -167,7 +167,8 @@ impl ControlPlane {
                 },
             },
             StateKey::TokenKey { key_id } => match self.token_key_puts().await {
-                Ok(ops) => {
+                Ok(mut ops) => {
+                    ops.extend(self.fleet_token_key_puts());
                     let wanted = self.state_keys().token_key(&key_id);
                     ops.into_iter()
                         .find(|op| matches!(op, Op::Put { key, .. } if *key == wanted))

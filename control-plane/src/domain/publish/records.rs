@@ -8,7 +8,6 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use memtrace_common::bus::Op;
 use memtrace_common::envelope::Binding;
-use memtrace_common::receipt::PublicKeyInfo;
 use memtrace_common::state::RECORD_SCHEMA;
 use memtrace_proto::state::v1 as state;
 use prost::Message;
@@ -98,32 +97,50 @@ impl ControlPlane {
         }
     }
 
-    pub(crate) fn token_key_put(&self, key: &PublicKeyInfo) -> Result<Op> {
-        let ms = |t: Option<jiff::Timestamp>| t.map_or(0, |t| t.as_millisecond());
+    fn token_key_put(&self, key_id: &str, public_key: Vec<u8>, created: i64, retired: i64) -> Op {
         let record = state::TokenKeyRecord {
             schema: RECORD_SCHEMA,
-            key_id: key.key_id.clone(),
-            public_key: STANDARD.decode(&key.public_key).map_err(|_| {
-                StoreError::Corrupt(format!("token key {} is not base64", key.key_id))
-            })?,
-            created_at_ms: ms(key.created_at),
-            retired_at_ms: ms(key.retired_at),
+            key_id: key_id.to_owned(),
+            public_key,
+            created_at_ms: created,
+            retired_at_ms: retired,
         };
-        Ok(Op::Put {
-            key: self.state_keys().token_key(&key.key_id),
+        Op::Put {
+            key: self.state_keys().token_key(key_id),
             value: record.encode_to_vec(),
-        })
+        }
     }
 
-    /// The token keys' public halves to publish, each authenticated by its
-    /// sealed private key; when they cannot be (the master key that sealed
-    /// them is missing), `Err` with the keys to leave as they are.
+    /// The control plane's token keys (`tk_N`) to publish, each
+    /// authenticated by its sealed private key; `Err` when they cannot be
+    /// (the master key that sealed them is missing).
     pub(crate) async fn token_key_puts(&self) -> Result<Vec<Op>> {
-        self.token_keys()
-            .public_keys()
-            .await?
-            .iter()
-            .map(|key| self.token_key_put(key))
+        let ms = |t: Option<jiff::Timestamp>| t.map_or(0, |t| t.as_millisecond());
+        let mut ops = Vec::new();
+        for key in self.token_keys().public_keys().await? {
+            let public_key = STANDARD.decode(&key.public_key).map_err(|_| {
+                StoreError::Corrupt(format!("token key {} is not base64", key.key_id))
+            })?;
+            ops.push(self.token_key_put(
+                &key.key_id,
+                public_key,
+                ms(key.created_at),
+                ms(key.retired_at),
+            ));
+        }
+        Ok(ops)
+    }
+
+    /// The workers' token keys (`wk_…`), derived from each fleet key held
+    /// (`FleetKey::token_key`): what `POST /api/v1/tokens` signs with.
+    pub(crate) fn fleet_token_key_puts(&self) -> Vec<Op> {
+        self.publisher
+            .fleet()
+            .keys()
+            .map(|fleet| {
+                let key = fleet.token_key();
+                self.token_key_put(key.key_id(), key.public_key().to_vec(), 0, 0)
+            })
             .collect()
     }
 
@@ -161,6 +178,7 @@ impl ControlPlane {
         for op in self.desired_settings().await? {
             put(op);
         }
+        self.fleet_token_key_puts().into_iter().for_each(&mut put);
         match self.token_key_puts().await {
             Ok(ops) => ops.into_iter().for_each(&mut put),
             Err(error) => {
