@@ -175,7 +175,7 @@ impl Worker {
             fleet.clone(),
             handle.clone(),
         )))
-        .with_token_minter(fleet.active().token_key());
+        .with_token_minters(fleet.keys().map(|k| k.token_key()).collect());
         admission.shared.dedup.register_metrics(&mut registry);
         admission.refusals.register(&mut registry);
         let probes = Arc::new(Probes {

@@ -343,3 +343,41 @@ async fn an_orchestrator_mints_narrow_tokens_at_a_worker() {
         "{body}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rotated_token_key_signs_and_the_retired_one_still_verifies() {
+    let c = Cluster::start("/memtrace-tokens-rotate/v1/").await.unwrap();
+    let worker = c.worker("tokens-rotate", &[]).await.unwrap();
+    let org = c.org("rotating").await.unwrap();
+    let keys = c.ctl.json(&["token", "keys"]).await.unwrap();
+    let ids: Vec<&str> = keys["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k["key_id"].as_str().unwrap())
+        .collect();
+    assert!(ids.contains(&"tk_1"), "{keys}");
+    assert!(ids.iter().any(|id| id.starts_with("wk_")), "{keys}");
+    let before = token(&c, &["--org", &org, "--scopes", "read"]).await;
+    assert_eq!(before["key_id"], "tk_1");
+
+    let rotated = c.ctl.json(&["token", "rotate-key"]).await.unwrap();
+    assert_eq!(rotated["key_id"], "tk_2", "{rotated}");
+    let after = token(&c, &["--org", &org, "--scopes", "read"]).await;
+    assert_eq!(after["key_id"], "tk_2");
+    c.wait_in_sync(&worker).await.unwrap();
+    for minted in [&before, &after] {
+        let (s, body) = Api::new(&worker, minted["token"].as_str())
+            .get("/api/v1/memories")
+            .await;
+        assert_ne!(s, 401, "{} still verifies: {body}", minted["key_id"]);
+    }
+    let keys = c.ctl.json(&["token", "keys"]).await.unwrap();
+    let tk1 = keys["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["key_id"] == "tk_1")
+        .unwrap();
+    assert!(tk1["retired_at"].is_string(), "tk_1 retired: {keys}");
+}

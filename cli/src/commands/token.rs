@@ -3,10 +3,12 @@
 //! of `token create`, once; it is stored nowhere.
 
 use crate::client::Admin;
+use crate::commands::erasure::receipts::{KeysView, key_info};
 use crate::commands::key::{Scope, parse_expires_in};
 use crate::error::{CliError, Subject};
 use crate::output::{Output, Render, cell, fields, rfc3339};
 use clap::{Args, Subcommand};
+use memtrace_common::receipt::{KeySet, PublicKeyInfo};
 use memtrace_proto::admin::v1 as pb;
 use serde::Serialize;
 use std::io::{self, Write};
@@ -15,6 +17,12 @@ use std::io::{self, Write};
 pub enum TokenCommand {
     /// mint an agent token; it is printed once
     Create(CreateTokenArgs),
+    /// list the public keys workers verify tokens with (the control
+    /// plane's tk_N, retired ones included, and the workers' wk_…)
+    Keys,
+    /// add the next token signing key version; it signs from now on
+    #[command(name = "rotate-key")]
+    RotateKey,
 }
 
 #[derive(Debug, Args)]
@@ -58,6 +66,41 @@ pub async fn run(command: TokenCommand, admin: &Admin, out: &mut Output<'_>) -> 
                 .into_inner();
             out.emit(&CreatedTokenView::try_from(created)?)
         }
+        TokenCommand::Keys => {
+            let keys = admin
+                .master_keys()
+                .list_token_keys(admin.request(pb::ListReceiptKeysRequest {}))
+                .await
+                .map_err(|s| admin.fail(s, Subject::None))?
+                .into_inner();
+            out.emit(&KeysView(KeySet {
+                keys: keys.keys.into_iter().map(key_info).collect(),
+            }))
+        }
+        TokenCommand::RotateKey => {
+            let key = admin
+                .master_keys()
+                .rotate_token_key(admin.request(pb::RotateReceiptKeyRequest {}))
+                .await
+                .map_err(|s| admin.fail(s, Subject::None))?
+                .into_inner();
+            out.emit(&RotatedTokenKeyView(key_info(key)))
+        }
+    }
+}
+
+/// `token rotate-key` result.
+#[derive(Debug, Serialize)]
+#[serde(transparent)]
+pub struct RotatedTokenKeyView(pub PublicKeyInfo);
+
+impl Render for RotatedTokenKeyView {
+    fn table(&self, w: &mut dyn Write) -> io::Result<()> {
+        writeln!(
+            w,
+            "token signing key {} ({}) signs from now on; tokens older keys signed verify until they expire",
+            self.0.key_id, self.0.fingerprint
+        )
     }
 }
 

@@ -136,6 +136,25 @@ impl ControlPlane {
         Ok(key)
     }
 
+    /// The public keys workers verify tokens with: the control plane's
+    /// (`tk_N`, authenticated by their sealed seeds) and the workers'
+    /// (`wk_…`, derived from each fleet key held).
+    pub async fn published_token_keys(&self) -> Result<Vec<PublicKeyInfo>> {
+        let mut keys = self.token_keys().public_keys().await?;
+        for fleet in self.publisher.fleet().keys() {
+            let key = fleet.token_key();
+            keys.push(PublicKeyInfo {
+                key_id: key.key_id().to_owned(),
+                algorithm: memtrace_common::receipt::ALGORITHM.to_owned(),
+                public_key: key.public_key_base64(),
+                fingerprint: memtrace_common::receipt::fingerprint(&key.public_key()),
+                created_at: None,
+                retired_at: None,
+            });
+        }
+        Ok(keys)
+    }
+
     /// Publishes every token key's public half (what the database holds).
     pub(crate) async fn publish_token_keys(&self) -> Option<i64> {
         let keys: Vec<String> = match self.store.list_signing_keys(KeyFamily::Token).await {

@@ -93,7 +93,7 @@ impl pb::master_key_service_server::MasterKeyService for MasterKeyApi {
         &self,
         _request: Request<pb::ListReceiptKeysRequest>,
     ) -> Result<Response<pb::ListReceiptKeysResponse>, Status> {
-        let keys = self.0.service()?.token_keys().public_keys().await?;
+        let keys = self.0.service()?.published_token_keys().await?;
         Ok(Response::new(pb::ListReceiptKeysResponse {
             keys: keys
                 .into_iter()

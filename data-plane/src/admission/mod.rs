@@ -40,9 +40,9 @@ pub struct Admission {
     pub refusals: refusals::Refusals,
     /// Where tenants' deletes are recorded (none: deletes answer 503).
     pub erasures: Option<Arc<crate::erasure::ErasureRequests>>,
-    /// The key `POST /api/v1/tokens` signs with (derived from the fleet
-    /// key; none: minting answers 503).
-    pub token_minter: Option<Arc<memtrace_common::signing::SigningKey>>,
+    /// The keys `POST /api/v1/tokens` may sign with, one per fleet key, the
+    /// active one first (none: minting answers 503).
+    pub token_minters: Arc<[memtrace_common::signing::SigningKey]>,
 }
 
 impl Admission {
@@ -57,13 +57,14 @@ impl Admission {
             shared: Arc::new(ServiceShared::default()),
             refusals: refusals::Refusals::default(),
             erasures: None,
-            token_minter: None,
+            token_minters: Arc::new([]),
         }
     }
 
-    /// This admission minting agent tokens with `key` ([`tokens`]).
-    pub fn with_token_minter(mut self, key: memtrace_common::signing::SigningKey) -> Self {
-        self.token_minter = Some(Arc::new(key));
+    /// This admission minting agent tokens with the first of `keys` whose
+    /// public half is published ([`tokens`]).
+    pub fn with_token_minters(mut self, keys: Vec<memtrace_common::signing::SigningKey>) -> Self {
+        self.token_minters = keys.into();
         self
     }
 

@@ -5,7 +5,9 @@
 //!
 //! The worker signs with the token key derived from the fleet key
 //! (`FleetKey::token_key`, id `wk_<fingerprint>`), whose public half the
-//! control plane publishes beside its own token keys; the control plane's
+//! control plane publishes beside its own token keys (of its fleet keys,
+//! the first, active one first, whose key is published: while a fleet key
+//! rolls, the one every worker accepts); the control plane's
 //! own signing keys never leave it. The rules are the control plane's:
 //! the org is the caller's (never chosen), an agent-bound token cannot carry
 //! `admin`, the lifetime defaults to 3600 s and is at most the org's
@@ -69,9 +71,18 @@ impl Admission {
         principal: &Principal,
         request: MintRequest,
     ) -> Result<MintedToken, ServiceError> {
-        let key = self.token_minter.as_ref().ok_or_else(|| {
-            ServiceError::Unavailable("this worker has no token key (no fleet key)".into())
-        })?;
+        // the first of the fleet keys' token keys the control plane has
+        // published: during a fleet-key rotation, the one workers accept
+        let snapshot = self.snapshot.load();
+        let key = self
+            .token_minters
+            .iter()
+            .find(|k| snapshot.token_keys.contains_key(k.key_id()))
+            .ok_or_else(|| {
+                ServiceError::Unavailable(
+                    "no token key of this worker is published yet; retry shortly".into(),
+                )
+            })?;
         let agent = request.agent_id.filter(|a| !a.is_empty());
         if let Some(agent) = &agent
             && (agent.len() > MAX_AGENT_LEN || agent.chars().any(char::is_control))
@@ -103,9 +114,7 @@ impl Admission {
                 "an agent-bound token cannot carry admin",
             ));
         }
-        let max = self
-            .snapshot
-            .load()
+        let max = snapshot
             .settings()
             .token_max_ttl_seconds(Some(&principal.org_id));
         let ttl = match request.ttl_seconds {

@@ -103,7 +103,7 @@ fn timestamp(ts: Option<prost_types::Timestamp>) -> Option<jiff::Timestamp> {
     jiff::Timestamp::new(ts.seconds, ts.nanos).ok()
 }
 
-fn key_info(key: pb::ReceiptKey) -> PublicKeyInfo {
+pub(crate) fn key_info(key: pb::ReceiptKey) -> PublicKeyInfo {
     PublicKeyInfo {
         fingerprint: receipt::fingerprint(&key.public_key),
         public_key: STANDARD.encode(&key.public_key),
