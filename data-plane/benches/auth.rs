@@ -6,6 +6,7 @@
 //! token keys): base64url, footer, Ed25519 signature, claims JSON, RFC 3339
 //! times, org liveness — beside the API key in the same run.
 //! Run: `cargo bench -p memtrace-data-plane --bench auth`.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use memtrace_common::credentials::{generate_api_key, hash_api_key};

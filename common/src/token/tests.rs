@@ -184,7 +184,8 @@ fn other_formats_and_truncations_are_refused() {
 #[test]
 fn claims_are_checked_when_minting_and_verifying() {
     let k = key("tk_1", 7);
-    let cases: [(&str, fn(&mut Claims)); 6] = [
+    type Edit = fn(&mut Claims);
+    let cases: [(&str, Edit); 6] = [
         ("org", |c| c.org = "acme".into()),
         ("agent", |c| c.agent = Some(String::new())),
         ("scopes", |c| c.scopes.clear()),
