@@ -25,6 +25,11 @@ async fn token(c: &Cluster, args: &[&str]) -> Value {
     c.ctl.json(&all).await.unwrap()
 }
 
+/// A memory to write as `agent`.
+fn memory(agent: &str, content: &str) -> Value {
+    json!({"agent_id": agent, "content": content})
+}
+
 fn error(body: &Value) -> &str {
     body["error"].as_str().unwrap_or_else(|| panic!("{body}"))
 }
@@ -63,17 +68,11 @@ async fn an_agent_bound_token_acts_only_as_its_agent() {
 
     let as_planner = Api::new(&worker, Some(&planner));
     let (s, body) = as_planner
-        .post(
-            "/api/v1/memories",
-            json!({"agent_id": "planner", "content": "plan the week"}),
-        )
+        .post("/api/v1/memories", memory("planner", "plan the week"))
         .await;
     assert_eq!(s, 201, "the bound agent writes: {body}");
     let (s, body) = as_planner
-        .post(
-            "/api/v1/memories",
-            json!({"agent_id": "critic", "content": "not mine to write"}),
-        )
+        .post("/api/v1/memories", memory("critic", "not mine to write"))
         .await;
     assert_eq!(s, 403, "{body}");
     assert_eq!(
@@ -82,10 +81,7 @@ async fn an_agent_bound_token_acts_only_as_its_agent() {
     );
     // the org key writes as another agent; the bound token never reads it
     let (s, body) = Api::new(&worker, Some(&key))
-        .post(
-            "/api/v1/memories",
-            json!({"agent_id": "critic", "content": "the critic's note"}),
-        )
+        .post("/api/v1/memories", memory("critic", "the critic's note"))
         .await;
     assert_eq!(s, 201, "{body}");
     let critics_id = body["id"].as_str().unwrap().to_owned();
@@ -133,7 +129,7 @@ async fn an_agent_bound_token_acts_only_as_its_agent() {
     let (s, body) = Api::new(&worker, Some(any["token"].as_str().unwrap()))
         .post(
             "/api/v1/memories",
-            json!({"agent_id": "critic", "content": "an orchestrator's write"}),
+            memory("critic", "an orchestrator's write"),
         )
         .await;
     assert_eq!(s, 201, "{body}");
@@ -273,17 +269,11 @@ async fn an_orchestrator_mints_narrow_tokens_at_a_worker() {
     for worker in [&minting, &other] {
         let api = Api::new(worker, Some(&planner));
         let (s, body) = api
-            .post(
-                "/api/v1/memories",
-                json!({"agent_id": "planner", "content": "minted at a worker"}),
-            )
+            .post("/api/v1/memories", memory("planner", "minted at a worker"))
             .await;
         assert_eq!(s, 201, "{body}");
         let (s, body) = api
-            .post(
-                "/api/v1/memories",
-                json!({"agent_id": "critic", "content": "not mine"}),
-            )
+            .post("/api/v1/memories", memory("critic", "not mine"))
             .await;
         assert_eq!(s, 403, "{body}");
     }
@@ -332,10 +322,7 @@ async fn an_orchestrator_mints_narrow_tokens_at_a_worker() {
     assert_eq!(minted.agent_id, "critic");
     assert_eq!(minted.scopes, ["read"]);
     let (s, body) = Api::new(&minting, Some(&minted.token))
-        .post(
-            "/api/v1/memories",
-            json!({"agent_id": "critic", "content": "read-only"}),
-        )
+        .post("/api/v1/memories", memory("critic", "read-only"))
         .await;
     assert_eq!(
         (s, error(&body)),
@@ -380,4 +367,40 @@ async fn a_rotated_token_key_signs_and_the_retired_one_still_verifies() {
         .find(|k| k["key_id"] == "tk_1")
         .unwrap();
     assert!(tk1["retired_at"].is_string(), "tk_1 retired: {keys}");
+}
+
+/// The real worker under libfaketime, its wall clock `offset_secs` off.
+async fn skewed_worker(c: &Cluster, id: &str, offset_secs: i64) -> memtrace_tests::worker::Worker {
+    let env = memtrace_tests::faults::skew::skewed_clock_env(offset_secs).unwrap();
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    c.worker(id, &env).await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expiry_and_issue_time_are_checked_on_the_workers_clock_with_leeway() {
+    let c = Cluster::start("/memtrace-tokens-clock/v1/").await.unwrap();
+    let org = c.org("clocks").await.unwrap();
+    let ahead = skewed_worker(&c, "tokens-ahead", 2 * 3600).await;
+    let behind = skewed_worker(&c, "tokens-behind", -300).await;
+    let slightly = skewed_worker(&c, "tokens-slightly-behind", -10).await;
+    let minted = token(&c, &["--org", &org, "--scopes", "read", "--ttl", "1h"]).await;
+    let t = minted["token"].as_str().unwrap();
+    let expires_at = minted["expires_at"].as_str().unwrap();
+    for w in [&ahead, &behind, &slightly] {
+        c.wait_in_sync(w).await.unwrap();
+    }
+    let (s, body) = Api::new(&ahead, Some(t)).get("/api/v1/memories").await;
+    assert_eq!(s, 401, "{body}");
+    let refused = error(&body);
+    assert!(refused.starts_with("token expired at "), "{body}");
+    let at: jiff::Timestamp = refused["token expired at ".len()..].parse().unwrap();
+    assert_eq!(at, expires_at.parse::<jiff::Timestamp>().unwrap());
+    let (s, body) = Api::new(&behind, Some(t)).get("/api/v1/memories").await;
+    assert_eq!(s, 401, "{body}");
+    assert!(
+        error(&body).starts_with("token issued in the future"),
+        "{body}"
+    );
+    let (s, body) = Api::new(&slightly, Some(t)).get("/api/v1/memories").await;
+    assert_ne!(s, 401, "10 s behind is within the leeway: {body}");
 }

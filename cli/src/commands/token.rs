@@ -3,12 +3,12 @@
 //! of `token create`, once; it is stored nowhere.
 
 use crate::client::Admin;
-use crate::commands::erasure::receipts::{KeysView, key_info};
+use crate::commands::erasure::receipts::{KeysView, RotatedView, key_info};
 use crate::commands::key::{Scope, parse_expires_in};
 use crate::error::{CliError, Subject};
 use crate::output::{Output, Render, cell, fields, rfc3339};
 use clap::{Args, Subcommand};
-use memtrace_common::receipt::{KeySet, PublicKeyInfo};
+use memtrace_common::receipt::KeySet;
 use memtrace_proto::admin::v1 as pb;
 use serde::Serialize;
 use std::io::{self, Write};
@@ -84,23 +84,12 @@ pub async fn run(command: TokenCommand, admin: &Admin, out: &mut Output<'_>) -> 
                 .await
                 .map_err(|s| admin.fail(s, Subject::None))?
                 .into_inner();
-            out.emit(&RotatedTokenKeyView(key_info(key)))
+            out.emit(&RotatedView(
+                key_info(key),
+                "token signing key",
+                "tokens older keys signed verify until they expire",
+            ))
         }
-    }
-}
-
-/// `token rotate-key` result.
-#[derive(Debug, Serialize)]
-#[serde(transparent)]
-pub struct RotatedTokenKeyView(pub PublicKeyInfo);
-
-impl Render for RotatedTokenKeyView {
-    fn table(&self, w: &mut dyn Write) -> io::Result<()> {
-        writeln!(
-            w,
-            "token signing key {} ({}) signs from now on; tokens older keys signed verify until they expire",
-            self.0.key_id, self.0.fingerprint
-        )
     }
 }
 
