@@ -13,7 +13,7 @@
 //! all is refused too. Token refusals have distinct messages (expired,
 //! unknown key, bad signature, org deleted, wrong agent).
 //!
-//! An API key's Its format and checksum are checked offline,
+//! An API key's format and checksum are checked offline,
 //! its id is looked up in the snapshot in O(1), its hash compared in constant
 //! time, then revocation, expiry (strict) and the org's liveness. The org is
 //! pinned from the key: clients never choose it. Messages match the

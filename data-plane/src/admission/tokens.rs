@@ -83,7 +83,54 @@ impl Admission {
                     "no token key of this worker is published yet; retry shortly".into(),
                 )
             })?;
-        let agent = request.agent_id.filter(|a| !a.is_empty());
+        let max = snapshot
+            .settings()
+            .token_max_ttl_seconds(Some(&principal.org_id));
+        let asked = request.checked(max)?;
+        let now = jiff::Timestamp::now().as_second();
+        let iat = jiff::Timestamp::from_second(now)
+            .map_err(|e| ServiceError::Internal(format!("clock: {e}")))?;
+        let exp = jiff::Timestamp::from_second(now.saturating_add(asked.ttl_seconds))
+            .map_err(|_| ServiceError::invalid("ttl_seconds", "is out of range"))?;
+        let claims = Claims {
+            org: principal.org_id.clone(),
+            agent: asked.agent,
+            scopes: asked.scopes,
+            iat,
+            exp,
+            jti: token::new_token_id(),
+        };
+        let minted =
+            token::mint(key, &claims).map_err(|e| ServiceError::BadRequest(e.to_string()))?;
+        tracing::info!(token_id = %claims.jti, org_id = %claims.org, agent = ?claims.agent, key_id = key.key_id(), by = %principal.key_id, "agent token minted");
+        Ok(MintedToken {
+            token: minted,
+            token_id: claims.jti,
+            org_id: claims.org,
+            agent_id: claims.agent,
+            scopes: claims.scopes,
+            issued_at: claims.iat.to_string(),
+            expires_at: claims.exp.to_string(),
+            key_id: key.key_id().to_owned(),
+        })
+    }
+}
+
+/// A mint request once its rules held.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CheckedMint {
+    pub agent: Option<String>,
+    /// Non-empty, each of read, write, admin, once.
+    pub scopes: Vec<String>,
+    /// 1 ..= the org's max.
+    pub ttl_seconds: i64,
+}
+
+impl MintRequest {
+    /// Checks the request against the rules, `max_ttl` the org's
+    /// `tokens.max_ttl_seconds`.
+    pub fn checked(self, max_ttl: i64) -> Result<CheckedMint, ServiceError> {
+        let agent = self.agent_id.filter(|a| !a.is_empty());
         if let Some(agent) = &agent
             && (agent.len() > MAX_AGENT_LEN || agent.chars().any(char::is_control))
         {
@@ -93,7 +140,7 @@ impl Admission {
             ));
         }
         let mut scopes: Vec<String> = Vec::new();
-        for scope in &request.scopes {
+        for scope in &self.scopes {
             let scope = scope.trim().to_ascii_lowercase();
             if !SCOPES.contains(&scope.as_str()) {
                 return Err(ServiceError::invalid(
@@ -114,43 +161,19 @@ impl Admission {
                 "an agent-bound token cannot carry admin",
             ));
         }
-        let max = snapshot
-            .settings()
-            .token_max_ttl_seconds(Some(&principal.org_id));
-        let ttl = match request.ttl_seconds {
-            None | Some(0) => DEFAULT_TTL_SECONDS.min(max),
+        let ttl_seconds = match self.ttl_seconds {
+            None | Some(0) => DEFAULT_TTL_SECONDS.min(max_ttl),
             Some(n) => i64::try_from(n).unwrap_or(i64::MAX),
         };
-        if ttl > max {
+        if ttl_seconds > max_ttl {
             return Err(ServiceError::BadRequest(format!(
-                "invalid ttl_seconds: {ttl} exceeds tokens.max_ttl_seconds ({max}) for this org"
+                "invalid ttl_seconds: {ttl_seconds} exceeds tokens.max_ttl_seconds ({max_ttl}) for this org"
             )));
         }
-        let now = jiff::Timestamp::now().as_second();
-        let iat = jiff::Timestamp::from_second(now)
-            .map_err(|e| ServiceError::Internal(format!("clock: {e}")))?;
-        let exp = jiff::Timestamp::from_second(now.saturating_add(ttl))
-            .map_err(|_| ServiceError::invalid("ttl_seconds", "is out of range"))?;
-        let claims = Claims {
-            org: principal.org_id.clone(),
+        Ok(CheckedMint {
             agent,
             scopes,
-            iat,
-            exp,
-            jti: token::new_token_id(),
-        };
-        let minted =
-            token::mint(key, &claims).map_err(|e| ServiceError::BadRequest(e.to_string()))?;
-        tracing::info!(token_id = %claims.jti, org_id = %claims.org, agent = ?claims.agent, by = %principal.key_id, "agent token minted");
-        Ok(MintedToken {
-            token: minted,
-            token_id: claims.jti,
-            org_id: claims.org,
-            agent_id: claims.agent,
-            scopes: claims.scopes,
-            issued_at: claims.iat.to_string(),
-            expires_at: claims.exp.to_string(),
-            key_id: key.key_id().to_owned(),
+            ttl_seconds,
         })
     }
 }

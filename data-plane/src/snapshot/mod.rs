@@ -36,7 +36,8 @@ pub struct Snapshot {
     pub orgs: HashMap<String, OrgEntry>,
     pub routes: HashMap<String, Arc<ArcRoute>>,
     pub api_keys: HashMap<String, Arc<ApiKeyEntry>>,
-    /// The control plane's agent-token public keys, by key id (`tk_N`).
+    /// The agent-token public keys, by key id: the control plane's (`tk_N`)
+    /// and the workers' (`wk_…`, derived from the fleet key).
     pub token_keys: HashMap<String, [u8; 32]>,
     /// Runtime settings: validated global values and per-org overrides.
     pub settings: EffectiveSettings,
