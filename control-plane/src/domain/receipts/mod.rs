@@ -29,6 +29,11 @@ impl ReceiptSigner {
         Self(SigningKeys::new(store, keyring, KeyFamily::Receipt))
     }
 
+    /// The receipt keys (listing, rotation, rewrapping).
+    pub fn keys(&self) -> SigningKeys {
+        self.0.clone()
+    }
+
     /// Signs `receipt` with the newest key, creating the first key when
     /// there is none. Sets `issued_at` to now.
     pub async fn sign(&self, mut receipt: Receipt) -> Result<SignedReceipt> {
