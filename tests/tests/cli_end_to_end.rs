@@ -154,12 +154,13 @@ async fn full_cli_session_and_no_secret_at_rest_or_in_logs() {
         .unwrap();
     assert_eq!(all["keys"].as_array().unwrap().len(), 2);
 
-    // keyring status counts the sealed arc key and the erasure receipt
-    // signing key (created at start) under the active master key
+    // keyring status counts the sealed arc key, the erasure receipt
+    // signing key and the agent-token signing key (both created at start)
+    // under the active master key
     let status = ctl.json(&["master-key", "status"]).await.unwrap();
     let text = status.to_string();
     assert!(
-        text.contains("\"records\":2") || text.contains("\"records\": 2"),
+        text.contains("\"records\":3") || text.contains("\"records\": 3"),
         "{status}"
     );
     let rotated = ctl.json(&["master-key", "rotate"]).await.unwrap();
