@@ -27,7 +27,7 @@ pub const DEFAULT_SERVER: &str = "http://127.0.0.1:9200";
 #[command(
     name = "memtracectl",
     version,
-    about = "operate a memtrace control plane: orgs, arc bindings, api keys, admin tokens, master keys, runtime config, audit, erasure receipts",
+    about = "operate a memtrace control plane: orgs, arc bindings, api keys, admin tokens, master keys, runtime config, audit, erasure receipts; serve MCP for agents (memtracectl mcp)",
     propagate_version = true
 )]
 pub struct Cli {
@@ -117,4 +117,6 @@ pub enum Command {
     Status,
     /// run everything (control plane, in-process bus, worker) in one process for development
     Dev(crate::commands::dev::DevArgs),
+    /// serve MCP (Model Context Protocol) on stdio: memtrace's seven memory tools for an agent host, calling the worker at MEMTRACE_URL with the API key in MEMTRACE_API_KEY (--timeout bounds each call)
+    Mcp,
 }

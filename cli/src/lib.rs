@@ -16,6 +16,7 @@ pub mod commands;
 pub mod error;
 pub mod output;
 pub mod secret;
+pub mod worker;
 
 use args::{Cli, Command};
 use client::Admin;
@@ -52,6 +53,15 @@ pub async fn run(
     let command = cli.command;
     if let Command::Dev(args) = command {
         return commands::dev::run(args, env, out).await;
+    }
+    if let Command::Mcp = command {
+        // stdout carries the protocol: it is written by the server alone
+        return commands::mcp::run(&cli.global, env, diag).await;
+    }
+    if let Command::Org(commands::org::OrgCommand::Export(args)) = command {
+        // JSONL straight to `out` (or a file), not through `Output`
+        let admin = admin(&cli.global, env).await?;
+        return commands::export::run(args, &admin, env, cli.global.timeout(), out, diag).await;
     }
     let mut output = Output::new(cli.global.output, out, diag);
     match command {
@@ -104,8 +114,8 @@ pub async fn run(
             let admin = admin(&cli.global, env).await?;
             commands::cluster::status(&admin, &mut output).await
         }
-        // handled above: it writes to `out` directly, not through `Output`
-        Command::Dev(_) => Ok(()),
+        // handled above: they write to `out` or stdout directly, not through `Output`
+        Command::Dev(_) | Command::Mcp => Ok(()),
     }
 }
 

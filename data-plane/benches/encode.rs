@@ -30,6 +30,7 @@ fn rows() -> Vec<MemoryRow> {
             dedup_key: format!("{:032x}", (i as u128).wrapping_mul(0x9e37_79b9_7f4a_7c15)),
             importance: (i % 10) as f64 / 10.0,
             parent_id: String::new(),
+            expires_at: 0,
         })
         .collect()
 }

@@ -62,13 +62,13 @@ async fn store() -> SqlitePool {
          agent_id TEXT NOT NULL, session_id TEXT NOT NULL, memory_type TEXT NOT NULL, \
          event_type TEXT NOT NULL, content TEXT NOT NULL, metadata_json TEXT NOT NULL, \
          tags_csv TEXT NOT NULL, dedup_key TEXT NOT NULL, importance REAL NOT NULL, \
-         parent_id TEXT NOT NULL)",
+         parent_id TEXT NOT NULL, expires_at INTEGER NOT NULL DEFAULT 0)",
     )
     .execute(&pool)
     .await
     .unwrap();
     for r in ROWS {
-        sqlx::query("INSERT INTO memories VALUES (?, ?, ?, ?, ?, ?, ?, ?, '{}', ?, ?, ?, '')")
+        sqlx::query("INSERT INTO memories VALUES (?, ?, ?, ?, ?, ?, ?, ?, '{}', ?, ?, ?, '', 0)")
             .bind(NOW.0 - r.0 * MINUTE)
             .bind(r.1)
             .bind(r.2)
@@ -154,6 +154,7 @@ fn read(r: &SqliteRow) -> ReadMemory {
             dedup_key: r.get("dedup_key"),
             importance: r.get("importance"),
             parent_id: r.get("parent_id"),
+            expires_at: None,
         },
     }
 }

@@ -63,6 +63,17 @@ impl Api {
         self.call("GET", path, None).await
     }
 
+    /// `GET path`, the body as text (JSONL exports).
+    pub async fn get_text(&self, path: &str) -> (u16, String) {
+        let mut req = self.http.get(format!("{}{path}", self.base));
+        if let Some(key) = &self.key {
+            req = req.header("x-api-key", key);
+        }
+        let resp = req.send().await.expect("the worker answers");
+        let status = resp.status().as_u16();
+        (status, resp.text().await.expect("a readable body"))
+    }
+
     pub async fn post(&self, path: &str, body: Value) -> (u16, Value) {
         self.call("POST", path, Some(body)).await
     }

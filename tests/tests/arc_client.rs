@@ -75,6 +75,12 @@ fn rows(org: &str, n: i64) -> Vec<MemoryRow> {
             dedup_key: format!("dk_{i}"),
             importance: [1.0, 0.25, 0.0][i as usize % 3],
             parent_id: String::new(),
+            // 2100-01-01 when set: never expired when read
+            expires_at: if i % 4 == 0 {
+                0
+            } else {
+                4_102_444_800_000_000 + i
+            },
         })
         .collect()
 }
@@ -178,6 +184,7 @@ async fn writes_in_every_compression_read_back_column_by_column() {
                 assert_eq!(got[col].as_str(), Some(value), "{org} {col}");
             }
             assert_eq!(got["importance"].as_f64(), Some(want.importance));
+            assert_eq!(got["expires_at"].as_i64(), Some(want.expires_at), "{org}");
         }
     }
     let stats = arc.stats();

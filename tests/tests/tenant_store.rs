@@ -160,6 +160,7 @@ fn mem(
         dedup_key: dedup.into(),
         importance,
         parent_id: String::new(),
+        expires_at: 0,
     }
 }
 
@@ -618,6 +619,7 @@ async fn duplicate_keys_read_once_in_both_shapes(h: &Harness) {
                 dedup_key: m["dedup_key"].as_str().unwrap().into(),
                 importance: 0.0,
                 parent_id: String::new(),
+                expires_at: None,
             },
         })
         .collect();
@@ -735,6 +737,7 @@ on_both_engines!(
     duplicate_keys_read_once_in_both_shapes,
     export_pages_keyset_through_ties_and_collapse,
     concurrent_appends_all_land,
+    expired_memories_are_hidden_from_every_read,
 );
 
 #[path = "tenant_store/adapters.rs"]
@@ -742,3 +745,6 @@ mod adapters;
 #[path = "tenant_store/concurrency.rs"]
 mod concurrency;
 use concurrency::concurrent_appends_all_land;
+#[path = "tenant_store/expiry.rs"]
+mod expiry;
+use expiry::expired_memories_are_hidden_from_every_read;

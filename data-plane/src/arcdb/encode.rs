@@ -12,9 +12,9 @@
 //!
 //! Every array has the batch's length (Arc answers 400 "array length
 //! mismatch" otherwise), strings are MessagePack `str` (empty, never nil, as
-//! the original memtrace wrote them), `time` and nothing else is an integer
-//! (the most compact MessagePack integer, as every MessagePack encoder
-//! writes it), `importance` is always a float64 (Arc types a column by its
+//! the original memtrace wrote them), `time` and `expires_at` (0: never) are
+//! integers (the most compact MessagePack integer, as every MessagePack
+//! encoder writes it), `importance` is always a float64 (Arc types a column by its
 //! first non-nil value, so an integral `1.0` must not become an int). `time`
 //! is in microseconds: Arc guesses the unit from the first element only, so
 //! every value must be a plausible µs timestamp (≥ 1e13, i.e. after
@@ -33,7 +33,7 @@ use super::msgpack::{array_header, int_len, map_header, str_len, write_f64, writ
 use std::io::Write as _;
 
 /// The column names, in the order they are written (= `MEMORY_COLUMNS`).
-pub const COLUMNS: [&str; 13] = crate::query::MEMORY_COLUMNS;
+pub const COLUMNS: [&str; 14] = crate::query::MEMORY_COLUMNS;
 
 /// Index of each column's buffer (the order of [`COLUMNS`]).
 mod col {
@@ -50,10 +50,11 @@ mod col {
     pub const DEDUP_KEY: usize = 10;
     pub const IMPORTANCE: usize = 11;
     pub const PARENT_ID: usize = 12;
+    pub const EXPIRES_AT: usize = 13;
 }
 
 /// Encoded length of each of `r`'s values, in column order.
-fn encoded_lens(r: &MemoryRow) -> [usize; 13] {
+fn encoded_lens(r: &MemoryRow) -> [usize; 14] {
     [
         int_len(r.time),
         str_len(r.id.len()),
@@ -68,11 +69,12 @@ fn encoded_lens(r: &MemoryRow) -> [usize; 13] {
         str_len(r.dedup_key.len()),
         9,
         str_len(r.parent_id.len()),
+        int_len(r.expires_at),
     ]
 }
 
 /// Bytes of the body's map headers and keys besides the columns' contents:
-/// `{"m": <measurement>, "columns": {<13 names>: <array header>...}}`.
+/// `{"m": <measurement>, "columns": {<14 names>: <array header>...}}`.
 fn framing_len(measurement_len: usize, rows: usize) -> usize {
     let array = match rows {
         0..16 => 1,
@@ -87,7 +89,7 @@ fn framing_len(measurement_len: usize, rows: usize) -> usize {
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct MemoryBatch {
     rows: usize,
-    cols: [Vec<u8>; 13],
+    cols: [Vec<u8>; 14],
 }
 
 impl MemoryBatch {
@@ -100,7 +102,7 @@ impl MemoryBatch {
         let mut b = Self::new();
         for (i, c) in b.cols.iter_mut().enumerate() {
             let per_row = match i {
-                col::TIME | col::IMPORTANCE => 9,
+                col::TIME | col::IMPORTANCE | col::EXPIRES_AT => 9,
                 col::CONTENT => 128,
                 col::ID | col::ORG_ID | col::AGENT_ID | col::DEDUP_KEY => 32,
                 _ => 8,
@@ -112,7 +114,7 @@ impl MemoryBatch {
 
     /// A batch of `rows`, in order; each column is sized once, exactly.
     pub fn from_rows(rows: &[MemoryRow]) -> Self {
-        let mut sizes = [0usize; 13];
+        let mut sizes = [0usize; 14];
         for r in rows {
             for (size, len) in sizes.iter_mut().zip(encoded_lens(r)) {
                 *size += len;
@@ -144,6 +146,7 @@ impl MemoryBatch {
         write_str(&mut c[col::DEDUP_KEY], &row.dedup_key);
         write_f64(&mut c[col::IMPORTANCE], row.importance);
         write_str(&mut c[col::PARENT_ID], &row.parent_id);
+        write_int(&mut c[col::EXPIRES_AT], row.expires_at);
         self.rows += 1;
     }
 
@@ -280,6 +283,11 @@ mod tests {
             dedup_key: String::new(),
             importance: 1.0,
             parent_id: String::new(),
+            expires_at: if i % 2 == 0 {
+                0
+            } else {
+                1_735_693_200_000_000 + i
+            },
         }
     }
 
@@ -305,6 +313,7 @@ mod tests {
             dedup_key: Vec<String>,
             importance: Vec<f64>,
             parent_id: Vec<String>,
+            expires_at: Vec<i64>,
         }
         #[derive(serde::Serialize)]
         struct Body<'a> {
@@ -328,6 +337,7 @@ mod tests {
                 dedup_key: s(|r| r.dedup_key.clone()),
                 importance: rows.iter().map(|r| r.importance).collect(),
                 parent_id: s(|r| r.parent_id.clone()),
+                expires_at: rows.iter().map(|r| r.expires_at).collect(),
             },
         };
         let mut out = Vec::new();

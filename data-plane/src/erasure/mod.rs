@@ -56,6 +56,9 @@ pub enum Scope {
     Filter(Filter),
     /// Everything of the org (its deletion).
     WholeOrg,
+    /// The memories expired at the erasure's `as_of` (the control plane's
+    /// expiry sweep; reads already hide them).
+    Expired,
 }
 
 /// A delete by filter; empty fields match anything, at least one is set.
@@ -142,7 +145,12 @@ impl Erasure {
                 Scope::Filter(filter)
             }
             Some(state::erasure_scope::Kind::WholeOrg(true)) => Scope::WholeOrg,
-            Some(state::erasure_scope::Kind::WholeOrg(false)) | None => {
+            Some(state::erasure_scope::Kind::Expired(true)) => Scope::Expired,
+            Some(
+                state::erasure_scope::Kind::WholeOrg(false)
+                | state::erasure_scope::Kind::Expired(false),
+            )
+            | None => {
                 return Err("an erasure without a scope".into());
             }
         };
@@ -179,6 +187,7 @@ impl Erasure {
             }
             Scope::Filter(f) => state::erasure_scope::Kind::Filter(f.to_record()),
             Scope::WholeOrg => state::erasure_scope::Kind::WholeOrg(true),
+            Scope::Expired => state::erasure_scope::Kind::Expired(true),
         };
         let state = match self.state {
             State::Requested => state::ErasureState::Requested,

@@ -64,6 +64,9 @@ impl TryFrom<pb::MemoryInput> for CreateMemoryRequest {
             importance: (m.importance != 0.0).then_some(m.importance),
             dedup_key: opt(m.dedup_key),
             parent_id: opt(m.parent_id),
+            ttl: (m.ttl_seconds != 0).then_some(m.ttl_seconds),
+            expires_at: (m.expires_at_unix_micros != 0)
+                .then(|| crate::query::UnixMicros(m.expires_at_unix_micros).to_rfc3339()),
         })
     }
 }
@@ -84,6 +87,17 @@ impl From<Memory> for pb::Memory {
             dedup_key: m.dedup_key,
             importance: m.importance,
             parent_id: m.parent_id,
+            expires_at_unix_micros: micros_opt(&m.expires_at),
+        }
+    }
+}
+
+impl From<crate::service::receipts::ErasureReceipt> for pb::ErasureReceipt {
+    fn from(r: crate::service::receipts::ErasureReceipt) -> Self {
+        Self {
+            delivered_at_unix_micros: micros(&r.delivered_at),
+            receipt_json: r.receipt.to_string(),
+            erasure_id: r.erasure_id,
         }
     }
 }
@@ -379,6 +393,7 @@ mod tests {
             dedup_key: String::new(),
             importance: 0.0,
             parent_id: String::new(),
+            expires_at: None,
         };
         let p = pb::Memory::from(m);
         assert_eq!(p.time_unix_micros, 1_795_608_000_000_001);

@@ -56,8 +56,8 @@ mod tests;
 mod tokenize;
 
 pub use build::{
-    ARC_MAX_SQL_LEN, ERASURE_SQL_BUDGET, MEMORY_COLUMNS, PREFIX_MAX_ROWS, QueryBuilder, Sql,
-    StateQuery,
+    ARC_MAX_SQL_LEN, ERASURE_SQL_BUDGET, EXPIRES_AT, MEMORY_COLUMNS, PREFIX_MAX_ROWS, QueryBuilder,
+    Sql, StateQuery,
 };
 pub use dialect::Dialect;
 pub use memtrace_common::names::OrgId;

@@ -93,6 +93,7 @@ mod tests {
             dedup_key: String::new(),
             importance: 0.0,
             parent_id: String::new(),
+            expires_at: None,
         }
     }
 

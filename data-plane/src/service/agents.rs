@@ -171,10 +171,10 @@ impl OrgService {
     async fn agent_figures(&self, agent_id: &str) -> Result<AgentStats, ServiceError> {
         let id = AgentId::parse(agent_id)?;
         let key_window = self.dedup.enabled.then_some(self.dedup.window);
-        let sql = self.builder.agent_stats(&id, key_window, UnixMicros::now());
+        let now = UnixMicros::now();
         let of_agent = [("agent_id", agent_id)];
         let (result, sessions) = tokio::join!(
-            self.query(&sql),
+            self.read(|b| b.agent_stats(&id, key_window, now)),
             self.read_state(StateTable::Sessions, &[], &of_agent)
         );
         let mut stats = AgentStats {

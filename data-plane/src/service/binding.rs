@@ -5,9 +5,12 @@
 //! * reads of many (list, search, export): without an agent filter they
 //!   are narrowed to the bound agent; a filter on another agent is refused;
 //! * reads and updates by id: the memory must be the bound agent's;
-//! * everything that spans or manages agents (agents, sessions, deletes)
-//!   is refused to an agent-bound token: an orchestrator holds an org key
-//!   or an unbound token for those.
+//! * everything that spans or manages agents (agents, sessions, deletes,
+//!   the org's erasures and erasure receipts) is refused to an agent-bound
+//!   token: an orchestrator holds an org key or an unbound token for those.
+//!
+//! Each service method states its rule (a check here, or a call that
+//! carries one): a new method that reads or writes must add its own.
 //!
 //! Refusals are 403 with the bound agent named.
 

@@ -102,6 +102,7 @@ mod tests {
                 dedup_key: key.into(),
                 importance: 0.0,
                 parent_id: String::new(),
+                expires_at: None,
             },
         }
     }

@@ -114,6 +114,7 @@ mod tests {
             dedup_key: String::new(),
             importance: 0.0,
             parent_id: String::new(),
+            expires_at: None,
         }
     }
 

@@ -87,8 +87,7 @@ impl OrgService {
             Scope::Ids(ids)
         };
         if req.dry_run {
-            let sql = self.builder.count_covered(&scope, now.0);
-            let count = super::rows::count(self.query(&sql).await?);
+            let count = super::rows::count(self.read(|b| b.count_covered(&scope, now.0)).await?);
             return Ok(Deletion {
                 dry_run: true,
                 count: Some(count),
@@ -99,12 +98,14 @@ impl OrgService {
     }
 
     /// The org's erasures in progress (`GET /api/v1/erasures`).
-    pub fn erasures(&self) -> Vec<ErasureView> {
-        self.builder
+    pub fn erasures(&self) -> Result<Vec<ErasureView>, ServiceError> {
+        self.check_unbound("listing the org's erasures")?;
+        Ok(self
+            .builder
             .erasures()
             .iter()
             .map(|e| view(e, None))
-            .collect()
+            .collect())
     }
 
     pub(super) async fn erase(&self, scope: Scope) -> Result<Deletion, ServiceError> {

@@ -92,6 +92,9 @@ impl From<StoreError> for ServiceError {
             StoreError::ShuttingDown => Self::Unavailable("the worker is shutting down".into()),
             StoreError::TooLarge(m) => Self::TooLarge(m),
             StoreError::Backend(m) => Self::Backend(m),
+            StoreError::MissingColumn(c) => {
+                Self::Backend(format!("the memory table has no {c} column"))
+            }
         }
     }
 }

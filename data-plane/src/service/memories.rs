@@ -194,6 +194,7 @@ impl OrgService {
                 dedup_key: key,
                 importance: m.importance,
                 parent_id: m.parent_id,
+                expires_at: m.expires_at.map_or(0, |t| t.0),
             });
             if full {
                 extras.push((m.metadata, m.tags));
@@ -320,10 +321,8 @@ impl OrgService {
         let max = PREFIX_MAX_ROWS as usize;
         let mut fetch = wanted.saturating_add(1);
         while page.order == Order::Desc && fetch <= max {
-            let sql = self
-                .builder
-                .newest_memories(&page.filter, fetch as u32, now);
-            let rows = rows::read_memories(self.query(&sql).await?)?;
+            let rows = self.read(|b| b.newest_memories(&page.filter, fetch as u32, now));
+            let rows = rows::read_memories(rows.await?)?;
             let mut c = collapse::newest_first(rows, fetch, window_micros);
             if c.complete || c.visible.len() >= wanted {
                 if page.importance_tiebreak {
@@ -347,8 +346,8 @@ impl OrgService {
                 (fetch * 4).min(max)
             };
         }
-        let sql = self.builder.collapsed_page(page, key_window, now);
-        let mut memories = rows::memories(self.query(&sql).await?)?;
+        let rows = self.read(|b| b.collapsed_page(page, key_window, now));
+        let mut memories = rows::memories(rows.await?)?;
         let has_more = memories.len() > limit;
         memories.truncate(limit);
         Ok((memories, has_more))
@@ -362,8 +361,9 @@ impl OrgService {
         let params = self.narrowed(params, |p| &mut p.agent_id)?;
         let q = ExportQuery::parse(&params)?;
         let key_window = self.dedup.enabled.then_some(self.dedup.window);
-        let sql = self.builder.export_page(&q, key_window, UnixMicros::now());
-        let mut rows = rows::read_memories(self.query(&sql).await?)?;
+        let now = UnixMicros::now();
+        let rows = self.read(|b| b.export_page(&q, key_window, now));
+        let mut rows = rows::read_memories(rows.await?)?;
         let limit = q.limit as usize;
         let next_cursor = if rows.len() > limit {
             rows.truncate(limit);
@@ -381,9 +381,8 @@ impl OrgService {
     /// One memory by id; 404 when unknown.
     pub async fn get_memory(&self, id: &str) -> Result<Memory, ServiceError> {
         let id = MemoryId::parse(id)?;
-        let rows = self
-            .query(&self.builder.get(&id, UnixMicros::now()))
-            .await?;
+        let now = UnixMicros::now();
+        let rows = self.read(|b| b.get(&id, now)).await?;
         let memory = rows::memories(rows)?
             .pop()
             .ok_or(ServiceError::NotFound("memory"))?;
@@ -462,6 +461,7 @@ pub(super) fn render(row: MemoryRow, metadata: Map<String, Value>, tags: Vec<Tag
         dedup_key: row.dedup_key,
         importance: row.importance,
         parent_id: row.parent_id,
+        expires_at: super::rows::expiry(row.expires_at),
     }
 }
 

@@ -16,9 +16,11 @@ mod context;
 pub mod dedup;
 mod erase;
 mod error;
+pub mod expiry;
 pub mod ids;
 mod memories;
 mod org_locks;
+pub mod receipts;
 mod rows;
 mod sessions;
 pub mod state;
@@ -50,6 +52,8 @@ pub struct ServiceShared {
     /// Serializes agent registrations of one org on this worker (unique
     /// names); other orgs' registrations never wait on it.
     pub(crate) register_locks: org_locks::OrgLocks,
+    /// Orgs this worker gave an `expires_at` column (bounded).
+    pub expiry: Arc<expiry::ExpiryColumns>,
 }
 
 /// The service of one org over its store.
@@ -134,11 +138,39 @@ impl OrgService {
         self
     }
 
-    /// Runs `sql` on the org's store. On Arc a statement past its length
-    /// limit is refused here (429) rather than sent: only the hiding
-    /// predicates of erasures in progress can push a read past it, and
-    /// they are gone once those finish.
-    async fn query(&self, sql: &crate::query::Sql) -> Result<crate::store::Rows, ServiceError> {
+    /// Runs the read `build` makes on the org's store. On Arc a statement
+    /// past its length limit is refused here (429) rather than sent: only
+    /// the hiding predicates of erasures in progress can push a read past
+    /// it, and they are gone once those finish. A read Arc refuses because
+    /// none of the memory table's files has `expires_at` or `id` (written
+    /// only before expiry existed, or only by the original memtrace) is
+    /// built again without that column — exact: no row there has an expiry,
+    /// every row there is the original's — and the org gets one row
+    /// carrying every column (see [`expiry::ExpiryColumns`]) so later reads
+    /// need one statement again.
+    async fn read(
+        &self,
+        build: impl Fn(&QueryBuilder) -> crate::query::Sql,
+    ) -> Result<crate::store::Rows, ServiceError> {
+        let mut builder = std::borrow::Cow::Borrowed(&self.builder);
+        // at most once per optional column (`id`, `expires_at`)
+        for _ in 0..2 {
+            let sql = build(&builder);
+            self.check_sql_len(&sql)?;
+            match self.store.query(&sql).await {
+                Err(crate::store::StoreError::MissingColumn(column)) => {
+                    self.shared.expiry.ensure(&self.store, &self.org);
+                    builder = std::borrow::Cow::Owned(builder.into_owned().without_column(column));
+                }
+                other => return Ok(other?),
+            }
+        }
+        let sql = build(&builder);
+        self.check_sql_len(&sql)?;
+        Ok(self.store.query(&sql).await?)
+    }
+
+    fn check_sql_len(&self, sql: &crate::query::Sql) -> Result<(), ServiceError> {
         if sql.as_str().len() > crate::query::ARC_MAX_SQL_LEN
             && matches!(self.store.dialect(), crate::query::Dialect::Arc { .. })
         {
@@ -147,7 +179,7 @@ impl OrgService {
                 retry_after: std::time::Duration::from_secs(10),
             });
         }
-        Ok(self.store.query(sql).await?)
+        Ok(())
     }
 
     /// The org this service acts for.

@@ -39,6 +39,19 @@ pub fn rfc3339(micros: i64) -> String {
     UnixMicros(micros).to_rfc3339()
 }
 
+/// A stored expiry (µs, 0: never) as a memory's `expires_at`.
+pub fn expiry(micros: i64) -> Option<String> {
+    (micros > 0).then(|| rfc3339(micros))
+}
+
+/// A memory's `expires_at` back as stored µs (0: never).
+pub fn expiry_micros(m: &Memory) -> i64 {
+    m.expires_at
+        .as_deref()
+        .and_then(UnixMicros::parse_rfc3339)
+        .map_or(0, |t| t.0)
+}
+
 /// A count as an engine returns it (a number, or a string of one; anything
 /// else counts 0).
 pub fn count_value(v: Option<&Value>) -> u64 {
@@ -96,6 +109,7 @@ pub fn read_memories(rows: Rows) -> Result<Vec<ReadMemory>, ServiceError> {
                 dedup_key: text(&m, "dedup_key"),
                 importance,
                 parent_id: text(&m, "parent_id"),
+                expires_at: expiry(count_value(m.get("expires_at")) as i64),
             };
             Ok(ReadMemory {
                 micros: time,

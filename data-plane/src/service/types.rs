@@ -7,7 +7,7 @@
 
 use super::ServiceError;
 use crate::query::{
-    AgentId, DedupKey, EventType, MemoryId, MemoryType, QueryError, SessionId, Tag,
+    AgentId, DedupKey, EventType, MemoryId, MemoryType, QueryError, SessionId, Tag, UnixMicros,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -40,6 +40,9 @@ pub struct Memory {
     pub importance: f64,
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub parent_id: String,
+    /// When the memory expires (RFC 3339); absent: never.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<String>,
 }
 
 /// One page of an export (`GET /api/v1/export`, `ExportMemories`): the
@@ -134,6 +137,10 @@ pub struct CreateMemoryRequest {
     pub importance: Option<f64>,
     pub dedup_key: Option<String>,
     pub parent_id: Option<String>,
+    /// Seconds until the memory expires.
+    pub ttl: Option<i64>,
+    /// When the memory expires (RFC 3339).
+    pub expires_at: Option<String>,
 }
 
 /// A page of an agent or session list: newest first, `limit` 1 to
@@ -200,6 +207,8 @@ pub struct NewMemory {
     pub importance: f64,
     pub dedup_key: Option<DedupKey>,
     pub parent_id: String,
+    /// When it expires; `None`: never.
+    pub expires_at: Option<UnixMicros>,
 }
 
 fn non_empty(v: Option<String>) -> Option<String> {
@@ -227,6 +236,18 @@ pub(crate) fn object_field(
         }
         Some(_) => Err(ServiceError::invalid(field, "must be a JSON object")),
     }
+}
+
+/// A client-chosen memory id: the memory id rule, and not the prefix of
+/// the ids derived for rows the original memtrace wrote.
+fn client_id(id: &str) -> Result<MemoryId, ServiceError> {
+    if memtrace_common::legacy::is_legacy_id(id) {
+        return Err(ServiceError::invalid(
+            MemoryId::FIELD,
+            "must not start with lg_ (reserved for memories the original memtrace wrote)",
+        ));
+    }
+    Ok(MemoryId::parse(id)?)
 }
 
 impl TryFrom<CreateMemoryRequest> for NewMemory {
@@ -292,8 +313,10 @@ impl TryFrom<CreateMemoryRequest> for NewMemory {
                 "must be at most 256 bytes",
             ));
         }
+        let expires_at =
+            super::expiry::parse_expiry(r.ttl, r.expires_at.as_deref(), UnixMicros::now())?;
         Ok(Self {
-            id: non_empty(r.id).map(|i| MemoryId::parse(&i)).transpose()?,
+            id: non_empty(r.id).map(|i| client_id(&i)).transpose()?,
             agent_id,
             content,
             memory_type,
@@ -304,6 +327,7 @@ impl TryFrom<CreateMemoryRequest> for NewMemory {
             importance,
             dedup_key,
             parent_id,
+            expires_at,
         })
     }
 }

@@ -75,8 +75,10 @@ impl OrgService {
         let current_time = time_micros(&Value::String(current.time.clone())).ok_or_else(|| {
             ServiceError::Internal("current version without a readable time".into())
         })?;
+        // validated as a create, without the id: the new version keeps the
+        // current one's (a derived `lg_` id included)
         let merged = NewMemory::try_from(CreateMemoryRequest {
-            id: Some(current.id.clone()),
+            id: None,
             agent_id: Some(current.agent_id.clone()),
             content: patch.content.or_else(|| Some(current.content.clone())),
             memory_type: patch
@@ -93,6 +95,9 @@ impl OrgService {
             importance: patch.importance.or(Some(current.importance)),
             dedup_key: Some(current.dedup_key.clone()),
             parent_id: Some(current.parent_id.clone()),
+            // an update keeps the memory's expiry (set below)
+            ttl: None,
+            expires_at: None,
         })?;
         let org_id: Arc<str> = Arc::from(self.org.as_str());
         let old = row_of(&current, current_time, org_id.clone());
@@ -120,6 +125,7 @@ impl OrgService {
             dedup_key: current.dedup_key.clone(),
             importance: merged.importance,
             parent_id: current.parent_id.clone(),
+            expires_at: rows::expiry_micros(&current),
         };
         // history first: a failure after it leaves the old version both
         // current and in history (shown once), never lost
@@ -153,8 +159,8 @@ impl OrgService {
     pub async fn memory_history(&self, id: &str) -> Result<Vec<Memory>, ServiceError> {
         let id = MemoryId::parse(id)?;
         let now = UnixMicros::now();
-        let older = self.builder.superseded_versions(&id, MAX_HISTORY, now);
-        let (current, older) = tokio::join!(self.get_memory(id.as_str()), self.query(&older));
+        let older = self.read(|b| b.superseded_versions(&id, MAX_HISTORY, now));
+        let (current, older) = tokio::join!(self.get_memory(id.as_str()), older);
         let current = current?;
         let mut versions = vec![current];
         let mut seen: std::collections::HashSet<String> =
@@ -189,5 +195,6 @@ fn row_of(m: &Memory, time: i64, org_id: Arc<str>) -> MemoryRow {
         dedup_key: m.dedup_key.clone(),
         importance: m.importance,
         parent_id: m.parent_id.clone(),
+        expires_at: rows::expiry_micros(m),
     }
 }

@@ -67,13 +67,9 @@ impl ArcStore {
         };
         let database = Ident::database(&route.database).map_err(invalid)?;
         Ident::table(&route.measurement).map_err(invalid)?;
-        if matches!(
-            route.measurement.as_str(),
-            super::AGENTS_TABLE | super::SESSIONS_TABLE | VERSIONS_TABLE
-        ) {
+        if let Err(e) = memtrace_common::names::check_memory_measurement(&route.measurement) {
             return Err(StoreError::Backend(format!(
-                "arc route of org {org_id} is unusable: invalid measurement: must not be \
-                 agents, sessions or memory_versions (memtrace's own tables)"
+                "arc route of org {org_id} is unusable: {e}"
             )));
         }
         Ok(Self {
@@ -97,6 +93,25 @@ impl ArcStore {
     fn target(&self) -> ArcTarget<'_> {
         ArcTarget::from(&*self.route)
     }
+}
+
+/// The optional memory column (`id` or `expires_at`) Arc's answer to a
+/// read says no file of the measurement has (DuckDB's binder error: every
+/// file predates it, or only the original memtrace wrote there). The read
+/// is retried without it ([`crate::query::QueryBuilder::without_column`]).
+pub fn missing_column(e: &ArcError) -> Option<&'static str> {
+    let message = match e {
+        ArcError::Rejected { message, .. } | ArcError::Server { message, .. } => message,
+        ArcError::Decode(message) => message,
+        _ => return None,
+    };
+    if !message.contains("Binder Error") {
+        return None;
+    }
+    ["id", crate::query::EXPIRES_AT].into_iter().find(|column| {
+        message.contains(&format!("Referenced column \"{column}\" not found"))
+            || message.contains(&format!("does not have a column named \"{column}\""))
+    })
 }
 
 /// True for Arc's answer to a read of a measurement with no data files.
@@ -194,19 +209,30 @@ impl TenantStore for ArcStore {
                     tracing::debug!(org_id, "arc measurement not written yet, read as empty");
                     Ok(Rows::default())
                 }
+                // not retried: the same statement fails the same way
+                Err(e) if missing_column(&e).is_some() => Err(ArcError::Rejected {
+                    status: e.status().unwrap_or(500),
+                    message: e.to_string(),
+                }),
                 other => other,
             }
         });
-        let result = match self.query_timeout {
-            None => read.await?,
+        let answer = match self.query_timeout {
+            None => read.await,
             Some(limit) => tokio::time::timeout(limit, read).await.map_err(|_| {
                 StoreError::Unavailable(format!(
                     "arc did not answer a read within arc.query_timeout_ms ({} ms)",
                     limit.as_millis()
                 ))
-            })??,
+            })?,
         };
-        Ok(result)
+        match answer {
+            Ok(rows) => Ok(rows),
+            Err(e) => match missing_column(&e) {
+                Some(column) => Err(StoreError::MissingColumn(column)),
+                None => Err(e.into()),
+            },
+        }
     }
 }
 

@@ -9,11 +9,8 @@
 //! reads run builder SQL for [`Dialect::Embedded`] and come back as JSON
 //! values (INTEGER and REAL → number, TEXT → string, NULL → null).
 
-use super::{
-    AGENTS_TABLE, Rows, SESSIONS_TABLE, StateRow, StateTable, StoreError, TenantStore,
-    VERSIONS_TABLE,
-};
-use crate::query::{Dialect, Ident, MEMORY_COLUMNS, OrgId, Sql};
+use super::{RECEIPTS_TABLE, Rows, StateRow, StateTable, StoreError, TenantStore, VERSIONS_TABLE};
+use crate::query::{Dialect, EXPIRES_AT, Ident, MEMORY_COLUMNS, OrgId, Sql};
 use crate::store::MemoryRow;
 use serde_json::Value;
 use sqlx::sqlite::{
@@ -93,6 +90,8 @@ impl EmbeddedStore {
             for c in &MEMORY_COLUMNS[1..] {
                 if *c == "importance" {
                     create.push_str(", importance REAL NOT NULL DEFAULT 0");
+                } else if *c == EXPIRES_AT {
+                    create.push_str(", expires_at INTEGER NOT NULL DEFAULT 0");
                 } else {
                     let _ = write!(create, ", {c} TEXT NOT NULL DEFAULT ''");
                 }
@@ -110,6 +109,10 @@ impl EmbeddedStore {
             format!("CREATE INDEX IF NOT EXISTS \"{m}_id\" ON \"{m}\" (id)"),
             format!("CREATE INDEX IF NOT EXISTS \"{m}_dedup_key\" ON \"{m}\" (dedup_key)"),
         ];
+        statements.push(format!(
+            "CREATE TABLE IF NOT EXISTS \"{RECEIPTS_TABLE}\" (time INTEGER NOT NULL, \
+             id TEXT NOT NULL, org_id TEXT NOT NULL, receipt_json TEXT NOT NULL)"
+        ));
         for table in [StateTable::Agents, StateTable::Sessions] {
             let t = table.name();
             let mut create = format!(
@@ -130,6 +133,23 @@ impl EmbeddedStore {
                 .execute(&mut *tx)
                 .await
                 .map_err(|e| db_error("schema", e))?;
+        }
+        // memory tables created before `expires_at` existed gain it
+        for table in [m, VERSIONS_TABLE] {
+            let has: i64 = sqlx::query_scalar(AssertSqlSafe(format!(
+                "SELECT COUNT(*) FROM pragma_table_info('{table}') WHERE name = '{EXPIRES_AT}'"
+            )))
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(|e| db_error("schema", e))?;
+            if has == 0 {
+                sqlx::query(AssertSqlSafe(format!(
+                    "ALTER TABLE \"{table}\" ADD COLUMN {EXPIRES_AT} INTEGER NOT NULL DEFAULT 0"
+                )))
+                .execute(&mut *tx)
+                .await
+                .map_err(|e| db_error("schema", e))?;
+            }
         }
         tx.commit().await.map_err(|e| db_error("schema", e))
     }
@@ -163,6 +183,7 @@ impl EmbeddedStore {
                 .bind(r.dedup_key.as_str())
                 .bind(r.importance)
                 .bind(r.parent_id.as_str())
+                .bind(r.expires_at)
                 .execute(&mut *tx)
                 .await
                 .map_err(|e| db_error("write", e))?;
@@ -180,9 +201,11 @@ impl EmbeddedStore {
 
 /// The memories table name: a table identifier that is not a state table.
 fn memories_ident(name: &str) -> Result<Ident, StoreError> {
-    if matches!(name, AGENTS_TABLE | SESSIONS_TABLE | VERSIONS_TABLE) {
+    if memtrace_common::names::RESERVED_MEASUREMENTS.contains(&name) {
         return Err(StoreError::Backend(
-            "invalid memories table: must not be agents, sessions or memory_versions".into(),
+            "invalid memories table: must not be agents, sessions, memory_versions or \
+             erasure_receipts"
+                .into(),
         ));
     }
     Ident::table(name).map_err(|e| StoreError::Backend(format!("invalid memories table: {e}")))

@@ -38,6 +38,10 @@ pub const SESSIONS_TABLE: &str = "sessions";
 /// The superseded versions of updated memories (the memory columns): a
 /// memory's history is this table's rows of its id and its current row.
 pub const VERSIONS_TABLE: &str = "memory_versions";
+/// Signed erasure receipts the control plane delivered into the org's own
+/// store (`time`, `id` = erasure id, `org_id`, `receipt_json`), so tenants
+/// fetch them through the data API.
+pub const RECEIPTS_TABLE: &str = "erasure_receipts";
 
 /// Columns of an agent state row besides `time` (µs) and `id`; every value
 /// is a string (empty for "none"). `deleted` is `"1"` on the tombstone row
@@ -145,6 +149,11 @@ pub enum StoreError {
     /// The request itself is too large for the store.
     #[error("{0}")]
     TooLarge(String),
+    /// The read named an optional memory column (`id`, `expires_at`) none
+    /// of the memory table's files has (Arc: written only before it
+    /// existed): the caller retries without it.
+    #[error("the memory table has no {0} column yet")]
+    MissingColumn(&'static str),
 }
 
 impl From<IngestError> for StoreError {
@@ -201,6 +210,8 @@ pub struct MemoryRow {
     pub dedup_key: String,
     pub importance: f64,
     pub parent_id: String,
+    /// When the memory expires (µs since the epoch); 0: never.
+    pub expires_at: i64,
 }
 
 /// One org's storage. Cheap to clone behind an `Arc`; every method is

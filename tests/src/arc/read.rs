@@ -293,8 +293,23 @@ pub(crate) async fn run_query(
 
 /// Arc's message for an engine failure. A table the store does not have is
 /// reported as DuckDB reports a `read_parquet` glob without files, which is
-/// what Arc runs for a measurement that was never written.
+/// what Arc runs for a measurement that was never written; a column none of
+/// its rows was written with, as DuckDB's binder reports a column no file
+/// has (`read_parquet(…, union_by_name = true)`).
 fn engine_failure(message: &str) -> String {
+    if let Some(rest) = message.strip_prefix("no such column: ") {
+        let column = rest.split_whitespace().next().unwrap_or_default();
+        return match column.split_once('.') {
+            Some((table, name)) => format!(
+                "Query execution failed: Binder Error: Table \"{table}\" does not have a column \
+                 named \"{name}\""
+            ),
+            None => format!(
+                "Query execution failed: Binder Error: Referenced column \"{column}\" not found \
+                 in FROM clause!"
+            ),
+        };
+    }
     match message.strip_prefix("no such table: ") {
         Some(rest) => {
             // rusqlite may append " in <sql> at offset <n>".

@@ -105,6 +105,8 @@ impl ErasureView {
             format!("{} updated (old versions)", ids.len())
         } else if self.scope.get("filter").is_some() {
             "filter".into()
+        } else if self.scope["expired"].as_bool() == Some(true) {
+            "expired memories".into()
         } else {
             "-".into()
         }

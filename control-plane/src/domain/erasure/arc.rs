@@ -145,7 +145,7 @@ async fn post(
     Ok((status, text))
 }
 
-fn classify(path: &str, status: u16, body: &str) -> ArcFailure {
+pub(crate) fn classify(path: &str, status: u16, body: &str) -> ArcFailure {
     let detail = format!("POST {path} answered {status}: {}", message(body));
     match status {
         401 | 403 | 404 | 405 => ArcFailure::Refused(detail),
@@ -204,7 +204,7 @@ pub(crate) async fn count(
     let body = json!({"sql": sql, "format": "json"});
     let (status, text) = post(http, target, QUERY_PATH, body).await?;
     if status != 200 {
-        if missing_table(&text) {
+        if missing_table(&text) || super::expiry::missing_expiry_column(&text) {
             return Ok(0);
         }
         return Err(classify(QUERY_PATH, status, &text));
@@ -213,7 +213,7 @@ pub(crate) async fn count(
         .map_err(|e| ArcFailure::Failed(format!("POST {QUERY_PATH}: answer is not JSON: {e}")))?;
     if reply["success"].as_bool() == Some(false) {
         let error = reply["error"].as_str().unwrap_or_default();
-        if missing_table(error) {
+        if missing_table(error) || super::expiry::missing_expiry_column(error) {
             return Ok(0);
         }
         return Err(ArcFailure::Failed(format!(

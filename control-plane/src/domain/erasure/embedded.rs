@@ -26,8 +26,35 @@ fn quote_table(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
 }
 
+/// A table that does not exist, or lacks `expires_at` (a file the worker
+/// has not opened since the column exists): no row of it is covered.
 fn no_table(error: &sqlx::Error) -> bool {
-    error.to_string().contains("no such table")
+    let text = error.to_string();
+    text.contains("no such table") || super::expiry::missing_expiry_column(&text)
+}
+
+/// How many rows of `table` in `file` match `where_` (no file, no table:
+/// 0).
+pub(crate) async fn count(file: &Path, table: &str, where_: &str) -> Result<u64, String> {
+    if !file.exists() {
+        return Ok(0);
+    }
+    sqlx::any::install_default_drivers();
+    let url = format!("sqlite://{}?mode=ro", file.display());
+    let mut conn = AnyConnection::connect(&url)
+        .await
+        .map_err(|e| format!("open {}: {e}", file.display()))?;
+    let sql = format!(
+        "SELECT COUNT(*) AS n FROM {} WHERE {where_}",
+        quote_table(table)
+    );
+    let n = match sqlx::query(AssertSqlSafe(sql)).fetch_one(&mut conn).await {
+        Ok(row) => u64::try_from(row.try_get::<i64, _>("n").unwrap_or(0)).unwrap_or(0),
+        Err(e) if no_table(&e) => 0,
+        Err(e) => return Err(format!("count {table}: {e}")),
+    };
+    let _ = conn.close().await;
+    Ok(n)
 }
 
 /// What one embedded erasure did: rows deleted and what is left, per table.

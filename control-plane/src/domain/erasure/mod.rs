@@ -22,6 +22,9 @@
 //!    ([`receipt::ReportSigner`]), audit `erasure.done` and remove the bus
 //!    record.
 //!
+//! Two sweeps request jobs themselves: [`retention`] (memories past their
+//! org's retention) and [`expiry`] (memories past their own expiry).
+//!
 //! Arc refusing (403/401) blocks the job with Arc's message (published on
 //! the record: the rows stay hidden), retried after `[control_plane]
 //! erasure_blocked_retry_ms`; Arc unreachable or 5xx retries with jittered
@@ -30,7 +33,9 @@
 
 mod adopt;
 pub(crate) mod arc;
+mod deliver;
 mod embedded;
+pub mod expiry;
 mod literals;
 pub mod metrics;
 pub mod receipt;
@@ -246,6 +251,7 @@ pub async fn run_erasures_until(service: Arc<ControlPlane>, stop: CancellationTo
         let sweep_every = service.erasure.settings.retention_sweep;
         if !stop.is_cancelled() && swept.is_none_or(|at| at.elapsed() >= sweep_every) {
             service.sweep_retention().await;
+            service.sweep_expiry().await;
             swept = Some(Instant::now());
         }
         if counted.is_none_or(|at| at.elapsed() >= COUNT_INTERVAL) {

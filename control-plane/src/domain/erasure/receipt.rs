@@ -88,6 +88,8 @@ pub(crate) fn receipt_of(
         Value::Object(kind)
     } else if scope["whole_org"].as_bool() == Some(true) {
         json!({"kind": "org"})
+    } else if scope["expired"].as_bool() == Some(true) {
+        json!({"kind": "expired"})
     } else {
         return Err(ReceiptError(format!("unknown scope {scope}")));
     };

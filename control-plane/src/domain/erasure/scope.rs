@@ -23,6 +23,7 @@ pub(crate) fn scope_to_json(scope: Option<&ErasureScope>) -> Value {
         }}),
         Some(erasure_scope::Kind::WholeOrg(true)) => json!({"whole_org": true}),
         Some(erasure_scope::Kind::Superseded(ids)) => json!({"superseded_ids": ids.ids}),
+        Some(erasure_scope::Kind::Expired(true)) => json!({"expired": true}),
         _ => json!({}),
     }
 }
@@ -62,6 +63,8 @@ pub(crate) fn scope_from_json(text: &str) -> Option<ErasureScope> {
         })
     } else if value["whole_org"].as_bool() == Some(true) {
         erasure_scope::Kind::WholeOrg(true)
+    } else if value["expired"].as_bool() == Some(true) {
+        erasure_scope::Kind::Expired(true)
     } else {
         return None;
     };
@@ -75,6 +78,18 @@ pub(crate) fn is_superseded(scope_json: &str) -> bool {
     serde_json::from_str::<Value>(scope_json)
         .map(|v| v.get("superseded_ids").is_some())
         .unwrap_or(false)
+}
+
+/// The ids of a memory-ids or superseded scope that are derived ids of
+/// rows the original memtrace wrote (`lg_…`, `memtrace_common::legacy`).
+pub(crate) fn legacy_ids(scope_json: &str) -> Vec<String> {
+    let Ok(value) = serde_json::from_str::<Value>(scope_json) else {
+        return Vec::new();
+    };
+    let mut ids = strings(&value, "memory_ids");
+    ids.extend(strings(&value, "superseded_ids"));
+    ids.retain(|id| memtrace_common::legacy::is_legacy_id(id));
+    ids
 }
 
 /// Whether the stored scope is a whole-org erasure.
