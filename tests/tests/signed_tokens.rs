@@ -87,24 +87,49 @@ async fn an_agent_bound_token_acts_only_as_its_agent() {
     let critics_id = body["id"].as_str().unwrap().to_owned();
     let (s, body) = as_planner.get("/api/v1/memories?agent_id=critic").await;
     assert_eq!(s, 403, "a filter on another agent: {body}");
-    let (s, body) = as_planner
-        .get(&format!("/api/v1/memories/{critics_id}"))
-        .await;
-    assert!(
-        s == 403 || s == 404,
-        "another agent's memory by id: {s} {body}"
+    // once the org key reads the critic's memory, the bound token is refused it
+    let by_id = format!("/api/v1/memories/{critics_id}");
+    let mut visible = false;
+    for _ in 0..100 {
+        if Api::new(&worker, Some(&key)).get(&by_id).await.0 == 200 {
+            visible = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(visible, "the critic's memory never became readable");
+    let (s, body) = as_planner.get(&by_id).await;
+    assert_eq!(
+        (s, error(&body)),
+        (
+            403,
+            "this token is bound to agent \"planner\"; it cannot act as agent \"critic\""
+        )
     );
+    let (s, body) = as_planner.get(&format!("{by_id}/history")).await;
+    assert_eq!(s, 403, "its history: {body}");
     let (s, body) = as_planner.get("/api/v1/memories?limit=100").await;
     assert_eq!(s, 200, "{body}");
     for m in body["memories"].as_array().unwrap() {
         assert_eq!(m["agent_id"], "planner", "narrowed to its agent: {m}");
     }
-    let (s, body) = as_planner.get("/api/v1/agents").await;
-    assert_eq!(s, 403, "managing agents: {body}");
-    assert!(
-        error(&body).contains("bound to agent \"planner\""),
-        "{body}"
-    );
+    for path in [
+        "/api/v1/agents",
+        "/api/v1/sessions",
+        "/api/v1/erasures",
+        "/api/v1/erasures/receipts",
+    ] {
+        let (s, body) = as_planner.get(path).await;
+        assert_eq!(s, 403, "{path} spans agents: {body}");
+        assert!(
+            error(&body).contains("bound to agent \"planner\""),
+            "{body}"
+        );
+    }
+    let (s, body) = as_planner
+        .post("/api/v1/delete", json!({"agent_id": "planner"}))
+        .await;
+    assert_eq!(s, 403, "deletes: {body}");
 
     // gRPC: the same rule, the same header
     let mut grpc = MemoryServiceClient::new(channel(&worker.url()).await);
