@@ -31,6 +31,8 @@ pub const METHOD_ROLES: &[(&str, AdminRole)] = &[
     ("/memtrace.admin.v1.ApiKeyService/CreateApiKey", Admin),
     ("/memtrace.admin.v1.ApiKeyService/ListApiKeys", Reader),
     ("/memtrace.admin.v1.ApiKeyService/RevokeApiKey", Admin),
+    // a token is a credential, like an API key
+    ("/memtrace.admin.v1.ApiKeyService/CreateToken", Admin),
     (
         "/memtrace.admin.v1.AdminTokenService/CreateAdminToken",
         Admin,
@@ -57,6 +59,8 @@ pub const METHOD_ROLES: &[(&str, AdminRole)] = &[
         "/memtrace.admin.v1.MasterKeyService/RotateReceiptKey",
         Admin,
     ),
+    ("/memtrace.admin.v1.MasterKeyService/ListTokenKeys", Reader),
+    ("/memtrace.admin.v1.MasterKeyService/RotateTokenKey", Admin),
     ("/memtrace.admin.v1.ClusterService/GetClusterStatus", Reader),
     ("/memtrace.admin.v1.ConfigService/ListSettings", Reader),
     ("/memtrace.admin.v1.ConfigService/GetSetting", Reader),
