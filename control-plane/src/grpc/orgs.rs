@@ -25,8 +25,18 @@ impl pb::org_service_server::OrgService for OrgApi {
         request: Request<pb::CreateOrgRequest>,
     ) -> Result<Response<pb::Org>, Status> {
         let actor = actor(&request);
-        let name = OrgName::parse(&request.into_inner().name)?;
-        let org = self.0.service()?.create_org(&actor, &name).await?;
+        let req = request.into_inner();
+        let name = OrgName::parse(&req.name)?;
+        let service = self.0.service()?;
+        // an import keeps the id the org had in the Go memtrace
+        let org = if req.id.trim().is_empty() {
+            service.create_org(&actor, &name).await?
+        } else {
+            let id = OrgId::parse(&req.id)?;
+            service
+                .create_org_with_id(&actor, id.as_str(), &name)
+                .await?
+        };
         Ok(with_revision(org_to_pb(org.value), org.revision))
     }
 

@@ -31,6 +31,7 @@ pub const METHOD_ROLES: &[(&str, AdminRole)] = &[
     ("/memtrace.admin.v1.ApiKeyService/CreateApiKey", Admin),
     ("/memtrace.admin.v1.ApiKeyService/ListApiKeys", Reader),
     ("/memtrace.admin.v1.ApiKeyService/RevokeApiKey", Admin),
+    ("/memtrace.admin.v1.ApiKeyService/ImportLegacyApiKey", Admin),
     (
         "/memtrace.admin.v1.AdminTokenService/CreateAdminToken",
         Admin,
