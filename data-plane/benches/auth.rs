@@ -33,6 +33,7 @@ fn snapshot(keys: usize) -> (Snapshot, String) {
                 admin: false,
                 expires_at_ms: 0,
                 revoked: false,
+                legacy_bcrypt: None,
             }),
         );
         last = key.token.to_string();

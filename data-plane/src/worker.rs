@@ -177,6 +177,7 @@ impl Worker {
         )));
         admission.shared.dedup.register_metrics(&mut registry);
         admission.refusals.register(&mut registry);
+        admission.legacy_requests.register(&mut registry);
         let probes = Arc::new(Probes {
             snapshot: handle.clone(),
             registry,

@@ -10,6 +10,7 @@
 
 use super::token_of;
 use crate::admission::Admission;
+use crate::admission::legacy::looks_legacy;
 use tonic::Status;
 use tonic::codegen::{BoxFuture, Context, Poll, Service, http};
 use tonic::server::NamedService;
@@ -31,6 +32,7 @@ impl<S, B> Service<http::Request<B>> for AuthenticateFirst<S>
 where
     S: Service<http::Request<B>, Response = http::Response<tonic::body::Body>>,
     S::Future: Send + 'static,
+    S::Error: 'static,
 {
     type Response = http::Response<tonic::body::Body>;
     type Error = S::Error;
@@ -43,14 +45,25 @@ where
     fn call(&mut self, request: http::Request<B>) -> Self::Future {
         let header = |name: &str| request.headers().get(name).and_then(|v| v.to_str().ok());
         let token = token_of(header("x-api-key"), header("authorization"));
-        match self.admission.authenticate(token) {
+        let legacy = token.is_some_and(looks_legacy);
+        let outcome = self.admission.authenticate(token);
+        let answer: Self::Future = match outcome {
             Ok(_) => Box::pin(self.inner.call(request)),
             Err(e) => {
                 // the body is dropped unread
                 let refused = Status::from(e).into_http();
                 Box::pin(async move { Ok(refused) })
             }
+        };
+        if !legacy {
+            return answer;
         }
+        // a Go memtrace key: the deprecation metadata on every answer
+        Box::pin(async move {
+            let mut response = answer.await?;
+            crate::rest::mark_legacy(response.headers_mut());
+            Ok(response)
+        })
     }
 }
 
