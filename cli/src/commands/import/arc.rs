@@ -1,0 +1,102 @@
+//! Agents and sessions of one org, written to the org's Arc (the Go
+//! memtrace's instance, opened with its decrypted key) through the worker's
+//! own memory service (`OrgService::import_agent` / `import_session`): the
+//! same state rows and encoding a worker writes, each id once.
+
+use super::ImportReport;
+use super::source::LegacyDb;
+use memtrace_common::settings::EffectiveSettings;
+use memtrace_data_plane::arcdb::{ArcClient, RetryPolicy};
+use memtrace_data_plane::ingest::Batcher;
+use memtrace_data_plane::service::import::{ImportOutcome, ImportedAgent, ImportedSession};
+use memtrace_data_plane::service::{OrgService, ServiceShared};
+use memtrace_data_plane::snapshot::ArcRoute;
+use memtrace_data_plane::store::ArcStore;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// The org's memory service on `route`.
+fn service(org_id: &str, route: ArcRoute) -> anyhow::Result<OrgService> {
+    let client = ArcClient::new(Duration::from_secs(5), Duration::from_secs(30))
+        .map_err(|e| anyhow::anyhow!("arc client: {e}"))?;
+    let settings = EffectiveSettings::default();
+    let batcher = Batcher::new(
+        client.clone(),
+        move |org: &str| (settings.write(Some(org)), settings.limits(Some(org))),
+        RetryPolicy::default(),
+    );
+    let store = ArcStore::new(
+        org_id,
+        Arc::new(route),
+        batcher,
+        client,
+        RetryPolicy::default(),
+    )
+    .map_err(|e| anyhow::anyhow!("org {org_id}: {e}"))?;
+    OrgService::new(
+        Arc::new(store),
+        org_id,
+        &EffectiveSettings::default(),
+        Arc::new(ServiceShared::default()),
+    )
+    .map_err(|e| anyhow::anyhow!("org {org_id}: {e}"))
+}
+
+/// Imports the org's agents, then its sessions; without a usable route
+/// every one is skipped.
+pub async fn agents_and_sessions(
+    db: &LegacyDb,
+    org_id: &str,
+    route: Option<ArcRoute>,
+    dry_run: bool,
+    report: &mut ImportReport,
+) -> anyhow::Result<()> {
+    let agents = db.agents.iter().filter(|a| a.org_id == org_id);
+    let sessions = db.sessions.iter().filter(|s| s.org_id == org_id);
+    let Some(route) = route else {
+        for a in agents {
+            report.skip("agent", &a.id, "the org has no usable Arc instance");
+        }
+        for s in sessions {
+            report.skip("session", &s.id, "the org has no usable Arc instance");
+        }
+        return Ok(());
+    };
+    let svc = service(org_id, route)?;
+    let outcome =
+        |kind: &'static str, id: &str, r: ImportOutcome, report: &mut ImportReport| match r {
+            ImportOutcome::Imported => report.imported(kind),
+            ImportOutcome::Skipped(why) => report.skip(kind, id, why),
+        };
+    for a in agents {
+        let agent = ImportedAgent {
+            id: a.id.clone(),
+            name: a.name.clone(),
+            description: a.description.clone(),
+            config: a.config.clone(),
+            created_us: a.created_us,
+        };
+        let r = svc
+            .import_agent(&agent, dry_run)
+            .await
+            .map_err(|e| anyhow::anyhow!("agent {} of org {org_id}: {e}", a.id))?;
+        outcome("agent", &a.id, r, report);
+    }
+    for s in sessions {
+        let session = ImportedSession {
+            id: s.id.clone(),
+            agent_id: s.agent_id.clone(),
+            status: s.status.clone(),
+            metadata: s.metadata.clone(),
+            created_us: s.created_us,
+            updated_us: s.updated_us,
+            closed_us: s.closed_us,
+        };
+        let r = svc
+            .import_session(&session, dry_run)
+            .await
+            .map_err(|e| anyhow::anyhow!("session {} of org {org_id}: {e}", s.id))?;
+        outcome("session", &s.id, r, report);
+    }
+    Ok(())
+}
