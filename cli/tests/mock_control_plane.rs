@@ -134,6 +134,7 @@ impl ApiKeyService for Mock {
                 expires_at,
                 last_used_at: None,
                 revoked_at: None,
+                legacy: false,
             }),
             secret: "mtk_the_secret".into(),
         }))
@@ -156,6 +157,14 @@ impl ApiKeyService for Mock {
             "api key {} not found",
             request.into_inner().key_id
         )))
+    }
+
+    async fn import_legacy_api_key(
+        &self,
+        request: Request<pb::ImportLegacyApiKeyRequest>,
+    ) -> Result<Response<pb::ApiKey>, Status> {
+        self.check(&request)?;
+        Err(Status::unimplemented("not used by these tests"))
     }
 }
 

@@ -339,6 +339,7 @@ mod tests {
             expires_at: None,
             last_used_at: None,
             revoked_at: None,
+            legacy: false,
         }
     }
 
@@ -394,6 +395,7 @@ mod tests {
             nanos: 0,
         });
         let mut expired = api_key();
+        expired.legacy = true;
         expired.expires_at = Some(Timestamp {
             seconds: 1_700_000_100,
             nanos: 0,
@@ -417,11 +419,17 @@ mod tests {
             "expires_at",
             "last_used_at",
             "revoked_at",
+            "legacy",
         ];
         expected.sort_unstable();
         assert_eq!(keys, expected);
         assert_eq!(json["keys"][1]["revoked_at"], "2023-11-14T22:15:00Z");
         let statuses: Vec<&str> = list.keys.iter().map(ApiKeyView::status).collect();
         assert_eq!(statuses, ["active", "revoked", "expired"]);
+        assert_eq!(json["keys"][2]["legacy"], true, "imported keys are marked");
+        let mut buf = Vec::new();
+        list.table(&mut buf).unwrap();
+        let text = String::from_utf8(buf).unwrap();
+        assert!(text.contains("legacy (Go memtrace)"), "{text}");
     }
 }
