@@ -11,7 +11,9 @@
 
 use base64::Engine;
 use memtrace_common::legacy::{generate_legacy_api_key, legacy_prefix, seal_legacy_secret};
+use memtrace_proto::v1 as pb;
 use memtrace_tests::cluster::{Cluster, arc_with_token, eventually};
+use memtrace_tests::grpc::{channel, with_key};
 use memtrace_tests::python::{ContractMode, run_contract, sdk_python};
 use serde_json::Value;
 use std::os::unix::fs::PermissionsExt;
@@ -287,6 +289,29 @@ async fn a_go_memtrace_is_imported_and_its_keys_keep_working() {
         "{session}"
     );
 
+    // gRPC: the same metadata (tonic merges a unary call's trailers into it)
+    let mut grpc = pb::agent_service_client::AgentServiceClient::new(channel(&worker.url()).await);
+    let got = grpc
+        .get_agent(with_key(
+            Some(&key),
+            pb::AgentRef {
+                id: AGENT.into(),
+                cascade: false,
+            },
+        ))
+        .await
+        .unwrap();
+    assert_eq!(got.metadata().get("deprecation").unwrap(), "true");
+    assert!(
+        got.metadata()
+            .get("warning")
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .contains("legacy memtrace API key")
+    );
+    assert_eq!(got.get_ref().name, "planner");
+
     // counted per org
     let metrics = http
         .get(format!("{}/metrics", worker.url()))
@@ -305,7 +330,7 @@ async fn a_go_memtrace_is_imported_and_its_keys_keep_working() {
         })
         .unwrap_or_else(|| panic!("no legacy counter for {ORG}:\n{metrics}"));
     let n: f64 = line.rsplit(' ').next().unwrap().parse().unwrap();
-    assert!(n >= 3.0, "{line}");
+    assert!(n >= 4.0, "{line}");
 
     // turned off for the org: the SDK's "invalid API key", still marked deprecated
     c.ctl

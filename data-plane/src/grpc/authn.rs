@@ -58,15 +58,94 @@ where
         if !legacy {
             return answer;
         }
-        // a Go memtrace key: the deprecation metadata on every answer
+        // a Go memtrace key: the deprecation metadata on every answer, in
+        // its headers and its trailers (a refusal is trailers-only: headers)
         Box::pin(async move {
-            let mut response = answer.await?;
-            crate::rest::mark_legacy(response.headers_mut());
-            Ok(response)
+            let response = answer.await?;
+            let (mut parts, body) = response.into_parts();
+            crate::rest::mark_legacy(&mut parts.headers);
+            let body = tonic::body::Body::new(LegacyTrailers { inner: body });
+            Ok(http::Response::from_parts(parts, body))
         })
+    }
+}
+
+/// A response body whose trailers get the legacy key's deprecation metadata.
+struct LegacyTrailers {
+    inner: tonic::body::Body,
+}
+
+impl http_body::Body for LegacyTrailers {
+    type Data = tonic::codegen::Bytes;
+    type Error = Status;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        let polled = std::pin::Pin::new(&mut self.inner).poll_frame(cx);
+        if let Poll::Ready(Some(Ok(mut frame))) = polled {
+            if let Some(trailers) = frame.trailers_mut() {
+                crate::rest::mark_legacy(trailers);
+            }
+            return Poll::Ready(Some(Ok(frame)));
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
     }
 }
 
 impl<S: NamedService> NamedService for AuthenticateFirst<S> {
     const NAME: &'static str = S::NAME;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body::{Body as _, Frame};
+    use std::pin::Pin;
+
+    /// A body of one data frame then trailers.
+    struct Answer(u8);
+
+    impl http_body::Body for Answer {
+        type Data = tonic::codegen::Bytes;
+        type Error = Status;
+
+        fn poll_frame(
+            mut self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+        ) -> Poll<Option<Result<Frame<Self::Data>, Status>>> {
+            self.0 += 1;
+            Poll::Ready(match self.0 {
+                1 => Some(Ok(Frame::data(tonic::codegen::Bytes::from_static(b"x")))),
+                2 => Some(Ok(Frame::trailers(http::HeaderMap::new()))),
+                _ => None,
+            })
+        }
+    }
+
+    #[tokio::test]
+    async fn legacy_trailers_carry_the_deprecation() {
+        let mut body = LegacyTrailers {
+            inner: tonic::body::Body::new(Answer(0)),
+        };
+        let mut frames = Vec::new();
+        while let Some(frame) = std::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await
+        {
+            frames.push(frame.unwrap());
+        }
+        assert_eq!(frames.len(), 2);
+        assert!(frames[0].is_data(), "data passes through");
+        let trailers = frames[1].trailers_ref().expect("trailers");
+        assert_eq!(trailers["deprecation"], "true");
+        assert!(trailers["warning"].to_str().unwrap().starts_with("299 - "));
+    }
 }
