@@ -1,11 +1,15 @@
 //! Per-request authentication cost: an `mtk_` key checked against a snapshot
 //! of 10,000 keys (format + checksum, O(1) lookup by id, SHA-256, constant-time
 //! compare, revocation/expiry/org checks). Baseline in the same run: the
-//! SHA-256 of the key alone, the floor any hash-based check pays.
+//! SHA-256 of the key alone, the floor any hash-based check pays. A key
+//! imported from the Go memtrace (`mtk_` + base64, bcrypt-hashed) in the same
+//! snapshot, on its cached path: its first check ran bcrypt once, every later
+//! one is a base64 decode, a SHA-256 and a cache lookup.
 //! Run: `cargo bench -p memtrace-data-plane --bench auth`.
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use memtrace_common::credentials::{generate_api_key, hash_api_key};
+use memtrace_common::legacy::{generate_legacy_api_key, parse_legacy_api_key};
 use memtrace_data_plane::admission::auth::authenticate;
 use memtrace_data_plane::snapshot::{ApiKeyEntry, OrgEntry, Snapshot};
 use std::hint::black_box;
@@ -41,8 +45,33 @@ fn snapshot(keys: usize) -> (Snapshot, String) {
     (snapshot, last)
 }
 
+/// Adds an imported Go memtrace key (bcrypt cost 10, the Go default) to
+/// `snapshot`; returns the key.
+fn with_legacy_key(snapshot: &mut Snapshot) -> String {
+    let token = generate_legacy_api_key();
+    let parsed = parse_legacy_api_key(&token).expect("a legacy key");
+    snapshot.api_keys.insert(
+        parsed.key_id,
+        Arc::new(ApiKeyEntry::imported(
+            "org_bench",
+            bcrypt::hash(token.as_str(), 10).expect("bcrypt"),
+        )),
+    );
+    token.to_string()
+}
+
 fn bench(c: &mut Criterion) {
-    let (snapshot, token) = snapshot(10_000);
+    let (mut snapshot, token) = snapshot(10_000);
+    let legacy = with_legacy_key(&mut snapshot);
+    let first = std::time::Instant::now();
+    authenticate(&snapshot, Some(legacy.as_str()), 1).expect("the legacy key");
+    println!(
+        "legacy key, first check (bcrypt cost 10): {:?}",
+        first.elapsed()
+    );
+    c.bench_function("authenticate legacy key, cached (10k keys)", |b| {
+        b.iter(|| authenticate(black_box(&snapshot), black_box(Some(legacy.as_str())), 1))
+    });
     c.bench_function("authenticate (10k keys)", |b| {
         b.iter(|| authenticate(black_box(&snapshot), black_box(Some(token.as_str())), 1))
     });

@@ -13,7 +13,7 @@ use base64::Engine;
 use memtrace_common::legacy::{generate_legacy_api_key, legacy_prefix, seal_legacy_secret};
 use memtrace_proto::v1 as pb;
 use memtrace_tests::cluster::{Cluster, arc_with_token, eventually};
-use memtrace_tests::grpc::{channel, with_key};
+use memtrace_tests::grpc::{channel, get_text, with_key};
 use memtrace_tests::python::{ContractMode, run_contract, sdk_python};
 use serde_json::Value;
 use std::os::unix::fs::PermissionsExt;
@@ -107,12 +107,17 @@ fn legacy_db(dir: &Path, arc_url: &str) -> String {
     key.to_string()
 }
 
-fn counts(report: &Value, kind: &str) -> (u64, u64) {
-    let c = &report["counts"][kind];
-    (
-        c["imported"].as_u64().unwrap(),
-        c["skipped"].as_u64().unwrap(),
-    )
+/// Asserts the report's (imported, skipped) of api keys and of every other kind.
+fn assert_counts(report: &Value, others: (u64, u64), api_keys: (u64, u64)) {
+    for kind in ["org", "arc_binding", "api_key", "agent", "session"] {
+        let c = &report["counts"][kind];
+        let got = (
+            c["imported"].as_u64().unwrap(),
+            c["skipped"].as_u64().unwrap(),
+        );
+        let want = if kind == "api_key" { api_keys } else { others };
+        assert_eq!(got, want, "{kind}: {report}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -159,14 +164,8 @@ async fn a_go_memtrace_is_imported_and_its_keys_keep_working() {
     // dry run: the plan, and nothing changes
     let plan = run(import(true)).await;
     assert_eq!(plan["dry_run"], true);
-    for kind in ["org", "arc_binding", "agent", "session"] {
-        assert_eq!(counts(&plan, kind), (1, 0), "{kind}: {plan}");
-    }
-    assert_eq!(
-        counts(&plan, "api_key"),
-        (1, 1),
-        "the disabled key is skipped: {plan}"
-    );
+    // the disabled key is skipped
+    assert_counts(&plan, (1, 0), (1, 1));
     let orgs = c.ctl.json(&["org", "list"]).await.unwrap();
     assert!(!orgs.to_string().contains(ORG), "{orgs}");
     assert_eq!(
@@ -177,10 +176,7 @@ async fn a_go_memtrace_is_imported_and_its_keys_keep_working() {
 
     // for real
     let done = run(import(false)).await;
-    for kind in ["org", "arc_binding", "agent", "session"] {
-        assert_eq!(counts(&done, kind), (1, 0), "{kind}: {done}");
-    }
-    assert_eq!(counts(&done, "api_key"), (1, 1), "{done}");
+    assert_counts(&done, (1, 0), (1, 1));
     assert!(
         done.to_string().contains("disabled in the Go memtrace"),
         "{done}"
@@ -188,10 +184,7 @@ async fn a_go_memtrace_is_imported_and_its_keys_keep_working() {
 
     // again: everything exists
     let again = run(import(false)).await;
-    for kind in ["org", "arc_binding", "agent", "session"] {
-        assert_eq!(counts(&again, kind), (0, 1), "{kind}: {again}");
-    }
-    assert_eq!(counts(&again, "api_key"), (0, 2), "{again}");
+    assert_counts(&again, (0, 1), (0, 2));
     assert!(
         !format!("{plan}{done}{again}").contains(ARC_TOKEN),
         "the Arc key is never printed"
@@ -313,24 +306,9 @@ async fn a_go_memtrace_is_imported_and_its_keys_keep_working() {
     assert_eq!(got.get_ref().name, "planner");
 
     // counted per org
-    let metrics = http
-        .get(format!("{}/metrics", worker.url()))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let line = metrics
-        .lines()
-        .find(|l| {
-            l.starts_with(&format!(
-                "memtrace_legacy_key_requests_total{{org=\"{ORG}\"}}"
-            ))
-        })
-        .unwrap_or_else(|| panic!("no legacy counter for {ORG}:\n{metrics}"));
-    let n: f64 = line.rsplit(' ').next().unwrap().parse().unwrap();
-    assert!(n >= 4.0, "{line}");
+    let series = format!("memtrace_legacy_key_requests_total{{org=\"{ORG}\"}}");
+    let n = sample(&get_text(&worker.url(), "/metrics").await, &series);
+    assert!(n >= 4.0, "{series} = {n}");
 
     // turned off for the org: the SDK's "invalid API key", still marked deprecated
     c.ctl
@@ -357,7 +335,9 @@ async fn a_go_memtrace_is_imported_and_its_keys_keep_working() {
     assert_eq!(refused.headers()["deprecation"], "true");
     let body: Value = refused.json().await.unwrap();
     assert_eq!(body["error"], "invalid API key", "{body}");
-    assert!(metrics_line(&http, &worker.url(), "reason=\"legacy_disabled\"").await >= 1.0);
+    let refusals = get_text(&worker.url(), "/metrics").await;
+    let series = r#"memtrace_admission_refusals_total{reason="legacy_disabled"}"#;
+    assert!(sample(&refusals, series) >= 1.0, "{refusals}");
     assert!(
         !worker.logs().contains(&key),
         "the key never reaches the log"
@@ -365,17 +345,9 @@ async fn a_go_memtrace_is_imported_and_its_keys_keep_working() {
     assert!(worker.stop().await.unwrap().success());
 }
 
-async fn metrics_line(http: &reqwest::Client, url: &str, label: &str) -> f64 {
-    let text = http
-        .get(format!("{url}/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+/// The value of the sample `series` (name and labels as exported); 0 when absent.
+fn sample(text: &str, series: &str) -> f64 {
     text.lines()
-        .find(|l| l.starts_with("memtrace_admission_refusals_total") && l.contains(label))
-        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+        .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
         .unwrap_or(0.0)
 }

@@ -190,16 +190,10 @@ mod tests {
         );
         snapshot.api_keys.insert(
             parsed.key_id,
-            Arc::new(ApiKeyEntry {
-                org_id: "org_a".into(),
-                hash: [0; 32],
-                read: true,
-                write: true,
-                admin: false,
-                expires_at_ms: 0,
-                revoked: false,
-                legacy_bcrypt: Some(bcrypt::hash(token.as_str(), 4).unwrap()),
-            }),
+            Arc::new(ApiKeyEntry::imported(
+                "org_a",
+                bcrypt::hash(token.as_str(), 4).unwrap(),
+            )),
         );
         (snapshot, token.to_string())
     }

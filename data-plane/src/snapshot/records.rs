@@ -58,6 +58,21 @@ pub struct ApiKeyEntry {
 }
 
 impl ApiKeyEntry {
+    /// A read-write key of `org_id` imported from the Go memtrace, checked
+    /// by `bcrypt_hash` (never expires, not revoked).
+    pub fn imported(org_id: &str, bcrypt_hash: String) -> Self {
+        Self {
+            org_id: org_id.to_owned(),
+            hash: [0; 32],
+            read: true,
+            write: true,
+            admin: false,
+            expires_at_ms: 0,
+            revoked: false,
+            legacy_bcrypt: Some(bcrypt_hash),
+        }
+    }
+
     /// Usable at `now_ms`: not revoked and not expired (expiry is strict).
     pub fn usable_at(&self, now_ms: i64) -> bool {
         !self.revoked && (self.expires_at_ms == 0 || now_ms < self.expires_at_ms)

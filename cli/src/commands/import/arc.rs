@@ -8,7 +8,7 @@ use super::source::LegacyDb;
 use memtrace_common::settings::EffectiveSettings;
 use memtrace_data_plane::arcdb::{ArcClient, RetryPolicy};
 use memtrace_data_plane::ingest::Batcher;
-use memtrace_data_plane::service::import::{ImportOutcome, ImportedAgent, ImportedSession};
+use memtrace_data_plane::service::import::ImportOutcome;
 use memtrace_data_plane::service::{OrgService, ServiceShared};
 use memtrace_data_plane::snapshot::ArcRoute;
 use memtrace_data_plane::store::ArcStore;
@@ -55,48 +55,36 @@ pub async fn agents_and_sessions(
     let sessions = db.sessions.iter().filter(|s| s.org_id == org_id);
     let Some(route) = route else {
         for a in agents {
-            report.skip("agent", &a.id, "the org has no usable Arc instance");
+            report.skip("agent", &a.agent.id, "the org has no usable Arc instance");
         }
         for s in sessions {
-            report.skip("session", &s.id, "the org has no usable Arc instance");
+            report.skip(
+                "session",
+                &s.session.id,
+                "the org has no usable Arc instance",
+            );
         }
         return Ok(());
     };
     let svc = service(org_id, route)?;
-    let outcome =
-        |kind: &'static str, id: &str, r: ImportOutcome, report: &mut ImportReport| match r {
-            ImportOutcome::Imported => report.imported(kind),
-            ImportOutcome::Skipped(why) => report.skip(kind, id, why),
-        };
+    let record = |kind: &'static str, id: &str, r: ImportOutcome, report: &mut ImportReport| match r
+    {
+        ImportOutcome::Imported => report.imported(kind),
+        ImportOutcome::Skipped(why) => report.skip(kind, id, why),
+    };
     for a in agents {
-        let agent = ImportedAgent {
-            id: a.id.clone(),
-            name: a.name.clone(),
-            description: a.description.clone(),
-            config: a.config.clone(),
-            created_us: a.created_us,
-        };
         let r = svc
-            .import_agent(&agent, dry_run)
+            .import_agent(&a.agent, dry_run)
             .await
-            .map_err(|e| anyhow::anyhow!("agent {} of org {org_id}: {e}", a.id))?;
-        outcome("agent", &a.id, r, report);
+            .map_err(|e| anyhow::anyhow!("agent {} of org {org_id}: {e}", a.agent.id))?;
+        record("agent", &a.agent.id, r, report);
     }
     for s in sessions {
-        let session = ImportedSession {
-            id: s.id.clone(),
-            agent_id: s.agent_id.clone(),
-            status: s.status.clone(),
-            metadata: s.metadata.clone(),
-            created_us: s.created_us,
-            updated_us: s.updated_us,
-            closed_us: s.closed_us,
-        };
         let r = svc
-            .import_session(&session, dry_run)
+            .import_session(&s.session, dry_run)
             .await
-            .map_err(|e| anyhow::anyhow!("session {} of org {org_id}: {e}", s.id))?;
-        outcome("session", &s.id, r, report);
+            .map_err(|e| anyhow::anyhow!("session {} of org {org_id}: {e}", s.session.id))?;
+        record("session", &s.session.id, r, report);
     }
     Ok(())
 }

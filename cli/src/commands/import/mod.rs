@@ -185,38 +185,22 @@ pub async fn run(
         arc::agents_and_sessions(&db, &org.id, route, args.dry_run, &mut report).await?;
     }
     // rows whose org the file does not have (its foreign keys were off)
-    for key in db
+    let rows = (db
         .keys
         .iter()
-        .filter(|k| !orgs.contains(&k.org_id.as_str()))
-    {
-        report.skip(
-            "api_key",
-            &key.id.to_string(),
-            format!("org {} is not in organizations", key.org_id),
-        );
-    }
-    for agent in db
-        .agents
-        .iter()
-        .filter(|a| !orgs.contains(&a.org_id.as_str()))
-    {
-        report.skip(
-            "agent",
-            &agent.id,
-            format!("org {} is not in organizations", agent.org_id),
-        );
-    }
-    for session in db
-        .sessions
-        .iter()
-        .filter(|s| !orgs.contains(&s.org_id.as_str()))
-    {
-        report.skip(
-            "session",
-            &session.id,
-            format!("org {} is not in organizations", session.org_id),
-        );
+        .map(|k| ("api_key", k.id.to_string(), &k.org_id)))
+    .chain(
+        db.agents
+            .iter()
+            .map(|a| ("agent", a.agent.id.clone(), &a.org_id)),
+    )
+    .chain(
+        db.sessions
+            .iter()
+            .map(|s| ("session", s.session.id.clone(), &s.org_id)),
+    );
+    for (kind, id, org) in rows.filter(|(_, _, org)| !orgs.contains(&org.as_str())) {
+        report.skip(kind, &id, format!("org {org} is not in organizations"));
     }
     out.emit(&report)
 }

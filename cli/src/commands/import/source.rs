@@ -5,6 +5,7 @@
 //! optionally with fractions and an offset, or RFC 3339) or as unix seconds.
 
 use crate::error::CliError;
+use memtrace_data_plane::service::import::{ImportedAgent, ImportedSession};
 use rusqlite::types::ValueRef;
 use rusqlite::{Connection, OpenFlags, Row};
 use serde_json::{Map, Value};
@@ -36,24 +37,16 @@ pub struct LegacyApiKey {
     pub enabled: bool,
 }
 
+/// An agent of `org_id`, as the worker's memory service imports it.
 pub struct LegacyAgent {
-    pub id: String,
     pub org_id: String,
-    pub name: String,
-    pub description: String,
-    pub config: Option<Map<String, Value>>,
-    pub created_us: i64,
+    pub agent: ImportedAgent,
 }
 
+/// A session of `org_id`, as the worker's memory service imports it.
 pub struct LegacySession {
-    pub id: String,
     pub org_id: String,
-    pub agent_id: String,
-    pub status: String,
-    pub metadata: Option<Map<String, Value>>,
-    pub created_us: i64,
-    pub updated_us: i64,
-    pub closed_us: Option<i64>,
+    pub session: ImportedSession,
 }
 
 /// Everything the import reads, in id order.
@@ -154,12 +147,14 @@ pub fn read(path: &Path) -> Result<LegacyDb, CliError> {
         "SELECT id, org_id, name, description, config_json, created_at FROM agents ORDER BY id",
     )? {
         agents.push(LegacyAgent {
-            id: text(&r[0]),
             org_id: text(&r[1]),
-            name: text(&r[2]),
-            description: text(&r[3]),
-            config: object(&r[4]),
-            created_us: required("agents", "created_at", &r[5])?,
+            agent: ImportedAgent {
+                id: text(&r[0]),
+                name: text(&r[2]),
+                description: text(&r[3]),
+                config: object(&r[4]),
+                created_us: required("agents", "created_at", &r[5])?,
+            },
         });
     }
     let mut sessions = Vec::new();
@@ -170,14 +165,16 @@ pub fn read(path: &Path) -> Result<LegacyDb, CliError> {
     )? {
         let created = required("sessions", "created_at", &r[5])?;
         sessions.push(LegacySession {
-            id: text(&r[0]),
             org_id: text(&r[1]),
-            agent_id: text(&r[2]),
-            status: text(&r[3]),
-            metadata: object(&r[4]),
-            created_us: created,
-            updated_us: time("sessions", "updated_at", &r[6])?.unwrap_or(created),
-            closed_us: time("sessions", "closed_at", &r[7])?,
+            session: ImportedSession {
+                id: text(&r[0]),
+                agent_id: text(&r[2]),
+                status: text(&r[3]),
+                metadata: object(&r[4]),
+                created_us: created,
+                updated_us: time("sessions", "updated_at", &r[6])?.unwrap_or(created),
+                closed_us: time("sessions", "closed_at", &r[7])?,
+            },
         });
     }
     Ok(LegacyDb {
