@@ -101,6 +101,14 @@ impl OrgService for Mock {
             api_keys_removed: 1,
         }))
     }
+
+    async fn record_legacy_import(
+        &self,
+        request: Request<pb::RecordLegacyImportRequest>,
+    ) -> Result<Response<pb::RecordLegacyImportResponse>, Status> {
+        self.check(&request)?;
+        Err(Status::unimplemented("not used by these tests"))
+    }
 }
 
 #[tonic::async_trait]

@@ -204,7 +204,12 @@ async fn a_go_memtrace_is_imported_and_its_keys_keep_working() {
         .json(&["audit", "list", "--limit", "100"])
         .await
         .unwrap();
-    for action in ["org.create", "key.import_legacy"] {
+    for action in [
+        "org.create",
+        "arc.bind",
+        "key.import_legacy",
+        "import.legacy_state",
+    ] {
         assert!(
             audit["entries"]
                 .as_array()
@@ -214,6 +219,19 @@ async fn a_go_memtrace_is_imported_and_its_keys_keep_working() {
             "{action} audited: {audit}"
         );
     }
+    let arc_writes: Vec<&Value> = audit["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["action"] == "import.legacy_state" && e["target"] == ORG)
+        .collect();
+    assert_eq!(
+        arc_writes.len(),
+        1,
+        "only the run that wrote is audited: {audit}"
+    );
+    assert_eq!(arc_writes[0]["details"]["agents_imported"], 1, "{audit}");
+    assert_eq!(arc_writes[0]["details"]["sessions_imported"], 1, "{audit}");
 
     // the key, in its old format, through the pinned Python SDK
     let worker = c.worker("legacy", &[]).await.unwrap();

@@ -1,7 +1,8 @@
-//! API keys imported from the Go memtrace (`memtracectl import legacy`):
+//! Imports from the Go memtrace (`memtracectl import legacy`): its API keys,
 //! stored by the Go server's bcrypt hash and lookup prefix — the key itself
 //! is never known here — and published so workers accept the key in its
-//! old format (`memtrace_common::legacy`).
+//! old format (`memtrace_common::legacy`); and the audit entry of what the
+//! import wrote straight to an org's Arc.
 
 use super::audit::{AuditOutcome, audit_record};
 use super::types::{OrgId, Scopes};
@@ -123,6 +124,43 @@ impl ControlPlane {
             value: row,
             revision,
         })
+    }
+}
+
+/// What an import wrote straight to an org's Arc (agents and sessions).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ArcImportCounts {
+    pub agents_imported: u32,
+    pub sessions_imported: u32,
+    pub agents_skipped: u32,
+    pub sessions_skipped: u32,
+}
+
+impl ControlPlane {
+    /// Audits `counts` as `import.legacy_state` of `org`; the entry's seq.
+    pub async fn record_legacy_import(
+        &self,
+        actor: &AdminActor,
+        org: &OrgId,
+        counts: ArcImportCounts,
+    ) -> Result<i64> {
+        self.get_org(org).await?;
+        let details = json!({
+            "agents_imported": counts.agents_imported,
+            "sessions_imported": counts.sessions_imported,
+            "agents_skipped": counts.agents_skipped,
+            "sessions_skipped": counts.sessions_skipped,
+        });
+        let entry = self
+            .append_audit_entry(
+                actor,
+                "import.legacy_state",
+                org.as_str(),
+                AuditOutcome::Ok,
+                details,
+            )
+            .await?;
+        Ok(entry.seq)
     }
 }
 

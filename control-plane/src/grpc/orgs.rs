@@ -1,5 +1,6 @@
 use super::{Gate, actor, with_revision};
 use crate::clock::to_timestamp;
+use crate::domain::legacy_keys::ArcImportCounts;
 use crate::domain::types::{OrgId, OrgName};
 use crate::store::OrgSummary;
 use memtrace_proto::admin::v1 as pb;
@@ -75,5 +76,26 @@ impl pb::org_service_server::OrgService for OrgApi {
             },
             deleted.revision,
         ))
+    }
+
+    async fn record_legacy_import(
+        &self,
+        request: Request<pb::RecordLegacyImportRequest>,
+    ) -> Result<Response<pb::RecordLegacyImportResponse>, Status> {
+        let actor = actor(&request);
+        let req = request.into_inner();
+        let org = OrgId::parse(&req.org_id)?;
+        let counts = ArcImportCounts {
+            agents_imported: req.agents_imported,
+            sessions_imported: req.sessions_imported,
+            agents_skipped: req.agents_skipped,
+            sessions_skipped: req.sessions_skipped,
+        };
+        let seq = self
+            .0
+            .service()?
+            .record_legacy_import(&actor, &org, counts)
+            .await?;
+        Ok(Response::new(pb::RecordLegacyImportResponse { seq }))
     }
 }

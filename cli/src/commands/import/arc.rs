@@ -12,6 +12,7 @@ use memtrace_data_plane::service::import::ImportOutcome;
 use memtrace_data_plane::service::{OrgService, ServiceShared};
 use memtrace_data_plane::snapshot::ArcRoute;
 use memtrace_data_plane::store::ArcStore;
+use memtrace_proto::admin::v1 as pb;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -43,14 +44,17 @@ fn service(org_id: &str, route: ArcRoute) -> anyhow::Result<OrgService> {
 }
 
 /// Imports the org's agents, then its sessions; without a usable route
-/// every one is skipped.
+/// every one is skipped. Returns what it wrote and skipped, for the audit
+/// trail (`RecordLegacyImport`).
 pub async fn agents_and_sessions(
     db: &LegacyDb,
     org_id: &str,
     route: Option<ArcRoute>,
     dry_run: bool,
     report: &mut ImportReport,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<pb::RecordLegacyImportRequest> {
+    let before = |r: &ImportReport, kind: &str| (r.counts[kind].imported, r.counts[kind].skipped);
+    let (agents_before, sessions_before) = (before(report, "agent"), before(report, "session"));
     let agents = db.agents.iter().filter(|a| a.org_id == org_id);
     let sessions = db.sessions.iter().filter(|s| s.org_id == org_id);
     let Some(route) = route else {
@@ -64,7 +68,7 @@ pub async fn agents_and_sessions(
                 "the org has no usable Arc instance",
             );
         }
-        return Ok(());
+        return Ok(done(org_id, report, agents_before, sessions_before));
     };
     let svc = service(org_id, route)?;
     let record = |kind: &'static str, id: &str, r: ImportOutcome, report: &mut ImportReport| match r
@@ -86,5 +90,23 @@ pub async fn agents_and_sessions(
             .map_err(|e| anyhow::anyhow!("session {} of org {org_id}: {e}", s.session.id))?;
         record("session", &s.session.id, r, report);
     }
-    Ok(())
+    Ok(done(org_id, report, agents_before, sessions_before))
+}
+
+/// The counts since `agents` and `sessions` (imported, skipped) were taken.
+fn done(
+    org_id: &str,
+    report: &ImportReport,
+    agents: (u64, u64),
+    sessions: (u64, u64),
+) -> pb::RecordLegacyImportRequest {
+    let delta = |now: u64, then: u64| u32::try_from(now - then).unwrap_or(u32::MAX);
+    let (a, s) = (&report.counts["agent"], &report.counts["session"]);
+    pb::RecordLegacyImportRequest {
+        org_id: org_id.to_owned(),
+        agents_imported: delta(a.imported, agents.0),
+        sessions_imported: delta(s.imported, sessions.0),
+        agents_skipped: delta(a.skipped, agents.1),
+        sessions_skipped: delta(s.skipped, sessions.1),
+    }
 }

@@ -236,6 +236,19 @@ pub async fn key(
     Ok(())
 }
 
+/// Audits what was written straight to an org's Arc.
+pub async fn audit_arc_writes(
+    admin: &Admin,
+    written: pb::RecordLegacyImportRequest,
+) -> anyhow::Result<()> {
+    admin
+        .orgs()
+        .record_legacy_import(admin.request(written))
+        .await
+        .map_err(|s| stop(admin, s))?;
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -12,8 +12,8 @@
 //!
 //! Idempotent: whatever exists is skipped and reported; `--dry-run` reads
 //! both sides and changes nothing. The control plane audits every org,
-//! binding and key it creates; agents and sessions go straight to Arc and
-//! are listed in the report only.
+//! binding and key it creates; agents and sessions go straight to Arc, and
+//! their counts per org are audited through `RecordLegacyImport`.
 
 mod arc;
 mod control;
@@ -182,7 +182,11 @@ pub async fn run(
                 report.skip("api_key", &key.id.to_string(), "its org was not imported");
             }
         }
-        arc::agents_and_sessions(&db, &org.id, route, args.dry_run, &mut report).await?;
+        let written =
+            arc::agents_and_sessions(&db, &org.id, route, args.dry_run, &mut report).await?;
+        if ready && !args.dry_run && written.agents_imported + written.sessions_imported > 0 {
+            control::audit_arc_writes(admin, written).await?;
+        }
     }
     // rows whose org the file does not have (its foreign keys were off)
     let rows = (db
