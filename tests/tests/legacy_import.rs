@@ -24,6 +24,7 @@ const PREFIX: &str = "/memtrace-legacy/v1/";
 const ARC_TOKEN: &str = "arc-legacy-import-token-0123456789";
 const ARC_DATABASE: &str = "legacyimport";
 const ORG: &str = "org_0a1b2c3d4e5f60718293a4b5";
+const ORG_ACME: &str = "org_default";
 const AGENT: &str = "agent_1122334455667788990aabbc";
 const SESSION: &str = "sess_aabbccddeeff001122334455";
 
@@ -71,6 +72,12 @@ fn legacy_db(dir: &Path, arc_url: &str) -> String {
         [ORG],
     )
     .unwrap();
+    // its name is taken here: imported under a mapped one
+    db.execute(
+        "INSERT INTO organizations (id, name) VALUES (?1, 'acme')",
+        [ORG_ACME],
+    )
+    .unwrap();
     let (cipher, nonce) = seal_legacy_secret(&master, ARC_TOKEN.as_bytes());
     db.execute(
         "INSERT INTO arc_instances (id, org_id, url, api_key_cipher, api_key_nonce, database) \
@@ -107,15 +114,20 @@ fn legacy_db(dir: &Path, arc_url: &str) -> String {
     key.to_string()
 }
 
-/// Asserts the report's (imported, skipped) of api keys and of every other kind.
-fn assert_counts(report: &Value, others: (u64, u64), api_keys: (u64, u64)) {
+/// Asserts the report's (imported, skipped) of orgs, of api keys and of
+/// every other kind.
+fn assert_counts(report: &Value, orgs: (u64, u64), others: (u64, u64), api_keys: (u64, u64)) {
     for kind in ["org", "arc_binding", "api_key", "agent", "session"] {
         let c = &report["counts"][kind];
         let got = (
             c["imported"].as_u64().unwrap(),
             c["skipped"].as_u64().unwrap(),
         );
-        let want = if kind == "api_key" { api_keys } else { others };
+        let want = match kind {
+            "org" => orgs,
+            "api_key" => api_keys,
+            _ => others,
+        };
         assert_eq!(got, want, "{kind}: {report}");
     }
 }
@@ -161,13 +173,16 @@ async fn a_go_memtrace_is_imported_and_its_keys_keep_working() {
     );
     std::fs::set_permissions(&master, std::fs::Permissions::from_mode(0o600)).unwrap();
 
+    c.org("acme").await.unwrap();
+
     // dry run: the plan, and nothing changes
     let plan = run(import(true)).await;
     assert_eq!(plan["dry_run"], true);
     // the disabled key is skipped
-    assert_counts(&plan, (1, 0), (1, 1));
+    assert_counts(&plan, (2, 0), (1, 0), (1, 1));
     let orgs = c.ctl.json(&["org", "list"]).await.unwrap();
     assert!(!orgs.to_string().contains(ORG), "{orgs}");
+    assert_eq!(plan["notes"][0]["id"], ORG_ACME, "{plan}");
     assert_eq!(
         arc.stats().db(ARC_DATABASE).rows,
         0,
@@ -176,15 +191,18 @@ async fn a_go_memtrace_is_imported_and_its_keys_keep_working() {
 
     // for real
     let done = run(import(false)).await;
-    assert_counts(&done, (1, 0), (1, 1));
+    assert_counts(&done, (2, 0), (1, 0), (1, 1));
     assert!(
         done.to_string().contains("disabled in the Go memtrace"),
         "{done}"
     );
 
+    let acme = c.ctl.json(&["org", "get", ORG_ACME]).await.unwrap();
+    assert_eq!(acme["name"], format!("acme ({ORG_ACME})"), "{acme}");
+
     // again: everything exists
     let again = run(import(false)).await;
-    assert_counts(&again, (0, 1), (0, 2));
+    assert_counts(&again, (0, 2), (0, 1), (0, 2));
     assert!(
         !format!("{plan}{done}{again}").contains(ARC_TOKEN),
         "the Arc key is never printed"

@@ -52,6 +52,23 @@ pub async fn org(
         }
         Err(s) => return Err(stop(admin, s)),
     }
+    // names are unique here, not in the Go memtrace: a taken one is mapped
+    let listed = admin
+        .orgs()
+        .list_orgs(admin.request(pb::ListOrgsRequest {}))
+        .await
+        .map_err(|s| stop(admin, s))?;
+    let name = if listed.get_ref().orgs.iter().any(|o| o.name == org.name) {
+        let mapped = format!("{} ({})", org.name, org.id);
+        report.note(
+            "org",
+            &org.id,
+            format!("name {:?} is taken here: imported as {mapped:?}", org.name),
+        );
+        mapped
+    } else {
+        org.name.clone()
+    };
     if dry_run {
         report.imported("org");
         return Ok(true);
@@ -59,7 +76,7 @@ pub async fn org(
     let created = admin
         .orgs()
         .create_org(admin.request(pb::CreateOrgRequest {
-            name: org.name.clone(),
+            name,
             id: org.id.clone(),
         }))
         .await;

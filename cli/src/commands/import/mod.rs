@@ -66,12 +66,21 @@ pub struct Counts {
     pub skipped: u64,
 }
 
+/// Something imported differently from the original, and how.
+#[derive(Debug, Serialize)]
+pub struct Note {
+    pub kind: &'static str,
+    pub id: String,
+    pub note: String,
+}
+
 /// The report printed at the end.
 #[derive(Debug, Serialize)]
 pub struct ImportReport {
     pub dry_run: bool,
     pub counts: BTreeMap<&'static str, Counts>,
     pub skipped: Vec<Skipped>,
+    pub notes: Vec<Note>,
 }
 
 impl ImportReport {
@@ -80,7 +89,16 @@ impl ImportReport {
             dry_run,
             counts: KINDS.iter().map(|k| (*k, Counts::default())).collect(),
             skipped: Vec::new(),
+            notes: Vec::new(),
         }
+    }
+
+    fn note(&mut self, kind: &'static str, id: &str, note: impl Into<String>) {
+        self.notes.push(Note {
+            kind,
+            id: id.to_owned(),
+            note: note.into(),
+        });
     }
 
     fn imported(&mut self, kind: &'static str) {
@@ -125,11 +143,43 @@ impl Render for ImportReport {
                 .collect();
             table(w, &["skipped", "id", "why"], &rows)?;
         }
+        if !self.notes.is_empty() {
+            writeln!(w)?;
+            let rows: Vec<Vec<String>> = self
+                .notes
+                .iter()
+                .map(|n| vec![n.kind.to_owned(), n.id.clone(), n.note.clone()])
+                .collect();
+            table(w, &["mapped", "id", "how"], &rows)?;
+        }
         if self.dry_run {
             writeln!(w, "\ndry run: nothing was changed")?;
         }
         Ok(())
     }
+}
+
+/// Imports the binding, keys, agents and sessions of an org that exists.
+async fn org_contents(
+    admin: &Admin,
+    db: &source::LegacyDb,
+    org_id: &str,
+    master: &[u8; 32],
+    dry_run: bool,
+    report: &mut ImportReport,
+) -> anyhow::Result<()> {
+    let route = match db.arcs.iter().find(|a| a.org_id == org_id) {
+        Some(arc) => control::binding(admin, arc, master, dry_run, report).await?,
+        None => None,
+    };
+    for key in db.keys.iter().filter(|k| k.org_id == org_id) {
+        control::key(admin, key, dry_run, report).await?;
+    }
+    let written = arc::agents_and_sessions(db, org_id, route, dry_run, report).await?;
+    if !dry_run && written.agents_imported + written.sessions_imported > 0 {
+        control::audit_arc_writes(admin, written).await?;
+    }
+    Ok(())
 }
 
 /// Reads the legacy master key: the file must be owner-only (like every
@@ -163,47 +213,16 @@ pub async fn run(
     let mut report = ImportReport::new(args.dry_run);
     let orgs: Vec<&str> = db.orgs.iter().map(|o| o.id.as_str()).collect();
     for org in &db.orgs {
-        let ready = control::org(admin, org, args.dry_run, &mut report).await?;
-        let arc = db.arcs.iter().find(|a| a.org_id == org.id);
-        let route = match arc {
-            Some(arc) if ready => {
-                control::binding(admin, arc, &master, args.dry_run, &mut report).await?
+        if control::org(admin, org, args.dry_run, &mut report).await? {
+            org_contents(admin, &db, &org.id, &master, args.dry_run, &mut report).await?;
+        } else {
+            for (kind, id, _) in db.owned().filter(|(_, _, o)| *o == org.id) {
+                report.skip(kind, &id, "its org was not imported");
             }
-            Some(arc) => {
-                report.skip("arc_binding", &arc.org_id, "its org was not imported");
-                None
-            }
-            None => None,
-        };
-        for key in db.keys.iter().filter(|k| k.org_id == org.id) {
-            if ready {
-                control::key(admin, key, args.dry_run, &mut report).await?;
-            } else {
-                report.skip("api_key", &key.id.to_string(), "its org was not imported");
-            }
-        }
-        let written =
-            arc::agents_and_sessions(&db, &org.id, route, args.dry_run, &mut report).await?;
-        if ready && !args.dry_run && written.agents_imported + written.sessions_imported > 0 {
-            control::audit_arc_writes(admin, written).await?;
         }
     }
     // rows whose org the file does not have (its foreign keys were off)
-    let rows = (db
-        .keys
-        .iter()
-        .map(|k| ("api_key", k.id.to_string(), &k.org_id)))
-    .chain(
-        db.agents
-            .iter()
-            .map(|a| ("agent", a.agent.id.clone(), &a.org_id)),
-    )
-    .chain(
-        db.sessions
-            .iter()
-            .map(|s| ("session", s.session.id.clone(), &s.org_id)),
-    );
-    for (kind, id, org) in rows.filter(|(_, _, org)| !orgs.contains(&org.as_str())) {
+    for (kind, id, org) in db.owned().filter(|(_, _, o)| !orgs.contains(o)) {
         report.skip(kind, &id, format!("org {org} is not in organizations"));
     }
     out.emit(&report)

@@ -58,6 +58,29 @@ pub struct LegacyDb {
     pub sessions: Vec<LegacySession>,
 }
 
+impl LegacyDb {
+    /// Every row that belongs to an org: its kind, id (as reported) and org.
+    pub fn owned(&self) -> impl Iterator<Item = (&'static str, String, &str)> {
+        let arcs = self
+            .arcs
+            .iter()
+            .map(|a| ("arc_binding", a.org_id.clone(), a.org_id.as_str()));
+        let keys = self
+            .keys
+            .iter()
+            .map(|k| ("api_key", k.id.to_string(), k.org_id.as_str()));
+        let agents = self
+            .agents
+            .iter()
+            .map(|a| ("agent", a.agent.id.clone(), a.org_id.as_str()));
+        let sessions = self
+            .sessions
+            .iter()
+            .map(|s| ("session", s.session.id.clone(), s.org_id.as_str()));
+        arcs.chain(keys).chain(agents).chain(sessions)
+    }
+}
+
 fn fail(path: &Path, what: &str, e: impl std::fmt::Display) -> CliError {
     CliError::new(format!("--db {}: {what}: {e}", path.display()))
 }
