@@ -9,7 +9,7 @@
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use memtrace_common::credentials::{generate_api_key, hash_api_key};
-use memtrace_common::legacy::{generate_legacy_api_key, parse_legacy_api_key};
+use memtrace_common::legacy_keys::{generate_legacy_api_key, parse_legacy_api_key};
 use memtrace_data_plane::admission::auth::authenticate;
 use memtrace_data_plane::snapshot::{ApiKeyEntry, OrgEntry, Snapshot};
 use std::hint::black_box;

@@ -10,7 +10,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use base64::Engine;
-use memtrace_common::legacy::{generate_legacy_api_key, legacy_prefix, seal_legacy_secret};
+use memtrace_common::legacy_keys::{generate_legacy_api_key, legacy_prefix, seal_legacy_secret};
 use memtrace_proto::v1 as pb;
 use memtrace_tests::cluster::{Cluster, arc_with_token, eventually};
 use memtrace_tests::grpc::{channel, get_text, with_key};

@@ -1,7 +1,7 @@
 //! Imports from the Go memtrace (`memtracectl import legacy`): its API keys,
 //! stored by the Go server's bcrypt hash and lookup prefix — the key itself
 //! is never known here — and published so workers accept the key in its
-//! old format (`memtrace_common::legacy`); and the audit entry of what the
+//! old format (`memtrace_common::legacy_keys`); and the audit entry of what the
 //! import wrote straight to an org's Arc.
 
 use super::audit::{AuditOutcome, audit_record};
@@ -11,7 +11,7 @@ use crate::auth::AdminActor;
 use crate::error::{ControlPlaneError, Result};
 use crate::store::{ApiKeyRow, AuditWith, LegacyKeyHash};
 use memtrace_common::clock::now_ms;
-use memtrace_common::legacy::{is_bcrypt_hash, is_legacy_prefix, legacy_key_id};
+use memtrace_common::legacy_keys::{is_bcrypt_hash, is_legacy_prefix, legacy_key_id};
 use serde_json::json;
 use sha2::{Digest, Sha256};
 

@@ -9,7 +9,7 @@
 
 use crate::snapshot::{ApiKeyEntry, Snapshot};
 use memtrace_common::credentials::{hashes_match, parse_api_key};
-use memtrace_common::legacy::parse_legacy_api_key;
+use memtrace_common::legacy_keys::parse_legacy_api_key;
 
 /// What a request may do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

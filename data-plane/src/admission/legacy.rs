@@ -1,5 +1,5 @@
 //! API keys imported from the Go memtrace, in its format: `mtk_` + the
-//! padded URL-safe base64 of 32 bytes (`memtrace_common::legacy`).
+//! padded URL-safe base64 of 32 bytes (`memtrace_common::legacy_keys`).
 //!
 //! Such a key's id is `key_` + the first 16 hex of the SHA-256 of the key
 //! (the Go server's `key_prefix`), so it is found in the snapshot in O(1)
@@ -22,7 +22,7 @@
 
 use super::auth::{AuthError, InvalidKey, Principal, principal_of};
 use crate::snapshot::Snapshot;
-use memtrace_common::legacy::{LEGACY_KEY_LEN, LegacyKey};
+use memtrace_common::legacy_keys::{LEGACY_KEY_LEN, LegacyKey};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -173,7 +173,7 @@ impl LegacyRequests {
 mod tests {
     use super::*;
     use crate::snapshot::{ApiKeyEntry, OrgEntry};
-    use memtrace_common::legacy::{generate_legacy_api_key, parse_legacy_api_key};
+    use memtrace_common::legacy_keys::{generate_legacy_api_key, parse_legacy_api_key};
     use std::sync::Arc;
 
     /// A snapshot holding one imported key (bcrypt cost 4) of `org_a`.

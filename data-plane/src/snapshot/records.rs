@@ -271,10 +271,10 @@ fn legacy_bcrypt(key_id: &str, hash: String, prefix: &str) -> Result<Option<Stri
     if hash.is_empty() && prefix.is_empty() {
         return Ok(None);
     }
-    if !memtrace_common::legacy::is_bcrypt_hash(&hash) {
+    if !memtrace_common::legacy_keys::is_bcrypt_hash(&hash) {
         return Err("legacy_bcrypt_hash is not a bcrypt hash".into());
     }
-    if memtrace_common::legacy::legacy_key_id(prefix) != key_id {
+    if memtrace_common::legacy_keys::legacy_key_id(prefix) != key_id {
         return Err(format!(
             "legacy_prefix {prefix:?} is not the prefix of key {key_id:?}"
         ));

@@ -7,7 +7,7 @@
 use super::ImportReport;
 use super::source::{LegacyApiKey, LegacyArc, LegacyOrg};
 use crate::client::Admin;
-use memtrace_common::legacy::{legacy_key_id, open_legacy_secret};
+use memtrace_common::legacy_keys::{legacy_key_id, open_legacy_secret};
 use memtrace_data_plane::snapshot::ArcRoute;
 use memtrace_proto::admin::v1 as pb;
 use tonic::{Code, Status};
