@@ -16,6 +16,7 @@ pub mod commands;
 pub mod error;
 pub mod output;
 pub mod secret;
+pub mod worker;
 
 use args::{Cli, Command};
 use client::Admin;
@@ -56,6 +57,11 @@ pub async fn run(
     if let Command::Mcp = command {
         // stdout carries the protocol: it is written by the server alone
         return commands::mcp::run(&cli.global, env, diag).await;
+    }
+    if let Command::Org(commands::org::OrgCommand::Export(args)) = command {
+        // JSONL straight to `out` (or a file), not through `Output`
+        let admin = admin(&cli.global, env).await?;
+        return commands::export::run(args, &admin, env, cli.global.timeout(), out, diag).await;
     }
     let mut output = Output::new(cli.global.output, out, diag);
     match command {

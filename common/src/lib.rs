@@ -21,6 +21,7 @@ pub mod error;
 pub mod fleet;
 pub mod ids;
 pub mod keys;
+pub mod legacy;
 pub mod legacy_keys;
 pub mod names;
 pub mod receipt;

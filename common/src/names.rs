@@ -80,7 +80,8 @@ pub fn check_arc_database(value: &str) -> Result<(), NameError> {
 /// memtrace's own tables in an org's Arc database (agent and session state
 /// rows, superseded memory versions): no binding may name one as its
 /// memory measurement.
-pub const RESERVED_MEASUREMENTS: [&str; 3] = ["agents", "sessions", "memory_versions"];
+pub const RESERVED_MEASUREMENTS: [&str; 4] =
+    ["agents", "sessions", "memory_versions", "erasure_receipts"];
 
 /// Checks an Arc measurement name (field `measurement`).
 pub fn check_arc_measurement(value: &str) -> Result<(), NameError> {
@@ -94,7 +95,7 @@ pub fn check_memory_measurement(value: &str) -> Result<(), NameError> {
     if RESERVED_MEASUREMENTS.contains(&value) {
         return Err(NameError {
             field: "measurement",
-            rule: "must not be agents, sessions or memory_versions (memtrace's own tables)",
+            rule: "must not be agents, sessions, memory_versions or erasure_receipts (memtrace's own tables)",
         });
     }
     Ok(())

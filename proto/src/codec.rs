@@ -24,9 +24,9 @@
 use crate::v1::{
     AgentMemoriesRequest, AgentRef, CreateMemoriesRequest, CreateMemoryRequest,
     CreateSessionRequest, DeleteMemoriesRequest, ExportMemoriesRequest, GetMemoryRequest,
-    ListAgentsRequest, ListErasuresRequest, ListMemoriesRequest, ListSessionsRequest,
-    RegisterAgentRequest, SearchMemoriesRequest, SessionContextRequest, SessionMemoriesRequest,
-    SessionRef, UpdateMemoryRequest, UpdateSessionRequest, WriteBatch,
+    ListAgentsRequest, ListErasureReceiptsRequest, ListErasuresRequest, ListMemoriesRequest,
+    ListSessionsRequest, RegisterAgentRequest, SearchMemoriesRequest, SessionContextRequest,
+    SessionMemoriesRequest, SessionRef, UpdateMemoryRequest, UpdateSessionRequest, WriteBatch,
 };
 use prost::Message;
 use prost::bytes::Buf as _;
@@ -148,6 +148,7 @@ guarded! {
         GetMemoryRequest,
         DeleteMemoriesRequest,
         ListErasuresRequest,
+        ListErasureReceiptsRequest,
         UpdateMemoryRequest,
         ExportMemoriesRequest,
         RegisterAgentRequest,

@@ -85,6 +85,7 @@ const REQUESTS: &[(&str, Decode)] = requests![
     GetMemoryRequest,
     DeleteMemoriesRequest,
     ListErasuresRequest,
+    ListErasureReceiptsRequest,
     UpdateMemoryRequest,
     ExportMemoriesRequest,
     RegisterAgentRequest,

@@ -86,6 +86,15 @@ pub struct Ctl {
 impl Ctl {
     /// Runs with the server, token and CA in the environment.
     pub async fn run(&self, args: &[&str]) -> anyhow::Result<CliOutput> {
+        self.run_with_env(args, &[]).await
+    }
+
+    /// [`Self::run`] with `extra` variables in the environment too.
+    pub async fn run_with_env(
+        &self,
+        args: &[&str],
+        extra: &[(&str, &str)],
+    ) -> anyhow::Result<CliOutput> {
         let mut env = vec![
             ("MEMTRACE_CONTROL_PLANE_URL", self.server.clone()),
             ("MEMTRACE_ADMIN_TOKEN", self.token.clone()),
@@ -96,7 +105,8 @@ impl Ctl {
                 ca.to_str().context("a UTF-8 CA path")?.to_owned(),
             ));
         }
-        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let mut env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        env.extend_from_slice(extra);
         memtracectl(args, &env).await
     }
 

@@ -333,3 +333,110 @@ async fn export_pages_every_live_memory_once_on_the_embedded_store() {
         .unwrap();
     exports_every_live_memory_once(&worker, &key, &reader, "embedded").await;
 }
+
+/// `memtracectl org export`: an operator's export through the worker, with
+/// a read-only key minted for it and revoked after.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memtracectl_org_export_writes_every_live_memory_once() {
+    let c = Cluster::start("/memtrace-export-cli/v1/").await.unwrap();
+    let org = c.org("export-cli").await.unwrap();
+    let (key, _) = c.key(&org, "read,write").await.unwrap();
+    let embedded = tempfile::tempdir().unwrap();
+    let worker = c
+        .worker(
+            "export-cli",
+            &[(
+                "MEMTRACE_WORKER_EMBEDDED_DIR",
+                embedded.path().to_str().unwrap(),
+            )],
+        )
+        .await
+        .unwrap();
+    let api = Api::new(&worker, Some(&key));
+    let mut live = BTreeSet::new();
+    for i in 0..5 {
+        let agent = if i < 3 { "agent_x" } else { "agent_y" };
+        let (s, m) = api
+            .post(
+                "/api/v1/memories",
+                json!({"agent_id": agent, "content": format!("memory {i}")}),
+            )
+            .await;
+        assert_eq!(s, 201, "{m}");
+        live.insert(m["id"].as_str().unwrap().to_owned());
+    }
+    let gone = live.pop_first().unwrap();
+    let (s, d) = api
+        .call("DELETE", &format!("/api/v1/memories/{gone}"), None)
+        .await;
+    assert_eq!(s, 202, "{d}");
+    let url = worker.url();
+    let env = [("MEMTRACE_URL", url.as_str())];
+    let out = c
+        .ctl
+        .run_with_env(&["org", "export", &org, "--page-size", "2"], &env)
+        .await
+        .unwrap();
+    assert!(out.success, "{}\n{}", out.stdout, out.stderr);
+    let ids: Vec<String> = out
+        .stdout
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<Value>(l).unwrap()["id"]
+                .as_str()
+                .unwrap_or_else(|| panic!("a memory per line: {l}"))
+                .to_owned()
+        })
+        .collect();
+    assert_eq!(
+        ids.iter().cloned().collect::<BTreeSet<_>>(),
+        live,
+        "{}",
+        out.stdout
+    );
+    assert_eq!(ids.len(), live.len(), "each live memory once");
+    assert!(out.stderr.contains("exported 4 memories"), "{}", out.stderr);
+
+    // one agent, into a new private file
+    let file = embedded.path().join("agent_y.jsonl");
+    let path = file.to_str().unwrap();
+    let out = c
+        .ctl
+        .run_with_env(
+            &["org", "export", &org, "--agent", "agent_y", "--out", path],
+            &env,
+        )
+        .await
+        .unwrap();
+    assert!(out.success, "{}", out.stderr);
+    let text = std::fs::read_to_string(&file).unwrap();
+    assert_eq!(text.lines().count(), 2, "{text}");
+    assert!(text.lines().all(|l| l.contains("agent_y")), "{text}");
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(&file).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    let again = c
+        .ctl
+        .run_with_env(&["org", "export", &org, "--out", path], &env)
+        .await
+        .unwrap();
+    assert!(!again.success, "an existing file is never overwritten");
+    assert!(again.stderr.contains("--out"), "{}", again.stderr);
+
+    // the minted keys are revoked
+    let keys = c
+        .ctl
+        .json(&["key", "list", "--org", &org, "--all"])
+        .await
+        .unwrap();
+    let minted: Vec<&Value> = keys["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|k| k["name"].as_str().unwrap().starts_with("org-export-"))
+        .collect();
+    assert!(!minted.is_empty(), "{keys}");
+    assert!(minted.iter().all(|k| k["revoked_at"].is_string()), "{keys}");
+}

@@ -309,11 +309,9 @@ async fn memories_expire_and_are_erased_on_the_embedded_store() {
         async || {
             let db = rusqlite::Connection::open(&file).map_err(|e| e.to_string())?;
             let n: i64 = db
-                .query_row(
-                    "SELECT COUNT(*) FROM events WHERE id = ?1",
-                    [&short],
-                    |r| r.get(0),
-                )
+                .query_row("SELECT COUNT(*) FROM events WHERE id = ?1", [&short], |r| {
+                    r.get(0)
+                })
                 .map_err(|e| e.to_string())?;
             (n == 0).then_some(()).ok_or(format!("{n} rows of {short}"))
         },

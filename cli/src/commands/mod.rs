@@ -8,6 +8,7 @@ pub mod cluster;
 pub mod config;
 pub mod dev;
 pub mod erasure;
+pub mod export;
 pub mod import;
 pub mod key;
 pub mod keygen;

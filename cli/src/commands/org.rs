@@ -51,6 +51,8 @@ pub enum OrgCommand {
         #[arg(value_name = "ORG_ID")]
         org_id: String,
     },
+    /// export the org's memories as JSONL through the worker at MEMTRACE_URL (a read-only key is minted for it and revoked after)
+    Export(super::export::ExportArgs),
 }
 
 #[derive(Debug, Args)]
@@ -129,6 +131,8 @@ pub async fn run(command: OrgCommand, admin: &Admin, out: &mut Output<'_>) -> an
         OrgCommand::ShowArc { org_id } => arc::show(org_id, admin, out).await,
         OrgCommand::RemoveArc { org_id } => arc::remove(org_id, admin, out).await,
         OrgCommand::TestArc { org_id } => arc::test(org_id, admin, out).await,
+        // run by the caller: it streams JSONL, not an `Output`
+        OrgCommand::Export(_) => Ok(()),
     }
 }
 

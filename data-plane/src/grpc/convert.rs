@@ -92,6 +92,16 @@ impl From<Memory> for pb::Memory {
     }
 }
 
+impl From<crate::service::receipts::ErasureReceipt> for pb::ErasureReceipt {
+    fn from(r: crate::service::receipts::ErasureReceipt) -> Self {
+        Self {
+            delivered_at_unix_micros: micros(&r.delivered_at),
+            receipt_json: r.receipt.to_string(),
+            erasure_id: r.erasure_id,
+        }
+    }
+}
+
 impl From<MemoryList> for pb::MemoryList {
     fn from(l: MemoryList) -> Self {
         Self {

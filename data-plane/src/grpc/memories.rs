@@ -155,6 +155,19 @@ impl pb::memory_service_server::MemoryService for MemoryApi {
         }))
     }
 
+    async fn list_erasure_receipts(
+        &self,
+        request: Request<pb::ListErasureReceiptsRequest>,
+    ) -> Reply<pb::ListErasureReceiptsResponse> {
+        let svc = admit(&self.admission, &request, Scope::Read).await?;
+        let q = request.into_inner();
+        let limit = (q.limit != 0).then_some(q.limit);
+        let receipts = svc.erasure_receipts(Some(&q.erasure_id), limit).await?;
+        Ok(Response::new(pb::ListErasureReceiptsResponse {
+            receipts: receipts.into_iter().map(Into::into).collect(),
+        }))
+    }
+
     async fn export_memories(
         &self,
         request: Request<pb::ExportMemoriesRequest>,

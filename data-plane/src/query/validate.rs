@@ -194,6 +194,11 @@ impl Ident {
         Self(crate::store::VERSIONS_TABLE.to_owned())
     }
 
+    /// The table of delivered erasure receipts (`erasure_receipts`).
+    pub fn receipts_table() -> Self {
+        Self(crate::store::RECEIPTS_TABLE.to_owned())
+    }
+
     /// An Arc database name ([`memtrace_common::names`]: the rule the
     /// control plane applies before it stores a binding).
     pub fn database(value: &str) -> Result<Self, QueryError> {

@@ -149,6 +149,29 @@ pub(super) async fn erasures(Reader(svc): Reader) -> ApiResult {
     )
 }
 
+/// The org's delivered erasure receipts, newest first
+/// (`?erasure_id=&limit=`).
+pub(super) async fn receipts(query: super::Pairs, Reader(svc): Reader) -> ApiResult {
+    let (mut id, mut limit) = (None, None);
+    for (k, v) in super::pairs(query)? {
+        match k.as_str() {
+            "erasure_id" => id = Some(v),
+            "limit" if !v.is_empty() => limit = Some(super::int_param(&v, "limit")?),
+            _ => {}
+        }
+    }
+    let receipts = svc.erasure_receipts(id.as_deref(), limit).await?;
+    reply(
+        StatusCode::OK,
+        &json!({"count": receipts.len(), "receipts": receipts}),
+    )
+}
+
+/// One erasure's signed receipt, as `memtracectl erasure verify` reads it.
+pub(super) async fn receipt(Path(id): Path<String>, Reader(svc): Reader) -> ApiResult {
+    reply(StatusCode::OK, &svc.erasure_receipt(&id).await?.receipt)
+}
+
 pub(super) async fn update(Path(id): Path<String>, Writer(svc): Writer, body: Body) -> ApiResult {
     let patch: MemoryPatch = parse_body(&svc, body, false)?;
     reply(StatusCode::OK, &svc.update_memory(&id, patch).await?)

@@ -49,6 +49,8 @@ pub fn router(state: Admission, body_timeout: BodyTimeout) -> axum::Router {
         .route("/api/v1/search", post(memories::search))
         .route("/api/v1/delete", post(memories::delete_many))
         .route("/api/v1/erasures", get(memories::erasures))
+        .route("/api/v1/erasures/receipts", get(memories::receipts))
+        .route("/api/v1/erasures/{id}/receipt", get(memories::receipt))
         .route("/api/v1/export", get(export::export))
         .route("/api/v1/agents", post(agents::register).get(agents::list))
         .route(
@@ -201,7 +203,7 @@ pub(crate) fn pairs(q: Pairs) -> Result<Vec<(String, String)>, ServiceError> {
         .map_err(|e| ServiceError::BadRequest(format!("invalid query string: {}", e.body_text())))
 }
 
-fn int_param(value: &str, field: &'static str) -> Result<i64, ServiceError> {
+pub(crate) fn int_param(value: &str, field: &'static str) -> Result<i64, ServiceError> {
     value
         .trim()
         .parse()

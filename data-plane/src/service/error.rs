@@ -92,8 +92,8 @@ impl From<StoreError> for ServiceError {
             StoreError::ShuttingDown => Self::Unavailable("the worker is shutting down".into()),
             StoreError::TooLarge(m) => Self::TooLarge(m),
             StoreError::Backend(m) => Self::Backend(m),
-            StoreError::MissingExpiryColumn => {
-                Self::Backend("the memory table has no expires_at column yet".into())
+            StoreError::MissingColumn(c) => {
+                Self::Backend(format!("the memory table has no {c} column"))
             }
         }
     }

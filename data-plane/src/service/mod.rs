@@ -20,6 +20,7 @@ pub mod ids;
 pub mod import;
 mod memories;
 mod org_locks;
+pub mod receipts;
 mod rows;
 mod sessions;
 pub mod state;
@@ -138,26 +139,32 @@ impl OrgService {
     /// past its length limit is refused here (429) rather than sent: only
     /// the hiding predicates of erasures in progress can push a read past
     /// it, and they are gone once those finish. A read Arc refuses because
-    /// none of the memory table's files has `expires_at` yet (written only
-    /// before it existed) is built again without the column — exact, since
-    /// then no row has an expiry — and the org gets one row carrying the
-    /// column (see [`expiry::ExpiryColumns`]) so later reads need one
-    /// statement again.
+    /// none of the memory table's files has `expires_at` or `id` (written
+    /// only before expiry existed, or only by the original memtrace) is
+    /// built again without that column — exact: no row there has an expiry,
+    /// every row there is the original's — and the org gets one row
+    /// carrying every column (see [`expiry::ExpiryColumns`]) so later reads
+    /// need one statement again.
     async fn read(
         &self,
         build: impl Fn(&QueryBuilder) -> crate::query::Sql,
     ) -> Result<crate::store::Rows, ServiceError> {
-        let sql = build(&self.builder);
-        self.check_sql_len(&sql)?;
-        match self.store.query(&sql).await {
-            Err(crate::store::StoreError::MissingExpiryColumn) => {
-                self.shared.expiry.ensure(&self.store, &self.org);
-                let sql = build(&self.builder.clone().without_expiry_column());
-                self.check_sql_len(&sql)?;
-                Ok(self.store.query(&sql).await?)
+        let mut builder = std::borrow::Cow::Borrowed(&self.builder);
+        // at most once per optional column (`id`, `expires_at`)
+        for _ in 0..2 {
+            let sql = build(&builder);
+            self.check_sql_len(&sql)?;
+            match self.store.query(&sql).await {
+                Err(crate::store::StoreError::MissingColumn(column)) => {
+                    self.shared.expiry.ensure(&self.store, &self.org);
+                    builder = std::borrow::Cow::Owned(builder.into_owned().without_column(column));
+                }
+                other => return Ok(other?),
             }
-            other => Ok(other?),
         }
+        let sql = build(&builder);
+        self.check_sql_len(&sql)?;
+        Ok(self.store.query(&sql).await?)
     }
 
     fn check_sql_len(&self, sql: &crate::query::Sql) -> Result<(), ServiceError> {

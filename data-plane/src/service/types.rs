@@ -238,6 +238,18 @@ pub(crate) fn object_field(
     }
 }
 
+/// A client-chosen memory id: the memory id rule, and not the prefix of
+/// the ids derived for rows the original memtrace wrote.
+fn client_id(id: &str) -> Result<MemoryId, ServiceError> {
+    if memtrace_common::legacy::is_legacy_id(id) {
+        return Err(ServiceError::invalid(
+            MemoryId::FIELD,
+            "must not start with lg_ (reserved for memories the original memtrace wrote)",
+        ));
+    }
+    Ok(MemoryId::parse(id)?)
+}
+
 impl TryFrom<CreateMemoryRequest> for NewMemory {
     type Error = ServiceError;
 
@@ -304,7 +316,7 @@ impl TryFrom<CreateMemoryRequest> for NewMemory {
         let expires_at =
             super::expiry::parse_expiry(r.ttl, r.expires_at.as_deref(), UnixMicros::now())?;
         Ok(Self {
-            id: non_empty(r.id).map(|i| MemoryId::parse(&i)).transpose()?,
+            id: non_empty(r.id).map(|i| client_id(&i)).transpose()?,
             agent_id,
             content,
             memory_type,

@@ -75,8 +75,10 @@ impl OrgService {
         let current_time = time_micros(&Value::String(current.time.clone())).ok_or_else(|| {
             ServiceError::Internal("current version without a readable time".into())
         })?;
+        // validated as a create, without the id: the new version keeps the
+        // current one's (a derived `lg_` id included)
         let merged = NewMemory::try_from(CreateMemoryRequest {
-            id: Some(current.id.clone()),
+            id: None,
             agent_id: Some(current.agent_id.clone()),
             content: patch.content.or_else(|| Some(current.content.clone())),
             memory_type: patch

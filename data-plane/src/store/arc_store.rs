@@ -67,13 +67,9 @@ impl ArcStore {
         };
         let database = Ident::database(&route.database).map_err(invalid)?;
         Ident::table(&route.measurement).map_err(invalid)?;
-        if matches!(
-            route.measurement.as_str(),
-            super::AGENTS_TABLE | super::SESSIONS_TABLE | VERSIONS_TABLE
-        ) {
+        if let Err(e) = memtrace_common::names::check_memory_measurement(&route.measurement) {
             return Err(StoreError::Backend(format!(
-                "arc route of org {org_id} is unusable: invalid measurement: must not be \
-                 agents, sessions or memory_versions (memtrace's own tables)"
+                "arc route of org {org_id} is unusable: {e}"
             )));
         }
         Ok(Self {
@@ -99,19 +95,23 @@ impl ArcStore {
     }
 }
 
-/// True for Arc's answer to a read naming `expires_at` when none of the
-/// measurement's files has that column yet (DuckDB's binder error: every
-/// file predates it). The read is retried without the column
-/// ([`crate::query::QueryBuilder::without_expiry_column`]).
-pub fn is_missing_expiry_column(e: &ArcError) -> bool {
+/// The optional memory column (`id` or `expires_at`) Arc's answer to a
+/// read says no file of the measurement has (DuckDB's binder error: every
+/// file predates it, or only the original memtrace wrote there). The read
+/// is retried without it ([`crate::query::QueryBuilder::without_column`]).
+pub fn missing_column(e: &ArcError) -> Option<&'static str> {
     let message = match e {
         ArcError::Rejected { message, .. } | ArcError::Server { message, .. } => message,
         ArcError::Decode(message) => message,
-        _ => return false,
+        _ => return None,
     };
-    message.contains(crate::query::EXPIRES_AT)
-        && message.contains("Binder Error")
-        && (message.contains("not found") || message.contains("does not have a column"))
+    if !message.contains("Binder Error") {
+        return None;
+    }
+    ["id", crate::query::EXPIRES_AT].into_iter().find(|column| {
+        message.contains(&format!("Referenced column \"{column}\" not found"))
+            || message.contains(&format!("does not have a column named \"{column}\""))
+    })
 }
 
 /// True for Arc's answer to a read of a measurement with no data files.
@@ -210,7 +210,7 @@ impl TenantStore for ArcStore {
                     Ok(Rows::default())
                 }
                 // not retried: the same statement fails the same way
-                Err(e) if is_missing_expiry_column(&e) => Err(ArcError::Rejected {
+                Err(e) if missing_column(&e).is_some() => Err(ArcError::Rejected {
                     status: e.status().unwrap_or(500),
                     message: e.to_string(),
                 }),
@@ -227,8 +227,11 @@ impl TenantStore for ArcStore {
             })?,
         };
         match answer {
-            Err(e) if is_missing_expiry_column(&e) => Err(StoreError::MissingExpiryColumn),
-            other => Ok(other?),
+            Ok(rows) => Ok(rows),
+            Err(e) => match missing_column(&e) {
+                Some(column) => Err(StoreError::MissingColumn(column)),
+                None => Err(e.into()),
+            },
         }
     }
 }

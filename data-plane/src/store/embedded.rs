@@ -9,10 +9,7 @@
 //! reads run builder SQL for [`Dialect::Embedded`] and come back as JSON
 //! values (INTEGER and REAL → number, TEXT → string, NULL → null).
 
-use super::{
-    AGENTS_TABLE, Rows, SESSIONS_TABLE, StateRow, StateTable, StoreError, TenantStore,
-    VERSIONS_TABLE,
-};
+use super::{RECEIPTS_TABLE, Rows, StateRow, StateTable, StoreError, TenantStore, VERSIONS_TABLE};
 use crate::query::{Dialect, EXPIRES_AT, Ident, MEMORY_COLUMNS, OrgId, Sql};
 use crate::store::MemoryRow;
 use serde_json::Value;
@@ -112,6 +109,10 @@ impl EmbeddedStore {
             format!("CREATE INDEX IF NOT EXISTS \"{m}_id\" ON \"{m}\" (id)"),
             format!("CREATE INDEX IF NOT EXISTS \"{m}_dedup_key\" ON \"{m}\" (dedup_key)"),
         ];
+        statements.push(format!(
+            "CREATE TABLE IF NOT EXISTS \"{RECEIPTS_TABLE}\" (time INTEGER NOT NULL, \
+             id TEXT NOT NULL, org_id TEXT NOT NULL, receipt_json TEXT NOT NULL)"
+        ));
         for table in [StateTable::Agents, StateTable::Sessions] {
             let t = table.name();
             let mut create = format!(
@@ -200,9 +201,11 @@ impl EmbeddedStore {
 
 /// The memories table name: a table identifier that is not a state table.
 fn memories_ident(name: &str) -> Result<Ident, StoreError> {
-    if matches!(name, AGENTS_TABLE | SESSIONS_TABLE | VERSIONS_TABLE) {
+    if memtrace_common::names::RESERVED_MEASUREMENTS.contains(&name) {
         return Err(StoreError::Backend(
-            "invalid memories table: must not be agents, sessions or memory_versions".into(),
+            "invalid memories table: must not be agents, sessions, memory_versions or \
+             erasure_receipts"
+                .into(),
         ));
     }
     Ident::table(name).map_err(|e| StoreError::Backend(format!("invalid memories table: {e}")))

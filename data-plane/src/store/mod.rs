@@ -38,6 +38,10 @@ pub const SESSIONS_TABLE: &str = "sessions";
 /// The superseded versions of updated memories (the memory columns): a
 /// memory's history is this table's rows of its id and its current row.
 pub const VERSIONS_TABLE: &str = "memory_versions";
+/// Signed erasure receipts the control plane delivered into the org's own
+/// store (`time`, `id` = erasure id, `org_id`, `receipt_json`), so tenants
+/// fetch them through the data API.
+pub const RECEIPTS_TABLE: &str = "erasure_receipts";
 
 /// Columns of an agent state row besides `time` (µs) and `id`; every value
 /// is a string (empty for "none"). `deleted` is `"1"` on the tombstone row
@@ -145,11 +149,11 @@ pub enum StoreError {
     /// The request itself is too large for the store.
     #[error("{0}")]
     TooLarge(String),
-    /// The read named `expires_at` and none of the memory table's files has
-    /// that column yet (Arc, for tables written only before it existed):
-    /// the caller retries without it.
-    #[error("the memory table has no expires_at column yet")]
-    MissingExpiryColumn,
+    /// The read named an optional memory column (`id`, `expires_at`) none
+    /// of the memory table's files has (Arc: written only before it
+    /// existed): the caller retries without it.
+    #[error("the memory table has no {0} column yet")]
+    MissingColumn(&'static str),
 }
 
 impl From<IngestError> for StoreError {

@@ -195,6 +195,25 @@ impl Store {
             },
         )
         .map_err(|e| e.to_string())?;
+        // DuckDB's sha256(VARCHAR): the lowercase hex of the SHA-256 of
+        // the text's UTF-8 bytes.
+        conn.create_scalar_function(
+            "sha256",
+            1,
+            rusqlite::functions::FunctionFlags::SQLITE_UTF8
+                | rusqlite::functions::FunctionFlags::SQLITE_DETERMINISTIC,
+            |ctx| match ctx.get_raw(0) {
+                rusqlite::types::ValueRef::Null => Ok(None),
+                rusqlite::types::ValueRef::Text(t) => {
+                    use sha2::Digest as _;
+                    Ok(Some(hex::encode(sha2::Sha256::digest(t))))
+                }
+                _ => Err(rusqlite::Error::UserFunctionError(
+                    "sha256: expects a VARCHAR".into(),
+                )),
+            },
+        )
+        .map_err(|e| e.to_string())?;
         // DuckDB's chr(INTEGER): the character of a code point.
         conn.create_scalar_function(
             "chr",

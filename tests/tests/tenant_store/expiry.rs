@@ -2,7 +2,7 @@
 //! and every read hides the memories expired at its `now`, on both engines;
 //! on Arc, a measurement none of whose files has the column answers the
 //! reads naming it with DuckDB's binder error, surfaced as
-//! `StoreError::MissingExpiryColumn`, and reads without it.
+//! `StoreError::MissingColumn`, and reads without it.
 
 use super::*;
 use memtrace_tests::arc::client::msgpack;
@@ -134,8 +134,11 @@ async fn arc_reads_a_measurement_written_before_expires_at_existed() {
     let b = builder(store.as_ref(), ORG_A);
     let list = list_params(|_| {});
     let err = store.query(&list_sql(&b, &list, NOW)).await.unwrap_err();
-    assert!(matches!(err, StoreError::MissingExpiryColumn), "{err:?}");
-    let without = b.clone().without_expiry_column();
+    assert!(
+        matches!(err, StoreError::MissingColumn("expires_at")),
+        "{err:?}"
+    );
+    let without = b.clone().without_column("expires_at");
     let got = store.query(&list_sql(&without, &list, NOW)).await.unwrap();
     assert_eq!(ids(&got), ["old_1"]);
     let got = store

@@ -1,7 +1,7 @@
 //! `memtracectl mcp`: a Model Context Protocol server on stdio, so an agent
 //! host (an MCP client) can give its model memtrace's memory: the seven
 //! tools of the original `memtrace-mcp` ([`tools`]), each one call to a
-//! worker's REST API ([`worker`]) at `MEMTRACE_URL` with the API key of
+//! worker's REST API ([`crate::worker`]) at `MEMTRACE_URL` with the API key of
 //! `MEMTRACE_API_KEY`.
 //!
 //! Transport: newline-delimited JSON-RPC 2.0 on stdin/stdout ([`protocol`]);
@@ -13,17 +13,16 @@
 
 pub mod protocol;
 pub mod tools;
-pub mod worker;
 
 use crate::args::GlobalArgs;
 use crate::error::CliError;
+use crate::worker::Worker;
 use memtrace_common::config::Env;
 use protocol::{INVALID_PARAMS, Incoming, Line, METHOD_NOT_FOUND, PARSE_ERROR};
 use serde_json::{Map, Value, json};
 use std::io::Write;
 use tokio::io::{AsyncBufRead, AsyncWrite, AsyncWriteExt};
 use tools::{CallError, Render};
-use worker::Worker;
 
 /// The newest MCP revision spoken, answered when the client asks for one
 /// this server does not know.

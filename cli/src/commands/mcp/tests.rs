@@ -31,8 +31,8 @@ fn unreachable_worker() -> Server {
         .unwrap()
         .port();
     let env = Env::from_pairs([
-        (worker::URL_ENV, format!("http://127.0.0.1:{port}")),
-        (worker::API_KEY_ENV, "mtk_s3cret".to_owned()),
+        (crate::worker::URL_ENV, format!("http://127.0.0.1:{port}")),
+        (crate::worker::API_KEY_ENV, "mtk_s3cret".to_owned()),
     ]);
     Server::new(Worker::from_env(&env, Duration::from_secs(5)))
 }

@@ -3,7 +3,7 @@
 //! arguments against that schema (the one source of the rules), and the
 //! worker request each call becomes.
 
-use super::worker::{Method, WorkerRequest};
+use crate::worker::{Method, WorkerRequest};
 use serde_json::{Map, Value, json};
 
 /// The memory types the worker accepts.

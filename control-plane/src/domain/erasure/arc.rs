@@ -145,7 +145,7 @@ async fn post(
     Ok((status, text))
 }
 
-fn classify(path: &str, status: u16, body: &str) -> ArcFailure {
+pub(crate) fn classify(path: &str, status: u16, body: &str) -> ArcFailure {
     let detail = format!("POST {path} answered {status}: {}", message(body));
     match status {
         401 | 403 | 404 | 405 => ArcFailure::Refused(detail),

@@ -33,6 +33,7 @@
 
 mod adopt;
 pub(crate) mod arc;
+mod deliver;
 mod embedded;
 pub mod expiry;
 mod literals;

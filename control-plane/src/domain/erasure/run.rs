@@ -111,10 +111,16 @@ pub(crate) fn plan(
 ) -> Result<Vec<(String, String)>, String> {
     if is_whole_org(&job.scope_json) {
         let where_ = arc::where_clause(&job.org_id, None);
-        return Ok([measurement, VERSIONS_TABLE, "agents", "sessions"]
-            .into_iter()
-            .map(|t| (t.to_owned(), where_.clone()))
-            .collect());
+        return Ok([
+            measurement,
+            VERSIONS_TABLE,
+            "agents",
+            "sessions",
+            super::deliver::RECEIPTS_TABLE,
+        ]
+        .into_iter()
+        .map(|t| (t.to_owned(), where_.clone()))
+        .collect());
     }
     let predicate = job.memory_predicate.trim();
     if predicate.is_empty() {
@@ -135,6 +141,42 @@ pub(crate) fn plan(
         (measurement.to_owned(), where_.clone()),
         (VERSIONS_TABLE.to_owned(), where_),
     ])
+}
+
+/// On Arc, the rows of the original memtrace a job's ids cover (derived
+/// `lg_…` ids): a delete of their own, written on the columns the
+/// original's Parquet files have — the job's `id IN (…)` predicate names a
+/// column those files lack, and Arc's delete rewrites file by file.
+pub(crate) fn legacy_rows(job: &ErasureJobRow, measurement: &str) -> Option<(String, String)> {
+    let ids = super::scope::legacy_ids(&job.scope_json);
+    if ids.is_empty() {
+        return None;
+    }
+    let lits: Vec<String> = ids.iter().map(|id| arc::quote(id)).collect();
+    let predicate = format!(
+        "{} IN ({}) AND epoch_us(time) <= {}",
+        memtrace_common::legacy::arc_legacy_id(""),
+        lits.join(", "),
+        job.as_of_micros
+    );
+    Some((
+        measurement.to_owned(),
+        arc::where_clause(&job.org_id, Some(&predicate)),
+    ))
+}
+
+/// The verification of `tables`' deletes: one count per table, the wheres
+/// of a table's deletes joined with OR (a count reads every file at once,
+/// so it may name columns some files lack).
+pub(crate) fn checks(tables: &[(String, String)]) -> Vec<(String, String)> {
+    let mut out: Vec<(String, String)> = Vec::new();
+    for (table, where_) in tables {
+        match out.iter_mut().find(|(t, _)| t == table) {
+            Some((_, w)) => *w = format!("({w}) OR ({where_})"),
+            None => out.push((table.clone(), where_.clone())),
+        }
+    }
+    out
 }
 
 /// The table of superseded memory versions in an org's store.
@@ -221,6 +263,11 @@ impl ControlPlane {
             && let Err(error) = self.seal_receipt(&mut job, now).await
         {
             outcome = Outcome::Failed(error);
+        }
+        if outcome == Outcome::Done
+            && let Err(undelivered) = self.deliver_receipt(&job).await
+        {
+            outcome = undelivered;
         }
         settle(&mut job, &outcome, now, &self.erasure.settings);
         match &outcome {
@@ -372,10 +419,11 @@ impl ControlPlane {
             }
             Err(outcome) => return outcome,
         };
-        let tables = match plan(job, &target.measurement) {
+        let mut tables = match plan(job, &target.measurement) {
             Ok(tables) => tables,
             Err(detail) => return Outcome::Failed(detail),
         };
+        tables.extend(legacy_rows(job, &target.measurement));
         let shown = ErasureTarget {
             host: arc::host_of(&target.url),
             database: target.database.clone(),
@@ -415,7 +463,7 @@ impl ControlPlane {
             }
             let mut verification = BTreeMap::new();
             remaining_total = 0;
-            for (table, where_) in &tables {
+            for (table, where_) in &checks(&tables) {
                 let sql = arc::count_sql(&target.database, table, where_);
                 match arc::count(http, &target, &sql).await {
                     Ok(n) => {

@@ -80,6 +80,18 @@ pub(crate) fn is_superseded(scope_json: &str) -> bool {
         .unwrap_or(false)
 }
 
+/// The ids of a memory-ids or superseded scope that are derived ids of
+/// rows the original memtrace wrote (`lg_…`, `memtrace_common::legacy`).
+pub(crate) fn legacy_ids(scope_json: &str) -> Vec<String> {
+    let Ok(value) = serde_json::from_str::<Value>(scope_json) else {
+        return Vec::new();
+    };
+    let mut ids = strings(&value, "memory_ids");
+    ids.extend(strings(&value, "superseded_ids"));
+    ids.retain(|id| memtrace_common::legacy::is_legacy_id(id));
+    ids
+}
+
 /// Whether the stored scope is a whole-org erasure.
 pub(crate) fn is_whole_org(scope_json: &str) -> bool {
     serde_json::from_str::<Value>(scope_json)

@@ -145,13 +145,22 @@ fn a_memory_erasure_covers_its_predicate_within_the_org() {
 }
 
 #[test]
-fn a_whole_org_erasure_covers_memories_agents_and_sessions() {
+fn a_whole_org_erasure_covers_memories_agents_sessions_and_receipts() {
     let mut job = job();
     job.scope_json = r#"{"whole_org":true}"#.into();
     job.memory_predicate = String::new();
     let tables = plan(&job, "events").unwrap();
     let names: Vec<&str> = tables.iter().map(|(t, _)| t.as_str()).collect();
-    assert_eq!(names, ["events", "memory_versions", "agents", "sessions"]);
+    assert_eq!(
+        names,
+        [
+            "events",
+            "memory_versions",
+            "agents",
+            "sessions",
+            "erasure_receipts"
+        ]
+    );
     assert!(tables.iter().all(|(_, w)| w == "org_id = 'org_a'"));
 }
 
@@ -226,4 +235,39 @@ fn predicates_that_would_escape_the_org_filter_are_refused() {
     let mut job = job();
     job.memory_predicate = "1=1) OR (1=1".into();
     assert!(plan(&job, "memories").unwrap_err().contains("refused"));
+}
+
+#[test]
+fn derived_ids_get_a_delete_of_their_own_and_one_count_per_table() {
+    let mut job = job();
+    job.scope_json = r#"{"memory_ids":["mem_1","lg_0123456789abcdef0123456789abcdef"]}"#.into();
+    job.memory_predicate =
+        "id IN ('mem_1', 'lg_0123456789abcdef0123456789abcdef') AND epoch_us(time) <= 5".into();
+    job.as_of_micros = 5;
+    let (table, where_) = super::run::legacy_rows(&job, "events").unwrap();
+    assert_eq!(table, "events");
+    assert_eq!(
+        where_,
+        format!(
+            "org_id = 'org_a' AND ({} IN ('lg_0123456789abcdef0123456789abcdef') AND \
+             epoch_us(time) <= 5)",
+            memtrace_common::legacy::arc_legacy_id("")
+        )
+    );
+    let words = where_.split(|c: char| !(c.is_alphanumeric() || c == '_'));
+    assert!(
+        !words.clone().any(|w| w == "id"),
+        "names no id column: {where_}"
+    );
+    let mut tables = plan(&job, "events").unwrap();
+    tables.push((table, where_.clone()));
+    let checks = super::run::checks(&tables);
+    assert_eq!(checks.len(), 2, "one count per table: {checks:?}");
+    assert_eq!(checks[0].0, "events");
+    assert!(
+        checks[0].1.ends_with(&format!(" OR ({where_})")),
+        "{checks:?}"
+    );
+    job.scope_json = r#"{"memory_ids":["mem_1"]}"#.into();
+    assert!(super::run::legacy_rows(&job, "events").is_none());
 }

@@ -10,13 +10,14 @@
 
 use super::{QueryBuilder, in_list};
 use crate::erasure::{Erasure, Scope};
+use memtrace_common::legacy::is_legacy_id;
 use std::fmt::Write as _;
 
 /// How many bytes of a read's SQL the org's erasures in progress may take
 /// (a new erasure that would push its org past it waits, 429, until
 /// earlier ones finish): every read of up to 5,600 bytes fits Arc's 10,000
 /// beside them — reads are a few hundred bytes unless they carry many long
-/// filter values; the longest a request can build takes 7.7 KB, and such a
+/// filter values; the longest a request can build takes 8.4 KB, and such a
 /// read is refused (429) while the erasures in progress would push it past
 /// Arc's limit (`tests::the_largest_read_with_the_erasure_budget_fits`).
 pub const ERASURE_SQL_BUDGET: usize = 4_400;
@@ -31,14 +32,26 @@ impl QueryBuilder {
         match scope {
             Scope::WholeOrg => return "1 = 1".into(),
             // without the column no row has an expiry
-            Scope::Expired if !self.expiry_column => return "1 = 0".into(),
+            Scope::Expired if !self.present.expires_at => return "1 = 0".into(),
             Scope::Expired => p.push(format!(
                 "COALESCE({alias}{}, 0) BETWEEN 1 AND {as_of}",
                 super::EXPIRES_AT
             )),
             Scope::Ids(ids) | Scope::Superseded(ids) => {
                 let lits: Vec<String> = ids.iter().map(|id| self.lit(id.as_str())).collect();
-                p.push(in_list_at(alias, "id", &lits));
+                let derived = ids.iter().any(|id| is_legacy_id(id.as_str()));
+                if alias.is_empty() || !derived || !self.legacy_rows() {
+                    // the eraser's `where` names `id` only: it adds the
+                    // derived ids' rows itself, on columns the original's
+                    // files have (see the control plane's plan)
+                    if alias.is_empty() || self.present.id {
+                        p.push(in_list_at(alias, "id", &lits));
+                    } else {
+                        p.push("1 = 0".into());
+                    }
+                } else {
+                    p.push(format!("{} IN ({})", self.id_expr(), lits.join(", ")));
+                }
             }
             Scope::Filter(f) => {
                 if let Some(agent) = &f.agent_id {
@@ -85,12 +98,33 @@ impl QueryBuilder {
     /// rows reads show (a delete's dry run): one column `n`.
     pub fn count_covered(&self, scope: &Scope, as_of: i64) -> super::Sql {
         let mut sql = format!(
-            "SELECT COUNT(DISTINCT v.id) AS n FROM {} AS v WHERE v.org_id = {} AND v.id <> '' AND {}",
+            "SELECT COUNT(DISTINCT {}) AS n FROM {} AS v WHERE v.org_id = {}",
+            self.id_expr(),
             self.dialect.table_ref(&self.memories),
             self.lit(self.org.as_str()),
-            self.erasure_cover(scope, as_of, "v."),
         );
+        if let Some(is_memory) = self.is_memory() {
+            let _ = write!(sql, " AND {is_memory}");
+        }
+        let _ = write!(sql, " AND {}", self.erasure_cover(scope, as_of, "v."));
         self.push_erasure_hides(&mut sql);
+        super::Sql(sql)
+    }
+
+    /// The org's erasure receipts delivered into its store, newest first,
+    /// at most `limit`: `time, id, receipt_json`; only `erasure_id`'s when
+    /// given (the caller checked its form).
+    pub fn erasure_receipts(&self, erasure_id: Option<&str>, limit: u32) -> super::Sql {
+        let mut sql = format!(
+            "SELECT v.time AS time, v.id AS id, v.receipt_json AS receipt_json FROM {} AS v \
+             WHERE v.org_id = {}",
+            self.dialect.table_ref(&super::Ident::receipts_table()),
+            self.lit(self.org.as_str()),
+        );
+        if let Some(id) = erasure_id {
+            let _ = write!(sql, " AND v.id = {}", self.lit(id));
+        }
+        let _ = write!(sql, " ORDER BY v.time DESC LIMIT {limit}");
         super::Sql(sql)
     }
 

@@ -26,6 +26,7 @@ use crate::query::dialect::like_contains;
 use crate::query::params::{ExportQuery, MemoryFilter, MemoryPage};
 use crate::query::time::{TimeBound, UnixMicros};
 use crate::query::validate::{AgentId, Ident, MemoryId};
+use memtrace_common::legacy::is_legacy_id;
 use std::fmt::Write as _;
 use std::time::Duration;
 
@@ -41,11 +42,14 @@ impl QueryBuilder {
     /// collapse): the newest-first prefix of a read.
     pub fn newest_memories(&self, f: &MemoryFilter, fetch: u32, now: UnixMicros) -> Sql {
         let mut sql = format!(
-            "SELECT {} FROM {} AS v WHERE v.org_id = {} AND v.id <> ''",
+            "SELECT {} FROM {} AS v WHERE v.org_id = {}",
             self.source_columns(&MEMORY_COLUMNS),
             self.dialect.table_ref(&self.memories),
             self.lit(self.org.as_str()),
         );
+        if let Some(is_memory) = self.is_memory() {
+            let _ = write!(sql, " AND {is_memory}");
+        }
         for p in self.predicates(f, now) {
             let _ = write!(sql, " AND {p}");
         }
@@ -120,14 +124,24 @@ impl QueryBuilder {
         Sql(sql)
     }
 
-    /// One memory by id: its newest version.
+    /// One memory by id: its newest version. A derived id (`lg_…`, a
+    /// row the original wrote, or an update of one) is matched on
+    /// [`Self::id_expr`]; other ids on the `id` column, which a table the
+    /// original alone wrote lacks (nothing matches there).
     pub fn get(&self, id: &MemoryId, now: UnixMicros) -> Sql {
+        let lit = self.lit(id.as_str());
+        let matches = if self.legacy_rows() && is_legacy_id(id.as_str()) {
+            format!("{} = {lit}", self.id_expr())
+        } else if self.present.id {
+            format!("v.id = {lit}")
+        } else {
+            "1 = 0".into()
+        };
         let mut sql = format!(
-            "SELECT {} FROM {} AS v WHERE v.org_id = {} AND v.id = {}",
+            "SELECT {} FROM {} AS v WHERE v.org_id = {} AND {matches}",
             self.source_columns(&MEMORY_COLUMNS),
             self.dialect.table_ref(&self.memories),
             self.lit(self.org.as_str()),
-            self.lit(id.as_str()),
         );
         if let Some(cutoff) = self.retention_cutoff(now) {
             let _ = write!(sql, " AND v.time > {}", self.dialect.time_literal(cutoff));

@@ -12,6 +12,7 @@ use super::OrgId;
 use super::QueryError;
 use super::dialect::Dialect;
 use super::validate::{Ident, Limit, StateId};
+use memtrace_common::legacy::arc_legacy_id;
 use std::collections::HashSet;
 use std::fmt::{self, Write as _};
 
@@ -78,9 +79,19 @@ pub struct QueryBuilder {
     erasures: Vec<std::sync::Arc<crate::erasure::Erasure>>,
     /// The org's retention (µs): every memory read hides older rows.
     retention: Option<i64>,
-    /// Whether the memory tables have the `expires_at` column (false only
-    /// for a read retried after Arc said none of their files has it).
-    expiry_column: bool,
+    /// Which optional columns the memory table has (see [`Present`]).
+    present: Present,
+}
+
+/// The memory columns Arc may lack: a measurement none of whose Parquet
+/// files has a column answers every read naming it with a binder error.
+/// `id` is missing where only the original memtrace wrote; `expires_at`
+/// where nothing wrote since expiry existed. Both are present unless a
+/// read was refused for lacking one ([`QueryBuilder::without_column`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Present {
+    id: bool,
+    expires_at: bool,
 }
 
 impl QueryBuilder {
@@ -93,17 +104,53 @@ impl QueryBuilder {
             memories,
             erasures: Vec::new(),
             retention: None,
-            expiry_column: true,
+            present: Present {
+                id: true,
+                expires_at: true,
+            },
         }
     }
 
-    /// This builder for memory tables none of whose files has
-    /// `expires_at` yet (Arc answered a read naming it with a binder
-    /// error): the column reads as 0 and no expiry is filtered — exact,
-    /// since without the column no row has an expiry.
-    pub fn without_expiry_column(mut self) -> Self {
-        self.expiry_column = false;
+    /// This builder for a memory table none of whose files has `column`
+    /// (Arc answered a read naming it with a binder error): without
+    /// `expires_at` it reads as 0 and no expiry is filtered (exact: no row
+    /// there has one); without `id` every row is one the original wrote
+    /// and reads with its derived id. Other names change nothing.
+    pub fn without_column(mut self, column: &str) -> Self {
+        match column {
+            EXPIRES_AT => self.present.expires_at = false,
+            "id" => self.present.id = false,
+            _ => {}
+        }
         self
+    }
+
+    /// Whether rows the original memtrace wrote (no `id`) can be in the
+    /// memory table: Arc only.
+    fn legacy_rows(&self) -> bool {
+        matches!(self.dialect, Dialect::Arc { .. })
+    }
+
+    /// The id of a memory row on alias `v`: its `id`, or on Arc the id
+    /// derived from a row the original wrote
+    /// ([`memtrace_common::legacy`]).
+    fn id_expr(&self) -> String {
+        match (self.legacy_rows(), self.present.id) {
+            (false, _) => "v.id".into(),
+            (true, true) => format!("COALESCE(v.id, {})", arc_legacy_id("v.")),
+            (true, false) => arc_legacy_id("v."),
+        }
+    }
+
+    /// The predicate that a row of the memory table (alias `v`) is a
+    /// memory: an id, or (Arc) none at all — a row the original wrote. The
+    /// rows an empty id marks (the expiry column row) are never memories.
+    fn is_memory(&self) -> Option<&'static str> {
+        match (self.legacy_rows(), self.present.id) {
+            (false, _) => Some("v.id <> ''"),
+            (true, true) => Some("(v.id IS NULL OR v.id <> '')"),
+            (true, false) => None,
+        }
     }
 
     /// This builder hiding memories older than `retention` from every
@@ -163,15 +210,29 @@ impl QueryBuilder {
     /// The org's rows of `table` matching `predicates` (alias `v`), each
     /// with `version`: 1 for the newest row of its id (ties, identical
     /// retried rows, broken arbitrarily), 2 for the next, and so on. Rows
-    /// without an id are left out. One scan.
+    /// with an empty id are left out; in the memory table a row the
+    /// original wrote counts under its derived id. One scan.
     fn versions(&self, table: &Ident, columns: &[&str], predicates: &[String]) -> String {
+        let memory = *table == self.memories;
+        let (id, is_row) = if memory {
+            (self.id_expr(), self.is_memory())
+        } else {
+            ("v.id".to_owned(), Some("v.id <> ''"))
+        };
+        let select = if memory {
+            self.source_columns(columns)
+        } else {
+            qualified("v", columns)
+        };
         let mut sql = format!(
-            "SELECT {}, ROW_NUMBER() OVER (PARTITION BY v.id ORDER BY v.time DESC) AS version \
-             FROM {} AS v WHERE v.org_id = {} AND v.id <> ''",
-            self.source_columns(columns),
+            "SELECT {select}, ROW_NUMBER() OVER (PARTITION BY {id} ORDER BY v.time DESC) AS version \
+             FROM {} AS v WHERE v.org_id = {}",
             self.dialect.table_ref(table),
             self.lit(self.org.as_str()),
         );
+        if let Some(is_row) = is_row {
+            let _ = write!(sql, " AND {is_row}");
+        }
         for p in predicates {
             let _ = write!(sql, " AND {p}");
         }
@@ -180,17 +241,16 @@ impl QueryBuilder {
 }
 
 impl QueryBuilder {
-    /// `columns` of a stored table on alias `v` (as [`qualified`]), with
-    /// `expires_at` as the literal 0 when the table lacks it.
+    /// `columns` of the memory table on alias `v` (as [`qualified`]), with
+    /// `expires_at` as the literal 0 when the table lacks it and `id` as
+    /// [`Self::id_expr`].
     fn source_columns(&self, columns: &[&str]) -> String {
         columns
             .iter()
-            .map(|c| {
-                if *c == EXPIRES_AT && !self.expiry_column {
-                    format!("0 AS {c}")
-                } else {
-                    format!("v.{c} AS {c}")
-                }
+            .map(|c| match *c {
+                EXPIRES_AT if !self.present.expires_at => format!("0 AS {c}"),
+                "id" => format!("{} AS id", self.id_expr()),
+                _ => format!("v.{c} AS {c}"),
             })
             .collect::<Vec<_>>()
             .join(", ")
@@ -200,7 +260,8 @@ impl QueryBuilder {
     /// when the table lacks the column. Written on the integer column,
     /// never on `time`, so Arc's file pruning does not read it.
     fn unexpired(&self, now: super::time::UnixMicros) -> Option<String> {
-        self.expiry_column
+        self.present
+            .expires_at
             .then(|| format!("COALESCE(v.{EXPIRES_AT}, 0) NOT BETWEEN 1 AND {}", now.0))
     }
 }

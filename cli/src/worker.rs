@@ -151,14 +151,22 @@ impl Worker {
     /// The worker of `MEMTRACE_URL` with the key of `MEMTRACE_API_KEY`;
     /// each call may take `timeout` (connection included).
     pub fn from_env(env: &Env, timeout: Duration) -> Result<Self, CliError> {
+        let key = resolve_key(env)?;
+        Self::with_key(env, key, timeout)
+    }
+
+    /// The worker of `MEMTRACE_URL` (and `MEMTRACE_CA_FILE`) with `key`, a
+    /// key this process obtained itself (`org export` mints one).
+    pub fn with_key(env: &Env, key: HeaderValue, timeout: Duration) -> Result<Self, CliError> {
         let base = resolve_url(env)?;
         let ca = resolve_ca(env, &base)?;
-        let key = resolve_key(env)?;
+        let mut key = key;
+        key.set_sensitive(true);
         memtrace_common::tls::install_crypto_provider();
         let mut builder = reqwest::Client::builder()
             .connect_timeout(timeout)
             .timeout(timeout)
-            .user_agent(concat!("memtracectl-mcp/", env!("CARGO_PKG_VERSION")));
+            .user_agent(concat!("memtracectl/", env!("CARGO_PKG_VERSION")));
         if let Some(ca) = ca {
             // a private CA is the only one that may vouch for the worker
             builder = builder.tls_certs_only([ca]);
@@ -196,6 +204,59 @@ impl Worker {
 
     /// Sends the call; the worker's JSON answer, or what went wrong.
     pub async fn call(&self, request: &WorkerRequest) -> Result<Value, CliError> {
+        let (status, headers, body) = self.send(request).await?;
+        let json: Option<Value> = serde_json::from_slice(&body).ok();
+        if status.is_success() {
+            return match json {
+                Some(value) => Ok(value),
+                None if body.is_empty() => Ok(Value::Null),
+                None => Err(CliError::new(format!(
+                    "the worker answered {status} with a body that is not JSON"
+                ))),
+            };
+        }
+        Err(self.refused(status, &body, headers.get(RETRY_AFTER)))
+    }
+
+    /// Sends the call; on success the body as bytes and the value of the
+    /// answer's `header` (for answers that are not JSON, e.g. the JSONL of
+    /// an export and its `x-memtrace-next-cursor`).
+    pub async fn call_raw(
+        &self,
+        request: &WorkerRequest,
+        header: &str,
+    ) -> Result<(Vec<u8>, Option<String>), CliError> {
+        let (status, headers, body) = self.send(request).await?;
+        if status.is_success() {
+            let value = headers
+                .get(header)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned);
+            return Ok((body, value));
+        }
+        Err(self.refused(status, &body, headers.get(RETRY_AFTER)))
+    }
+
+    fn refused(
+        &self,
+        status: reqwest::StatusCode,
+        body: &[u8],
+        retry_after: Option<&HeaderValue>,
+    ) -> CliError {
+        let json: Option<Value> = serde_json::from_slice(body).ok();
+        refusal(
+            status,
+            json.as_ref(),
+            body,
+            retry_after.and_then(|v| v.to_str().ok()),
+        )
+    }
+
+    /// One request and its whole answer, at most [`MAX_RESPONSE_BYTES`].
+    async fn send(
+        &self,
+        request: &WorkerRequest,
+    ) -> Result<(reqwest::StatusCode, reqwest::header::HeaderMap, Vec<u8>), CliError> {
         let url = self.url(request);
         let builder = match request.method {
             Method::Get => self.http.get(url),
@@ -207,11 +268,7 @@ impl Worker {
         }
         let mut response = builder.send().await.map_err(|e| self.unreachable(&e))?;
         let status = response.status();
-        let retry_after = response
-            .headers()
-            .get(RETRY_AFTER)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned);
+        let headers = response.headers().clone();
         let mut body = Vec::new();
         while let Some(chunk) = response.chunk().await.map_err(|e| self.unreachable(&e))? {
             if body.len() + chunk.len() > MAX_RESPONSE_BYTES {
@@ -223,22 +280,7 @@ impl Worker {
             }
             body.extend_from_slice(&chunk);
         }
-        let json: Option<Value> = serde_json::from_slice(&body).ok();
-        if status.is_success() {
-            return match json {
-                Some(value) => Ok(value),
-                None if body.is_empty() => Ok(Value::Null),
-                None => Err(CliError::new(format!(
-                    "the worker answered {status} with a body that is not JSON"
-                ))),
-            };
-        }
-        Err(refusal(
-            status,
-            json.as_ref(),
-            &body,
-            retry_after.as_deref(),
-        ))
+        Ok((status, headers, body))
     }
 
     fn unreachable(&self, err: &reqwest::Error) -> CliError {
