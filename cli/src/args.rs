@@ -93,6 +93,9 @@ pub enum Command {
     /// manage data-plane api keys (mtk_…)
     #[command(subcommand)]
     Key(crate::commands::key::KeyCommand),
+    /// mint agent tokens (v4.public.…): short-lived, optionally bound to one agent
+    #[command(subcommand)]
+    Token(crate::commands::token::TokenCommand),
     /// manage admin tokens (mta_…): create with a role, list, revoke
     #[command(subcommand, name = "admin-token")]
     AdminToken(crate::commands::admin_token::AdminTokenCommand),

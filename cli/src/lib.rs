@@ -74,6 +74,10 @@ pub async fn run(
             let admin = admin(&cli.global, env).await?;
             commands::key::run(command, &admin, &mut output).await
         }
+        Command::Token(command) => {
+            let admin = admin(&cli.global, env).await?;
+            commands::token::run(command, &admin, &mut output).await
+        }
         Command::AdminToken(command) => {
             let admin = admin(&cli.global, env).await?;
             commands::admin_token::run(command, &admin, &mut output).await

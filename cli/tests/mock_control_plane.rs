@@ -21,6 +21,7 @@ const TOKEN: &str = "mta_test_token_0123456789abcdef0123456789";
 struct Seen {
     authorizations: Vec<String>,
     create_key: Option<pb::CreateApiKeyRequest>,
+    create_token: Option<pb::CreateTokenRequest>,
 }
 
 #[derive(Clone, Default)]
@@ -174,6 +175,31 @@ impl ApiKeyService for Mock {
         self.check(&request)?;
         Err(Status::unimplemented("not used by these tests"))
     }
+
+    async fn create_token(
+        &self,
+        request: Request<pb::CreateTokenRequest>,
+    ) -> Result<Response<pb::CreateTokenResponse>, Status> {
+        self.check(&request)?;
+        let request = request.into_inner();
+        self.seen.lock().unwrap().create_token = Some(request.clone());
+        Ok(Response::new(pb::CreateTokenResponse {
+            token: "v4.public.the_token".into(),
+            token_id: "tok_0011".into(),
+            org_id: request.org_id,
+            agent_id: request.agent_id,
+            scopes: request.scopes,
+            issued_at: Some(Timestamp {
+                seconds: 1_700_000_000,
+                nanos: 0,
+            }),
+            expires_at: Some(Timestamp {
+                seconds: 1_700_003_600,
+                nanos: 0,
+            }),
+            key_id: "tk_1".into(),
+        }))
+    }
 }
 
 /// Serves the mock on 127.0.0.1:0 and returns its url.
@@ -288,6 +314,32 @@ async fn key_create_passes_scopes_and_expiry_and_shows_the_secret() {
     let sent = mock.seen.lock().unwrap().create_key.clone().unwrap();
     assert!(sent.scopes.is_empty());
     assert_eq!(sent.expires_in_seconds, 0);
+}
+
+#[tokio::test]
+async fn token_create_passes_agent_scopes_and_ttl_and_shows_the_token_once() {
+    let mock = Mock::default();
+    let url = serve(mock.clone()).await;
+    let args = [
+        "token", "create", "--org", "org_1", "--agent", "planner", "--scopes", "write", "--ttl",
+        "1h", "-o", "json",
+    ];
+    let created = json(&run(&url, TOKEN, &args).await);
+    let sent = mock.seen.lock().unwrap().create_token.clone().unwrap();
+    assert_eq!(sent.org_id, "org_1");
+    assert_eq!(sent.agent_id, "planner");
+    assert_eq!(sent.scopes, ["write"]);
+    assert_eq!(sent.ttl_seconds, 3600);
+    assert_eq!(created["token"], "v4.public.the_token");
+    assert_eq!(created["agent_id"], "planner");
+    assert_eq!(created["expires_at"], "2023-11-14T23:13:20Z");
+
+    let table = run(&url, TOKEN, &["token", "create", "--org", "org_1"]).await;
+    assert_eq!(table.out.matches("v4.public.the_token").count(), 1);
+    assert!(table.out.contains("shown only once"));
+    let sent = mock.seen.lock().unwrap().create_token.clone().unwrap();
+    assert!(sent.agent_id.is_empty() && sent.scopes.is_empty());
+    assert_eq!(sent.ttl_seconds, 0, "the server's default");
 }
 
 #[tokio::test]

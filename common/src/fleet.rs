@@ -39,6 +39,8 @@ pub struct FleetKey {
     cipher: XChaCha20Poly1305,
     nonce_key: Zeroizing<[u8; 32]>,
     record_key: Zeroizing<[u8; 32]>,
+    /// Seed of the fleet's token key ([`FleetKey::token_key`]).
+    token_seed: Zeroizing<[u8; 32]>,
 }
 
 /// HMAC-SHA256 of `label` under `key`: a key derived for one purpose.
@@ -75,7 +77,20 @@ impl FleetKey {
             cipher: XChaCha20Poly1305::new(key.into()),
             nonce_key: derive(key, b"memtrace/fleet-nonce-key/v1"),
             record_key: derive(key, b"memtrace/fleet-record-key/v1"),
+            token_seed: derive(key, b"memtrace/fleet-token-key/v1"),
         }
+    }
+
+    /// The Ed25519 key workers mint agent tokens with (`POST
+    /// /api/v1/tokens`), derived from the fleet key: every holder of the
+    /// fleet key (the control plane, every worker) has the same one, and
+    /// nobody else. Its id is `wk_<fingerprint>`; the control plane
+    /// publishes its public half with its own token keys. It grants a
+    /// worker nothing it lacks: the fleet key already authenticates every
+    /// record workers trust (API keys, orgs, token keys).
+    pub fn token_key(&self) -> crate::signing::SigningKey {
+        let fingerprint = self.id.strip_prefix("fleet-").unwrap_or(&self.id);
+        crate::signing::SigningKey::from_seed(format!("wk_{fingerprint}"), &self.token_seed)
     }
 
     /// Public fingerprint, written next to every sealed value.
@@ -185,6 +200,11 @@ impl FleetKeyring {
 
     pub fn active(&self) -> &FleetKey {
         &self.active
+    }
+
+    /// Every key, the active one first.
+    pub fn keys(&self) -> impl Iterator<Item = &FleetKey> {
+        std::iter::once(&self.active).chain(&self.previous)
     }
 
     fn key(&self, key_id: &str) -> Result<&FleetKey, EnvelopeError> {

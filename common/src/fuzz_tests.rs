@@ -1,5 +1,5 @@
 //! Fuzzing what crosses a trust boundary into memtrace-common (property
-//! tests; `scripts/fuzz.sh` runs them longer): API keys as presented,
+//! tests; `scripts/fuzz.sh` runs them longer): API keys and agent tokens as presented,
 //! records read from the bus, fleet seals and master-key envelopes read from
 //! the bus or the database. Any input is answered without panicking; only
 //! what was made with the key, for that place, opens.
@@ -21,6 +21,39 @@ fn fleet() -> FleetKeyring {
 }
 
 proptest! {
+    #[test]
+    fn presented_tokens_never_panic_and_only_signed_ones_verify(
+        s in ".{0,200}",
+        body in "[A-Za-z0-9_-]{0,300}",
+        footer in "[A-Za-z0-9_-]{0,40}",
+        flip in 0usize..400,
+    ) {
+        use crate::token::{Claims, mint, verify};
+        let key = crate::signing::SigningKey::from_seed("tk_1", &[3; 32]);
+        let public = key.public_key();
+        let now: jiff::Timestamp = "2026-12-05T10:30:00Z".parse().unwrap();
+        let lookup = |kid: &str| (kid == "tk_1").then_some(&public);
+        prop_assert!(verify(&s, lookup, now).is_err());
+        let forged = format!("v4.public.{body}.{footer}");
+        prop_assert!(verify(&forged, lookup, now).is_err());
+        let claims = Claims {
+            org: "org_a".into(),
+            agent: Some("a".into()),
+            scopes: vec!["read".into()],
+            iat: "2026-12-05T10:00:00Z".parse().unwrap(),
+            exp: "2026-12-05T11:00:00Z".parse().unwrap(),
+            jti: "tok_1".into(),
+        };
+        let token = mint(&key, &claims).unwrap();
+        prop_assert_eq!(verify(&token, lookup, now).unwrap(), claims);
+        // one character changed anywhere: refused
+        let mut bytes = token.into_bytes();
+        let i = flip % bytes.len();
+        bytes[i] = if bytes[i] == b'A' { b'B' } else { b'A' };
+        let altered = String::from_utf8(bytes).unwrap();
+        prop_assert!(verify(&altered, lookup, now).is_err());
+    }
+
     #[test]
     fn presented_api_keys_never_panic(s in ".{0,120}", tail in "[0-9a-f]{0,100}") {
         let _ = parse_api_key(&s);

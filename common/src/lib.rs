@@ -30,9 +30,11 @@ pub mod requests;
 pub mod serve;
 pub mod settings;
 pub mod shutdown;
+pub mod signing;
 pub mod state;
 pub mod telemetry;
 pub mod tls;
+pub mod token;
 
 #[cfg(test)]
 mod fuzz_tests;

@@ -78,13 +78,33 @@ pub fn open_record<'a>(
 /// A parsed state key.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StateKey {
-    Org { org_id: String },
-    ArcRoute { org_id: String },
-    ApiKey { key_id: String },
-    GlobalSetting { key: String },
-    OrgSetting { org_id: String, key: String },
-    Worker { worker_id: String },
-    Erasure { org_id: String, erasure_id: String },
+    Org {
+        org_id: String,
+    },
+    ArcRoute {
+        org_id: String,
+    },
+    ApiKey {
+        key_id: String,
+    },
+    /// A public key of the control plane's agent-token keys.
+    TokenKey {
+        key_id: String,
+    },
+    GlobalSetting {
+        key: String,
+    },
+    OrgSetting {
+        org_id: String,
+        key: String,
+    },
+    Worker {
+        worker_id: String,
+    },
+    Erasure {
+        org_id: String,
+        erasure_id: String,
+    },
     PublishedMarker,
     ReconciledMarker,
 }
@@ -116,12 +136,13 @@ impl StateKeys {
     }
 
     /// Everything the control plane owns (all but worker registrations).
-    pub fn published_prefixes(&self) -> [String; 4] {
+    pub fn published_prefixes(&self) -> [String; 5] {
         [
             format!("{}orgs/", self.prefix),
             format!("{}arc/", self.prefix),
             format!("{}keys/", self.prefix),
             format!("{}config/", self.prefix),
+            format!("{}token_keys/", self.prefix),
         ]
     }
 
@@ -169,6 +190,10 @@ impl StateKeys {
         format!("{}keys/{key_id}", self.prefix)
     }
 
+    pub fn token_key(&self, key_id: &str) -> String {
+        format!("{}token_keys/{key_id}", self.prefix)
+    }
+
     pub fn global_setting(&self, key: &str) -> String {
         format!("{}config/global/{key}", self.prefix)
     }
@@ -200,6 +225,9 @@ impl StateKeys {
                 org_id: nonempty(rest)?,
             }),
             "keys" => Some(StateKey::ApiKey {
+                key_id: nonempty(rest)?,
+            }),
+            "token_keys" => Some(StateKey::TokenKey {
                 key_id: nonempty(rest)?,
             }),
             "workers" => Some(StateKey::Worker {
@@ -260,6 +288,12 @@ mod tests {
                 keys.api_key("key_1"),
                 StateKey::ApiKey {
                     key_id: "key_1".into(),
+                },
+            ),
+            (
+                keys.token_key("tk_1"),
+                StateKey::TokenKey {
+                    key_id: "tk_1".into(),
                 },
             ),
             (

@@ -127,6 +127,9 @@ impl Startup {
         service.seed_settings(&config).await?;
         let receipt_key = service.receipt_signer().ensure_key().await?;
         tracing::info!(key_id = %receipt_key.key_id, fingerprint = %receipt_key.fingerprint, "erasure receipt signing key");
+        // published by the first reconciliation pass
+        let token_key = service.token_keys().ensure_key().await?;
+        tracing::info!(key_id = %token_key.key_id, fingerprint = %token_key.fingerprint, "agent token signing key");
         gate.open(service.clone());
         let _ = probes.store.set(store);
         for name in SERVICES.iter().chain(&[""]) {

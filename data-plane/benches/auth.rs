@@ -1,11 +1,15 @@
 //! Per-request authentication cost: an `mtk_` key checked against a snapshot
 //! of 10,000 keys (format + checksum, O(1) lookup by id, SHA-256, constant-time
 //! compare, revocation/expiry/org checks). Baseline in the same run: the
-//! SHA-256 of the key alone, the floor any hash-based check pays. A key
+//! SHA-256 of the key alone, the floor any hash-based check pays. And an
+//! agent token (PASETO v4.public) verified against the same snapshot (3
+//! token keys): base64url, footer, Ed25519 signature, claims JSON, RFC 3339
+//! times, org liveness — beside the API key in the same run. And a key
 //! imported from the Go memtrace (`mtk_` + base64, bcrypt-hashed) in the same
 //! snapshot, on its cached path: its first check ran bcrypt once, every later
 //! one is a base64 decode, a SHA-256 and a cache lookup.
 //! Run: `cargo bench -p memtrace-data-plane --bench auth`.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use memtrace_common::credentials::{generate_api_key, hash_api_key};
@@ -60,6 +64,33 @@ fn with_legacy_key(snapshot: &mut Snapshot) -> String {
     token.to_string()
 }
 
+const NOW_MS: i64 = 1_796_000_000_000;
+
+/// `snapshot` with three token keys and a token signed by the newest.
+fn with_token(mut snapshot: Snapshot) -> (Snapshot, String) {
+    use memtrace_common::signing::SigningKey;
+    use memtrace_common::token::{Claims, mint, new_token_id};
+    let mut newest = None;
+    for v in 1..=3u8 {
+        let key = SigningKey::from_seed(format!("tk_{v}"), &[v; 32]);
+        snapshot
+            .token_keys
+            .insert(key.key_id().to_owned(), key.public_key());
+        newest = Some(key);
+    }
+    let iat = jiff::Timestamp::from_millisecond(NOW_MS).unwrap();
+    let claims = Claims {
+        org: "org_bench".into(),
+        agent: Some("planner".into()),
+        scopes: vec!["read".into(), "write".into()],
+        iat,
+        exp: iat + jiff::SignedDuration::from_secs(3600),
+        jti: new_token_id(),
+    };
+    let token = mint(&newest.unwrap(), &claims).unwrap();
+    (snapshot, token)
+}
+
 fn bench(c: &mut Criterion) {
     let (mut snapshot, token) = snapshot(10_000);
     let legacy = with_legacy_key(&mut snapshot);
@@ -74,6 +105,32 @@ fn bench(c: &mut Criterion) {
     });
     c.bench_function("authenticate (10k keys)", |b| {
         b.iter(|| authenticate(black_box(&snapshot), black_box(Some(token.as_str())), 1))
+    });
+    let (snapshot, token) = with_token(snapshot);
+    c.bench_function("authenticate token (agent-bound)", |b| {
+        b.iter(|| {
+            authenticate(
+                black_box(&snapshot),
+                black_box(Some(token.as_str())),
+                NOW_MS,
+            )
+        })
+    });
+    // the same token with its last signature byte changed: everything up to
+    // and including the Ed25519 check, no claims parsed (where the time goes)
+    let mut tampered = token.clone().into_bytes();
+    let i = token.rfind('.').unwrap() - 10;
+    tampered[i] = if tampered[i] == b'A' { b'B' } else { b'A' };
+    let tampered = String::from_utf8(tampered).unwrap();
+    assert!(authenticate(&snapshot, Some(&tampered), NOW_MS).is_err());
+    c.bench_function("token refused at its signature", |b| {
+        b.iter(|| {
+            authenticate(
+                black_box(&snapshot),
+                black_box(Some(tampered.as_str())),
+                NOW_MS,
+            )
+        })
     });
     c.bench_function("baseline: sha256 of the key", |b| {
         b.iter(|| hash_api_key(black_box(token.as_str())))

@@ -128,7 +128,7 @@ proptest! {
 
     #[test]
     fn bus_records_never_panic_the_snapshot(
-        kind in prop::sample::select(vec!["orgs/org_a", "arc/org_a", "keys/key_1", "config/global/arc.write_batch_size", "config/org/org_a/dedup.enabled", "workers/w1", "meta/published", "erasures/org_a/e1", "other/x"]),
+        kind in prop::sample::select(vec!["orgs/org_a", "arc/org_a", "keys/key_1", "token_keys/tk_1", "config/global/arc.write_batch_size", "config/org/org_a/dedup.enabled", "workers/w1", "meta/published", "erasures/org_a/e1", "other/x"]),
         value in prop::collection::vec(any::<u8>(), 0..200),
     ) {
         let keys = StateKeys::new("/f/v1/");
@@ -141,7 +141,27 @@ proptest! {
         builder.put(&mut snapshot, &format!("/f/v1/{kind}"), &value, &mut report);
         // nothing unsigned is ever applied
         prop_assert!(snapshot.orgs.is_empty() && snapshot.api_keys.is_empty() && snapshot.routes.is_empty());
-        prop_assert!(snapshot.erasures.is_empty());
+        prop_assert!(snapshot.erasures.is_empty() && snapshot.token_keys.is_empty());
+    }
+
+    #[test]
+    fn token_requests_are_accepted_within_the_rules_or_refused(
+        agent in prop::option::of(text()),
+        scopes in prop::collection::vec(text(), 0..5),
+        ttl in prop::option::of(any::<u64>()),
+        max in 60i64..=2_592_000,
+        bytes in prop::collection::vec(any::<u8>(), 0..200),
+    ) {
+        use crate::admission::tokens::MintRequest;
+        let _ = serde_json::from_slice::<MintRequest>(&bytes).map(|r| r.checked(max));
+        let request = MintRequest { agent_id: agent, scopes, ttl_seconds: ttl };
+        if let Ok(ok) = request.checked(max) {
+            prop_assert!(!ok.scopes.is_empty());
+            prop_assert!(ok.scopes.iter().all(|s| ["read", "write", "admin"].contains(&s.as_str())));
+            prop_assert!((1..=max).contains(&ok.ttl_seconds));
+            prop_assert!(!(ok.agent.is_some() && ok.scopes.iter().any(|s| s == "admin")));
+            prop_assert!(ok.agent.as_ref().is_none_or(|a| !a.is_empty() && a.len() <= 256));
+        }
     }
 
     #[test]

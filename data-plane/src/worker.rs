@@ -174,7 +174,8 @@ impl Worker {
             keys.clone(),
             fleet.clone(),
             handle.clone(),
-        )));
+        )))
+        .with_token_minters(fleet.keys().map(|k| k.token_key()).collect());
         admission.shared.dedup.register_metrics(&mut registry);
         admission.refusals.register(&mut registry);
         admission.legacy_requests.register(&mut registry);

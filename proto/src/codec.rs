@@ -22,11 +22,12 @@
 //! The worker also checks the API key before a body is read at all.
 
 use crate::v1::{
-    AgentMemoriesRequest, AgentRef, CreateMemoriesRequest, CreateMemoryRequest,
-    CreateSessionRequest, DeleteMemoriesRequest, ExportMemoriesRequest, GetMemoryRequest,
-    ListAgentsRequest, ListErasureReceiptsRequest, ListErasuresRequest, ListMemoriesRequest,
-    ListSessionsRequest, RegisterAgentRequest, SearchMemoriesRequest, SessionContextRequest,
-    SessionMemoriesRequest, SessionRef, UpdateMemoryRequest, UpdateSessionRequest, WriteBatch,
+    AgentMemoriesRequest, AgentRef, CreateAgentTokenRequest, CreateMemoriesRequest,
+    CreateMemoryRequest, CreateSessionRequest, DeleteMemoriesRequest, ExportMemoriesRequest,
+    GetMemoryRequest, ListAgentsRequest, ListErasureReceiptsRequest, ListErasuresRequest,
+    ListMemoriesRequest, ListSessionsRequest, RegisterAgentRequest, SearchMemoriesRequest,
+    SessionContextRequest, SessionMemoriesRequest, SessionRef, UpdateMemoryRequest,
+    UpdateSessionRequest, WriteBatch,
 };
 use prost::Message;
 use prost::bytes::Buf as _;
@@ -155,6 +156,7 @@ guarded! {
         ListAgentsRequest,
         AgentRef,
         AgentMemoriesRequest,
+        CreateAgentTokenRequest,
         CreateSessionRequest,
         ListSessionsRequest,
         SessionRef,

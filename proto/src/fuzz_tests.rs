@@ -92,6 +92,7 @@ const REQUESTS: &[(&str, Decode)] = requests![
     ListAgentsRequest,
     AgentRef,
     AgentMemoriesRequest,
+    CreateAgentTokenRequest,
     CreateSessionRequest,
     ListSessionsRequest,
     SessionRef,

@@ -154,12 +154,34 @@ async fn full_cli_session_and_no_secret_at_rest_or_in_logs() {
         .unwrap();
     assert_eq!(all["keys"].as_array().unwrap().len(), 2);
 
-    // keyring status counts the sealed arc key and the erasure receipt
-    // signing key (created at start) under the active master key
+    // an agent token: printed once, its id audited, the token itself
+    // neither logged nor stored (checked with the other secrets below)
+    let minted = ctl
+        .json(&[
+            "token", "create", "--org", &org_id, "--agent", "planner", "--scopes", "write",
+        ])
+        .await
+        .unwrap();
+    let agent_token = minted["token"].as_str().unwrap().to_owned();
+    assert!(agent_token.starts_with("v4.public."), "{minted}");
+    let audit = ctl
+        .json(&["audit", "list", "--action", "token.mint"])
+        .await
+        .unwrap()
+        .to_string();
+    assert!(
+        audit.contains(minted["token_id"].as_str().unwrap()),
+        "{audit}"
+    );
+    assert!(!audit.contains(&agent_token), "{audit}");
+
+    // keyring status counts the sealed arc key, the erasure receipt
+    // signing key and the agent-token signing key (both created at start)
+    // under the active master key
     let status = ctl.json(&["master-key", "status"]).await.unwrap();
     let text = status.to_string();
     assert!(
-        text.contains("\"records\":2") || text.contains("\"records\": 2"),
+        text.contains("\"records\":3") || text.contains("\"records\": 3"),
         "{status}"
     );
     let rotated = ctl.json(&["master-key", "rotate"]).await.unwrap();
@@ -206,6 +228,7 @@ async fn full_cli_session_and_no_secret_at_rest_or_in_logs() {
         ("arc api key", ARC_KEY),
         ("api key", secret.as_str()),
         ("api key", reader_secret.as_str()),
+        ("agent token", agent_token.as_str()),
     ] {
         assert!(
             !logs.contains(secret),
@@ -228,6 +251,7 @@ async fn full_cli_session_and_no_secret_at_rest_or_in_logs() {
             ARC_KEY,
             secret.as_str(),
             reader_secret.as_str(),
+            agent_token.as_str(),
             master_key.as_str(),
         ] {
             assert!(

@@ -329,16 +329,17 @@ async fn master_key_rotation_rewraps_while_serving() {
         ctl.json(&["org", "show-arc", &org_id]).await.unwrap()["api_key_masked"],
         "rota***3456"
     );
-    // the arc key and the erasure receipt signing key
+    // the arc key, the erasure receipt signing key and the agent-token
+    // signing key
     let rotated = ctl.json(&["master-key", "rotate"]).await.unwrap();
-    assert_eq!(rotated["rewrapped"], 2, "{rotated}");
+    assert_eq!(rotated["rewrapped"], 3, "{rotated}");
     let rotated = ctl.json(&["master-key", "rotate"]).await.unwrap();
     assert_eq!(
         (
             rotated["rewrapped"].clone(),
             rotated["already_current"].clone()
         ),
-        (0.into(), 2.into()),
+        (0.into(), 3.into()),
         "{rotated}"
     );
     cp.stop().await.unwrap();

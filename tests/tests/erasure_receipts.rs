@@ -149,7 +149,12 @@ async fn receipts_signed_with_the_control_planes_key_verify_offline() {
     let receipt_v1 = write(files.path(), "receipt-v1.json", &signed.to_json_pretty());
 
     // the private key is nowhere in the control plane's output
-    let row = store.list_receipt_keys().await.unwrap().pop().unwrap();
+    let row = store
+        .list_signing_keys(memtrace_control_plane::store::KeyFamily::Receipt)
+        .await
+        .unwrap()
+        .pop()
+        .unwrap();
     let seed = keyring
         .open(
             memtrace_common::envelope::Binding {

@@ -15,3 +15,4 @@ pub mod keygen;
 pub mod master_key;
 pub mod mcp;
 pub mod org;
+pub mod token;

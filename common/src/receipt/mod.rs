@@ -73,19 +73,17 @@ pub use canonical::{CanonicalError, MAX_SAFE_INTEGER, canonical_json};
 use base64::Engine;
 use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD};
 use jiff::Timestamp;
-use ring::signature::{ED25519, Ed25519KeyPair, KeyPair, UnparsedPublicKey};
+use ring::signature::{ED25519, UnparsedPublicKey};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
-use zeroize::Zeroizing;
 
 /// The `format` of every receipt this module writes and reads.
 pub const RECEIPT_FORMAT: &str = "memtrace/erasure-receipt/v1";
 /// The only signature algorithm.
 pub const ALGORITHM: &str = "ed25519";
-/// Length of an Ed25519 public key.
-pub const PUBLIC_KEY_LEN: usize = 32;
+pub use crate::signing::PUBLIC_KEY_LEN;
 
 /// Where the erased rows were. Names places, never credentials.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -189,61 +187,9 @@ pub enum ReceiptError {
     BadTargetUrl,
 }
 
-/// An Ed25519 signing key with its id (`rk_<version>`). The seed never
-/// appears in `Debug`.
-pub struct ReceiptSigningKey {
-    key_id: String,
-    seed: Zeroizing<[u8; 32]>,
-    pair: Ed25519KeyPair,
-}
-
-impl std::fmt::Debug for ReceiptSigningKey {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ReceiptSigningKey")
-            .field("key_id", &self.key_id)
-            .field("public_key", &self.public_key_base64())
-            .finish_non_exhaustive()
-    }
-}
+pub use crate::signing::SigningKey as ReceiptSigningKey;
 
 impl ReceiptSigningKey {
-    /// A fresh key from 32 random bytes.
-    pub fn generate(key_id: impl Into<String>) -> Self {
-        let mut seed = Zeroizing::new([0u8; 32]);
-        rand::RngCore::fill_bytes(&mut rand::rng(), seed.as_mut());
-        Self::from_seed(key_id, &seed)
-    }
-
-    /// The key of a stored 32-byte seed (RFC 8032 private key).
-    pub fn from_seed(key_id: impl Into<String>, seed: &[u8; 32]) -> Self {
-        let pair = Ed25519KeyPair::from_seed_unchecked(seed)
-            .expect("every 32-byte string is an Ed25519 seed");
-        Self {
-            key_id: key_id.into(),
-            seed: Zeroizing::new(*seed),
-            pair,
-        }
-    }
-
-    pub fn key_id(&self) -> &str {
-        &self.key_id
-    }
-
-    /// The private seed, to be sealed for storage. Never log it.
-    pub fn seed(&self) -> &[u8; 32] {
-        &self.seed
-    }
-
-    pub fn public_key(&self) -> [u8; PUBLIC_KEY_LEN] {
-        let mut out = [0u8; PUBLIC_KEY_LEN];
-        out.copy_from_slice(self.pair.public_key().as_ref());
-        out
-    }
-
-    pub fn public_key_base64(&self) -> String {
-        STANDARD.encode(self.public_key())
-    }
-
     /// Signs `receipt` as it is (the caller sets `issued_at`).
     pub fn sign(&self, receipt: Receipt) -> Result<SignedReceipt, ReceiptError> {
         let mut signed = SignedReceipt {
@@ -251,14 +197,14 @@ impl ReceiptSigningKey {
             receipt,
             signature: ReceiptSignature {
                 algorithm: ALGORITHM.to_owned(),
-                key_id: self.key_id.clone(),
+                key_id: self.key_id().to_owned(),
                 public_key: self.public_key_base64(),
                 value: String::new(),
             },
         };
         let document = serde_json::to_value(&signed).expect("a receipt serializes");
         let message = signed_message(&document)?;
-        signed.signature.value = STANDARD.encode(self.pair.sign(&message).as_ref());
+        signed.signature.value = STANDARD.encode(self.sign_bytes(&message));
         Ok(signed)
     }
 }

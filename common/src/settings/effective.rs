@@ -209,6 +209,11 @@ impl EffectiveSettings {
         }
     }
 
+    /// The longest lifetime of a token minted for an org, in seconds.
+    pub fn token_max_ttl_seconds(&self, org_id: Option<&str>) -> i64 {
+        i64::try_from(self.int(org_id, "tokens.max_ttl_seconds")).unwrap_or(i64::MAX)
+    }
+
     /// An org's admission limits.
     pub fn limits(&self, org_id: Option<&str>) -> TenantLimits {
         TenantLimits {

@@ -233,4 +233,14 @@ pub static SETTINGS: &[Setting] = &[
             DefaultValue::Str(""),
         )
     },
+    hot(
+        "tokens.max_ttl_seconds",
+        "longest lifetime of an agent token the control plane mints for an org (memtracectl token create --ttl, POST /api/v1/tokens); tokens already minted keep theirs",
+        SettingType::Integer {
+            min: 60,
+            max: 30 * 86_400,
+            unit: "seconds",
+        },
+        DefaultValue::Int(86_400),
+    ),
 ];

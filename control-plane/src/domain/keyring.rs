@@ -57,8 +57,10 @@ impl ControlPlane {
                 *counts.entry(envelope_kek_id(envelope)?).or_default() += 1;
             }
         }
-        for kek_id in self.receipt_signer().kek_ids().await? {
-            *counts.entry(kek_id).or_default() += 1;
+        for keys in [self.receipt_signer().keys(), self.token_keys()] {
+            for kek_id in keys.kek_ids().await? {
+                *counts.entry(kek_id).or_default() += 1;
+            }
         }
         for (_, _, envelope) in self.pinned_erasure_keys().await? {
             *counts.entry(envelope_kek_id(&envelope)?).or_default() += 1;
@@ -139,9 +141,11 @@ impl ControlPlane {
         let (settings_rewrapped, settings_current) = self.rewrap_sensitive_settings().await?;
         report.rewrapped += settings_rewrapped;
         report.already_current += settings_current;
-        let (receipt_keys_rewrapped, receipt_keys_current) = self.receipt_signer().rewrap().await?;
-        report.rewrapped += receipt_keys_rewrapped;
-        report.already_current += receipt_keys_current;
+        for keys in [self.receipt_signer().keys(), self.token_keys()] {
+            let (rewrapped, current) = keys.rewrap().await?;
+            report.rewrapped += rewrapped;
+            report.already_current += current;
+        }
         tracing::info!(
             active_kek_id = %report.active_kek_id,
             rewrapped = report.rewrapped,

@@ -14,6 +14,8 @@ pub mod legacy_keys;
 mod orgs;
 pub mod publish;
 pub mod receipts;
+pub mod signing_keys;
+pub mod tokens;
 pub mod types;
 
 pub use admin_tokens::{ADMIN_TOKEN_RELOAD_INTERVAL, refresh_admin_tokens_until};
@@ -88,6 +90,16 @@ impl ControlPlane {
 
     pub fn store(&self) -> &Arc<dyn Store> {
         &self.store
+    }
+
+    /// The keys that sign agent tokens, over this control plane's database
+    /// and master keys.
+    pub fn token_keys(&self) -> signing_keys::SigningKeys {
+        signing_keys::SigningKeys::new(
+            self.store.clone(),
+            self.keyring.clone(),
+            crate::store::KeyFamily::Token,
+        )
     }
 
     /// The signer of erasure receipts, over this control plane's database

@@ -2,6 +2,7 @@ use super::{Gate, actor, with_revision};
 use crate::clock::from_timestamp;
 use crate::clock::to_timestamp;
 use crate::domain::legacy_keys::LegacyKeySpec;
+use crate::domain::tokens::TokenSpec;
 use crate::domain::types::{ApiKeyId, ApiKeySpec, OrgId};
 use crate::store::ApiKeyRow;
 use memtrace_proto::admin::v1 as pb;
@@ -96,5 +97,27 @@ impl pb::api_key_service_server::ApiKeyService for ApiKeyApi {
             .import_legacy_api_key(&actor, &spec)
             .await?;
         Ok(with_revision(key_to_pb(imported.value), imported.revision))
+    }
+
+    async fn create_token(
+        &self,
+        request: Request<pb::CreateTokenRequest>,
+    ) -> Result<Response<pb::CreateTokenResponse>, Status> {
+        let actor = actor(&request);
+        let req = request.into_inner();
+        let spec = TokenSpec::parse(&req.org_id, &req.agent_id, &req.scopes, req.ttl_seconds)?;
+        let minted = self.0.service()?.mint_token(&actor, &spec).await?;
+        let claims = minted.claims;
+        let at = |t: jiff::Timestamp| to_timestamp(t.as_millisecond());
+        Ok(Response::new(pb::CreateTokenResponse {
+            token: minted.token.as_str().to_owned(),
+            token_id: claims.jti,
+            org_id: claims.org,
+            agent_id: claims.agent.unwrap_or_default(),
+            scopes: claims.scopes,
+            issued_at: Some(at(claims.iat)),
+            expires_at: Some(at(claims.exp)),
+            key_id: minted.key_id,
+        }))
     }
 }

@@ -88,4 +88,25 @@ impl pb::master_key_service_server::MasterKeyService for MasterKeyApi {
             .await?;
         Ok(Response::new(receipt_key_to_pb(key)?))
     }
+
+    async fn list_token_keys(
+        &self,
+        _request: Request<pb::ListReceiptKeysRequest>,
+    ) -> Result<Response<pb::ListReceiptKeysResponse>, Status> {
+        let keys = self.0.service()?.published_token_keys().await?;
+        Ok(Response::new(pb::ListReceiptKeysResponse {
+            keys: keys
+                .into_iter()
+                .map(receipt_key_to_pb)
+                .collect::<Result<_, _>>()?,
+        }))
+    }
+
+    async fn rotate_token_key(
+        &self,
+        request: Request<pb::RotateReceiptKeyRequest>,
+    ) -> Result<Response<pb::ReceiptKey>, Status> {
+        let key = self.0.service()?.rotate_token_key(&actor(&request)).await?;
+        Ok(Response::new(receipt_key_to_pb(key)?))
+    }
 }

@@ -33,6 +33,8 @@ pub const METHOD_ROLES: &[(&str, AdminRole)] = &[
     ("/memtrace.admin.v1.ApiKeyService/ListApiKeys", Reader),
     ("/memtrace.admin.v1.ApiKeyService/RevokeApiKey", Admin),
     ("/memtrace.admin.v1.ApiKeyService/ImportLegacyApiKey", Admin),
+    // a token is a credential, like an API key
+    ("/memtrace.admin.v1.ApiKeyService/CreateToken", Admin),
     (
         "/memtrace.admin.v1.AdminTokenService/CreateAdminToken",
         Admin,
@@ -59,6 +61,8 @@ pub const METHOD_ROLES: &[(&str, AdminRole)] = &[
         "/memtrace.admin.v1.MasterKeyService/RotateReceiptKey",
         Admin,
     ),
+    ("/memtrace.admin.v1.MasterKeyService/ListTokenKeys", Reader),
+    ("/memtrace.admin.v1.MasterKeyService/RotateTokenKey", Admin),
     ("/memtrace.admin.v1.ClusterService/GetClusterStatus", Reader),
     ("/memtrace.admin.v1.ConfigService/ListSettings", Reader),
     ("/memtrace.admin.v1.ConfigService/GetSetting", Reader),

@@ -45,7 +45,7 @@ pub async fn run_all(store: &dyn Store) {
     audit_trail(store).await;
     concurrent_appends_never_fork(store).await;
     changes_commit_with_their_audit_entries(store).await;
-    receipt_keys(store).await;
+    signing_keys(store).await;
     erasure_jobs(store).await;
     org_deletion_pins_erasures(store).await;
 }
@@ -56,7 +56,7 @@ pub use super::conformance_config::{
     audit_trail, concurrent_appends_never_fork, seeding_happens_once, settings_compare_and_swap,
 };
 pub use super::conformance_erasure::{erasure_jobs, org_deletion_pins_erasures};
-pub use super::conformance_receipt_keys::receipt_keys;
+pub use super::conformance_signing_keys::signing_keys;
 
 fn org(name: &str) -> OrgRow {
     OrgRow {

@@ -20,7 +20,7 @@ pub mod conformance_config;
 #[cfg(any(test, feature = "conformance"))]
 pub mod conformance_erasure;
 #[cfg(any(test, feature = "conformance"))]
-pub mod conformance_receipt_keys;
+pub mod conformance_signing_keys;
 
 pub use audit_chain::{
     AuditEntry, AuditHead, AuditRecord, ChainBreak, ChainVerifier, GENESIS_HASH, KEYED_VERSION,
@@ -246,13 +246,31 @@ pub struct AdminTokenRow {
     pub revoked_at: Option<i64>,
 }
 
-/// A version of the key that signs erasure receipts: the public key in
-/// clear, the private seed only as an envelope under the master key.
+/// Which signing keys: each family has its own versions, ids and table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyFamily {
+    /// Erasure receipts (`rk_<version>`, table `receipt_keys`).
+    Receipt,
+    /// Agent tokens (`tk_<version>`, table `token_keys`).
+    Token,
+}
+
+impl KeyFamily {
+    pub fn table(self) -> &'static str {
+        match self {
+            Self::Receipt => "receipt_keys",
+            Self::Token => "token_keys",
+        }
+    }
+}
+
+/// A version of a signing key (erasure receipts, agent tokens): the public
+/// key in clear, the private seed only as an envelope under the master key.
 #[derive(Clone, PartialEq, Eq)]
-pub struct ReceiptKeyRow {
+pub struct SigningKeyRow {
     /// 1, 2, …: the newest signs.
     pub version: i64,
-    /// `rk_<version>`.
+    /// `rk_<version>` or `tk_<version>`.
     pub key_id: String,
     /// The 32-byte Ed25519 public key.
     pub public_key: Vec<u8>,
@@ -263,9 +281,9 @@ pub struct ReceiptKeyRow {
     pub retired_at: Option<i64>,
 }
 
-impl std::fmt::Debug for ReceiptKeyRow {
+impl std::fmt::Debug for SigningKeyRow {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ReceiptKeyRow")
+        f.debug_struct("SigningKeyRow")
             .field("version", &self.version)
             .field("key_id", &self.key_id)
             .field("created_at", &self.created_at)
@@ -477,8 +495,8 @@ pub trait Store: Send + Sync + 'static {
     /// when empty).
     async fn audit_head(&self) -> StoreResult<AuditHead>;
 
-    /// Every receipt signing key, oldest version first.
-    async fn list_receipt_keys(&self) -> StoreResult<Vec<ReceiptKeyRow>>;
+    /// Every signing key of `family`, oldest version first.
+    async fn list_signing_keys(&self, family: KeyFamily) -> StoreResult<Vec<SigningKeyRow>>;
     /// Adds the next key version: inserts `row` only when its version is
     /// one above the highest stored (1 when none), retires every older
     /// unretired version at `row.created_at` and appends the audit entry,
@@ -486,15 +504,17 @@ pub trait Store: Send + Sync + 'static {
     /// two replicas adding a key at once store one). Returns `false`, and
     /// writes nothing, when the version is not the next one: another
     /// writer got there first, re-read.
-    async fn insert_receipt_key(
+    async fn insert_signing_key(
         &self,
-        row: &ReceiptKeyRow,
-        audit: AuditWith<'_, ReceiptKeyRow>,
+        family: KeyFamily,
+        row: &SigningKeyRow,
+        audit: AuditWith<'_, SigningKeyRow>,
     ) -> StoreResult<bool>;
     /// Compare-and-swap of a key's envelope (master-key rotation): writes
     /// `new` only if the stored envelope is still `old`. Returns whether it wrote.
-    async fn swap_receipt_key_envelope(
+    async fn swap_signing_key_envelope(
         &self,
+        family: KeyFamily,
         version: i64,
         old: &[u8],
         new: &[u8],

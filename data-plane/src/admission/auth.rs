@@ -1,7 +1,19 @@
 //! Agent authentication against the live snapshot: no I/O on the hot path.
 //!
-//! The key comes from `x-api-key: mtk_…` or `Authorization: Bearer mtk_…`
-//! (the original's two forms). Its format and checksum are checked offline,
+//! The credential comes from `x-api-key: …` or `Authorization: Bearer …`
+//! (the original's two forms): an API key (`mtk_…`) or an agent token
+//! (`v4.public.…`, [`memtrace_common::token`]), told apart by prefix.
+//!
+//! A token is verified offline against the token public keys in the
+//! snapshot: signature under the key its footer names, expiry and issue
+//! time (30 s leeway), then its org: the claims carry the org **id**, and a
+//! deleted org keeps its tombstone in the snapshot under that id, so a
+//! token of a deleted org is refused even once an org of the same name
+//! exists again (it has another id); an org the snapshot does not know at
+//! all is refused too. Token refusals have distinct messages (expired,
+//! unknown key, bad signature, org deleted, wrong agent).
+//!
+//! An API key's format and checksum are checked offline,
 //! its id is looked up in the snapshot in O(1), its hash compared in constant
 //! time, then revocation, expiry (strict) and the org's liveness. The org is
 //! pinned from the key: clients never choose it. Messages match the
@@ -10,6 +22,7 @@
 use crate::snapshot::{ApiKeyEntry, Snapshot};
 use memtrace_common::credentials::{hashes_match, parse_api_key};
 use memtrace_common::legacy_keys::parse_legacy_api_key;
+use memtrace_common::token::{self, TokenError};
 
 /// What a request may do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -19,14 +32,19 @@ pub enum Scope {
     Admin,
 }
 
-/// An authenticated agent: its org and what its key allows.
+/// An authenticated agent: its org and what its key or token allows.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Principal {
     pub org_id: String,
+    /// The API key's id, or the token's id (`tok_…`).
     pub key_id: String,
     pub read: bool,
     pub write: bool,
     pub admin: bool,
+    /// Set for a token bound to one agent: the only agent it acts as.
+    pub agent: Option<String>,
+    /// Authenticated by a token (not an API key).
+    pub token: bool,
 }
 
 impl Principal {
@@ -38,10 +56,10 @@ impl Principal {
                 Scope::Write => self.write,
                 Scope::Admin => false,
             };
-        if allowed {
-            Ok(())
-        } else {
-            Err(AuthError::MissingScope(scope))
+        match (allowed, self.token) {
+            (true, _) => Ok(()),
+            (false, false) => Err(AuthError::MissingScope(scope)),
+            (false, true) => Err(AuthError::TokenMissingScope(scope)),
         }
     }
 }
@@ -60,6 +78,37 @@ pub enum AuthError {
     /// 403: the key lacks the scope.
     #[error("this API key lacks the {0:?} scope")]
     MissingScope(Scope),
+    /// 401: a token refused (expired, unknown key, bad signature,
+    /// malformed, bad claims): each with its own message.
+    #[error("{0}")]
+    Token(TokenError),
+    /// 401: the token's org is deleted (or unknown to this worker).
+    #[error("the org of this token was deleted")]
+    TokenOrgDeleted,
+    /// 403: the token lacks the scope.
+    #[error("this token lacks the {0:?} scope")]
+    TokenMissingScope(Scope),
+    /// 403: an agent-bound token used as another agent.
+    #[error("this token is bound to agent {bound:?}; it cannot act as agent {asked:?}")]
+    WrongAgent { bound: String, asked: String },
+    /// 403: tokens are minted with an org API key, never with a token.
+    #[error("a token cannot mint tokens: use an org API key with the admin scope")]
+    TokenCannotMint,
+    /// 403: an agent-bound token used for what spans agents.
+    #[error(
+        "this token is bound to agent {bound:?}; {what} is not available to an agent-bound token"
+    )]
+    AgentBound { bound: String, what: &'static str },
+}
+
+impl AuthError {
+    /// 401 (not authenticated) rather than 403 (not allowed).
+    pub fn unauthenticated(&self) -> bool {
+        matches!(
+            self,
+            Self::Missing | Self::Invalid(_) | Self::Token(_) | Self::TokenOrgDeleted
+        )
+    }
 }
 
 /// Why a presented key is invalid (never told to the client).
@@ -109,13 +158,17 @@ pub fn credential<'a>(
         .filter(|k| !k.is_empty())
 }
 
-/// Authenticates `token` against `snapshot` at `now_ms`.
+/// Authenticates `token` (an API key or an agent token) against
+/// `snapshot` at `now_ms`.
 pub fn authenticate(
     snapshot: &Snapshot,
     token: Option<&str>,
     now_ms: i64,
 ) -> Result<Principal, AuthError> {
     let token = token.ok_or(AuthError::Missing)?;
+    if token::is_token(token) {
+        return authenticate_token(snapshot, token, now_ms);
+    }
     let invalid = AuthError::Invalid;
     let parsed = match parse_api_key(token) {
         Ok(parsed) => parsed,
@@ -158,6 +211,33 @@ pub(super) fn principal_of(
         read: entry.read,
         write: entry.write,
         admin: entry.admin,
+        agent: None,
+        token: false,
+    })
+}
+
+/// Verifies an agent token (signature, time, org liveness) into its
+/// principal; scopes and agent binding are checked where they apply.
+fn authenticate_token(
+    snapshot: &Snapshot,
+    token: &str,
+    now_ms: i64,
+) -> Result<Principal, AuthError> {
+    let now = jiff::Timestamp::from_millisecond(now_ms).unwrap_or(jiff::Timestamp::UNIX_EPOCH);
+    let claims =
+        token::verify(token, |kid| snapshot.token_keys.get(kid), now).map_err(AuthError::Token)?;
+    match snapshot.orgs.get(&claims.org) {
+        Some(org) if !org.deleted => {}
+        _ => return Err(AuthError::TokenOrgDeleted),
+    }
+    Ok(Principal {
+        read: claims.has_scope("read"),
+        write: claims.has_scope("write"),
+        admin: claims.has_scope("admin"),
+        org_id: claims.org,
+        key_id: claims.jti,
+        agent: claims.agent,
+        token: true,
     })
 }
 
@@ -257,6 +337,56 @@ mod tests {
         assert_eq!(
             authenticate(&forged, Some(&token), 1),
             Err(AuthError::Invalid(InvalidKey::WrongSecret))
+        );
+    }
+
+    #[test]
+    fn tokens_verify_offline_with_distinct_refusals() {
+        use memtrace_common::signing::SigningKey;
+        use memtrace_common::token::{Claims, mint};
+        let key = SigningKey::from_seed("tk_1", &[5; 32]);
+        let (mut snapshot, _) = snapshot_with((true, true, false), 0, false);
+        snapshot.token_keys.insert("tk_1".into(), key.public_key());
+        let at = |s: &str| s.parse::<jiff::Timestamp>().unwrap();
+        let claims = |org: &str| Claims {
+            org: org.into(),
+            agent: Some("planner".into()),
+            scopes: vec!["read".into()],
+            iat: at("2026-12-05T10:00:00Z"),
+            exp: at("2026-12-05T11:00:00Z"),
+            jti: "tok_1".into(),
+        };
+        let ms = |s: &str| at(s).as_millisecond();
+        let token = mint(&key, &claims("org_a")).unwrap();
+        let p = authenticate(&snapshot, Some(&token), ms("2026-12-05T10:30:00Z")).unwrap();
+        assert_eq!(p.org_id, "org_a");
+        assert_eq!(p.agent.as_deref(), Some("planner"));
+        assert!(p.token && p.read && !p.write);
+        assert_eq!(
+            p.require(Scope::Write).unwrap_err().to_string(),
+            "this token lacks the Write scope"
+        );
+        let expired = authenticate(&snapshot, Some(&token), ms("2026-12-05T11:01:00Z"));
+        assert_eq!(
+            expired.unwrap_err().to_string(),
+            "token expired at 2026-12-05T11:00:00Z"
+        );
+        // an org the snapshot does not know, and a deleted one
+        let stranger = mint(&key, &claims("org_b")).unwrap();
+        assert_eq!(
+            authenticate(&snapshot, Some(&stranger), ms("2026-12-05T10:30:00Z")),
+            Err(AuthError::TokenOrgDeleted)
+        );
+        snapshot.orgs.get_mut("org_a").unwrap().deleted = true;
+        assert_eq!(
+            authenticate(&snapshot, Some(&token), ms("2026-12-05T10:30:00Z")),
+            Err(AuthError::TokenOrgDeleted)
+        );
+        // the key withdrawn from the snapshot
+        snapshot.token_keys.clear();
+        assert_eq!(
+            authenticate(&snapshot, Some(&token), ms("2026-12-05T10:30:00Z")),
+            Err(AuthError::Token(TokenError::UnknownKey("tk_1".into())))
         );
     }
 

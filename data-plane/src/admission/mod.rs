@@ -1,6 +1,7 @@
 //! Admission: what every agent request passes before the memory service
 //! sees it, whichever adapter it came through (REST or gRPC) — the worker
-//! has a snapshot, the API key authenticates against it ([`auth`]), the key
+//! has a snapshot, the API key or agent token authenticates against it
+//! ([`auth`]; an agent-bound token's service acts only as its agent), the key
 //! carries the route's scope, the org is under its request rate
 //! ([`limits`]), and the org's store is resolved ([`stores`]). The result is
 //! the org's [`OrgService`]. Transport-neutral: adapters hand in the
@@ -11,6 +12,7 @@ pub mod legacy;
 pub mod limits;
 pub mod refusals;
 pub mod stores;
+pub mod tokens;
 
 pub use auth::{Principal, Scope, credential};
 pub use stores::{OrgStores, StoreResolver};
@@ -41,6 +43,9 @@ pub struct Admission {
     pub legacy_requests: legacy::LegacyRequests,
     /// Where tenants' deletes are recorded (none: deletes answer 503).
     pub erasures: Option<Arc<crate::erasure::ErasureRequests>>,
+    /// The keys `POST /api/v1/tokens` may sign with, one per fleet key, the
+    /// active one first (none: minting answers 503).
+    pub token_minters: Arc<[memtrace_common::signing::SigningKey]>,
 }
 
 impl Admission {
@@ -56,7 +61,15 @@ impl Admission {
             refusals: refusals::Refusals::default(),
             legacy_requests: legacy::LegacyRequests::default(),
             erasures: None,
+            token_minters: Arc::new([]),
         }
+    }
+
+    /// This admission minting agent tokens with the first of `keys` whose
+    /// public half is published ([`tokens`]).
+    pub fn with_token_minters(mut self, keys: Vec<memtrace_common::signing::SigningKey>) -> Self {
+        self.token_minters = keys.into();
+        self
     }
 
     /// This admission recording tenants' deletes through `requests`.
@@ -143,7 +156,8 @@ impl Admission {
             snapshot.erasures(&principal.org_id),
             self.erasures.clone(),
             &principal.key_id,
-        );
+        )
+        .bound_to(principal.agent);
         Ok(match slot {
             Some(slot) => svc.holding(slot),
             None => svc,

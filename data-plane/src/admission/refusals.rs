@@ -23,7 +23,7 @@ pub struct Refusals {
 }
 
 /// Every reason label [`reason`] gives.
-const REASONS: [&str; 13] = [
+const REASONS: [&str; 21] = [
     "key_missing",
     "malformed",
     "unknown",
@@ -32,6 +32,14 @@ const REASONS: [&str; 13] = [
     "org_deleted",
     "legacy_disabled",
     "scope",
+    "token_malformed",
+    "token_unknown_key",
+    "token_bad_signature",
+    "token_bad_claims",
+    "token_expired",
+    "token_not_yet_valid",
+    "token_org_deleted",
+    "agent",
     "rate_limited",
     "reads_busy",
     "no_arc_instance",
@@ -44,7 +52,14 @@ fn reason(error: &ServiceError) -> &'static str {
     match error {
         ServiceError::Auth(AuthError::Missing) => "key_missing",
         ServiceError::Auth(AuthError::Invalid(why)) => why.as_str(),
-        ServiceError::Auth(AuthError::MissingScope(_)) => "scope",
+        ServiceError::Auth(AuthError::MissingScope(_) | AuthError::TokenMissingScope(_)) => "scope",
+        ServiceError::Auth(AuthError::Token(why)) => why.as_str(),
+        ServiceError::Auth(AuthError::TokenOrgDeleted) => "token_org_deleted",
+        ServiceError::Auth(
+            AuthError::WrongAgent { .. }
+            | AuthError::AgentBound { .. }
+            | AuthError::TokenCannotMint,
+        ) => "agent",
         ServiceError::RateLimited { .. } => "rate_limited",
         ServiceError::ReadsBusy { .. } => "reads_busy",
         ServiceError::NoArcInstance => "no_arc_instance",

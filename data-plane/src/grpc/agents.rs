@@ -1,6 +1,7 @@
 //! `memtrace.v1.AgentService`: one thin method per call.
 
 use super::{Reply, admit, reply};
+use crate::admission::tokens::MintRequest;
 use crate::admission::{Admission, Scope};
 use crate::query::ListParams;
 use crate::service::types::RegistryPage;
@@ -67,5 +68,31 @@ impl pb::agent_service_server::AgentService for AgentApi {
         let r = request.into_inner();
         let params = r.options.map(ListParams::from).unwrap_or_default();
         reply(svc.agent_memories(&r.id, &params).await)
+    }
+
+    async fn create_agent_token(
+        &self,
+        request: Request<pb::CreateAgentTokenRequest>,
+    ) -> Reply<pb::AgentToken> {
+        let principal = self.admission.minter(super::token(request.metadata()))?;
+        let r = request.into_inner();
+        let minted = self.admission.mint_token(
+            &principal,
+            MintRequest {
+                agent_id: Some(r.agent_id),
+                scopes: r.scopes,
+                ttl_seconds: Some(r.ttl_seconds),
+            },
+        )?;
+        Ok(Response::new(pb::AgentToken {
+            token: minted.token,
+            token_id: minted.token_id,
+            org_id: minted.org_id,
+            agent_id: minted.agent_id.unwrap_or_default(),
+            scopes: minted.scopes,
+            issued_at: minted.issued_at,
+            expires_at: minted.expires_at,
+            key_id: minted.key_id,
+        }))
     }
 }

@@ -151,7 +151,7 @@ impl pb::memory_service_server::MemoryService for MemoryApi {
     ) -> Reply<pb::ListErasuresResponse> {
         let svc = admit(&self.admission, &request, Scope::Read).await?;
         Ok(Response::new(pb::ListErasuresResponse {
-            erasures: svc.erasures().into_iter().map(Into::into).collect(),
+            erasures: svc.erasures()?.into_iter().map(Into::into).collect(),
         }))
     }
 

@@ -10,6 +10,29 @@ use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use serde_json::json;
 
+/// `POST /api/v1/tokens`: an agent token for the caller's org, minted by
+/// this worker (`admission::tokens`); the key is checked before the body
+/// is read. 201 with the token, shown once.
+pub(super) async fn mint_token(
+    axum::extract::State(admission): axum::extract::State<crate::admission::Admission>,
+    headers: axum::http::HeaderMap,
+    body: Body,
+) -> ApiResult {
+    let principal = admission.minter(super::request_token(&headers))?;
+    let body = body.0?;
+    if body.len() > crate::admission::tokens::MAX_MINT_BODY {
+        return Err(crate::service::ServiceError::TooLarge(format!(
+            "a token request is at most {} bytes",
+            crate::admission::tokens::MAX_MINT_BODY
+        )));
+    }
+    let request = super::json_body(&body, true)?;
+    reply(
+        StatusCode::CREATED,
+        &admission.mint_token(&principal, request)?,
+    )
+}
+
 pub(super) async fn register(Writer(svc): Writer, body: Body) -> ApiResult {
     let req: RegisterAgentRequest = parse_body(&svc, body, false)?;
     let agent = svc.register_agent(NewAgent::try_from(req)?).await?;

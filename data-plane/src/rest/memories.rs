@@ -142,7 +142,7 @@ pub(super) async fn delete_many(Writer(svc): Writer, body: Body) -> ApiResult {
 
 /// The org's erasures in progress.
 pub(super) async fn erasures(Reader(svc): Reader) -> ApiResult {
-    let erasures = svc.erasures();
+    let erasures = svc.erasures()?;
     reply(
         StatusCode::OK,
         &json!({"count": erasures.len(), "erasures": erasures}),

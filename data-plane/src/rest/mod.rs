@@ -69,6 +69,7 @@ pub fn router(state: Admission, body_timeout: BodyTimeout) -> axum::Router {
         )
         .route("/api/v1/sessions/{id}/memories", get(sessions::memories))
         .route("/api/v1/sessions/{id}/context", post(sessions::context))
+        .route("/api/v1/tokens", post(agents::mint_token))
         .layer(DefaultBodyLimit::max(MAX_REQUEST_BYTES))
         .layer(axum::Extension(body_timeout))
         .layer(axum::middleware::from_fn(body::close_if_unread))

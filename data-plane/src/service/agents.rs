@@ -54,6 +54,7 @@ impl OrgService {
 
     /// The agent named by id or name; 404 when unknown or deleted.
     pub async fn get_agent(&self, id_or_name: &str) -> Result<Agent, ServiceError> {
+        self.check_unbound("managing agents")?;
         self.find_agent(id_or_name)
             .await?
             .map(|r| rows::agent(&r))
@@ -65,6 +66,7 @@ impl OrgService {
     /// a time on this worker; other orgs' registrations never wait on them
     /// (each is two round trips to the org's own store, slow or not).
     pub async fn register_agent(&self, new: NewAgent) -> Result<Agent, ServiceError> {
+        self.check_unbound("managing agents")?;
         let _serial = self.shared.register_locks.lock(self.org.as_str()).await;
         if self
             .find_agent(&new.name)
@@ -98,6 +100,7 @@ impl OrgService {
         &self,
         page: RegistryPage,
     ) -> Result<(Vec<Agent>, bool), ServiceError> {
+        self.check_unbound("managing agents")?;
         let rows = self
             .read_state(StateTable::Agents, &[], &[("deleted", "0")])
             .await?;
@@ -118,6 +121,7 @@ impl OrgService {
         id_or_name: &str,
         cascade: bool,
     ) -> Result<Option<super::Deletion>, ServiceError> {
+        self.check_unbound("managing agents")?;
         let row = self
             .find_agent(id_or_name)
             .await?
@@ -146,6 +150,7 @@ impl OrgService {
     /// registers nothing); 404 only when neither exists. The registry
     /// lookup and the counts run concurrently: one statement's latency.
     pub async fn agent_stats(&self, id_or_name: &str) -> Result<AgentStats, ServiceError> {
+        self.check_unbound("managing agents")?;
         let (agent, figures) =
             tokio::join!(self.find_agent(id_or_name), self.agent_figures(id_or_name));
         match agent? {
@@ -213,6 +218,7 @@ impl OrgService {
         id_or_name: &str,
         params: &ListParams,
     ) -> Result<MemoryList, ServiceError> {
+        self.check_unbound("managing agents")?;
         let mut params = params.clone();
         if params.since.as_deref().is_none_or(str::is_empty) {
             params.since = Some("24h".into());

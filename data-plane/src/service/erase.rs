@@ -57,12 +57,14 @@ const BUDGET_RETRY_AFTER: Duration = Duration::from_secs(10);
 impl OrgService {
     /// Deletes one memory (`DELETE /api/v1/memories/{id}`).
     pub async fn delete_memory(&self, id: &str) -> Result<Deletion, ServiceError> {
+        self.check_unbound("deleting memories")?;
         let id = MemoryId::parse(id)?;
         self.erase(Scope::Ids(vec![id])).await
     }
 
     /// Deletes memories by ids or by filter, or counts them (`dry_run`).
     pub async fn delete_memories(&self, req: &DeleteRequest) -> Result<Deletion, ServiceError> {
+        self.check_unbound("deleting memories")?;
         let now = UnixMicros::now();
         let scope = if req.ids.is_empty() {
             Scope::Filter(delete_filter(&req.filter, now)?)
@@ -96,12 +98,14 @@ impl OrgService {
     }
 
     /// The org's erasures in progress (`GET /api/v1/erasures`).
-    pub fn erasures(&self) -> Vec<ErasureView> {
-        self.builder
+    pub fn erasures(&self) -> Result<Vec<ErasureView>, ServiceError> {
+        self.check_unbound("listing the org's erasures")?;
+        Ok(self
+            .builder
             .erasures()
             .iter()
             .map(|e| view(e, None))
-            .collect()
+            .collect())
     }
 
     pub(super) async fn erase(&self, scope: Scope) -> Result<Deletion, ServiceError> {

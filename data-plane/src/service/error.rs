@@ -103,8 +103,8 @@ impl CodedError for ServiceError {
     fn code(&self) -> ErrorCode {
         match self {
             Self::Invalid(_) | Self::BadRequest(_) => ErrorCode::InvalidArgument,
-            Self::Auth(AuthError::Missing | AuthError::Invalid(_)) => ErrorCode::Unauthenticated,
-            Self::Auth(AuthError::MissingScope(_)) => ErrorCode::PermissionDenied,
+            Self::Auth(e) if e.unauthenticated() => ErrorCode::Unauthenticated,
+            Self::Auth(_) => ErrorCode::PermissionDenied,
             Self::NotFound(_) => ErrorCode::NotFound,
             Self::Duplicate | Self::Conflict(_) => ErrorCode::AlreadyExists,
             Self::TooLarge(_) => ErrorCode::PayloadTooLarge,

@@ -113,6 +113,9 @@ impl OrgService {
         if memories.is_empty() {
             return Ok(Vec::new());
         }
+        for memory in &memories {
+            self.check_agent(memory.agent_id.as_str())?;
+        }
         if memories.len() > MAX_BATCH {
             return Err(ServiceError::TooLarge(format!(
                 "too many memories in one batch: at most {MAX_BATCH}"
@@ -279,7 +282,8 @@ impl OrgService {
 
     /// One page of memories (`GET /api/v1/memories`).
     pub async fn list_memories(&self, params: &ListParams) -> Result<MemoryList, ServiceError> {
-        let q = ListQuery::parse(params)?;
+        let params = self.narrowed(params, |p| &mut p.agent_id)?;
+        let q = ListQuery::parse(&params)?;
         let (memories, has_more) = self.read_page(&q.page()).await?;
         Ok(MemoryList {
             count: memories.len(),
@@ -290,7 +294,8 @@ impl OrgService {
 
     /// A search (`POST /api/v1/search`).
     pub async fn search(&self, params: &SearchParams) -> Result<SearchResult, ServiceError> {
-        let q = SearchQuery::parse(params)?;
+        let params = self.narrowed(params, |p| &mut p.agent_id)?;
+        let q = SearchQuery::parse(&params)?;
         let started = Instant::now();
         let (results, _) = self.read_page(&q.page()).await?;
         Ok(SearchResult {
@@ -353,7 +358,8 @@ impl OrgService {
     /// statement read within the worker's reply bounds; the next page's
     /// cursor when more follow.
     pub async fn export_memories(&self, params: &ExportParams) -> Result<ExportPage, ServiceError> {
-        let q = ExportQuery::parse(params)?;
+        let params = self.narrowed(params, |p| &mut p.agent_id)?;
+        let q = ExportQuery::parse(&params)?;
         let key_window = self.dedup.enabled.then_some(self.dedup.window);
         let now = UnixMicros::now();
         let rows = self.read(|b| b.export_page(&q, key_window, now));
@@ -377,9 +383,11 @@ impl OrgService {
         let id = MemoryId::parse(id)?;
         let now = UnixMicros::now();
         let rows = self.read(|b| b.get(&id, now)).await?;
-        rows::memories(rows)?
+        let memory = rows::memories(rows)?
             .pop()
-            .ok_or(ServiceError::NotFound("memory"))
+            .ok_or(ServiceError::NotFound("memory"))?;
+        self.check_agent(&memory.agent_id)?;
+        Ok(memory)
     }
 }
 

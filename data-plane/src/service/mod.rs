@@ -10,6 +10,7 @@
 //! [`ServiceShared`] (dedup index, state cache).
 
 mod agents;
+mod binding;
 pub mod collapse;
 mod context;
 pub mod dedup;
@@ -70,6 +71,8 @@ pub struct OrgService {
     erasure_requests: Option<Arc<crate::erasure::ErasureRequests>>,
     /// The API key acting, as erasures name who asked.
     requested_by: String,
+    /// The one agent an agent-bound token acts as ([`binding`]).
+    bound_agent: Option<String>,
 }
 
 /// Most memories in one batch create.
@@ -112,6 +115,7 @@ impl OrgService {
             _slot: None,
             erasure_requests: None,
             requested_by: String::new(),
+            bound_agent: None,
         })
     }
 

@@ -56,6 +56,7 @@ impl OrgService {
         erasure_id: Option<&str>,
         limit: Option<i64>,
     ) -> Result<Vec<ErasureReceipt>, ServiceError> {
+        self.check_unbound("erasure receipts")?;
         let limit = match limit {
             None | Some(0) => MAX_RECEIPTS,
             Some(n) if (1..=i64::from(MAX_RECEIPTS)).contains(&n) => n as u32,

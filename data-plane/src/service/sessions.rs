@@ -16,6 +16,7 @@ use crate::store::StateTable;
 impl OrgService {
     /// Starts a session for a registered agent; 400 if the agent is unknown.
     pub async fn create_session(&self, new: NewSession) -> Result<Session, ServiceError> {
+        self.check_unbound("sessions")?;
         let agent = self.find_agent(&new.agent).await?.ok_or_else(|| {
             ServiceError::invalid("agent_id", "must name a registered agent (id or name)")
         })?;
@@ -45,6 +46,7 @@ impl OrgService {
         agent: Option<&str>,
         page: RegistryPage,
     ) -> Result<(Vec<Session>, bool), ServiceError> {
+        self.check_unbound("sessions")?;
         let agent_id = match agent.filter(|a| !a.is_empty()) {
             None => None,
             Some(key) => match self.find_agent(key).await? {
@@ -73,6 +75,7 @@ impl OrgService {
 
     /// One session; 404 when unknown.
     pub async fn get_session(&self, id: &str) -> Result<Session, ServiceError> {
+        self.check_unbound("sessions")?;
         self.session_row(id).await.map(|(session, _)| session)
     }
 
@@ -95,6 +98,7 @@ impl OrgService {
         id: &str,
         update: SessionUpdate,
     ) -> Result<Session, ServiceError> {
+        self.check_unbound("sessions")?;
         let (mut session, replaced) = self.session_row(id).await?;
         let time = next_micros_after(replaced);
         if let Some(status) = update.status {
@@ -119,6 +123,7 @@ impl OrgService {
         id: &str,
         params: &ListParams,
     ) -> Result<MemoryList, ServiceError> {
+        self.check_unbound("sessions")?;
         let mut params = params.clone();
         params.session_id = Some(id.to_owned());
         let (session, list) = tokio::join!(self.get_session(id), self.list_memories(&params));
@@ -133,6 +138,7 @@ impl OrgService {
         id: &str,
         request: ContextRequest,
     ) -> Result<SessionContext, ServiceError> {
+        self.check_unbound("sessions")?;
         let q = ContextQuery::parse(
             id,
             request.since.as_deref(),

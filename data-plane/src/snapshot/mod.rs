@@ -36,6 +36,9 @@ pub struct Snapshot {
     pub orgs: HashMap<String, OrgEntry>,
     pub routes: HashMap<String, Arc<ArcRoute>>,
     pub api_keys: HashMap<String, Arc<ApiKeyEntry>>,
+    /// The agent-token public keys, by key id: the control plane's (`tk_N`)
+    /// and the workers' (`wk_…`, derived from the fleet key).
+    pub token_keys: HashMap<String, [u8; 32]>,
     /// Runtime settings: validated global values and per-org overrides.
     pub settings: EffectiveSettings,
     /// Erasures in progress, per org by erasure id: the rows they cover
@@ -184,6 +187,9 @@ impl SnapshotBuilder {
             StateKey::ApiKey { key_id } => {
                 snapshot.api_keys.remove(&key_id);
             }
+            StateKey::TokenKey { key_id } => {
+                snapshot.token_keys.remove(&key_id);
+            }
             StateKey::GlobalSetting { key } => {
                 snapshot.settings.remove(None, &key);
             }
@@ -246,6 +252,9 @@ fn apply_record(snapshot: &mut Snapshot, key: StateKey, record: Record) {
         (StateKey::ApiKey { key_id }, Record::ApiKey(entry)) => {
             snapshot.api_keys.insert(key_id, Arc::new(entry));
         }
+        (StateKey::TokenKey { key_id }, Record::TokenKey(public_key)) => {
+            snapshot.token_keys.insert(key_id, public_key);
+        }
         // decode() validated the value against the registry already
         (StateKey::GlobalSetting { key }, Record::Setting(json)) => {
             let _ = snapshot.settings.apply_json(None, &key, &json);
@@ -289,6 +298,9 @@ impl SnapshotBuilder {
             }),
             Some(StateKey::ApiKey { key_id }) => from.api_keys.get(&key_id).map(|k| {
                 to.api_keys.insert(key_id, k.clone());
+            }),
+            Some(StateKey::TokenKey { key_id }) => from.token_keys.get(&key_id).map(|k| {
+                to.token_keys.insert(key_id, *k);
             }),
             Some(StateKey::GlobalSetting { key: name }) => {
                 self.copy_setting(to, None, key, &name, raw)

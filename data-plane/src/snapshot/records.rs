@@ -85,6 +85,8 @@ pub enum Record {
     Org(OrgEntry),
     Route(ArcRoute),
     ApiKey(ApiKeyEntry),
+    /// An agent-token public key (Ed25519).
+    TokenKey([u8; 32]),
     /// A setting's JSON value.
     Setting(String),
     Erasure(crate::erasure::Erasure),
@@ -234,6 +236,22 @@ fn decode_record(key: &StateKey, value: &[u8], fleet: &FleetKeyring) -> Result<R
                 }
             }
             Ok(Record::ApiKey(entry))
+        }
+        StateKey::TokenKey { key_id } => {
+            let record = state::TokenKeyRecord::decode(value).map_err(bad)?;
+            check_schema(record.schema)?;
+            if &record.key_id != key_id {
+                return Err(format!(
+                    "record names token key {:?} under the key of {key_id:?}",
+                    record.key_id
+                ));
+            }
+            let public_key = record
+                .public_key
+                .as_slice()
+                .try_into()
+                .map_err(|_| "token public key is not 32 bytes".to_owned())?;
+            Ok(Record::TokenKey(public_key))
         }
         StateKey::GlobalSetting { key: name } | StateKey::OrgSetting { key: name, .. } => {
             let record = state::SettingRecord::decode(value).map_err(bad)?;

@@ -4,7 +4,7 @@
 //! receipts; and the offline verification of a receipt.
 
 mod jobs;
-mod receipts;
+pub(crate) mod receipts;
 
 pub use receipts::verify;
 

@@ -38,7 +38,11 @@ pub(super) async fn rotate_key(admin: &Admin, out: &mut Output<'_>) -> anyhow::R
         .await
         .map_err(|s| admin.fail(s, Subject::None))?
         .into_inner();
-    out.emit(&RotatedView(key_info(key)))
+    out.emit(&RotatedView(
+        key_info(key),
+        "receipt signing key",
+        "older keys are retired and still verify",
+    ))
 }
 
 /// `erasure verify`: reads, verifies, reports. `stdin` is read for `-`.
@@ -103,7 +107,7 @@ fn timestamp(ts: Option<prost_types::Timestamp>) -> Option<jiff::Timestamp> {
     jiff::Timestamp::new(ts.seconds, ts.nanos).ok()
 }
 
-fn key_info(key: pb::ReceiptKey) -> PublicKeyInfo {
+pub(crate) fn key_info(key: pb::ReceiptKey) -> PublicKeyInfo {
     PublicKeyInfo {
         fingerprint: receipt::fingerprint(&key.public_key),
         public_key: STANDARD.encode(&key.public_key),
@@ -166,14 +170,22 @@ impl Render for KeysView {
 /// `erasure rotate-key` result.
 #[derive(Debug, Serialize)]
 #[serde(transparent)]
-pub struct RotatedView(pub PublicKeyInfo);
+pub struct RotatedView(
+    pub PublicKeyInfo,
+    /// What the key signs ("receipt signing key").
+    #[serde(skip)]
+    pub &'static str,
+    /// What becomes of the older keys.
+    #[serde(skip)]
+    pub &'static str,
+);
 
 impl Render for RotatedView {
     fn table(&self, w: &mut dyn Write) -> io::Result<()> {
         writeln!(
             w,
-            "receipt signing key {} ({}) signs from now on; older keys are retired and still verify",
-            self.0.key_id, self.0.fingerprint
+            "{} {} ({}) signs from now on; {}",
+            self.1, self.0.key_id, self.0.fingerprint, self.2
         )
     }
 }

@@ -127,13 +127,7 @@ async fn post(
     path: &str,
     body: Value,
 ) -> Result<(u16, String), ArcFailure> {
-    let mut request = http.post(endpoint(&target.url, path)).json(&body);
-    if let Some(key) = &target.api_key {
-        let mut value = HeaderValue::from_str(&format!("Bearer {}", key.as_str()))
-            .map_err(|_| ArcFailure::Refused("the Arc API key is not a valid header".into()))?;
-        value.set_sensitive(true);
-        request = request.header(AUTHORIZATION, value);
-    }
+    let request = authorized(http.post(endpoint(&target.url, path)).json(&body), target)?;
     let response = request
         .send()
         .await
@@ -143,6 +137,20 @@ async fn post(
         ArcFailure::Transient(format!("POST {path}: reading the answer failed: {e}"))
     })?;
     Ok((status, text))
+}
+
+/// `request` with the target's key as a sensitive Bearer header.
+pub(crate) fn authorized(
+    request: reqwest::RequestBuilder,
+    target: &ArcTarget,
+) -> Result<reqwest::RequestBuilder, ArcFailure> {
+    let Some(key) = &target.api_key else {
+        return Ok(request);
+    };
+    let mut value = HeaderValue::from_str(&format!("Bearer {}", key.as_str()))
+        .map_err(|_| ArcFailure::Refused("the Arc API key is not a valid header".into()))?;
+    value.set_sensitive(true);
+    Ok(request.header(AUTHORIZATION, value))
 }
 
 pub(crate) fn classify(path: &str, status: u16, body: &str) -> ArcFailure {

@@ -16,7 +16,7 @@
 
 use super::arc::{ArcFailure, ArcTarget};
 use crate::store::ErasureJobRow;
-use reqwest::header::{AUTHORIZATION, CONTENT_ENCODING, CONTENT_TYPE, HeaderValue};
+use reqwest::header::{CONTENT_ENCODING, CONTENT_TYPE, HeaderValue};
 use serde_json::json;
 use sqlx::{AnyConnection, AssertSqlSafe, Connection as _};
 use std::io::Write as _;
@@ -58,18 +58,14 @@ pub(crate) async fn to_arc(
         .map_err(|e| ArcFailure::Failed(format!("compressing the receipt: {e}")))?;
     let database = HeaderValue::from_str(&target.database)
         .map_err(|_| ArcFailure::Failed("the binding's database is not a header value".into()))?;
-    let mut request = http
-        .post(format!("{}{WRITE_PATH}", target.url.trim_end_matches('/')))
-        .header(CONTENT_TYPE, "application/msgpack")
-        .header(CONTENT_ENCODING, "gzip")
-        .header("x-arc-database", database)
-        .body(gzipped);
-    if let Some(key) = &target.api_key {
-        let mut value = HeaderValue::from_str(&format!("Bearer {}", key.as_str()))
-            .map_err(|_| ArcFailure::Refused("the Arc API key is not a valid header".into()))?;
-        value.set_sensitive(true);
-        request = request.header(AUTHORIZATION, value);
-    }
+    let request = super::arc::authorized(
+        http.post(format!("{}{WRITE_PATH}", target.url.trim_end_matches('/')))
+            .header(CONTENT_TYPE, "application/msgpack")
+            .header(CONTENT_ENCODING, "gzip")
+            .header("x-arc-database", database)
+            .body(gzipped),
+        target,
+    )?;
     let response = request
         .send()
         .await

@@ -16,7 +16,7 @@ use super::new_erasure_id;
 use super::{arc, embedded};
 use crate::domain::ControlPlane;
 use crate::error::Result;
-use crate::store::{ErasureFilter, ErasureJobRow, NewErasure};
+use crate::store::{ErasureJobRow, NewErasure};
 use serde_json::json;
 
 /// Who expiry erasures are requested by.
@@ -53,16 +53,7 @@ impl ControlPlane {
         let mut requested = 0;
         for summary in self.store.list_orgs().await? {
             let org_id = summary.org.id;
-            let unfinished = self
-                .store
-                .list_erasures(&ErasureFilter {
-                    org_id: Some(org_id.clone()),
-                    state: None,
-                })
-                .await?
-                .into_iter()
-                .any(|job| job.requested_by == EXPIRY_ACTOR && job.state != "done");
-            if unfinished {
+            if self.has_unfinished(&org_id, EXPIRY_ACTOR).await? {
                 continue;
             }
             let now_ms = memtrace_common::clock::now_ms();
@@ -75,10 +66,7 @@ impl ControlPlane {
                     continue;
                 }
             }
-            if self.store.insert_erasure(&job).await? {
-                if let Err(error) = self.publish_erasure(&job).await {
-                    tracing::warn!(org_id = %org_id, %error, "expiry erasure not published; the runner republishes it");
-                }
+            if self.request_sweep_erasure(&job).await? {
                 requested += 1;
             }
         }

@@ -36,29 +36,43 @@ impl ControlPlane {
             let Some(retention) = effective.retention(Some(&org_id)) else {
                 continue;
             };
-            let unfinished = self
-                .store
-                .list_erasures(&ErasureFilter {
-                    org_id: Some(org_id.clone()),
-                    state: None,
-                })
-                .await?
-                .into_iter()
-                .any(|job| job.requested_by == RETENTION_ACTOR && job.state != "done");
-            if unfinished {
+            if self.has_unfinished(&org_id, RETENTION_ACTOR).await? {
                 continue;
             }
             let retention_micros = i64::try_from(retention.as_micros()).unwrap_or(i64::MAX);
             let cutoff = now_ms.saturating_mul(1000).saturating_sub(retention_micros);
             let job = retention_job(&org_id, summary.has_arc_binding, cutoff, now_ms);
-            if self.store.insert_erasure(&job).await? {
-                if let Err(error) = self.publish_erasure(&job).await {
-                    tracing::warn!(org_id = %org_id, %error, "retention erasure not published; the runner republishes it");
-                }
+            if self.request_sweep_erasure(&job).await? {
                 requested += 1;
             }
         }
         Ok(requested)
+    }
+
+    /// Whether `org_id` has a job requested by `actor` (a sweep) that is
+    /// not done: a sweep requests one at a time per org.
+    pub(super) async fn has_unfinished(&self, org_id: &str, actor: &str) -> Result<bool> {
+        Ok(self
+            .store
+            .list_erasures(&ErasureFilter {
+                org_id: Some(org_id.to_owned()),
+                state: None,
+            })
+            .await?
+            .into_iter()
+            .any(|job| job.requested_by == actor && job.state != "done"))
+    }
+
+    /// Records a sweep's job and publishes it (the runner republishes it
+    /// when that fails); false when the id was taken already.
+    pub(super) async fn request_sweep_erasure(&self, job: &ErasureJobRow) -> Result<bool> {
+        if !self.store.insert_erasure(job).await? {
+            return Ok(false);
+        }
+        if let Err(error) = self.publish_erasure(job).await {
+            tracing::warn!(org_id = %job.org_id, requested_by = %job.requested_by, %error, "erasure not published; the runner republishes it");
+        }
+        Ok(true)
     }
 }
 

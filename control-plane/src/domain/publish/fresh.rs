@@ -166,6 +166,18 @@ impl ControlPlane {
                     }
                 },
             },
+            StateKey::TokenKey { key_id } => match self.token_key_puts().await {
+                Ok(mut ops) => {
+                    ops.extend(self.fleet_token_key_puts());
+                    let wanted = self.state_keys().token_key(&key_id);
+                    ops.into_iter()
+                        .find(|op| matches!(op, Op::Put { key, .. } if *key == wanted))
+                }
+                Err(error) => {
+                    tracing::error!(%key_id, %error, "token key not published: it cannot be authenticated");
+                    return Ok(Desired::Keep);
+                }
+            },
             StateKey::GlobalSetting { key } => return self.desired_setting(&key, "").await,
             StateKey::OrgSetting { org_id, key } => {
                 return self.desired_setting(&key, &org_id).await;

@@ -107,6 +107,7 @@ impl ControlPlane {
             format!("{}arc/", keys.prefix()),
             format!("{}keys/", keys.prefix()),
             format!("{}config/", keys.prefix()),
+            format!("{}token_keys/", keys.prefix()),
         ]
     }
 }

@@ -3,7 +3,9 @@
 
 use crate::domain::{ARC_KEY_PURPOSE, ControlPlane};
 use crate::error::Result;
-use crate::store::{ApiKeyRow, ArcBindingRow, OrgRow, TombstoneRow};
+use crate::store::{ApiKeyRow, ArcBindingRow, KeyFamily, OrgRow, StoreError, TombstoneRow};
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
 use memtrace_common::bus::Op;
 use memtrace_common::envelope::Binding;
 use memtrace_common::state::RECORD_SCHEMA;
@@ -105,6 +107,53 @@ impl ControlPlane {
         }
     }
 
+    fn token_key_put(&self, key_id: &str, public_key: Vec<u8>, created: i64, retired: i64) -> Op {
+        let record = state::TokenKeyRecord {
+            schema: RECORD_SCHEMA,
+            key_id: key_id.to_owned(),
+            public_key,
+            created_at_ms: created,
+            retired_at_ms: retired,
+        };
+        Op::Put {
+            key: self.state_keys().token_key(key_id),
+            value: record.encode_to_vec(),
+        }
+    }
+
+    /// The control plane's token keys (`tk_N`) to publish, each
+    /// authenticated by its sealed private key; `Err` when they cannot be
+    /// (the master key that sealed them is missing).
+    pub(crate) async fn token_key_puts(&self) -> Result<Vec<Op>> {
+        let ms = |t: Option<jiff::Timestamp>| t.map_or(0, |t| t.as_millisecond());
+        let mut ops = Vec::new();
+        for key in self.token_keys().public_keys().await? {
+            let public_key = STANDARD.decode(&key.public_key).map_err(|_| {
+                StoreError::Corrupt(format!("token key {} is not base64", key.key_id))
+            })?;
+            ops.push(self.token_key_put(
+                &key.key_id,
+                public_key,
+                ms(key.created_at),
+                ms(key.retired_at),
+            ));
+        }
+        Ok(ops)
+    }
+
+    /// The workers' token keys (`wk_…`), derived from each fleet key held
+    /// (`FleetKey::token_key`): what `POST /api/v1/tokens` signs with.
+    pub(crate) fn fleet_token_key_puts(&self) -> Vec<Op> {
+        self.publisher
+            .fleet()
+            .keys()
+            .map(|fleet| {
+                let key = fleet.token_key();
+                self.token_key_put(key.key_id(), key.public_key().to_vec(), 0, 0)
+            })
+            .collect()
+    }
+
     /// Everything the bus should hold under the published prefixes, from the
     /// database, and the keys to leave alone: a binding whose key cannot be
     /// opened is logged and its previously published route is kept.
@@ -138,6 +187,16 @@ impl ControlPlane {
         }
         for op in self.desired_settings().await? {
             put(op);
+        }
+        self.fleet_token_key_puts().into_iter().for_each(&mut put);
+        match self.token_key_puts().await {
+            Ok(ops) => ops.into_iter().for_each(&mut put),
+            Err(error) => {
+                tracing::error!(%error, "token keys not published: they cannot be authenticated");
+                for row in self.store.list_signing_keys(KeyFamily::Token).await? {
+                    keep.insert(self.state_keys().token_key(&row.key_id));
+                }
+            }
         }
         Ok((desired, keep))
     }

@@ -1,6 +1,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use super::*;
+use crate::auth::AdminActor;
 use crate::domain::{ControlPlane, Publisher};
 use crate::store::{AuditFilter, SqlStore};
 use memtrace_common::envelope::MasterKey;
@@ -8,6 +9,14 @@ use memtrace_common::receipt::{ErasureTarget, KeySet, TableVerification, verify}
 use memtrace_common::state::StateKeys;
 use std::collections::BTreeMap;
 use std::time::Duration;
+
+fn binding(key_id: &str) -> memtrace_common::envelope::Binding<'_> {
+    memtrace_common::envelope::Binding {
+        org_id: "",
+        record_id: key_id,
+        purpose: RECEIPT_KEY_PURPOSE,
+    }
+}
 
 async fn store(dir: &tempfile::TempDir) -> Arc<dyn Store> {
     let url = SqlStore::sqlite_url(dir.path().join("cp.db").to_str().unwrap());
@@ -83,7 +92,12 @@ async fn the_private_key_is_stored_sealed_only() {
     let store = store(&dir).await;
     let signer = ReceiptSigner::new(store.clone(), keyring(1, &[]));
     signer.ensure_key().await.unwrap();
-    let row = store.list_receipt_keys().await.unwrap().pop().unwrap();
+    let row = store
+        .list_signing_keys(crate::store::KeyFamily::Receipt)
+        .await
+        .unwrap()
+        .pop()
+        .unwrap();
     assert!(!format!("{row:?}").contains("envelope"));
     let seed = keyring(1, &[])
         .open(binding(&row.key_id), &row.private_envelope)
@@ -181,7 +195,7 @@ async fn rotation_adds_a_version_and_keeps_the_old_public_key() {
 }
 
 #[tokio::test]
-async fn master_key_rotation_rewraps_the_receipt_keys() {
+async fn master_key_rotation_rewraps_the_receipt_and_token_keys() {
     let dir = tempfile::tempdir().unwrap();
     let store = store(&dir).await;
     let control_plane = |ring: Arc<Keyring>| {
@@ -198,16 +212,23 @@ async fn master_key_rotation_rewraps_the_receipt_keys() {
     };
     let before = control_plane(keyring(1, &[]));
     let signed = before.receipt_signer().sign(receipt()).await.unwrap();
+    let token_key = before.token_keys().ensure_key().await.unwrap();
     let rotated = control_plane(keyring(2, &[1]));
     let status = rotated.keyring_status().await.unwrap();
     assert!(
-        status.iter().any(|s| !s.active && s.records == 1),
-        "{status:?}"
+        status.iter().any(|s| !s.active && s.records == 2),
+        "one receipt key, one token key: {status:?}"
     );
     let report = rotated.rotate_master(&AdminActor::system()).await.unwrap();
-    assert_eq!(report.rewrapped, 1);
+    assert_eq!(report.rewrapped, 2);
     // the old master key retired: the same key still signs
     let after = control_plane(keyring(2, &[]));
     let again = after.receipt_signer().sign(receipt()).await.unwrap();
     assert_eq!(again.signature.public_key, signed.signature.public_key);
+    let token_keys = after.token_keys().public_keys().await.unwrap();
+    assert_eq!(
+        token_keys,
+        [token_key],
+        "the token key opens under the new master key"
+    );
 }

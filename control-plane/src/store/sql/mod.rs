@@ -6,15 +6,15 @@
 //! This module owns connecting (with SQLite file preparation), migrations and
 //! URL redaction; `rows` decodes result rows into store types, `queries` is
 //! the [`Store`](super::Store) impl (admin tokens delegate to
-//! `admin_tokens`, settings and audit to `config`, receipt signing keys to
-//! `receipt_keys`).
+//! `admin_tokens`, settings and audit to `config`, signing keys to
+//! `signing_keys`).
 
 mod admin_tokens;
 mod config;
 mod erasures;
 mod queries;
-mod receipt_keys;
 mod rows;
+mod signing_keys;
 
 use super::{StoreError, StoreResult};
 use sqlx::any::AnyPoolOptions;

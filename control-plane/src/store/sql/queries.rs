@@ -17,8 +17,8 @@ use crate::store::audit_chain::{AuditEntry, AuditHead, AuditRecord};
 use crate::store::settings_audit::{AuditFilter, SettingChange, SettingRow};
 use crate::store::{
     AdminTokenRevocation, AdminTokenRow, ApiKeyRow, ArcBindingRow, AuditWith, ErasureFilter,
-    ErasureJobRow, OrgDeletion, OrgRow, OrgSummary, PinnedTarget, ReceiptKeyRow, Store, StoreError,
-    StoreResult, TombstoneRow,
+    ErasureJobRow, KeyFamily, OrgDeletion, OrgRow, OrgSummary, PinnedTarget, SigningKeyRow, Store,
+    StoreError, StoreResult, TombstoneRow,
 };
 use async_trait::async_trait;
 use memtrace_common::clock::now_ms;
@@ -548,30 +548,32 @@ impl Store for SqlStore {
         self.cfg_audit_head().await
     }
 
-    async fn list_receipt_keys(&self) -> StoreResult<Vec<ReceiptKeyRow>> {
-        self.rk_list().await
+    async fn list_signing_keys(&self, family: KeyFamily) -> StoreResult<Vec<SigningKeyRow>> {
+        self.sk_list(family).await
     }
 
-    async fn insert_receipt_key(
+    async fn insert_signing_key(
         &self,
-        row: &ReceiptKeyRow,
-        audit: AuditWith<'_, ReceiptKeyRow>,
+        family: KeyFamily,
+        row: &SigningKeyRow,
+        audit: AuditWith<'_, SigningKeyRow>,
     ) -> StoreResult<bool> {
         let mut tx = self.begin_audited().await?;
-        if !Self::rk_insert_next(&mut tx, row).await? {
+        if !Self::sk_insert_next(&mut tx, family, row).await? {
             return Ok(false);
         }
         commit_audited(tx, audit, row).await?;
         Ok(true)
     }
 
-    async fn swap_receipt_key_envelope(
+    async fn swap_signing_key_envelope(
         &self,
+        family: KeyFamily,
         version: i64,
         old: &[u8],
         new: &[u8],
     ) -> StoreResult<bool> {
-        self.rk_swap_envelope(version, old, new).await
+        self.sk_swap_envelope(family, version, old, new).await
     }
 }
 

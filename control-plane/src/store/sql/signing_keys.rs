@@ -1,4 +1,5 @@
-//! Receipt signing keys for [`SqlStore`]: the `rk_*` methods the
+//! Signing keys (erasure receipts, agent tokens: one table per
+//! [`KeyFamily`], the same shape) for [`SqlStore`]: the `sk_*` methods the
 //! [`Store`](crate::store::Store) impl delegates to. A new version is
 //! inserted inside an audited transaction (it holds the audit lock, so
 //! inserts are serialised across replicas) only when it is the next one,
@@ -7,14 +8,14 @@
 
 use super::SqlStore;
 use super::queries::Tx;
-use crate::store::{ReceiptKeyRow, StoreResult};
+use crate::store::{KeyFamily, SigningKeyRow, StoreResult};
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
 const COLUMNS: &str = "version, key_id, public_key, private_envelope, created_at, retired_at";
 
-fn receipt_key(row: &AnyRow) -> StoreResult<ReceiptKeyRow> {
-    Ok(ReceiptKeyRow {
+fn receipt_key(row: &AnyRow) -> StoreResult<SigningKeyRow> {
+    Ok(SigningKeyRow {
         version: row.try_get("version")?,
         key_id: row.try_get("key_id")?,
         public_key: row.try_get("public_key")?,
@@ -25,8 +26,9 @@ fn receipt_key(row: &AnyRow) -> StoreResult<ReceiptKeyRow> {
 }
 
 impl SqlStore {
-    pub(super) async fn rk_list(&self) -> StoreResult<Vec<ReceiptKeyRow>> {
-        let sql = format!("SELECT {COLUMNS} FROM receipt_keys ORDER BY version");
+    pub(super) async fn sk_list(&self, family: KeyFamily) -> StoreResult<Vec<SigningKeyRow>> {
+        let table = family.table();
+        let sql = format!("SELECT {COLUMNS} FROM {table} ORDER BY version");
         let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
             .fetch_all(&self.pool)
             .await?;
@@ -36,8 +38,14 @@ impl SqlStore {
     /// Inserts `row` if it is the next version and retires the older ones;
     /// `false` (nothing written) otherwise. Runs in the caller's audited
     /// transaction.
-    pub(super) async fn rk_insert_next(tx: &mut Tx, row: &ReceiptKeyRow) -> StoreResult<bool> {
-        let highest: Option<i64> = sqlx::query("SELECT MAX(version) AS v FROM receipt_keys")
+    pub(super) async fn sk_insert_next(
+        tx: &mut Tx,
+        family: KeyFamily,
+        row: &SigningKeyRow,
+    ) -> StoreResult<bool> {
+        let table = family.table();
+        let sql = format!("SELECT MAX(version) AS v FROM {table}");
+        let highest: Option<i64> = sqlx::query(sqlx::AssertSqlSafe(sql))
             .fetch_one(&mut **tx)
             .await?
             .try_get("v")?;
@@ -45,7 +53,7 @@ impl SqlStore {
             return Ok(false);
         }
         let sql = format!(
-            "INSERT INTO receipt_keys ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6) \
+            "INSERT INTO {table} ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6) \
              ON CONFLICT DO NOTHING"
         );
         let inserted = sqlx::query(sqlx::AssertSqlSafe(sql))
@@ -61,32 +69,34 @@ impl SqlStore {
         if inserted != 1 {
             return Ok(false);
         }
-        sqlx::query(
-            "UPDATE receipt_keys SET retired_at = $1 WHERE version < $2 AND retired_at IS NULL",
-        )
-        .bind(row.created_at)
-        .bind(row.version)
-        .execute(&mut **tx)
-        .await?;
+        let sql =
+            format!("UPDATE {table} SET retired_at = $1 WHERE version < $2 AND retired_at IS NULL");
+        sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(row.created_at)
+            .bind(row.version)
+            .execute(&mut **tx)
+            .await?;
         Ok(true)
     }
 
-    pub(super) async fn rk_swap_envelope(
+    pub(super) async fn sk_swap_envelope(
         &self,
+        family: KeyFamily,
         version: i64,
         old: &[u8],
         new: &[u8],
     ) -> StoreResult<bool> {
-        let n = sqlx::query(
-            "UPDATE receipt_keys SET private_envelope = $1 \
-             WHERE version = $2 AND private_envelope = $3",
-        )
-        .bind(new.to_vec())
-        .bind(version)
-        .bind(old.to_vec())
-        .execute(&self.pool)
-        .await?
-        .rows_affected();
+        let sql = format!(
+            "UPDATE {} SET private_envelope = $1 WHERE version = $2 AND private_envelope = $3",
+            family.table()
+        );
+        let n = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(new.to_vec())
+            .bind(version)
+            .bind(old.to_vec())
+            .execute(&self.pool)
+            .await?
+            .rows_affected();
         Ok(n == 1)
     }
 }
