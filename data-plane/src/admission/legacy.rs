@@ -38,6 +38,17 @@ pub const WARNING: (&str, &str) = (
     "299 - \"legacy memtrace API key; rotate with memtracectl key create\"",
 );
 
+/// Adds [`DEPRECATION`] and [`WARNING`] to `headers` (REST response
+/// headers; gRPC response metadata and trailers).
+pub fn mark(headers: &mut axum::http::HeaderMap) {
+    for (name, value) in [DEPRECATION, WARNING] {
+        headers.insert(
+            axum::http::HeaderName::from_static(name),
+            axum::http::HeaderValue::from_static(value),
+        );
+    }
+}
+
 /// Most verified keys one worker remembers.
 pub const CACHE_CAPACITY: usize = 10_000;
 

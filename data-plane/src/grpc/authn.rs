@@ -63,7 +63,7 @@ where
         Box::pin(async move {
             let response = answer.await?;
             let (mut parts, body) = response.into_parts();
-            crate::rest::mark_legacy(&mut parts.headers);
+            crate::admission::legacy::mark(&mut parts.headers);
             let body = tonic::body::Body::new(LegacyTrailers { inner: body });
             Ok(http::Response::from_parts(parts, body))
         })
@@ -86,7 +86,7 @@ impl http_body::Body for LegacyTrailers {
         let polled = std::pin::Pin::new(&mut self.inner).poll_frame(cx);
         if let Poll::Ready(Some(Ok(mut frame))) = polled {
             if let Some(trailers) = frame.trailers_mut() {
-                crate::rest::mark_legacy(trailers);
+                crate::admission::legacy::mark(trailers);
             }
             return Poll::Ready(Some(Ok(frame)));
         }

@@ -83,19 +83,9 @@ async fn legacy_headers(request: axum::extract::Request, next: axum::middleware:
     let legacy = request_token(request.headers()).is_some_and(legacy::looks_legacy);
     let mut response = next.run(request).await;
     if legacy {
-        mark_legacy(response.headers_mut());
+        legacy::mark(response.headers_mut());
     }
     response
-}
-
-/// Adds the deprecation headers of a legacy key to `headers`.
-pub(crate) fn mark_legacy(headers: &mut HeaderMap) {
-    for (name, value) in [legacy::DEPRECATION, legacy::WARNING] {
-        headers.insert(
-            header::HeaderName::from_static(name),
-            HeaderValue::from_static(value),
-        );
-    }
 }
 
 impl IntoResponse for ServiceError {
