@@ -91,6 +91,10 @@ pub enum StateKey {
     TokenKey {
         key_id: String,
     },
+    /// A public key of the control plane's erasure-receipt keys.
+    ReceiptKey {
+        key_id: String,
+    },
     GlobalSetting {
         key: String,
     },
@@ -136,13 +140,14 @@ impl StateKeys {
     }
 
     /// Everything the control plane owns (all but worker registrations).
-    pub fn published_prefixes(&self) -> [String; 5] {
+    pub fn published_prefixes(&self) -> [String; 6] {
         [
             format!("{}orgs/", self.prefix),
             format!("{}arc/", self.prefix),
             format!("{}keys/", self.prefix),
             format!("{}config/", self.prefix),
             format!("{}token_keys/", self.prefix),
+            format!("{}receipt_keys/", self.prefix),
         ]
     }
 
@@ -194,6 +199,10 @@ impl StateKeys {
         format!("{}token_keys/{key_id}", self.prefix)
     }
 
+    pub fn receipt_key(&self, key_id: &str) -> String {
+        format!("{}receipt_keys/{key_id}", self.prefix)
+    }
+
     pub fn global_setting(&self, key: &str) -> String {
         format!("{}config/global/{key}", self.prefix)
     }
@@ -228,6 +237,9 @@ impl StateKeys {
                 key_id: nonempty(rest)?,
             }),
             "token_keys" => Some(StateKey::TokenKey {
+                key_id: nonempty(rest)?,
+            }),
+            "receipt_keys" => Some(StateKey::ReceiptKey {
                 key_id: nonempty(rest)?,
             }),
             "workers" => Some(StateKey::Worker {
@@ -294,6 +306,12 @@ mod tests {
                 keys.token_key("tk_1"),
                 StateKey::TokenKey {
                     key_id: "tk_1".into(),
+                },
+            ),
+            (
+                keys.receipt_key("rk_1"),
+                StateKey::ReceiptKey {
+                    key_id: "rk_1".into(),
                 },
             ),
             (

@@ -4,7 +4,9 @@
 //! and the org's workers serve it (`GET /api/v1/erasures/{id}/receipt`,
 //! `GET /api/v1/erasures/receipts`, gRPC `ListErasureReceipts`) to the
 //! tenant's own key. The receipt verifies offline with `memtracectl erasure
-//! verify` and fails when edited. Bad ids are 400s naming the field, an
+//! verify` — also against the control plane's public keys, which workers
+//! serve from the state bus (`GET /api/v1/erasures/keys`) — and fails when
+//! edited. Bad ids are 400s naming the field, an
 //! unknown one is 404. Deleting the org erases its receipts too.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -63,6 +65,31 @@ async fn fetch_and_verify(api: &Api, erasure: &str) -> Value {
         .await
         .unwrap();
     assert_eq!(ok.code, Some(0), "{ok:?}");
+    // against the control plane's keys, as the workers publish them
+    let (s, keys) = api.get("/api/v1/erasures/keys").await;
+    assert_eq!(s, 200, "{keys}");
+    assert_eq!(
+        keys["keys"][0]["key_id"], receipt["signature"]["key_id"],
+        "{keys}"
+    );
+    let keys_file = dir.path().join("keys.json");
+    std::fs::write(&keys_file, keys.to_string()).unwrap();
+    let keys_path = keys_file.to_str().unwrap();
+    let trusted = memtracectl(&["erasure", "verify", file, "--keys", keys_path], &[])
+        .await
+        .unwrap();
+    assert_eq!(trusted.code, Some(0), "{trusted:?}");
+    let mut other = keys.clone();
+    other["keys"][0]["public_key"] = json!("AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=");
+    std::fs::write(&keys_file, other.to_string()).unwrap();
+    let untrusted = memtracectl(&["erasure", "verify", file, "--keys", keys_path], &[])
+        .await
+        .unwrap();
+    assert_ne!(
+        untrusted.code,
+        Some(0),
+        "a key not in the set: {untrusted:?}"
+    );
     let mut edited = receipt.clone();
     edited["receipt"]["requested_by"] = json!("someone else");
     std::fs::write(file, edited.to_string()).unwrap();
@@ -144,6 +171,11 @@ async fn receipts_reach_the_tenant_through_rest_and_grpc_on_arc() {
     let got: Value = serde_json::from_str(&listed.receipts[0].receipt_json).unwrap();
     assert_eq!(got, receipt);
     assert!(listed.receipts[0].delivered_at_unix_micros > 0);
+    let (_, keys) = Api::new(&worker, Some(&reader))
+        .get("/api/v1/erasures/keys")
+        .await;
+    let grpc_keys: Value = serde_json::from_str(&listed.key_set_json).unwrap();
+    assert_eq!(grpc_keys, keys, "the same key set over gRPC");
     let bad = grpc
         .list_erasure_receipts(with_key(
             Some(&reader),

@@ -165,6 +165,35 @@ impl Admission {
     }
 }
 
+impl Admission {
+    /// The erasure-receipt public keys the control plane published, as the
+    /// key set `memtracectl erasure verify --keys` reads (empty before the
+    /// first snapshot).
+    pub fn receipt_key_set(&self) -> memtrace_common::receipt::KeySet {
+        use base64::Engine as _;
+        use memtrace_common::receipt::{ALGORITHM, PublicKeyInfo, fingerprint};
+        let at = |ms: i64| {
+            (ms > 0)
+                .then(|| jiff::Timestamp::from_millisecond(ms).ok())
+                .flatten()
+        };
+        let snapshot = self.snapshot.load();
+        let keys = snapshot
+            .receipt_keys
+            .iter()
+            .map(|(key_id, k)| PublicKeyInfo {
+                key_id: key_id.clone(),
+                algorithm: ALGORITHM.into(),
+                public_key: base64::engine::general_purpose::STANDARD.encode(k.public_key),
+                fingerprint: fingerprint(&k.public_key),
+                created_at: at(k.created_at_ms),
+                retired_at: at(k.retired_at_ms),
+            })
+            .collect();
+        memtrace_common::receipt::KeySet { keys }
+    }
+}
+
 /// The org on the request's span (traces carry the org, never the key).
 fn record_org(principal: &Principal) {
     if memtrace_common::telemetry::traces::enabled() {

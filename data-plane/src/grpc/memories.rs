@@ -163,8 +163,11 @@ impl pb::memory_service_server::MemoryService for MemoryApi {
         let q = request.into_inner();
         let limit = (q.limit != 0).then_some(q.limit);
         let receipts = svc.erasure_receipts(Some(&q.erasure_id), limit).await?;
+        let keys = serde_json::to_string(&self.admission.receipt_key_set())
+            .map_err(|e| ServiceError::Internal(format!("key set: {e}")))?;
         Ok(Response::new(pb::ListErasureReceiptsResponse {
             receipts: receipts.into_iter().map(Into::into).collect(),
+            key_set_json: keys,
         }))
     }
 

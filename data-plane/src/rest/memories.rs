@@ -167,6 +167,15 @@ pub(super) async fn receipts(query: super::Pairs, Reader(svc): Reader) -> ApiRes
     )
 }
 
+/// The control plane's receipt public keys, as `memtracectl erasure verify
+/// --keys` reads them (any key of the org; they are public).
+pub(super) async fn receipt_keys(
+    axum::extract::State(admission): axum::extract::State<crate::admission::Admission>,
+    Reader(_svc): Reader,
+) -> ApiResult {
+    reply(StatusCode::OK, &admission.receipt_key_set())
+}
+
 /// One erasure's signed receipt, as `memtracectl erasure verify` reads it.
 pub(super) async fn receipt(Path(id): Path<String>, Reader(svc): Reader) -> ApiResult {
     reply(StatusCode::OK, &svc.erasure_receipt(&id).await?.receipt)

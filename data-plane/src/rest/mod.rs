@@ -50,6 +50,7 @@ pub fn router(state: Admission, body_timeout: BodyTimeout) -> axum::Router {
         .route("/api/v1/delete", post(memories::delete_many))
         .route("/api/v1/erasures", get(memories::erasures))
         .route("/api/v1/erasures/receipts", get(memories::receipts))
+        .route("/api/v1/erasures/keys", get(memories::receipt_keys))
         .route("/api/v1/erasures/{id}/receipt", get(memories::receipt))
         .route("/api/v1/export", get(export::export))
         .route("/api/v1/agents", post(agents::register).get(agents::list))

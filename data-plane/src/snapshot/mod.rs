@@ -39,6 +39,8 @@ pub struct Snapshot {
     /// The agent-token public keys, by key id: the control plane's (`tk_N`)
     /// and the workers' (`wk_…`, derived from the fleet key).
     pub token_keys: HashMap<String, [u8; 32]>,
+    /// The erasure-receipt public keys (`rk_N`), by key id.
+    pub receipt_keys: std::collections::BTreeMap<String, records::ReceiptKeyEntry>,
     /// Runtime settings: validated global values and per-org overrides.
     pub settings: EffectiveSettings,
     /// Erasures in progress, per org by erasure id: the rows they cover
@@ -190,6 +192,9 @@ impl SnapshotBuilder {
             StateKey::TokenKey { key_id } => {
                 snapshot.token_keys.remove(&key_id);
             }
+            StateKey::ReceiptKey { key_id } => {
+                snapshot.receipt_keys.remove(&key_id);
+            }
             StateKey::GlobalSetting { key } => {
                 snapshot.settings.remove(None, &key);
             }
@@ -255,6 +260,9 @@ fn apply_record(snapshot: &mut Snapshot, key: StateKey, record: Record) {
         (StateKey::TokenKey { key_id }, Record::TokenKey(public_key)) => {
             snapshot.token_keys.insert(key_id, public_key);
         }
+        (StateKey::ReceiptKey { key_id }, Record::ReceiptKey(entry)) => {
+            snapshot.receipt_keys.insert(key_id, entry);
+        }
         // decode() validated the value against the registry already
         (StateKey::GlobalSetting { key }, Record::Setting(json)) => {
             let _ = snapshot.settings.apply_json(None, &key, &json);
@@ -301,6 +309,9 @@ impl SnapshotBuilder {
             }),
             Some(StateKey::TokenKey { key_id }) => from.token_keys.get(&key_id).map(|k| {
                 to.token_keys.insert(key_id, *k);
+            }),
+            Some(StateKey::ReceiptKey { key_id }) => from.receipt_keys.get(&key_id).map(|k| {
+                to.receipt_keys.insert(key_id, k.clone());
             }),
             Some(StateKey::GlobalSetting { key: name }) => {
                 self.copy_setting(to, None, key, &name, raw)

@@ -79,6 +79,16 @@ impl ApiKeyEntry {
     }
 }
 
+/// A public key the control plane signs erasure receipts with, as workers
+/// serve it to tenants (`GET /api/v1/erasures/keys`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReceiptKeyEntry {
+    pub public_key: [u8; 32],
+    pub created_at_ms: i64,
+    /// 0: the current key.
+    pub retired_at_ms: i64,
+}
+
 /// A decoded record.
 #[derive(Debug)]
 pub enum Record {
@@ -87,6 +97,8 @@ pub enum Record {
     ApiKey(ApiKeyEntry),
     /// An agent-token public key (Ed25519).
     TokenKey([u8; 32]),
+    /// An erasure-receipt public key.
+    ReceiptKey(ReceiptKeyEntry),
     /// A setting's JSON value.
     Setting(String),
     Erasure(crate::erasure::Erasure),
@@ -237,20 +249,27 @@ fn decode_record(key: &StateKey, value: &[u8], fleet: &FleetKeyring) -> Result<R
             }
             Ok(Record::ApiKey(entry))
         }
-        StateKey::TokenKey { key_id } => {
+        StateKey::TokenKey { key_id } | StateKey::ReceiptKey { key_id } => {
             let record = state::TokenKeyRecord::decode(value).map_err(bad)?;
             check_schema(record.schema)?;
             if &record.key_id != key_id {
                 return Err(format!(
-                    "record names token key {:?} under the key of {key_id:?}",
+                    "record names signing key {:?} under the key of {key_id:?}",
                     record.key_id
                 ));
             }
-            let public_key = record
+            let public_key: [u8; 32] = record
                 .public_key
                 .as_slice()
                 .try_into()
-                .map_err(|_| "token public key is not 32 bytes".to_owned())?;
+                .map_err(|_| "signing public key is not 32 bytes".to_owned())?;
+            if matches!(key, StateKey::ReceiptKey { .. }) {
+                return Ok(Record::ReceiptKey(ReceiptKeyEntry {
+                    public_key,
+                    created_at_ms: record.created_at_ms,
+                    retired_at_ms: record.retired_at_ms,
+                }));
+            }
             Ok(Record::TokenKey(public_key))
         }
         StateKey::GlobalSetting { key: name } | StateKey::OrgSetting { key: name, .. } => {

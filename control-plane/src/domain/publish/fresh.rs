@@ -178,6 +178,17 @@ impl ControlPlane {
                     return Ok(Desired::Keep);
                 }
             },
+            StateKey::ReceiptKey { key_id } => match self.receipt_key_puts().await {
+                Ok(ops) => {
+                    let wanted = self.state_keys().receipt_key(&key_id);
+                    ops.into_iter()
+                        .find(|op| matches!(op, Op::Put { key, .. } if *key == wanted))
+                }
+                Err(error) => {
+                    tracing::error!(%key_id, %error, "receipt key not published: it cannot be authenticated");
+                    return Ok(Desired::Keep);
+                }
+            },
             StateKey::GlobalSetting { key } => return self.desired_setting(&key, "").await,
             StateKey::OrgSetting { org_id, key } => {
                 return self.desired_setting(&key, &org_id).await;

@@ -108,6 +108,7 @@ impl ControlPlane {
             format!("{}keys/", keys.prefix()),
             format!("{}config/", keys.prefix()),
             format!("{}token_keys/", keys.prefix()),
+            format!("{}receipt_keys/", keys.prefix()),
         ]
     }
 }

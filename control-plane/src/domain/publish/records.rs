@@ -108,6 +108,23 @@ impl ControlPlane {
     }
 
     fn token_key_put(&self, key_id: &str, public_key: Vec<u8>, created: i64, retired: i64) -> Op {
+        self.signing_key_put(
+            self.state_keys().token_key(key_id),
+            key_id,
+            public_key,
+            created,
+            retired,
+        )
+    }
+
+    fn signing_key_put(
+        &self,
+        key: String,
+        key_id: &str,
+        public_key: Vec<u8>,
+        created: i64,
+        retired: i64,
+    ) -> Op {
         let record = state::TokenKeyRecord {
             schema: RECORD_SCHEMA,
             key_id: key_id.to_owned(),
@@ -116,7 +133,7 @@ impl ControlPlane {
             retired_at_ms: retired,
         };
         Op::Put {
-            key: self.state_keys().token_key(key_id),
+            key,
             value: record.encode_to_vec(),
         }
     }
@@ -125,13 +142,34 @@ impl ControlPlane {
     /// authenticated by its sealed private key; `Err` when they cannot be
     /// (the master key that sealed them is missing).
     pub(crate) async fn token_key_puts(&self) -> Result<Vec<Op>> {
+        self.signing_key_puts(KeyFamily::Token).await
+    }
+
+    /// The control plane's erasure-receipt keys (`rk_N`) to publish, as
+    /// [`Self::token_key_puts`]: workers serve them to tenants
+    /// (`GET /api/v1/erasures/keys`) to check receipts against.
+    pub(crate) async fn receipt_key_puts(&self) -> Result<Vec<Op>> {
+        self.signing_key_puts(KeyFamily::Receipt).await
+    }
+
+    async fn signing_key_puts(&self, family: KeyFamily) -> Result<Vec<Op>> {
         let ms = |t: Option<jiff::Timestamp>| t.map_or(0, |t| t.as_millisecond());
+        let keys = crate::domain::signing_keys::SigningKeys::new(
+            self.store.clone(),
+            self.keyring.clone(),
+            family,
+        );
         let mut ops = Vec::new();
-        for key in self.token_keys().public_keys().await? {
+        for key in keys.public_keys().await? {
             let public_key = STANDARD.decode(&key.public_key).map_err(|_| {
-                StoreError::Corrupt(format!("token key {} is not base64", key.key_id))
+                StoreError::Corrupt(format!("signing key {} is not base64", key.key_id))
             })?;
-            ops.push(self.token_key_put(
+            let state_key = match family {
+                KeyFamily::Token => self.state_keys().token_key(&key.key_id),
+                KeyFamily::Receipt => self.state_keys().receipt_key(&key.key_id),
+            };
+            ops.push(self.signing_key_put(
+                state_key,
                 &key.key_id,
                 public_key,
                 ms(key.created_at),
@@ -195,6 +233,15 @@ impl ControlPlane {
                 tracing::error!(%error, "token keys not published: they cannot be authenticated");
                 for row in self.store.list_signing_keys(KeyFamily::Token).await? {
                     keep.insert(self.state_keys().token_key(&row.key_id));
+                }
+            }
+        }
+        match self.receipt_key_puts().await {
+            Ok(ops) => ops.into_iter().for_each(&mut put),
+            Err(error) => {
+                tracing::error!(%error, "receipt keys not published: they cannot be authenticated");
+                for row in self.store.list_signing_keys(KeyFamily::Receipt).await? {
+                    keep.insert(self.state_keys().receipt_key(&row.key_id));
                 }
             }
         }
