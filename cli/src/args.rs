@@ -111,6 +111,9 @@ pub enum Command {
     /// erasure jobs (memories deleted by tenants and deleted orgs, being erased) and their signed receipts: list, show, keys, verify offline
     #[command(subcommand)]
     Erasure(crate::commands::erasure::ErasureCommand),
+    /// migrate from the Go memtrace: import its SQLite file (orgs, arc bindings, api keys, agents, sessions)
+    #[command(subcommand)]
+    Import(crate::commands::import::ImportCommand),
     /// list the registered data-plane workers
     Workers,
     /// the state bus, the newest published revision, and which workers applied it

@@ -106,6 +106,10 @@ pub async fn run(
             let admin = admin(&cli.global, env).await?;
             commands::erasure::run(command, &admin, &mut output).await
         }
+        Command::Import(command) => {
+            let admin = admin(&cli.global, env).await?;
+            commands::import::run(command, &admin, &mut output).await
+        }
         Command::Workers => {
             let admin = admin(&cli.global, env).await?;
             commands::cluster::workers(&admin, &mut output).await

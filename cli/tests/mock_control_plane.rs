@@ -102,6 +102,14 @@ impl OrgService for Mock {
             api_keys_removed: 1,
         }))
     }
+
+    async fn record_legacy_import(
+        &self,
+        request: Request<pb::RecordLegacyImportRequest>,
+    ) -> Result<Response<pb::RecordLegacyImportResponse>, Status> {
+        self.check(&request)?;
+        Err(Status::unimplemented("not used by these tests"))
+    }
 }
 
 #[tonic::async_trait]
@@ -135,6 +143,7 @@ impl ApiKeyService for Mock {
                 expires_at,
                 last_used_at: None,
                 revoked_at: None,
+                legacy: false,
             }),
             secret: "mtk_the_secret".into(),
         }))
@@ -157,6 +166,14 @@ impl ApiKeyService for Mock {
             "api key {} not found",
             request.into_inner().key_id
         )))
+    }
+
+    async fn import_legacy_api_key(
+        &self,
+        request: Request<pb::ImportLegacyApiKeyRequest>,
+    ) -> Result<Response<pb::ApiKey>, Status> {
+        self.check(&request)?;
+        Err(Status::unimplemented("not used by these tests"))
     }
 
     async fn create_token(

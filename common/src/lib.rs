@@ -22,6 +22,7 @@ pub mod fleet;
 pub mod ids;
 pub mod keys;
 pub mod legacy;
+pub mod legacy_keys;
 pub mod names;
 pub mod receipt;
 pub mod reflection;

@@ -12,6 +12,13 @@ pub fn to_timestamp(ms: i64) -> prost_types::Timestamp {
     }
 }
 
+/// Converts a protobuf timestamp to milliseconds (sub-millisecond parts dropped).
+pub fn from_timestamp(ts: &prost_types::Timestamp) -> i64 {
+    ts.seconds
+        .saturating_mul(1000)
+        .saturating_add(i64::from(ts.nanos.clamp(0, 999_999_999) / 1_000_000))
+}
+
 pub fn duration_ms(d: Duration) -> i64 {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
 }

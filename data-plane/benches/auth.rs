@@ -4,12 +4,16 @@
 //! SHA-256 of the key alone, the floor any hash-based check pays. And an
 //! agent token (PASETO v4.public) verified against the same snapshot (3
 //! token keys): base64url, footer, Ed25519 signature, claims JSON, RFC 3339
-//! times, org liveness — beside the API key in the same run.
+//! times, org liveness — beside the API key in the same run. And a key
+//! imported from the Go memtrace (`mtk_` + base64, bcrypt-hashed) in the same
+//! snapshot, on its cached path: its first check ran bcrypt once, every later
+//! one is a base64 decode, a SHA-256 and a cache lookup.
 //! Run: `cargo bench -p memtrace-data-plane --bench auth`.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use memtrace_common::credentials::{generate_api_key, hash_api_key};
+use memtrace_common::legacy_keys::{generate_legacy_api_key, parse_legacy_api_key};
 use memtrace_data_plane::admission::auth::authenticate;
 use memtrace_data_plane::snapshot::{ApiKeyEntry, OrgEntry, Snapshot};
 use std::hint::black_box;
@@ -37,11 +41,27 @@ fn snapshot(keys: usize) -> (Snapshot, String) {
                 admin: false,
                 expires_at_ms: 0,
                 revoked: false,
+                legacy_bcrypt: None,
             }),
         );
         last = key.token.to_string();
     }
     (snapshot, last)
+}
+
+/// Adds an imported Go memtrace key (bcrypt cost 10, the Go default) to
+/// `snapshot`; returns the key.
+fn with_legacy_key(snapshot: &mut Snapshot) -> String {
+    let token = generate_legacy_api_key();
+    let parsed = parse_legacy_api_key(&token).expect("a legacy key");
+    snapshot.api_keys.insert(
+        parsed.key_id,
+        Arc::new(ApiKeyEntry::imported(
+            "org_bench",
+            bcrypt::hash(token.as_str(), 10).expect("bcrypt"),
+        )),
+    );
+    token.to_string()
 }
 
 const NOW_MS: i64 = 1_796_000_000_000;
@@ -72,7 +92,17 @@ fn with_token(mut snapshot: Snapshot) -> (Snapshot, String) {
 }
 
 fn bench(c: &mut Criterion) {
-    let (snapshot, token) = snapshot(10_000);
+    let (mut snapshot, token) = snapshot(10_000);
+    let legacy = with_legacy_key(&mut snapshot);
+    let first = std::time::Instant::now();
+    authenticate(&snapshot, Some(legacy.as_str()), 1).expect("the legacy key");
+    println!(
+        "legacy key, first check (bcrypt cost 10): {:?}",
+        first.elapsed()
+    );
+    c.bench_function("authenticate legacy key, cached (10k keys)", |b| {
+        b.iter(|| authenticate(black_box(&snapshot), black_box(Some(legacy.as_str())), 1))
+    });
     c.bench_function("authenticate (10k keys)", |b| {
         b.iter(|| authenticate(black_box(&snapshot), black_box(Some(token.as_str())), 1))
     });

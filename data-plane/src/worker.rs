@@ -178,6 +178,7 @@ impl Worker {
         .with_token_minters(fleet.keys().map(|k| k.token_key()).collect());
         admission.shared.dedup.register_metrics(&mut registry);
         admission.refusals.register(&mut registry);
+        admission.legacy_requests.register(&mut registry);
         let probes = Arc::new(Probes {
             snapshot: handle.clone(),
             registry,

@@ -82,6 +82,7 @@ fn api_key_with_scopes(id: &str, org_id: &str, revoked: bool, scopes: &[&str]) -
             scopes: scopes.iter().map(|s| (*s).to_owned()).collect(),
             expires_at_ms: 0,
             revoked,
+            ..Default::default()
         }
         .encode_to_vec(),
     )
@@ -448,6 +449,7 @@ async fn records_without_the_fleet_keys_authentication_are_refused() {
         scopes: vec!["read".into(), "write".into(), "admin".into()],
         expires_at_ms: 0,
         revoked: false,
+        ..Default::default()
     }
     .encode_to_vec();
     // 2. the signed record of revoked key_r copied over key_a's … and

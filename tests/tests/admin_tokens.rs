@@ -47,6 +47,7 @@ async fn create_org_code(cp: &ControlPlane, token: &str) -> tonic::Code {
         .unwrap();
     let mut request = tonic::Request::new(pb::CreateOrgRequest {
         name: "never-created".into(),
+        ..Default::default()
     });
     request
         .metadata_mut()

@@ -134,7 +134,10 @@ async fn probes_health_reflection_and_admin_auth() {
         orgs.list_orgs(data_key).await.unwrap_err().code(),
         tonic::Code::PermissionDenied
     );
-    let mut good = tonic::Request::new(pb::CreateOrgRequest { name: "  ".into() });
+    let mut good = tonic::Request::new(pb::CreateOrgRequest {
+        name: "  ".into(),
+        ..Default::default()
+    });
     good.metadata_mut().insert(
         "authorization",
         format!("Bearer {}", cp.admin_token().unwrap())

@@ -215,6 +215,8 @@ pub struct ApiKeyView {
     pub expires_at: Option<String>,
     pub last_used_at: Option<String>,
     pub revoked_at: Option<String>,
+    /// Imported from the Go memtrace: accepted in its old format, deprecated.
+    pub legacy: bool,
     #[serde(skip)]
     expired: bool,
 }
@@ -231,6 +233,7 @@ impl From<&pb::ApiKey> for ApiKeyView {
             expires_at: rfc3339(key.expires_at.as_ref()),
             last_used_at: rfc3339(key.last_used_at.as_ref()),
             revoked_at: rfc3339(key.revoked_at.as_ref()),
+            legacy: key.legacy,
             expired: key
                 .expires_at
                 .is_some_and(|at| (at.seconds, at.nanos) <= (now.seconds, now.nanos)),
@@ -273,6 +276,12 @@ impl Render for KeyListView {
                     key.name.clone(),
                     key.scopes.join(","),
                     key.status().to_owned(),
+                    if key.legacy {
+                        "legacy (Go memtrace)"
+                    } else {
+                        "mtk"
+                    }
+                    .to_owned(),
                     cell(&key.created_at, "-"),
                     cell(&key.expires_at, "never"),
                     cell(&key.last_used_at, "never"),
@@ -286,6 +295,7 @@ impl Render for KeyListView {
                 "name",
                 "scopes",
                 "status",
+                "format",
                 "created",
                 "expires",
                 "last used",
@@ -329,6 +339,7 @@ mod tests {
             expires_at: None,
             last_used_at: None,
             revoked_at: None,
+            legacy: false,
         }
     }
 
@@ -384,6 +395,7 @@ mod tests {
             nanos: 0,
         });
         let mut expired = api_key();
+        expired.legacy = true;
         expired.expires_at = Some(Timestamp {
             seconds: 1_700_000_100,
             nanos: 0,
@@ -407,11 +419,17 @@ mod tests {
             "expires_at",
             "last_used_at",
             "revoked_at",
+            "legacy",
         ];
         expected.sort_unstable();
         assert_eq!(keys, expected);
         assert_eq!(json["keys"][1]["revoked_at"], "2023-11-14T22:15:00Z");
         let statuses: Vec<&str> = list.keys.iter().map(ApiKeyView::status).collect();
         assert_eq!(statuses, ["active", "revoked", "expired"]);
+        assert_eq!(json["keys"][2]["legacy"], true, "imported keys are marked");
+        let mut buf = Vec::new();
+        list.table(&mut buf).unwrap();
+        let text = String::from_utf8(buf).unwrap();
+        assert!(text.contains("legacy (Go memtrace)"), "{text}");
     }
 }

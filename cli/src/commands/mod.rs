@@ -9,6 +9,7 @@ pub mod config;
 pub mod dev;
 pub mod erasure;
 pub mod export;
+pub mod import;
 pub mod key;
 pub mod keygen;
 pub mod master_key;

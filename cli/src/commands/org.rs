@@ -85,7 +85,10 @@ pub async fn run(command: OrgCommand, admin: &Admin, out: &mut Output<'_>) -> an
         OrgCommand::Create { name } => {
             let org = admin
                 .orgs()
-                .create_org(admin.request(pb::CreateOrgRequest { name }))
+                .create_org(admin.request(pb::CreateOrgRequest {
+                    name,
+                    id: String::new(),
+                }))
                 .await
                 .map_err(|s| admin.fail(s, Subject::None))?
                 .into_inner();

@@ -196,6 +196,11 @@ impl EffectiveSettings {
         }
     }
 
+    /// Whether the org's keys imported from the Go memtrace are accepted.
+    pub fn legacy_keys_enabled(&self, org_id: &str) -> bool {
+        self.flag(Some(org_id), "auth.legacy_keys_enabled")
+    }
+
     /// How long an org's memories are kept (`None`: until deleted).
     pub fn retention(&self, org_id: Option<&str>) -> Option<Duration> {
         match self.int(org_id, "memories.retention_days") {

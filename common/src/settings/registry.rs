@@ -108,6 +108,12 @@ pub static SETTINGS: &[Setting] = &[
         DefaultValue::Int(5),
     ),
     hot(
+        "auth.legacy_keys_enabled",
+        "API keys imported from the Go memtrace (memtracectl import legacy) are accepted in their old format; false refuses them (401 invalid API key) once their traffic has drained",
+        SettingType::Boolean,
+        DefaultValue::Bool(true),
+    ),
+    hot(
         "dedup.enabled",
         "writes with the same dedup key within the window are duplicates: refused by the worker that knows the key (409), collapsed by every read",
         SettingType::Boolean,

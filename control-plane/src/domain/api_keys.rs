@@ -32,6 +32,7 @@ impl ControlPlane {
             expires_at: spec.expires_in.map(|d| now.saturating_add(duration_ms(d))),
             last_used_at: None,
             revoked_at: None,
+            legacy: None,
         };
         let audit = |row: &ApiKeyRow| {
             let details = json!({"org_id": row.org_id, "name": row.name, "scopes": row.scopes, "expires_at_ms": row.expires_at});

@@ -10,6 +10,7 @@ mod cluster;
 pub mod config;
 pub mod erasure;
 mod keyring;
+pub mod legacy_keys;
 mod orgs;
 pub mod publish;
 pub mod receipts;

@@ -1,5 +1,7 @@
 use super::{Gate, actor, with_revision};
+use crate::clock::from_timestamp;
 use crate::clock::to_timestamp;
+use crate::domain::legacy_keys::LegacyKeySpec;
 use crate::domain::tokens::TokenSpec;
 use crate::domain::types::{ApiKeyId, ApiKeySpec, OrgId};
 use crate::store::ApiKeyRow;
@@ -24,6 +26,7 @@ fn key_to_pb(row: ApiKeyRow) -> pb::ApiKey {
         expires_at: row.expires_at.map(to_timestamp),
         last_used_at: row.last_used_at.map(to_timestamp),
         revoked_at: row.revoked_at.map(to_timestamp),
+        legacy: row.legacy.is_some(),
     }
 }
 
@@ -71,6 +74,29 @@ impl pb::api_key_service_server::ApiKeyService for ApiKeyApi {
         let id = ApiKeyId::parse(&request.into_inner().key_id)?;
         let revoked = self.0.service()?.revoke_api_key(&actor, &id).await?;
         Ok(with_revision(key_to_pb(revoked.value), revoked.revision))
+    }
+
+    async fn import_legacy_api_key(
+        &self,
+        request: Request<pb::ImportLegacyApiKeyRequest>,
+    ) -> Result<Response<pb::ApiKey>, Status> {
+        let actor = actor(&request);
+        let req = request.into_inner();
+        let mut spec = LegacyKeySpec::parse(
+            &req.org_id,
+            &req.name,
+            &req.scopes,
+            &req.bcrypt_hash,
+            &req.key_prefix,
+        )?;
+        spec.created_at = req.created_at.as_ref().map(from_timestamp);
+        spec.expires_at = req.expires_at.as_ref().map(from_timestamp);
+        let imported = self
+            .0
+            .service()?
+            .import_legacy_api_key(&actor, &spec)
+            .await?;
+        Ok(with_revision(key_to_pb(imported.value), imported.revision))
     }
 
     async fn create_token(

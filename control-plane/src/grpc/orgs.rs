@@ -1,5 +1,6 @@
 use super::{Gate, actor, with_revision};
 use crate::clock::to_timestamp;
+use crate::domain::legacy_keys::ArcImportCounts;
 use crate::domain::types::{OrgId, OrgName};
 use crate::store::OrgSummary;
 use memtrace_proto::admin::v1 as pb;
@@ -25,8 +26,18 @@ impl pb::org_service_server::OrgService for OrgApi {
         request: Request<pb::CreateOrgRequest>,
     ) -> Result<Response<pb::Org>, Status> {
         let actor = actor(&request);
-        let name = OrgName::parse(&request.into_inner().name)?;
-        let org = self.0.service()?.create_org(&actor, &name).await?;
+        let req = request.into_inner();
+        let name = OrgName::parse(&req.name)?;
+        let service = self.0.service()?;
+        // an import keeps the id the org had in the Go memtrace
+        let org = if req.id.trim().is_empty() {
+            service.create_org(&actor, &name).await?
+        } else {
+            let id = OrgId::parse(&req.id)?;
+            service
+                .create_org_with_id(&actor, id.as_str(), &name)
+                .await?
+        };
         Ok(with_revision(org_to_pb(org.value), org.revision))
     }
 
@@ -65,5 +76,26 @@ impl pb::org_service_server::OrgService for OrgApi {
             },
             deleted.revision,
         ))
+    }
+
+    async fn record_legacy_import(
+        &self,
+        request: Request<pb::RecordLegacyImportRequest>,
+    ) -> Result<Response<pb::RecordLegacyImportResponse>, Status> {
+        let actor = actor(&request);
+        let req = request.into_inner();
+        let org = OrgId::parse(&req.org_id)?;
+        let counts = ArcImportCounts {
+            agents_imported: req.agents_imported,
+            sessions_imported: req.sessions_imported,
+            agents_skipped: req.agents_skipped,
+            sessions_skipped: req.sessions_skipped,
+        };
+        let seq = self
+            .0
+            .service()?
+            .record_legacy_import(&actor, &org, counts)
+            .await?;
+        Ok(Response::new(pb::RecordLegacyImportResponse { seq }))
     }
 }

@@ -28,9 +28,11 @@ pub const METHOD_ROLES: &[(&str, AdminRole)] = &[
         "/memtrace.admin.v1.ArcBindingService/TestArcBinding",
         Reader,
     ),
+    ("/memtrace.admin.v1.OrgService/RecordLegacyImport", Admin),
     ("/memtrace.admin.v1.ApiKeyService/CreateApiKey", Admin),
     ("/memtrace.admin.v1.ApiKeyService/ListApiKeys", Reader),
     ("/memtrace.admin.v1.ApiKeyService/RevokeApiKey", Admin),
+    ("/memtrace.admin.v1.ApiKeyService/ImportLegacyApiKey", Admin),
     // a token is a credential, like an API key
     ("/memtrace.admin.v1.ApiKeyService/CreateToken", Admin),
     (

@@ -90,6 +90,7 @@ fn key(org_id: &str, name: &str) -> ApiKeyRow {
         expires_at: None,
         last_used_at: None,
         revoked_at: None,
+        legacy: None,
     }
 }
 
@@ -277,6 +278,37 @@ pub async fn api_keys(store: &dyn Store) {
     assert_eq!(
         store.get_api_key(&k1.id).await.expect("keys: get"),
         Some(k1.clone())
+    );
+    // an imported Go memtrace key keeps its bcrypt hash and prefix; its id is taken
+    let other = org("imported keys");
+    store
+        .insert_org(&other, audited())
+        .await
+        .expect("keys: insert org of imported keys");
+    let mut imported = key(&other.id, "imported");
+    let prefix = new_id("p")[2..18].to_owned();
+    imported.id = format!("key_{prefix}");
+    imported.legacy = Some(super::LegacyKeyHash {
+        bcrypt_hash: "$2a$04$abcdefghijklmnopqrstuuABCDEFGHIJKLMNOPQRSTUVWXYZ01234".into(),
+        prefix,
+    });
+    store
+        .insert_api_key(&imported, audited())
+        .await
+        .expect("keys: insert imported");
+    assert_eq!(
+        store
+            .get_api_key(&imported.id)
+            .await
+            .expect("keys: get imported"),
+        Some(imported.clone()),
+        "keys: the legacy hash and prefix round-trip"
+    );
+    let mut same_id = key(&other.id, "imported again");
+    same_id.id = imported.id.clone();
+    assert!(
+        is_conflict(store.insert_api_key(&same_id, audited()).await),
+        "keys: an imported key's id is unique"
     );
     let count = store
         .get_org(&o.id)

@@ -398,6 +398,7 @@ fn key_row(org_id: &str) -> ApiKeyRow {
         expires_at: None,
         last_used_at: None,
         revoked_at: None,
+        legacy: None,
     }
 }
 

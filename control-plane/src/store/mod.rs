@@ -217,6 +217,16 @@ pub struct ApiKeyRow {
     pub expires_at: Option<i64>,
     pub last_used_at: Option<i64>,
     pub revoked_at: Option<i64>,
+    /// Set for a key imported from the Go memtrace.
+    pub legacy: Option<LegacyKeyHash>,
+}
+
+/// How an imported Go memtrace key is checked and found: its bcrypt hash
+/// (of the whole key) and its lookup prefix (the key id is `key_<prefix>`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LegacyKeyHash {
+    pub bcrypt_hash: String,
+    pub prefix: String,
 }
 
 /// An admin token: its public id, the hash of the whole token (never the

@@ -19,8 +19,9 @@
 //! pinned from the key: clients never choose it. Messages match the
 //! original's 401 bodies so SDKs map them unchanged.
 
-use crate::snapshot::Snapshot;
+use crate::snapshot::{ApiKeyEntry, Snapshot};
 use memtrace_common::credentials::{hashes_match, parse_api_key};
+use memtrace_common::legacy_keys::parse_legacy_api_key;
 use memtrace_common::token::{self, TokenError};
 
 /// What a request may do.
@@ -123,6 +124,9 @@ pub enum InvalidKey {
     NotUsable,
     /// Its org is deleted.
     OrgDeleted,
+    /// A key imported from the Go memtrace, its org's
+    /// `auth.legacy_keys_enabled` off.
+    LegacyDisabled,
 }
 
 impl InvalidKey {
@@ -133,6 +137,7 @@ impl InvalidKey {
             Self::WrongSecret => "wrong_secret",
             Self::NotUsable => "revoked_or_expired",
             Self::OrgDeleted => "org_deleted",
+            Self::LegacyDisabled => "legacy_disabled",
         }
     }
 }
@@ -165,13 +170,34 @@ pub fn authenticate(
         return authenticate_token(snapshot, token, now_ms);
     }
     let invalid = AuthError::Invalid;
-    let parsed = parse_api_key(token).map_err(|_| invalid(InvalidKey::Malformed))?;
+    let parsed = match parse_api_key(token) {
+        Ok(parsed) => parsed,
+        // a key imported from the Go memtrace, in its format
+        Err(_) => {
+            return match parse_legacy_api_key(token) {
+                Some(legacy) => super::legacy::authenticate(snapshot, &legacy, token, now_ms),
+                None => Err(invalid(InvalidKey::Malformed)),
+            };
+        }
+    };
     let entry = snapshot
         .api_key(&parsed.key_id)
         .ok_or(invalid(InvalidKey::Unknown))?;
-    if !hashes_match(&entry.hash, &parsed.hash) {
+    if entry.legacy_bcrypt.is_some() || !hashes_match(&entry.hash, &parsed.hash) {
         return Err(invalid(InvalidKey::WrongSecret));
     }
+    principal_of(snapshot, parsed.key_id, entry, now_ms)
+}
+
+/// The principal of a key whose secret matched: refused when it is revoked
+/// or expired or its org is deleted.
+pub(super) fn principal_of(
+    snapshot: &Snapshot,
+    key_id: String,
+    entry: &ApiKeyEntry,
+    now_ms: i64,
+) -> Result<Principal, AuthError> {
+    let invalid = AuthError::Invalid;
     if !entry.usable_at(now_ms) {
         return Err(invalid(InvalidKey::NotUsable));
     }
@@ -181,7 +207,7 @@ pub fn authenticate(
     }
     Ok(Principal {
         org_id: entry.org_id.clone(),
-        key_id: parsed.key_id,
+        key_id,
         read: entry.read,
         write: entry.write,
         admin: entry.admin,
@@ -246,6 +272,7 @@ mod tests {
                 admin: token_scopes.2,
                 expires_at_ms,
                 revoked,
+                legacy_bcrypt: None,
             }),
         );
         (snapshot, key.token.to_string())

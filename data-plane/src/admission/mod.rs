@@ -8,6 +8,7 @@
 //! credential they read from headers or metadata.
 
 pub mod auth;
+pub mod legacy;
 pub mod limits;
 pub mod refusals;
 pub mod stores;
@@ -38,6 +39,8 @@ pub struct Admission {
     pub shared: Arc<ServiceShared>,
     /// What admission refused, by reason (`/metrics`).
     pub refusals: refusals::Refusals,
+    /// Requests admitted with a Go memtrace key, by org (`/metrics`).
+    pub legacy_requests: legacy::LegacyRequests,
     /// Where tenants' deletes are recorded (none: deletes answer 503).
     pub erasures: Option<Arc<crate::erasure::ErasureRequests>>,
     /// The keys `POST /api/v1/tokens` may sign with, one per fleet key, the
@@ -56,6 +59,7 @@ impl Admission {
             stores,
             shared: Arc::new(ServiceShared::default()),
             refusals: refusals::Refusals::default(),
+            legacy_requests: legacy::LegacyRequests::default(),
             erasures: None,
             token_minters: Arc::new([]),
         }
@@ -115,6 +119,9 @@ impl Admission {
         let snapshot = self.snapshot.load();
         let principal = auth::authenticate(&snapshot, token, memtrace_common::clock::now_ms())?;
         record_org(&principal);
+        if token.is_some_and(legacy::looks_legacy) {
+            self.legacy_requests.count(&principal.org_id);
+        }
         principal.require(scope)?;
         let limits = snapshot.settings().limits(Some(&principal.org_id));
         self.limiter

@@ -23,13 +23,14 @@ pub struct Refusals {
 }
 
 /// Every reason label [`reason`] gives.
-const REASONS: [&str; 20] = [
+const REASONS: [&str; 21] = [
     "key_missing",
     "malformed",
     "unknown",
     "wrong_secret",
     "revoked_or_expired",
     "org_deleted",
+    "legacy_disabled",
     "scope",
     "token_malformed",
     "token_unknown_key",
@@ -100,7 +101,14 @@ mod tests {
     #[test]
     fn every_reason_is_exported_from_the_start() {
         use crate::admission::auth::InvalidKey::*;
-        for why in [Malformed, Unknown, WrongSecret, NotUsable, OrgDeleted] {
+        for why in [
+            Malformed,
+            Unknown,
+            WrongSecret,
+            NotUsable,
+            OrgDeleted,
+            LegacyDisabled,
+        ] {
             assert!(REASONS.contains(&why.as_str()), "{why:?}");
         }
         let mut registry = Registry::default();

@@ -13,7 +13,7 @@ mod export;
 mod memories;
 mod sessions;
 
-use crate::admission::{Admission, MAX_REQUEST_BYTES, Scope, credential};
+use crate::admission::{Admission, MAX_REQUEST_BYTES, Scope, credential, legacy};
 use crate::query::ListParams;
 use crate::service::types::RegistryPage;
 use crate::service::{OrgService, ServiceError};
@@ -74,7 +74,19 @@ pub fn router(state: Admission, body_timeout: BodyTimeout) -> axum::Router {
         .layer(DefaultBodyLimit::max(MAX_REQUEST_BYTES))
         .layer(axum::Extension(body_timeout))
         .layer(axum::middleware::from_fn(body::close_if_unread))
+        .layer(axum::middleware::from_fn(legacy_headers))
         .with_state(state)
+}
+
+/// Marks every response to a request with a Go memtrace key as deprecated
+/// (`Deprecation`, `Warning`: see `admission::legacy`).
+async fn legacy_headers(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let legacy = request_token(request.headers()).is_some_and(legacy::looks_legacy);
+    let mut response = next.run(request).await;
+    if legacy {
+        legacy::mark(response.headers_mut());
+    }
+    response
 }
 
 impl IntoResponse for ServiceError {

@@ -18,6 +18,7 @@ mod erase;
 mod error;
 pub mod expiry;
 pub mod ids;
+pub mod import;
 mod memories;
 mod org_locks;
 pub mod receipts;

@@ -52,9 +52,27 @@ pub struct ApiKeyEntry {
     /// 0 = never.
     pub expires_at_ms: i64,
     pub revoked: bool,
+    /// The bcrypt hash of a key imported from the Go memtrace, checked
+    /// instead of `hash` (`admission::legacy`); `None` for our own keys.
+    pub legacy_bcrypt: Option<String>,
 }
 
 impl ApiKeyEntry {
+    /// A read-write key of `org_id` imported from the Go memtrace, checked
+    /// by `bcrypt_hash` (never expires, not revoked).
+    pub fn imported(org_id: &str, bcrypt_hash: String) -> Self {
+        Self {
+            org_id: org_id.to_owned(),
+            hash: [0; 32],
+            read: true,
+            write: true,
+            admin: false,
+            expires_at_ms: 0,
+            revoked: false,
+            legacy_bcrypt: Some(bcrypt_hash),
+        }
+    }
+
     /// Usable at `now_ms`: not revoked and not expired (expiry is strict).
     pub fn usable_at(&self, now_ms: i64) -> bool {
         !self.revoked && (self.expires_at_ms == 0 || now_ms < self.expires_at_ms)
@@ -215,6 +233,11 @@ fn decode_record(key: &StateKey, value: &[u8], fleet: &FleetKeyring) -> Result<R
                 admin: false,
                 expires_at_ms: record.expires_at_ms,
                 revoked: record.revoked,
+                legacy_bcrypt: legacy_bcrypt(
+                    key_id,
+                    record.legacy_bcrypt_hash,
+                    &record.legacy_prefix,
+                )?,
             };
             for scope in &record.scopes {
                 match scope.as_str() {
@@ -277,4 +300,21 @@ fn decode_record(key: &StateKey, value: &[u8], fleet: &FleetKeyring) -> Result<R
             crate::erasure::Erasure::from_record(org_id, erasure_id, record).map(Record::Erasure)
         }
     }
+}
+
+/// The bcrypt hash of an imported Go memtrace key, checked against its id
+/// (`key_<prefix>`); `None` when the record is one of our own keys.
+fn legacy_bcrypt(key_id: &str, hash: String, prefix: &str) -> Result<Option<String>, String> {
+    if hash.is_empty() && prefix.is_empty() {
+        return Ok(None);
+    }
+    if !memtrace_common::legacy_keys::is_bcrypt_hash(&hash) {
+        return Err("legacy_bcrypt_hash is not a bcrypt hash".into());
+    }
+    if memtrace_common::legacy_keys::legacy_key_id(prefix) != key_id {
+        return Err(format!(
+            "legacy_prefix {prefix:?} is not the prefix of key {key_id:?}"
+        ));
+    }
+    Ok(Some(hash))
 }

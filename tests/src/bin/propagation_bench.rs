@@ -188,6 +188,7 @@ async fn main() -> anyhow::Result<()> {
             &token,
             pb::CreateOrgRequest {
                 name: "bench".into(),
+                ..Default::default()
             },
         ))
         .await?

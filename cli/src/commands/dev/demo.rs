@@ -199,6 +199,7 @@ async fn create_demo_org(admin: &Admin) -> Result<String, DevError> {
         .orgs()
         .create_org(admin.request(pb::CreateOrgRequest {
             name: DEMO_ORG.into(),
+            id: String::new(),
         }))
         .await
     {

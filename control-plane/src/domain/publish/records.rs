@@ -90,6 +90,16 @@ impl ControlPlane {
                 .collect(),
             expires_at_ms: row.expires_at.unwrap_or(0),
             revoked: row.revoked_at.is_some(),
+            legacy_bcrypt_hash: row
+                .legacy
+                .as_ref()
+                .map(|l| l.bcrypt_hash.clone())
+                .unwrap_or_default(),
+            legacy_prefix: row
+                .legacy
+                .as_ref()
+                .map(|l| l.prefix.clone())
+                .unwrap_or_default(),
         };
         Op::Put {
             key: self.state_keys().api_key(&row.id),

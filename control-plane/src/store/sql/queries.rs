@@ -373,8 +373,8 @@ impl Store for SqlStore {
             )));
         }
         sqlx::query(
-            "INSERT INTO api_keys (id, org_id, name, key_hash, scopes, created_at, expires_at, last_used_at, revoked_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+            "INSERT INTO api_keys (id, org_id, name, key_hash, scopes, created_at, expires_at, last_used_at, revoked_at, \
+             legacy_bcrypt_hash, legacy_prefix) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
         )
         .bind(row.id.clone())
         .bind(row.org_id.clone())
@@ -385,14 +385,17 @@ impl Store for SqlStore {
         .bind(row.expires_at)
         .bind(row.last_used_at)
         .bind(row.revoked_at)
+        .bind(row.legacy.as_ref().map(|l| l.bcrypt_hash.clone()))
+        .bind(row.legacy.as_ref().map(|l| l.prefix.clone()))
         .execute(&mut *tx)
         .await
         .map_err(|e| {
-            // a concurrent create of the same name won (api_keys_active_name)
+            // a concurrent create of the same name won (api_keys_active_name),
+            // or an imported key has this one's id
             if is_unique_violation(&e) {
                 StoreError::Conflict(format!(
-                    "org {:?} already has an active api key named {:?}",
-                    row.org_id, row.name
+                    "api key {:?} exists, or org {:?} already has an active api key named {:?}",
+                    row.id, row.org_id, row.name
                 ))
             } else {
                 e.into()

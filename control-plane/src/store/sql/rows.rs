@@ -3,7 +3,8 @@
 //! shared by several queries, and unique-violation detection.
 
 use crate::store::{
-    AdminTokenRow, ApiKeyRow, ArcBindingRow, OrgRow, OrgSummary, StoreError, StoreResult,
+    AdminTokenRow, ApiKeyRow, ArcBindingRow, LegacyKeyHash, OrgRow, OrgSummary, StoreError,
+    StoreResult,
 };
 use sqlx::Row;
 use sqlx::any::AnyRow;
@@ -50,6 +51,21 @@ pub(super) fn api_key(row: &AnyRow) -> StoreResult<ApiKeyRow> {
         expires_at: row.try_get("expires_at")?,
         last_used_at: row.try_get("last_used_at")?,
         revoked_at: row.try_get("revoked_at")?,
+        legacy: match (
+            row.try_get::<Option<String>, _>("legacy_bcrypt_hash")?,
+            row.try_get::<Option<String>, _>("legacy_prefix")?,
+        ) {
+            (Some(bcrypt_hash), Some(prefix)) => Some(LegacyKeyHash {
+                bcrypt_hash,
+                prefix,
+            }),
+            (None, None) => None,
+            _ => {
+                return Err(StoreError::Corrupt(
+                    "api key with half a legacy hash".into(),
+                ));
+            }
+        },
     })
 }
 
@@ -73,8 +89,8 @@ pub(super) const ORG_SUMMARY_SELECT: &str = "SELECT o.id, o.name, o.created_at, 
         AND (k.expires_at IS NULL OR k.expires_at > $1)) AS key_count \
      FROM orgs o";
 
-pub(super) const API_KEY_COLUMNS: &str =
-    "id, org_id, name, key_hash, scopes, created_at, expires_at, last_used_at, revoked_at";
+pub(super) const API_KEY_COLUMNS: &str = "id, org_id, name, key_hash, scopes, created_at, expires_at, last_used_at, revoked_at, \
+     legacy_bcrypt_hash, legacy_prefix";
 
 pub(super) const ARC_BINDING_COLUMNS: &str =
     "id, org_id, url, database_name, measurement, api_key_envelope, created_at, updated_at";
