@@ -201,7 +201,8 @@ impl ControlPlane {
     }
 }
 
-fn error_chain(error: &dyn std::error::Error) -> String {
+/// An error and its sources, `: `-joined (the most specific cause last).
+pub(crate) fn error_chain(error: &dyn std::error::Error) -> String {
     let mut text = error.to_string();
     let mut source = error.source();
     while let Some(cause) = source {

@@ -7,10 +7,12 @@
 //! Arc has no schema: a measurement whose Parquet files all predate the
 //! column answers any read naming `expires_at` with a binder error. Such a
 //! read is retried without the column (exact: no row can expire), and
-//! [`ExpiryColumns::ensure`] writes the org one row carrying the column —
+//! [`ColumnRows::ensure`] writes the org one row carrying the column —
 //! `id` and content empty, so no read ever shows it (every memory read
 //! requires a non-empty id) — so that after Arc's next flush one statement
-//! suffices again. Once per org per worker; the set is bounded.
+//! suffices again. A measurement only the original memtrace wrote lacks
+//! `id` too, and the same row gives it that column. Once per org per
+//! worker; the set is bounded.
 
 use super::ServiceError;
 use crate::query::{OrgId, UnixMicros};
@@ -25,13 +27,15 @@ pub const MAX_TTL_SECONDS: i64 = 100 * 365 * 24 * 3600;
 /// worst given a second column row).
 const MAX_ORGS: usize = 100_000;
 
-/// The orgs this worker wrote an `expires_at` column row for.
+/// The orgs this worker wrote a column row for: one row carrying every
+/// memory column, so a measurement that lacked `expires_at` (or, written by
+/// the original memtrace alone, `id`) has it after Arc's next flush.
 #[derive(Debug, Default)]
-pub struct ExpiryColumns {
+pub struct ColumnRows {
     written: Mutex<HashSet<String>>,
 }
 
-impl ExpiryColumns {
+impl ColumnRows {
     /// Writes `org` one column row into its memory and version tables, in
     /// the background, unless this worker already did.
     pub fn ensure(self: &Arc<Self>, store: &Arc<dyn TenantStore>, org: &OrgId) {

@@ -53,8 +53,9 @@ pub struct ServiceShared {
     /// Serializes agent registrations of one org on this worker (unique
     /// names); other orgs' registrations never wait on it.
     pub(crate) register_locks: org_locks::OrgLocks,
-    /// Orgs this worker gave an `expires_at` column (bounded).
-    pub expiry: Arc<expiry::ExpiryColumns>,
+    /// Orgs this worker gave the optional memory columns (`id`,
+    /// `expires_at`) with one row each (bounded).
+    pub column_rows: Arc<expiry::ColumnRows>,
 }
 
 /// The service of one org over its store.
@@ -147,7 +148,7 @@ impl OrgService {
     /// only before expiry existed, or only by the original memtrace) is
     /// built again without that column — exact: no row there has an expiry,
     /// every row there is the original's — and the org gets one row
-    /// carrying every column (see [`expiry::ExpiryColumns`]) so later reads
+    /// carrying every column (see [`expiry::ColumnRows`]) so later reads
     /// need one statement again.
     async fn read(
         &self,
@@ -160,7 +161,7 @@ impl OrgService {
             self.check_sql_len(&sql)?;
             match self.store.query(&sql).await {
                 Err(crate::store::StoreError::MissingColumn(column)) => {
-                    self.shared.expiry.ensure(&self.store, &self.org);
+                    self.shared.column_rows.ensure(&self.store, &self.org);
                     builder = std::borrow::Cow::Owned(builder.into_owned().without_column(column));
                 }
                 other => return Ok(other?),

@@ -110,17 +110,6 @@ fn message(body: &str) -> String {
     text.chars().take(300).collect()
 }
 
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
-}
-
 async fn post(
     http: &reqwest::Client,
     target: &ArcTarget,
@@ -128,10 +117,12 @@ async fn post(
     body: Value,
 ) -> Result<(u16, String), ArcFailure> {
     let request = authorized(http.post(endpoint(&target.url, path)).json(&body), target)?;
-    let response = request
-        .send()
-        .await
-        .map_err(|e| ArcFailure::Transient(format!("POST {path} failed: {}", error_chain(&e))))?;
+    let response = request.send().await.map_err(|e| {
+        ArcFailure::Transient(format!(
+            "POST {path} failed: {}",
+            crate::domain::arc::error_chain(&e)
+        ))
+    })?;
     let status = response.status().as_u16();
     let text = response.text().await.map_err(|e| {
         ArcFailure::Transient(format!("POST {path}: reading the answer failed: {e}"))

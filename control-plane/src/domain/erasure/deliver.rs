@@ -18,7 +18,7 @@ use super::arc::{ArcFailure, ArcTarget};
 use crate::store::ErasureJobRow;
 use reqwest::header::{CONTENT_ENCODING, CONTENT_TYPE, HeaderValue};
 use serde_json::json;
-use sqlx::{AnyConnection, AssertSqlSafe, Connection as _};
+use sqlx::{AssertSqlSafe, Connection as _};
 use std::io::Write as _;
 use std::path::Path;
 
@@ -66,10 +66,12 @@ pub(crate) async fn to_arc(
             .body(gzipped),
         target,
     )?;
-    let response = request
-        .send()
-        .await
-        .map_err(|e| ArcFailure::Transient(format!("POST {WRITE_PATH} failed: {e}")))?;
+    let response = request.send().await.map_err(|e| {
+        ArcFailure::Transient(format!(
+            "POST {WRITE_PATH} failed: {}",
+            crate::domain::arc::error_chain(&e)
+        ))
+    })?;
     let status = response.status().as_u16();
     if (200..300).contains(&status) {
         return Ok(());
@@ -88,11 +90,7 @@ pub(crate) async fn to_embedded(
     let Some((time, id, org, receipt)) = row(job, now_ms) else {
         return Err("the job has no receipt to deliver".into());
     };
-    sqlx::any::install_default_drivers();
-    let url = format!("sqlite://{}?mode=rwc", file.display());
-    let mut conn = AnyConnection::connect(&url)
-        .await
-        .map_err(|e| format!("open {}: {e}", file.display()))?;
+    let mut conn = super::embedded::open(file, "rwc").await?;
     let statements = [
         "PRAGMA busy_timeout = 5000".to_owned(),
         format!(

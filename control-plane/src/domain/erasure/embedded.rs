@@ -33,26 +33,45 @@ fn no_table(error: &sqlx::Error) -> bool {
     text.contains("no such table") || super::expiry::missing_expiry_column(&text)
 }
 
+/// The org's file, opened in sqlite `mode` (`ro`, `rw`, `rwc`).
+pub(crate) async fn open(file: &Path, mode: &str) -> Result<AnyConnection, String> {
+    sqlx::any::install_default_drivers();
+    let url = format!("sqlite://{}?mode={mode}", file.display());
+    AnyConnection::connect(&url)
+        .await
+        .map_err(|e| format!("open {}: {e}", file.display()))
+}
+
+/// The count statement of `table`'s rows matching `where_`, and its
+/// answer (no table: 0).
+async fn count_in(
+    conn: &mut AnyConnection,
+    table: &str,
+    where_: &str,
+) -> Result<(String, u64), String> {
+    let sql = format!(
+        "SELECT COUNT(*) AS n FROM {} WHERE {where_}",
+        quote_table(table)
+    );
+    let n = match sqlx::query(AssertSqlSafe(sql.clone()))
+        .fetch_one(conn)
+        .await
+    {
+        Ok(row) => u64::try_from(row.try_get::<i64, _>("n").unwrap_or(0)).unwrap_or(0),
+        Err(e) if no_table(&e) => 0,
+        Err(e) => return Err(format!("count {table}: {e}")),
+    };
+    Ok((sql, n))
+}
+
 /// How many rows of `table` in `file` match `where_` (no file, no table:
 /// 0).
 pub(crate) async fn count(file: &Path, table: &str, where_: &str) -> Result<u64, String> {
     if !file.exists() {
         return Ok(0);
     }
-    sqlx::any::install_default_drivers();
-    let url = format!("sqlite://{}?mode=ro", file.display());
-    let mut conn = AnyConnection::connect(&url)
-        .await
-        .map_err(|e| format!("open {}: {e}", file.display()))?;
-    let sql = format!(
-        "SELECT COUNT(*) AS n FROM {} WHERE {where_}",
-        quote_table(table)
-    );
-    let n = match sqlx::query(AssertSqlSafe(sql)).fetch_one(&mut conn).await {
-        Ok(row) => u64::try_from(row.try_get::<i64, _>("n").unwrap_or(0)).unwrap_or(0),
-        Err(e) if no_table(&e) => 0,
-        Err(e) => return Err(format!("count {table}: {e}")),
-    };
+    let mut conn = open(file, "ro").await?;
+    let (_, n) = count_in(&mut conn, table, where_).await?;
     let _ = conn.close().await;
     Ok(n)
 }
@@ -86,11 +105,7 @@ pub(crate) async fn erase(
             verification,
         });
     }
-    sqlx::any::install_default_drivers();
-    let url = format!("sqlite://{}?mode=rw", file.display());
-    let mut conn = AnyConnection::connect(&url)
-        .await
-        .map_err(|e| format!("open {}: {e}", file.display()))?;
+    let mut conn = open(file, "rw").await?;
     for pragma in ["PRAGMA busy_timeout = 5000", "PRAGMA secure_delete = ON"] {
         sqlx::query(pragma)
             .execute(&mut conn)
@@ -116,18 +131,7 @@ pub(crate) async fn erase(
         }
     }
     for (table, where_) in tables {
-        let sql = format!(
-            "SELECT COUNT(*) AS n FROM {} WHERE {where_}",
-            quote_table(table)
-        );
-        let n = match sqlx::query(AssertSqlSafe(sql.clone()))
-            .fetch_one(&mut conn)
-            .await
-        {
-            Ok(row) => u64::try_from(row.try_get::<i64, _>("n").unwrap_or(0)).unwrap_or(0),
-            Err(e) if no_table(&e) => 0,
-            Err(e) => return Err(format!("verify {table}: {e}")),
-        };
+        let (sql, n) = count_in(&mut conn, table, where_).await?;
         verification.insert(
             table.clone(),
             TableVerification {
