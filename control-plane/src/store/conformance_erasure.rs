@@ -183,6 +183,29 @@ pub async fn erasure_jobs(store: &dyn Store) {
         !due.iter().any(|j| j.id == a.id),
         "erasures: done is not due"
     );
+    // a sweep's one-at-a-time check: b (not done) is unfinished, a is done
+    let by = b.requested_by.clone();
+    assert!(
+        store
+            .has_unfinished_erasure(&org, &by)
+            .await
+            .expect("erasures: unfinished"),
+        "erasures: b is unfinished"
+    );
+    assert!(
+        !store
+            .has_unfinished_erasure(&org, "system:nobody")
+            .await
+            .expect("erasures: unfinished of another actor"),
+        "erasures: only the actor's jobs count"
+    );
+    assert!(
+        !store
+            .has_unfinished_erasure(&new_id("org"), &by)
+            .await
+            .expect("erasures: unfinished of another org"),
+        "erasures: only the org's jobs count"
+    );
     let counts = store.count_erasures().await.expect("erasures: count");
     let of = |state: &str| {
         counts

@@ -177,6 +177,9 @@ impl NewErasure {
     }
 }
 
+/// Most jobs one listing returns, newest first.
+pub const MAX_ERASURES_LISTED: u32 = 1000;
+
 /// Which erasure jobs [`Store::list_erasures`] returns.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ErasureFilter {
@@ -455,8 +458,14 @@ pub trait Store: Send + Sync + 'static {
     /// it inserted.
     async fn insert_erasure(&self, row: &ErasureJobRow) -> StoreResult<bool>;
     async fn get_erasure(&self, id: &str) -> StoreResult<Option<ErasureJobRow>>;
-    /// Jobs matching `filter`, newest request first.
+    /// Jobs matching `filter`, newest request first, at most
+    /// [`MAX_ERASURES_LISTED`] (the sweeps add jobs for as long as an org
+    /// lives: a listing stays bounded).
     async fn list_erasures(&self, filter: &ErasureFilter) -> StoreResult<Vec<ErasureJobRow>>;
+    /// Whether `org_id` has a job requested by `requested_by` that is not
+    /// done (a sweep requests one at a time per org): one statement on the
+    /// org's index answering a yes or no, not the org's history sent back.
+    async fn has_unfinished_erasure(&self, org_id: &str, requested_by: &str) -> StoreResult<bool>;
     /// How many jobs are in each state (states without jobs left out).
     async fn count_erasures(&self) -> StoreResult<Vec<(String, i64)>>;
     /// Unfinished jobs (not `done`) whose `next_attempt_at` is at most

@@ -11,7 +11,7 @@ use super::new_erasure_id;
 use crate::domain::ControlPlane;
 use crate::domain::config::effective_from_rows;
 use crate::error::Result;
-use crate::store::{ErasureFilter, ErasureJobRow, NewErasure};
+use crate::store::{ErasureJobRow, NewErasure};
 use serde_json::json;
 
 /// Who retention erasures are requested by.
@@ -52,15 +52,7 @@ impl ControlPlane {
     /// Whether `org_id` has a job requested by `actor` (a sweep) that is
     /// not done: a sweep requests one at a time per org.
     pub(super) async fn has_unfinished(&self, org_id: &str, actor: &str) -> Result<bool> {
-        Ok(self
-            .store
-            .list_erasures(&ErasureFilter {
-                org_id: Some(org_id.to_owned()),
-                state: None,
-            })
-            .await?
-            .into_iter()
-            .any(|job| job.requested_by == actor && job.state != "done"))
+        Ok(self.store.has_unfinished_erasure(org_id, actor).await?)
     }
 
     /// Records a sweep's job and publishes it (the runner republishes it

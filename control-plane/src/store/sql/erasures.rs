@@ -150,7 +150,8 @@ impl SqlStore {
         let sql = format!(
             "SELECT {ERASURE_COLUMNS} FROM erasures \
              WHERE ($1 = '' OR org_id = $1) AND ($2 = '' OR state = $2) \
-             ORDER BY requested_at_micros DESC, id DESC"
+             ORDER BY requested_at_micros DESC, id DESC LIMIT {}",
+            super::super::MAX_ERASURES_LISTED
         );
         let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(filter.org_id.clone().unwrap_or_default())
@@ -158,6 +159,24 @@ impl SqlStore {
             .fetch_all(&self.pool)
             .await?;
         rows.iter().map(erasure).collect()
+    }
+
+    pub(super) async fn ers_has_unfinished(
+        &self,
+        org_id: &str,
+        requested_by: &str,
+    ) -> StoreResult<bool> {
+        let sql = format!(
+            "SELECT COUNT(*) AS n FROM (SELECT id FROM erasures \
+             WHERE org_id = $1 AND requested_by = $2 AND {UNFINISHED} LIMIT 1) AS u"
+        );
+        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(org_id)
+            .bind(requested_by)
+            .fetch_one(&self.pool)
+            .await?;
+        let n: i64 = row.try_get("n")?;
+        Ok(n > 0)
     }
 
     pub(super) async fn ers_count(&self) -> StoreResult<Vec<(String, i64)>> {

@@ -502,6 +502,10 @@ impl Store for SqlStore {
         self.ers_list(filter).await
     }
 
+    async fn has_unfinished_erasure(&self, org_id: &str, requested_by: &str) -> StoreResult<bool> {
+        self.ers_has_unfinished(org_id, requested_by).await
+    }
+
     async fn count_erasures(&self) -> StoreResult<Vec<(String, i64)>> {
         self.ers_count().await
     }
